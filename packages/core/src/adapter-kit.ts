@@ -1,0 +1,153 @@
+/*
+ * What HTTP-client adapters share. An adapter maps its client's request/response onto these
+ * and onto TokenManager.getAccessToken / refresh; it holds no refresh logic of its own.
+ */
+import { ErrorCode, TokenRelayError } from './errors.js';
+
+/**
+ * Where the bearer token may be sent: a list of origins (`https://api.example.com`; scheme,
+ * host and port are compared, any path is ignored), or a predicate for anything finer.
+ */
+export type Origins = ReadonlyArray<string | URL> | ((url: URL) => boolean);
+
+/** What `shouldRefresh` is told about a failed response (status ≥ 400), whatever the HTTP client. */
+export interface FailedResponse {
+  /** HTTP status code. */
+  readonly status: number;
+  /** The absolute URL the request went to. */
+  readonly url: string;
+  /** A response header, case-insensitive; `undefined` when absent. */
+  header(name: string): string | undefined;
+  /** The response body as text. Does not consume the body the caller will read. */
+  text(): Promise<string>;
+}
+
+/**
+ * Decides whether a failed response means "the access token is no longer valid": then the
+ * tokens are refreshed and the request replayed once. May be async (to read the body).
+ */
+export type ShouldRefresh = (response: FailedResponse) => boolean | Promise<boolean>;
+
+/** One challenge of a `WWW-Authenticate` header: its scheme (lower-cased) and its parameters. */
+export interface AuthChallenge {
+  readonly scheme: string;
+  readonly params: Readonly<Record<string, string>>;
+}
+
+const tokenChar = /[!#$%&'*+\-.^_`|~0-9A-Za-z]/;
+
+/**
+ * Parses a `WWW-Authenticate` header (RFC 9110 §11.6.1) into its challenges, e.g.
+ * `Bearer realm="api", error="invalid_token", DPoP algs="ES256"` → two challenges.
+ * Malformed parts are skipped rather than thrown on: this only informs a decision.
+ */
+export function parseWwwAuthenticate(header: string | undefined): AuthChallenge[] {
+  const challenges: { scheme: string; params: Record<string, string> }[] = [];
+  if (!header) return challenges;
+  let index = 0;
+  const skip = (pattern: RegExp) => {
+    while (index < header.length && pattern.test(header.charAt(index))) index++;
+  };
+  const readToken = () => {
+    const start = index;
+    while (index < header.length && tokenChar.test(header.charAt(index))) index++;
+    return header.slice(start, index);
+  };
+  const readValue = () => {
+    if (header.charAt(index) !== '"') return readToken();
+    let value = '';
+    index++;
+    while (index < header.length && header.charAt(index) !== '"') {
+      if (header.charAt(index) === '\\') index++;
+      value += header.charAt(index);
+      index++;
+    }
+    index++;
+    return value;
+  };
+  while (index < header.length) {
+    skip(/[\s,]/);
+    const word = readToken();
+    if (!word) {
+      index++;
+      continue;
+    }
+    skip(/\s/);
+    const current = challenges.at(-1);
+    if (header.charAt(index) === '=' && current && header.charAt(index + 1) !== '=') {
+      index++;
+      skip(/\s/);
+      current.params[word.toLowerCase()] = readValue();
+    } else if (header.charAt(index) === '=') {
+      // token68 (e.g. `Negotiate abc==`): not a parameter list; skip it.
+      skip(/=/);
+    } else {
+      challenges.push({ scheme: word.toLowerCase(), params: {} });
+    }
+  }
+  return challenges;
+}
+
+/**
+ * The default {@link ShouldRefresh}: a 401 whose `WWW-Authenticate` does not say otherwise.
+ * - 401 with `Bearer error="invalid_token"` or no error, or with no header at all: refresh.
+ * - 401 with a Bearer error other than `invalid_token` (`invalid_request`, `insufficient_scope`): no.
+ * - 401 with `DPoP error="use_dpop_nonce"`: no (a new proof is needed, not a new token).
+ * - Any other status, 403 `insufficient_scope` included: no.
+ */
+export function defaultShouldRefresh(response: FailedResponse): boolean {
+  if (response.status !== 401) return false;
+  const challenges = parseWwwAuthenticate(response.header('www-authenticate'));
+  if (challenges.some((challenge) => challenge.params.error === 'use_dpop_nonce')) return false;
+  const bearer = challenges.find((challenge) => challenge.scheme === 'bearer');
+  const error = bearer?.params.error;
+  return error === undefined || error === 'invalid_token';
+}
+
+const endpointKey = (url: URL) => url.origin + url.pathname;
+
+/**
+ * Builds the test an adapter runs on every request URL: may the bearer go there? True only
+ * for the configured origins, and never for the token endpoint itself.
+ *
+ * @throws TokenRelayError `CONFIGURATION_ERROR` for an empty list or an entry that is not an
+ *   absolute http(s) URL.
+ */
+export function createOriginMatcher(origins: Origins, tokenEndpoint?: string): (url: URL) => boolean {
+  const tokenEndpointKey = tokenEndpoint === undefined ? undefined : endpointKey(new URL(tokenEndpoint));
+  const notTokenEndpoint = (url: URL) => tokenEndpointKey === undefined || endpointKey(url) !== tokenEndpointKey;
+  if (typeof origins === 'function') return (url) => notTokenEndpoint(url) && origins(url);
+  if (!Array.isArray(origins) || origins.length === 0) {
+    throw new TokenRelayError(
+      ErrorCode.CONFIGURATION_ERROR,
+      'origins must list at least one origin the access token may be sent to, e.g. ["https://api.example.com"]',
+    );
+  }
+  const allowed = new Set(
+    origins.map((origin: string | URL) => {
+      let parsed: URL;
+      try {
+        parsed = new URL(origin);
+      } catch {
+        throw new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, `origins: "${String(origin)}" is not an absolute URL`);
+      }
+      if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') {
+        throw new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, `origins: "${String(origin)}" is not an http(s) origin`);
+      }
+      return parsed.origin;
+    }),
+  );
+  return (url) => allowed.has(url.origin) && notTokenEndpoint(url);
+}
+
+/** The `Authorization` header value for an access token. */
+export function bearerAuthorization(accessToken: string): string {
+  return `Bearer ${accessToken}`;
+}
+
+/**
+ * A fetch wrapper made by tokenrelay carries the fetch it wraps under this key, so the token
+ * endpoint call can unwrap it and never pass through our own interceptor. `Symbol.for`, so it
+ * is shared by every installed copy.
+ */
+export const unwrappedFetch: unique symbol = Symbol.for('tokenrelay.unwrappedFetch');

@@ -1,0 +1,104 @@
+/**
+ * Every failure tokenrelay reports is a {@link TokenRelayError} with one of these stable codes.
+ * Branch on `error.code`, never on the message.
+ */
+export const ErrorCode = {
+  /** Options are missing or invalid (no `origins`, a non-HTTPS token endpoint, …). Thrown synchronously. */
+  CONFIGURATION_ERROR: 'CONFIGURATION_ERROR',
+  /** The manager holds no tokens: none were given, the store is empty, or `clear()` was called. */
+  NO_TOKENS: 'NO_TOKENS',
+  /**
+   * The refresh token is dead (`invalid_grant`, or there is none): the user must sign in again.
+   * The manager stops calling the token endpoint until `setTokens()` gives it a new session.
+   */
+  SESSION_EXPIRED: 'SESSION_EXPIRED',
+  /** The token endpoint answered an OAuth error or an HTTP error status (see `status`, `oauthError`). */
+  TOKEN_ENDPOINT_ERROR: 'TOKEN_ENDPOINT_ERROR',
+  /** The token endpoint answered 2xx with something that is not a usable token response. */
+  INVALID_TOKEN_RESPONSE: 'INVALID_TOKEN_RESPONSE',
+  /** The token endpoint could not be reached (DNS, connection reset, redirect refused, …). */
+  NETWORK_ERROR: 'NETWORK_ERROR',
+  /** One refresh attempt took longer than `refreshTimeoutMs`. */
+  REFRESH_TIMEOUT: 'REFRESH_TIMEOUT',
+  /**
+   * The refresh failed for a reason that retrying could not cure in time (transient failures
+   * exhausted the retry policy) or the refresh handler threw something that is not a
+   * `TokenRelayError`. `cause` holds the last underlying error.
+   */
+  REFRESH_FAILED: 'REFRESH_FAILED',
+  /** The token store failed to read or write. New tokens are still kept in memory. */
+  STORE_ERROR: 'STORE_ERROR',
+} as const;
+
+/** A stable error code; see {@link ErrorCode} for what each means. */
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Extra facts an error may carry. None of them ever holds a token or a secret. */
+export interface TokenRelayErrorDetails {
+  /** The underlying error, if any. Not enumerable, so logging the error does not dump it. */
+  cause?: unknown;
+  /** HTTP status of the token endpoint response, when there was one. */
+  status?: number;
+  /** The RFC 6749 §5.2 `error` value the token endpoint sent (`invalid_grant`, `invalid_client`, …). */
+  oauthError?: string;
+  /** True when retrying the same refresh later may succeed (network error, timeout, 5xx, 429). */
+  transient?: boolean;
+  /** How long the server asked us to wait (`Retry-After`), in milliseconds. */
+  retryAfterMs?: number;
+}
+
+// Symbol.for so that two installed copies of @tokenrelay/core (or two realms) recognise each other's errors.
+const errorMarker = Symbol.for('tokenrelay.error');
+
+/**
+ * The one error class of tokenrelay. `code` is stable; `message` is for humans and never
+ * contains an access token, a refresh token or a client secret.
+ *
+ * @example
+ * ```ts
+ * try { await api.get('/me') } catch (error) {
+ *   if (isTokenRelayError(error) && error.code === 'SESSION_EXPIRED') redirectToLogin()
+ * }
+ * ```
+ */
+export class TokenRelayError extends Error {
+  override name = 'TokenRelayError' as const;
+  readonly code: ErrorCode;
+  readonly status?: number;
+  readonly oauthError?: string;
+  readonly transient: boolean;
+  readonly retryAfterMs?: number;
+
+  constructor(code: ErrorCode, message: string, details: TokenRelayErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.code = code;
+    this.transient = details.transient ?? false;
+    if (details.status !== undefined) this.status = details.status;
+    if (details.oauthError !== undefined) this.oauthError = details.oauthError;
+    if (details.retryAfterMs !== undefined) this.retryAfterMs = details.retryAfterMs;
+  }
+}
+Object.defineProperty(TokenRelayError.prototype, errorMarker, { value: true });
+
+/** True for any {@link TokenRelayError}, also one thrown by another installed copy of tokenrelay. */
+export function isTokenRelayError(value: unknown): value is TokenRelayError {
+  return (
+    value instanceof TokenRelayError ||
+    (typeof value === 'object' &&
+      value !== null &&
+      (value as Record<symbol, unknown>)[errorMarker] === true &&
+      typeof (value as { code?: unknown }).code === 'string')
+  );
+}
+
+/**
+ * Replaces every occurrence of the given secrets in `text` with `[redacted]`, so that a server
+ * that echoes a token back in `error_description` cannot leak it into our messages.
+ */
+export function redactSecrets(text: string, secrets: ReadonlyArray<string | undefined>): string {
+  let redacted = text;
+  for (const secret of secrets) {
+    if (secret) redacted = redacted.split(secret).join('[redacted]');
+  }
+  return redacted;
+}

@@ -1,0 +1,29 @@
+export { createTokenManager } from './manager.js';
+export { refreshTokenGrant, type RefreshTokenGrantOptions, type ClientAuthentication } from './grant.js';
+export { memoryStore } from './memory-store.js';
+export { ErrorCode, TokenRelayError, isTokenRelayError, type TokenRelayErrorDetails } from './errors.js';
+export {
+  bearerAuthorization,
+  createOriginMatcher,
+  defaultShouldRefresh,
+  parseWwwAuthenticate,
+  unwrappedFetch,
+  type AuthChallenge,
+  type FailedResponse,
+  type Origins,
+  type ShouldRefresh,
+} from './adapter-kit.js';
+export type {
+  Clock,
+  GetAccessTokenOptions,
+  RefreshContext,
+  RefreshHandler,
+  RefreshOptions,
+  RetryPolicy,
+  TokenManager,
+  TokenManagerEvents,
+  TokenManagerOptions,
+  TokenSet,
+  TokenStore,
+  TokenStoreLock,
+} from './types.js';

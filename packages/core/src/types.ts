@@ -1,0 +1,203 @@
+/**
+ * The tokens of one OAuth 2.0 session.
+ *
+ * @example
+ * ```ts
+ * const tokens: TokenSet = { accessToken: 'at', refreshToken: 'rt', expiresAt: Date.now() + 3600_000 }
+ * ```
+ */
+export interface TokenSet {
+  /** The access token sent as `Authorization: Bearer …`. */
+  accessToken: string;
+  /** The refresh token. Kept across refreshes unless the server sends a new one (rotation). */
+  refreshToken?: string;
+  /**
+   * When the access token expires, in epoch milliseconds. Unknown (`undefined`) means the
+   * manager learns of expiry from a 401 only.
+   */
+  expiresAt?: number;
+  /** `token_type` from the server, usually `Bearer`. */
+  tokenType?: string;
+  /** Space-separated scopes granted, if the server said. */
+  scope?: string;
+  /**
+   * The other fields of the token response (`id_token`, Salesforce's `instance_url`, …), as
+   * sent. `access_token` and `refresh_token` are not repeated here.
+   */
+  raw?: Readonly<Record<string, unknown>>;
+}
+
+/** What a refresh handler receives. */
+export interface RefreshContext {
+  /** The tokens to refresh; `tokens.refreshToken` is the one to present. */
+  readonly tokens: TokenSet;
+  /** Aborted when this attempt times out or the session is replaced; pass it to `fetch`. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Exchanges the current tokens for new ones. Return a `TokenSet`; leave `refreshToken` out
+ * when the server sent none and the manager keeps the old one. Throw a `TokenRelayError`
+ * with code `SESSION_EXPIRED` when the refresh token is dead, or one with `transient: true`
+ * when a retry may help.
+ */
+export interface RefreshHandler {
+  (context: RefreshContext): Promise<TokenSet>;
+  /**
+   * The token endpoint this handler calls, if it has one. Adapters never attach the bearer
+   * to it and never treat its 401s as a reason to refresh.
+   */
+  readonly tokenEndpoint?: string;
+}
+
+/** A lock held on a {@link TokenStore} while one refresh runs. */
+export interface TokenStoreLock {
+  /** Gives the lock up. Called exactly once, after the new tokens are stored (or the refresh failed). */
+  release(): void | Promise<void>;
+}
+
+/**
+ * Where the manager keeps its tokens. The default keeps them in memory. A store shared by
+ * several processes or tabs should also offer `lock` (and ideally `subscribe`): the manager
+ * then takes the lock around each refresh, re-reads the store, and skips the token call when
+ * another holder of the store already refreshed.
+ */
+export interface TokenStore {
+  /** Reads the stored tokens, or `undefined` when there are none. */
+  get(): TokenSet | undefined | Promise<TokenSet | undefined>;
+  /** Stores new tokens. The manager awaits this before it releases queued requests. */
+  set(tokens: TokenSet): void | Promise<void>;
+  /** Removes the stored tokens. */
+  clear(): void | Promise<void>;
+  /**
+   * Takes an exclusive lock for one refresh, shared with every other user of the same store.
+   * Must give up (reject) when `signal` aborts.
+   */
+  lock?(options: { signal: AbortSignal }): Promise<TokenStoreLock>;
+  /**
+   * Calls `listener` when another holder of the store writes new tokens. Returns an
+   * unsubscribe function.
+   */
+  subscribe?(listener: (tokens: TokenSet | undefined) => void): () => void;
+}
+
+/** A source of the current time, injectable for tests. */
+export interface Clock {
+  /** Milliseconds since the epoch, like `Date.now()`. */
+  now(): number;
+}
+
+/** How transient refresh failures (network error, timeout, 5xx, 429) are retried. */
+export interface RetryPolicy {
+  /**
+   * How many times a failed refresh is retried after the first attempt.
+   * @default 2
+   */
+  retries?: number;
+  /**
+   * Delay before the first retry, doubled for each further one; full jitter is applied.
+   * @default 200
+   */
+  minDelayMs?: number;
+  /**
+   * Upper bound for one delay, also for a server's `Retry-After`.
+   * @default 5000
+   */
+  maxDelayMs?: number;
+  /**
+   * Decides whether an error is worth another attempt.
+   * @default (error) => isTokenRelayError(error) && error.transient
+   */
+  shouldRetry?: (error: unknown) => boolean;
+}
+
+/** Options of {@link createTokenManager}. */
+export interface TokenManagerOptions {
+  /**
+   * Gets new tokens: `refreshTokenGrant({...})` for a standard token endpoint, or your own function.
+   * @example
+   * ```ts
+   * refresh: refreshTokenGrant({ tokenEndpoint: 'https://auth.example.com/oauth/token', clientId: 'app' })
+   * ```
+   */
+  refresh: RefreshHandler;
+  /**
+   * The tokens to start with. When a `store` is given and already holds tokens, the stored ones
+   * win (they may carry a newer, rotated refresh token); otherwise these are written to it.
+   */
+  tokens?: TokenSet;
+  /**
+   * Where tokens live.
+   * @default an in-memory store
+   */
+  store?: TokenStore;
+  /**
+   * Refresh this long before `expiresAt`, so requests never carry an expiring token. For
+   * short-lived tokens the margin shrinks to a quarter of the token's lifetime, so a 1 s token
+   * is refreshed 250 ms before expiry, not on every request.
+   * @default 30_000
+   */
+  refreshMarginMs?: number;
+  /**
+   * How long one refresh attempt may take before it is aborted and counted as a transient failure.
+   * @default 10_000
+   */
+  refreshTimeoutMs?: number;
+  /** How transient refresh failures are retried; `false` disables retries. */
+  retry?: RetryPolicy | false;
+  /**
+   * The clock used for expiry decisions.
+   * @default Date
+   */
+  clock?: Clock;
+}
+
+/** The events a {@link TokenManager} emits, with their payloads. */
+export interface TokenManagerEvents {
+  /** New tokens were obtained and stored. */
+  refresh: (tokens: TokenSet) => void;
+  /** A refresh failed (after retries). Waiting requests reject with this error. */
+  refreshError: (error: import('./errors.js').TokenRelayError) => void;
+  /** The refresh token is dead; fires once per session. */
+  sessionExpired: (error: import('./errors.js').TokenRelayError) => void;
+}
+
+/** Options of `TokenManager.getAccessToken`. */
+export interface GetAccessTokenOptions {
+  /** Stops waiting (for a refresh in flight) when aborted; rejects with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** Options of `TokenManager.refresh`. */
+export interface RefreshOptions {
+  /**
+   * The access token a failed request was sent with. If the manager already holds a different
+   * token (a refresh finished meanwhile), no refresh is made and the current tokens are returned.
+   */
+  staleAccessToken?: string;
+  /** Stops waiting when aborted; the refresh itself goes on for the others. */
+  signal?: AbortSignal;
+}
+
+/** Keeps one session's tokens fresh, with one refresh at a time. */
+export interface TokenManager {
+  /**
+   * The access token to send now. If it is expired or within the refresh margin, or a refresh
+   * is in flight, this waits for the (single) refresh first.
+   */
+  getAccessToken(options?: GetAccessTokenOptions): Promise<string>;
+  /**
+   * Refreshes the tokens: single-flight, so concurrent callers share one token-endpoint call.
+   */
+  refresh(options?: RefreshOptions): Promise<TokenSet>;
+  /** The tokens held now, without refreshing. `undefined` before any are loaded or set. */
+  getTokens(): Promise<TokenSet | undefined>;
+  /** Replaces the session (after a sign-in): stores the tokens and ends a `SESSION_EXPIRED` state. */
+  setTokens(tokens: TokenSet): Promise<void>;
+  /** Forgets the session (sign-out): clears the store; requests then fail with `NO_TOKENS`. */
+  clear(): Promise<void>;
+  /** Subscribes to an event; returns a function that unsubscribes. */
+  on<E extends keyof TokenManagerEvents>(event: E, listener: TokenManagerEvents[E]): () => void;
+  /** The token endpoint of the refresh handler, if it declared one. */
+  readonly tokenEndpoint: string | undefined;
+}

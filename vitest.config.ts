@@ -1,0 +1,21 @@
+import { fileURLToPath } from 'node:url';
+import { defineConfig } from 'vitest/config';
+
+const source = (name: string) => fileURLToPath(new URL(`./packages/${name}/src/index.ts`, import.meta.url));
+
+export default defineConfig({
+  resolve: {
+    // Tests run against the TypeScript sources; the built output is checked by publint/attw and the examples.
+    alias: {
+      '@tokenrelay/core': source('core'),
+      '@tokenrelay/axios': source('axios'),
+      '@tokenrelay/fetch': source('fetch'),
+      '@tokenrelay/testing': source('testing'),
+    },
+  },
+  test: {
+    include: ['packages/*/src/**/*.test.ts', 'test/**/*.test.ts'],
+    testTimeout: 15_000,
+    hookTimeout: 15_000,
+  },
+});
