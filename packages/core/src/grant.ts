@@ -86,7 +86,8 @@ function resolveFetch(explicit: typeof fetch | undefined): typeof fetch {
 async function readBody(response: Response, limit: number): Promise<string | undefined> {
   const declared = Number(response.headers.get('content-length'));
   if (declared > limit) {
-    await response.body?.cancel().catch(() => undefined);
+    // Not awaited: a stream's cancel may wait on its source, and we are done with this response either way.
+    response.body?.cancel().catch(() => undefined);
     return undefined;
   }
   if (!response.body) return '';
@@ -98,7 +99,7 @@ async function readBody(response: Response, limit: number): Promise<string | und
     if (done) break;
     size += value.byteLength;
     if (size > limit) {
-      await reader.cancel().catch(() => undefined);
+      reader.cancel().catch(() => undefined);
       return undefined;
     }
     chunks.push(value);

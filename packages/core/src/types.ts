@@ -1,3 +1,5 @@
+import type { TokenRelayError } from './errors.js';
+
 /**
  * The tokens of one OAuth 2.0 session.
  *
@@ -157,9 +159,9 @@ export interface TokenManagerEvents {
   /** New tokens were obtained and stored. */
   refresh: (tokens: TokenSet) => void;
   /** A refresh failed (after retries). Waiting requests reject with this error. */
-  refreshError: (error: import('./errors.js').TokenRelayError) => void;
+  refreshError: (error: TokenRelayError) => void;
   /** The refresh token is dead; fires once per session. */
-  sessionExpired: (error: import('./errors.js').TokenRelayError) => void;
+  sessionExpired: (error: TokenRelayError) => void;
 }
 
 /** Options of `TokenManager.getAccessToken`. */

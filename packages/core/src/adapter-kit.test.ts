@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import { createOriginMatcher, defaultShouldRefresh, parseWwwAuthenticate, type FailedResponse } from './adapter-kit.js';
+import { ErrorCode } from './errors.js';
+
+function failed(status: number, wwwAuthenticate?: string): FailedResponse {
+  return {
+    status,
+    url: 'https://api.example.test/me',
+    header: (name) => (name.toLowerCase() === 'www-authenticate' ? wwwAuthenticate : undefined),
+    text: async () => '',
+  };
+}
+
+describe('parseWwwAuthenticate', () => {
+  it('splits several challenges and reads quoted and token parameters', () => {
+    expect(
+      parseWwwAuthenticate('Bearer realm="api, v2", error="invalid_token", error_description="The \\"token\\" expired", DPoP algs="ES256 PS256", error=use_dpop_nonce'),
+    ).toEqual([
+      { scheme: 'bearer', params: { realm: 'api, v2', error: 'invalid_token', error_description: 'The "token" expired' } },
+      { scheme: 'dpop', params: { algs: 'ES256 PS256', error: 'use_dpop_nonce' } },
+    ]);
+  });
+
+  it('skips token68 credentials and tolerates an empty header', () => {
+    expect(parseWwwAuthenticate('Negotiate abc123==, Basic realm="x"')).toEqual([
+      { scheme: 'negotiate', params: {} },
+      { scheme: 'basic', params: { realm: 'x' } },
+    ]);
+    expect(parseWwwAuthenticate(undefined)).toEqual([]);
+  });
+});
+
+describe('defaultShouldRefresh', () => {
+  it.each([
+    ['a bare 401', failed(401), true],
+    ['401 Bearer error="invalid_token"', failed(401, 'Bearer realm="x", error="invalid_token"'), true],
+    ['401 Bearer without error', failed(401, 'Bearer realm="x"'), true],
+    ['401 Bearer error="invalid_request"', failed(401, 'Bearer error="invalid_request"'), false],
+    ['403 insufficient_scope', failed(403, 'Bearer error="insufficient_scope", scope="admin"'), false],
+    ['401 DPoP error="use_dpop_nonce"', failed(401, 'DPoP algs="ES256", error="use_dpop_nonce"'), false],
+    ['500', failed(500), false],
+  ])('answers %s with %s', (_name, response, expected) => {
+    expect(defaultShouldRefresh(response)).toBe(expected);
+  });
+});
+
+describe('createOriginMatcher', () => {
+  it('matches scheme, host and port exactly and never the token endpoint', () => {
+    const matches = createOriginMatcher(['https://api.example.test/any/path'], 'https://api.example.test/oauth/token');
+    expect(matches(new URL('https://api.example.test/v1/me'))).toBe(true);
+    expect(matches(new URL('https://api.example.test/oauth/token?x=1'))).toBe(false);
+    expect(matches(new URL('http://api.example.test/v1/me'))).toBe(false);
+    expect(matches(new URL('https://api.example.test:8443/v1/me'))).toBe(false);
+    expect(matches(new URL('https://api.example.test.evil.test/v1/me'))).toBe(false);
+  });
+
+  it('accepts a predicate and still excludes the token endpoint', () => {
+    const matches = createOriginMatcher((url) => url.hostname.endsWith('.example.test'), 'https://auth.example.test/token');
+    expect(matches(new URL('https://a.example.test/x'))).toBe(true);
+    expect(matches(new URL('https://auth.example.test/token'))).toBe(false);
+  });
+
+  it.each([[[]], [['not a url']], [['ftp://files.example.test']]])('rejects %j with CONFIGURATION_ERROR', (origins) => {
+    expect(() => createOriginMatcher(origins)).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
+  });
+});

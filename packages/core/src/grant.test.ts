@@ -1,0 +1,227 @@
+import { http, HttpResponse } from 'msw';
+import { setupServer } from 'msw/node';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { unwrappedFetch } from './adapter-kit.js';
+import { ErrorCode } from './errors.js';
+import { refreshTokenGrant } from './grant.js';
+import { createTokenManager } from './manager.js';
+
+const tokenEndpoint = 'https://auth.example.test/oauth/token';
+const server = setupServer();
+beforeAll(() => server.listen({ onUnhandledRequest: 'error' }));
+afterEach(() => server.resetHandlers());
+afterAll(() => server.close());
+
+const tokens = { accessToken: 'old-access-token', refreshToken: 'old-refresh-token' };
+const signal = new AbortController().signal;
+
+/** Answers the token endpoint with `response` and records each request it receives. */
+function answerWith(response: () => Response) {
+  const requests: { headers: Headers; form: URLSearchParams }[] = [];
+  server.use(
+    http.post(tokenEndpoint, async ({ request }) => {
+      requests.push({ headers: request.headers, form: new URLSearchParams(await request.text()) });
+      return response();
+    }),
+  );
+  return requests;
+}
+
+const success = (body: Record<string, unknown> = {}) => () =>
+  HttpResponse.json({ access_token: 'new-access-token', token_type: 'Bearer', expires_in: 3600, ...body });
+
+describe('the refresh request', () => {
+  it('posts grant_type=refresh_token and authenticates with client_secret_basic, form-encoding id and secret first', async () => {
+    const requests = answerWith(success());
+    const grant = refreshTokenGrant({ tokenEndpoint, clientId: 'my app', clientSecret: 'p@ss:w+rd', scope: ['a', 'b'] });
+    await grant({ tokens, signal });
+    const [request] = requests;
+    expect(request?.form.get('grant_type')).toBe('refresh_token');
+    expect(request?.form.get('refresh_token')).toBe('old-refresh-token');
+    expect(request?.form.get('scope')).toBe('a b');
+    expect(request?.form.has('client_id')).toBe(false);
+    expect(request?.headers.get('content-type')).toMatch(/^application\/x-www-form-urlencoded/);
+    expect(request?.headers.get('authorization')).toBe(`Basic ${btoa('my+app:p%40ss%3Aw%2Brd')}`);
+  });
+
+  it('puts client_id and client_secret in the body with client_secret_post, never in the header', async () => {
+    const requests = answerWith(success());
+    await refreshTokenGrant({ tokenEndpoint, clientId: 'app', clientSecret: 's', clientAuthentication: 'client_secret_post' })({
+      tokens,
+      signal,
+    });
+    expect(requests[0]?.form.get('client_id')).toBe('app');
+    expect(requests[0]?.form.get('client_secret')).toBe('s');
+    expect(requests[0]?.headers.get('authorization')).toBeNull();
+  });
+
+  it('sends client_id alone for a public client and adds extra params', async () => {
+    const requests = answerWith(success());
+    await refreshTokenGrant({ tokenEndpoint, clientId: 'spa', extraParams: { format: 'json' } })({ tokens, signal });
+    expect(requests[0]?.form.get('client_id')).toBe('spa');
+    expect(requests[0]?.form.has('client_secret')).toBe(false);
+    expect(requests[0]?.form.get('format')).toBe('json');
+  });
+
+  it('bypasses a tokenrelay fetch wrapper so the token call never passes through our interceptor', async () => {
+    answerWith(success());
+    const calls: string[] = [];
+    const wrapper = Object.assign(
+      async (input: RequestInfo | URL, init?: RequestInit) => {
+        calls.push('wrapper');
+        return fetch(input, init);
+      },
+      { [unwrappedFetch]: fetch },
+    );
+    await refreshTokenGrant({ tokenEndpoint, clientId: 'app', fetch: wrapper as typeof fetch })({ tokens, signal });
+    expect(calls).toEqual([]);
+  });
+
+  it('fails with SESSION_EXPIRED without calling the endpoint when there is no refresh token', async () => {
+    const requests = answerWith(success());
+    const grant = refreshTokenGrant({ tokenEndpoint, clientId: 'app' });
+    await expect(grant({ tokens: { accessToken: 'a' }, signal })).rejects.toMatchObject({ code: ErrorCode.SESSION_EXPIRED });
+    expect(requests).toHaveLength(0);
+  });
+});
+
+describe('the token response', () => {
+  it('maps a standard response to a TokenSet, with expiresAt measured from before the request', async () => {
+    answerWith(success({ refresh_token: 'rotated', scope: 'read', id_token: 'idt' }));
+    const before = Date.now();
+    const result = await refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal });
+    expect(result).toMatchObject({ accessToken: 'new-access-token', refreshToken: 'rotated', scope: 'read', tokenType: 'Bearer' });
+    expect(result.raw).toEqual({ id_token: 'idt' });
+    expect(result.expiresAt).toBeGreaterThanOrEqual(before + 3_600_000);
+    expect(result.expiresAt).toBeLessThanOrEqual(Date.now() + 3_600_000);
+  });
+
+  it.each([
+    ['invalid_grant with 400', 400],
+    ['invalid_grant with 401', 401],
+    ['invalid_grant with 403 (Auth0)', 403],
+  ])('treats %s as SESSION_EXPIRED', async (_name, status) => {
+    answerWith(() => HttpResponse.json({ error: 'invalid_grant', error_description: 'expired' }, { status }));
+    await expect(refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal })).rejects.toMatchObject({
+      code: ErrorCode.SESSION_EXPIRED,
+      status,
+      oauthError: 'invalid_grant',
+    });
+  });
+
+  it('reports invalid_client as a non-transient TOKEN_ENDPOINT_ERROR', async () => {
+    answerWith(() => HttpResponse.json({ error: 'invalid_client' }, { status: 401 }));
+    await expect(refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal })).rejects.toMatchObject({
+      code: ErrorCode.TOKEN_ENDPOINT_ERROR,
+      status: 401,
+      oauthError: 'invalid_client',
+      transient: false,
+    });
+  });
+
+  it('marks 5xx and 429 as transient and reads Retry-After', async () => {
+    answerWith(() => new HttpResponse('<html>busy</html>', { status: 503, headers: { 'content-type': 'text/html' } }));
+    await expect(refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal })).rejects.toMatchObject({
+      code: ErrorCode.TOKEN_ENDPOINT_ERROR,
+      status: 503,
+      transient: true,
+    });
+    answerWith(() => HttpResponse.json({ error: 'slow_down' }, { status: 429, headers: { 'retry-after': '3' } }));
+    await expect(refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal })).rejects.toMatchObject({
+      status: 429,
+      transient: true,
+      retryAfterMs: 3000,
+    });
+  });
+
+  it.each([
+    ['an HTML page', () => new HttpResponse('<html>login</html>', { headers: { 'content-type': 'text/html' } })],
+    ['truncated JSON', () => new HttpResponse('{"access_token":"x', { headers: { 'content-type': 'application/json' } })],
+    ['a JSON array', () => HttpResponse.json([{ access_token: 'x' }])],
+    ['no access_token', () => HttpResponse.json({ token_type: 'Bearer' })],
+    ['expires_in as a string', success({ expires_in: '3600' })],
+    ['a negative expires_in', success({ expires_in: -5 })],
+    ['a DPoP token_type', success({ token_type: 'DPoP' })],
+    ['a numeric refresh_token', success({ refresh_token: 42 })],
+    ['a body over the size limit', () => HttpResponse.json({ access_token: 'x', padding: 'y'.repeat(300_000) })],
+  ])('rejects %s with INVALID_TOKEN_RESPONSE carrying the HTTP status', async (_name, response) => {
+    answerWith(response);
+    await expect(refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal })).rejects.toMatchObject({
+      code: ErrorCode.INVALID_TOKEN_RESPONSE,
+      status: 200,
+    });
+  });
+
+  it('treats a 200 carrying an error field as an error response', async () => {
+    answerWith(() => HttpResponse.json({ error: 'server_error' }));
+    await expect(refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal })).rejects.toMatchObject({
+      code: ErrorCode.TOKEN_ENDPOINT_ERROR,
+      status: 200,
+      oauthError: 'server_error',
+    });
+  });
+
+  it('reports an unreachable endpoint as a transient NETWORK_ERROR', async () => {
+    server.use(http.post(tokenEndpoint, () => HttpResponse.error()));
+    await expect(refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal })).rejects.toMatchObject({
+      code: ErrorCode.NETWORK_ERROR,
+      transient: true,
+    });
+  });
+
+  it('refuses to follow a redirect, so the refresh token cannot be re-posted to another host', async () => {
+    answerWith(() => new HttpResponse(null, { status: 307, headers: { location: 'https://evil.example.test/steal' } }));
+    await expect(refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal })).rejects.toMatchObject({
+      code: ErrorCode.NETWORK_ERROR,
+    });
+  });
+
+  it('leaves the stored tokens untouched when the response is malformed', async () => {
+    answerWith(() => new HttpResponse('<html/>', { headers: { 'content-type': 'text/html' } }));
+    const manager = createTokenManager({ tokens, refresh: refreshTokenGrant({ tokenEndpoint, clientId: 'app' }) });
+    await expect(manager.refresh()).rejects.toMatchObject({ code: ErrorCode.INVALID_TOKEN_RESPONSE });
+    expect(await manager.getTokens()).toEqual(tokens);
+  });
+});
+
+describe('secrets', () => {
+  it('never puts a token or the client secret in an error message, toString() or enumerable property', async () => {
+    answerWith(() =>
+      HttpResponse.json(
+        { error: 'invalid_grant', error_description: 'refresh token old-refresh-token for client with secret top-secret is revoked' },
+        { status: 400 },
+      ),
+    );
+    const error: Error = await refreshTokenGrant({ tokenEndpoint, clientId: 'app', clientSecret: 'top-secret' })({ tokens, signal }).then(
+      () => new Error('expected a rejection'),
+      (e: unknown) => e as Error,
+    );
+    const visible = [error.message, String(error), JSON.stringify(error), JSON.stringify(Object.entries(error))].join('\n');
+    for (const secret of ['old-refresh-token', 'old-access-token', 'top-secret']) expect(visible).not.toContain(secret);
+    expect(error.message).toContain('[redacted]');
+  });
+});
+
+describe('configuration', () => {
+  it.each([
+    [{ tokenEndpoint: 'not a url', clientId: 'a' }, /absolute URL/],
+    [{ tokenEndpoint: 'http://auth.example.test/token', clientId: 'a' }, /https/],
+    [{ tokenEndpoint: 'https://user:pw@auth.example.test/token', clientId: 'a' }, /credentials/],
+    [{ tokenEndpoint, clientId: '' }, /clientId/],
+    [{ tokenEndpoint, clientId: 'a', clientAuthentication: 'client_secret_post' as const }, /needs a clientSecret/],
+    [{ tokenEndpoint, clientId: 'a', clientSecret: 's', clientAuthentication: 'none' as const }, /"none"/],
+    [{ tokenEndpoint, clientId: 'a', extraParams: { grant_type: 'password' } }, /grant_type/],
+  ])('rejects invalid options with CONFIGURATION_ERROR (%#)', (options, message) => {
+    expect(() => refreshTokenGrant(options)).toThrow(message);
+    expect(() => refreshTokenGrant(options)).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
+  });
+
+  it('accepts plain http on loopback only and exposes its token endpoint', () => {
+    expect(refreshTokenGrant({ tokenEndpoint: 'http://127.0.0.1:8080/token', clientId: 'a' }).tokenEndpoint).toBe(
+      'http://127.0.0.1:8080/token',
+    );
+    expect(refreshTokenGrant({ tokenEndpoint: 'http://localhost/token', clientId: 'a' }).tokenEndpoint).toBe(
+      'http://localhost/token',
+    );
+  });
+});
