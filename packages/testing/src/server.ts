@@ -1,0 +1,507 @@
+import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { TokenSet } from '@tokenrelay/core';
+import { checkClient, readPresentedClient, type PresentedClient } from './client-auth.js';
+import { answerFor, normalizeFailure, type InjectedFailure } from './failures.js';
+import {
+  BodyTooLargeError,
+  JSON_TYPE,
+  RequestAbortedError,
+  mediaType,
+  preflightHeaders,
+  readBody,
+  send,
+  sendJson,
+} from './http.js';
+import {
+  INVALID_SESSION_BODY,
+  SALESFORCE_JSON,
+  identityUrl,
+  salesforceFixtures,
+  salesforceRest,
+  salesforceSignature,
+} from './salesforce.js';
+import { StatsRecorder, type TokenRequestEntry } from './stats.js';
+import { TokenRegistry, opaqueToken, type GrantFamily, type RefreshTokenCheck } from './token-registry.js';
+import type {
+  ClientAuthenticationMethod,
+  IssueOptions,
+  OAuthClient,
+  OAuthServer,
+  OAuthServerMode,
+  OAuthServerOptions,
+  OAuthServerStats,
+  TokenEndpointFailure,
+} from './types.js';
+
+/**
+ * The client a server knows when `options.clients` is not given: a confidential client that
+ * authenticates with HTTP Basic.
+ */
+export const defaultClient: Readonly<OAuthClient> = Object.freeze({
+  clientId: 'tokenrelay-demo',
+  clientSecret: 'tokenrelay-demo-secret',
+  authMethod: 'client_secret_basic',
+});
+
+const HOST = '127.0.0.1';
+const REALM = 'tokenrelay-testing';
+const TOKEN_BODY_LIMIT = 64 * 1024;
+const API_BODY_LIMIT = 10 * 1024 * 1024;
+/** Upper bound of the API's `?delayMs=`, so a test cannot park a request for long. */
+export const MAX_API_DELAY_MS = 30_000;
+
+interface ServerConfig {
+  readonly accessTokenTtlMs: number;
+  readonly refreshTokenTtlMs: number | undefined;
+  readonly rotateRefreshTokens: boolean;
+  readonly reuseDetection: boolean;
+  readonly tokenEndpointLatencyMs: number;
+  readonly clients: readonly OAuthClient[];
+  readonly mode: OAuthServerMode;
+  readonly port: number;
+  readonly requestLogLimit: number;
+}
+
+const authMethods: readonly ClientAuthenticationMethod[] = ['client_secret_basic', 'client_secret_post', 'none'];
+
+function option(value: number | undefined, name: string, fallback: number, check: (n: number) => boolean, rule: string): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || !check(value)) {
+    throw new RangeError(`startOAuthServer: ${name} must be ${rule}, got ${String(value)}`);
+  }
+  return value;
+}
+
+const isPositive = (n: number) => n > 0;
+const isNonNegative = (n: number) => n >= 0;
+
+function resolveClients(clients: readonly OAuthClient[] | undefined): readonly OAuthClient[] {
+  if (clients === undefined) return [defaultClient];
+  if (!Array.isArray(clients) || clients.length === 0) throw new TypeError('startOAuthServer: clients must be a non-empty array');
+  const seen = new Set<string>();
+  return clients.map((client: OAuthClient) => {
+    const { clientId, clientSecret, authMethod } = client;
+    if (typeof clientId !== 'string' || clientId === '') throw new TypeError('startOAuthServer: every client needs a clientId');
+    if (seen.has(clientId)) throw new TypeError(`startOAuthServer: client "${clientId}" is listed twice`);
+    seen.add(clientId);
+    if (!authMethods.includes(authMethod)) {
+      throw new TypeError(`startOAuthServer: client "${clientId}" has an unknown authMethod "${String(authMethod)}"`);
+    }
+    if (authMethod !== 'none' && (typeof clientSecret !== 'string' || clientSecret === '')) {
+      throw new TypeError(`startOAuthServer: client "${clientId}" uses ${authMethod} and needs a clientSecret`);
+    }
+    return Object.freeze({ ...client });
+  });
+}
+
+function resolveOptions(options: OAuthServerOptions): ServerConfig {
+  const mode = options.mode ?? 'standard';
+  if (mode !== 'standard' && mode !== 'salesforce') throw new TypeError(`startOAuthServer: unknown mode "${String(mode)}"`);
+  const positiveSeconds = 'a positive number of seconds';
+  const ttlSeconds =
+    mode === 'salesforce'
+      ? option(options.salesforceSessionTimeoutSeconds, 'salesforceSessionTimeoutSeconds', 7200, isPositive, positiveSeconds)
+      : option(options.accessTokenTtlSeconds, 'accessTokenTtlSeconds', 3600, isPositive, positiveSeconds);
+  const refreshTtl = option(options.refreshTokenTtlSeconds, 'refreshTokenTtlSeconds', Infinity, isPositive, positiveSeconds);
+  return {
+    accessTokenTtlMs: ttlSeconds * 1000,
+    refreshTokenTtlMs: refreshTtl === Infinity ? undefined : refreshTtl * 1000,
+    rotateRefreshTokens: options.rotateRefreshTokens ?? false,
+    reuseDetection: options.reuseDetection ?? true,
+    tokenEndpointLatencyMs: option(options.tokenEndpointLatencyMs, 'tokenEndpointLatencyMs', 0, isNonNegative, 'a non-negative number'),
+    clients: resolveClients(options.clients),
+    mode,
+    port: option(options.port, 'port', 0, (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'an integer from 0 to 65535'),
+    requestLogLimit: option(options.requestLogLimit, 'requestLogLimit', 10_000, (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer'),
+  };
+}
+
+const parseScope = (scope: string): string[] => [...new Set(scope.split(' ').filter(Boolean))];
+
+/** The token response converted the way `refreshTokenGrant` of `@tokenrelay/core` converts one. */
+function toTokenSet(response: Record<string, unknown>, receivedAt: number): TokenSet {
+  const { access_token, refresh_token, expires_in, token_type, scope, ...raw } = response;
+  const tokens: TokenSet = { accessToken: String(access_token), tokenType: String(token_type), scope: String(scope), raw };
+  if (typeof refresh_token === 'string') tokens.refreshToken = refresh_token;
+  if (typeof expires_in === 'number') tokens.expiresAt = receivedAt + expires_in * 1000;
+  return tokens;
+}
+
+function findDuplicateParam(form: URLSearchParams): string | undefined {
+  const names = [...form.keys()];
+  return names.find((name, index) => names.indexOf(name) !== index);
+}
+
+/** `Authorization: Bearer <token>` → the token; `malformed` for a broken Bearer header; `undefined` without one. */
+function readBearer(header: string | undefined): string | 'malformed' | undefined {
+  if (header === undefined || !/^bearer(\s|$)/i.test(header)) return undefined;
+  return /^bearer +([A-Za-z0-9\-._~+/!]+=*) *$/i.exec(header)?.[1] ?? 'malformed';
+}
+
+const invalidGrantDescriptions: Record<Exclude<RefreshTokenCheck, { valid: true }>['reason'], string> = {
+  unknown: 'The refresh token is unknown',
+  other_client: 'The refresh token was issued to another client',
+  revoked: 'The refresh token was revoked',
+  rotated: 'The refresh token was already used',
+  expired: 'The refresh token expired',
+};
+
+const accessTokenDescriptions = {
+  unknown: 'The access token is unknown',
+  expired: 'The access token expired',
+  revoked: 'The access token was revoked',
+  malformed: 'The Authorization header is malformed',
+} as const;
+
+class EmbeddedOAuthServer implements OAuthServer {
+  readonly url: string;
+  readonly tokenEndpoint: string;
+  readonly mode: OAuthServerMode;
+  readonly #config: ServerConfig;
+  readonly #server: Server;
+  readonly #sockets: ReadonlySet<Socket>;
+  readonly #tokenPath: string;
+  readonly #registry = new TokenRegistry();
+  readonly #stats: StatsRecorder;
+  readonly #closing = new AbortController();
+  #failures: InjectedFailure[] = [];
+  #closed: Promise<void> | undefined;
+
+  constructor(config: ServerConfig, server: Server, sockets: ReadonlySet<Socket>) {
+    this.#config = config;
+    this.#server = server;
+    this.#sockets = sockets;
+    this.#stats = new StatsRecorder(config.requestLogLimit);
+    this.mode = config.mode;
+    this.url = `http://${HOST}:${(server.address() as AddressInfo).port}`;
+    this.#tokenPath = config.mode === 'salesforce' ? '/services/oauth2/token' : '/oauth/token';
+    this.tokenEndpoint = this.url + this.#tokenPath;
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      this.#route(req, res).catch((error: unknown) => this.#internalError(res, error));
+    });
+  }
+
+  issue(options: IssueOptions = {}): TokenSet {
+    const { clients, mode, refreshTokenTtlMs } = this.#config;
+    const client = options.clientId === undefined ? clients[0] : clients.find(({ clientId }) => clientId === options.clientId);
+    if (!client) throw new Error(`issue: unknown client "${String(options.clientId)}"`);
+    const scope = parseScope(options.scope ?? (mode === 'salesforce' ? 'api refresh_token' : 'read write'));
+    const now = Date.now();
+    const family = this.#registry.startFamily(client.clientId, scope);
+    const refreshToken = this.#registry.issueRefreshToken(family, refreshTokenTtlMs === undefined ? undefined : now + refreshTokenTtlMs);
+    return toTokenSet(this.#grantAccess(family, client, scope, refreshToken, now), now);
+  }
+
+  revokeAccessTokens(): void {
+    this.#registry.revokeAccessTokens();
+  }
+
+  revokeRefreshTokens(): void {
+    this.#stats.familiesRevoked(this.#registry.revokeAllFamilies());
+  }
+
+  failNextTokenRequests(count: number, failure: TokenEndpointFailure): void {
+    if (!Number.isInteger(count) || count < 0) throw new RangeError('failNextTokenRequests: count must be a non-negative integer');
+    const normalized = normalizeFailure(failure);
+    for (let index = 0; index < count; index++) this.#failures.push(normalized);
+  }
+
+  clearFailures(): void {
+    this.#failures = [];
+  }
+
+  stats(): OAuthServerStats {
+    return this.#stats.snapshot();
+  }
+
+  resetStats(): void {
+    this.#stats.reset();
+  }
+
+  close(): Promise<void> {
+    this.#closed ??= new Promise<void>((resolve) => {
+      // Ends every pending wait (latency, ?delayMs, 'slow'); their handlers then stop.
+      this.#closing.abort();
+      this.#server.close(() => resolve());
+      // server.close() alone waits for open connections: keep-alive, in-flight and 'hang' ones.
+      for (const socket of this.#sockets) socket.destroy();
+    });
+    return this.#closed;
+  }
+
+  /** Mints an access token (and signs, in Salesforce mode) and returns the token response body. */
+  #grantAccess(
+    family: GrantFamily,
+    client: OAuthClient,
+    scope: readonly string[],
+    refreshToken: string | undefined,
+    now: number,
+  ): Record<string, unknown> {
+    const { accessTokenTtlMs, mode } = this.#config;
+    const refresh = refreshToken === undefined ? {} : { refresh_token: refreshToken };
+    if (mode === 'standard') {
+      const accessToken = this.#registry.issueAccessToken(family, now + accessTokenTtlMs);
+      return { access_token: accessToken, token_type: 'Bearer', expires_in: accessTokenTtlMs / 1000, scope: scope.join(' '), ...refresh };
+    }
+    // Real Salesforce access tokens start with the 15-character org id and "!".
+    const accessToken = this.#registry.issueAccessToken(family, now + accessTokenTtlMs, `${salesforceFixtures.organizationId.slice(0, 15)}!`);
+    const id = identityUrl(this.url);
+    const issuedAt = String(now);
+    return {
+      access_token: accessToken,
+      ...refresh,
+      signature: salesforceSignature(client.clientSecret ?? '', id, issuedAt),
+      scope: scope.join(' '),
+      instance_url: this.url,
+      id,
+      token_type: 'Bearer',
+      issued_at: issuedAt,
+    };
+  }
+
+  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', this.url);
+    if (req.method === 'OPTIONS') {
+      // No Content-Length: RFC 9110 forbids it on a 204.
+      res.writeHead(204, preflightHeaders).end();
+      return;
+    }
+    if (url.pathname === this.#tokenPath) return this.#handleToken(req, res);
+    if (url.pathname.startsWith('/api/') || (this.mode === 'salesforce' && url.pathname.startsWith('/services/data/'))) {
+      return this.#handleApi(req, res, url);
+    }
+    sendJson(res, 404, { error: 'not_found', error_description: `Nothing at ${url.pathname}` });
+  }
+
+  #internalError(res: ServerResponse, error: unknown): void {
+    // After close() or a client hang-up there is nobody to answer.
+    if (this.#closing.signal.aborted || error instanceof RequestAbortedError || res.headersSent) {
+      res.destroy();
+      return;
+    }
+    sendJson(res, 500, { error: 'server_error', error_description: 'Internal error in @tokenrelay/testing' });
+  }
+
+  /** Waits, or throws (ending the request handler) when the server closes meanwhile. */
+  async #pause(ms: number): Promise<void> {
+    if (ms > 0) await sleep(ms, undefined, { signal: this.#closing.signal });
+  }
+
+  async #handleToken(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const { entry, done } = this.#stats.tokenRequestStarted(req.method ?? 'GET');
+    res.once('close', done);
+    // Taken at arrival, so concurrent requests consume the queue in the order they came.
+    const failure = this.#failures.shift();
+    if (failure) this.#stats.tokenInjected(entry, failure.kind);
+
+    let body: Buffer;
+    try {
+      body = await readBody(req, TOKEN_BODY_LIMIT);
+    } catch (error) {
+      if (!(error instanceof BodyTooLargeError)) throw error;
+      this.#tokenError(res, entry, 413, 'invalid_request', error.message, { connection: 'close' });
+      return;
+    }
+    const form = mediaType(req.headers['content-type']) === 'application/x-www-form-urlencoded'
+      ? new URLSearchParams(body.toString('utf8'))
+      : undefined;
+    const presented = readPresentedClient(req.headers.authorization, form ?? new URLSearchParams());
+    entry.clientAuthentication = presented.method;
+    entry.clientId = presented.clientId;
+    entry.params = Object.fromEntries([...(form ?? [])].filter(([name]) => name !== 'client_secret'));
+
+    await this.#pause(this.#config.tokenEndpointLatencyMs);
+    if (failure) {
+      const answer = answerFor(failure, this.mode);
+      switch (answer.type) {
+        case 'oauth_error':
+          this.#tokenError(res, entry, answer.status, answer.error, answer.description, answer.headers);
+          return;
+        case 'raw':
+          this.#stats.tokenAnswered(entry, answer.status, undefined);
+          send(res, answer.status, answer.headers, answer.body);
+          return;
+        case 'hang':
+          // Left unanswered on purpose; close() destroys the socket.
+          return;
+        case 'reset':
+          req.socket.resetAndDestroy();
+          return;
+        case 'slow':
+          await this.#pause(answer.delayMs);
+          break;
+      }
+    }
+    this.#refresh(req, res, entry, form, presented);
+  }
+
+  #tokenError(
+    res: ServerResponse,
+    entry: TokenRequestEntry,
+    status: number,
+    error: string,
+    description: string,
+    headers: OutgoingHttpHeaders = {},
+  ): void {
+    this.#stats.tokenAnswered(entry, status, error);
+    sendJson(res, status, { error, error_description: description }, { 'cache-control': 'no-store', ...headers });
+  }
+
+  /** The refresh token grant proper (RFC 6749 §6). */
+  #refresh(
+    req: IncomingMessage,
+    res: ServerResponse,
+    entry: TokenRequestEntry,
+    form: URLSearchParams | undefined,
+    presented: PresentedClient,
+  ): void {
+    const fail = (status: number, error: string, description: string, headers?: OutgoingHttpHeaders) =>
+      this.#tokenError(res, entry, status, error, description, headers);
+    if (req.method !== 'POST') return fail(405, 'invalid_request', 'The token endpoint accepts POST only', { allow: 'POST, OPTIONS' });
+    if (!form) return fail(400, 'invalid_request', 'The body must be application/x-www-form-urlencoded');
+    const duplicate = findDuplicateParam(form);
+    if (duplicate !== undefined) return fail(400, 'invalid_request', `The parameter ${duplicate} was sent more than once`);
+
+    const { clients, mode, reuseDetection, rotateRefreshTokens, refreshTokenTtlMs } = this.#config;
+    const client = checkClient(presented, clients, mode);
+    if (!client.ok) {
+      // RFC 6749 §5.2: 401, with WWW-Authenticate when the client used the Authorization header.
+      return fail(401, 'invalid_client', client.description, presented.usedHeader ? { 'www-authenticate': `Basic realm="${REALM}"` } : {});
+    }
+    const grantType = form.get('grant_type');
+    if (!grantType) return fail(400, 'invalid_request', 'grant_type is missing');
+    if (grantType !== 'refresh_token') return fail(400, 'unsupported_grant_type', 'Only grant_type=refresh_token is supported');
+    const refreshToken = form.get('refresh_token');
+    if (!refreshToken) return fail(400, 'invalid_request', 'refresh_token is missing');
+
+    const now = Date.now();
+    const found = this.#registry.checkRefreshToken(refreshToken, client.client.clientId, now);
+    if (!found.valid) {
+      if (found.reason === 'rotated' && found.entry) {
+        // RFC 9700 §4.14.2: the server cannot tell the thief from the client, so the whole grant goes.
+        this.#stats.refreshTokenReused(reuseDetection && this.#registry.revokeFamily(found.entry.family));
+      }
+      return fail(400, 'invalid_grant', mode === 'salesforce' ? 'expired access/refresh token' : invalidGrantDescriptions[found.reason]);
+    }
+    const { family } = found.entry;
+    const requested = parseScope(form.get('scope') ?? '');
+    if (requested.some((scope) => !family.scope.includes(scope))) {
+      return fail(400, 'invalid_scope', 'The requested scope exceeds the scope originally granted');
+    }
+    let newRefreshToken: string | undefined;
+    if (rotateRefreshTokens) {
+      found.entry.state = 'rotated';
+      newRefreshToken = this.#registry.issueRefreshToken(family, refreshTokenTtlMs === undefined ? undefined : now + refreshTokenTtlMs);
+    }
+    const response = this.#grantAccess(family, client.client, requested.length > 0 ? requested : family.scope, newRefreshToken, now);
+    this.#stats.tokenSucceeded();
+    this.#stats.tokenAnswered(entry, 200, undefined);
+    const contentType = mode === 'salesforce' ? SALESFORCE_JSON : JSON_TYPE;
+    send(res, 200, { 'content-type': contentType, 'cache-control': 'no-store', pragma: 'no-cache' }, JSON.stringify(response));
+  }
+
+  async #handleApi(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const method = req.method ?? 'GET';
+    const bearer = readBearer(req.headers.authorization);
+    const entry = this.#stats.apiRequestStarted(method, url.pathname, bearer === 'malformed' ? undefined : bearer);
+    const reply = (status: number, headers: OutgoingHttpHeaders, body: string) => {
+      this.#stats.apiAnswered(entry, status);
+      send(res, status, headers, body);
+    };
+    const replyJson = (status: number, value: unknown, headers: OutgoingHttpHeaders = {}) =>
+      reply(status, { 'content-type': JSON_TYPE, ...headers }, JSON.stringify(value));
+
+    let body: Buffer;
+    try {
+      body = await readBody(req, API_BODY_LIMIT);
+    } catch (error) {
+      if (!(error instanceof BodyTooLargeError)) throw error;
+      return replyJson(413, { ok: false, error: 'payload_too_large', error_description: error.message }, { connection: 'close' });
+    }
+    const delayParam = url.searchParams.get('delayMs');
+    const delayMs = delayParam === null ? 0 : /^\d{1,5}$/.test(delayParam) ? Number(delayParam) : NaN;
+    if (!(delayMs <= MAX_API_DELAY_MS)) {
+      return replyJson(400, { ok: false, error: 'invalid_request', error_description: `delayMs must be an integer from 0 to ${MAX_API_DELAY_MS}` });
+    }
+    // The token is checked after the wait: a request sent with a token that dies meanwhile gets a late 401.
+    await this.#pause(delayMs);
+
+    if (url.pathname === '/api/dpop') {
+      return replyJson(401, { ok: false, error: 'use_dpop_nonce' }, {
+        'www-authenticate': 'DPoP algs="ES256", error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"',
+        'dpop-nonce': opaqueToken(),
+      });
+    }
+    const check = bearer === undefined || bearer === 'malformed' ? undefined : this.#registry.checkAccessToken(bearer, Date.now());
+    if (!check?.valid) {
+      if (this.mode === 'salesforce') return reply(401, { 'content-type': SALESFORCE_JSON }, INVALID_SESSION_BODY);
+      if (bearer === undefined) {
+        return replyJson(401, { ok: false, error_description: 'No access token was sent' }, { 'www-authenticate': `Bearer realm="${REALM}"` });
+      }
+      const description = accessTokenDescriptions[check ? check.reason : 'malformed'];
+      return replyJson(401, { ok: false, error: 'invalid_token', error_description: description }, {
+        'www-authenticate': `Bearer realm="${REALM}", error="invalid_token", error_description="${description}"`,
+      });
+    }
+    if (url.pathname === '/api/forbidden') {
+      return replyJson(403, { ok: false, error: 'insufficient_scope', scope: 'admin' }, {
+        'www-authenticate': `Bearer realm="${REALM}", error="insufficient_scope", scope="admin"`,
+      });
+    }
+    if (url.pathname.startsWith('/services/data/')) {
+      const answer = salesforceRest(method, url.pathname, url.searchParams);
+      return reply(answer.status, { 'content-type': SALESFORCE_JSON }, JSON.stringify(answer.body));
+    }
+    const echo =
+      body.length === 0 ? {} : { body: body.toString('utf8'), bodySha256: createHash('sha256').update(body).digest('hex') };
+    replyJson(200, { ok: true, method, path: url.pathname, ...echo });
+  }
+}
+
+/**
+ * Starts an OAuth 2.0 authorization server and a protected API on 127.0.0.1 (an ephemeral port
+ * unless `options.port` says otherwise). Close it with `server.close()` when done.
+ *
+ * - Token endpoint (`server.tokenEndpoint`): the refresh token grant, with client
+ *   authentication, optional rotation and reuse detection, latency and injected failures.
+ * - Protected API: any path under `/api/` answers 200 JSON (echoing the request body) to a
+ *   valid bearer and 401 with `WWW-Authenticate: Bearer ... error="invalid_token"` otherwise;
+ *   `?delayMs=N` waits before checking the token. `/api/forbidden` answers 403
+ *   `insufficient_scope`, `/api/dpop` a DPoP nonce challenge. Salesforce mode adds
+ *   `/services/data/v<ver>/query` and `/sobjects/Account/<id>`.
+ *
+ * @throws TypeError/RangeError (as a rejection) for invalid options; the listen error when the port is taken.
+ * @example
+ * ```ts
+ * const server = await startOAuthServer({ accessTokenTtlSeconds: 1, rotateRefreshTokens: true })
+ * const tokens = server.issue()
+ * const response = await fetch(`${server.url}/api/items`, { headers: { authorization: `Bearer ${tokens.accessToken}` } })
+ * await server.close()
+ * ```
+ */
+export async function startOAuthServer(options: OAuthServerOptions = {}): Promise<OAuthServer> {
+  const config = resolveOptions(options);
+  const server = createServer();
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  // A malformed request: answer 400 where possible, never crash.
+  server.on('clientError', (_error: Error, socket: Socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    else socket.destroy();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port: config.port, host: HOST }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return new EmbeddedOAuthServer(config, server, sockets);
+}
+

@@ -1,0 +1,95 @@
+import { randomBytes } from 'node:crypto';
+
+/** One sign-in: every access and refresh token descending from it (RFC 9700 calls it the grant). */
+export interface GrantFamily {
+  readonly clientId: string;
+  /** The scope granted at sign-in; refreshes may narrow it, never widen it. */
+  readonly scope: readonly string[];
+  revoked: boolean;
+}
+
+interface AccessTokenEntry {
+  readonly family: GrantFamily;
+  readonly expiresAt: number;
+  revoked: boolean;
+}
+
+export interface RefreshTokenEntry {
+  readonly family: GrantFamily;
+  readonly expiresAt: number | undefined;
+  /** `rotated` once a refresh replaced it; presenting it again is a reuse. */
+  state: 'active' | 'rotated';
+}
+
+export type AccessTokenCheck =
+  | { valid: true; family: GrantFamily }
+  | { valid: false; reason: 'unknown' | 'expired' | 'revoked' };
+
+export type RefreshTokenCheck =
+  | { valid: true; entry: RefreshTokenEntry }
+  | { valid: false; reason: 'unknown' | 'expired' | 'revoked' | 'rotated' | 'other_client'; entry?: RefreshTokenEntry };
+
+/** 256 random bits, base64url: opaque and unguessable, like a real server's tokens. */
+export const opaqueToken = (): string => randomBytes(32).toString('base64url');
+
+/** Every token the server issued and what became of it. Time is passed in, so checks are exact. */
+export class TokenRegistry {
+  readonly #accessTokens = new Map<string, AccessTokenEntry>();
+  readonly #refreshTokens = new Map<string, RefreshTokenEntry>();
+  readonly #families = new Set<GrantFamily>();
+
+  startFamily(clientId: string, scope: readonly string[]): GrantFamily {
+    const family: GrantFamily = { clientId, scope, revoked: false };
+    this.#families.add(family);
+    return family;
+  }
+
+  issueAccessToken(family: GrantFamily, expiresAt: number, prefix = ''): string {
+    const token = prefix + opaqueToken();
+    this.#accessTokens.set(token, { family, expiresAt, revoked: false });
+    return token;
+  }
+
+  issueRefreshToken(family: GrantFamily, expiresAt: number | undefined): string {
+    const token = opaqueToken();
+    this.#refreshTokens.set(token, { family, expiresAt, state: 'active' });
+    return token;
+  }
+
+  checkAccessToken(token: string, now: number): AccessTokenCheck {
+    const entry = this.#accessTokens.get(token);
+    if (!entry) return { valid: false, reason: 'unknown' };
+    if (entry.revoked || entry.family.revoked) return { valid: false, reason: 'revoked' };
+    if (now >= entry.expiresAt) return { valid: false, reason: 'expired' };
+    return { valid: true, family: entry.family };
+  }
+
+  checkRefreshToken(token: string, clientId: string, now: number): RefreshTokenCheck {
+    const entry = this.#refreshTokens.get(token);
+    if (!entry) return { valid: false, reason: 'unknown' };
+    // RFC 6749 §5.2: a refresh token issued to another client is invalid_grant too.
+    if (entry.family.clientId !== clientId) return { valid: false, reason: 'other_client' };
+    if (entry.state === 'rotated') return { valid: false, reason: 'rotated', entry };
+    if (entry.family.revoked) return { valid: false, reason: 'revoked', entry };
+    if (entry.expiresAt !== undefined && now >= entry.expiresAt) return { valid: false, reason: 'expired', entry };
+    return { valid: true, entry };
+  }
+
+  revokeAccessTokens(): void {
+    for (const entry of this.#accessTokens.values()) entry.revoked = true;
+  }
+
+  /** Revokes the family; returns false when it already was. */
+  revokeFamily(family: GrantFamily): boolean {
+    if (family.revoked) return false;
+    family.revoked = true;
+    return true;
+  }
+
+  /** Revokes every family; returns how many were still live. */
+  revokeAllFamilies(): number {
+    let count = 0;
+    for (const family of this.#families) if (this.revokeFamily(family)) count++;
+    return count;
+  }
+}

@@ -1,0 +1,283 @@
+import type { TokenSet } from '@tokenrelay/core';
+
+/** How a client proves its identity to the token endpoint (RFC 6749 §2.3). */
+export type ClientAuthenticationMethod = 'client_secret_basic' | 'client_secret_post' | 'none';
+
+/** An OAuth client the server knows. */
+export interface OAuthClient {
+  /** The client id. */
+  clientId: string;
+  /** The client secret. Required for `client_secret_basic` and `client_secret_post`; absent for `none`. */
+  clientSecret?: string;
+  /**
+   * How the client must authenticate. In standard mode the server accepts exactly this method
+   * and answers `invalid_client` to any other; in Salesforce mode a client with a secret may use
+   * Basic or the body, and a `none` client sends `client_id` alone.
+   */
+  authMethod: ClientAuthenticationMethod;
+}
+
+/**
+ * The response shapes the server speaks: `standard` is RFC 6749 at `/oauth/token`; `salesforce`
+ * mimics a Salesforce org (`/services/oauth2/token`, no `expires_in`, signed responses, REST API).
+ */
+export type OAuthServerMode = 'standard' | 'salesforce';
+
+/** Options of {@link startOAuthServer}. Every field is optional. */
+export interface OAuthServerOptions {
+  /**
+   * Lifetime of access tokens, in seconds; fractions are allowed for fast tests. Ignored in
+   * Salesforce mode (see `salesforceSessionTimeoutSeconds`).
+   * @default 3600
+   * @example 0.5
+   */
+  accessTokenTtlSeconds?: number;
+  /**
+   * Lifetime of each refresh token from the moment it is issued, in seconds. A presented expired
+   * refresh token answers `invalid_grant`.
+   * @default undefined (refresh tokens never expire)
+   */
+  refreshTokenTtlSeconds?: number;
+  /**
+   * Issue a new refresh token on every refresh (ForgeRock, Auth0, Okta). The old one becomes
+   * "rotated": presenting it again is a reuse (see `reuseDetection`). Without rotation the same
+   * refresh token stays valid and token responses carry no `refresh_token` (Google, Salesforce).
+   * @default false
+   */
+  rotateRefreshTokens?: boolean;
+  /**
+   * On reuse of an already-rotated refresh token, revoke the whole grant family (all its access
+   * and refresh tokens), as RFC 9700 §4.14.2 recommends. Either way the reuse answers
+   * `invalid_grant`.
+   * @default true
+   */
+  reuseDetection?: boolean;
+  /**
+   * Delay added to every token endpoint response, in milliseconds, so that concurrent refreshes
+   * overlap and single flight can be proven.
+   * @default 0
+   */
+  tokenEndpointLatencyMs?: number;
+  /**
+   * The clients the server knows. The first one is the default of {@link OAuthServer.issue}.
+   * @default [defaultClient] (`tokenrelay-demo` / `tokenrelay-demo-secret`, `client_secret_basic`)
+   */
+  clients?: readonly OAuthClient[];
+  /**
+   * Which provider to imitate.
+   * @default 'standard'
+   */
+  mode?: OAuthServerMode;
+  /**
+   * Salesforce mode only: the session timeout, i.e. the access token lifetime, in seconds.
+   * @default 7200
+   */
+  salesforceSessionTimeoutSeconds?: number;
+  /**
+   * TCP port on 127.0.0.1. The host is always 127.0.0.1: the server never listens elsewhere.
+   * @default 0 (an ephemeral port; read it from `server.url`)
+   */
+  port?: number;
+  /**
+   * How many entries each request log in {@link OAuthServerStats} keeps; older ones are dropped.
+   * @default 10_000
+   */
+  requestLogLimit?: number;
+}
+
+/** Options of {@link OAuthServer.issue}. */
+export interface IssueOptions {
+  /**
+   * The client the grant belongs to; only this client may refresh it.
+   * @default the first of `options.clients`
+   */
+  clientId?: string;
+  /**
+   * Space-separated scope of the grant. Refreshes may ask for less, never more.
+   * @default 'read write' ('api refresh_token' in Salesforce mode)
+   */
+  scope?: string;
+}
+
+/** The kinds of token endpoint failure {@link OAuthServer.failNextTokenRequests} can inject. */
+export type TokenEndpointFailureKind =
+  /** 503 with an HTML body, like a load balancer with no backend. */
+  | 'unavailable'
+  /** 429 JSON `temporarily_unavailable` with `Retry-After` (1 s unless given). */
+  | 'rate_limited'
+  /** 400 JSON `invalid_grant` (Salesforce mode: "expired access/refresh token"). */
+  | 'invalid_grant'
+  /** 403 JSON `invalid_grant`, as Auth0 answers an unknown refresh token. */
+  | 'invalid_grant_403'
+  /** 401 JSON `invalid_client` with `WWW-Authenticate: Basic`. */
+  | 'invalid_client'
+  /** 200 `text/html`: a login page where JSON was expected. */
+  | 'html'
+  /** 200 `application/json` whose body is not JSON. */
+  | 'not_json'
+  /** 200 `application/json` whose JSON stops half way (the HTTP message itself is complete). */
+  | 'truncated_json'
+  /** 200 JSON without `access_token`. */
+  | 'missing_access_token'
+  /** 200 JSON with `expires_in` as a string (`"3600"`). */
+  | 'expires_in_string'
+  /** 200 JSON `{"error":"server_error"}`. */
+  | 'error_in_200'
+  /** 200 JSON of 5 MB (unless `bytes` is given): valid JSON, but more than any client should read. */
+  | 'huge_body'
+  /** No answer at all until the server closes. */
+  | 'hang'
+  /** The TCP connection is reset (RST) instead of answering. */
+  | 'reset'
+  /** Waits `delayMs`, then answers normally. */
+  | 'slow';
+
+/**
+ * One injected token endpoint failure: a kind, or an object where the kind needs a number.
+ * Any access token in a malformed 200 response is random and never valid at the API, and no
+ * injected failure changes any token state.
+ *
+ * @example
+ * ```ts
+ * server.failNextTokenRequests(2, 'unavailable')
+ * server.failNextTokenRequests(1, { kind: 'rate_limited', retryAfterSeconds: 2 })
+ * server.failNextTokenRequests(1, { kind: 'slow', delayMs: 500 })
+ * ```
+ */
+export type TokenEndpointFailure =
+  | Exclude<TokenEndpointFailureKind, 'slow'>
+  | {
+      kind: 'rate_limited';
+      /**
+       * The `Retry-After` value, in whole seconds.
+       * @default 1
+       */
+      retryAfterSeconds?: number;
+    }
+  | {
+      kind: 'huge_body';
+      /**
+       * Size of the body, in bytes.
+       * @default 5_242_880
+       */
+      bytes?: number;
+    }
+  | {
+      kind: 'slow';
+      /** How long to wait before the normal answer, in milliseconds. */
+      delayMs: number;
+    };
+
+/** One request the token endpoint received, as recorded in {@link OAuthServerStats.tokenRequestLog}. */
+export interface TokenRequestRecord {
+  /** When it arrived, in epoch milliseconds. */
+  readonly at: number;
+  /** The HTTP method. */
+  readonly method: string;
+  /**
+   * The client authentication the request used: `client_secret_basic` (an `Authorization: Basic`
+   * header), `client_secret_post` (`client_secret` in the body), `none` (`client_id` alone), or
+   * `undefined` when it identified no client.
+   */
+  readonly clientAuthentication: ClientAuthenticationMethod | undefined;
+  /** The client id the request presented, if any. */
+  readonly clientId: string | undefined;
+  /** The form parameters, without `client_secret`. The refresh token is kept: tests check which one was sent. */
+  readonly params: Readonly<Record<string, string>>;
+  /** The status answered; `undefined` while pending and for `hang` and `reset`. */
+  readonly status: number | undefined;
+  /** The OAuth `error` code answered, if any. */
+  readonly error: string | undefined;
+  /** The injected failure this request consumed, if any. */
+  readonly injected: TokenEndpointFailureKind | undefined;
+}
+
+/** One request to the protected API, as recorded in {@link OAuthServerStats.apiRequestLog}. */
+export interface ApiRequestRecord {
+  /** When it arrived, in epoch milliseconds. */
+  readonly at: number;
+  /** The HTTP method. */
+  readonly method: string;
+  /** The path, without the query string. */
+  readonly path: string;
+  /** The bearer token the request carried, if any: tests check that a replay used the new one. */
+  readonly accessToken: string | undefined;
+  /** The status answered; `undefined` while pending. */
+  readonly status: number | undefined;
+}
+
+/** Counters and request logs: a read-only snapshot taken by {@link OAuthServer.stats}. */
+export interface OAuthServerStats {
+  /** Every request to the token endpoint (CORS preflights excepted), injected failures included. */
+  readonly tokenRequests: number;
+  /** Token requests that issued a new access token. */
+  readonly tokenSuccesses: number;
+  /** OAuth error responses of the token endpoint by `error` code, e.g. `{ invalid_grant: 2 }`. */
+  readonly tokenErrors: Readonly<Record<string, number>>;
+  /** Injected failures consumed, by kind. */
+  readonly injectedFailures: Readonly<Partial<Record<TokenEndpointFailureKind, number>>>;
+  /** Presentations of an already-rotated refresh token. */
+  readonly refreshTokenReuses: number;
+  /** Grant families revoked by reuse detection or {@link OAuthServer.revokeRefreshTokens}. */
+  readonly familiesRevoked: number;
+  /** The largest number of token requests being processed at the same time: 1 proves single flight. */
+  readonly maxInFlightTokenRequests: number;
+  /** Requests to the protected API (CORS preflights excepted). */
+  readonly apiRequests: number;
+  /** Protected API requests answered 200. */
+  readonly apiOk: number;
+  /** Protected API requests answered 401. */
+  readonly api401: number;
+  /** The most recent token requests, oldest first (bounded by `requestLogLimit`). */
+  readonly tokenRequestLog: readonly TokenRequestRecord[];
+  /** The most recent protected API requests, oldest first (bounded by `requestLogLimit`). */
+  readonly apiRequestLog: readonly ApiRequestRecord[];
+}
+
+/** A running authorization server and protected API on 127.0.0.1. */
+export interface OAuthServer {
+  /** The server's origin, `http://127.0.0.1:PORT`. The protected API lives under `${url}/api/`. */
+  readonly url: string;
+  /** The token endpoint: `${url}/oauth/token`, or `${url}/services/oauth2/token` in Salesforce mode. */
+  readonly tokenEndpoint: string;
+  /** The mode the server runs in. */
+  readonly mode: OAuthServerMode;
+  /**
+   * Simulates a sign-in: starts a new grant family with a fresh access token and refresh token,
+   * returned in the shape `@tokenrelay/core` uses. In Salesforce mode `raw` carries
+   * `instance_url`, `id`, `issued_at` and `signature`, and `expiresAt` is absent, because a
+   * Salesforce token response does not tell the lifetime.
+   *
+   * @throws Error for a `clientId` the server does not know.
+   * @example
+   * ```ts
+   * const manager = createTokenManager({ tokens: server.issue(), refresh: refreshTokenGrant({ ... }) })
+   * ```
+   */
+  issue(options?: IssueOptions): TokenSet;
+  /** Makes every access token issued so far invalid: the API answers 401 `invalid_token` to them. */
+  revokeAccessTokens(): void;
+  /**
+   * Revokes every grant family issued so far (the user signed out everywhere): their refresh
+   * tokens answer `invalid_grant` and their access tokens 401.
+   */
+  revokeRefreshTokens(): void;
+  /**
+   * Makes the next `count` token requests fail with `failure`. Queued failures are consumed in
+   * order, one per request, and change no token state.
+   *
+   * @throws RangeError for a negative or fractional count, TypeError for an unknown failure.
+   */
+  failNextTokenRequests(count: number, failure: TokenEndpointFailure): void;
+  /** Drops the injected failures not yet consumed. */
+  clearFailures(): void;
+  /** A snapshot of the counters and request logs. */
+  stats(): OAuthServerStats;
+  /** Zeroes the counters and empties the request logs. Token state is kept. */
+  resetStats(): void;
+  /**
+   * Stops the server and destroys every open connection, hung ones included, so nothing
+   * waits. Safe to call more than once.
+   */
+  close(): Promise<void>;
+}
