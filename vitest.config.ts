@@ -7,10 +7,14 @@ export default defineConfig({
   resolve: {
     // Tests run against the TypeScript sources; the built output is checked by publint/attw and the examples.
     alias: {
+      '@tokenrelay/core/node': fileURLToPath(new URL('./packages/core/src/node.ts', import.meta.url)),
       '@tokenrelay/core': source('core'),
       '@tokenrelay/axios': source('axios'),
       '@tokenrelay/fetch': source('fetch'),
       '@tokenrelay/testing': source('testing'),
+      '@tokenrelay/salesforce': source('salesforce'),
+      '@tokenrelay/redis': source('redis'),
+      '@tokenrelay/browser': source('browser'),
     },
   },
   test: {

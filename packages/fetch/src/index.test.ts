@@ -1,0 +1,488 @@
+import { ErrorCode, TokenRelayError, createTokenManager, unwrappedFetch, type FailedResponse } from '@tokenrelay/core';
+import { http, HttpResponse } from 'msw';
+import { setupServer } from 'msw/node';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { installTokenRelay, withTokenRelay, type InstallTokenRelayOptions } from './index.js';
+
+const API = 'https://api.example.test';
+const OTHER = 'https://other.example.test';
+
+const server = setupServer();
+beforeAll(() => server.listen({ onUnhandledRequest: 'error' }));
+afterEach(() => {
+  server.resetHandlers();
+  vi.unstubAllGlobals();
+});
+afterAll(() => server.close());
+
+function deferred() {
+  let resolve!: () => void;
+  const promise = new Promise<void>((done) => (resolve = done));
+  return { promise, resolve };
+}
+
+/** Resolves to 'still pending' if `promise` has not settled within `ms`, so a slow rejection fails the test instead of hanging it. */
+function within<T>(promise: Promise<T>, ms: number): Promise<T | 'still pending'> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<'still pending'>((resolve) => (timer = setTimeout(() => resolve('still pending'), ms)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A real token manager holding `v0` whose refresh returns v1, v2, … and counts its calls. */
+function countingManager(options: { gate?: Promise<void>; tokenEndpoint?: string; fail?: Error } = {}) {
+  let calls = 0;
+  const refresh = Object.assign(
+    async () => {
+      const n = ++calls;
+      await options.gate;
+      if (options.fail) throw options.fail;
+      return { accessToken: `v${n}`, refreshToken: `r${n}` };
+    },
+    { tokenEndpoint: options.tokenEndpoint },
+  );
+  const manager = createTokenManager({ tokens: { accessToken: 'v0', refreshToken: 'r0' }, refresh, retry: false });
+  return { manager, refreshCalls: () => calls };
+}
+
+interface Hit {
+  path: string;
+  authorization: string | null;
+  body: Uint8Array;
+}
+
+/**
+ * A protected API on API and an open one on OTHER, recording every hit. The protected one accepts
+ * only `Bearer <validToken()>` and answers 401 `Bearer error="invalid_token"` otherwise.
+ */
+function serveApi(validToken: () => string, beforeAnswer?: (request: Request) => Promise<void>) {
+  const hits: Hit[] = [];
+  const record = async (request: Request) => {
+    const hit = {
+      path: new URL(request.url).pathname + new URL(request.url).search,
+      authorization: request.headers.get('authorization'),
+      body: new Uint8Array(await request.arrayBuffer()),
+    };
+    hits.push(hit);
+    return hit;
+  };
+  server.use(
+    http.all(`${API}/*`, async ({ request }) => {
+      const hit = await record(request);
+      await beforeAnswer?.(request);
+      if (hit.authorization === `Bearer ${validToken()}`) return HttpResponse.json({ path: hit.path });
+      return new HttpResponse('token expired', {
+        status: 401,
+        headers: { 'WWW-Authenticate': 'Bearer error="invalid_token"' },
+      });
+    }),
+    http.all(`${OTHER}/*`, async ({ request }) => {
+      await record(request);
+      return HttpResponse.json({ open: true });
+    }),
+  );
+  return hits;
+}
+
+describe('origins', () => {
+  it('attaches the bearer to the configured origins and to no other origin', async () => {
+    const hits = serveApi(() => 'v0');
+    const api = withTokenRelay(fetch, countingManager().manager, { origins: [API] });
+
+    expect((await api(`${API}/me`)).status).toBe(200);
+    expect((await api(new URL(`${OTHER}/public`))).status).toBe(200);
+
+    expect(hits.map(({ path, authorization }) => ({ path, authorization }))).toEqual([
+      { path: '/me', authorization: 'Bearer v0' },
+      { path: '/public', authorization: null },
+    ]);
+  });
+
+  it('never sends the bearer to the token endpoint and never refreshes on its 401, even on a configured origin', async () => {
+    const tokenEndpointAuthorization: (string | null)[] = [];
+    server.use(
+      http.post(`${API}/oauth/token`, ({ request }) => {
+        tokenEndpointAuthorization.push(request.headers.get('authorization'));
+        return HttpResponse.json({ error: 'invalid_client' }, { status: 401 });
+      }),
+    );
+    const { manager, refreshCalls } = countingManager({ tokenEndpoint: `${API}/oauth/token` });
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    const response = await api(`${API}/oauth/token`, { method: 'POST', body: 'grant_type=refresh_token' });
+
+    expect(response.status).toBe(401);
+    expect(tokenEndpointAuthorization).toEqual([null]);
+    expect(refreshCalls()).toBe(0);
+  });
+
+  it("passes requests to other origins to fetchImpl with the caller's exact arguments", async () => {
+    const response = new Response('ok');
+    const fetchImpl = vi.fn<typeof fetch>(async () => response);
+    const api = withTokenRelay(fetchImpl, countingManager().manager, { origins: [API] });
+    const init = { method: 'POST', body: 'payload', headers: { 'x-trace': '1' } };
+    const request = new Request(`${OTHER}/upload`, { method: 'PUT', body: 'bytes' });
+
+    await expect(api(`${OTHER}/public`, init)).resolves.toBe(response);
+    await expect(api(request)).resolves.toBe(response);
+
+    expect(fetchImpl.mock.calls[0]?.[0]).toBe(`${OTHER}/public`);
+    expect(fetchImpl.mock.calls[0]?.[1]).toBe(init);
+    expect(fetchImpl.mock.calls[1]?.[0]).toBe(request);
+    expect(request.bodyUsed).toBe(false);
+  });
+
+  it('throws a CONFIGURATION_ERROR synchronously when no origins are given outside a browser', () => {
+    const { manager } = countingManager();
+    const attempt = () => withTokenRelay(fetch, manager);
+
+    expect(attempt).toThrow(TokenRelayError);
+    expect(attempt).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
+  });
+
+  it('in a browser defaults origins to location.origin and resolves relative URLs against location.href', async () => {
+    vi.stubGlobal('location', { origin: API, href: `${API}/app/page` });
+    const authorization: (string | null)[] = [];
+    const fetchImpl: typeof fetch = async (_input, init) => {
+      authorization.push(new Headers(init?.headers).get('authorization'));
+      return new Response('ok');
+    };
+    const api = withTokenRelay(fetchImpl, countingManager().manager);
+
+    await api('data');
+    await api('/root');
+    await api(`${OTHER}/data`);
+
+    expect(authorization).toEqual(['Bearer v0', 'Bearer v0', null]);
+  });
+});
+
+describe('authorization set by the caller', () => {
+  it('leaves a request that already carries an Authorization header alone: no bearer, no refresh', async () => {
+    const hits = serveApi(() => 'v0');
+    const { manager, refreshCalls } = countingManager();
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    const fromInit = await api(`${API}/me`, { headers: { Authorization: 'Basic YWxpY2U6cw==' } });
+    const fromRequest = await api(new Request(`${API}/me`, { headers: { authorization: 'Bearer mine' } }));
+
+    expect([fromInit.status, fromRequest.status]).toEqual([401, 401]);
+    expect(hits.map((hit) => hit.authorization)).toEqual(['Basic YWxpY2U6cw==', 'Bearer mine']);
+    expect(refreshCalls()).toBe(0);
+  });
+});
+
+describe('refresh and replay', () => {
+  it('refreshes once for N concurrent 401s and replays each request once with the new token', async () => {
+    const hits = serveApi(() => 'v1');
+    const releaseRefresh = deferred();
+    const { manager, refreshCalls } = countingManager({ gate: releaseRefresh.promise });
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    const responses = Promise.all(Array.from({ length: 5 }, (_, i) => api(`${API}/item?i=${i}`)));
+    // Hold the refresh until every request has had its 401, so all of them queue behind the one flight.
+    await vi.waitFor(() => expect(hits).toHaveLength(5));
+    releaseRefresh.resolve();
+
+    expect((await responses).map((response) => response.status)).toEqual([200, 200, 200, 200, 200]);
+    expect(refreshCalls()).toBe(1);
+    for (let i = 0; i < 5; i++) {
+      expect(hits.filter((hit) => hit.path === `/item?i=${i}`).map((hit) => hit.authorization)).toEqual([
+        'Bearer v0',
+        'Bearer v1',
+      ]);
+    }
+  });
+
+  it('replays a request whose 401 arrives after the refresh finished without refreshing again', async () => {
+    const sent = deferred();
+    const answer = deferred();
+    let valid = 'v0';
+    serveApi(
+      () => valid,
+      async (request) => {
+        if (new URL(request.url).pathname !== '/slow') return;
+        sent.resolve();
+        await answer.promise;
+      },
+    );
+    const { manager, refreshCalls } = countingManager();
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    const slow = api(`${API}/slow`);
+    await sent.promise;
+    // Meanwhile another request's 401 made the manager move to v1, and the server revoked v0.
+    await manager.refresh();
+    valid = 'v1';
+    answer.resolve();
+
+    expect((await slow).status).toBe(200);
+    expect(refreshCalls()).toBe(1);
+  });
+
+  it('replays at most once: a replay that fails again is returned to the caller', async () => {
+    const hits = serveApi(() => 'never valid');
+    const { manager, refreshCalls } = countingManager();
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    const response = await api(`${API}/me`);
+
+    expect(response.status).toBe(401);
+    expect(await response.text()).toBe('token expired');
+    expect(refreshCalls()).toBe(1);
+    expect(hits.map((hit) => hit.authorization)).toEqual(['Bearer v0', 'Bearer v1']);
+  });
+
+  it('cancels the body of the response it discards for the replay', async () => {
+    let cancelled = false;
+    const responses = [
+      new Response(new ReadableStream({ cancel: () => void (cancelled = true) }), { status: 401 }),
+      new Response('ok'),
+    ];
+    const fetchImpl: typeof fetch = async () => responses.shift() ?? Response.error();
+    const api = withTokenRelay(fetchImpl, countingManager().manager, { origins: [API] });
+
+    expect(await (await api(`${API}/me`)).text()).toBe('ok');
+    expect(cancelled).toBe(true);
+  });
+
+  it('rejects with the TokenRelayError SESSION_EXPIRED when the refresh token is dead', async () => {
+    serveApi(() => 'v1');
+    const dead = new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'refresh token revoked', { oauthError: 'invalid_grant' });
+    const { manager } = countingManager({ fail: dead });
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    const failure = await api(`${API}/me`).catch((error: unknown) => error);
+
+    expect(failure).toBeInstanceOf(TokenRelayError);
+    expect(failure).toMatchObject({ code: ErrorCode.SESSION_EXPIRED });
+  });
+
+  it('calls fetchImpl as a plain function, so a browser fetch never sees a foreign this', async () => {
+    const thisValues: unknown[] = [];
+    const fetchImpl = function (this: unknown) {
+      thisValues.push(this);
+      return Promise.resolve(new Response('ok'));
+    } as typeof fetch;
+    const holder = { fetch: withTokenRelay(fetchImpl, countingManager().manager, { origins: [API] }) };
+
+    await holder.fetch(`${API}/me`);
+    await holder.fetch(`${OTHER}/public`);
+
+    expect(thisValues).toEqual([undefined, undefined]);
+  });
+});
+
+describe('cancellation', () => {
+  it('rejects at once when the signal aborts while queued behind a refresh, and the refresh completes for the others', async () => {
+    const hits = serveApi(() => 'v1');
+    const releaseRefresh = deferred();
+    const { manager, refreshCalls } = countingManager({ gate: releaseRefresh.promise });
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+    const controller = new AbortController();
+
+    const aborted = api(`${API}/a`, { signal: controller.signal });
+    const other = api(`${API}/b`);
+    await vi.waitFor(() => expect(hits).toHaveLength(2));
+    await vi.waitFor(() => expect(refreshCalls()).toBe(1));
+    controller.abort();
+
+    await expect(within(aborted, 1000)).rejects.toBe(controller.signal.reason);
+    expect(controller.signal.reason).toMatchObject({ name: 'AbortError' });
+    releaseRefresh.resolve();
+    expect((await other).status).toBe(200);
+    expect(refreshCalls()).toBe(1);
+  });
+
+  it("waits for a refresh in flight before sending, and rejects at once when the Request's own signal aborts", async () => {
+    const hits = serveApi(() => 'v1');
+    const releaseRefresh = deferred();
+    const { manager } = countingManager({ gate: releaseRefresh.promise });
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+    const controller = new AbortController();
+    const inFlight = manager.refresh();
+
+    const aborted = api(new Request(`${API}/a`, { signal: controller.signal }));
+    const waiting = api(`${API}/b`);
+    controller.abort();
+
+    await expect(within(aborted, 1000)).rejects.toMatchObject({ name: 'AbortError' });
+    releaseRefresh.resolve();
+    await inFlight;
+    expect((await waiting).status).toBe(200);
+    // Nothing went out with the dying token, and the aborted request was never sent.
+    expect(hits.map((hit) => [hit.path, hit.authorization])).toEqual([['/b', 'Bearer v1']]);
+  });
+});
+
+describe('bodies', () => {
+  it('replays a Request body with identical bytes', async () => {
+    const hits = serveApi(() => 'v1');
+    const api = withTokenRelay(fetch, countingManager().manager, { origins: [API] });
+    const bytes = crypto.getRandomValues(new Uint8Array(16_384));
+
+    const response = await api(new Request(`${API}/upload`, { method: 'POST', body: bytes }));
+
+    expect(response.status).toBe(200);
+    expect(hits).toHaveLength(2);
+    expect(hits[0]?.body).toEqual(bytes);
+    expect(hits[1]?.body).toEqual(bytes);
+  });
+
+  it.each([
+    ['a string', () => 'name=value'],
+    ['a Uint8Array', () => new TextEncoder().encode('name=value')],
+    ['an ArrayBuffer', () => new TextEncoder().encode('name=value').buffer],
+    ['a Blob', () => new Blob(['name=value'])],
+    ['URLSearchParams', () => new URLSearchParams({ name: 'value' })],
+  ])('replays a body given in init as %s as it is', async (_kind, makeBody) => {
+    const hits = serveApi(() => 'v1');
+    const api = withTokenRelay(fetch, countingManager().manager, { origins: [API] });
+
+    const response = await api(`${API}/form`, { method: 'POST', body: makeBody() });
+
+    expect(response.status).toBe(200);
+    expect(hits.map((hit) => new TextDecoder().decode(hit.body))).toEqual(['name=value', 'name=value']);
+  });
+
+  it.each([
+    ['a ReadableStream', () => new Blob(['chunk']).stream()],
+    [
+      'an async iterable',
+      () =>
+        (async function* () {
+          yield new TextEncoder().encode('chunk');
+        })(),
+    ],
+  ])(
+    'never sends a one-shot body given as %s twice: the tokens are refreshed and the caller gets the original 401',
+    async (_kind, makeBody) => {
+      const hits = serveApi(() => 'v1');
+      const { manager, refreshCalls } = countingManager();
+      const api = withTokenRelay(fetch, manager, { origins: [API] });
+      const init = { method: 'POST', body: makeBody() as BodyInit, duplex: 'half' } as RequestInit;
+
+      const response = await api(`${API}/stream`, init);
+
+      expect(response.status).toBe(401);
+      expect(await response.text()).toBe('token expired');
+      expect(hits.map((hit) => new TextDecoder().decode(hit.body))).toEqual(['chunk']);
+      expect(refreshCalls()).toBe(1);
+      expect((await api(`${API}/next`)).status).toBe(200);
+      expect(hits.at(-1)?.authorization).toBe('Bearer v1');
+    },
+  );
+});
+
+describe('shouldRefresh', () => {
+  function serveFailure(status: number, headers: Record<string, string>, body = '') {
+    let count = 0;
+    server.use(
+      http.all(`${API}/*`, ({ request }) => {
+        count++;
+        if (request.headers.get('authorization') === 'Bearer v1') return HttpResponse.json({ ok: true });
+        return new HttpResponse(body, { status, headers });
+      }),
+    );
+    return () => count;
+  }
+
+  it('does not refresh on a 403 insufficient_scope by default', async () => {
+    const hits = serveFailure(403, { 'WWW-Authenticate': 'Bearer error="insufficient_scope", scope="admin"' });
+    const { manager, refreshCalls } = countingManager();
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    expect((await api(`${API}/admin`)).status).toBe(403);
+    expect(refreshCalls()).toBe(0);
+    expect(hits()).toBe(1);
+  });
+
+  it('does not refresh on a 401 DPoP use_dpop_nonce by default', async () => {
+    const hits = serveFailure(401, { 'WWW-Authenticate': 'DPoP error="use_dpop_nonce"', 'DPoP-Nonce': 'n-1' });
+    const { manager, refreshCalls } = countingManager();
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    expect((await api(`${API}/me`)).status).toBe(401);
+    expect(refreshCalls()).toBe(0);
+    expect(hits()).toBe(1);
+  });
+
+  it('uses a custom shouldRefresh, which can read the status, URL, headers and body of the failed response', async () => {
+    serveFailure(400, { 'content-type': 'application/xml' }, '<exceptionCode>InvalidSessionId</exceptionCode>');
+    const seen: Omit<FailedResponse, 'header' | 'text'>[] = [];
+    const { manager, refreshCalls } = countingManager();
+    const api = withTokenRelay(fetch, manager, {
+      origins: [API],
+      shouldRefresh: async (failed) => {
+        seen.push({ status: failed.status, url: failed.url });
+        return failed.header('Content-Type') === 'application/xml' && (await failed.text()).includes('InvalidSessionId');
+      },
+    });
+
+    expect((await api(`${API}/job`)).status).toBe(200);
+    expect(refreshCalls()).toBe(1);
+    expect(seen).toEqual([{ status: 400, url: `${API}/job` }]);
+  });
+
+  it('leaves the body readable for the caller when shouldRefresh read it and declined', async () => {
+    serveFailure(400, {}, 'bad request details');
+    const api = withTokenRelay(fetch, countingManager().manager, {
+      origins: [API],
+      shouldRefresh: async (failed) => (await failed.text()) === 'refresh please',
+    });
+
+    const response = await api(`${API}/me`);
+
+    expect(response.status).toBe(400);
+    expect(await response.text()).toBe('bad request details');
+  });
+});
+
+describe('installTokenRelay', () => {
+  it('wraps globalThis.fetch, and restore puts the original back; a second restore is harmless', async () => {
+    const hits = serveApi(() => 'v0');
+    const original = globalThis.fetch;
+    const restore = installTokenRelay(countingManager().manager, { origins: [API] });
+    try {
+      expect(globalThis.fetch).not.toBe(original);
+      await fetch(`${API}/me`);
+    } finally {
+      restore();
+    }
+    expect(globalThis.fetch).toBe(original);
+    restore();
+    expect(globalThis.fetch).toBe(original);
+    await fetch(`${API}/me`);
+
+    expect(hits.map((hit) => hit.authorization)).toEqual(['Bearer v0', null]);
+  });
+
+  it('restore leaves alone a fetch installed after ours', () => {
+    const original = globalThis.fetch;
+    const restore = installTokenRelay(countingManager().manager, { origins: [API] });
+    const later: typeof fetch = async () => new Response('later');
+    globalThis.fetch = later;
+    try {
+      restore();
+      expect(globalThis.fetch).toBe(later);
+    } finally {
+      globalThis.fetch = original;
+    }
+  });
+
+  it('throws a CONFIGURATION_ERROR without origins outside a browser and leaves globalThis.fetch as it was', () => {
+    const original = globalThis.fetch;
+    const { manager } = countingManager();
+
+    expect(() => installTokenRelay(manager, {} as InstallTokenRelayOptions)).toThrow(
+      expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }),
+    );
+    expect(globalThis.fetch).toBe(original);
+  });
+
+  it('exposes the wrapped fetch under the non-enumerable unwrappedFetch key, for the token endpoint call', () => {
+    const fetchImpl: typeof fetch = async () => new Response('ok');
+    const api = withTokenRelay(fetchImpl, countingManager().manager, { origins: [API] });
+
+    expect(Object.getOwnPropertyDescriptor(api, unwrappedFetch)).toMatchObject({ value: fetchImpl, enumerable: false });
+  });
+});
