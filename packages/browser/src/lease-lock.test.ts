@@ -1,0 +1,141 @@
+import { ErrorCode, type TokenStoreLock } from '@tokenrelay/core';
+import { describe, expect, it } from 'vitest';
+import { memoryStorage, openStore, uniqueKey } from './test-helpers.js';
+
+// Node 20 has no navigator.locks, so every store here uses the storage lease: the fallback for
+// pages without Web Locks. The Web Locks path runs in real Chromium (test/browser-tabs.test.ts).
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const neverAborted = () => new AbortController().signal;
+
+/** Settles to 'pending' if `promise` has not settled within `ms`. */
+function stateAfter(promise: Promise<unknown>, ms: number): Promise<'resolved' | 'rejected' | 'pending'> {
+  return Promise.race([
+    promise.then(
+      () => 'resolved' as const,
+      () => 'rejected' as const,
+    ),
+    sleep(ms).then(() => 'pending' as const),
+  ]);
+}
+
+function twoTabs(options: { lockTimeoutMs?: number; leaseMs?: number } = {}) {
+  const key = uniqueKey();
+  const storage = memoryStorage();
+  return {
+    key,
+    storage,
+    tabA: openStore({ key, storage, lock: 'lease', ...options }),
+    tabB: openStore({ key, storage, lock: 'lease', ...options }),
+  };
+}
+
+describe('lease lock (where Web Locks are missing)', () => {
+  it('gives the lock to one tab at a time, and to the waiting tab once it is released', async () => {
+    const { key, storage, tabA, tabB } = twoTabs();
+    expect(tabA.lockKind).toBe('lease');
+    const lockA = await tabA.lock({ signal: neverAborted() });
+    expect(JSON.parse(storage.getItem(`${key}:lock`) ?? '')).toEqual({
+      owner: expect.any(String),
+      expiresAt: expect.any(Number),
+    });
+
+    const waitingB = tabB.lock({ signal: neverAborted() });
+    expect(await stateAfter(waitingB, 400)).toBe('pending');
+
+    await lockA.release();
+    const lockB = await waitingB;
+    await lockB.release();
+    expect(storage.getItem(`${key}:lock`)).toBeNull();
+  });
+
+  it('lets only one of many tabs that ask at the same moment hold the lock', async () => {
+    const key = uniqueKey();
+    const storage = memoryStorage();
+    const tabs = Array.from({ length: 5 }, () => openStore({ key, storage, lock: 'lease' }));
+    let holders = 0;
+    let maxHolders = 0;
+
+    await Promise.all(
+      tabs.map(async (tab) => {
+        const lock = await tab.lock({ signal: neverAborted() });
+        holders++;
+        maxHolders = Math.max(maxHolders, holders);
+        await sleep(30);
+        holders--;
+        await lock.release();
+      }),
+    );
+
+    expect(maxHolders).toBe(1);
+  });
+
+  it('rejects a waiting tab with a STORE_ERROR after lockTimeoutMs', async () => {
+    const { tabA, tabB } = twoTabs({ lockTimeoutMs: 300 });
+    const lockA = await tabA.lock({ signal: neverAborted() });
+
+    const started = Date.now();
+    await expect(tabB.lock({ signal: neverAborted() })).rejects.toMatchObject({
+      code: ErrorCode.STORE_ERROR,
+      message: expect.stringContaining('300 ms'),
+    });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    await lockA.release();
+  });
+
+  it('stops waiting with the abort reason when the signal aborts', async () => {
+    const { tabA, tabB } = twoTabs();
+    const lockA = await tabA.lock({ signal: neverAborted() });
+    const controller = new AbortController();
+    const reason = new Error('session replaced');
+
+    const waitingB = tabB.lock({ signal: controller.signal });
+    setTimeout(() => controller.abort(reason), 100);
+
+    await expect(waitingB).rejects.toBe(reason);
+    await lockA.release();
+  });
+
+  it('takes over the lease of a tab that died holding it once the lease expires', async () => {
+    const { key, storage, tabB } = twoTabs({ lockTimeoutMs: 5_000 });
+    storage.setItem(`${key}:lock`, JSON.stringify({ owner: 'closed-tab', expiresAt: Date.now() + 400 }));
+
+    const started = Date.now();
+    const lockB = await tabB.lock({ signal: neverAborted() });
+
+    expect(Date.now() - started).toBeGreaterThanOrEqual(390);
+    expect(JSON.parse(storage.getItem(`${key}:lock`) ?? '').owner).not.toBe('closed-tab');
+    await lockB.release();
+  });
+
+  it('treats a garbled lease as free', async () => {
+    const { key, storage, tabB } = twoTabs({ lockTimeoutMs: 1_000 });
+    storage.setItem(`${key}:lock`, '{"owner":');
+
+    const lockB = await tabB.lock({ signal: neverAborted() });
+    await lockB.release();
+  });
+
+  it('renews the lease while the refresh runs, so a refresh longer than leaseMs keeps it', async () => {
+    const { tabA, tabB } = twoTabs({ leaseMs: 300, lockTimeoutMs: 900 });
+    const lockA = await tabA.lock({ signal: neverAborted() });
+
+    await expect(tabB.lock({ signal: neverAborted() })).rejects.toMatchObject({ code: ErrorCode.STORE_ERROR });
+
+    await lockA.release();
+    const lockB: TokenStoreLock = await tabB.lock({ signal: neverAborted() });
+    await lockB.release();
+  });
+
+  it('does not remove a lease that another tab took over', async () => {
+    const { key, storage, tabA } = twoTabs({ leaseMs: 300 });
+    const lockA = await tabA.lock({ signal: neverAborted() });
+    const other = JSON.stringify({ owner: 'other-tab', expiresAt: Date.now() + 10_000 });
+    storage.setItem(`${key}:lock`, other);
+
+    await lockA.release();
+    await lockA.release();
+
+    expect(storage.getItem(`${key}:lock`)).toBe(other);
+  });
+});

@@ -1,0 +1,38 @@
+/*
+ * Helpers for this package's own tests (not exported): an in-memory Storage standing in for
+ * localStorage, and stores that are closed after each test.
+ */
+import { afterEach } from 'vitest';
+import { browserStore } from './browser-store.js';
+import type { BrowserStorage, BrowserStoreOptions, BrowserTokenStore } from './types.js';
+
+/** A Map-backed {@link BrowserStorage}; `entries` exposes the raw strings to the test. */
+export function memoryStorage(): BrowserStorage & { readonly entries: Map<string, string> } {
+  const entries = new Map<string, string>();
+  return {
+    entries,
+    getItem: (key) => entries.get(key) ?? null,
+    setItem: (key, value) => {
+      entries.set(key, String(value));
+    },
+    removeItem: (key) => {
+      entries.delete(key);
+    },
+  };
+}
+
+const openStores: BrowserTokenStore[] = [];
+afterEach(() => {
+  for (const store of openStores.splice(0)) store.close();
+});
+
+/** A store closed after the test. */
+export function openStore(options: BrowserStoreOptions): BrowserTokenStore {
+  const store = browserStore(options);
+  openStores.push(store);
+  return store;
+}
+
+let keyCounter = 0;
+/** A key no other test uses: BroadcastChannel names are shared by the whole process. */
+export const uniqueKey = (): string => `test-${crypto.randomUUID()}-${keyCounter++}`;

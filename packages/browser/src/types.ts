@@ -1,0 +1,79 @@
+import type { TokenSet, TokenStore, TokenStoreLock } from '@tokenrelay/core';
+
+/**
+ * The part of the Web Storage API the store uses. `localStorage` and `sessionStorage` are ones;
+ * so is any object with these three methods (an in-memory one in tests, an encrypting wrapper).
+ */
+export interface BrowserStorage {
+  /** The value under `key`, or `null` when there is none. */
+  getItem(key: string): string | null;
+  /** Stores `value` under `key`; may throw (a full quota), which the store reports as `STORE_ERROR`. */
+  setItem(key: string, value: string): void;
+  /** Removes `key`; used for the lease lock only. */
+  removeItem(key: string): void;
+}
+
+/**
+ * How tabs take turns refreshing:
+ * - `'web-locks'`: the Web Locks API (`navigator.locks`). The browser grants the lock to one tab
+ *   at a time and releases it by itself when the holding tab closes or crashes.
+ * - `'lease'`: a best-effort lease in the storage (an owner id and an expiry, renewed while held),
+ *   for browsers or pages without Web Locks. See the README for its limits.
+ * - `'auto'`: Web Locks where the page has them, else the lease.
+ */
+export type BrowserLockMode = 'auto' | 'web-locks' | 'lease';
+
+/** Options of {@link browserStore}. */
+export interface BrowserStoreOptions {
+  /**
+   * The storage key the tokens live under. It also names the lock (`tokenrelay:<key>`), the
+   * lease (`<key>:lock`) and the BroadcastChannel (`tokenrelay:<key>`), so every tab of one
+   * session must use the same key, and two sessions different keys.
+   * @example 'tokenrelay:example-api'
+   */
+  key: string;
+  /**
+   * Where the tokens are kept. Tabs share tokens only through a storage they share, which
+   * `localStorage` is and `sessionStorage` is not.
+   * @default globalThis.localStorage
+   */
+  storage?: BrowserStorage;
+  /**
+   * How tabs take turns refreshing; see {@link BrowserLockMode}. `'web-locks'` where the page
+   * has no `navigator.locks` (an insecure `http:` origin other than localhost, an old browser)
+   * throws a `CONFIGURATION_ERROR`.
+   * @default 'auto'
+   */
+  lock?: BrowserLockMode;
+  /**
+   * How long a tab waits for another tab's refresh before `lock()` rejects with a
+   * `TokenRelayError` of code `STORE_ERROR` (and the waiting requests fail with it). Keep it
+   * above the longest refresh a tab can make: the manager's `refreshTimeoutMs` × attempts.
+   * @default 60_000
+   */
+  lockTimeoutMs?: number;
+  /**
+   * The `'lease'` lock only: how long a lease lasts unless its holder renews it (every third of
+   * this while the refresh runs). It is how long a tab that closed mid-refresh blocks the others.
+   * @default 10_000
+   */
+  leaseMs?: number;
+}
+
+/**
+ * A {@link TokenStore} for browser tabs, with a cross-tab `lock` and `subscribe`. Created by
+ * {@link browserStore}.
+ */
+export interface BrowserTokenStore extends TokenStore {
+  /** Takes the cross-tab refresh lock; rejects with `STORE_ERROR` after `lockTimeoutMs`, or with `signal.reason`. */
+  lock(options: { signal: AbortSignal }): Promise<TokenStoreLock>;
+  /** Calls `listener` with the tokens another tab (or another store on the same key) wrote; returns an unsubscribe function. */
+  subscribe(listener: (tokens: TokenSet | undefined) => void): () => void;
+  /** The lock in use: `'web-locks'` or `'lease'` (what `'auto'` chose). */
+  readonly lockKind: 'web-locks' | 'lease';
+  /**
+   * Stops listening to other tabs: closes the BroadcastChannel, removes the `storage` listener
+   * and drops every subscriber. The store still reads, writes and locks. Safe to call twice.
+   */
+  close(): void;
+}

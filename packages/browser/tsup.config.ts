@@ -1,0 +1,12 @@
+import { defineConfig } from 'tsup';
+
+export default defineConfig({
+  entry: ['src/index.ts'],
+  format: ['esm', 'cjs'],
+  dts: true,
+  clean: true,
+  sourcemap: true,
+  // Browser code: modern syntax every browser with Web Locks and BroadcastChannel understands.
+  target: 'es2022',
+  // Dependencies and peers stay external (tsup's default): one copy of @tokenrelay/core is shared by every adapter.
+});

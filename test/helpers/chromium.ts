@@ -1,0 +1,95 @@
+/*
+ * Real-Chromium helpers for the cross-tab tests: launch the Debian `chromium` through
+ * playwright-core (no browser download), and serve a test page bundled from the package sources
+ * on 127.0.0.1.
+ */
+import { existsSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import { chromium, type Browser } from 'playwright-core';
+
+/** Where Debian's `chromium` package installs the browser (CI installs it in .ci/run). */
+export const chromiumPath = '/usr/bin/chromium';
+
+/**
+ * Launches headless Chromium with a fresh, empty profile.
+ * @throws Error naming the package to install when Chromium is missing: the test fails, it never skips.
+ */
+export async function launchChromium(): Promise<Browser> {
+  if (!existsSync(chromiumPath)) {
+    throw new Error(
+      `Chromium is missing at ${chromiumPath}: the browser tests need a real Chromium. ` +
+        'Install it with `apt-get install -y chromium` (Debian/Ubuntu), as .ci/run does.',
+    );
+  }
+  return chromium.launch({
+    executablePath: chromiumPath,
+    timeout: 30_000,
+    args: [
+      '--headless=new',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+const source = (path: string) => fileURLToPath(new URL(`../../packages/${path}`, import.meta.url));
+
+/** Bundles a browser script from the TypeScript sources, with every @tokenrelay package resolved to one copy. */
+export async function bundleScript(entry: string): Promise<string> {
+  const result = await build({
+    entryPoints: [entry],
+    bundle: true,
+    write: false,
+    format: 'iife',
+    platform: 'browser',
+    target: 'chrome110',
+    logLevel: 'silent',
+    alias: {
+      '@tokenrelay/core': source('core/src/index.ts'),
+      '@tokenrelay/fetch': source('fetch/src/index.ts'),
+      '@tokenrelay/browser': source('browser/src/index.ts'),
+    },
+  });
+  const [output] = result.outputFiles;
+  if (!output) throw new Error(`esbuild produced no output for ${entry}`);
+  return output.text;
+}
+
+/** A page server on 127.0.0.1. */
+export interface PageServer {
+  /** The page's URL, `http://127.0.0.1:PORT/`: a secure context, so Web Locks are available. */
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** Serves an HTML page that loads `script` on 127.0.0.1 (an ephemeral port). */
+export async function servePage(script: string): Promise<PageServer> {
+  const html = '<!doctype html><meta charset="utf-8"><title>tokenrelay tab</title><script src="/tab.js"></script>';
+  const server = createServer((request, response) => {
+    const path = new URL(request.url ?? '/', 'http://127.0.0.1').pathname;
+    if (path === '/') response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(html);
+    else if (path === '/tab.js') response.writeHead(200, { 'content-type': 'text/javascript' }).end(script);
+    else response.writeHead(404).end();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
