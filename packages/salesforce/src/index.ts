@@ -1,0 +1,15 @@
+export {
+  salesforceRefreshGrant,
+  readSalesforceSession,
+  type SalesforceRefreshGrantOptions,
+  type SalesforceSession,
+} from './grant.js';
+export { isSalesforceSessionExpired } from './session-expired.js';
+export {
+  jsforceRefreshFn,
+  type JsforceConnection,
+  type JsforceHttpResponse,
+  type JsforceRefreshCallback,
+  type JsforceRefreshFn,
+  type SalesforceTokenResponse,
+} from './jsforce.js';
