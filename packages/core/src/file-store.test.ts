@@ -1,0 +1,378 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ErrorCode, isTokenRelayError } from './errors.js';
+import { fileStore } from './file-store.js';
+import { createTokenManager } from './manager.js';
+import type { TokenSet } from './types.js';
+
+const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+const fileStoreSource = fileURLToPath(new URL('./file-store.ts', import.meta.url));
+
+let directory: string;
+let tokenPath: string;
+const cleanups: (() => unknown)[] = [];
+
+beforeEach(async () => {
+  directory = await mkdtemp(join(tmpdir(), 'tokenrelay-file-store-'));
+  tokenPath = join(directory, 'tokens', '_salesforce.json');
+});
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  await rm(directory, { recursive: true, force: true });
+});
+
+const inAnHour = Date.now() + 3_600_000;
+const session = (n: number): TokenSet => ({ accessToken: `access-${n}`, refreshToken: `refresh-${n}`, expiresAt: inAnHour + n });
+
+/** Resolves with how a promise settled within `ms`, so a test can assert that it is still waiting. */
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<'resolved' | 'rejected' | 'pending'> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<'pending'>((resolve) => {
+    timer = setTimeout(() => resolve('pending'), ms);
+  });
+  const outcome = await Promise.race([promise.then(() => 'resolved' as const, () => 'rejected' as const), timeout]);
+  clearTimeout(timer);
+  return outcome;
+}
+
+async function expectStoreError(promise: Promise<unknown>, message: RegExp): Promise<Error> {
+  const error = await promise.then(
+    () => undefined,
+    (reason: unknown) => reason,
+  );
+  expect(isTokenRelayError(error) && error.code).toBe(ErrorCode.STORE_ERROR);
+  expect((error as Error).message).toMatch(message);
+  return error as Error;
+}
+
+/**
+ * Another Node process running `code` (an ES module; `fileStore` and `path` are in scope). Lines it
+ * prints can be awaited; it is killed after the test if still running.
+ */
+function startChild(code: string) {
+  const script = `import { fileStore } from ${JSON.stringify(fileStoreSource)};\nconst path = ${JSON.stringify(tokenPath)};\n${code}`;
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: repoRoot,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  cleanups.push(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let output = '';
+  let errors = '';
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (errors += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    child,
+    exited,
+    /** Waits until the child printed `line`. */
+    printed: (line: string, timeout = 10_000) =>
+      vi.waitFor(
+        () => {
+          if (!output.split('\n').includes(line)) throw new Error(`child has not printed "${line}" yet; stderr: ${errors}`);
+        },
+        { timeout, interval: 20 },
+      ),
+  };
+}
+
+/** A lock left behind by a process that was SIGKILLed while holding it, as after a crash. */
+async function lockOfKilledProcess(leaseMs: number): Promise<number> {
+  const holder = startChild(`await fileStore(path, { leaseMs: ${leaseMs} }).lock(); console.log('locked'); setInterval(() => {}, 1000);`);
+  await holder.printed('locked');
+  holder.child.kill('SIGKILL');
+  await holder.exited;
+  return Date.now();
+}
+
+describe('fileStore: the token file', () => {
+  it('stores the tokens as JSON in a file created with mode 0600 (and its directory) and reads them back', async () => {
+    const store = fileStore(tokenPath, { watch: false });
+    const tokens = { ...session(1), tokenType: 'Bearer', scope: 'api', raw: { instance_url: 'https://example.my.salesforce.com' } };
+
+    await store.set(tokens);
+
+    expect(await store.get()).toEqual(tokens);
+    expect(JSON.parse(await readFile(tokenPath, 'utf8'))).toEqual(tokens);
+    expect((await stat(tokenPath)).mode & 0o777).toBe(0o600);
+    expect((await stat(join(directory, 'tokens'))).mode & 0o777).toBe(0o700);
+    expect(store.path).toBe(tokenPath);
+  });
+
+  it('returns undefined when there is no token file yet', async () => {
+    expect(await fileStore(tokenPath, { watch: false }).get()).toBeUndefined();
+  });
+
+  it('replaces the file atomically: a concurrent reader never sees a partial file, and no temporary file is left', async () => {
+    const writer = fileStore(tokenPath, { watch: false });
+    const reader = fileStore(tokenPath, { watch: false });
+    // Large enough that a non-atomic write would be seen half done.
+    const big = (n: number): TokenSet => ({ ...session(n), raw: { padding: String(n).repeat(200_000) } });
+    await writer.set(big(0));
+
+    let writing = true;
+    const writes = (async () => {
+      for (let n = 1; n <= 40; n++) await writer.set(big(n));
+      writing = false;
+    })();
+    const reads: TokenSet[] = [];
+    while (writing && reads.length < 2_000) {
+      const tokens = await reader.get();
+      if (tokens) reads.push(tokens);
+    }
+    await writes;
+
+    expect(reads.length).toBeGreaterThan(0);
+    for (const tokens of reads) {
+      const n = Number(tokens.accessToken.replace('access-', ''));
+      expect(tokens).toEqual(big(n));
+    }
+    expect((await readdir(join(directory, 'tokens'))).sort()).toEqual(['_salesforce.json', '_salesforce.json.lock']);
+  });
+
+  it.each([
+    ['not JSON, quoting a token', 'refresh=secret-refresh-token-value', /is not valid JSON/],
+    ['cut off half way', '{"accessToken":"secret-refresh-token-value","refreshTo', /is not valid JSON/],
+    ['empty', '', /is empty/],
+    ['a JSON array', '[1,2]', /not a JSON object/],
+    ['without an access token', '{"refreshToken":"secret-refresh-token-value"}', /"accessToken" is not a non-empty string/],
+    ['with expiresAt as a string', '{"accessToken":"a","expiresAt":"1700000000000"}', /"expiresAt" is not a number/],
+  ])('reports a token file that is %s as a STORE_ERROR that does not quote it, never as "no tokens"', async (_case, content, message) => {
+    await fileStore(tokenPath, { watch: false }).set(session(1));
+    await writeFile(tokenPath, content);
+
+    const error = await expectStoreError(fileStore(tokenPath, { watch: false }).get(), message);
+
+    expect(error.message).toContain(tokenPath);
+    expect(error.message).not.toContain('secret-refresh-token-value');
+    expect(String(error.cause ?? '')).not.toContain('secret-refresh-token-value');
+  });
+
+  it('never overwrites a corrupt file while another holder has the lock, and replaces it once the lock is free', async () => {
+    const holder = fileStore(tokenPath, { watch: false });
+    await holder.set(session(1));
+    await writeFile(tokenPath, '{"accessToken":"half-writ');
+    const lock = await holder.lock();
+
+    await expectStoreError(fileStore(tokenPath, { watch: false, lockTimeoutMs: 300 }).set(session(2)), /Gave up waiting for the lock/);
+    expect(await readFile(tokenPath, 'utf8')).toBe('{"accessToken":"half-writ');
+
+    await lock.release();
+    await fileStore(tokenPath, { watch: false }).set(session(2));
+    expect(await holder.get()).toEqual(session(2));
+  });
+
+  it('deletes the file on clear()', async () => {
+    const store = fileStore(tokenPath, { watch: false });
+    await store.set(session(1));
+    await store.clear();
+    expect(await store.get()).toBeUndefined();
+    await store.clear(); // Clearing nothing is fine.
+  });
+
+  it('refuses to write an invalid token set', async () => {
+    const store = fileStore(tokenPath, { watch: false });
+    await expectStoreError(store.set({ accessToken: '' }), /Refusing to write an invalid token set/);
+    expect(await store.get()).toBeUndefined();
+  });
+
+  it('rejects invalid options with a CONFIGURATION_ERROR', () => {
+    for (const make of [
+      () => fileStore(''),
+      () => fileStore(tokenPath, { leaseMs: 0 }),
+      () => fileStore(tokenPath, { lockTimeoutMs: Number.NaN }),
+      () => fileStore(tokenPath, { watch: 'inotify' as 'auto' }),
+    ]) {
+      expect(make).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
+    }
+  });
+});
+
+describe('fileStore: the lock', () => {
+  it('lets one holder in at a time: lock() waits until the holder releases', async () => {
+    const first = await fileStore(tokenPath, { watch: false }).lock();
+    const second = fileStore(tokenPath, { watch: false }).lock();
+
+    expect(await settledWithin(second, 200)).toBe('pending');
+    await first.release();
+    await (await second).release();
+  });
+
+  it('gives up after lockTimeoutMs with a STORE_ERROR that names the holding process', async () => {
+    const lock = await fileStore(tokenPath, { watch: false }).lock();
+    cleanups.push(() => lock.release());
+    const startedAt = Date.now();
+
+    await expectStoreError(
+      fileStore(tokenPath, { watch: false, lockTimeoutMs: 250 }).lock(),
+      new RegExp(`after 250 ms: process ${process.pid} on .+ holds it`),
+    );
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(240);
+  });
+
+  it('stops waiting with the signal reason when the signal aborts', async () => {
+    const lock = await fileStore(tokenPath, { watch: false }).lock();
+    cleanups.push(() => lock.release());
+    const controller = new AbortController();
+    const waiting = fileStore(tokenPath, { watch: false }).lock({ signal: controller.signal });
+    const reason = new Error('session replaced');
+
+    controller.abort(reason);
+
+    await expect(waiting).rejects.toBe(reason);
+  });
+
+  it('renews the lease while held, so a refresh that outlives the lease is not taken over', async () => {
+    const lock = await fileStore(tokenPath, { watch: false, leaseMs: 600 }).lock();
+    // Without renewal this waiter would take the lock after 600 ms.
+    const waiter = fileStore(tokenPath, { watch: false, leaseMs: 600, lockTimeoutMs: 1_800 }).lock();
+
+    expect(await settledWithin(waiter, 1_500)).toBe('pending');
+    await lock.release();
+    await (await waiter).release();
+  });
+
+  it('takes over the lock of a holder that was killed (SIGKILL), once its lease has run out', async () => {
+    const killedAt = await lockOfKilledProcess(1_500);
+
+    const lock = await fileStore(tokenPath, { watch: false, lockTimeoutMs: 10_000 }).lock();
+    const waited = Date.now() - killedAt;
+    await lock.release();
+
+    // The child's last heartbeat was at most a third of the lease before it died.
+    expect(waited).toBeGreaterThanOrEqual(900);
+    expect(waited).toBeLessThan(10_000);
+  });
+
+  it('lets exactly one of many waiters racing for a dead holder\'s lock in at a time', async () => {
+    await lockOfKilledProcess(800);
+    let inside = 0;
+    let mostInside = 0;
+    let entered = 0;
+
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const lock = await fileStore(tokenPath, { watch: false, lockRetryMs: 5 }).lock();
+        inside++;
+        entered++;
+        mostInside = Math.max(mostInside, inside);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        inside--;
+        await lock.release();
+      }),
+    );
+
+    expect(entered).toBe(8);
+    expect(mostInside).toBe(1);
+    // The winners tidied up: only the newest generation is left.
+    expect(await readdir(`${tokenPath}.lock`)).toHaveLength(1);
+  });
+
+  it('writes inside its own lock without waiting for itself (the manager\'s set() during a refresh)', async () => {
+    const store = fileStore(tokenPath, { watch: false });
+    const lock = await store.lock();
+
+    expect(await settledWithin(store.set(session(1)), 2_000)).toBe('resolved');
+    await lock.release();
+    expect(await store.get()).toEqual(session(1));
+  });
+
+  it('refuses to write after another process took over a lock this one held frozen past its lease', async () => {
+    const store = fileStore(tokenPath, { watch: false, leaseMs: 400 });
+    const lock = await store.lock();
+    const other = startChild(
+      `const store = fileStore(path, { watch: false });
+       console.log('waiting');
+       const lock = await store.lock();
+       await store.set({ accessToken: 'from-the-other-process' });
+       await lock.release();
+       console.log('done');`,
+    );
+    await other.printed('waiting');
+
+    // Freeze this process's event loop, as a long synchronous task would: no heartbeat gets out.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1_500);
+    await other.printed('done');
+
+    await expectStoreError(store.set(session(1)), /Lost the lock/);
+    await lock.release();
+    expect(await store.get()).toEqual({ accessToken: 'from-the-other-process' });
+  });
+});
+
+describe('fileStore: change notifications', () => {
+  it.each(['auto', 'poll'] as const)(
+    'tells subscribers (watch: %s) about tokens another writer stored or cleared, but not about its own writes',
+    async (watch) => {
+      const store = fileStore(tokenPath, { watch, pollIntervalMs: 50 });
+      const seen: (TokenSet | undefined)[] = [];
+      const unsubscribe = store.subscribe((tokens) => seen.push(tokens));
+      cleanups.push(unsubscribe);
+      const other = fileStore(tokenPath, { watch: false });
+
+      await other.set(session(1));
+      await vi.waitFor(() => expect(seen).toEqual([session(1)]), { timeout: 3_000 });
+
+      await store.set(session(2));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(seen).toEqual([session(1)]);
+
+      await other.clear();
+      await vi.waitFor(() => expect(seen).toEqual([session(1), undefined]), { timeout: 3_000 });
+    },
+  );
+
+  it('stops notifying after the last unsubscribe', async () => {
+    const store = fileStore(tokenPath);
+    const listener = vi.fn();
+    store.subscribe(listener)();
+
+    await fileStore(tokenPath, { watch: false }).set(session(1));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+
+    expect(listener).not.toHaveBeenCalled();
+  });
+
+  it('does not keep a process alive by watching', async () => {
+    const child = startChild(`fileStore(path).subscribe(() => {}); console.log('subscribed');`);
+    await child.printed('subscribed');
+    expect(await settledWithin(child.exited, 5_000)).toBe('resolved');
+  });
+});
+
+describe('fileStore with the token manager', () => {
+  it('lets two managers sharing the file make one refresh call between them', async () => {
+    await fileStore(tokenPath, { watch: false }).set(session(0));
+    let calls = 0;
+    const refresh = async () => {
+      calls++;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      return session(calls);
+    };
+    const managers = [1, 2].map(() => createTokenManager({ store: fileStore(tokenPath, { watch: false }), refresh }));
+
+    const refreshed = await Promise.all(managers.map((manager) => manager.refresh({ staleAccessToken: 'access-0' })));
+
+    expect(calls).toBe(1);
+    expect(refreshed).toEqual([session(1), session(1)]);
+    expect(await fileStore(tokenPath, { watch: false }).get()).toEqual(session(1));
+  });
+
+  it('fails with a STORE_ERROR on a corrupt file, and setTokens() after a new sign-in replaces it', async () => {
+    await fileStore(tokenPath, { watch: false }).set(session(0));
+    await writeFile(tokenPath, 'garbage');
+    const manager = createTokenManager({ store: fileStore(tokenPath, { watch: false }), refresh: async () => session(9) });
+
+    await expect(manager.getAccessToken()).rejects.toMatchObject({ code: ErrorCode.STORE_ERROR });
+    await manager.setTokens(session(1));
+
+    expect(await manager.getAccessToken()).toBe('access-1');
+    expect(await fileStore(tokenPath, { watch: false }).get()).toEqual(session(1));
+  });
+});

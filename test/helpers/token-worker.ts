@@ -1,0 +1,75 @@
+/*
+ * One process of the multi-process tests (started by worker-pool.ts): a real session built from
+ * createTokenManager + withTokenRelay, sharing a file store with its siblings, driven over IPC.
+ */
+import { createTokenManager, isTokenRelayError, memoryStore, refreshTokenGrant, type RefreshHandler, type TokenStore } from '@tokenrelay/core';
+import { fileStore } from '@tokenrelay/core/node';
+import { withTokenRelay } from '@tokenrelay/fetch';
+import { loopbackOnlyFetch } from '@tokenrelay/testing';
+import type { ParentMessage, WorkerConfig, WorkerMessage } from './worker-pool.js';
+
+const send = (message: WorkerMessage) => process.send?.(message);
+// Never outlive the test that started us.
+process.on('disconnect', () => process.exit(1));
+
+const gates: (() => void)[] = [];
+let api: typeof fetch | undefined;
+let apiUrl = '';
+
+function createSession(config: WorkerConfig): typeof fetch {
+  const grant = refreshTokenGrant({
+    tokenEndpoint: config.tokenEndpoint,
+    clientId: config.clientId,
+    clientSecret: config.clientSecret,
+    fetch: loopbackOnlyFetch(),
+  });
+  const refresh: RefreshHandler = Object.assign(
+    async (context: Parameters<RefreshHandler>[0]) => {
+      // The manager calls this under the store's lock: tell the parent who holds it.
+      send({ type: 'refreshing', at: Date.now() });
+      if (config.gateRefreshes) await new Promise<void>((resolve) => gates.push(resolve));
+      return grant(context);
+    },
+    { tokenEndpoint: grant.tokenEndpoint },
+  );
+  const store: TokenStore =
+    config.store.kind === 'file'
+      ? fileStore(config.store.path, { leaseMs: config.store.leaseMs, lockTimeoutMs: config.store.lockTimeoutMs })
+      : memoryStore(config.store.tokens);
+  const manager = createTokenManager({ store, refresh });
+  return withTokenRelay(loopbackOnlyFetch(), manager, { origins: [config.apiUrl] });
+}
+
+async function fire(round: number, requests: number): Promise<string[]> {
+  const session = api;
+  if (!session) throw new Error('burst before init');
+  return Promise.all(
+    Array.from({ length: requests }, async (_, index) => {
+      try {
+        const response = await session(`${apiUrl}/api/round-${round}/item-${index}`);
+        await response.arrayBuffer();
+        return String(response.status);
+      } catch (error) {
+        return isTokenRelayError(error) ? error.code : error instanceof Error ? error.name : 'unknown';
+      }
+    }),
+  );
+}
+
+process.on('message', (message: ParentMessage) => {
+  switch (message.type) {
+    case 'init':
+      apiUrl = message.config.apiUrl;
+      api = createSession(message.config);
+      send({ type: 'ready' });
+      break;
+    case 'burst':
+      void fire(message.round, message.requests).then((outcomes) => send({ type: 'burst-done', round: message.round, outcomes }));
+      break;
+    case 'proceed':
+      gates.shift()?.();
+      break;
+    case 'exit':
+      process.exit(0);
+  }
+});
