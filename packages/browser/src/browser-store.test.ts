@@ -306,6 +306,8 @@ describe('browserStore with createTokenManager: two tabs, one refresh', () => {
     const tabA = createTokenManager({ store: openStore({ key, storage }), tokens: v1, refresh: endpoint.refresh });
     const tabB = createTokenManager({ store: storeB, tokens: v1, refresh: endpoint.refresh });
     await Promise.all([tabA.getTokens(), tabB.getTokens()]);
+    // Seeding the empty store takes the lock (so a late tab never overwrites rotated tokens); the handoff must not.
+    lockB.mockClear();
 
     const fresh = await tabA.refresh();
     await vi.waitFor(async () => expect(await tabB.getTokens()).toEqual(fresh), { timeout: 2_000 });

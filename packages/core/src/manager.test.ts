@@ -426,6 +426,70 @@ describe('stores', () => {
     expect(events).toEqual(['lock', 'set v1', 'release']);
   });
 
+  it('stops waiting for the store lock as soon as the store announces tokens another holder obtained', async () => {
+    const shared = memoryStore({ accessToken: 'v0', refreshToken: 'r0' });
+    let announce: ((tokens: TokenSet | undefined) => void) | undefined;
+    let lockSignal: AbortSignal | undefined;
+    const store: TokenStore = {
+      ...shared,
+      // Another process holds the lock for longer than this test lasts: only the announcement can end the wait.
+      lock: ({ signal }) =>
+        new Promise<TokenStoreLock>((_, reject) => {
+          lockSignal = signal;
+          signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+        }),
+      subscribe: (listener) => {
+        announce = listener;
+        return () => undefined;
+      },
+    };
+    const refresh = countingRefresh();
+    const manager = createTokenManager({ store, refresh });
+    expect(await manager.getAccessToken()).toBe('v0');
+    const refreshing = manager.refresh({ staleAccessToken: 'v0' });
+    await flush();
+    expect(lockSignal?.aborted).toBe(false);
+    announce?.({ accessToken: 'v1-elsewhere', refreshToken: 'r1' });
+    expect(await refreshing).toMatchObject({ accessToken: 'v1-elsewhere', refreshToken: 'r1' });
+    expect(lockSignal?.aborted).toBe(true);
+    expect(refresh).not.toHaveBeenCalled();
+  });
+
+  it('treats an empty store under the lock as a sign-out elsewhere and never resurrects the session', async () => {
+    const shared = memoryStore({ accessToken: 'v0', refreshToken: 'r0' });
+    const store: TokenStore = {
+      ...shared,
+      lock: async () => {
+        await shared.clear(); // another process signed out meanwhile
+        return { release: () => undefined };
+      },
+    };
+    const refresh = countingRefresh();
+    const manager = createTokenManager({ store, refresh });
+    expect(await manager.getAccessToken()).toBe('v0');
+    await expect(manager.refresh({ staleAccessToken: 'v0' })).rejects.toMatchObject({ code: ErrorCode.NO_TOKENS });
+    expect(refresh).not.toHaveBeenCalled();
+    expect(await shared.get()).toBeUndefined();
+    await expect(manager.getAccessToken()).rejects.toMatchObject({ code: ErrorCode.NO_TOKENS });
+  });
+
+  it('seeds an empty lockable store under its lock and keeps tokens another process stored first', async () => {
+    const shared = memoryStore();
+    const events: string[] = [];
+    const store: TokenStore = {
+      ...shared,
+      lock: async () => {
+        events.push('lock');
+        await shared.set({ accessToken: 'rotated-elsewhere', refreshToken: 'r7' }); // a faster process seeded and refreshed
+        return { release: () => void events.push('release') };
+      },
+    };
+    const manager = createTokenManager({ tokens: { accessToken: 'seed', refreshToken: 'r0' }, store, refresh: countingRefresh() });
+    expect(await manager.getAccessToken()).toBe('rotated-elsewhere');
+    expect(await shared.get()).toMatchObject({ refreshToken: 'r7' });
+    expect(events).toEqual(['lock', 'release']);
+  });
+
   it('adopts tokens announced by the store subscription', async () => {
     let announce: ((tokens: TokenSet | undefined) => void) | undefined;
     const store: TokenStore = {

@@ -7,6 +7,7 @@ import type {
   TokenManagerEvents,
   TokenManagerOptions,
   TokenSet,
+  TokenStore,
   TokenStoreLock,
 } from './types.js';
 
@@ -143,24 +144,41 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const storeError = (action: string, cause: unknown) =>
     new TokenRelayError(ErrorCode.STORE_ERROR, `The token store failed to ${action} tokens`, { cause });
 
+  /** Writes the initial tokens to an empty store; under its lock, so a late starter never overwrites rotated tokens. */
+  async function seedStore(seed: TokenSet): Promise<TokenSet> {
+    const lock = await store.lock?.({ signal: new AbortController().signal });
+    try {
+      const stored = lock ? await store.get() : undefined;
+      if (stored) return stored;
+      await store.set(seed);
+      return seed;
+    } finally {
+      await lock?.release();
+    }
+  }
+
   function ensureLoaded(): Promise<void> {
     loading ??= (async () => {
       const startedGeneration = generation;
-      let stored: TokenSet | undefined;
+      let tokens: TokenSet | undefined;
       try {
-        stored = await store.get();
+        tokens = await store.get();
         if (startedGeneration !== generation) return;
-        if (!stored && options.tokens) await store.set(options.tokens);
+        if (!tokens && options.tokens) tokens = await seedStore(options.tokens);
       } catch (error) {
         loading = undefined;
         throw storeError('read', error);
       }
       if (startedGeneration !== generation) return;
-      adopt(stored ?? options.tokens);
+      adopt(tokens);
       loaded = true;
     })();
     return loading;
   }
+
+  /** A refresh waiting for the store's lock: news of other tokens ends the wait (see runRefresh). */
+  let lockWait: { base: TokenSet; controller: AbortController } | undefined;
+  const tokensAnnounced = new Error('Another holder of the store announced new tokens');
 
   store.subscribe?.((tokens) => {
     // Another process or tab wrote the store: take its tokens (a new session also ends an expired one).
@@ -168,7 +186,29 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     adopt(tokens);
     loaded = true;
     if (tokens) sessionExpiredError = undefined;
+    if (tokens && lockWait && !sameTokens(tokens, lockWait.base)) lockWait.controller.abort(tokensAnnounced);
   });
+
+  /**
+   * Takes the store's lock for a refresh of `base`. Resolves `undefined` instead when, while
+   * waiting, the store announced tokens other than `base`: someone else refreshed, so the
+   * waiter can use those at once instead of queueing for the lock only to find them there.
+   */
+  async function lockOrAnnouncement(base: TokenSet, signal: AbortSignal): Promise<TokenStoreLock | undefined> {
+    const controller = new AbortController();
+    const onFlightAbort = () => controller.abort(signal.reason);
+    signal.addEventListener('abort', onFlightAbort, { once: true });
+    lockWait = { base, controller };
+    try {
+      return await (store.lock as NonNullable<TokenStore['lock']>)({ signal: controller.signal });
+    } catch (error) {
+      if (controller.signal.reason === tokensAnnounced && !signal.aborted) return undefined;
+      throw error;
+    } finally {
+      lockWait = undefined;
+      signal.removeEventListener('abort', onFlightAbort);
+    }
+  }
 
   /** Fresh = not within the refresh margin of its expiry. The margin is at most a quarter of the lifetime. */
   function isFresh(tokens: TokenSet): boolean {
@@ -252,9 +292,14 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (store.lock) {
         // Several processes share this store: under its lock, re-read it, and skip the token call
         // if another holder already refreshed (rotating refresh tokens allow one use only).
-        lock = await store.lock({ signal });
-        const latest = await store.get();
-        if (latest && !sameTokens(latest, base)) {
+        lock = await lockOrAnnouncement(base, signal);
+        const latest = lock ? await store.get() : current;
+        if (!latest) {
+          // Signed out elsewhere while we waited: never resurrect the session with our old tokens.
+          adopt(undefined);
+          throw failFast();
+        }
+        if (!sameTokens(latest, base)) {
           if (startedGeneration !== generation) return settledAfterReplacement();
           adopt(latest);
           emit('refresh', current as TokenSet);
@@ -338,14 +383,15 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (flight) return (await abortable(flight, signal)).accessToken;
       if (sessionExpiredError || !current) throw failFast();
       if (isFresh(current)) return current.accessToken;
-      const stillValid = current.expiresAt !== undefined && clock.now() < current.expiresAt ? current : undefined;
+      const before = current;
       try {
-        return (await abortable(startRefresh(current), signal)).accessToken;
+        return (await abortable(startRefresh(before), signal)).accessToken;
       } catch (error) {
-        // A proactive refresh that failed transiently need not fail a request the current token still covers.
-        const canFallBack =
-          stillValid && stillValid === current && !sessionExpiredError && !(signal?.aborted ?? false);
-        if (canFallBack) return stillValid.accessToken;
+        // A proactive refresh that failed need not fail a request the current token still covers — if it
+        // still covers it now: the failed attempts may have outlasted it.
+        const stillValid =
+          before === current && before.expiresAt !== undefined && clock.now() < before.expiresAt && !sessionExpiredError;
+        if (stillValid && !(signal?.aborted ?? false)) return before.accessToken;
         throw error;
       }
     },
@@ -355,8 +401,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (!loaded) await abortable(ensureLoaded(), signal);
       if (flight) return abortable(flight, signal);
       if (sessionExpiredError || !current) throw failFast();
-      // The failed request used an older token and a refresh already replaced it: no second refresh.
-      if (staleAccessToken !== undefined && staleAccessToken !== current.accessToken) return current;
+      // The failed request used an older token and a refresh already replaced it: no second refresh —
+      // unless the replacement is itself no longer fresh.
+      if (staleAccessToken !== undefined && staleAccessToken !== current.accessToken && isFresh(current)) return current;
       return abortable(startRefresh(current), signal);
     },
 
