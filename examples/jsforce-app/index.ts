@@ -4,11 +4,13 @@
  * the org (Salesforce mode, refresh token rotation on); with a real org, only the login URL and
  * the connected app's credentials change. The app checks its own outcome and exits 1 on failure.
  */
-import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { attachTokenRelay } from '@tokenrelay/axios';
-import { createTokenManager, type TokenManager, type TokenSet, type TokenStore } from '@tokenrelay/core';
+import { createTokenManager, type TokenManager } from '@tokenrelay/core';
+// The tokens/_salesforce.json habit, made safe: 0600, atomic replace, and a lock shared by every process using the file.
+import { fileStore } from '@tokenrelay/core/node';
 import { isSalesforceSessionExpired, jsforceRefreshFn, readSalesforceSession, salesforceRefreshGrant } from '@tokenrelay/salesforce';
 import { salesforceFixtures, startOAuthServer } from '@tokenrelay/testing';
 import axios from 'axios';
@@ -16,33 +18,6 @@ import jsforce from 'jsforce';
 
 const VERSION = '62.0';
 const connectedApp = { clientId: 'jsforce-app', clientSecret: 'jsforce-app-consumer-secret' };
-
-/**
- * The tokens/_salesforce.json habit, made safe for one process: the file is readable by its owner
- * only (0600) and replaced atomically (write a temp file, then rename), so a crash mid-write never
- * leaves half a token file. Several processes sharing one file also need a lock (see the README).
- */
-function jsonFileStore(path: string): TokenStore {
-  return {
-    async get() {
-      try {
-        return JSON.parse(await readFile(path, 'utf8')) as TokenSet;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-        throw error;
-      }
-    },
-    async set(tokens) {
-      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-      const temporary = `${path}.${process.pid}.tmp`;
-      await writeFile(temporary, `${JSON.stringify(tokens, null, 2)}\n`, { mode: 0o600 });
-      await rename(temporary, path);
-    },
-    async clear() {
-      await rm(path, { force: true });
-    },
-  };
-}
 
 const failures: string[] = [];
 function check(condition: boolean, what: string): void {
@@ -72,7 +47,7 @@ try {
   // 1. One manager for the org session: it owns the tokens, the file and the (single) refresh.
   const refresh = salesforceRefreshGrant({ loginUrl: server.url, ...connectedApp });
   const signIn = server.issue(); // in an app: the tokens of your OAuth web server or JWT flow
-  const manager = createTokenManager({ tokens: signIn, store: jsonFileStore(tokenFile), refresh });
+  const manager = createTokenManager({ tokens: signIn, store: fileStore(tokenFile), refresh });
   manager.on('sessionExpired', () => console.log('session expired: sign in again'));
 
   // 2. jsforce and axios on the same manager.
@@ -92,7 +67,7 @@ try {
       Promise.all(Array.from({ length: 10 }, () => conn.query('SELECT Id, Name FROM Account LIMIT 1'))),
       Promise.all(Array.from({ length: 10 }, getAccount)),
     ]);
-    const stored = await jsonFileStore(tokenFile).get();
+    const stored = await fileStore(tokenFile).get();
     console.log(
       `expiry ${expiry}: ${queries.filter((result) => result.totalSize === 1).length}/10 queries,`,
       `${gets.filter((response) => response.status === 200).length}/10 GETs, ${server.stats().tokenRequests} token call(s) so far`,
@@ -108,7 +83,7 @@ try {
 
   // 4. A restart: a new process reads the file and carries on with the rotated refresh token.
   server.revokeAccessTokens();
-  const restarted = createTokenManager({ store: jsonFileStore(tokenFile), refresh });
+  const restarted = createTokenManager({ store: fileStore(tokenFile), refresh });
   const afterRestart = await (await connect(restarted)).query('SELECT Id FROM Account LIMIT 1');
   check(afterRestart.totalSize === 1, 'after a restart the stored session refreshes and the query succeeds');
 
