@@ -1,12 +1,4 @@
-import { defineConfig } from 'tsup';
+import { packageBuild } from '../../tsup.shared.js';
 
-export default defineConfig({
-  entry: ['src/index.ts'],
-  format: ['esm', 'cjs'],
-  dts: true,
-  clean: true,
-  sourcemap: true,
-  // Browser code: modern syntax every browser with Web Locks and BroadcastChannel understands.
-  target: 'es2022',
-  // Dependencies and peers stay external (tsup's default): one copy of @tokenrelay/core is shared by every adapter.
-});
+// Browser code: modern syntax every browser with Web Locks and BroadcastChannel understands.
+export default packageBuild({ target: 'es2022' });
