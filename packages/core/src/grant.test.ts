@@ -141,6 +141,8 @@ describe('the token response', () => {
     ['no access_token', () => HttpResponse.json({ token_type: 'Bearer' })],
     ['expires_in as a string', success({ expires_in: '3600' })],
     ['a negative expires_in', success({ expires_in: -5 })],
+    ['an expires_in that overflows to Infinity', () =>
+      new HttpResponse('{"access_token":"x","token_type":"Bearer","expires_in":1e400}', { headers: { 'content-type': 'application/json' } })],
     ['a DPoP token_type', success({ token_type: 'DPoP' })],
     ['a numeric refresh_token', success({ refresh_token: 42 })],
     ['a body over the size limit', () => HttpResponse.json({ access_token: 'x', padding: 'y'.repeat(300_000) })],

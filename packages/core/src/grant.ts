@@ -247,7 +247,7 @@ export function refreshTokenGrant(options: RefreshTokenGrantOptions): RefreshHan
     if (token_type !== undefined && (typeof token_type !== 'string' || token_type.toLowerCase() !== 'bearer')) {
       throw invalid(`with token_type "${String(token_type)}"; only Bearer tokens are supported`);
     }
-    if (expires_in !== undefined && expires_in !== null && (typeof expires_in !== 'number' || !(expires_in >= 0))) {
+    if (expires_in !== undefined && expires_in !== null && (typeof expires_in !== 'number' || !Number.isFinite(expires_in) || expires_in < 0)) {
       throw invalid(`with an invalid expires_in (${typeof expires_in === 'string' ? 'a string' : String(expires_in)})`);
     }
     if (refresh_token !== undefined && (typeof refresh_token !== 'string' || refresh_token === '')) {

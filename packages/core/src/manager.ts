@@ -186,7 +186,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     adopt(tokens);
     loaded = true;
     if (tokens) sessionExpiredError = undefined;
-    if (tokens && lockWait && !sameTokens(tokens, lockWait.base)) lockWait.controller.abort(tokensAnnounced);
+    if (tokens && lockWait && !sameTokens(tokens, lockWait.base) && isFresh(tokens)) {
+      lockWait.controller.abort(tokensAnnounced);
+    }
   });
 
   /**
@@ -286,7 +288,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     }
   }
 
-  async function runRefresh(base: TokenSet, startedGeneration: number, signal: AbortSignal): Promise<TokenSet> {
+  async function runRefresh(refreshing: TokenSet, startedGeneration: number, signal: AbortSignal): Promise<TokenSet> {
+    let base = refreshing;
     let lock: TokenStoreLock | undefined;
     try {
       if (store.lock) {
@@ -302,8 +305,13 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         if (!sameTokens(latest, base)) {
           if (startedGeneration !== generation) return settledAfterReplacement();
           adopt(latest);
-          emit('refresh', current as TokenSet);
-          return current as TokenSet;
+          // An announcement is only acted on when fresh (see subscribe), so without a lock `latest` is fresh.
+          if (!lock || isFresh(latest)) {
+            emit('refresh', current as TokenSet);
+            return current as TokenSet;
+          }
+          // Another holder refreshed, but its tokens are no longer fresh: refresh from them, under the lock we hold.
+          base = current as TokenSet;
         }
       }
       const fresh = await refreshWithRetries(base, signal);
