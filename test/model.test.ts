@@ -1,0 +1,136 @@
+/*
+ * Model-based tests: fast-check drives the real token manager and fetch adapter through random
+ * interleavings of requests, answers (200, 401, late 401, 403), clock moves (expiry, refresh
+ * timeouts, retry backoff), token endpoint outcomes (success with or without rotation,
+ * invalid_grant, 503, invalid_client, a crashing handler), aborts and new sign-ins; in half the
+ * runs the store is shared with another process that takes its lock, refreshes (announced or
+ * not), signs in and signs out. After every step, and after a final drain, the invariants of
+ * test/helpers/model-system.ts must hold.
+ *
+ * Reproducible: the seed is fixed (override with TOKENRELAY_MODEL_SEED, and the number of runs with
+ * TOKENRELAY_MODEL_RUNS); a failure prints the seed, the path and the shrunk command list.
+ */
+import { ErrorCode, createTokenManager, type TokenSet, type TokenStore } from '@tokenrelay/core';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { modelCommands, modelRunConfig } from './helpers/model-commands.js';
+import { ModelSystem, type ModelCoverage } from './helpers/model-system.js';
+
+const seed = Number(process.env.TOKENRELAY_MODEL_SEED ?? 20_250_601);
+const numRuns = Number(process.env.TOKENRELAY_MODEL_RUNS ?? 1_000);
+
+beforeAll(() => {
+  // setImmediate stays real: the system uses it to let every promise chain finish between commands.
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'], now: Date.UTC(2025, 0, 1) });
+});
+
+afterAll(() => {
+  vi.useRealTimers();
+});
+
+describe('the token manager and fetch adapter under random interleavings', () => {
+  it(
+    'keep every invariant: one token call at a time with the newest refresh token, no stale sends, one replay at most, every request settles',
+    async () => {
+      const total: Partial<ModelCoverage> = {};
+      await fc.assert(
+        fc.asyncProperty(modelRunConfig, modelCommands(40), async (config, commands) => {
+          vi.clearAllTimers();
+          const system = new ModelSystem(config);
+          await system.start();
+          try {
+            await fc.asyncModelRun(() => ({ model: system, real: system }), commands);
+            await system.drainAndCheck();
+          } finally {
+            for (const [key, count] of Object.entries(system.coverage) as [keyof ModelCoverage, number][]) {
+              total[key] = (total[key] ?? 0) + count;
+            }
+          }
+        }),
+        { seed, numRuns },
+      );
+      // The runs must have reached every situation the invariants are about, or they prove little.
+      console.warn(`model coverage over ${numRuns} runs (seed ${seed}):`, total);
+      for (const [situation, count] of Object.entries(total)) expect(count, situation).toBeGreaterThan(0);
+    },
+    60_000,
+  );
+});
+
+// Plain versions of the counterexamples the model found, so a regression names itself.
+describe('regressions found by the model', () => {
+  it('refreshes for a late 401 when the token that replaced the refused one has expired meanwhile', async () => {
+    // Shrunk counterexample: startRequest, signIn(1000 ms), advanceClock(20000), respond 401 to request 0.
+    let issued = 0;
+    const manager = createTokenManager({
+      tokens: { accessToken: 'access-0', refreshToken: 'refresh-0' },
+      refresh: async () => {
+        issued++;
+        return { accessToken: `access-${issued}`, expiresAt: Date.now() + 1_000 };
+      },
+    });
+    expect((await manager.refresh()).accessToken).toBe('access-1');
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    // A slow request sent with access-0 gets its 401 now: access-1 is no better, it expired a second ago.
+    const tokens = await manager.refresh({ staleAccessToken: 'access-0' });
+
+    expect(tokens.accessToken).toBe('access-2');
+    expect(issued).toBe(2);
+  });
+
+  it('does not hand out a token that expired while a proactive refresh kept timing out', async () => {
+    // Shrunk counterexample: first token lives 8 s, advanceClock(1000), advanceClock(5000), startRequest, advanceClock(60000).
+    const manager = createTokenManager({
+      tokens: { accessToken: 'access-0', refreshToken: 'refresh-0', expiresAt: Date.now() + 8_000 },
+      // A token endpoint that never answers: every attempt ends at the refresh timeout.
+      refresh: ({ signal }) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
+      refreshTimeoutMs: 5_000,
+      retry: { retries: 1, minDelayMs: 100, maxDelayMs: 100 },
+    });
+    // 2 s before expiry: inside the margin (a quarter of the 8 s lifetime), so the next request refreshes first.
+    await vi.advanceTimersByTimeAsync(6_000);
+    const outcome = manager.getAccessToken().then(
+      (accessToken) => ({ accessToken }),
+      (error: unknown) => ({ error }),
+    );
+    // Two attempts of 5 s each: by the time the refresh gives up, access-0 has been dead for 8 s.
+    await vi.advanceTimersByTimeAsync(11_000);
+
+    expect(await outcome).toEqual({ error: expect.objectContaining({ code: ErrorCode.REFRESH_FAILED }) });
+  });
+
+  it('refreshes instead of adopting tokens another process stored when they have expired meanwhile', async () => {
+    // Shrunk counterexample (shared store): revokeAccessTokens, otherProcessActs(refresh, 1000 ms, unannounced),
+    // advanceClock(1000), startRequest, respond 401 to request 0.
+    let stored: TokenSet | undefined = { accessToken: 'access-0', refreshToken: 'refresh-0' };
+    const store: TokenStore = {
+      get: () => stored,
+      set: (tokens) => {
+        stored = tokens;
+      },
+      clear: () => {
+        stored = undefined;
+      },
+      lock: async () => ({ release: () => undefined }),
+    };
+    const presented: Array<string | undefined> = [];
+    const manager = createTokenManager({
+      store,
+      refresh: async ({ tokens }) => {
+        presented.push(tokens.refreshToken);
+        return { accessToken: 'access-2', refreshToken: 'refresh-2', expiresAt: Date.now() + 60_000 };
+      },
+    });
+    expect((await manager.getTokens())?.accessToken).toBe('access-0');
+    // Another process refreshes (rotating) and writes the store without telling this one; its token lives 1 s.
+    stored = { accessToken: 'access-1', refreshToken: 'refresh-1', expiresAt: Date.now() + 1_000 };
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    // A request sent with access-0 gets a 401. The store's access-1 is no better: it expired a second ago.
+    const tokens = await manager.refresh({ staleAccessToken: 'access-0' });
+
+    expect(tokens.accessToken).toBe('access-2');
+    expect(presented).toEqual(['refresh-1']);
+  });
+});
