@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -166,7 +167,12 @@ class EmbeddedOAuthServer implements OAuthServer {
   readonly #tokenPath: string;
   readonly #registry = new TokenRegistry();
   readonly #stats: StatsRecorder;
-  readonly #closing = new AbortController();
+  readonly #closing = (() => {
+    const controller = new AbortController();
+    // Every delayed response waits on this one signal: hundreds may wait at once in load tests.
+    setMaxListeners(0, controller.signal);
+    return controller;
+  })();
   #failures: InjectedFailure[] = [];
   #closed: Promise<void> | undefined;
 

@@ -1,0 +1,18 @@
+import { axiosAuthRefresh, axiosAuthRefreshWithoutDeduplication } from './axios-auth-refresh.js';
+import { badgatewayOAuth2Client } from './badgateway-oauth2-client.js';
+import { naiveAxios } from './naive-axios.js';
+import { tokenRelayAxios, tokenRelayFetch } from './tokenrelay.js';
+import type { Contender } from './types.js';
+
+/** Every contender, in table column order. */
+export const contenders: readonly Contender[] = [
+  tokenRelayAxios,
+  tokenRelayFetch,
+  axiosAuthRefresh,
+  axiosAuthRefreshWithoutDeduplication,
+  badgatewayOAuth2Client,
+  naiveAxios,
+];
+
+export { bareAxios, bareFetch } from './bare.js';
+export type { Contender, ContenderSetup, Outcome, Session } from './types.js';

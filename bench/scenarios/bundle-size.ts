@@ -1,0 +1,59 @@
+/*
+ * Bundle size (minified + gzip) with size-limit, configured in bench/size-limit.config.js, which
+ * also holds tokenrelay's CI budgets (`limit`). The issue's goal for core+fetch is stricter than
+ * the budget and is reported, not enforced: the budget stops growth, the goal is where to get to.
+ */
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+/** One size-limit check. */
+export interface BundleSize {
+  readonly name: string;
+  readonly bytes: number;
+  /** The CI budget, when the check has one. */
+  readonly budgetBytes?: number;
+  readonly withinBudget?: boolean;
+}
+
+export interface BundleReport {
+  readonly checks: readonly BundleSize[];
+  /** Which check stands for which contender in the table. */
+  readonly byContender: Readonly<Record<string, string>>;
+  /** The issue's goal for our own code in core+fetch. */
+  readonly goal: { readonly check: string; readonly bytes: number };
+}
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const SIZE_LIMIT_TIMEOUT_MS = 120_000;
+
+/** The check names in size-limit.config.js that correspond to each contender. */
+const byContender: Record<string, string> = {
+  'tokenrelay-axios': 'tokenrelay core+axios',
+  'tokenrelay-fetch': 'tokenrelay core+fetch',
+  'axios-auth-refresh': 'axios-auth-refresh',
+  'axios-auth-refresh-no-dedupe': 'axios-auth-refresh',
+  'badgateway-oauth2-client': '@badgateway/oauth2-client',
+};
+
+/** Runs size-limit (its CLI, from the repository root) and returns every check's size. */
+export async function measureBundleSizes(): Promise<BundleReport> {
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [`${root}node_modules/size-limit/bin.js`, '--config', 'bench/size-limit.config.js', '--json'],
+      { cwd: root, timeout: SIZE_LIMIT_TIMEOUT_MS, maxBuffer: 1_048_576 },
+      // size-limit exits with 1 when a check is over its limit; its JSON still tells which.
+      (error, out, stderr) => (out.trim().startsWith('[') ? resolve(out) : reject(new Error(`size-limit failed: ${stderr || error?.message}`))),
+    );
+  });
+  const parsed = JSON.parse(stdout) as { name: string; size: number; sizeLimit?: number; passed?: boolean }[];
+  const checks = parsed.map(({ name, size, sizeLimit, passed }) => ({
+    name,
+    bytes: size,
+    ...(sizeLimit === undefined ? {} : { budgetBytes: sizeLimit, withinBudget: passed ?? size <= sizeLimit }),
+  }));
+  return { checks, byContender, goal: { check: 'tokenrelay core+fetch', bytes: 2_500 } };
+}
+
+/** "5.74 kB" (1 kB = 1,000 B, as size-limit prints). */
+export const kilobytes = (bytes: number) => `${(bytes / 1_000).toFixed(2)} kB`;
