@@ -4,6 +4,9 @@ import { decodeStoredTokens, encodeStoredTokens, type StoredTokens } from './sto
 import type { BrowserLockMode, BrowserStorage, BrowserStoreOptions, BrowserTokenStore } from './types.js';
 
 const lockModes: readonly BrowserLockMode[] = ['auto', 'web-locks', 'lease'];
+/** How long a tab holding the refresh lock waits for another tab's newer write to reach it. */
+const REVISION_CATCH_UP_MS = 2_000;
+const REVISION_POLL_MS = 10;
 
 const configError = (message: string, cause?: unknown) =>
   new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message, cause === undefined ? {} : { cause });
@@ -78,6 +81,57 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
   let newest: StoredTokens | undefined;
   const listeners = new Set<(tokens: TokenSet | undefined) => void>();
 
+  /*
+   * Web Locks live in the browser process, so every tab sees them at once, while a tab's copy of
+   * localStorage and BroadcastChannel messages reach the others later. A tab that takes the refresh
+   * lock right after another released it can therefore still read the old tokens and refresh with
+   * an already rotated refresh token. So each write also holds a shared "revision" lock until this
+   * tab writes again, taken before the refresh lock is released; a tab taking the refresh lock asks
+   * the browser for the newest revision and waits until its own copy has caught up.
+   */
+  const revisionPrefix = `${sharedName}:revision:`;
+  let releaseRevisionMarker: (() => void) | undefined;
+
+  async function markRevision(revision: number): Promise<void> {
+    if (lockKind !== 'web-locks' || !locks?.query) return;
+    const previous = releaseRevisionMarker;
+    await new Promise<void>((granted) => {
+      void locks.request(`${revisionPrefix}${revision}`, { mode: 'shared' }, () => {
+        granted();
+        return new Promise<void>((release) => {
+          releaseRevisionMarker = release;
+        });
+      });
+    });
+    previous?.();
+  }
+
+  async function catchUpWithNewestRevision(signal: AbortSignal): Promise<void> {
+    if (!locks?.query) return;
+    const { held = [] } = await locks.query();
+    const announced = Math.max(
+      -1,
+      ...held.map(({ name }) => (name?.startsWith(revisionPrefix) ? Number(name.slice(revisionPrefix.length)) : -1)),
+    );
+    const deadline = Date.now() + REVISION_CATCH_UP_MS;
+    for (;;) {
+      const stored = read();
+      if (stored && (!newest || stored.revision > newest.revision)) newest = stored;
+      if ((newest?.revision ?? -1) >= announced) return;
+      if (Date.now() > deadline) {
+        throw new TokenRelayError(
+          ErrorCode.STORE_ERROR,
+          `Another tab stored revision ${announced} of "${key}", but it has not reached this tab within ${REVISION_CATCH_UP_MS} ms`,
+          { transient: true },
+        );
+      }
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(resolve, REVISION_POLL_MS);
+        signal.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)), { once: true });
+      });
+    }
+  }
+
   function read(): StoredTokens | undefined {
     let text: string | null;
     try {
@@ -88,7 +142,7 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
     return decodeStoredTokens(text, key);
   }
 
-  function write(tokens: TokenSet | null): void {
+  function write(tokens: TokenSet | null): number {
     let storedRevision = -1;
     try {
       storedRevision = read()?.revision ?? -1;
@@ -104,6 +158,7 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
     }
     newest = next;
     channel?.postMessage(text);
+    return next.revision;
   }
 
   /** A value another tab announced (channel) or wrote (storage event). Older or equal revisions are ignored. */
@@ -162,17 +217,26 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
     },
 
     set(tokens) {
-      write(tokens);
+      return markRevision(write(tokens));
     },
 
     clear() {
       // A marker, not removeItem: the revision must keep growing across a sign-out.
-      write(null);
+      return markRevision(write(null));
     },
 
-    lock({ signal }) {
-      if (lockKind === 'web-locks' && locks) return acquireWebLock(locks, sharedName, signal, lockTimeoutMs);
-      return acquireLeaseLock(storage, `${key}:lock`, signal, { timeoutMs: lockTimeoutMs, leaseMs });
+    async lock({ signal }) {
+      if (lockKind !== 'web-locks' || !locks) {
+        return acquireLeaseLock(storage, `${key}:lock`, signal, { timeoutMs: lockTimeoutMs, leaseMs });
+      }
+      const lock = await acquireWebLock(locks, sharedName, signal, lockTimeoutMs);
+      try {
+        await catchUpWithNewestRevision(signal);
+      } catch (error) {
+        lock.release();
+        throw error;
+      }
+      return lock;
     },
 
     subscribe(listener) {
@@ -183,6 +247,7 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
     },
 
     close() {
+      releaseRevisionMarker?.();
       channel?.close();
       channel = undefined;
       events.removeEventListener?.('storage', onStorage);

@@ -4,7 +4,13 @@ import type { BrowserStorage } from './types.js';
 /** The part of the Web Locks API (`navigator.locks`) the store uses. */
 export interface WebLockManager {
   /** Queues for the lock `name`; it is held until the promise `callback` returns settles. */
-  request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<void> | undefined): Promise<unknown>;
+  request(
+    name: string,
+    options: { signal?: AbortSignal; mode?: 'exclusive' | 'shared' },
+    callback: () => Promise<void> | undefined,
+  ): Promise<unknown>;
+  /** The locks held and queued right now, as the browser (not this tab) sees them. */
+  query?(): Promise<{ held?: ReadonlyArray<{ name?: string }> }>;
 }
 
 /** How long a lease writer waits before checking that its write is the one that stuck. */
