@@ -3,22 +3,16 @@
  * @tokenrelay/testing's OAuth servers, so the server's sockets and CPU are not the client's.
  */
 import type { TokenSet } from '@tokenrelay/core';
-import type { OAuthServerOptions, TokenEndpointFailure } from '@tokenrelay/testing';
+import type { OAuthServerOptions, OAuthServerStats, TokenEndpointFailure } from '@tokenrelay/testing';
 
-/** The counters the scenarios read, and when each token call that issued a token arrived. */
-export interface ServerCounters {
-  readonly tokenRequests: number;
-  readonly tokenSuccesses: number;
-  readonly tokenErrors: Readonly<Record<string, number>>;
-  readonly refreshTokenReuses: number;
-  readonly familiesRevoked: number;
-  readonly maxInFlightTokenRequests: number;
-  readonly apiRequests: number;
-  readonly apiOk: number;
-  readonly api401: number;
+/**
+ * The counters the scenarios read (the server's own, without its request logs, which are too
+ * large to send per call), and when each token call that issued a token arrived.
+ */
+export type ServerCounters = Omit<OAuthServerStats, 'tokenRequestLog' | 'apiRequestLog' | 'injectedFailures'> & {
   /** Epoch ms of each successful token call, oldest first. */
   readonly tokenIssuedAt: readonly number[];
-}
+};
 
 export type HostRequest =
   | { readonly id: number; readonly op: 'start'; readonly options: OAuthServerOptions }
