@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createOriginMatcher, defaultShouldRefresh, parseWwwAuthenticate, type FailedResponse } from './adapter-kit.js';
+import { createOriginMatcher, defaultShouldRefresh, isSecureOrLoopback, parseWwwAuthenticate, type FailedResponse } from './adapter-kit.js';
 import { ErrorCode } from './errors.js';
 
 function failed(status: number, wwwAuthenticate?: string): FailedResponse {
@@ -62,5 +62,19 @@ describe('createOriginMatcher', () => {
 
   it.each([[[]], [['not a url']], [['ftp://files.example.test']]])('rejects %j with CONFIGURATION_ERROR', (origins) => {
     expect(() => createOriginMatcher(origins)).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
+  });
+});
+
+describe('isSecureOrLoopback', () => {
+  it.each([
+    ['https://auth.example.test/token', true],
+    ['http://127.0.0.1:8080/token', true],
+    ['http://localhost/token', true],
+    ['http://[::1]:3000/token', true],
+    ['http://auth.example.test/token', false],
+    ['http://127.0.0.1.example.test/token', false],
+    ['ftp://127.0.0.1/token', false],
+  ])('answers %s with %s', (url, expected) => {
+    expect(isSecureOrLoopback(new URL(url))).toBe(expected);
   });
 });

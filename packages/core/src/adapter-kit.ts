@@ -140,6 +140,16 @@ export function createOriginMatcher(origins: Origins, tokenEndpoint?: string): (
   return (url) => allowed.has(url.origin) && notTokenEndpoint(url);
 }
 
+const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
+
+/**
+ * May credentials be sent to `url`? Only over `https:`, or plain `http:` to a loopback host
+ * (`localhost`, `127.0.0.0/8`, `[::1]`) for local development and tests.
+ */
+export function isSecureOrLoopback(url: URL): boolean {
+  return url.protocol === 'https:' || (url.protocol === 'http:' && loopbackHost.test(url.hostname));
+}
+
 /** The `Authorization` header value for an access token. */
 export function bearerAuthorization(accessToken: string): string {
   return `Bearer ${accessToken}`;

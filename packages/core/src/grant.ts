@@ -1,4 +1,4 @@
-import { unwrappedFetch } from './adapter-kit.js';
+import { isSecureOrLoopback, unwrappedFetch } from './adapter-kit.js';
 import { ErrorCode, TokenRelayError, redactSecrets } from './errors.js';
 import type { Clock, RefreshHandler, TokenSet } from './types.js';
 
@@ -52,7 +52,6 @@ export interface RefreshTokenGrantOptions {
 }
 
 const reservedParams = new Set(['grant_type', 'refresh_token', 'client_id', 'client_secret', 'scope']);
-const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
 
 const configError = (message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message);
 
@@ -64,7 +63,7 @@ function parseTokenEndpoint(value: string | URL): URL {
     throw configError('refreshTokenGrant: tokenEndpoint must be an absolute URL');
   }
   if (url.username || url.password) throw configError('refreshTokenGrant: tokenEndpoint must not contain credentials');
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopbackHost.test(url.hostname))) {
+  if (!isSecureOrLoopback(url)) {
     throw configError(`refreshTokenGrant: tokenEndpoint must use https (http is allowed for loopback hosts only): ${url.origin}`);
   }
   return url;

@@ -6,6 +6,7 @@ export {
   bearerAuthorization,
   createOriginMatcher,
   defaultShouldRefresh,
+  isSecureOrLoopback,
   parseWwwAuthenticate,
   unwrappedFetch,
   type AuthChallenge,

@@ -1,6 +1,7 @@
 import {
   ErrorCode,
   TokenRelayError,
+  isSecureOrLoopback,
   refreshTokenGrant,
   type ClientAuthentication,
   type RefreshHandler,
@@ -60,14 +61,11 @@ export interface SalesforceSession {
 }
 
 const TOKEN_PATH = '/services/oauth2/token';
-const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
 
 const configError = (message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, `salesforceRefreshGrant: ${message}`);
 const invalidResponse = (problem: string) =>
   new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `The Salesforce token endpoint answered ${problem}`);
 
-/** An https URL, or http on a loopback host; what both a login URL and an instance URL must be. */
-const isSafeUrl = (url: URL) => url.protocol === 'https:' || (url.protocol === 'http:' && loopbackHost.test(url.hostname));
 
 function parseUrl(value: string | URL): URL | undefined {
   try {
@@ -81,7 +79,7 @@ function tokenEndpointOf(loginUrl: string | URL): string {
   const url = parseUrl(loginUrl);
   if (!url) throw configError('loginUrl must be an absolute URL, e.g. https://login.salesforce.com');
   if (url.username || url.password) throw configError('loginUrl must not contain credentials');
-  if (!isSafeUrl(url)) throw configError(`loginUrl must use https (http is allowed for loopback hosts only): ${url.origin}`);
+  if (!isSecureOrLoopback(url)) throw configError(`loginUrl must use https (http is allowed for loopback hosts only): ${url.origin}`);
   if (url.search || url.hash) throw configError('loginUrl must not have a query or a fragment');
   const base = url.origin + url.pathname.replace(/\/+$/, '');
   if (base.endsWith(TOKEN_PATH)) {
@@ -166,7 +164,7 @@ export function salesforceRefreshGrant(options: SalesforceRefreshGrantOptions): 
     const tokens = await exchange(context);
     const raw = tokens.raw ?? {};
     const instanceUrl = typeof raw.instance_url === 'string' ? parseUrl(raw.instance_url) : undefined;
-    if (!instanceUrl || !isSafeUrl(instanceUrl)) throw invalidResponse('without an https instance_url');
+    if (!instanceUrl || !isSecureOrLoopback(instanceUrl)) throw invalidResponse('without an https instance_url');
     const issuedAt = parseIssuedAt(raw.issued_at);
     if (clientSecret) {
       if (typeof raw.id !== 'string' || issuedAt === undefined || typeof raw.signature !== 'string') {
