@@ -80,6 +80,31 @@ function nextRefresh(workers: readonly TokenWorker[], timeout: number) {
   );
 }
 
+/**
+ * Makes the token endpoint slow, revokes the access token, starts 25 requests in every worker,
+ * and SIGKILLs the worker holding the lock once the server has read its whole token request (the
+ * refresh token is in its log). Resolves with the moment of the kill and the survivors' outcomes.
+ */
+async function killHolderWhileServerWorksOnItsRequest(server: OAuthServer, signIn: TokenSet, workers: readonly TokenWorker[]) {
+  server.failNextTokenRequests(1, { kind: 'slow', delayMs: 1_000 });
+  server.revokeAccessTokens();
+  const outcomes = startBurst(workers, 1, 25);
+  // The killed worker's outcome rejects the moment it dies; it is asserted on below.
+  for (const outcome of outcomes) outcome.catch(() => undefined);
+
+  const holder = await nextRefresh(workers, 30_000);
+  await vi.waitFor(() => expect(server.stats().tokenRequestLog[0]?.params.refresh_token).toBe(signIn.refreshToken), {
+    timeout: 10_000,
+    interval: 5,
+  });
+  await holder.worker.kill();
+  const killedAt = Date.now();
+  await expect(outcomes[workers.indexOf(holder.worker)]).rejects.toThrow(/exited \(SIGKILL\)/);
+
+  const survivorOutcomes = await Promise.all(outcomes.filter((_, index) => workers[index] !== holder.worker));
+  return { killedAt, survivorOutcomes };
+}
+
 describe('8 processes sharing a file store', () => {
   it(
     'make exactly one token request per expiry, 20 expiries in a row, with no failed request and the family intact',
@@ -182,23 +207,7 @@ describe('a lock holder killed (SIGKILL) in the middle of a refresh', () => {
     async () => {
       const { server, signIn, workers, stored } = await setUp(4, { rotateRefreshTokens: true, reuseDetection: true }, { leaseMs });
       // The first token response takes a while, so the holder can be killed while the server works on it.
-      server.failNextTokenRequests(1, { kind: 'slow', delayMs: 1_000 });
-      server.revokeAccessTokens();
-      const outcomes = startBurst(workers, 1, 25);
-      // The killed worker's outcome rejects the moment it dies; it is asserted on below.
-      for (const outcome of outcomes) outcome.catch(() => undefined);
-
-      const holder = await nextRefresh(workers, 30_000);
-      // Kill only once the server has read the whole request (the refresh token is in its log).
-      await vi.waitFor(() => expect(server.stats().tokenRequestLog[0]?.params.refresh_token).toBe(signIn.refreshToken), {
-        timeout: 10_000,
-        interval: 5,
-      });
-      await holder.worker.kill();
-      const killedAt = Date.now();
-      await expect(outcomes[workers.indexOf(holder.worker)]).rejects.toThrow(/exited \(SIGKILL\)/);
-
-      const survivorOutcomes = await Promise.all(outcomes.filter((_, index) => workers[index] !== holder.worker));
+      const { killedAt, survivorOutcomes } = await killHolderWhileServerWorksOnItsRequest(server, signIn, workers);
       const stats = server.stats();
 
       // What really happens: the server does not notice that its client died. It finishes the
@@ -232,22 +241,7 @@ describe('a lock holder killed (SIGKILL) in the middle of a refresh', () => {
     'after the server received its token request, without rotation: another process takes over after the lease and every request succeeds',
     async () => {
       const { server, signIn, workers, stored } = await setUp(4, { rotateRefreshTokens: false }, { leaseMs });
-      server.failNextTokenRequests(1, { kind: 'slow', delayMs: 1_000 });
-      server.revokeAccessTokens();
-      const outcomes = startBurst(workers, 1, 25);
-      // The killed worker's outcome rejects the moment it dies; it is asserted on below.
-      for (const outcome of outcomes) outcome.catch(() => undefined);
-
-      const holder = await nextRefresh(workers, 30_000);
-      await vi.waitFor(() => expect(server.stats().tokenRequestLog[0]?.params.refresh_token).toBe(signIn.refreshToken), {
-        timeout: 10_000,
-        interval: 5,
-      });
-      await holder.worker.kill();
-      const killedAt = Date.now();
-      await expect(outcomes[workers.indexOf(holder.worker)]).rejects.toThrow(/exited \(SIGKILL\)/);
-
-      const survivorOutcomes = await Promise.all(outcomes.filter((_, index) => workers[index] !== holder.worker));
+      const { killedAt, survivorOutcomes } = await killHolderWhileServerWorksOnItsRequest(server, signIn, workers);
 
       // The lost answer costs one extra token request and a lease of waiting, nothing more: the
       // refresh token stays valid when the server does not rotate it.
