@@ -4,6 +4,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { workerMailbox } from './worker-mailbox.js';
 
 /** What every worker is told at start (in the TOKENRELAY_REDIS_WORKER environment variable). */
 export interface RedisWorkerConfig {
@@ -57,42 +58,14 @@ function startWorker(config: RedisWorkerConfig): RedisWorker {
     env: { ...process.env, TOKENRELAY_REDIS_WORKER: JSON.stringify(config) },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
-  const inbox: WorkerMessage[] = [];
-  const waiters = new Set<() => void>();
-  child.on('message', (message: WorkerMessage) => {
-    inbox.push(message);
-    for (const waiter of waiters) waiter();
-  });
-  child.on('exit', () => {
-    for (const waiter of waiters) waiter();
-  });
+  const mailbox = workerMailbox<WorkerMessage>(child);
   const hasExited = () => child.exitCode !== null || child.signalCode !== null;
 
   return {
     process: child,
     next(type, timeoutMs) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const index = inbox.findIndex((message) => message.type === type);
-          if (index >= 0) {
-            finish();
-            resolve(inbox.splice(index, 1)[0] as Extract<WorkerMessage, { type: typeof type }>);
-          } else if (hasExited()) {
-            finish();
-            reject(new Error(`worker ${child.pid} exited (${child.exitCode ?? child.signalCode}) before sending "${type}"`));
-          }
-        };
-        const timer = setTimeout(() => {
-          finish();
-          reject(new Error(`worker ${child.pid} sent no "${type}" within ${timeoutMs} ms`));
-        }, timeoutMs);
-        const finish = () => {
-          clearTimeout(timer);
-          waiters.delete(check);
-        };
-        waiters.add(check);
-        check();
-      });
+      const ofType = (message: WorkerMessage): message is Extract<WorkerMessage, { type: typeof type }> => message.type === type;
+      return mailbox.waitFor(ofType, timeoutMs, `"${type}"`);
     },
     burst(requests, crash) {
       child.send({ type: 'burst', requests, ...(crash ? { crash } : {}) });

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TokenSet } from '@tokenrelay/core';
 import { build } from 'esbuild';
+import { workerMailbox } from './worker-mailbox.js';
 
 /** How a worker builds its session. */
 export interface WorkerConfig {
@@ -94,20 +95,7 @@ function startWorker(script: string): TokenWorker {
   child.stderr?.on('data', (chunk: Buffer) => {
     stderr = (stderr + chunk.toString()).slice(-4_000);
   });
-  const inbox: WorkerMessage[] = [];
-  const waiters = new Set<() => void>();
-  child.on('message', (message: WorkerMessage) => {
-    inbox.push(message);
-    for (const wake of waiters) wake();
-  });
-  child.once('exit', () => {
-    for (const wake of waiters) wake();
-  });
-
-  function take<T extends WorkerMessage>(matches: (message: WorkerMessage) => message is T): T | undefined {
-    const index = inbox.findIndex(matches);
-    return index < 0 ? undefined : (inbox.splice(index, 1)[0] as T);
-  }
+  const mailbox = workerMailbox<WorkerMessage>(child, () => `; stderr: ${stderr}`);
 
   const worker: TokenWorker = {
     pid: child.pid ?? -1,
@@ -115,31 +103,8 @@ function startWorker(script: string): TokenWorker {
     send(message) {
       child.send(message);
     },
-    take,
-    waitFor(matches, timeoutMs) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const message = take(matches);
-          if (message) {
-            finish();
-            resolve(message);
-          } else if (child.exitCode !== null || child.signalCode !== null) {
-            finish();
-            reject(new Error(`worker ${worker.pid} exited (${child.exitCode ?? child.signalCode}); stderr: ${stderr}`));
-          }
-        };
-        const timer = setTimeout(() => {
-          finish();
-          reject(new Error(`worker ${worker.pid} sent no expected message within ${timeoutMs} ms; stderr: ${stderr}`));
-        }, timeoutMs);
-        const finish = () => {
-          clearTimeout(timer);
-          waiters.delete(check);
-        };
-        waiters.add(check);
-        check();
-      });
-    },
+    take: mailbox.take,
+    waitFor: (matches, timeoutMs) => mailbox.waitFor(matches, timeoutMs, 'the expected message'),
     async kill() {
       child.kill('SIGKILL');
       await exited;
