@@ -45,6 +45,12 @@ export interface TokenRelayErrorDetails {
   transient?: boolean;
   /** How long the server asked us to wait (`Retry-After`), in milliseconds. */
   retryAfterMs?: number;
+  /**
+   * True when a token request may have reached the server although no complete answer came back
+   * (the connection broke after the request was sent): a rotating server may have spent the refresh
+   * token, so the manager never presents it again within the same refresh.
+   */
+  inDoubt?: boolean;
 }
 
 // Symbol.for so that two installed copies of @tokenrelay/core (or two realms) recognise each other's errors.
@@ -68,6 +74,7 @@ export class TokenRelayError extends Error {
   readonly oauthError?: string;
   readonly transient: boolean;
   readonly retryAfterMs?: number;
+  readonly inDoubt?: boolean;
 
   constructor(code: ErrorCode, message: string, details: TokenRelayErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -76,6 +83,7 @@ export class TokenRelayError extends Error {
     if (details.status !== undefined) this.status = details.status;
     if (details.oauthError !== undefined) this.oauthError = details.oauthError;
     if (details.retryAfterMs !== undefined) this.retryAfterMs = details.retryAfterMs;
+    if (details.inDoubt) this.inDoubt = true;
   }
 }
 Object.defineProperty(TokenRelayError.prototype, errorMarker, { value: true });

@@ -21,10 +21,12 @@ export type {
   RefreshHandler,
   RefreshOptions,
   RetryPolicy,
+  StoredTokens,
   TokenManager,
   TokenManagerEvents,
   TokenManagerOptions,
   TokenSet,
   TokenStore,
   TokenStoreLock,
+  TokenStoreSetOptions,
 } from './types.js';

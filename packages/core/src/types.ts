@@ -50,12 +50,58 @@ export interface RefreshHandler {
    * to it and never treat its 401s as a reason to refresh.
    */
   readonly tokenEndpoint?: string;
+  /**
+   * `false` for grants that get tokens with the client's own credentials (client credentials, JWT
+   * bearer): a manager with no tokens then acquires them on the first request instead of failing
+   * with `NO_TOKENS`, and there is no refresh token to lose.
+   * @default true
+   */
+  readonly needsRefreshToken?: boolean;
 }
 
 /** A lock held on a {@link TokenStore} while one refresh runs. */
 export interface TokenStoreLock {
   /** Gives the lock up. Called exactly once, after the new tokens are stored (or the refresh failed). */
   release(): void | Promise<void>;
+  /**
+   * Aborted when the lock is lost while held (its lease ran out while the holder was frozen by a GC
+   * pause, SIGSTOP or a closed laptop lid, or the store's connection broke). The manager then never
+   * writes or announces the result of its refresh. Stores whose locks cannot be lost leave it out.
+   */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * What a {@link TokenStore} holds for one session: the tokens and the bookkeeping that lets every
+ * holder of the store agree on them.
+ */
+export interface StoredTokens {
+  /** The session's tokens. */
+  readonly tokens: TokenSet;
+  /**
+   * Grows with every write (a refresh writes the revision it read + 1; a sign-in writes one higher
+   * than any it has seen). A holder whose memory is ahead of the store knows the store missed its
+   * write; one whose memory is behind knows someone else refreshed. Always ≥ 1.
+   */
+  readonly revision: number;
+  /**
+   * The refresh token was refused (`invalid_grant`): every holder of the store fails with
+   * `SESSION_EXPIRED` without presenting it again, until a sign-in writes a new session. A signed-out
+   * session is not this: it is an empty store (`NO_TOKENS`).
+   */
+  readonly sessionExpired?: boolean;
+}
+
+/** Options of {@link TokenStore.set}. */
+export interface TokenStoreSetOptions {
+  /**
+   * Compare-and-set: write only if the store holds exactly this revision (`0`: only if it is empty),
+   * atomically with respect to every other user of the store; otherwise write nothing and resolve
+   * `false`. The manager fences every refresh's write with the revision it refreshed from, so a
+   * sign-out or sign-in that happened meanwhile, here or in another process, always wins.
+   * Left out, the write is unconditional (a sign-in).
+   */
+  readonly expectedRevision?: number;
 }
 
 /**
@@ -63,13 +109,24 @@ export interface TokenStoreLock {
  * several processes or tabs should also offer `lock` (and ideally `subscribe`): the manager
  * then takes the lock around each refresh, re-reads the store, and skips the token call when
  * another holder of the store already refreshed.
+ *
+ * The contract every store keeps (the conformance suite of `@tokenrelay/testing` checks it):
+ * - `get` returns what the last successful `set` wrote (tokens, revision, `sessionExpired`), with
+ *   every field of the token set, unknown `raw` fields included; `undefined` after `clear`.
+ * - `set` with `expectedRevision` is an atomic compare-and-set; `clear` always wins.
+ * - `lock` is exclusive across every user of the store, gives up when its `signal` aborts, and
+ *   aborts the lock's own `signal` when the lock is lost.
+ * - `subscribe` tells every other user of the store about each write and clear.
  */
 export interface TokenStore {
-  /** Reads the stored tokens, or `undefined` when there are none. */
-  get(): TokenSet | undefined | Promise<TokenSet | undefined>;
-  /** Stores new tokens. The manager awaits this before it releases queued requests. */
-  set(tokens: TokenSet): void | Promise<void>;
-  /** Removes the stored tokens. */
+  /** Reads what the store holds, or `undefined` when it is empty (signed out). */
+  get(): StoredTokens | undefined | Promise<StoredTokens | undefined>;
+  /**
+   * Stores a session's tokens. Resolves `true` when written, `false` when `expectedRevision` did
+   * not match (nothing was written). The manager awaits this before it releases queued requests.
+   */
+  set(value: StoredTokens, options?: TokenStoreSetOptions): boolean | Promise<boolean>;
+  /** Removes the stored tokens (sign-out), unconditionally. */
   clear(): void | Promise<void>;
   /**
    * Takes an exclusive lock for one refresh, shared with every other user of the same store.
@@ -77,10 +134,12 @@ export interface TokenStore {
    */
   lock?(options: { signal: AbortSignal }): Promise<TokenStoreLock>;
   /**
-   * Calls `listener` when another holder of the store writes new tokens. Returns an
+   * Calls `listener` when another holder of the store writes or clears it. Returns an
    * unsubscribe function.
    */
-  subscribe?(listener: (tokens: TokenSet | undefined) => void): () => void;
+  subscribe?(listener: (value: StoredTokens | undefined) => void): () => void;
+  /** Frees what the store holds (connections, watchers, timers). Idempotent; the process can exit afterwards. */
+  close?(): void | Promise<void>;
 }
 
 /** A source of the current time, injectable for tests. */

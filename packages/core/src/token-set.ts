@@ -1,0 +1,87 @@
+/*
+ * The one parser of token sets: the manager (initial tokens, setTokens, a handler's result) and
+ * every store (what it reads back) check a token set here, so the same object is accepted, and
+ * round-trips, the same way everywhere.
+ */
+import type { StoredTokens, TokenSet } from './types.js';
+
+/** True for a plain object (not null, not an array). */
+export const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * A token that can be sent in an HTTP header as `Bearer <token>`: visible ASCII only. CR, LF, NUL,
+ * spaces or characters outside Latin-1 would make every request throw in the HTTP client while no
+ * 401 ever comes to trigger a refresh, so such a token is refused before it is stored.
+ */
+const headerSafeToken = /^[\x21-\x7e]+$/;
+
+/**
+ * Epoch milliseconds below this are the year 1973 or earlier: such an `expiresAt` can only be
+ * seconds (today in seconds is about 1.8e9), a common mistake that makes every token look expired.
+ */
+const smallestPlausibleExpiresAt = 1e11;
+
+/**
+ * Why `value` is not a usable {@link TokenSet}, or `undefined` when it is one. The answer names
+ * fields only, never their values.
+ */
+export function tokenSetProblem(value: unknown): string | undefined {
+  if (!isRecord(value)) return 'the tokens are not an object';
+  const { accessToken, refreshToken, expiresAt, tokenType, scope, raw } = value;
+  if (typeof accessToken !== 'string' || accessToken === '') return 'accessToken is not a non-empty string';
+  if (!headerSafeToken.test(accessToken)) {
+    return 'accessToken cannot be sent in an HTTP header (only visible ASCII characters are allowed)';
+  }
+  if (refreshToken !== undefined && (typeof refreshToken !== 'string' || refreshToken === '')) {
+    return 'refreshToken is not a non-empty string';
+  }
+  if (expiresAt !== undefined) {
+    if (typeof expiresAt !== 'number' || !Number.isFinite(expiresAt)) {
+      return 'expiresAt is not a finite number (epoch milliseconds)';
+    }
+    if (expiresAt < smallestPlausibleExpiresAt) {
+      return `expiresAt (${expiresAt}) looks like seconds; it must be epoch milliseconds (e.g. Date.now() + expires_in * 1000)`;
+    }
+  }
+  for (const [name, field] of [
+    ['tokenType', tokenType],
+    ['scope', scope],
+  ] as const) {
+    if (field !== undefined && typeof field !== 'string') return `${name} is not a string`;
+  }
+  if (raw !== undefined && !isRecord(raw)) return 'raw is not an object';
+  return undefined;
+}
+
+/**
+ * Checks `value` and returns a copy with the known fields only, in a stable order (`raw` keeps
+ * every field the server sent). `refuse` builds the error for a value that is not a token set.
+ */
+export function parseTokenSet(value: unknown, refuse: (problem: string) => Error): TokenSet {
+  const problem = tokenSetProblem(value);
+  if (problem !== undefined) throw refuse(problem);
+  const fields = value as unknown as TokenSet;
+  const tokens: TokenSet = { accessToken: fields.accessToken };
+  if (fields.refreshToken !== undefined) tokens.refreshToken = fields.refreshToken;
+  if (fields.expiresAt !== undefined) tokens.expiresAt = fields.expiresAt;
+  if (fields.tokenType !== undefined) tokens.tokenType = fields.tokenType;
+  if (fields.scope !== undefined) tokens.scope = fields.scope;
+  if (fields.raw !== undefined) tokens.raw = { ...fields.raw };
+  return tokens;
+}
+
+/**
+ * Checks what a store read back (`{ tokens, revision, sessionExpired? }`) and returns a clean copy.
+ * `refuse` builds the error for a value that is not one.
+ */
+export function parseStoredTokens(value: unknown, refuse: (problem: string) => Error): StoredTokens {
+  if (!isRecord(value)) throw refuse('the stored value is not an object');
+  const { revision, sessionExpired } = value;
+  if (typeof revision !== 'number' || !Number.isSafeInteger(revision) || revision < 1) {
+    throw refuse('revision is not a whole number ≥ 1');
+  }
+  if (sessionExpired !== undefined && typeof sessionExpired !== 'boolean') throw refuse('sessionExpired is not a boolean');
+  const tokens = parseTokenSet(value.tokens, refuse);
+  return sessionExpired ? { tokens, revision, sessionExpired: true } : { tokens, revision };
+}
