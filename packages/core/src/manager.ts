@@ -78,6 +78,10 @@ function deferred<T>(): Deferred<T> {
 /** Two token sets are the same session state when both tokens match. */
 const sameTokens = (a: TokenSet, b: TokenSet) => a.accessToken === b.accessToken && a.refreshToken === b.refreshToken;
 
+/** Two store states are the same: both empty, or the same tokens at the same revision. */
+const sameStored = (a: StoredTokens | undefined, b: StoredTokens | undefined) =>
+  a === undefined || b === undefined ? a === b : a.revision === b.revision && sameTokens(a.tokens, b.tokens);
+
 /**
  * One refresh: take the store lock, re-read the store, call the token endpoint (with retries),
  * persist, release. Requests wait on its current cohort; when a token request stays open past
@@ -439,7 +443,12 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
    * Token requests under the retry policy; turns exhausted or foreign failures into REFRESH_FAILED.
    * After a failed refresh the next one is a single probe: the pause between refreshes is the back-off.
    */
-  async function requestWithRetries(refresh: Refresh, from: TokenSet | undefined, lock: TokenStoreLock | undefined): Promise<TokenSet> {
+  async function requestWithRetries(
+    refresh: Refresh,
+    from: TokenSet | undefined,
+    lock: TokenStoreLock | undefined,
+    untouched: () => boolean,
+  ): Promise<TokenSet> {
     const attemptsAllowed = consecutiveFailures > 0 ? 0 : retries;
     for (let attemptIndex = 0; ; attemptIndex++) {
       if (lock?.signal?.aborted) throw lockLost();
@@ -447,12 +456,13 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         return await tokenRequest(refresh, from);
       } catch (error) {
         if (refresh.controller.signal.aborted) throw error;
-        const retryable = attemptIndex < attemptsAllowed && mayRetry(error);
+        const retryable = attemptIndex < attemptsAllowed && mayRetry(error) && untouched();
         if (retryable) {
           const backoff = Math.random() * Math.min(maxDelayMs, minDelayMs * 2 ** attemptIndex);
           const serverDelay = isTokenRelayError(error) ? error.retryAfterMs : undefined;
           await sleep(Math.min(maxDelayMs, Math.max(backoff, serverDelay ?? 0)), refresh.controller.signal);
-          continue;
+          if (untouched()) continue;
+          throw error;
         }
         if (isTokenRelayError(error) && (!shouldRetry(error) || error.code === ErrorCode.REFRESH_TIMEOUT)) throw error;
         const attempts = attemptIndex + 1;
@@ -479,6 +489,18 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
    */
   async function reconcileWithStore(base: TokenSet | undefined): Promise<TokenSet | { from: TokenSet | undefined }> {
     const stored = await readStore();
+    const storeMissedOurWrite =
+      current !== undefined && sameStored(stored, persisted) && currentRevision > (persisted?.revision ?? 0);
+    if (storeMissedOurWrite) {
+      // Our last write failed (or was withheld after a lost lock): the store holds what we replaced
+      // (maybe tokens we already spent). Put ours there before anything else.
+      const ours = current as TokenSet;
+      const value: StoredTokens = { tokens: ours, revision: (stored?.revision ?? 0) + 1 };
+      // Refused, or news of another session came while writing: look again.
+      if (!(await writeStore(value, stored?.revision ?? 0)) || current !== ours) return reconcileWithStore(base);
+      adopt(ours, value.revision);
+      return { from: ours };
+    }
     if (!stored) {
       if (acquires) return { from: undefined };
       // Signed out elsewhere while we waited: never resurrect the session with our old tokens.
@@ -488,20 +510,6 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     if (stored.sessionExpired) {
       adoptStored(stored);
       throw failFast();
-    }
-    const storeMissedOurWrite =
-      current !== undefined &&
-      persisted !== undefined &&
-      stored.revision === persisted.revision &&
-      sameTokens(stored.tokens, persisted.tokens) &&
-      currentRevision > persisted.revision;
-    if (storeMissedOurWrite) {
-      // Our last write failed (or was withheld after a lost lock): the store holds tokens we already
-      // spent. Put ours there before anything else, and never present the store's older refresh token.
-      const value: StoredTokens = { tokens: current as TokenSet, revision: stored.revision + 1 };
-      if (!(await writeStore(value, stored.revision))) return reconcileWithStore(base);
-      adopt(current, value.revision);
-      return { from: current };
     }
     if (base && sameTokens(stored.tokens, base)) {
       noteStored(stored);
@@ -517,6 +525,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     let lock: TokenStoreLock | undefined;
     let from = base;
     try {
+      // This manager's own writes (a sign-in's, say) settle first, so it knows what the store holds.
+      await writes;
+      if (replaced()) return settledAfterReplacement();
       if (store.lock) {
         // Several processes share this store: under its lock, re-read it, and skip the token call
         // if another holder already refreshed (rotating refresh tokens allow one use only).
@@ -536,13 +547,24 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         from = decision.from;
       }
       // The revision refreshed from: the write is fenced with it, so a session replaced meanwhile wins.
+      // (Memory may be a revision ahead, after a failed write: the new tokens replace both.)
       const baseRevision = persisted?.revision ?? 0;
+      const newRevision = Math.max(currentRevision, baseRevision) + 1;
+      const refreshed = from;
+      // Still the session we refresh, not one another holder announced meanwhile (a sign-in or sign-out).
+      const untouched = () =>
+        refreshed === undefined ? current === undefined : current !== undefined && sameTokens(current, refreshed);
       let fresh: TokenSet;
       try {
-        fresh = await requestWithRetries(refresh, from, lock);
+        fresh = await requestWithRetries(refresh, from, lock, untouched);
       } catch (error) {
+        if (!replaced() && !untouched()) {
+          // Replaced elsewhere meanwhile: its failure is no longer ours; the waiters get the new session.
+          if (!current || sessionExpiredError) throw failFast();
+          return current;
+        }
         if (!replaced() && isTokenRelayError(error) && error.code === ErrorCode.SESSION_EXPIRED && !acquires) {
-          return await refreshTokenRefused(error, from);
+          return await refreshTokenRefused(error, from, baseRevision, lock);
         }
         throw error;
       }
@@ -551,16 +573,30 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       // No new refresh token in the response (Salesforce, Google) means: keep the one we have.
       if (merged.refreshToken === undefined && from?.refreshToken !== undefined) merged.refreshToken = from.refreshToken;
       if (merged.scope === undefined && from?.scope !== undefined) merged.scope = from.scope;
-      // Memory first: with rotation the old refresh token is already dead, so the new one must never be lost.
-      adopt(merged, baseRevision + 1);
-      refusedAccessToken = undefined;
+      const keepInMemory = () => {
+        adopt(merged, newRevision);
+        refusedAccessToken = undefined;
+        return current as TokenSet;
+      };
       // A lost lock may mean another holder took over: write nothing, announce nothing, keep the
       // tokens in memory. The next refresh, under the lock again, finds the store behind memory and
       // writes these first.
-      if (lock?.signal?.aborted) return current as TokenSet;
-      const written = await enqueueWrite(async () =>
-        replaced() ? true : writeStore({ tokens: merged, revision: baseRevision + 1 }, baseRevision),
-      );
+      if (lock?.signal?.aborted) {
+        // ...unless the session was replaced meanwhile.
+        if (untouched()) return keepInMemory();
+        if (!current || sessionExpiredError) throw failFast();
+        return current;
+      }
+      let written: boolean;
+      try {
+        written = await enqueueWrite(async () =>
+          replaced() ? true : writeStore({ tokens: merged, revision: newRevision }, baseRevision),
+        );
+      } catch (error) {
+        // With rotation the old refresh token is already dead: the new one must never be lost.
+        if (!replaced() && untouched()) keepInMemory();
+        throw error;
+      }
       if (replaced()) return settledAfterReplacement();
       if (!written) {
         // The session was replaced by another holder of the store (a sign-out or a new sign-in): it wins.
@@ -568,7 +604,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         if (!current || sessionExpiredError) throw failFast();
         return current;
       }
-      emit('refresh', current as TokenSet);
+      emit('refresh', keepInMemory());
       return current as TokenSet;
     } finally {
       if (lock) {
@@ -585,18 +621,30 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
    * a moment ago: adopt theirs. Otherwise the session is dead: tell every holder of the store, so
    * none presents the dead token again.
    */
-  async function refreshTokenRefused(error: TokenRelayError, from: TokenSet | undefined): Promise<TokenSet> {
-    if (store.lock) {
-      const stored = await readStore().catch(() => undefined);
-      if (stored && !stored.sessionExpired && from && !sameTokens(stored.tokens, from) && stored.revision > (persisted?.revision ?? 0)) {
+  async function refreshTokenRefused(
+    error: TokenRelayError,
+    from: TokenSet | undefined,
+    baseRevision: number,
+    lock: TokenStoreLock | undefined,
+  ): Promise<TokenSet> {
+    const stored = store.lock || store.subscribe ? await readStore().catch(() => undefined) : undefined;
+    if (store.lock || store.subscribe) {
+      if (!stored) {
+        adoptStored(undefined);
+        throw failFast();
+      }
+      if (stored.revision !== baseRevision && !stored.sessionExpired) {
+        // The store moved on meanwhile (a holder rotated the token, or a new sign-in): this session lives.
         adoptStored(stored);
-        if (isFresh(stored.tokens)) return stored.tokens;
+        return stored.tokens;
       }
     }
-    if (from) {
-      const revision = (persisted?.revision ?? 0) + 1;
-      const expected = persisted?.revision ?? 0;
-      await enqueueWrite(() => writeStore({ tokens: from, revision, sessionExpired: true }, expected)).catch(() => false);
+    // Tell this process's listeners at once; the other holders learn it from the store.
+    expireSession(error);
+    // After losing the lock, write nothing: the next holder learns of the dead token from the server.
+    if (from && !lock?.signal?.aborted) {
+      const mark: StoredTokens = { tokens: from, revision: baseRevision + 1, sessionExpired: true };
+      await enqueueWrite(() => writeStore(mark, baseRevision)).catch(() => false);
     }
     throw error;
   }
@@ -743,8 +791,15 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         if (startedGeneration !== generation) return;
         // One higher than any revision seen, so that no holder mistakes the new session for an old one.
         const stored = await readStore().catch(() => undefined);
-        const revision = Math.max(highestRevision, stored?.revision ?? 0) + 1;
-        if (startedGeneration === generation) adopt(current, revision);
+        // Revisions keep growing across sign-outs, also in processes that saw fewer writes: the clock is
+        // the floor, so a refresh of an old session can never find its expected revision again.
+        const revision = Math.max(highestRevision + 1, (stored?.revision ?? 0) + 1, Math.floor(clock.now()));
+        if (startedGeneration === generation) {
+          // What the store held before this sign-in: if the write fails, the next refresh sees the store
+          // missed it and writes the new session first, instead of taking the old one for news.
+          noteStored(stored);
+          adopt(current, revision);
+        }
         await writeStore({ tokens: parsed, revision }, undefined);
       });
     },
