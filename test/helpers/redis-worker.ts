@@ -45,6 +45,7 @@ const crashableStore: TokenStore = {
   async lock(options) {
     const lock = await store.lock(options);
     return {
+      signal: lock.signal,
       release() {
         if (crash !== 'after-store') return lock.release();
         send({ type: 'stored' });
