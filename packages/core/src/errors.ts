@@ -110,3 +110,13 @@ export function redactSecrets(text: string, secrets: ReadonlyArray<string | unde
   }
   return redacted;
 }
+
+/** A `CONFIGURATION_ERROR` for an invalid option, keeping `cause` when there is one. */
+export function configurationError(message: string, cause?: unknown): TokenRelayError {
+  return new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message, cause === undefined ? {} : { cause });
+}
+
+/** A `STORE_ERROR` for a store that failed to read, write or lock, keeping `cause` when there is one. */
+export function storeError(message: string, cause?: unknown): TokenRelayError {
+  return new TokenRelayError(ErrorCode.STORE_ERROR, message, cause === undefined ? {} : { cause });
+}
