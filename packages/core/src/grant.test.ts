@@ -109,10 +109,10 @@ describe('the token response', () => {
     });
   });
 
-  it('reports invalid_client as a non-transient TOKEN_ENDPOINT_ERROR', async () => {
+  it('reports invalid_client as a non-transient CREDENTIALS_REJECTED', async () => {
     answerWith(() => HttpResponse.json({ error: 'invalid_client' }, { status: 401 }));
     await expect(refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal })).rejects.toMatchObject({
-      code: ErrorCode.TOKEN_ENDPOINT_ERROR,
+      code: ErrorCode.CREDENTIALS_REJECTED,
       status: 401,
       oauthError: 'invalid_client',
       transient: false,
@@ -146,6 +146,10 @@ describe('the token response', () => {
     ['a DPoP token_type', success({ token_type: 'DPoP' })],
     ['a numeric refresh_token', success({ refresh_token: 42 })],
     ['a body over the size limit', () => HttpResponse.json({ access_token: 'x', padding: 'y'.repeat(300_000) })],
+    ['an access_token with a line break (it could never be sent in a header)', success({ access_token: 'abc\r\nX-Injected: 1' })],
+    ['an access_token with a NUL', success({ access_token: 'abc\u0000def' })],
+    ['an access_token outside Latin-1', success({ access_token: 'tökén→' })],
+    ['an expires_in whose expiry overflows to Infinity (1e306)', success({ expires_in: 1e306 })],
   ])('rejects %s with INVALID_TOKEN_RESPONSE carrying the HTTP status', async (_name, response) => {
     answerWith(response);
     await expect(refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal })).rejects.toMatchObject({
@@ -178,6 +182,15 @@ describe('the token response', () => {
     });
   });
 
+  it('stores nothing when the access token cannot go in an HTTP header or the expiry overflows', async () => {
+    const manager = createTokenManager({ tokens, refresh: refreshTokenGrant({ tokenEndpoint, clientId: 'app' }) });
+    for (const body of [{ access_token: 'bad\ntoken' }, { expires_in: 1e306 }]) {
+      answerWith(success(body));
+      await expect(manager.refresh()).rejects.toMatchObject({ code: ErrorCode.INVALID_TOKEN_RESPONSE });
+      expect(await manager.getTokens()).toEqual(tokens);
+    }
+  });
+
   it('leaves the stored tokens untouched when the response is malformed', async () => {
     answerWith(() => new HttpResponse('<html/>', { headers: { 'content-type': 'text/html' } }));
     const manager = createTokenManager({ tokens, refresh: refreshTokenGrant({ tokenEndpoint, clientId: 'app' }) });
@@ -200,6 +213,36 @@ describe('secrets', () => {
     );
     const visible = [error.message, String(error), JSON.stringify(error), JSON.stringify(Object.entries(error))].join('\n');
     for (const secret of ['old-refresh-token', 'old-access-token', 'top-secret']) expect(visible).not.toContain(secret);
+    expect(error.message).toContain('[redacted]');
+  });
+});
+
+describe('secrets echoed in an encoded form', () => {
+  const clientId = 'my app';
+  const clientSecret = 'p@ss:w+rd/é?';
+  const refreshToken = 'rt+/with=odd&chars';
+  const encoded = (value: string) => new URLSearchParams([['', value]]).toString().slice(1);
+  const base64 = (value: string) => Buffer.from(value, 'utf8').toString('base64');
+  const credentials = `${encoded(clientId)}:${encoded(clientSecret)}`;
+  const echoes: Array<[string, string]> = [
+    ['the base64 of the Basic credentials', base64(credentials)],
+    ['the whole Basic header', `Basic ${base64(credentials)}`],
+    ['the form-encoded secret', encoded(clientSecret)],
+    ['the percent-encoded secret', encodeURIComponent(clientSecret)],
+    ['the percent-encoded secret in lower case', encodeURIComponent(clientSecret).toLowerCase()],
+    ['the form-encoded refresh token', encoded(refreshToken)],
+    ['the base64url refresh token', Buffer.from(refreshToken).toString('base64url')],
+    ['the base64 secret', base64(clientSecret)],
+  ];
+
+  it.each(echoes)('keeps %s out of the message, cause, JSON and stack', async (_name, echo) => {
+    answerWith(() => HttpResponse.json({ error: 'invalid_request', error_description: `received ${echo} which is wrong` }, { status: 400 }));
+    const grant = refreshTokenGrant({ tokenEndpoint, clientId, clientSecret });
+    const error = (await grant({ tokens: { accessToken: 'at', refreshToken }, signal }).catch((e: unknown) => e)) as Error;
+    expect(error).toMatchObject({ code: ErrorCode.TOKEN_ENDPOINT_ERROR });
+    const visible = [error.message, error.stack, String(error.cause), JSON.stringify(error)].join('\n');
+    expect(visible).not.toContain(echo);
+    expect(visible.toLowerCase()).not.toContain(echo.toLowerCase());
     expect(error.message).toContain('[redacted]');
   });
 });
