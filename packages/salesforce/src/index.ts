@@ -1,6 +1,12 @@
 export {
   salesforceRefreshGrant,
+  salesforceJwtBearerGrant,
+  salesforceClientCredentialsGrant,
+  revokeSalesforceToken,
   readSalesforceSession,
+  type RevokeSalesforceTokenOptions,
+  type SalesforceClientCredentialsGrantOptions,
+  type SalesforceJwtBearerGrantOptions,
   type SalesforceRefreshGrantOptions,
   type SalesforceSession,
 } from './grant.js';
