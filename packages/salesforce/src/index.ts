@@ -12,7 +12,9 @@ export {
 } from './grant.js';
 export { isSalesforceSessionExpired } from './session-expired.js';
 export {
+  createJsforceConnection,
   jsforceRefreshFn,
+  type JsforceConnectionOptions,
   type JsforceConnection,
   type JsforceHttpResponse,
   type JsforceRefreshCallback,
