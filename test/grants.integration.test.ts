@@ -15,12 +15,14 @@ import {
   type SigningAlgorithm,
 } from '@tokenrelay/core';
 import {
+  createJsforceConnection,
   readSalesforceSession,
   revokeSalesforceToken,
   salesforceClientCredentialsGrant,
   salesforceJwtBearerGrant,
 } from '@tokenrelay/salesforce';
 import { salesforceFixtures, startOAuthServer, type OAuthClient, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
+import jsforce from 'jsforce';
 import { afterEach, describe, expect, it } from 'vitest';
 
 const servers: OAuthServer[] = [];
@@ -308,4 +310,30 @@ describe('Salesforce', () => {
     const refused = await fetch(`${server.url}/services/data/v62.0/query?q=SELECT+Id+FROM+Account`, { headers: { authorization: `Bearer ${tokens.accessToken}` } });
     expect(refused.status).toBe(401);
   });
+});
+
+describe('jsforce on a manager that needs no refresh token', () => {
+  const app: OAuthClient = { clientId: 'sf-etl', clientSecret: 'sf-etl-secret', authMethod: 'client_secret_post', publicKey: rsaPublicPem };
+  const grants = {
+    'JWT bearer': (server: OAuthServer) =>
+      salesforceJwtBearerGrant({ loginUrl: server.url, clientId: app.clientId, username: salesforceFixtures.username, privateKey: rsaPem }),
+    'client credentials': (server: OAuthServer) =>
+      salesforceClientCredentialsGrant({ myDomainUrl: server.url, clientId: app.clientId, clientSecret: 'sf-etl-secret' }),
+  };
+
+  it.each(Object.entries(grants))(
+    'creates a Connection with the %s manager\'s first session and gets one new session for 10 queries after it expires',
+    async (_name, grantFor) => {
+      const server = await start({ mode: 'salesforce', clients: [app] });
+      const manager = createTokenManager({ refresh: grantFor(server) });
+      const conn = await createJsforceConnection(manager, jsforce.Connection, { version: '62.0' });
+      expect(conn.instanceUrl).toBe(server.url);
+      expect((await conn.query('SELECT Id FROM Account')).totalSize).toBe(1);
+      server.revokeAccessTokens();
+      const results = await Promise.all(Array.from({ length: 10 }, () => conn.query('SELECT Id FROM Account')));
+      expect(results.every((result) => result.totalSize === 1)).toBe(true);
+      expect(server.stats()).toMatchObject({ tokenRequests: 2, tokenSuccesses: 2, tokenPairsEvicted: 0 });
+      expect(conn.accessToken).toBe((await manager.getTokens())?.accessToken);
+    },
+  );
 });
