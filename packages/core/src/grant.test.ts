@@ -3,7 +3,7 @@ import { setupServer } from 'msw/node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { unwrappedFetch } from './adapter-kit.js';
 import { ErrorCode } from './errors.js';
-import { refreshTokenGrant } from './grant.js';
+import { clientCredentialsGrant, jwtBearerGrant, refreshTokenGrant } from './grant.js';
 import { createTokenManager } from './manager.js';
 
 const tokenEndpoint = 'https://auth.example.test/oauth/token';
@@ -268,5 +268,35 @@ describe('configuration', () => {
     expect(refreshTokenGrant({ tokenEndpoint: 'http://localhost/token', clientId: 'a' }).tokenEndpoint).toBe(
       'http://localhost/token',
     );
+  });
+});
+
+describe('configuration of the grants that need no refresh token', () => {
+  const pkcs1 = '-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----';
+  const jwt = { tokenEndpoint, clientId: 'c', subject: 's', audience: 'https://auth.example.test', privateKey: { kty: 'RSA', n: 'x', e: 'AQAB', d: 'y' } };
+  it.each([
+    ['plain http on a non-loopback host (client credentials)', () => clientCredentialsGrant({ tokenEndpoint: 'http://auth.example.test/token', clientId: 'c', clientSecret: 's' }), /https/],
+    ['plain http on a non-loopback host (JWT bearer)', () => jwtBearerGrant({ ...jwt, tokenEndpoint: 'http://auth.example.test/token' }), /https/],
+    ['client credentials without a secret or a key', () => clientCredentialsGrant({ tokenEndpoint, clientId: 'c' }), /must authenticate/],
+    ['private_key_jwt without a key', () => clientCredentialsGrant({ tokenEndpoint, clientId: 'c', clientAuthentication: 'private_key_jwt' }), /needs a privateKey/],
+    ['a PKCS#1 PEM', () => jwtBearerGrant({ ...jwt, privateKey: pkcs1 }), /PKCS#8.*openssl pkcs8/],
+    ['a public JWK', () => jwtBearerGrant({ ...jwt, privateKey: { kty: 'RSA', n: 'x', e: 'AQAB' } }), /without "d"/],
+    ['a JWK whose alg contradicts algorithm', () => jwtBearerGrant({ ...jwt, privateKey: { ...jwt.privateKey, alg: 'RS256' }, algorithm: 'ES256' }), /for RS256, not for ES256/],
+    ['an unknown algorithm', () => jwtBearerGrant({ ...jwt, algorithm: 'HS256' as 'RS256' }), /RS256, ES256 or PS256/],
+    ['a JWT bearer grant without a subject', () => jwtBearerGrant({ ...jwt, subject: '' }), /subject is required/],
+  ])('refuses %s with CONFIGURATION_ERROR before anything is sent', (_name, make, message) => {
+    const requests = answerWith(success());
+    expect(make).toThrow(message);
+    expect(make).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
+    expect(requests).toHaveLength(0);
+  });
+
+  it('never shows key material in the error for a key WebCrypto cannot import', async () => {
+    const requests = answerWith(success());
+    const privateKey = '-----BEGIN PRIVATE KEY-----\nTUlJQnNlY3JldGtleW1hdGVyaWFs\n-----END PRIVATE KEY-----';
+    const error = (await jwtBearerGrant({ ...jwt, privateKey })({ tokens: undefined, signal }).catch((e: unknown) => e)) as Error;
+    expect(error).toMatchObject({ code: ErrorCode.CONFIGURATION_ERROR });
+    expect([error.message, error.stack, JSON.stringify(error)].join('\n')).not.toContain('TUlJQnNlY3JldGtleW1hdGVyaWFs');
+    expect(requests).toHaveLength(0);
   });
 });

@@ -65,7 +65,7 @@ export interface JwtBearerGrantOptions extends AssertionSigningOptions, TokenReq
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 
 const refreshTokenErrors: OAuthErrorMeaning = {
-  invalid_grant: { code: ErrorCode.SESSION_EXPIRED, explanation: 'the refresh token was rejected; the user must sign in again' },
+  invalid_grant: { code: ErrorCode.SESSION_EXPIRED, rejected: 'the refresh token', advice: 'the user must sign in again' },
 };
 
 const configError = (who: string, message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, `${who}: ${message}`);

@@ -50,11 +50,12 @@ export interface TokenEndpointAnswer {
 }
 
 /** How a grant reads the OAuth errors that mean something particular for it. */
-export type OAuthErrorMeaning = Readonly<Record<string, { code: ErrorCode; explanation: string }>>;
+export type OAuthErrorMeaning = Readonly<Record<string, { code: ErrorCode; rejected: string; advice: string }>>;
 
 const credentialsRejected = {
   code: ErrorCode.CREDENTIALS_REJECTED,
-  explanation: "the client's credentials were refused; check the client id, secret or key, and the app's settings",
+  rejected: "the client's credentials",
+  advice: "check the client id, the secret or key, and the app's settings",
 };
 
 /** What `invalid_client` and `unauthorized_client` mean for every grant. */
@@ -269,7 +270,9 @@ export function tokenEndpointClient(
         : `${answer.contentType}, not an OAuth error response`;
     const details = { status, ...(oauthError === undefined ? {} : { oauthError }) };
     const meaning = oauthError === undefined ? undefined : (meanings[oauthError] ?? clientErrors[oauthError]);
-    if (meaning) return new TokenRelayError(meaning.code, `The token endpoint answered HTTP ${status} (${what}): ${meaning.explanation}`, details);
+    if (meaning) {
+      return new TokenRelayError(meaning.code, `The token endpoint rejected ${meaning.rejected} (HTTP ${status} ${what}); ${meaning.advice}`, details);
+    }
     return new TokenRelayError(ErrorCode.TOKEN_ENDPOINT_ERROR, `The token endpoint answered HTTP ${status} (${what})`, {
       ...details,
       transient: status >= 500 || status === 429,
