@@ -218,7 +218,7 @@ const failureRows: FailureRow[] = [
     fault: 'answers 401 invalid_client',
     injection: once('invalid_client'),
     attempts: 1,
-    error: { code: ErrorCode.TOKEN_ENDPOINT_ERROR, status: 401, oauthError: 'invalid_client' },
+    error: { code: ErrorCode.CREDENTIALS_REJECTED, status: 401, oauthError: 'invalid_client' },
   },
   {
     fault: 'answers 400 invalid_grant',
