@@ -168,12 +168,12 @@ export function refreshTokenGrant(options: RefreshTokenGrantOptions): RefreshHan
       ? `Basic ${btoa(`${formEncode(clientId)}:${formEncode(clientSecret ?? '')}`)}`
       : undefined;
 
-  const handler = async ({ tokens, signal }: { tokens: TokenSet; signal: AbortSignal }): Promise<TokenSet> => {
-    const { refreshToken } = tokens;
+  const handler = async ({ tokens, signal }: { tokens: TokenSet | undefined; signal: AbortSignal }): Promise<TokenSet> => {
+    const refreshToken = tokens?.refreshToken;
     if (!refreshToken) {
       throw new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'There is no refresh token; the user must sign in again');
     }
-    const secrets = [refreshToken, tokens.accessToken, clientSecret];
+    const secrets = [refreshToken, tokens?.accessToken, clientSecret];
     const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken });
     if (scope) body.set('scope', scope);
     for (const [name, value] of Object.entries(extraParams)) body.set(name, value);
