@@ -3,10 +3,12 @@ export { refreshTokenGrant, type RefreshTokenGrantOptions, type ClientAuthentica
 export { memoryStore } from './memory-store.js';
 export { ErrorCode, TokenRelayError, isTokenRelayError, type TokenRelayErrorDetails } from './errors.js';
 export {
+  accessTokenIfSignedIn,
   bearerAuthorization,
   createOriginMatcher,
   defaultShouldRefresh,
   isSecureOrLoopback,
+  isSignedOut,
   parseWwwAuthenticate,
   unwrappedFetch,
   type AuthChallenge,
