@@ -47,6 +47,7 @@ export class StatsRecorder {
       method,
       clientAuthentication: undefined,
       clientId: undefined,
+      accessToken: undefined,
       params: {},
       status: undefined,
       error: undefined,
