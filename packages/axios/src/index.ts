@@ -156,7 +156,14 @@ function abortSignalOf(config: InternalAxiosRequestConfig): AbortSignal | undefi
  * and replays each failed request once through the same instance.
  *
  * - Requests to other origins, to the token endpoint, or with an `Authorization` header of the
- *   caller's own are sent untouched.
+ *   caller's own are sent untouched. The URL judged is the one axios finally sends, after every
+ *   interceptor (one registered before this one runs after it and may retarget the request).
+ * - Redirects (Node's http adapter): the bearer is dropped at every hop outside `origins`, and at
+ *   a same-origin hop to the token endpoint. A failed response whose final URL is outside
+ *   `origins` goes to the caller as it is: no refresh, no replay.
+ * - Signed out (the manager holds no tokens: `NO_TOKENS`), a request goes without a bearer and its
+ *   answer, a 401 included, goes to the caller: no token call. After `SESSION_EXPIRED` a request
+ *   rejects with that `TokenRelayError`, the cue to sign in again.
  * - A replay that fails again goes to the caller as axios's error. A failed refresh rejects with
  *   its `TokenRelayError` (`SESSION_EXPIRED`, …). An aborted request rejects with axios's
  *   `CanceledError` at once, while the refresh goes on for the others.
