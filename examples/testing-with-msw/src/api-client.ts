@@ -25,7 +25,7 @@ export function createApiClient(tokens: TokenSet): ApiClient {
   // Looks `globalThis.fetch` up on every call rather than wrapping the one there at import time:
   // msw's `server.listen()` replaces the global later, and a wrapper around the old one would go
   // straight to the network, past msw.
-  const apiFetch = withTokenRelay((input, init) => globalThis.fetch(input, init), manager, { origins: [apiOrigin] });
+  const apiFetch = withTokenRelay((input: RequestInfo | URL, init?: RequestInit) => globalThis.fetch(input, init), manager, { origins: [apiOrigin] });
 
   return {
     manager,
