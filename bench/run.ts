@@ -13,14 +13,15 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { contenders, type Contender } from './contenders/index.js';
+import { contenders, takesPart, type Contender } from './contenders/index.js';
 import { failuresOf, renderMarkdown, type BenchResults, type ContenderRun, type Measured, type ScenarioEntry } from './report.js';
-import { measureBundleSizes } from './scenarios/bundle-size.js';
+import { BUNDLE_SIZE_ID, measureBundleSizes } from './scenarios/bundle-size.js';
 import { burstAfterExpiry, burstAfterRevocation } from './scenarios/burst.js';
 import { deadRefreshToken } from './scenarios/dead-refresh-token.js';
 import { sizesFor, type HttpScenario, type Mode, type ScenarioResult } from './scenarios/harness.js';
-import { measureHotPath } from './scenarios/hot-path.js';
+import { HOT_PATH_ID, measureHotPath } from './scenarios/hot-path.js';
 import { late401 } from './scenarios/late-401.js';
+import { outage } from './scenarios/outage.js';
 import { collectGarbage } from './scenarios/memory.js';
 import { queueBehindSlowRefresh } from './scenarios/queue.js';
 import { rotation } from './scenarios/rotation.js';
@@ -37,10 +38,9 @@ const scenarios: readonly HttpScenario[] = [
   deadRefreshToken,
   transient503,
   queueBehindSlowRefresh,
+  outage,
 ];
-const HOT_PATH = 'hot-path';
-const BUNDLE_SIZE = 'bundle-size';
-const partIds = [...scenarios.map((scenario) => scenario.id), HOT_PATH, BUNDLE_SIZE];
+const partIds = [...scenarios.map((scenario) => scenario.id), HOT_PATH_ID, BUNDLE_SIZE_ID];
 
 const resultsDir = fileURLToPath(new URL('./results/', import.meta.url));
 const jsonPath = `${resultsDir}latest.json`;
@@ -96,7 +96,7 @@ async function runScenario(host: ServerHost, scenario: HttpScenario, contender: 
     );
     const problems = scenario.check(value);
     if (unhandledRejections > 0) problems.push(`${unhandledRejections} unhandled promise rejections`);
-    run = { ...value, problems, consoleLines, unhandledRejections };
+    run = { ...value, problems, timingMisses: scenario.timingCheck?.(value) ?? [], consoleLines, unhandledRejections };
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     run = { error: message, problems: [`the run failed: ${message}`] };
@@ -104,6 +104,16 @@ async function runScenario(host: ServerHost, scenario: HttpScenario, contender: 
   collectGarbage?.();
   process.stderr.write(`${((performance.now() - startedAt) / 1_000).toFixed(1)} s${run.problems.length ? ' (goal missed)' : ''}\n`);
   return run;
+}
+
+/** Adds to each layered contender's problems where it did worse than the contender it is layered on. */
+function compareLayered(scenario: HttpScenario, results: Record<string, ContenderRun>): void {
+  for (const contender of contenders) {
+    const run = results[contender.id];
+    const base = contender.layeredOn === undefined ? undefined : results[contender.layeredOn];
+    if (!scenario.compareWithBase || !run || 'error' in run || !base || 'error' in base) continue;
+    results[contender.id] = { ...run, problems: [...run.problems, ...scenario.compareWithBase(run, base)] };
+  }
 }
 
 async function previousResults(): Promise<BenchResults | undefined> {
@@ -137,7 +147,10 @@ async function main(): Promise<number> {
       for (const scenario of selected) {
         const results: Record<string, ContenderRun> = {};
         const at = measured(mode);
-        for (const contender of contenders) results[contender.id] = await runScenario(host, scenario, contender, mode);
+        for (const contender of contenders.filter((candidate) => takesPart(candidate, scenario.id))) {
+          results[contender.id] = await runScenario(host, scenario, contender, mode);
+        }
+        compareLayered(scenario, results);
         scenarioEntries[scenario.id] = { ...at, title: scenario.title(sizesFor[mode]), goal: scenario.goal, results };
       }
     } finally {
@@ -152,14 +165,14 @@ async function main(): Promise<number> {
   }
 
   let hotPath = previous?.hotPath;
-  if (wanted(HOT_PATH)) {
+  if (wanted(HOT_PATH_ID)) {
     process.stderr.write('  hot path (no I/O) … ');
     const at = measured(mode);
-    hotPath = { ...at, ...(await measureHotPath(contenders, mode)) };
+    hotPath = { ...at, ...(await measureHotPath(contenders.filter((contender) => takesPart(contender, HOT_PATH_ID)), mode)) };
     process.stderr.write('done\n');
   }
   let bundle = previous?.bundle;
-  if (wanted(BUNDLE_SIZE)) {
+  if (wanted(BUNDLE_SIZE_ID)) {
     process.stderr.write('  bundle size (size-limit) … ');
     const at = measured(mode);
     bundle = { ...at, ...(await measureBundleSizes()) };

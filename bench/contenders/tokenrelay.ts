@@ -10,7 +10,7 @@ import axios from 'axios';
 import { axiosOutcome, fetchOutcome } from './outcome.js';
 import type { Contender, ContenderSetup } from './types.js';
 
-function managerFor(setup: ContenderSetup): TokenManager {
+export function managerFor(setup: ContenderSetup): TokenManager {
   return createTokenManager({
     tokens: setup.tokens,
     refresh: refreshTokenGrant({
@@ -33,13 +33,17 @@ export const tokenRelayAxios: Contender = {
   },
 };
 
+/** The global fetch behind tokenrelay's fetch wrapper, as the quick start sets it up. */
+export const relayedFetchFor = (setup: ContenderSetup): typeof fetch =>
+  withTokenRelay(globalThis.fetch, managerFor(setup), { origins: [setup.apiOrigin] });
+
 export const tokenRelayFetch: Contender = {
   id: 'tokenrelay-fetch',
   name: 'tokenrelay (fetch)',
   client: 'fetch',
   isTokenRelay: true,
   connect(setup) {
-    const relayedFetch = withTokenRelay(globalThis.fetch, managerFor(setup), { origins: [setup.apiOrigin] });
+    const relayedFetch = relayedFetchFor(setup);
     return { send: (path) => fetchOutcome(relayedFetch(`${setup.apiOrigin}${path}`)) };
   },
 };

@@ -6,6 +6,9 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
+/** The bundle sizes' id in `--only` and `Contender.measuredIn`. */
+export const BUNDLE_SIZE_ID = 'bundle-size';
+
 /** One size-limit check. */
 export interface BundleSize {
   readonly name: string;

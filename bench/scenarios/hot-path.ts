@@ -13,6 +13,9 @@ import type { AxiosAdapter } from 'axios';
 import { bareAxios, bareFetch, type Contender, type ContenderSetup, type Session } from '../contenders/index.js';
 import type { Mode } from './harness.js';
 
+/** The hot path's id in `--only` and `Contender.measuredIn`. */
+export const HOT_PATH_ID = 'hot-path';
+
 export interface HotPathResult {
   /** The bare client this contender is compared with. */
   readonly baseline: string;
