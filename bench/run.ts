@@ -27,6 +27,7 @@ import { queueBehindSlowRefresh } from './scenarios/queue.js';
 import { rotation } from './scenarios/rotation.js';
 import { steady } from './scenarios/steady.js';
 import { transient503 } from './scenarios/transient-503.js';
+import { zeroStall } from './scenarios/zero-stall.js';
 import { ServerHost } from './server/remote.js';
 
 const scenarios: readonly HttpScenario[] = [
@@ -39,6 +40,7 @@ const scenarios: readonly HttpScenario[] = [
   transient503,
   queueBehindSlowRefresh,
   outage,
+  zeroStall,
 ];
 const partIds = [...scenarios.map((scenario) => scenario.id), HOT_PATH_ID, BUNDLE_SIZE_ID];
 
