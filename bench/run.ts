@@ -24,6 +24,7 @@ import { late401 } from './scenarios/late-401.js';
 import { outage } from './scenarios/outage.js';
 import { collectGarbage } from './scenarios/memory.js';
 import { queueBehindSlowRefresh } from './scenarios/queue.js';
+import { releaseAfterRefresh } from './scenarios/release.js';
 import { rotation } from './scenarios/rotation.js';
 import { steady } from './scenarios/steady.js';
 import { transient503 } from './scenarios/transient-503.js';
@@ -39,6 +40,7 @@ const scenarios: readonly HttpScenario[] = [
   deadRefreshToken,
   transient503,
   queueBehindSlowRefresh,
+  releaseAfterRefresh,
   outage,
   zeroStall,
 ];

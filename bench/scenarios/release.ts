@@ -1,0 +1,92 @@
+import axios, { type AxiosAdapter } from 'axios';
+import { noFailedRequests, oneTokenCallPerExpiry } from './goals.js';
+import { client, count, duration, failedText, plural, resultOf, withServer, type HttpScenario } from './harness.js';
+import { sendQueuedBehindSlowRefresh } from './queue.js';
+
+/** The issue's goal for tokenrelay: the last waiter sent within this time of the token response. */
+export const RELEASE_GOAL_MS = 100;
+
+/**
+ * How fast the requests that waited for a refresh are let go: the same queue as
+ * `queue-behind-slow-refresh`, with the transport (axios's HTTP adapter, the global fetch)
+ * recording when each API request is handed to it. Release time: from the token endpoint's answer
+ * to the last API request handed to the transport after it. A contender that does not queue
+ * sends most requests before the answer (they meet the dead token and are replayed): its cell
+ * says so, and its release time is that of the replays.
+ */
+export const releaseAfterRefresh: HttpScenario = {
+  id: 'release-after-refresh',
+  title: (sizes) => `Release: ${count(sizes.queued)} waiters sent after one ${duration(sizes.queueRefreshMs)} refresh`,
+  goal: `last waiter sent < ${duration(RELEASE_GOAL_MS)} after the token response (timing); 1 token call, 0 failed`,
+  async run({ host, contender, sizes }) {
+    return withServer(host, {}, async (server) => {
+      const sentAt: number[] = [];
+      const isApiRequest = (url: string) => url.startsWith(`${server.url}/api/`);
+      const restoreFetch = recordFetch(isApiRequest, sentAt);
+      try {
+        const session = contender.connect({
+          apiOrigin: server.url,
+          tokenEndpoint: server.tokenEndpoint,
+          ...client,
+          tokens: await server.issue(),
+          axiosAdapter: recordingAxiosAdapter(isApiRequest, sentAt),
+        });
+        const { batch, refreshAnsweredAt } = await sendQueuedBehindSlowRefresh(server, session, sizes);
+        const answeredAt = refreshAnsweredAt ?? Number.POSITIVE_INFINITY;
+        const sentAfter = sentAt.filter((at) => at >= answeredAt);
+        const sinceAnswer = (at: number) => Math.round((at - answeredAt) * 10) / 10;
+        return resultOf(server, batch, 1, {
+          sentBeforeTokenResponse: sentAt.length - sentAfter.length,
+          sentAfterTokenResponse: sentAfter.length,
+          ...(sentAfter.length === 0
+            ? {}
+            : { firstSentMs: sinceAnswer(Math.min(...sentAfter)), releaseMs: sinceAnswer(Math.max(...sentAfter)) }),
+        });
+      } finally {
+        restoreFetch();
+      }
+    });
+  },
+  check: (result) => [...oneTokenCallPerExpiry(result), ...noFailedRequests(result)],
+  timingCheck: (result) => {
+    const releaseMs = result.extra.releaseMs;
+    if (releaseMs === undefined) return ['no request was sent after the token response'];
+    return Number(releaseMs) < RELEASE_GOAL_MS ? [] : [`the last waiter was sent ${duration(Number(releaseMs))} after the token response`];
+  },
+  cell: (result) => {
+    const release =
+      result.extra.releaseMs === undefined
+        ? 'none sent after the token response'
+        : `release ${duration(Number(result.extra.releaseMs))} (first sent after ${duration(Number(result.extra.firstSentMs))})`;
+    // The trigger request is sent before the refresh by design; more than that means no queue.
+    const before = Number(result.extra.sentBeforeTokenResponse);
+    const queue = before > 1 ? `no queue: ${count(before)} sent before the token response, ` : '';
+    return `${release} · ${queue}${plural(Number(result.extra.sentAfterTokenResponse), 'request')} sent after · ${plural(
+      result.tokenCalls,
+      'token call',
+    )} · ${failedText(result)}`;
+  },
+};
+
+/** Epoch ms with sub-millisecond precision, comparable with the server's `Date.now()`. */
+const now = () => performance.timeOrigin + performance.now();
+
+/** Replaces the global fetch with one that records when each matching request is handed to it; returns the undo. */
+function recordFetch(matches: (url: string) => boolean, sentAt: number[]): () => void {
+  const original = globalThis.fetch;
+  globalThis.fetch = ((input, init) => {
+    const url = input instanceof Request ? input.url : String(input);
+    if (matches(url)) sentAt.push(now());
+    return original(input, init);
+  }) as typeof fetch;
+  return () => void (globalThis.fetch = original);
+}
+
+/** axios's own HTTP adapter, recording when each matching request is handed to it. */
+function recordingAxiosAdapter(matches: (url: string) => boolean, sentAt: number[]): AxiosAdapter {
+  const http = axios.getAdapter('http');
+  return (config) => {
+    if (matches(axios.getUri(config))) sentAt.push(now());
+    return http(config);
+  };
+}
