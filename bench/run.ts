@@ -123,7 +123,7 @@ function compareLayered(scenario: HttpScenario, results: Record<string, Contende
 async function previousResults(): Promise<BenchResults | undefined> {
   try {
     const parsed = JSON.parse(await readFile(jsonPath, 'utf8')) as BenchResults;
-    return parsed.schema === 1 ? parsed : undefined;
+    return parsed.schema === 2 ? parsed : undefined;
   } catch {
     return undefined;
   }
@@ -184,7 +184,7 @@ async function main(): Promise<number> {
   }
 
   const results: BenchResults = {
-    schema: 1,
+    schema: 2,
     environment,
     scenarios: orderedScenarios,
     ...(hotPath ? { hotPath } : {}),

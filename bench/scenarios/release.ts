@@ -9,7 +9,8 @@ export const RELEASE_GOAL_MS = 100;
 /**
  * How fast the requests that waited for a refresh are let go: the same queue as
  * `queue-behind-slow-refresh`, with the transport (axios's HTTP adapter, the global fetch)
- * recording when each API request is handed to it. Release time: from the token endpoint's answer
+ * recording when each API request is handed to it (and sending it on the next turn of the event
+ * loop, so the transport's own work is not counted). Release time: from the token endpoint's answer
  * to the last API request handed to the transport after it. A contender that does not queue
  * sends most requests before the answer (they meet the dead token and are replayed): its cell
  * says so, and its release time is that of the replays.
@@ -71,22 +72,28 @@ export const releaseAfterRefresh: HttpScenario = {
 /** Epoch ms with sub-millisecond precision, comparable with the server's `Date.now()`. */
 const now = () => performance.timeOrigin + performance.now();
 
+/**
+ * Records the time when a matching request is handed over, then sends it on the next turn of
+ * the event loop: the transport's own synchronous work (axios's HTTP adapter opens its socket
+ * synchronously) belongs to sending, not to the library releasing its waiters.
+ */
+async function recorded<T>(url: string, matches: (url: string) => boolean, sentAt: number[], send: () => Promise<T>): Promise<T> {
+  if (!matches(url)) return send();
+  sentAt.push(now());
+  await new Promise((resolve) => setImmediate(resolve));
+  return send();
+}
+
 /** Replaces the global fetch with one that records when each matching request is handed to it; returns the undo. */
 function recordFetch(matches: (url: string) => boolean, sentAt: number[]): () => void {
   const original = globalThis.fetch;
-  globalThis.fetch = ((input, init) => {
-    const url = input instanceof Request ? input.url : String(input);
-    if (matches(url)) sentAt.push(now());
-    return original(input, init);
-  }) as typeof fetch;
+  globalThis.fetch = ((input, init) =>
+    recorded(input instanceof Request ? input.url : String(input), matches, sentAt, () => original(input, init))) as typeof fetch;
   return () => void (globalThis.fetch = original);
 }
 
 /** axios's own HTTP adapter, recording when each matching request is handed to it. */
 function recordingAxiosAdapter(matches: (url: string) => boolean, sentAt: number[]): AxiosAdapter {
   const http = axios.getAdapter('http');
-  return (config) => {
-    if (matches(axios.getUri(config))) sentAt.push(now());
-    return http(config);
-  };
+  return (config) => recorded(axios.getUri(config), matches, sentAt, () => http(config));
 }
