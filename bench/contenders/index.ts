@@ -19,4 +19,5 @@ export const contenders: readonly Contender[] = [
 ];
 
 export { bareAxios, bareFetch } from './bare.js';
+export { tokenRelayAxios, tokenRelayFetch } from './tokenrelay.js';
 export { takesPart, type Contender, type ContenderSetup, type Outcome, type Session } from './types.js';

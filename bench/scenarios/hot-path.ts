@@ -160,3 +160,25 @@ export async function measureHotPath(contenders: readonly Contender[], mode: Mod
     globalThis.fetch = original;
   }
 }
+
+/**
+ * Sends hot-path requests through `contender` (canned transport, valid token) for `ms`: the
+ * workload `pnpm bench:profile` runs under `node --cpu-prof`. Returns how many it sent.
+ */
+export async function runHotPath(contender: Contender, ms: number): Promise<number> {
+  const original = globalThis.fetch;
+  globalThis.fetch = cannedFetch;
+  try {
+    const session = contender.connect(setup(cannedAxiosAdapter));
+    const stopAt = performance.now() + ms;
+    let requests = 0;
+    while (performance.now() < stopAt) {
+      const outcome = await session.send(PATH);
+      if (!outcome.ok) throw new Error(`${contender.name}: a canned request failed on the hot path`);
+      requests++;
+    }
+    return requests;
+  } finally {
+    globalThis.fetch = original;
+  }
+}
