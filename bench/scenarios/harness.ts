@@ -122,6 +122,11 @@ export interface HttpScenario {
   title(sizes: Sizes): string;
   /** The goal, in words, as in the issue. */
   readonly goal: string;
+  /**
+   * Its goals are timings, and its correctness checks repeat other scenarios': short mode (CI,
+   * which never judges timings) leaves it out unless `--only` names it.
+   */
+  readonly timingOnly?: boolean;
   run(context: RunContext): Promise<ScenarioResult>;
   /** Where `result` misses the goal; empty when it meets it. Fails the run for tokenrelay. */
   check(result: ScenarioResult): string[];

@@ -17,6 +17,7 @@ export const RELEASE_GOAL_MS = 100;
  */
 export const releaseAfterRefresh: HttpScenario = {
   id: 'release-after-refresh',
+  timingOnly: true,
   title: (sizes) => `Release: ${count(sizes.queued)} waiters sent after one ${duration(sizes.queueRefreshMs)} refresh`,
   goal: `last waiter sent < ${duration(RELEASE_GOAL_MS)} after the token response (timing); 1 token call, 0 failed`,
   async run({ host, contender, sizes }) {

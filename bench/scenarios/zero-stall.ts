@@ -16,6 +16,7 @@ export const STALL_MARGIN_MS = 200;
  */
 export const zeroStall: HttpScenario = {
   id: 'zero-stall-refresh',
+  timingOnly: true,
   title: (sizes) =>
     `Proactive refresh, slow token endpoint (${duration(TOKEN_ENDPOINT_LATENCY_MS)}), 4 s tokens: ${count(
       sizes.zeroStallWorkers,
