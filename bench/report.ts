@@ -3,7 +3,7 @@
  * per scenario and a column per contender, each cell marked against the issue's goal, and a
  * list of every missed goal below it.
  */
-import { takesPart, type Contender } from './contenders/index.js';
+import { takesPart, type Contender } from './contenders/types.js';
 import { BUNDLE_SIZE_ID, goalBytes, kilobytes, type BundleReport } from './scenarios/bundle-size.js';
 import type { Mode, ScenarioResult } from './scenarios/harness.js';
 import type { HotPathReport, HotPathResult } from './scenarios/hot-path.js';
