@@ -55,6 +55,7 @@ function results(runs: Record<string, ContenderRun>, bundleBytes = { ours: 3_000
       ],
       byContender: { ours: 'ours', peer: 'peer' },
       goal: { checks: ['ours'], below: 'peer' },
+      withoutGrant: [],
     },
   };
 }

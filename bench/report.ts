@@ -83,8 +83,7 @@ function bundleCell(bundle: BundleReport, contenderId: string): string {
     check.budgetBytes === undefined ? '' : ` · budget ${kilobytes(check.budgetBytes)} ${mark(check.withinBudget === true)}`;
   const bound = goalBytes(bundle);
   const goal = bound !== undefined && bundle.goal.checks.includes(check.name) ? `${mark(check.bytes < bound)} ` : '';
-  // axios-auth-refresh ships no token request: its users write (and ship) that themselves.
-  const note = contenderId.startsWith('axios-auth-refresh') ? ' (no grant: your own code)' : '';
+  const note = bundle.withoutGrant.includes(check.name) ? ' (no grant: your own code)' : '';
   return `${goal}${kilobytes(check.bytes)}${note}${budget}`;
 }
 

@@ -10,7 +10,7 @@ import axios from 'axios';
 import { axiosOutcome, fetchOutcome } from './outcome.js';
 import type { Contender, ContenderSetup } from './types.js';
 
-export function managerFor(setup: ContenderSetup): TokenManager {
+function managerFor(setup: ContenderSetup): TokenManager {
   return createTokenManager({
     tokens: setup.tokens,
     refresh: refreshTokenGrant({
