@@ -10,7 +10,7 @@ import type { RemoteOAuthServer, ServerHost } from '../server/remote.js';
 
 export type Mode = 'full' | 'short';
 
-/** How big each scenario is: `full` for the README, `short` for CI (well under 2 minutes in all). */
+/** How big each scenario is: `full` for the README, `short` for CI (smaller; the outage keeps its 3 s, which its goal is about). */
 export interface Sizes {
   /** Requests in each burst. */
   readonly burst: number;
