@@ -148,7 +148,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const retries = options.retry === false ? 0 : (retry?.retries ?? 2);
   const minDelayMs = retry?.minDelayMs ?? 200;
   const maxDelayMs = retry?.maxDelayMs ?? 5_000;
-  const pauseAfterFailureMs = retry?.pauseAfterFailureMs ?? 500;
+  const pauseAfterFailureMs = retry?.pauseAfterFailureMs ?? 1_000;
   const maxPauseAfterFailureMs = Math.max(retry?.maxPauseAfterFailureMs ?? 1_000, pauseAfterFailureMs);
   const shouldRetry = retry?.shouldRetry ?? ((error: unknown) => isTokenRelayError(error) && error.transient);
   const store: TokenStore = options.store ?? memoryStore(initialTokens && { tokens: initialTokens, revision: 1 });
@@ -691,7 +691,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           // failure costs the token endpoint nothing: the next refresh re-reads and re-writes first.)
           consecutiveFailures++;
           const step = Math.min(maxPauseAfterFailureMs, pauseAfterFailureMs * 2 ** (consecutiveFailures - 1));
-          const jittered = step * (0.75 + Math.random() * 0.25);
+          // A little jitter spreads processes apart; the pause stays long enough to cover an HTTP client's own retries.
+          const jittered = step * (0.9 + Math.random() * 0.1);
           const serverDelay = Math.min(maxDelayMs, failure.retryAfterMs ?? 0);
           pause = { error: failure, until: clock.now() + Math.max(jittered, serverDelay) };
         }

@@ -172,12 +172,13 @@ export interface RetryPolicy {
    */
   maxDelayMs?: number;
   /**
-   * After a refresh failed (retries included), the next refresh waits at least this long — doubled
-   * after each further failure, with jitter, up to `maxPauseAfterFailureMs` — and makes one attempt
-   * (no retries) until one succeeds. Requests in the pause get the current token while it is still
-   * valid, and otherwise fail at once with the last error, so an outage of the token endpoint is
-   * not turned into a storm of token calls by traffic or by HTTP clients that retry on their own.
-   * @default 500
+   * After a refresh failed (retries included), the next refresh waits about this long — doubled
+   * after each further failure, up to `maxPauseAfterFailureMs`, less up to 10 % of jitter — and
+   * makes one attempt (no retries) until one succeeds. Requests in the pause get the current token
+   * while it is still valid, and otherwise fail at once with the last error, so an outage of the
+   * token endpoint is not turned into a storm of token calls by traffic or by HTTP clients that
+   * retry on their own (ky's and ofetch's default retries fall inside the first pause).
+   * @default 1_000
    */
   pauseAfterFailureMs?: number;
   /**
