@@ -176,6 +176,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   let generation = 0;
   /** This manager's store writes run one after another, so a sign-out always lands after a refresh's write. */
   let writes: Promise<unknown> = Promise.resolve();
+  /** Local sign-ins and sign-outs whose store writes are still under way. */
+  let replacing = 0;
+  let confirming: Promise<void> | undefined;
   const listeners: Listeners = { refresh: new Set(), refreshError: new Set(), sessionExpired: new Set() };
 
   function adopt(tokens: TokenSet | undefined, revision: number): void {
@@ -310,7 +313,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     } catch {
       return; // Unreadable news is no news: the next refresh re-reads the store under its lock.
     }
-    // Another process or tab wrote the store. Ignore our own write and news older than what we know.
+    // Another process or tab wrote the store. News that comes while our own sign-in or sign-out is
+    // being written is older than it; ignore that, our own write, and news older than what we know.
+    if (replacing > 0) return;
     if (value && current && sameTokens(value.tokens, current) && !value.sessionExpired === !sessionExpiredError) return;
     if (value && persisted && value.revision < persisted.revision) return;
     adoptStored(value);
@@ -318,7 +323,27 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     if (value && !value.sessionExpired && lockWait && !(lockWait.base && sameTokens(value.tokens, lockWait.base)) && isFresh(value.tokens)) {
       lockWait.controller.abort(tokensAnnounced);
     }
+    confirmAnnouncement();
   });
+
+  /**
+   * News can arrive late (a file watcher, a pub/sub hop): after acting on it, read the store once
+   * to make sure nothing newer — a sign-out, say — has replaced it meanwhile.
+   */
+  function confirmAnnouncement(): void {
+    confirming ??= (async () => {
+      const startedGeneration = generation;
+      try {
+        const value = await readStore();
+        if (startedGeneration !== generation || replacing > 0 || running || sameStored(value, persisted)) return;
+        adoptStored(value);
+      } catch {
+        // A store that cannot be read now is re-read under the lock by the next refresh.
+      } finally {
+        confirming = undefined;
+      }
+    })();
+  }
 
   /**
    * Takes the store's lock for a refresh of `base`. Resolves `undefined` instead when, while
@@ -788,6 +813,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       const parsed = parseGivenTokens(tokens, (problem) => configError(`setTokens: ${problem}`));
       replaceSession(parsed, highestRevision + 1);
       const startedGeneration = generation;
+      replacing++;
       await enqueueWrite(async () => {
         if (startedGeneration !== generation) return;
         // One higher than any revision seen, so that no holder mistakes the new session for an old one.
@@ -802,12 +828,15 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           adopt(current, revision);
         }
         await writeStore({ tokens: parsed, revision }, undefined);
+      }).finally(() => {
+        replacing--;
       });
     },
 
     async clear() {
       replaceSession(undefined, 0);
       const startedGeneration = generation;
+      replacing++;
       await enqueueWrite(async () => {
         try {
           await store.clear();
@@ -815,6 +844,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           throw storeError('clear', error);
         }
         if (startedGeneration === generation) noteStored(undefined);
+      }).finally(() => {
+        replacing--;
       });
     },
 
