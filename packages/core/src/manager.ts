@@ -512,8 +512,15 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
    * Under the store lock, decides what to refresh from. Returns the tokens to use at once (another
    * holder refreshed), or `{ from }` to make a token request from.
    */
-  async function reconcileWithStore(base: TokenSet | undefined): Promise<TokenSet | { from: TokenSet | undefined }> {
+  async function reconcileWithStore(
+    base: TokenSet | undefined,
+    refresh: Refresh,
+    lock: TokenStoreLock,
+  ): Promise<TokenSet | { from: TokenSet | undefined }> {
     const stored = await readStore();
+    // Replaced here (setTokens, clear) or no longer ours to write (a lost lock): stop.
+    if (refresh.generation !== generation) return settledAfterReplacement();
+    if (lock.signal?.aborted) throw lockLost();
     const storeMissedOurWrite =
       current !== undefined && sameStored(stored, persisted) && currentRevision > (persisted?.revision ?? 0);
     if (storeMissedOurWrite) {
@@ -522,7 +529,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       const ours = current as TokenSet;
       const value: StoredTokens = { tokens: ours, revision: (stored?.revision ?? 0) + 1 };
       // Refused, or news of another session came while writing: look again.
-      if (!(await writeStore(value, stored?.revision ?? 0)) || current !== ours) return reconcileWithStore(base);
+      if (!(await writeStore(value, stored?.revision ?? 0)) || current !== ours) return reconcileWithStore(base, refresh, lock);
       adopt(ours, value.revision);
       return { from: ours };
     }
@@ -563,7 +570,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           return current as TokenSet;
         }
         if (replaced()) return settledAfterReplacement();
-        const decision = await reconcileWithStore(base);
+        const decision = await reconcileWithStore(base, refresh, lock);
         if (replaced()) return settledAfterReplacement();
         if (!('from' in decision)) {
           emit('refresh', decision);
