@@ -156,5 +156,13 @@ export function modelCommands(maxCommands: number): fc.Arbitrary<Iterable<ModelC
   );
 }
 
-/** The configuration of a run: the first token's lifetime, whether the store is shared with another process, and whether its writes are slow. */
-export const modelRunConfig = fc.record({ initialLifetimeMs: lifetimeMs, sharedStore: fc.boolean(), slowStore: fc.boolean() });
+/**
+ * The configuration of a run: the first token's lifetime, whether the store is shared with another
+ * process, whether its writes are slow, and whether a foreign client around the adapter retries.
+ */
+export const modelRunConfig = fc.record({
+  initialLifetimeMs: lifetimeMs,
+  sharedStore: fc.boolean(),
+  slowStore: fc.boolean(),
+  foreignRetries: fc.boolean(),
+});

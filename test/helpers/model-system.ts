@@ -76,6 +76,8 @@ interface ModelRequest {
   sends: Send[];
   settlements: number;
   outcome: { response: Response } | { error: unknown } | undefined;
+  /** The request a foreign retrying client sent again as this one. */
+  readonly retryOf: number | undefined;
 }
 
 interface Send {
@@ -142,6 +144,8 @@ export interface ModelCoverage {
   pausedRequests: number;
   /** Shared store: requests sent without a bearer because another process signed out. */
   signedOutSends: number;
+  /** Requests a foreign client sent again after a transient failure. */
+  foreignRetries: number;
 }
 
 /** Options of one run, drawn by fast-check. */
@@ -152,6 +156,8 @@ export interface ModelRunConfig {
   readonly sharedStore: boolean;
   /** Store writes take a while (a slow disk or network store), so commands interleave with them. */
   readonly slowStore: boolean;
+  /** A foreign client around the adapter retries failed requests on its own (as ky and ofetch do). */
+  readonly foreignRetries: boolean;
 }
 
 /** One run's system: create it, `start()` it, drive it with commands, then `drainAndCheck()`. */
@@ -181,6 +187,7 @@ export class ModelSystem {
     lostLocks: 0,
     pausedRequests: 0,
     signedOutSends: 0,
+    foreignRetries: 0,
   };
 
   private readonly api: typeof fetch;
@@ -222,6 +229,7 @@ export class ModelSystem {
   private readonly subscribers = new Set<(value: StoredTokens | undefined) => void>();
   private managerSigningIn = false;
   private signingIn: Promise<void> | undefined;
+  private foreignRetriesPending = 0;
   private readonly supersededWrites = new Set<string>();
   /** The tokens the model expects the manager to write to the store next; cleared by that write. */
   private expectedWrite: TokenSet | undefined;
@@ -327,6 +335,12 @@ export class ModelSystem {
   // ── Commands ────────────────────────────────────────────────────────────────────────────────
 
   async startRequest(): Promise<void> {
+    const request = this.sendRequest(undefined);
+    await this.checkState(`request ${request.id}`);
+  }
+
+  /** A request through the fetch adapter; `retryOf` when the foreign retrying client sends it again. */
+  private sendRequest(retryOf: number | undefined): ModelRequest {
     const request: ModelRequest = {
       id: this.requests.length,
       controller: new AbortController(),
@@ -334,13 +348,32 @@ export class ModelSystem {
       sends: [],
       settlements: 0,
       outcome: undefined,
+      retryOf,
     };
     this.requests.push(request);
     this.api(`${apiOrigin}/items/${request.id}`, { signal: request.controller.signal }).then(
       (response) => this.settle(request, { response }),
       (error: unknown) => this.settle(request, { error }),
     );
-    await this.checkState(`request ${request.id}`);
+    return request;
+  }
+
+  /**
+   * The foreign client around the adapter (ky, ofetch): a request that failed with a transient
+   * error, or got a 5xx, is sent once more after 300 ms, on its own timer — so retries land in the
+   * middle of refreshes, pauses and sign-outs, whatever the commands do.
+   */
+  private retryLikeAForeignClient(request: ModelRequest, outcome: { response: Response } | { error: unknown }): void {
+    if (!this.config.foreignRetries || request.retryOf !== undefined || request.abortReason !== undefined) return;
+    const failed =
+      'error' in outcome ? isTokenRelayError(outcome.error) && outcome.error.transient : outcome.response.status >= 500;
+    if (!failed) return;
+    this.coverage.foreignRetries++;
+    this.foreignRetriesPending++;
+    setTimeout(() => {
+      this.foreignRetriesPending--;
+      this.sendRequest(request.id);
+    }, 300);
   }
 
   async respond(pick: number, answer: ResourceAnswer): Promise<void> {
@@ -612,7 +645,8 @@ export class ModelSystem {
       this.lockHolder !== undefined ||
       this.lockQueue.length > 0 ||
       this.pendingStoreWrites > 0 ||
-      this.signingIn !== undefined;
+      this.signingIn !== undefined ||
+      this.foreignRetriesPending > 0;
     for (let round = 0; round < drainRounds && open(); round++) {
       if (this.lockHolder === 'other') await this.otherProcessReleases();
       if (this.tokenCall) await this.succeedTokenCall(true, 60_000);
@@ -932,6 +966,7 @@ export class ModelSystem {
   }
 
   private settle(request: ModelRequest, outcome: { response: Response } | { error: unknown }): void {
+    this.retryLikeAForeignClient(request, outcome);
     request.settlements++;
     if (request.settlements > 1) this.violate(`request ${request.id} settled twice`);
     request.outcome = outcome;
