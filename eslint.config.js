@@ -21,4 +21,9 @@ export default tseslint.config(
     files: ['examples/**', 'bench/**', 'scripts/**', 'test/runtimes/**'],
     rules: { 'no-console': 'off' },
   },
+  {
+    // Plain JavaScript that Bun, Deno and workerd run as it is: the web platform's globals.
+    files: ['test/runtimes/**/*.mjs'],
+    languageOptions: { globals: { fetch: 'readonly', Response: 'readonly' } },
+  },
 );
