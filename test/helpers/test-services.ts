@@ -73,7 +73,7 @@ export function findTestService(service: TestService, env: NodeJS.ProcessEnv = p
 export function missingServicesMessage(missing: readonly TestService[]): string {
   const lines = [
     `The integration tests need ${missing.map((service) => `${service.name} (${service.neededBy})`).join(' and ')}, ` +
-      'and could not find or install it. They are never skipped. Install:',
+      `and could not find or install ${missing.length > 1 ? 'them' : 'it'}. They are never skipped. Install:`,
     `  Debian/Ubuntu:  sudo apt-get install -y ${missing.map((service) => service.debianPackage).join(' ')}`,
     `  macOS:          ${missing.map((service) => service.brewInstall).join(' && ')}`,
     `  elsewhere, or installed outside the PATH: ${missing.map((service) => `${service.envVariable}=/absolute/path/to/${service.programs[0] ?? service.name}`).join(' ')}`,
