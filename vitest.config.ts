@@ -33,6 +33,7 @@ export default defineConfig({
     // Tests run against the TypeScript sources; the built output is checked by publint/attw and the examples.
     alias: {
       '@tokenrelay/core/node': fileURLToPath(new URL('./packages/core/src/node.ts', import.meta.url)),
+      '@tokenrelay/core/kit': fileURLToPath(new URL('./packages/core/src/kit.ts', import.meta.url)),
       '@tokenrelay/core': source('core'),
       '@tokenrelay/axios': source('axios'),
       '@tokenrelay/fetch': source('fetch'),

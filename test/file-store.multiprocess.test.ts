@@ -46,23 +46,23 @@ const tally = (outcomes: readonly string[]) =>
 async function setUp(
   count: number,
   serverOptions: OAuthServerOptions,
-  worker: { leaseMs?: number; gateRefreshes?: boolean; store?: 'file' | 'memory' } = {},
+  worker: { lockLeaseMs?: number; gateRefreshes?: boolean; store?: 'file' | 'memory' } = {},
 ) {
   const server = await startOAuthServer({ requestLogLimit: 20_000, ...serverOptions });
   servers.push(server);
   const path = join(directory, 'tokens', '_session.json');
   const signIn = server.issue();
-  await fileStore(path, { watch: false }).set(signIn);
+  await fileStore(path, { watch: false }).set({ revision: 1, tokens: signIn });
   const config: WorkerConfig = {
     apiUrl: server.url,
     tokenEndpoint: server.tokenEndpoint,
     clientId: defaultClient.clientId,
     clientSecret: defaultClient.clientSecret ?? '',
-    store: worker.store === 'memory' ? { kind: 'memory', tokens: signIn } : { kind: 'file', path, leaseMs: worker.leaseMs },
+    store: worker.store === 'memory' ? { kind: 'memory', tokens: signIn } : { kind: 'file', path, lockLeaseMs: worker.lockLeaseMs },
     gateRefreshes: worker.gateRefreshes ?? false,
   };
   const workers = await startWorkers(count, config);
-  const stored = (): Promise<TokenSet | undefined> => fileStore(path, { watch: false }).get();
+  const stored = async (): Promise<TokenSet | undefined> => (await fileStore(path, { watch: false }).get())?.tokens;
   return { server, signIn, workers, stored };
 }
 
@@ -170,7 +170,7 @@ describe('a lock holder killed (SIGKILL) in the middle of a refresh', () => {
   it(
     'before its token request left: another process takes over after the lease, and one token request serves all',
     async () => {
-      const { server, signIn, workers, stored } = await setUp(4, { rotateRefreshTokens: true, reuseDetection: true }, { leaseMs, gateRefreshes: true });
+      const { server, signIn, workers, stored } = await setUp(4, { rotateRefreshTokens: true, reuseDetection: true }, { lockLeaseMs: leaseMs, gateRefreshes: true });
       server.revokeAccessTokens();
       const outcomes = startBurst(workers, 1, 25);
       // The killed worker's outcome rejects the moment it dies; it is asserted on below.
@@ -205,7 +205,7 @@ describe('a lock holder killed (SIGKILL) in the middle of a refresh', () => {
   it(
     'after the server received its token request, with rotation and reuse detection: the session is lost, promptly and visibly, and the store keeps the last refresh token any process received',
     async () => {
-      const { server, signIn, workers, stored } = await setUp(4, { rotateRefreshTokens: true, reuseDetection: true }, { leaseMs });
+      const { server, signIn, workers, stored } = await setUp(4, { rotateRefreshTokens: true, reuseDetection: true }, { lockLeaseMs: leaseMs });
       // The first token response takes a while, so the holder can be killed while the server works on it.
       const { killedAt, survivorOutcomes } = await killHolderWhileServerWorksOnItsRequest(server, signIn, workers);
       const stats = server.stats();
@@ -240,7 +240,7 @@ describe('a lock holder killed (SIGKILL) in the middle of a refresh', () => {
   it(
     'after the server received its token request, without rotation: another process takes over after the lease and every request succeeds',
     async () => {
-      const { server, signIn, workers, stored } = await setUp(4, { rotateRefreshTokens: false }, { leaseMs });
+      const { server, signIn, workers, stored } = await setUp(4, { rotateRefreshTokens: false }, { lockLeaseMs: leaseMs });
       const { killedAt, survivorOutcomes } = await killHolderWhileServerWorksOnItsRequest(server, signIn, workers);
 
       // The lost answer costs one extra token request and a lease of waiting, nothing more: the

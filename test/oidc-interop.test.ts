@@ -5,11 +5,14 @@
  * access token expire and checks that tokenrelay's refreshTokenGrant, manager and fetch adapter
  * refresh, rotate, replay and give up exactly as documented against the provider's own rules.
  */
-import { ErrorCode, createTokenManager, refreshTokenGrant, type TokenSet } from '@tokenrelay/core';
+import { generateKeyPairSync } from 'node:crypto';
+import { ErrorCode, clientCredentialsGrant, createTokenManager, refreshTokenGrant, type TokenSet } from '@tokenrelay/core';
 import { withTokenRelay } from '@tokenrelay/fetch';
 import { loopbackOnlyFetch } from '@tokenrelay/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  machineClientPrivateKey,
+  machineClients,
   oidcClients,
   startOidcServer,
   startProtectedResource,
@@ -177,6 +180,53 @@ describe.concurrent.each(oidcClients)('against oidc-provider with a $authMethod 
       expect(presentedRefreshTokens).toHaveLength(1);
       expect(requestsWith(logStart, signedIn.accessToken)).toEqual([]);
       expect(sessionExpiredErrors).toHaveLength(1);
+    },
+    testTimeoutMs,
+  );
+});
+
+describe.concurrent.each(machineClients)('client credentials against oidc-provider with a $authMethod client', (client) => {
+  const grantFor = (privateKey = machineClientPrivateKey) =>
+    clientCredentialsGrant({
+      tokenEndpoint: server.tokenEndpoint,
+      clientId: client.clientId,
+      ...(client.authMethod === 'private_key_jwt' ? { privateKey } : { clientSecret: client.clientSecret }),
+      clientAuthentication: client.authMethod,
+      fetch: loopbackOnlyFetch(),
+    });
+
+  it(
+    'acquires a token on the first request with no sign-in, and the resource accepts it',
+    async () => {
+      const manager = createTokenManager({ refresh: grantFor() });
+      expect(await manager.getTokens()).toBeUndefined();
+      const api = withTokenRelay(loopbackOnlyFetch(), manager, { origins: [resource.url] });
+      const responses = await Promise.all(Array.from({ length: 3 }, () => api(`${resource.url}/api/items`)));
+      expect(responses.map((response) => response.status)).toEqual([200, 200, 200]);
+      const tokens = await manager.getTokens();
+      expect(tokens?.refreshToken).toBeUndefined();
+      expect(requestsWith(0, tokens?.accessToken)).toHaveLength(3);
+    },
+    testTimeoutMs,
+  );
+
+  it(
+    'reports refused credentials as CREDENTIALS_REJECTED, never transient',
+    async () => {
+      const wrong =
+        client.authMethod === 'private_key_jwt'
+          ? clientCredentialsGrant({
+              tokenEndpoint: server.tokenEndpoint,
+              clientId: client.clientId,
+              privateKey: generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+              fetch: loopbackOnlyFetch(),
+            })
+          : clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: client.clientId, clientSecret: 'not the secret', fetch: loopbackOnlyFetch() });
+      await expect(wrong({ tokens: undefined, signal: new AbortController().signal })).rejects.toMatchObject({
+        code: ErrorCode.CREDENTIALS_REJECTED,
+        oauthError: 'invalid_client',
+        transient: false,
+      });
     },
     testTimeoutMs,
   );

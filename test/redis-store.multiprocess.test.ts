@@ -48,7 +48,7 @@ async function setUp(lockLeaseMs: number) {
   // The parent reads the store only; every refresh happens in the workers.
   const store: RedisTokenStore = redisStore({ client, key });
   const signedIn = oauth.issue();
-  await store.set(signedIn);
+  await store.set({ revision: 1, tokens: signedIn });
   const config: RedisWorkerConfig = {
     redisPort: redis.port,
     key,
@@ -106,7 +106,7 @@ async function tokenRequestInFlight(server: OAuthServer): Promise<void> {
 
 /** After a crash test: one more expiry for the survivors, refreshed with the refresh token Redis holds. */
 async function expectStoredRefreshTokenIsLive(server: OAuthServer, store: RedisTokenStore, survivors: readonly RedisWorker[]) {
-  const stored = (await store.get()) as TokenSet;
+  const stored = (await store.get())?.tokens as TokenSet;
   const before = server.stats().tokenRequests;
   const results = await expiry(server, survivors);
   expect(results.flatMap((result) => result.failures)).toEqual([]);
@@ -127,14 +127,14 @@ describe('redisStore shared by separate Node processes', () => {
 
       for (let round = 0; round < EXPIRIES; round++) {
         const before = server.stats().tokenRequests;
-        const storedBefore = (await store.get()) as TokenSet;
+        const storedBefore = (await store.get())?.tokens as TokenSet;
         const results = await expiry(server, fleet);
         tokenCallsPerExpiry.push(server.stats().tokenRequests - before);
         failures.push(...results.flatMap((result) => result.failures));
         succeeded += results.reduce((sum, result) => sum + result.ok, 0);
         // Each refresh presents the refresh token Redis held, and Redis then holds the rotated one.
         expect(presentedRefreshTokens(server).at(-1)).toBe(storedBefore.refreshToken);
-        expect((await store.get())?.refreshToken).not.toBe(storedBefore.refreshToken);
+        expect((await store.get())?.tokens.refreshToken).not.toBe(storedBefore.refreshToken);
       }
 
       expect(tokenCallsPerExpiry).toEqual(Array(EXPIRIES).fill(1));
@@ -174,7 +174,7 @@ describe('redisStore shared by separate Node processes', () => {
       expect(presentedRefreshTokens(server)).toEqual([signedIn.refreshToken]);
       expect(server.stats().tokenRequestLog[0]?.at).toBeGreaterThanOrEqual(leaseEnd - CLOCK_SLACK_MS);
       expect(server.stats().familiesRevoked).toBe(0);
-      expect((await store.get())?.refreshToken).not.toBe(signedIn.refreshToken);
+      expect((await store.get())?.tokens.refreshToken).not.toBe(signedIn.refreshToken);
       await expectStoredRefreshTokenIsLive(server, store, survivors);
     },
     120_000,
@@ -211,7 +211,7 @@ describe('redisStore shared by separate Node processes', () => {
       expect(results.flatMap((result) => result.failures)).toEqual([]);
       expect(presentedRefreshTokens(server)).toEqual([signedIn.refreshToken]);
       expect(server.stats().familiesRevoked).toBe(0);
-      expect((await store.get())?.refreshToken).not.toBe(signedIn.refreshToken);
+      expect((await store.get())?.tokens.refreshToken).not.toBe(signedIn.refreshToken);
       await expectStoredRefreshTokenIsLive(server, store, survivors);
     },
     120_000,
@@ -254,7 +254,7 @@ describe('redisStore shared by separate Node processes', () => {
         expect(result).toMatchObject({ ok: 0, failures: Array(REQUESTS_PER_PROCESS).fill(ErrorCode.SESSION_EXPIRED) });
       }
       // Redis was neither cleared nor rolled back: it holds the last refresh token any live process received.
-      expect(await store.get()).toEqual(signedIn);
+      expect((await store.get())?.tokens).toEqual(signedIn);
     },
     120_000,
   );

@@ -15,6 +15,7 @@ import {
   isTokenRelayError,
   memoryStore,
   refreshTokenGrant,
+  type StoredTokens,
   type TokenSet,
   type TokenStore,
 } from '@tokenrelay/core';
@@ -29,7 +30,9 @@ import {
 import { afterEach, describe, expect, it } from 'vitest';
 
 const refreshTimeoutMs = 500;
-const retry = { retries: 2, minDelayMs: 20, maxDelayMs: 2_000 };
+/** A hung token request is given up after this; only then may its refresh token be presented again. */
+const lateAnswerWaitMs = 1_000;
+const retry = { retries: 2, minDelayMs: 20, maxDelayMs: 2_000, pauseAfterFailureMs: 50, maxPauseAfterFailureMs: 100 };
 const attemptsWhenTransient = retry.retries + 1;
 /** No row may take longer than every attempt timing out plus every backoff at its cap, and some slack for a busy machine. */
 const settleBoundMs = attemptsWhenTransient * (refreshTimeoutMs + retry.maxDelayMs) + 2_000;
@@ -48,18 +51,21 @@ afterEach(async () => {
 
 /** A store that counts writes, so "stored tokens untouched" is a fact, not an inference. */
 function recordingStore(initial: TokenSet): TokenStore & { writes: TokenSet[] } {
-  const inner = memoryStore(initial);
+  const inner = memoryStore({ tokens: initial, revision: 1 });
   const writes: TokenSet[] = [];
   return {
     writes,
     get: () => inner.get(),
-    set: (tokens) => {
-      writes.push(tokens);
-      return inner.set(tokens);
+    set: (value: StoredTokens, options) => {
+      writes.push(value.tokens);
+      return inner.set(value, options);
     },
     clear: () => inner.clear(),
   };
 }
+
+/** The tokens a recording store holds now. */
+const storedTokens = async (store: TokenStore) => (await store.get())?.tokens;
 
 /** A signed-in session whose access token the manager already considers expired, so the first request refreshes. */
 async function startSession(injection: Injection) {
@@ -90,6 +96,7 @@ async function startSession(injection: Injection) {
       fetch: tokenFetch,
     }),
     refreshTimeoutMs,
+    lateAnswerWaitMs,
     retry,
   });
   const sessionExpired: unknown[] = [];
@@ -98,6 +105,8 @@ async function startSession(injection: Injection) {
   if ('inject' in injection) server.failNextTokenRequests(injection.times, injection.inject);
   return { server, manager, api, store, initial, presentedRefreshTokens, sessionExpired };
 }
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Settles `promise` into a value, and how long it took. */
 async function timed<T>(promise: Promise<T>): Promise<{ outcome: { value: T } | { error: unknown }; ms: number }> {
@@ -124,11 +133,11 @@ const once = (injection: TokenEndpointFailure) => ({ inject: injection, times: 1
 
 const failureRows: FailureRow[] = [
   {
+    // The request may have reached the server: it is never presented again while it may be answered.
     fault: 'hangs past the refresh timeout',
     injection: transient('hang'),
-    attempts: attemptsWhenTransient,
-    error: { code: ErrorCode.REFRESH_FAILED },
-    lastAttempt: ErrorCode.REFRESH_TIMEOUT,
+    attempts: 1,
+    error: { code: ErrorCode.REFRESH_TIMEOUT },
   },
   {
     fault: 'resets the connection',
@@ -209,7 +218,7 @@ const failureRows: FailureRow[] = [
     fault: 'answers 401 invalid_client',
     injection: once('invalid_client'),
     attempts: 1,
-    error: { code: ErrorCode.TOKEN_ENDPOINT_ERROR, status: 401, oauthError: 'invalid_client' },
+    error: { code: ErrorCode.CREDENTIALS_REJECTED, status: 401, oauthError: 'invalid_client' },
   },
   {
     fault: 'answers 400 invalid_grant',
@@ -242,9 +251,10 @@ describe('a token endpoint that fails', () => {
       expect(presentedRefreshTokens).toEqual(Array(attempts).fill(initial.refreshToken));
       if ('inject' in injection) expect(server.stats().tokenRequests).toBe(attempts);
       expect(server.stats().apiRequests).toBe(0);
-      // Untouched: nothing written, and the manager still holds the tokens it had.
-      expect(store.writes).toEqual([]);
-      expect(await store.get()).toEqual(initial);
+      // Untouched: nothing written (but the dead-session mark of the same tokens, for the other holders of the
+      // store), and the manager still holds the tokens it had.
+      expect(store.writes).toEqual(error.code === ErrorCode.SESSION_EXPIRED ? [initial] : []);
+      expect(await storedTokens(store)).toEqual(initial);
       expect(await manager.getTokens()).toEqual(initial);
       // Never a token or secret in what a log would show.
       const shown = `${String(failure)} ${JSON.stringify(failure)} ${String(failure.cause ?? '')}`;
@@ -263,6 +273,11 @@ describe('a token endpoint that fails', () => {
       await expect(api(`${server.url}/api/items`)).rejects.toThrow();
       server.clearFailures();
       const failedCalls = presentedRefreshTokens.length;
+      // After a failed refresh the next one waits out a pause (and a hung request its late-answer wait).
+      const injected = 'inject' in injection ? injection.inject : undefined;
+      const hung = injected === 'hang' ? lateAnswerWaitMs : 0;
+      const retryAfter = typeof injected === 'object' && injected.kind === 'rate_limited' ? (injected.retryAfterSeconds ?? 0) * 1000 : 0;
+      await sleep(hung + Math.max(retry.maxPauseAfterFailureMs, retryAfter) + 50);
 
       const response = await api(`${server.url}/api/items`);
 
@@ -315,7 +330,6 @@ describe('a token endpoint that misbehaves but answers in time', () => {
     { fault: 'is slow but within the refresh timeout', injection: once({ kind: 'slow', delayMs: 200 }), attempts: 1 },
     { fault: 'answers one 503', injection: once('unavailable'), attempts: 2 },
     { fault: 'resets one connection', injection: once('reset'), attempts: 2 },
-    { fault: 'hangs once past the timeout', injection: once('hang'), attempts: 2 },
     { fault: 'answers one 429 with Retry-After', injection: once({ kind: 'rate_limited', retryAfterSeconds: 1 }), attempts: 2 },
   ];
   it.each(recoveryRows.map((row) => [row.fault, row] as const))(
@@ -334,6 +348,22 @@ describe('a token endpoint that misbehaves but answers in time', () => {
     },
     20_000,
   );
+
+  it('never presents the refresh token again while a hung token request may still be answered, and recovers after lateAnswerWaitMs', async () => {
+    const { server, api, store, initial, presentedRefreshTokens } = await startSession(once('hang'));
+
+    await expect(api(`${server.url}/api/items`)).rejects.toMatchObject({ code: ErrorCode.REFRESH_TIMEOUT });
+    // A request while the hung one is still open joins it: no second presentation of the same refresh token.
+    await expect(api(`${server.url}/api/items`)).rejects.toMatchObject({ code: ErrorCode.REFRESH_TIMEOUT });
+    expect(presentedRefreshTokens).toEqual([initial.refreshToken]);
+
+    await sleep(lateAnswerWaitMs + retry.maxPauseAfterFailureMs + 50);
+    const response = await api(`${server.url}/api/items`);
+
+    expect(response.status).toBe(200);
+    expect(presentedRefreshTokens).toEqual([initial.refreshToken, initial.refreshToken]);
+    expect(store.writes).toHaveLength(1);
+  }, 20_000);
 
   it('accepts a response without token_type as a Bearer token (RFC 6749 requires it; core tolerates its absence)', async () => {
     const { server, api, store } = await startSession({

@@ -40,7 +40,7 @@ async function runPrimary(): Promise<void> {
   }, DEADLINE_MS);
   try {
     // The sign-in: its tokens go to the file every worker reads.
-    await fileStore(tokenFile, { watch: false }).set(server.issue());
+    await fileStore(tokenFile, { watch: false }).set({ revision: 1, tokens: server.issue() });
     const reports = await Promise.all(
       Array.from({ length: WORKERS }, () => {
         const worker = cluster.fork({ TOKEN_FILE: tokenFile, API_URL: server.url, TOKEN_ENDPOINT: server.tokenEndpoint });

@@ -67,7 +67,7 @@ try {
       Promise.all(Array.from({ length: 10 }, () => conn.query('SELECT Id, Name FROM Account LIMIT 1'))),
       Promise.all(Array.from({ length: 10 }, getAccount)),
     ]);
-    const stored = await fileStore(tokenFile).get();
+    const stored = (await fileStore(tokenFile).get())?.tokens;
     console.log(
       `expiry ${expiry}: ${queries.filter((result) => result.totalSize === 1).length}/10 queries,`,
       `${gets.filter((response) => response.status === 200).length}/10 GETs, ${server.stats().tokenRequests} token call(s) so far`,

@@ -80,7 +80,7 @@ const tab: TabApi = {
       (globalThis as { BroadcastChannel?: unknown }).BroadcastChannel = undefined;
     }
     apiUrl = config.apiUrl;
-    store = browserStore({ key: config.key, lock: config.lock, lockTimeoutMs: config.lockTimeoutMs });
+    store = browserStore({ key: config.key, lock: config.lock, lockWaitMs: config.lockTimeoutMs });
     const grant = refreshTokenGrant({
       tokenEndpoint: config.tokenEndpoint,
       clientId: config.clientId,
@@ -140,7 +140,7 @@ const tab: TabApi = {
 
   async tryLock(timeoutMs) {
     const { key, lock: lockMode } = started(config);
-    const probe = browserStore({ key, lock: lockMode, lockTimeoutMs: timeoutMs });
+    const probe = browserStore({ key, lock: lockMode, lockWaitMs: timeoutMs });
     const begin = performance.now();
     try {
       const lock = await probe.lock({ signal: new AbortController().signal });

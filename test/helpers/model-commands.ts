@@ -103,6 +103,23 @@ const otherProcessActs = otherProcessAction.map((action) =>
   ),
 );
 
+const otherProcessReplacesSession = fc
+  .oneof(
+    fc.record({ kind: fc.constant('signIn' as const), lifetimeMs }),
+    fc.constant({ kind: 'signOut' as const }),
+  )
+  .map((action) =>
+    command(
+      `otherProcessReplacesSession(${JSON.stringify(action)})`,
+      (system) => system.otherProcessCanReplaceSession,
+      (system) => system.otherProcessReplacesSession(action),
+    ),
+  );
+
+const loseLock = fc.constant(command('loseLock', (system) => system.managerHoldsLock, (system) => system.loseLock()));
+
+const failNextStoreWrite = fc.constant(command('failNextStoreWrite', always, (system) => system.failNextStoreWrite()));
+
 /**
  * The command mix. Frequent events (requests, answers) appear more than once so that runs build
  * up queues; rare ones (sign-in) once.
@@ -131,10 +148,13 @@ export function modelCommands(maxCommands: number): fc.Arbitrary<Iterable<ModelC
       otherProcessReleases,
       otherProcessActs,
       otherProcessActs,
+      otherProcessReplacesSession,
+      loseLock,
+      failNextStoreWrite,
     ],
     { maxCommands, size: 'max' },
   );
 }
 
-/** The configuration of a run: the first token's lifetime, and whether the store is shared with another process. */
-export const modelRunConfig = fc.record({ initialLifetimeMs: lifetimeMs, sharedStore: fc.boolean() });
+/** The configuration of a run: the first token's lifetime, whether the store is shared with another process, and whether its writes are slow. */
+export const modelRunConfig = fc.record({ initialLifetimeMs: lifetimeMs, sharedStore: fc.boolean(), slowStore: fc.boolean() });

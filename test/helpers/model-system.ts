@@ -19,6 +19,7 @@ import {
   createTokenManager,
   isTokenRelayError,
   type RefreshHandler,
+  type StoredTokens,
   type TokenManager,
   type TokenSet,
   type TokenStore,
@@ -31,8 +32,15 @@ import { vi } from 'vitest';
 export const modelSettings = {
   refreshMarginMs: 30_000,
   refreshTimeoutMs: 5_000,
-  retry: { retries: 1, minDelayMs: 100, maxDelayMs: 100 },
+  lateAnswerWaitMs: 20_000,
+  retry: { retries: 1, minDelayMs: 100, maxDelayMs: 100, pauseAfterFailureMs: 500, maxPauseAfterFailureMs: 1_000 },
 } as const;
+
+/** The shortest pause the manager may take after a failed refresh (the jitter takes off at most a quarter). */
+const shortestPauseMs = modelSettings.retry.pauseAfterFailureMs * 0.75;
+
+/** How long a slow store takes to write, in (fake) milliseconds. */
+const slowStoreWriteMs = 250;
 
 const apiOrigin = 'https://api.model.test';
 
@@ -42,7 +50,7 @@ export type TokenCallFailure = 'invalid_grant' | 'unavailable' | 'invalid_client
 /** How the scripted resource server answers: by the token's validity, or 403 whatever the token. */
 export type ResourceAnswer = 'by_token' | 'insufficient_scope';
 
-/** What the other process does through the shared store. */
+/** What the other process does through the shared store. A sign-in or sign-out needs no lock. */
 export type OtherProcessAction =
   | { kind: 'refresh'; rotate: boolean; lifetimeMs: number | undefined; announce: boolean }
   | { kind: 'signIn'; lifetimeMs: number | undefined }
@@ -55,6 +63,8 @@ interface AccessTokenRecord {
 
 interface PendingTokenCall {
   readonly tokens: TokenSet;
+  /** Aborted when the manager lost the store lock it held while this call was open. */
+  readonly lockLost: AbortSignal;
   readonly resolve: (tokens: TokenSet) => void;
   readonly reject: (error: unknown) => void;
 }
@@ -98,9 +108,7 @@ export interface ModelCoverage {
   sharedRefreshes: number;
   /** Token calls made because the token was near expiry, not because the server refused it. */
   proactiveRefreshes: number;
-  /** Token calls the manager aborted at its refresh timeout. */
-  timeouts: number;
-  /** Token calls retried with the same refresh token after a transient failure or a timeout. */
+  /** Token calls retried with the same refresh token after a transient failure that certainly consumed nothing. */
   retries: number;
   /** Successful token calls that rotated the refresh token. */
   rotations: number;
@@ -116,6 +124,22 @@ export interface ModelCoverage {
   adoptedFromOtherProcess: number;
   /** Shared store: writes of the other process this manager was not told about. */
   unannouncedWrites: number;
+  /** Token calls whose waiters were released at the refresh timeout while the call stayed open. */
+  releasedAtTimeout: number;
+  /** Token calls answered after their waiters had been released at the refresh timeout. */
+  lateAnswers: number;
+  /** Token calls given up after lateAnswerWaitMs. */
+  lateLimitAborts: number;
+  /** Store writes that failed, leaving the store behind the manager's memory. */
+  storeWriteFailures: number;
+  /** Refreshes whose store write the store refused because the session was replaced meanwhile. */
+  fencedWrites: number;
+  /** Shared store: sign-ins and sign-outs of the other process while this manager's token call was open. */
+  replacedDuringTokenCall: number;
+  /** Shared store: the manager's lock lost while it held it. */
+  lostLocks: number;
+  /** Requests that failed fast in the pause after a failed refresh, without a token call. */
+  pausedRequests: number;
 }
 
 /** Options of one run, drawn by fast-check. */
@@ -124,6 +148,8 @@ export interface ModelRunConfig {
   readonly initialLifetimeMs: number | undefined;
   /** A store with a lock and announcements, shared with another process; otherwise a plain store. */
   readonly sharedStore: boolean;
+  /** Store writes take a while (a slow disk or network store), so commands interleave with them. */
+  readonly slowStore: boolean;
 }
 
 /** One run's system: create it, `start()` it, drive it with commands, then `drainAndCheck()`. */
@@ -136,7 +162,6 @@ export class ModelSystem {
     lateReplays: 0,
     sharedRefreshes: 0,
     proactiveRefreshes: 0,
-    timeouts: 0,
     retries: 0,
     rotations: 0,
     sessionExpiries: 0,
@@ -145,20 +170,44 @@ export class ModelSystem {
     lockWaits: 0,
     adoptedFromOtherProcess: 0,
     unannouncedWrites: 0,
+    releasedAtTimeout: 0,
+    lateAnswers: 0,
+    lateLimitAborts: 0,
+    storeWriteFailures: 0,
+    fencedWrites: 0,
+    replacedDuringTokenCall: 0,
+    lostLocks: 0,
+    pausedRequests: 0,
   };
 
   private readonly api: typeof fetch;
   private readonly accessTokens = new Map<string, AccessTokenRecord>();
   private readonly rejectedAccessTokens = new Set<string>();
   private readonly retiredRefreshTokens = new Set<string>();
+  /** Refresh tokens the token endpoint answered invalid_grant for. */
+  private readonly refusedRefreshTokens = new Set<string>();
   private pendingSends: Send[] = [];
   private tokenCall: PendingTokenCall | undefined;
   private lastFailedTokenCall: TokenSet | undefined;
   private counter = 0;
   /** From the first token call of a refresh until the manager reports its end (or the session is replaced). */
   private refreshInFlight = false;
-  /** The tokens in the store: the newest issued to anyone (undefined after a sign-out). */
+  /** The newest tokens of the session: the newest issued to anyone (undefined after a sign-out). */
   private stored: TokenSet | undefined;
+  /** What the store really holds; behind `stored` after a failed or withheld write of the manager. */
+  private storeContent: StoredTokens | undefined;
+  /** The store holds spent tokens the manager has replaced in memory only; it must write them before its next token call. */
+  private storeBehind = false;
+  /** Writes of the manager the store will refuse with an error (a full disk, Redis down). */
+  private failingStoreWrites = 0;
+  private pendingStoreWrites = 0;
+  /** The session was replaced (by the other process) while this manager's token call was open: its answer is orphaned. */
+  private callOrphaned = false;
+  /** The open token call's waiters were released at the refresh timeout. */
+  private callReleased = false;
+  /** When the manager last reported a failed refresh (not a timeout), for the pause invariant. */
+  private lastFailedRefreshAt: number | undefined;
+  private lockLost: AbortController | undefined;
   /** The access token this manager has been told about (its own refresh, a sign-in, an announcement, a read). */
   private knownAccessToken: string | undefined;
   /** The newest refresh token has been refused (invalid_grant): no token call may present it again. */
@@ -167,13 +216,19 @@ export class ModelSystem {
   private sessionExpired = false;
   private lockHolder: 'manager' | 'other' | undefined;
   private lockQueue: LockWaiter[] = [];
-  private readonly subscribers = new Set<(tokens: TokenSet | undefined) => void>();
+  private readonly subscribers = new Set<(value: StoredTokens | undefined) => void>();
   private managerSigningIn = false;
+  private signingIn: Promise<void> | undefined;
+  private readonly supersededWrites = new Set<string>();
   /** The tokens the model expects the manager to write to the store next; cleared by that write. */
   private expectedWrite: TokenSet | undefined;
   /** The access token of this manager's last successful token call, to tell its refreshes from adoptions. */
   private lastOwnAccessToken: string | undefined;
   private successfulTokenCalls = 0;
+  /** Successful token calls whose tokens the manager could not (failed write) or must not (lost lock) store: no refresh event. */
+  private refreshesNotStored = 0;
+  /** The write of this manager's last successful token call failed (already counted in refreshesNotStored). */
+  private refreshWriteFailed = false;
   private refreshEvents = 0;
   private sessionExpiredEventsThisSession = 0;
   private readonly log: string[] = [];
@@ -182,6 +237,7 @@ export class ModelSystem {
     const initial = this.issue(config.initialLifetimeMs, true);
     this.knownAccessToken = initial.accessToken;
     // The store starts empty: the manager must seed it with its initial tokens (under the lock when shared).
+    this.stored = initial;
     this.expectedWrite = initial;
     this.manager = createTokenManager({
       tokens: initial,
@@ -195,9 +251,17 @@ export class ModelSystem {
       if (tokens.accessToken !== this.lastOwnAccessToken) this.coverage.adoptedFromOtherProcess++;
       this.refreshInFlight = false;
     });
-    this.manager.on('refreshError', () => {
+    this.manager.on('refreshError', (error) => {
       this.refreshInFlight = false;
+      if (error.code === ErrorCode.REFRESH_TIMEOUT && this.tokenCall) {
+        // The waiters are released; the token call stays open, and its answer will still be adopted.
+        this.coverage.releasedAtTimeout++;
+        this.callReleased = true;
+        return;
+      }
       this.lastFailedTokenCall = undefined;
+      const pausing: readonly string[] = [ErrorCode.SESSION_EXPIRED, ErrorCode.NO_TOKENS, ErrorCode.STORE_ERROR];
+      if (!pausing.includes(error.code)) this.lastFailedRefreshAt = Date.now();
     });
     this.manager.on('sessionExpired', () => {
       this.sessionExpiredEventsThisSession++;
@@ -207,7 +271,10 @@ export class ModelSystem {
 
   /** Loads the initial tokens (seeding the empty store), as the first request would. */
   async start(): Promise<void> {
-    await this.manager.getTokens();
+    const loading = this.manager.getTokens();
+    // A slow store's seeding write completes only as the clock moves.
+    if (this.config.slowStore) await vi.advanceTimersByTimeAsync(slowStoreWriteMs);
+    await loading;
     await this.checkState('start');
   }
 
@@ -232,6 +299,18 @@ export class ModelSystem {
   /** The other process can act when the lock is free or its own. */
   get otherProcessCanAct(): boolean {
     return this.config.sharedStore && this.lockHolder !== 'manager';
+  }
+
+  /** A sign-in or sign-out elsewhere needs no lock: it can come at any time, also during a token call. */
+  get otherProcessCanReplaceSession(): boolean {
+    // Not while this manager's own sign-in is being written: two sign-ins racing is last-writer-wins, no guarantee.
+    // Nor while a write of the manager is on its way: a sign-out between an empty store's compare-and-set and its
+    // write is the one race that revisions cannot see (clear leaves no revision behind); see docs/stores.md.
+    return this.config.sharedStore && this.signingIn === undefined && this.pendingStoreWrites === 0;
+  }
+
+  get managerHoldsLock(): boolean {
+    return this.lockHolder === 'manager';
   }
 
   get otherProcessHoldsLock(): boolean {
@@ -304,6 +383,26 @@ export class ModelSystem {
       this.retiredRefreshTokens.add(call.tokens.refreshToken ?? '');
       this.coverage.rotations++;
     }
+    if (this.callReleased) this.coverage.lateAnswers++;
+    this.callReleased = false;
+    this.refreshWriteFailed = false;
+    if (this.callOrphaned) {
+      // The session was replaced while the call was open: the manager must neither keep nor store these,
+      // and ends the refresh without a refresh event.
+      this.callOrphaned = false;
+      this.refreshInFlight = false;
+      call.resolve(tokens);
+      await this.checkState('token call for a replaced session succeeds');
+      return;
+    }
+    // Without the lock it held when it called, the manager keeps these in memory only, and must
+    // store them first under its next lock.
+    if (call.lockLost.aborted) {
+      // No refresh event either: the refresh ends quietly, its tokens in memory only.
+      this.storeBehind = true;
+      this.refreshesNotStored++;
+      this.refreshInFlight = false;
+    }
     // The manager must store these, keeping its refresh token when none came.
     this.stored = { ...tokens, refreshToken: tokens.refreshToken ?? call.tokens.refreshToken };
     this.knownAccessToken = tokens.accessToken;
@@ -311,7 +410,7 @@ export class ModelSystem {
     this.successfulTokenCalls++;
     const sendsBefore = this.pendingSends.length;
     // The model's view of the store moves first; the manager's write must agree with it.
-    this.expectedWrite = this.stored;
+    this.expectWrite(this.stored);
     call.resolve(tokens);
     await flush();
     if (this.pendingSends.length - sendsBefore >= 2) this.coverage.sharedRefreshes++;
@@ -323,7 +422,13 @@ export class ModelSystem {
     if (!call) return;
     this.tokenCall = undefined;
     this.lastFailedTokenCall = call.tokens;
-    if (failure === 'invalid_grant') {
+    this.callReleased = false;
+    const orphaned = this.callOrphaned;
+    this.callOrphaned = false;
+    // A failed call for a replaced session ends its refresh quietly: the waiters get the new session.
+    if (orphaned) this.refreshInFlight = false;
+    if (failure === 'invalid_grant') this.refusedRefreshTokens.add(call.tokens.refreshToken ?? '');
+    if (failure === 'invalid_grant' && !orphaned) {
       this.coverage.sessionExpiries++;
       this.refreshTokenDead = true;
       this.sessionExpired = true;
@@ -352,13 +457,25 @@ export class ModelSystem {
     this.sessionExpired = false;
     this.sessionExpiredEventsThisSession = 0;
     this.refreshInFlight = false;
-    this.expectedWrite = tokens;
+    this.noteRefreshSuperseded();
+    this.expectWrite(tokens);
     this.managerSigningIn = true;
-    try {
-      await this.manager.setTokens(tokens);
-    } finally {
-      this.managerSigningIn = false;
-    }
+    this.lastFailedRefreshAt = undefined;
+    this.callOrphaned = this.tokenCall !== undefined;
+    // Not awaited: with a slow store the write completes only when a later command moves the clock.
+    this.signingIn = this.manager.setTokens(tokens).then(
+      () => undefined,
+      (error: unknown) => {
+        if (!isTokenRelayError(error) || error.code !== ErrorCode.STORE_ERROR) this.violate(`setTokens failed with ${String(error)}`);
+      },
+    );
+    const signingIn = this.signingIn;
+    void signingIn.finally(() => {
+      if (this.signingIn === signingIn) {
+        this.managerSigningIn = false;
+        this.signingIn = undefined;
+      }
+    });
     await this.checkState('sign in');
   }
 
@@ -381,34 +498,99 @@ export class ModelSystem {
    */
   async otherProcessActs(action: OtherProcessAction): Promise<void> {
     if (!this.otherProcessCanAct) return;
-    if (action.kind === 'refresh' && (this.stored === undefined || this.refreshTokenDead)) return;
+    // A refresh elsewhere presents what the store holds: never while this manager may have spent it
+    // (a token call of its own still open, a write of its own on its way, or memory ahead of the store).
+    const storeSettled = !this.tokenCall && this.pendingStoreWrites === 0 && !this.storeBehind;
+    if (action.kind === 'refresh' && (this.stored === undefined || this.refreshTokenDead || !storeSettled)) return;
+    if (action.kind !== 'refresh' && !this.otherProcessCanReplaceSession) return;
     this.lockHolder = 'other';
-    let announced: TokenSet | undefined;
     if (action.kind === 'refresh') {
       const previous = this.stored as TokenSet;
       const tokens = this.issue(action.lifetimeMs, action.rotate);
       if (action.rotate) this.retiredRefreshTokens.add(previous.refreshToken ?? '');
       this.stored = { ...tokens, refreshToken: tokens.refreshToken ?? previous.refreshToken };
-      if (!action.announce) this.coverage.unannouncedWrites++;
-      announced = action.announce ? this.stored : undefined;
-    } else if (action.kind === 'signIn') {
-      this.stored = this.newSession(action.lifetimeMs);
-      announced = this.stored;
-    } else {
-      if (this.stored?.refreshToken) this.retiredRefreshTokens.add(this.stored.refreshToken);
-      this.stored = undefined;
-    }
-    if (announced || action.kind === 'signOut') {
-      this.knownAccessToken = announced?.accessToken;
-      if (announced && action.kind === 'signIn') {
-        this.sessionExpired = false;
-        this.sessionExpiredEventsThisSession = 0;
+      this.writeStoreContent(this.stored);
+      this.lastFailedRefreshAt = undefined;
+      if (action.announce) {
+        this.knownAccessToken = this.stored.accessToken;
+        // A refresh of this manager between token calls (after a lost lock) ends quietly with these.
+        if (!this.tokenCall) this.refreshInFlight = false;
+        for (const listener of this.subscribers) listener(this.storeContent);
+      } else {
+        this.coverage.unannouncedWrites++;
       }
-      for (const listener of this.subscribers) listener(announced);
+    } else {
+      this.replaceSessionElsewhere(action);
     }
     this.releaseLock('other');
     const what = action.kind === 'refresh' ? `refreshes${action.announce ? '' : ' (unannounced)'}` : action.kind;
     await this.checkState(`other process ${what}`);
+  }
+
+  /** Shared store: the other process signs in or out without taking the lock, whatever this manager is doing. */
+  async otherProcessReplacesSession(action: Exclude<OtherProcessAction, { kind: 'refresh' }>): Promise<void> {
+    if (!this.otherProcessCanReplaceSession) return;
+    this.replaceSessionElsewhere(action);
+    await this.checkState(`other process ${action.kind} without the lock`);
+  }
+
+  /** Shared store: the manager's lease runs out while it holds the lock (a GC pause, SIGSTOP). */
+  async loseLock(): Promise<void> {
+    if (this.lockHolder !== 'manager' || !this.lockLost) return;
+    this.coverage.lostLocks++;
+    this.lockLost.abort(new Error('lease expired'));
+    this.lockLost = undefined;
+    this.releaseLock('manager');
+    await this.checkState('the manager loses the store lock');
+  }
+
+  /** The store's next write of this manager fails (a full disk, Redis down). */
+  async failNextStoreWrite(): Promise<void> {
+    this.failingStoreWrites = 1;
+    await this.checkState('the next store write will fail');
+  }
+
+  private replaceSessionElsewhere(action: Exclude<OtherProcessAction, { kind: 'refresh' }>): void {
+    if (this.tokenCall) {
+      this.callOrphaned = true;
+      this.coverage.replacedDuringTokenCall++;
+    }
+    if (action.kind === 'signIn') {
+      this.stored = this.newSession(action.lifetimeMs);
+    } else {
+      if (this.stored?.refreshToken) this.retiredRefreshTokens.add(this.stored.refreshToken);
+      this.stored = undefined;
+    }
+    this.noteRefreshSuperseded();
+    this.writeStoreContent(this.stored);
+    this.knownAccessToken = this.stored?.accessToken;
+    this.sessionExpired = false;
+    this.sessionExpiredEventsThisSession = 0;
+    this.expectedWrite = undefined;
+    this.storeBehind = false;
+    this.lastFailedRefreshAt = undefined;
+    // A refresh of the replaced session ends without a refresh event (its write is refused).
+    if (!this.tokenCall) this.refreshInFlight = false;
+    for (const listener of this.subscribers) listener(this.storeContent);
+  }
+
+  /** A refresh of this manager whose write is still on its way when the session is replaced ends without a refresh event. */
+  private noteRefreshSuperseded(): void {
+    const refreshWritePending = this.expectedWrite !== undefined && this.expectedWrite.accessToken === this.lastOwnAccessToken;
+    if (refreshWritePending && !this.refreshWriteFailed) this.refreshesNotStored++;
+  }
+
+  /** The manager's next write must store `tokens`; a write of its own still on its way may land first. */
+  private expectWrite(tokens: TokenSet): void {
+    if (this.expectedWrite && (this.signingIn || this.pendingStoreWrites > 0)) {
+      this.supersededWrites.add(this.expectedWrite.accessToken);
+    }
+    this.expectedWrite = tokens;
+  }
+
+  /** Another writer's write: the store holds `tokens` at the next revision (or nothing). */
+  private writeStoreContent(tokens: TokenSet | undefined): void {
+    this.storeContent = tokens && { tokens, revision: (this.storeContent?.revision ?? 0) + 1 };
   }
 
   // ── The end of a run ────────────────────────────────────────────────────────────────────────
@@ -425,7 +607,9 @@ export class ModelSystem {
       this.tokenCall !== undefined ||
       this.refreshInFlight ||
       this.lockHolder !== undefined ||
-      this.lockQueue.length > 0;
+      this.lockQueue.length > 0 ||
+      this.pendingStoreWrites > 0 ||
+      this.signingIn !== undefined;
     for (let round = 0; round < drainRounds && open(); round++) {
       if (this.lockHolder === 'other') await this.otherProcessReleases();
       if (this.tokenCall) await this.succeedTokenCall(true, 60_000);
@@ -436,10 +620,11 @@ export class ModelSystem {
     if (this.tokenCall || this.refreshInFlight) this.violate('a refresh is still open after the drain');
     if (this.lockHolder === 'manager' || this.lockQueue.length > 0) this.violate('the store lock was not given back');
     if (vi.getTimerCount() > 0) this.violate(`${vi.getTimerCount()} timer(s) left behind`);
-    if (this.refreshEvents < this.successfulTokenCalls) {
-      this.violate(`${this.refreshEvents} refresh events for ${this.successfulTokenCalls} successful token calls`);
+    const storedRefreshes = this.successfulTokenCalls - this.refreshesNotStored;
+    if (this.refreshEvents < storedRefreshes) {
+      this.violate(`${this.refreshEvents} refresh events for ${storedRefreshes} stored refreshes`);
     }
-    if (!this.isShared && this.refreshEvents !== this.successfulTokenCalls) {
+    if (!this.isShared && this.refreshEvents !== storedRefreshes) {
       this.violate(`${this.refreshEvents} refresh events for ${this.successfulTokenCalls} successful token calls`);
     }
     this.throwOnViolations();
@@ -450,11 +635,15 @@ export class ModelSystem {
     await flush();
     this.log.push(step);
     const held = await this.manager.getTokens();
-    if (held?.accessToken !== this.knownAccessToken) this.violate('the manager does not hold the tokens it was last given');
-    if (held && held.refreshToken !== this.stored?.refreshToken && this.knownAccessToken === this.stored?.accessToken) {
+    // While its store write is on its way (a slow store), the manager holds the tokens it refreshed from.
+    const settled = this.pendingStoreWrites === 0;
+    if (settled && held?.accessToken !== this.knownAccessToken) this.violate('the manager does not hold the tokens it was last given');
+    if (settled && held && held.refreshToken !== this.stored?.refreshToken && this.knownAccessToken === this.stored?.accessToken) {
       this.violate('the manager holds another refresh token than the newest one issued');
     }
-    if (this.expectedWrite !== undefined) this.violate('the manager did not store the tokens it was given');
+    if (this.expectedWrite !== undefined && !this.storeBehind && this.pendingStoreWrites === 0) {
+      this.violate('the manager did not store the tokens it was given');
+    }
     if (this.sessionExpiredEventsThisSession > 1) this.violate('sessionExpired fired more than once in one session');
     if (this.sessionExpired && this.sessionExpiredEventsThisSession !== 1) {
       this.violate('the refresh token died but sessionExpired did not fire');
@@ -476,23 +665,32 @@ export class ModelSystem {
   private createStore(): TokenStore {
     const store: TokenStore = {
       get: () => {
-        // What the manager reads, it knows (and adopts, if it differs from what it had).
-        if (this.stored) this.knownAccessToken = this.stored.accessToken;
-        return this.stored;
+        // What the manager reads, it knows (and adopts, if it differs from what it had) — unless it
+        // reads a store that is behind its memory, or reads only to number a sign-in.
+        if (this.storeContent && !this.storeBehind && !this.managerSigningIn) {
+          this.knownAccessToken = this.storeContent.tokens.accessToken;
+        }
+        return this.storeContent;
       },
-      set: (tokens) => {
-        if (this.config.sharedStore && this.lockHolder !== 'manager' && !this.managerSigningIn) {
-          this.violate('the manager wrote the shared store without holding its lock');
-        }
-        const expected = this.expectedWrite;
-        this.expectedWrite = undefined;
-        if (!expected || tokens.accessToken !== expected.accessToken || tokens.refreshToken !== expected.refreshToken) {
-          this.violate('the manager stored tokens other than the newest ones issued');
-        }
-        this.stored = tokens;
+      set: (value, options) => {
+        // The lock must be held when the write is issued; a slow store may complete it after a loss.
+        const heldLock = this.lockHolder === 'manager';
+        const write = () => this.storeWrite(value, options?.expectedRevision, heldLock);
+        if (!this.config.slowStore) return write();
+        this.pendingStoreWrites++;
+        return new Promise<boolean>((resolve, reject) => {
+          setTimeout(() => {
+            this.pendingStoreWrites--;
+            try {
+              resolve(write());
+            } catch (error) {
+              reject(error);
+            }
+          }, slowStoreWriteMs);
+        });
       },
       clear: () => {
-        this.stored = undefined;
+        this.storeContent = undefined;
       },
     };
     if (!this.config.sharedStore) return store;
@@ -504,6 +702,50 @@ export class ModelSystem {
         return () => this.subscribers.delete(listener);
       },
     };
+  }
+
+  private storeWrite(value: StoredTokens, expectedRevision: number | undefined, heldLock: boolean): boolean {
+    if (this.config.sharedStore && !heldLock && !this.managerSigningIn) {
+      this.violate('the manager wrote the shared store without holding its lock');
+    }
+    if (this.failingStoreWrites > 0) {
+      this.failingStoreWrites--;
+      this.coverage.storeWriteFailures++;
+      if (!value.sessionExpired && this.expectedWrite) {
+        this.storeBehind = true;
+        if (!this.managerSigningIn) {
+          this.refreshesNotStored++;
+          this.refreshWriteFailed = true;
+        }
+      }
+      throw new Error('the store is down');
+    }
+    if (expectedRevision !== undefined && expectedRevision !== (this.storeContent?.revision ?? 0)) {
+      this.coverage.fencedWrites++;
+      return false;
+    }
+    if (value.sessionExpired) {
+      // The mark of a dead session: its refresh token must be one the token endpoint refused.
+      if (!this.refusedRefreshTokens.has(value.tokens.refreshToken ?? '')) this.violate('the manager marked a live session dead');
+      this.storeContent = value;
+      return true;
+    }
+    if (this.supersededWrites.delete(value.tokens.accessToken)) {
+      this.storeContent = value;
+      return true;
+    }
+    const expected = this.expectedWrite;
+    this.expectedWrite = undefined;
+    const { tokens } = value;
+    if (!expected || tokens.accessToken !== expected.accessToken || tokens.refreshToken !== expected.refreshToken) {
+      this.violate('the manager stored tokens other than the newest ones issued');
+    }
+    if (value.revision <= (this.storeContent?.revision ?? 0) && expectedRevision !== undefined) {
+      this.violate('the manager wrote a revision that does not grow');
+    }
+    this.storeContent = value;
+    this.storeBehind = false;
+    return true;
   }
 
   private acquireLock(signal: AbortSignal): Promise<TokenStoreLock> {
@@ -521,11 +763,16 @@ export class ModelSystem {
         grant: () => {
           signal.removeEventListener('abort', onAbort);
           this.lockHolder = 'manager';
+          const lost = new AbortController();
+          this.lockLost = lost;
           let released = false;
           resolve({
+            signal: lost.signal,
             release: () => {
               if (released) this.violate('the manager released the store lock twice');
               released = true;
+              if (lost.signal.aborted) return; // lost already: nothing to give back
+              this.lockLost = undefined;
               this.releaseLock('manager');
             },
           });
@@ -585,28 +832,40 @@ export class ModelSystem {
     if (this.tokenCall) this.violate('two token calls at once');
     if (this.config.sharedStore && this.lockHolder !== 'manager') this.violate('a token call without the store lock');
     if (this.refreshTokenDead) this.violate('a token call after the refresh token died');
-    if (tokens.refreshToken === undefined || tokens.refreshToken !== this.stored?.refreshToken) {
+    if (tokens?.refreshToken === undefined || tokens.refreshToken !== this.stored?.refreshToken) {
       this.violate(
-        `a token call presented ${this.retiredRefreshTokens.has(tokens.refreshToken ?? '') ? 'a retired' : 'an unknown'} refresh token`,
+        `a token call presented ${this.retiredRefreshTokens.has(tokens?.refreshToken ?? '') ? 'a retired' : 'an unknown'} refresh token`,
       );
     }
-    if (tokens.accessToken !== this.knownAccessToken) this.violate('a token call for tokens that were already replaced');
-    if (!this.isStaleForRefresh(tokens.accessToken)) {
+    if (tokens?.accessToken !== this.knownAccessToken) this.violate('a token call for tokens that were already replaced');
+    if (!this.isStaleForRefresh(tokens?.accessToken ?? '')) {
       this.violate('a token call for an access token that was neither refused nor near its expiry');
     }
-    if (!this.rejectedAccessTokens.has(tokens.accessToken)) this.coverage.proactiveRefreshes++;
+    if (!this.rejectedAccessTokens.has(tokens?.accessToken ?? '')) this.coverage.proactiveRefreshes++;
     if (this.lastFailedTokenCall === tokens) this.coverage.retries++;
+    if (this.config.sharedStore && this.storeBehind) this.violate('a token call while the shared store still holds spent tokens');
+    if (this.lastFailedRefreshAt !== undefined && Date.now() - this.lastFailedRefreshAt < shortestPauseMs) {
+      this.violate('a token call within the pause after a failed refresh');
+    }
+    if (!tokens) this.violate('a token call without tokens for a grant that needs a refresh token');
     this.refreshInFlight = true;
+    this.callReleased = false;
+    this.callOrphaned = false;
+    const lockLost = this.lockLost?.signal ?? new AbortController().signal;
     return new Promise<TokenSet>((resolve, reject) => {
-      const call: PendingTokenCall = { tokens, resolve, reject };
+      const call: PendingTokenCall = { tokens: tokens as TokenSet, lockLost, resolve, reject };
       this.tokenCall = call;
-      // A timed-out or superseded call never reaches the server in this model: it consumed nothing.
+      // A call aborted after lateAnswerWaitMs, or for a replaced session, never reached the server in this model.
       signal.addEventListener(
         'abort',
         () => {
-          if (this.tokenCall === call) this.tokenCall = undefined;
+          if (this.tokenCall === call) {
+            this.tokenCall = undefined;
+            this.callReleased = false;
+            this.callOrphaned = false;
+          }
           if (isTokenRelayError(signal.reason) && signal.reason.code === ErrorCode.REFRESH_TIMEOUT) {
-            this.coverage.timeouts++;
+            this.coverage.lateLimitAborts++;
             this.lastFailedTokenCall = tokens;
           }
           reject(signal.reason);
@@ -683,9 +942,16 @@ export class ModelSystem {
       ErrorCode.SESSION_EXPIRED,
       ErrorCode.TOKEN_ENDPOINT_ERROR,
       ErrorCode.REFRESH_FAILED,
+      // The waiters of a token call that outlived the refresh timeout (the call itself goes on).
+      ErrorCode.REFRESH_TIMEOUT,
+      // The store failed to write (the manager keeps the tokens in memory) or the lock was lost.
+      ErrorCode.STORE_ERROR,
       // Only after the other process signed out.
       ...(this.isShared ? [ErrorCode.NO_TOKENS] : []),
     ];
+    if (this.lastFailedRefreshAt !== undefined && Date.now() - this.lastFailedRefreshAt < modelSettings.retry.maxPauseAfterFailureMs) {
+      this.coverage.pausedRequests++;
+    }
     if (!isTokenRelayError(outcome.error) || !allowed.includes(outcome.error.code)) {
       this.violate(`${what} rejected with ${String(outcome.error)}`);
     }

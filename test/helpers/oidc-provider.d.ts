@@ -9,7 +9,9 @@ declare module 'oidc-provider' {
   export interface ClientMetadata {
     client_id: string;
     client_secret?: string;
-    token_endpoint_auth_method?: 'client_secret_basic' | 'client_secret_post' | 'none';
+    token_endpoint_auth_method?: 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';
+    /** The client's public keys, for private_key_jwt. */
+    jwks?: { keys: Array<Record<string, unknown>> };
     redirect_uris?: string[];
     grant_types?: string[];
     response_types?: string[];
@@ -33,6 +35,7 @@ declare module 'oidc-provider' {
     ttl?: Record<string, number | ((ctx: unknown, token: unknown, client: unknown) => number)>;
     features?: {
       devInteractions?: { enabled: boolean };
+      clientCredentials?: { enabled: boolean };
       introspection?: { enabled: boolean; allowedPolicy?: (ctx: unknown, client: unknown, token: unknown) => boolean };
       revocation?: { enabled: boolean; allowedPolicy?: (ctx: unknown, client: unknown, token: unknown) => boolean };
     };

@@ -27,6 +27,16 @@ export const oidcClients: readonly OidcClient[] = [
   { clientId: 'public-spa', authMethod: 'none' },
 ];
 
+/** The private key of the `private_key_jwt` machine client (its public half is registered at the provider). */
+const machineKeys = generateKeyPairSync('rsa', { modulusLength: 2048 });
+export const machineClientPrivateKey = machineKeys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+
+/** Clients for the client credentials grant: one with a secret, one with private_key_jwt. */
+export const machineClients: readonly OidcClient[] = [
+  { clientId: 'machine-basic', clientSecret: 'machine secret: with reserved+chars', authMethod: 'client_secret_basic' },
+  { clientId: 'machine-jwt', authMethod: 'private_key_jwt' },
+];
+
 /** The protected resource's own confidential client, used only to call introspection. */
 const resourceServerClient: OidcClient = {
   clientId: 'protected-resource',
@@ -153,13 +163,18 @@ export async function startOidcServer(options: { accessTokenTtlSeconds: number }
   const httpServer = createServer();
   const issuer = await listen(httpServer);
   const provider = new Provider(issuer, {
-    clients: [...oidcClients, resourceServerClient].map((client) => ({
+    clients: [...oidcClients, ...machineClients, resourceServerClient].map((client) => ({
       client_id: client.clientId,
       ...(client.clientSecret === undefined ? {} : { client_secret: client.clientSecret }),
       token_endpoint_auth_method: client.authMethod,
+      ...(client.authMethod === 'private_key_jwt'
+        ? { jwks: { keys: [{ ...machineKeys.publicKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256' }] } }
+        : {}),
       ...(client === resourceServerClient
         ? { redirect_uris: [], grant_types: [], response_types: [] }
-        : { redirect_uris: [redirectUri], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] }),
+        : machineClients.includes(client)
+          ? { redirect_uris: [], grant_types: ['client_credentials'], response_types: [] }
+          : { redirect_uris: [redirectUri], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] }),
     })),
     findAccount: (_ctx, id) => ({ accountId: id, claims: () => ({ sub: id }) }),
     jwks: providerJwks(),
@@ -180,6 +195,7 @@ export async function startOidcServer(options: { accessTokenTtlSeconds: number }
     },
     features: {
       devInteractions: { enabled: true },
+      clientCredentials: { enabled: true },
       introspection: { enabled: true, allowedPolicy: () => true },
       // Each client revokes its own tokens only (a public one included: it has no secret to prove more).
       revocation: {

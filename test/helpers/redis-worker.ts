@@ -39,12 +39,13 @@ const store = redisStore({
 // Only the staged crash is added; every call goes to the real store.
 const crashableStore: TokenStore = {
   get: () => store.get(),
-  set: (tokens) => store.set(tokens),
+  set: (value, options) => store.set(value, options),
   clear: () => store.clear(),
   subscribe: (listener) => store.subscribe(listener),
   async lock(options) {
     const lock = await store.lock(options);
     return {
+      signal: lock.signal,
       release() {
         if (crash !== 'after-store') return lock.release();
         send({ type: 'stored' });

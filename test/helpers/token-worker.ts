@@ -34,8 +34,8 @@ function createSession(config: WorkerConfig): typeof fetch {
   );
   const store: TokenStore =
     config.store.kind === 'file'
-      ? fileStore(config.store.path, { leaseMs: config.store.leaseMs, lockTimeoutMs: config.store.lockTimeoutMs })
-      : memoryStore(config.store.tokens);
+      ? fileStore(config.store.path, { lockLeaseMs: config.store.lockLeaseMs, lockWaitMs: config.store.lockWaitMs })
+      : memoryStore({ revision: 1, tokens: config.store.tokens });
   const manager = createTokenManager({ store, refresh });
   return withTokenRelay(loopbackOnlyFetch(), manager, { origins: [config.apiUrl] });
 }

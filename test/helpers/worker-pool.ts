@@ -21,7 +21,7 @@ export interface WorkerConfig {
   clientId: string;
   clientSecret: string;
   /** A shared file store, or (for the control experiment) a memory store of the worker's own. */
-  store: { kind: 'file'; path: string; leaseMs?: number; lockTimeoutMs?: number } | { kind: 'memory'; tokens: TokenSet };
+  store: { kind: 'file'; path: string; lockLeaseMs?: number; lockWaitMs?: number } | { kind: 'memory'; tokens: TokenSet };
   /**
    * When true, every refresh reports `refreshing` and then waits for the parent's `proceed` before
    * it calls the token endpoint, so the parent can kill a lock holder before its token request.

@@ -1,18 +1,21 @@
-import { ErrorCode, TokenRelayError, createTokenManager, isTokenRelayError, type TokenSet } from '@tokenrelay/core';
+import { ErrorCode, TokenRelayError, createTokenManager, isTokenRelayError, type RefreshContext, type StoredTokens, type TokenSet } from '@tokenrelay/core';
 import { describe, expect, it, vi } from 'vitest';
 import { browserStore } from './browser-store.js';
 import { memoryStorage, openStore, uniqueKey } from './test-helpers.js';
 
-const v1: TokenSet = { accessToken: 'access-one', refreshToken: 'refresh-one', expiresAt: 1_900_000_000_000 };
-const v2: TokenSet = { accessToken: 'access-two', refreshToken: 'refresh-two', tokenType: 'Bearer', scope: 'read' };
+const t1: TokenSet = { accessToken: 'access-one', refreshToken: 'refresh-one', expiresAt: 1_900_000_000_000 };
+const t2: TokenSet = { accessToken: 'access-two', refreshToken: 'refresh-two', tokenType: 'Bearer', scope: 'read' };
+const v1: StoredTokens = { revision: 1, tokens: t1 };
+const v2: StoredTokens = { revision: 2, tokens: t2 };
 
-/** The raw value stored under a key, as another tab would have written it. */
-const storedValue = (revision: number, tokens: TokenSet | null) => JSON.stringify({ version: 1, revision, tokens });
+/** The raw record stored under a key, as another tab would have written it. */
+const storedValue = (sequence: number, value: StoredTokens | null) =>
+  JSON.stringify({ version: 2, sequence, ...(value ?? { tokens: null }) });
 
 /** Records what a store's subscribers receive. */
 function record(store: ReturnType<typeof browserStore>) {
-  const received: Array<TokenSet | undefined> = [];
-  store.subscribe((tokens) => received.push(tokens));
+  const received: Array<StoredTokens | undefined> = [];
+  store.subscribe((value) => received.push(value));
   return received;
 }
 
@@ -35,11 +38,11 @@ describe('browserStore: reading and writing tokens', () => {
 
     await store.set(v1);
 
-    expect(JSON.parse(storage.entries.get('session') ?? '')).toEqual({ version: 1, revision: 0, tokens: v1 });
+    expect(JSON.parse(storage.entries.get('session') ?? '')).toEqual({ version: 2, sequence: 0, revision: 1, tokens: t1 });
     expect(await store.get()).toEqual(v1);
   });
 
-  it('reads undefined when nothing is stored, and after clear(), which keeps only a revision marker', async () => {
+  it('reads undefined when nothing is stored, and after clear(), which keeps only a sequence marker', async () => {
     const storage = memoryStorage();
     const store = openStore({ key: 'session', storage });
     expect(await store.get()).toBeUndefined();
@@ -48,10 +51,10 @@ describe('browserStore: reading and writing tokens', () => {
     await store.clear();
 
     expect(await store.get()).toBeUndefined();
-    expect(JSON.parse(storage.entries.get('session') ?? '')).toEqual({ version: 1, revision: 1, tokens: null });
+    expect(JSON.parse(storage.entries.get('session') ?? '')).toEqual({ version: 2, sequence: 1, tokens: null });
   });
 
-  it('gives every write a higher revision than any value it has seen, across a sign-out', async () => {
+  it('gives every write a higher sequence than any record it has seen, across a sign-out', async () => {
     const storage = memoryStorage();
     storage.setItem('session', storedValue(41, v1));
     const store = openStore({ key: 'session', storage });
@@ -59,7 +62,7 @@ describe('browserStore: reading and writing tokens', () => {
     await store.clear();
     await store.set(v2);
 
-    expect(JSON.parse(storage.entries.get('session') ?? '').revision).toBe(43);
+    expect(JSON.parse(storage.entries.get('session') ?? '').sequence).toBe(43);
   });
 
   it('reports a stored value that is not JSON as a STORE_ERROR that names the key and quotes nothing', async () => {
@@ -75,12 +78,13 @@ describe('browserStore: reading and writing tokens', () => {
   });
 
   it.each([
-    ['a bare token set without the envelope', JSON.stringify(v1), 'format version'],
-    ['another format version', JSON.stringify({ version: 2, revision: 0, tokens: v1 }), 'format version'],
-    ['a revision that is not a whole number', JSON.stringify({ version: 1, revision: 1.5, tokens: v1 }), 'revision'],
-    ['tokens without accessToken', storedValue(0, { refreshToken: 'secret-refresh' } as unknown as TokenSet), 'accessToken'],
-    ['an expiresAt that is a string', JSON.stringify({ version: 1, revision: 0, tokens: { ...v1, expiresAt: 'soon' } }), 'expiresAt'],
-    ['a refreshToken that is a number', JSON.stringify({ version: 1, revision: 0, tokens: { ...v1, refreshToken: 7 } }), 'refreshToken'],
+    ['a bare token set without the envelope', JSON.stringify(t1), 'format version'],
+    ['another format version', JSON.stringify({ version: 1, revision: 0, tokens: t1 }), 'format version'],
+    ['a sequence that is not a whole number', JSON.stringify({ version: 2, sequence: 1.5, revision: 1, tokens: t1 }), 'sequence'],
+    ['a revision of 0', JSON.stringify({ version: 2, sequence: 0, revision: 0, tokens: t1 }), 'revision'],
+    ['tokens without accessToken', storedValue(0, { revision: 1, tokens: { refreshToken: 'secret-refresh' } as unknown as TokenSet }), 'accessToken'],
+    ['an expiresAt that is a string', JSON.stringify({ version: 2, sequence: 0, revision: 1, tokens: { ...t1, expiresAt: 'soon' } }), 'expiresAt'],
+    ['a refreshToken that is a number', JSON.stringify({ version: 2, sequence: 0, revision: 1, tokens: { ...t1, refreshToken: 7 } }), 'refreshToken'],
     ['an array', '[]', 'not a JSON object'],
   ])('reports %s as a STORE_ERROR instead of treating it as signed out', async (_, value, reason) => {
     const storage = memoryStorage();
@@ -96,11 +100,12 @@ describe('browserStore: reading and writing tokens', () => {
   it('fails a manager that loads a corrupt value with STORE_ERROR, and leaves the value in place', async () => {
     const storage = memoryStorage();
     storage.setItem('session', 'garbage');
-    const manager = createTokenManager({ store: openStore({ key: 'session', storage }), refresh: async () => v2 });
+    const manager = createTokenManager({ store: openStore({ key: 'session', storage }), refresh: async () => t2 });
 
     const error = await storeError(() => manager.getAccessToken());
 
-    expect(isTokenRelayError(error.cause) && error.cause.message).toContain('"session"');
+    // The manager passes the store's own STORE_ERROR on, which names the key.
+    expect(error.message).toContain('"session"');
     expect(storage.entries.get('session')).toBe('garbage');
   });
 
@@ -129,7 +134,8 @@ describe('browserStore: reading and writing tokens', () => {
 
     const error = await storeError(() => store.set(v1));
 
-    expect(error.message).toBe('Could not write "session" to the storage');
+    // Writes take the lock first: here the lease, in the same failing storage.
+    expect(error.message).toBe('Could not write the refresh lease "session:lock"');
     expect(error.cause).toBe(quota);
   });
 });
@@ -138,8 +144,9 @@ describe('browserStore: options', () => {
   it.each([
     ['an empty key', { key: '' }],
     ['a lock mode it does not know', { key: 'k', lock: 'mutex' as 'lease' }],
-    ['a lockTimeoutMs of 0', { key: 'k', lockTimeoutMs: 0 }],
-    ['a leaseMs that is not finite', { key: 'k', leaseMs: Number.POSITIVE_INFINITY }],
+    ['a lockWaitMs of 0', { key: 'k', lockWaitMs: 0 }],
+    ['a lockLeaseMs that is not finite', { key: 'k', lockLeaseMs: Number.POSITIVE_INFINITY }],
+    ['a negative lockPollMs', { key: 'k', lockPollMs: -1 }],
   ])('throws a CONFIGURATION_ERROR for %s', (_, options) => {
     expect(() => browserStore({ storage: memoryStorage(), ...options })).toThrowError(
       expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }),
@@ -198,7 +205,7 @@ describe('browserStore: announcements between tabs (BroadcastChannel)', () => {
     try {
       otherTab.postMessage(storedValue(5, v1));
       otherTab.postMessage(storedValue(3, v2));
-      otherTab.postMessage('{"version":1,"revision":9,"tokens":');
+      otherTab.postMessage('{"version":2,"sequence":9,"tokens":');
       otherTab.postMessage({ not: 'a string' });
       otherTab.postMessage(storedValue(5, v2));
       otherTab.postMessage(storedValue(6, v2));
@@ -220,7 +227,7 @@ describe('browserStore: announcements between tabs (BroadcastChannel)', () => {
     const tabB = openStore({ key, storage: storageB });
     const toB = record(tabB);
 
-    await tabA.set(v2);
+    await tabA.set(v2, { expectedRevision: 1 });
     await vi.waitFor(() => expect(toB).toEqual([v2]), { timeout: 2_000 });
 
     expect(await tabB.get()).toEqual(v2);
@@ -247,8 +254,8 @@ describe('browserStore: announcements between tabs (BroadcastChannel)', () => {
     const key = uniqueKey();
     const storage = memoryStorage();
     const reader = openStore({ key, storage });
-    const received: Array<TokenSet | undefined> = [];
-    const unsubscribe = reader.subscribe((tokens) => received.push(tokens));
+    const received: Array<StoredTokens | undefined> = [];
+    const unsubscribe = reader.subscribe((value) => received.push(value));
     const writer = openStore({ key, storage });
 
     await writer.set(v1);
@@ -265,12 +272,12 @@ describe('browserStore: announcements between tabs (BroadcastChannel)', () => {
 describe('browserStore with createTokenManager: two tabs, one refresh', () => {
   /** A token endpoint with rotation: each refresh token works once, a reuse is fatal. */
   function rotatingRefresh() {
-    let valid = v1.refreshToken;
+    let valid = t1.refreshToken;
     let calls = 0;
-    const refresh = async ({ tokens }: { tokens: TokenSet }): Promise<TokenSet> => {
+    const refresh = async ({ tokens }: RefreshContext): Promise<TokenSet> => {
       calls++;
       await new Promise((resolve) => setTimeout(resolve, 100));
-      if (tokens.refreshToken !== valid) {
+      if (tokens?.refreshToken !== valid) {
         throw new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'refresh token reused');
       }
       valid = `refresh-${calls + 1}`;
@@ -283,13 +290,13 @@ describe('browserStore with createTokenManager: two tabs, one refresh', () => {
     const key = uniqueKey();
     const storage = memoryStorage();
     const endpoint = rotatingRefresh();
-    const tabA = createTokenManager({ store: openStore({ key, storage }), tokens: v1, refresh: endpoint.refresh });
-    const tabB = createTokenManager({ store: openStore({ key, storage }), tokens: v1, refresh: endpoint.refresh });
+    const tabA = createTokenManager({ store: openStore({ key, storage }), tokens: t1, refresh: endpoint.refresh });
+    const tabB = createTokenManager({ store: openStore({ key, storage }), tokens: t1, refresh: endpoint.refresh });
     await Promise.all([tabA.getTokens(), tabB.getTokens()]);
 
     const [a, b] = await Promise.all([
-      tabA.refresh({ staleAccessToken: v1.accessToken }),
-      tabB.refresh({ staleAccessToken: v1.accessToken }),
+      tabA.refresh({ staleAccessToken: t1.accessToken }),
+      tabB.refresh({ staleAccessToken: t1.accessToken }),
     ]);
 
     expect(endpoint.calls()).toBe(1);
@@ -303,8 +310,8 @@ describe('browserStore with createTokenManager: two tabs, one refresh', () => {
     const endpoint = rotatingRefresh();
     const storeB = openStore({ key, storage });
     const lockB = vi.spyOn(storeB, 'lock');
-    const tabA = createTokenManager({ store: openStore({ key, storage }), tokens: v1, refresh: endpoint.refresh });
-    const tabB = createTokenManager({ store: storeB, tokens: v1, refresh: endpoint.refresh });
+    const tabA = createTokenManager({ store: openStore({ key, storage }), tokens: t1, refresh: endpoint.refresh });
+    const tabB = createTokenManager({ store: storeB, tokens: t1, refresh: endpoint.refresh });
     await Promise.all([tabA.getTokens(), tabB.getTokens()]);
     // Seeding the empty store takes the lock (so a late tab never overwrites rotated tokens); the handoff must not.
     lockB.mockClear();
@@ -312,7 +319,7 @@ describe('browserStore with createTokenManager: two tabs, one refresh', () => {
     const fresh = await tabA.refresh();
     await vi.waitFor(async () => expect(await tabB.getTokens()).toEqual(fresh), { timeout: 2_000 });
 
-    expect(await tabB.refresh({ staleAccessToken: v1.accessToken })).toEqual(fresh);
+    expect(await tabB.refresh({ staleAccessToken: t1.accessToken })).toEqual(fresh);
     expect(endpoint.calls()).toBe(1);
     expect(lockB).not.toHaveBeenCalled();
   });

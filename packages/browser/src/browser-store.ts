@@ -1,6 +1,8 @@
-import { ErrorCode, TokenRelayError, type TokenSet } from '@tokenrelay/core';
-import { acquireLeaseLock, acquireWebLock, type WebLockManager } from './locks.js';
-import { decodeStoredTokens, encodeStoredTokens, type StoredTokens } from './stored-tokens.js';
+import type { StoredTokens, TokenStoreLock } from '@tokenrelay/core';
+import { ErrorCode, TokenRelayError } from '@tokenrelay/core';
+import { configurationError, delay, notifyListeners, parseStoredTokens, storeError } from '@tokenrelay/core/kit';
+import { acquireLeaseLock, acquireWebLock, type HeldLock, type WebLockManager } from './locks.js';
+import { decodeRecord, encodeRecord, type StoredRecord } from './stored-tokens.js';
 import type { BrowserLockMode, BrowserStorage, BrowserStoreOptions, BrowserTokenStore } from './types.js';
 
 const lockModes: readonly BrowserLockMode[] = ['auto', 'web-locks', 'lease'];
@@ -8,12 +10,9 @@ const lockModes: readonly BrowserLockMode[] = ['auto', 'web-locks', 'lease'];
 const REVISION_CATCH_UP_MS = 2_000;
 const REVISION_POLL_MS = 10;
 
-const configError = (message: string, cause?: unknown) =>
-  new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message, cause === undefined ? {} : { cause });
-
 function assertPositive(name: string, value: number | undefined): void {
   if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
-    throw configError(`browserStore: ${name} must be a finite number > 0`);
+    throw configurationError(`browserStore: ${name} must be a finite number > 0`);
   }
 }
 
@@ -23,9 +22,9 @@ function defaultStorage(): BrowserStorage {
     storage = (globalThis as { localStorage?: BrowserStorage }).localStorage;
   } catch (cause) {
     // Reading localStorage throws a SecurityError where the user blocked site data.
-    throw configError('browserStore: localStorage is not accessible here; pass options.storage', cause);
+    throw configurationError('browserStore: localStorage is not accessible here; pass options.storage', cause);
   }
-  if (!storage) throw configError('browserStore: there is no localStorage here; pass options.storage');
+  if (!storage) throw configurationError('browserStore: there is no localStorage here; pass options.storage');
   return storage;
 }
 
@@ -38,7 +37,9 @@ type GlobalEvents = {
  * A token store for browser tabs that share one session. Tokens live in `localStorage` (or the
  * given storage) under `key`. Around each refresh the manager takes a cross-tab lock (Web Locks,
  * or a best-effort storage lease where Web Locks are missing), re-reads the store and skips the
- * token call when another tab already refreshed. New tokens are announced on a
+ * token call when another tab already refreshed. Every write happens under that lock too, and a
+ * refresh's write (`expectedRevision`) re-reads the storage first, so a sign-out or sign-in in
+ * another tab is never overwritten by a refresh that started before it. New tokens are announced on a
  * `BroadcastChannel`, so the other tabs use them at once without a storage round trip; the
  * `storage` event is the fallback where BroadcastChannel is missing.
  *
@@ -57,67 +58,74 @@ type GlobalEvents = {
  */
 export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
   if (typeof options?.key !== 'string' || options.key === '') {
-    throw configError('browserStore: options.key must be a non-empty string');
+    throw configurationError('browserStore: options.key must be a non-empty string');
   }
   const mode = options.lock ?? 'auto';
-  if (!lockModes.includes(mode)) throw configError(`browserStore: options.lock must be one of ${lockModes.join(', ')}`);
-  assertPositive('lockTimeoutMs', options.lockTimeoutMs);
-  assertPositive('leaseMs', options.leaseMs);
+  if (!lockModes.includes(mode)) throw configurationError(`browserStore: options.lock must be one of ${lockModes.join(', ')}`);
+  assertPositive('lockWaitMs', options.lockWaitMs);
+  assertPositive('lockLeaseMs', options.lockLeaseMs);
+  assertPositive('lockPollMs', options.lockPollMs);
 
   const { key } = options;
   const storage = options.storage ?? defaultStorage();
-  const lockTimeoutMs = options.lockTimeoutMs ?? 60_000;
-  const leaseMs = options.leaseMs ?? 10_000;
+  const lockWaitMs = options.lockWaitMs ?? 60_000;
+  const lockLeaseMs = options.lockLeaseMs ?? 10_000;
+  const lockPollMs = options.lockPollMs ?? 40;
   const sharedName = `tokenrelay:${key}`;
   const locks = (globalThis as { navigator?: { locks?: WebLockManager } }).navigator?.locks;
   if (mode === 'web-locks' && !locks) {
-    throw configError(
+    throw configurationError(
       'browserStore: lock is "web-locks" but navigator.locks is missing (an insecure http: origin or an old browser)',
     );
   }
   const lockKind = mode === 'lease' || !locks ? 'lease' : 'web-locks';
 
-  /** The newest value this store has seen from any source: its own writes, the storage, other tabs. */
-  let newest: StoredTokens | undefined;
-  const listeners = new Set<(tokens: TokenSet | undefined) => void>();
+  /** The newest record this store has seen from any source: its own writes, the storage, other tabs. */
+  let newest: StoredRecord | undefined;
+  const listeners = new Set<(value: StoredTokens | undefined) => void>();
+  /** The lock this store holds, if any: writes inside it need no second lock (Web Locks are not re-entrant). */
+  let held: HeldLock | undefined;
+  /** This store's reads-then-writes, one at a time. */
+  let queue: Promise<unknown> = Promise.resolve();
 
   /*
    * Web Locks live in the browser process, so every tab sees them at once, while a tab's copy of
    * localStorage and BroadcastChannel messages reach the others later. A tab that takes the refresh
    * lock right after another released it can therefore still read the old tokens and refresh with
-   * an already rotated refresh token. So each write also holds a shared "revision" lock until this
+   * an already rotated refresh token. So each write also holds a shared "sequence" lock until this
    * tab writes again, taken before the refresh lock is released; a tab taking the refresh lock asks
-   * the browser for the newest revision and waits until its own copy has caught up.
+   * the browser for the newest sequence and waits until its own copy has caught up.
    */
-  const revisionPrefix = `${sharedName}:revision:`;
-  let releaseRevisionMarker: (() => void) | undefined;
+  const sequencePrefix = `${sharedName}:revision:`;
+  let releaseSequenceMarker: (() => void) | undefined;
 
-  async function markRevision(revision: number): Promise<void> {
+  async function markSequence(sequence: number): Promise<void> {
     if (lockKind !== 'web-locks' || !locks?.query) return;
-    const previous = releaseRevisionMarker;
+    const previous = releaseSequenceMarker;
     await new Promise<void>((granted) => {
-      void locks.request(`${revisionPrefix}${revision}`, { mode: 'shared' }, () => {
+      void locks.request(`${sequencePrefix}${sequence}`, { mode: 'shared' }, () => {
         granted();
         return new Promise<void>((release) => {
-          releaseRevisionMarker = release;
+          releaseSequenceMarker = release;
         });
       });
     });
     previous?.();
   }
 
-  async function catchUpWithNewestRevision(signal: AbortSignal): Promise<void> {
+  async function catchUpWithNewestSequence(signal?: AbortSignal): Promise<void> {
     if (!locks?.query) return;
-    const { held = [] } = await locks.query();
+    const { held: markers = [] } = await locks.query();
     const announced = Math.max(
       -1,
-      ...held.map(({ name }) => (name?.startsWith(revisionPrefix) ? Number(name.slice(revisionPrefix.length)) : -1)),
+      ...markers.map(({ name }) => (name?.startsWith(sequencePrefix) ? Number(name.slice(sequencePrefix.length)) : -1)),
     );
     const deadline = Date.now() + REVISION_CATCH_UP_MS;
+    // Bounded by the deadline; every pass sleeps REVISION_POLL_MS.
     for (;;) {
       const stored = read();
-      if (stored && (!newest || stored.revision > newest.revision)) newest = stored;
-      if ((newest?.revision ?? -1) >= announced) return;
+      if (stored && (!newest || stored.sequence > newest.sequence)) newest = stored;
+      if ((newest?.sequence ?? -1) >= announced) return;
       if (Date.now() > deadline) {
         throw new TokenRelayError(
           ErrorCode.STORE_ERROR,
@@ -125,65 +133,92 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
           { transient: true },
         );
       }
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(resolve, REVISION_POLL_MS);
-        signal.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)), { once: true });
-      });
+      await delay(REVISION_POLL_MS, signal);
     }
   }
 
-  function read(): StoredTokens | undefined {
+  function read(): StoredRecord | undefined {
     let text: string | null;
     try {
       text = storage.getItem(key);
     } catch (cause) {
-      throw new TokenRelayError(ErrorCode.STORE_ERROR, `Could not read "${key}" from the storage`, { cause });
+      throw storeError(`Could not read "${key}" from the storage`, cause);
     }
-    return decodeStoredTokens(text, key);
+    return decodeRecord(text, key);
   }
 
-  function write(tokens: TokenSet | null): number {
-    let storedRevision = -1;
+  /** What this tab knows to be current: its storage copy, or a newer record another tab announced. */
+  function current(): StoredTokens | undefined {
+    const stored = read();
+    // This tab's copy of the storage can lag behind another process's write that the channel
+    // already announced; under the lock, trusting the stale copy would refresh twice.
+    if (stored && newest && newest.sequence > stored.sequence) return newest.value;
+    if (stored) newest = stored;
+    return stored?.value;
+  }
+
+  function write(value: StoredTokens | undefined): number {
+    let storedSequence = -1;
     try {
-      storedRevision = read()?.revision ?? -1;
+      storedSequence = read()?.sequence ?? -1;
     } catch {
-      // A corrupt value is being replaced on purpose (a sign-in); its revision is lost with it.
+      // A corrupt value is being replaced on purpose (a sign-in); its sequence is lost with it.
     }
-    const next: StoredTokens = { revision: Math.max(storedRevision, newest?.revision ?? -1) + 1, tokens };
-    const text = encodeStoredTokens(next);
+    const next: StoredRecord = { sequence: Math.max(storedSequence, newest?.sequence ?? -1) + 1, value };
+    const text = encodeRecord(next);
     try {
       storage.setItem(key, text);
     } catch (cause) {
-      throw new TokenRelayError(ErrorCode.STORE_ERROR, `Could not write "${key}" to the storage`, { cause });
+      throw storeError(`Could not write "${key}" to the storage`, cause);
     }
     newest = next;
     channel?.postMessage(text);
-    return next.revision;
+    return next.sequence;
   }
 
-  /** A value another tab announced (channel) or wrote (storage event). Older or equal revisions are ignored. */
-  function receive(text: string | null): void {
-    let stored: StoredTokens | undefined;
+  async function takeLock(signal: AbortSignal): Promise<HeldLock> {
+    if (lockKind !== 'web-locks' || !locks) {
+      return acquireLeaseLock(storage, `${key}:lock`, signal, { lockWaitMs, lockLeaseMs, lockPollMs });
+    }
+    const lock = await acquireWebLock(locks, sharedName, signal, lockWaitMs);
     try {
-      stored = decodeStoredTokens(text, key);
+      await catchUpWithNewestSequence(signal);
+    } catch (error) {
+      lock.release();
+      throw error;
+    }
+    return lock;
+  }
+
+  /** Runs `work` under the lock (this store's, or one taken just for it), one at a time. */
+  async function underLock<T>(work: () => Promise<T>): Promise<T> {
+    const exclusive = () => {
+      const running = queue.then(work);
+      queue = running.catch(() => undefined);
+      return running;
+    };
+    if (held && !held.signal.aborted) return exclusive();
+    const lock = await takeLock(new AbortController().signal);
+    try {
+      return await exclusive();
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** A record another tab announced (channel) or wrote (storage event). Older or equal sequences are ignored. */
+  function receive(text: string | null): void {
+    let record: StoredRecord | undefined;
+    try {
+      record = decodeRecord(text, key);
     } catch {
       // A garbled announcement changes nothing here; get() reports a corrupt store when it reads one.
       return;
     }
-    if (stored && newest && stored.revision <= newest.revision) return;
+    if (record && newest && record.sequence <= newest.sequence) return;
     // No value at all means the site's data was cleared: that is a sign-out.
-    newest = stored;
-    const tokens = stored?.tokens ?? undefined;
-    for (const listener of [...listeners]) {
-      try {
-        listener(tokens);
-      } catch (error) {
-        // One subscriber's bug must not keep the others from the new tokens.
-        queueMicrotask(() => {
-          throw error;
-        });
-      }
-    }
+    newest = record;
+    notifyListeners(listeners, record?.value);
   }
 
   let channel: BroadcastChannel | undefined;
@@ -207,36 +242,42 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
   return {
     lockKind,
 
-    get() {
-      const stored = read();
-      // This tab's copy of the storage can lag behind another process's write that the channel
-      // already announced; under the lock, trusting the stale copy would refresh twice.
-      if (stored && newest && newest.revision > stored.revision) return newest.tokens ?? undefined;
-      if (stored) newest = stored;
-      return stored?.tokens ?? undefined;
-    },
+    get: current,
 
-    set(tokens) {
-      return markRevision(write(tokens));
+    async set(value, { expectedRevision } = {}) {
+      const stored = parseStoredTokens(value, (problem) => storeError(`Refusing to store invalid tokens under "${key}": ${problem}`));
+      // A refresh's write under a lost lease is refused: another tab may hold newer tokens.
+      if (expectedRevision !== undefined && held?.signal.aborted) throw held.signal.reason;
+      return underLock(async () => {
+        if (expectedRevision !== undefined) {
+          await catchUpWithNewestSequence();
+          if ((current()?.revision ?? 0) !== expectedRevision) return false;
+        }
+        await markSequence(write(stored));
+        return true;
+      });
     },
 
     clear() {
-      // A marker, not removeItem: the revision must keep growing across a sign-out.
-      return markRevision(write(null));
+      // A marker, not removeItem: the sequence must keep growing across a sign-out.
+      return underLock(() => markSequence(write(undefined)));
     },
 
     async lock({ signal }) {
-      if (lockKind !== 'web-locks' || !locks) {
-        return acquireLeaseLock(storage, `${key}:lock`, signal, { timeoutMs: lockTimeoutMs, leaseMs });
-      }
-      const lock = await acquireWebLock(locks, sharedName, signal, lockTimeoutMs);
-      try {
-        await catchUpWithNewestRevision(signal);
-      } catch (error) {
-        lock.release();
-        throw error;
-      }
-      return lock;
+      const lock = await takeLock(signal);
+      held = lock;
+      let released = false;
+      return {
+        signal: lock.signal,
+        async release() {
+          if (released) return;
+          released = true;
+          if (held === lock) held = undefined;
+          // Writes that borrowed this lock finish before it goes.
+          await queue;
+          lock.release();
+        },
+      } satisfies TokenStoreLock;
     },
 
     subscribe(listener) {
@@ -247,7 +288,7 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
     },
 
     close() {
-      releaseRevisionMarker?.();
+      releaseSequenceMarker?.();
       channel?.close();
       channel = undefined;
       events.removeEventListener?.('storage', onStorage);

@@ -19,7 +19,7 @@ function stateAfter(promise: Promise<unknown>, ms: number): Promise<'resolved' |
   ]);
 }
 
-function twoTabs(options: { lockTimeoutMs?: number; leaseMs?: number } = {}) {
+function twoTabs(options: { lockWaitMs?: number; lockLeaseMs?: number } = {}) {
   const key = uniqueKey();
   const storage = memoryStorage();
   return {
@@ -70,8 +70,8 @@ describe('lease lock (where Web Locks are missing)', () => {
     expect(maxHolders).toBe(1);
   });
 
-  it('rejects a waiting tab with a STORE_ERROR after lockTimeoutMs', async () => {
-    const { tabA, tabB } = twoTabs({ lockTimeoutMs: 300 });
+  it('rejects a waiting tab with a STORE_ERROR after lockWaitMs', async () => {
+    const { tabA, tabB } = twoTabs({ lockWaitMs: 300 });
     const lockA = await tabA.lock({ signal: neverAborted() });
 
     const started = Date.now();
@@ -97,7 +97,7 @@ describe('lease lock (where Web Locks are missing)', () => {
   });
 
   it('takes over the lease of a tab that died holding it once the lease expires', async () => {
-    const { key, storage, tabB } = twoTabs({ lockTimeoutMs: 5_000 });
+    const { key, storage, tabB } = twoTabs({ lockWaitMs: 5_000 });
     storage.setItem(`${key}:lock`, JSON.stringify({ owner: 'closed-tab', expiresAt: Date.now() + 400 }));
 
     const started = Date.now();
@@ -109,15 +109,15 @@ describe('lease lock (where Web Locks are missing)', () => {
   });
 
   it('treats a garbled lease as free', async () => {
-    const { key, storage, tabB } = twoTabs({ lockTimeoutMs: 1_000 });
+    const { key, storage, tabB } = twoTabs({ lockWaitMs: 1_000 });
     storage.setItem(`${key}:lock`, '{"owner":');
 
     const lockB = await tabB.lock({ signal: neverAborted() });
     await lockB.release();
   });
 
-  it('renews the lease while the refresh runs, so a refresh longer than leaseMs keeps it', async () => {
-    const { tabA, tabB } = twoTabs({ leaseMs: 300, lockTimeoutMs: 900 });
+  it('renews the lease while the refresh runs, so a refresh longer than lockLeaseMs keeps it', async () => {
+    const { tabA, tabB } = twoTabs({ lockLeaseMs: 300, lockWaitMs: 900 });
     const lockA = await tabA.lock({ signal: neverAborted() });
 
     await expect(tabB.lock({ signal: neverAborted() })).rejects.toMatchObject({ code: ErrorCode.STORE_ERROR });
@@ -128,7 +128,7 @@ describe('lease lock (where Web Locks are missing)', () => {
   });
 
   it('does not remove a lease that another tab took over', async () => {
-    const { key, storage, tabA } = twoTabs({ leaseMs: 300 });
+    const { key, storage, tabA } = twoTabs({ lockLeaseMs: 300 });
     const lockA = await tabA.lock({ signal: neverAborted() });
     const other = JSON.stringify({ owner: 'other-tab', expiresAt: Date.now() + 10_000 });
     storage.setItem(`${key}:lock`, other);

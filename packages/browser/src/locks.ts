@@ -1,5 +1,12 @@
-import { ErrorCode, TokenRelayError, type TokenStoreLock } from '@tokenrelay/core';
+import { delay, storeError } from '@tokenrelay/core/kit';
 import type { BrowserStorage } from './types.js';
+
+/** A lock this tab holds. */
+export interface HeldLock {
+  /** Aborted when the lock is lost while held (a lease another tab took over); never for a Web Lock. */
+  readonly signal: AbortSignal;
+  release(): void;
+}
 
 /** The part of the Web Locks API (`navigator.locks`) the store uses. */
 export interface WebLockManager {
@@ -15,16 +22,10 @@ export interface WebLockManager {
 
 /** How long a lease writer waits before checking that its write is the one that stuck. */
 const LEASE_SETTLE_MS = 50;
-/** Polling interval of a tab waiting for a lease, before jitter; jitter keeps waiting tabs out of step. */
-const LEASE_POLL_MS = 40;
 
-function lockTimeoutError(name: string, timeoutMs: number): TokenRelayError {
-  return new TokenRelayError(
-    ErrorCode.STORE_ERROR,
-    `Gave up after ${timeoutMs} ms waiting for the refresh lock "${name}" held by another tab (see lockTimeoutMs)`,
-    { transient: true },
-  );
-}
+/** Not transient, as in every store: the wait already outlasted any refresh, so retrying would only wait again. */
+const lockTimeoutError = (name: string, timeoutMs: number) =>
+  storeError(`Gave up after ${timeoutMs} ms waiting for the refresh lock "${name}" held by another tab (see lockWaitMs)`);
 
 /**
  * Takes the Web Lock `name`: the lock is held for as long as the promise returned to
@@ -35,9 +36,9 @@ export function acquireWebLock(
   name: string,
   signal: AbortSignal,
   timeoutMs: number,
-): Promise<TokenStoreLock> {
+): Promise<HeldLock> {
   if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<TokenStoreLock>((resolve, reject) => {
+  return new Promise<HeldLock>((resolve, reject) => {
     // Aborting this controller withdraws our queued request from the browser's lock queue.
     const request = new AbortController();
     let settled = false;
@@ -61,12 +62,11 @@ export function acquireWebLock(
         // Granted in the same moment we gave up: hand it straight on to the next tab.
         if (settled) return undefined;
         settle();
-        return new Promise<void>((release) => resolve({ release: () => release() }));
+        // The browser never takes a granted Web Lock back (nobody here uses `steal`): its signal never aborts.
+        return new Promise<void>((release) => resolve({ signal: new AbortController().signal, release: () => release() }));
       })
       .catch((error: unknown) => {
-        giveUp(
-          new TokenRelayError(ErrorCode.STORE_ERROR, `The Web Locks request for "${name}" failed`, { cause: error }),
-        );
+        giveUp(storeError(`The Web Locks request for "${name}" failed`, error));
       });
   });
 }
@@ -91,7 +91,7 @@ function writeLease(storage: BrowserStorage, leaseKey: string, lease: Lease): vo
   try {
     storage.setItem(leaseKey, JSON.stringify(lease));
   } catch (cause) {
-    throw new TokenRelayError(ErrorCode.STORE_ERROR, `Could not write the refresh lease "${leaseKey}"`, { cause });
+    throw storeError(`Could not write the refresh lease "${leaseKey}"`, cause);
   }
 }
 
@@ -100,26 +100,14 @@ function randomOwnerId(): string {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, '0')).join('');
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-/** Options of {@link acquireLeaseLock}. */
+/** Options of {@link acquireLeaseLock}; see `BrowserStoreOptions`. */
 export interface LeaseLockOptions {
   /** How long to wait for the lease before rejecting with `STORE_ERROR`. */
-  readonly timeoutMs: number;
+  readonly lockWaitMs: number;
   /** How long a lease lasts unless renewed. */
-  readonly leaseMs: number;
+  readonly lockLeaseMs: number;
+  /** Polling interval of a waiting tab, before jitter; jitter keeps waiting tabs out of step. */
+  readonly lockPollMs: number;
 }
 
 /**
@@ -134,31 +122,33 @@ export async function acquireLeaseLock(
   storage: BrowserStorage,
   leaseKey: string,
   signal: AbortSignal,
-  { timeoutMs, leaseMs }: LeaseLockOptions,
-): Promise<TokenStoreLock> {
+  { lockWaitMs: timeoutMs, lockLeaseMs: leaseMs, lockPollMs }: LeaseLockOptions,
+): Promise<HeldLock> {
   signal.throwIfAborted();
   const owner = randomOwnerId();
   const deadline = Date.now() + timeoutMs;
-  // Bounded in time by the deadline, and so in count: every pass sleeps at least LEASE_POLL_MS.
+  // Bounded in time by the deadline, and so in count: every pass sleeps at least lockPollMs.
   for (;;) {
     const lease = readLease(storage, leaseKey);
     if (!lease || lease.expiresAt <= Date.now()) {
       writeLease(storage, leaseKey, { owner, expiresAt: Date.now() + leaseMs });
-      await sleep(LEASE_SETTLE_MS, signal);
+      await delay(LEASE_SETTLE_MS, signal);
       if (readLease(storage, leaseKey)?.owner === owner) return holdLease(storage, leaseKey, owner, leaseMs);
     }
     const remaining = deadline - Date.now();
     if (remaining <= 0) throw lockTimeoutError(leaseKey, timeoutMs);
-    await sleep(Math.min(remaining, LEASE_POLL_MS * (1 + Math.random())), signal);
+    await delay(Math.min(remaining, lockPollMs * (1 + Math.random())), signal);
   }
 }
 
-function holdLease(storage: BrowserStorage, leaseKey: string, owner: string, leaseMs: number): TokenStoreLock {
+function holdLease(storage: BrowserStorage, leaseKey: string, owner: string, leaseMs: number): HeldLock {
   const ours = () => readLease(storage, leaseKey)?.owner === owner;
+  const lost = new AbortController();
   const renewal = setInterval(() => {
-    // A lease taken over (we were too slow, or the clock jumped) is not ours to extend.
+    // A lease taken over (we were too slow, or the clock jumped) is not ours to extend: it is lost.
     if (!ours()) {
       clearInterval(renewal);
+      lost.abort(storeError(`Lost the refresh lease "${leaseKey}": another tab took it over; nothing more is written under it`));
       return;
     }
     try {
@@ -169,6 +159,7 @@ function holdLease(storage: BrowserStorage, leaseKey: string, owner: string, lea
   }, leaseMs / 3);
   let released = false;
   return {
+    signal: lost.signal,
     release() {
       if (released) return;
       released = true;

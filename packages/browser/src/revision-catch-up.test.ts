@@ -1,4 +1,5 @@
-import { ErrorCode, type TokenSet } from '@tokenrelay/core';
+import { getEventListeners } from 'node:events';
+import { ErrorCode, type StoredTokens } from '@tokenrelay/core';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { WebLockManager } from './locks.js';
 import { memoryStorage, openStore, uniqueKey } from './test-helpers.js';
@@ -28,8 +29,8 @@ function browserLocks(): WebLockManager {
   };
 }
 
-const v1: TokenSet = { accessToken: 'access-1', refreshToken: 'refresh-1' };
-const v2: TokenSet = { accessToken: 'access-2', refreshToken: 'refresh-2' };
+const v1: StoredTokens = { revision: 1, tokens: { accessToken: 'access-1', refreshToken: 'refresh-1' } };
+const v2: StoredTokens = { revision: 2, tokens: { accessToken: 'access-2', refreshToken: 'refresh-2' } };
 
 describe('browserStore with Web Locks when another tab’s write has not reached this tab yet', () => {
   beforeEach(() => {
@@ -52,7 +53,7 @@ describe('browserStore with Web Locks when another tab’s write has not reached
     await tabA.set(v1);
     propagate();
     const lockA = await tabA.lock({ signal: new AbortController().signal });
-    await tabA.set(v2); // tab A refreshed with refresh-1: refresh-1 is spent
+    await tabA.set(v2, { expectedRevision: 1 }); // tab A refreshed with refresh-1: refresh-1 is spent
     await lockA.release();
     return { tabB, propagate };
   }
@@ -70,6 +71,21 @@ describe('browserStore with Web Locks when another tab’s write has not reached
     propagate();
     const lock = await locked;
     expect(await tabB.get()).toEqual(v2);
+    await lock.release();
+  });
+
+  it('keeps at most one abort listener on the caller\'s signal while it polls for the newer tokens, and none once it has the lock', async () => {
+    const { tabB, propagate } = await twoTabsAfterARefresh();
+    const caller = new AbortController();
+
+    const locked = tabB.lock({ signal: caller.signal });
+    // Long enough for many polls of the storage.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(getEventListeners(caller.signal, 'abort').length).toBeLessThanOrEqual(1);
+
+    propagate();
+    const lock = await locked;
+    expect(getEventListeners(caller.signal, 'abort')).toHaveLength(0);
     await lock.release();
   });
 

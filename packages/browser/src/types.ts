@@ -1,4 +1,4 @@
-import type { TokenSet, TokenStore, TokenStoreLock } from '@tokenrelay/core';
+import type { StoredTokens, TokenStore, TokenStoreLock, TokenStoreSetOptions } from '@tokenrelay/core';
 
 /**
  * The part of the Web Storage API the store uses. `localStorage` and `sessionStorage` are ones;
@@ -51,13 +51,19 @@ export interface BrowserStoreOptions {
    * above the longest refresh a tab can make: the manager's `refreshTimeoutMs` × attempts.
    * @default 60_000
    */
-  lockTimeoutMs?: number;
+  lockWaitMs?: number;
   /**
    * The `'lease'` lock only: how long a lease lasts unless its holder renews it (every third of
    * this while the refresh runs). It is how long a tab that closed mid-refresh blocks the others.
    * @default 10_000
    */
-  leaseMs?: number;
+  lockLeaseMs?: number;
+  /**
+   * The `'lease'` lock only: how often a waiting tab looks at the lease again, in milliseconds
+   * (plus up to as much again of jitter, so waiting tabs do not move in step).
+   * @default 40
+   */
+  lockPollMs?: number;
 }
 
 /**
@@ -65,10 +71,22 @@ export interface BrowserStoreOptions {
  * {@link browserStore}.
  */
 export interface BrowserTokenStore extends TokenStore {
-  /** Takes the cross-tab refresh lock; rejects with `STORE_ERROR` after `lockTimeoutMs`, or with `signal.reason`. */
-  lock(options: { signal: AbortSignal }): Promise<TokenStoreLock>;
-  /** Calls `listener` with the tokens another tab (or another store on the same key) wrote; returns an unsubscribe function. */
-  subscribe(listener: (tokens: TokenSet | undefined) => void): () => void;
+  /** Reads what the storage holds (or a newer write another tab announced); `undefined` when signed out. */
+  get(): StoredTokens | undefined;
+  /**
+   * Stores the session under the cross-tab lock (this tab's, or one taken for the write). With
+   * `expectedRevision`, writes only if the newest value any tab wrote has that revision.
+   */
+  set(value: StoredTokens, options?: TokenStoreSetOptions): Promise<boolean>;
+  /** Signs out under the cross-tab lock; keeps a marker so that other tabs see the sign-out as newest. */
+  clear(): Promise<void>;
+  /**
+   * Takes the cross-tab refresh lock; rejects with `STORE_ERROR` after `lockWaitMs`, or with
+   * `signal.reason`. With the lease, its `signal` aborts when another tab took the lease over.
+   */
+  lock(options: { signal: AbortSignal }): Promise<TokenStoreLock & { readonly signal: AbortSignal }>;
+  /** Calls `listener` with what another tab (or another store on the same key) wrote; returns an unsubscribe function. */
+  subscribe(listener: (value: StoredTokens | undefined) => void): () => void;
   /** The lock in use: `'web-locks'` or `'lease'` (what `'auto'` chose). */
   readonly lockKind: 'web-locks' | 'lease';
   /**

@@ -14,9 +14,21 @@ export const ErrorCode = {
   SESSION_EXPIRED: 'SESSION_EXPIRED',
   /** The token endpoint answered an OAuth error or an HTTP error status (see `status`, `oauthError`). */
   TOKEN_ENDPOINT_ERROR: 'TOKEN_ENDPOINT_ERROR',
+  /**
+   * The token endpoint refused the client's own credentials: `invalid_client` (unknown client, wrong
+   * secret, a refused client assertion) or `unauthorized_client`, for any grant; and, for the grants
+   * that get tokens with the client's credentials alone (client credentials, JWT bearer), a refused
+   * grant (`invalid_grant`: an assertion with a bad signature, audience or subject, a user not
+   * pre-authorized). Not transient: no retry helps until the configuration is fixed. The message
+   * never holds a secret, a key or an assertion.
+   */
+  CREDENTIALS_REJECTED: 'CREDENTIALS_REJECTED',
   /** The token endpoint answered 2xx with something that is not a usable token response. */
   INVALID_TOKEN_RESPONSE: 'INVALID_TOKEN_RESPONSE',
-  /** The token endpoint could not be reached (DNS, connection reset, redirect refused, …). */
+  /**
+   * The token endpoint could not be reached, or its answer was cut off (DNS, connection refused or
+   * reset, redirect refused, …). `inDoubt` is true when the request may have reached the server.
+   */
   NETWORK_ERROR: 'NETWORK_ERROR',
   /** One refresh attempt took longer than `refreshTimeoutMs`. */
   REFRESH_TIMEOUT: 'REFRESH_TIMEOUT',
@@ -99,14 +111,53 @@ export function isTokenRelayError(value: unknown): value is TokenRelayError {
   );
 }
 
+const utf8 = new TextEncoder();
+
+function base64Of(text: string): string {
+  let binary = '';
+  for (const byte of utf8.encode(text)) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
 /**
- * Replaces every occurrence of the given secrets in `text` with `[redacted]`, so that a server
- * that echoes a token back in `error_description` cannot leak it into our messages.
+ * Every form in which a secret we sent can come back: as is, form-urlencoded (how it went in a
+ * body), percent-encoded, base64 (how it went in a Basic header) and base64url, padded or not.
+ */
+function secretForms(secret: string): string[] {
+  const base64 = base64Of(secret);
+  const unpadded = base64.replace(/=+$/, '');
+  return [
+    secret,
+    new URLSearchParams([['', secret]]).toString().slice(1),
+    encodeURIComponent(secret),
+    base64,
+    unpadded,
+    unpadded.replace(/\+/g, '-').replace(/\//g, '_'),
+  ];
+}
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * Replaces every occurrence of the given secrets in `text` with `[redacted]`, in every form in
+ * which they were sent (see `secretForms`), ignoring case (percent-encoding may come back in
+ * either case; redacting a little too much is harmless). A server that echoes a token or the
+ * client's credentials back in `error_description` cannot leak them into our messages.
  */
 export function redactSecrets(text: string, secrets: ReadonlyArray<string | undefined>): string {
-  let redacted = text;
-  for (const secret of secrets) {
-    if (secret) redacted = redacted.split(secret).join('[redacted]');
-  }
-  return redacted;
+  const forms = [...new Set(secrets.filter((secret): secret is string => !!secret).flatMap(secretForms))]
+    // Longest first, so a longer form is not broken up by a shorter one inside it.
+    .sort((a, b) => b.length - a.length);
+  if (forms.length === 0) return text;
+  return text.replace(new RegExp(forms.map(escapeRegExp).join('|'), 'gi'), '[redacted]');
+}
+
+/** A `CONFIGURATION_ERROR` for an invalid option, keeping `cause` when there is one. */
+export function configurationError(message: string, cause?: unknown): TokenRelayError {
+  return new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message, cause === undefined ? {} : { cause });
+}
+
+/** A `STORE_ERROR` for a store that failed to read, write or lock, keeping `cause` when there is one. */
+export function storeError(message: string, cause?: unknown): TokenRelayError {
+  return new TokenRelayError(ErrorCode.STORE_ERROR, message, cause === undefined ? {} : { cause });
 }

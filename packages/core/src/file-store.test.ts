@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ErrorCode, isTokenRelayError } from './errors.js';
 import { fileStore } from './file-store.js';
 import { createTokenManager } from './manager.js';
-import type { TokenSet } from './types.js';
+import type { StoredTokens, TokenSet } from './types.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const fileStoreSource = fileURLToPath(new URL('./file-store.ts', import.meta.url));
@@ -27,7 +27,8 @@ afterEach(async () => {
 });
 
 const inAnHour = Date.now() + 3_600_000;
-const session = (n: number): TokenSet => ({ accessToken: `access-${n}`, refreshToken: `refresh-${n}`, expiresAt: inAnHour + n });
+const tokensOf = (n: number): TokenSet => ({ accessToken: `access-${n}`, refreshToken: `refresh-${n}`, expiresAt: inAnHour + n });
+const session = (n: number): StoredTokens => ({ revision: n + 1, tokens: tokensOf(n) });
 
 /** Resolves with how a promise settled within `ms`, so a test can assert that it is still waiting. */
 async function settledWithin(promise: Promise<unknown>, ms: number): Promise<'resolved' | 'rejected' | 'pending'> {
@@ -84,7 +85,7 @@ function startChild(code: string) {
 
 /** A lock left behind by a process that was SIGKILLed while holding it, as after a crash. */
 async function lockOfKilledProcess(leaseMs: number): Promise<number> {
-  const holder = startChild(`await fileStore(path, { leaseMs: ${leaseMs} }).lock(); console.log('locked'); setInterval(() => {}, 1000);`);
+  const holder = startChild(`await fileStore(path, { lockLeaseMs: ${leaseMs} }).lock(); console.log('locked'); setInterval(() => {}, 1000);`);
   await holder.printed('locked');
   holder.child.kill('SIGKILL');
   await holder.exited;
@@ -94,9 +95,12 @@ async function lockOfKilledProcess(leaseMs: number): Promise<number> {
 describe('fileStore: the token file', () => {
   it('stores the tokens as JSON in a file created with mode 0600 (and its directory) and reads them back', async () => {
     const store = fileStore(tokenPath, { watch: false });
-    const tokens = { ...session(1), tokenType: 'Bearer', scope: 'api', raw: { instance_url: 'https://example.my.salesforce.com' } };
+    const tokens: StoredTokens = {
+      revision: 2,
+      tokens: { ...tokensOf(1), tokenType: 'Bearer', scope: 'api', raw: { instance_url: 'https://example.my.salesforce.com' } },
+    };
 
-    await store.set(tokens);
+    expect(await store.set(tokens)).toBe(true);
 
     expect(await store.get()).toEqual(tokens);
     expect(JSON.parse(await readFile(tokenPath, 'utf8'))).toEqual(tokens);
@@ -113,7 +117,7 @@ describe('fileStore: the token file', () => {
     const writer = fileStore(tokenPath, { watch: false });
     const reader = fileStore(tokenPath, { watch: false });
     // Large enough that a non-atomic write would be seen half done.
-    const big = (n: number): TokenSet => ({ ...session(n), raw: { padding: String(n).repeat(200_000) } });
+    const big = (n: number): StoredTokens => ({ revision: n + 1, tokens: { ...tokensOf(n), raw: { padding: String(n).repeat(200_000) } } });
     await writer.set(big(0));
 
     let writing = true;
@@ -121,17 +125,17 @@ describe('fileStore: the token file', () => {
       for (let n = 1; n <= 40; n++) await writer.set(big(n));
       writing = false;
     })();
-    const reads: TokenSet[] = [];
+    const reads: StoredTokens[] = [];
     while (writing && reads.length < 2_000) {
-      const tokens = await reader.get();
-      if (tokens) reads.push(tokens);
+      const value = await reader.get();
+      if (value) reads.push(value);
     }
     await writes;
 
     expect(reads.length).toBeGreaterThan(0);
-    for (const tokens of reads) {
-      const n = Number(tokens.accessToken.replace('access-', ''));
-      expect(tokens).toEqual(big(n));
+    for (const value of reads) {
+      const n = Number(value.tokens.accessToken.replace('access-', ''));
+      expect(value).toEqual(big(n));
     }
     expect((await readdir(join(directory, 'tokens'))).sort()).toEqual(['_salesforce.json', '_salesforce.json.lock']);
   });
@@ -140,9 +144,10 @@ describe('fileStore: the token file', () => {
     ['not JSON, quoting a token', 'refresh=secret-refresh-token-value', /is not valid JSON/],
     ['cut off half way', '{"accessToken":"secret-refresh-token-value","refreshTo', /is not valid JSON/],
     ['empty', '', /is empty/],
-    ['a JSON array', '[1,2]', /not a JSON object/],
-    ['without an access token', '{"refreshToken":"secret-refresh-token-value"}', /"accessToken" is not a non-empty string/],
-    ['with expiresAt as a string', '{"accessToken":"a","expiresAt":"1700000000000"}', /"expiresAt" is not a number/],
+    ['a JSON array', '[1,2]', /the stored value is not an object/],
+    ['without a revision', '{"tokens":{"accessToken":"secret-refresh-token-value"}}', /revision is not a whole number/],
+    ['without an access token', '{"revision":1,"tokens":{"refreshToken":"secret-refresh-token-value"}}', /accessToken is not a non-empty string/],
+    ['with expiresAt as a string', '{"revision":1,"tokens":{"accessToken":"a","expiresAt":"1700000000000"}}', /expiresAt is not a finite number/],
   ])('reports a token file that is %s as a STORE_ERROR that does not quote it, never as "no tokens"', async (_case, content, message) => {
     await fileStore(tokenPath, { watch: false }).set(session(1));
     await writeFile(tokenPath, content);
@@ -160,7 +165,7 @@ describe('fileStore: the token file', () => {
     await writeFile(tokenPath, '{"accessToken":"half-writ');
     const lock = await holder.lock();
 
-    await expectStoreError(fileStore(tokenPath, { watch: false, lockTimeoutMs: 300 }).set(session(2)), /Gave up waiting for the lock/);
+    await expectStoreError(fileStore(tokenPath, { watch: false, lockWaitMs: 300 }).set(session(2)), /Gave up waiting for the lock/);
     expect(await readFile(tokenPath, 'utf8')).toBe('{"accessToken":"half-writ');
 
     await lock.release();
@@ -178,15 +183,16 @@ describe('fileStore: the token file', () => {
 
   it('refuses to write an invalid token set', async () => {
     const store = fileStore(tokenPath, { watch: false });
-    await expectStoreError(store.set({ accessToken: '' }), /Refusing to write an invalid token set/);
+    await expectStoreError(store.set({ revision: 1, tokens: { accessToken: '' } }), /Refusing to write invalid tokens/);
     expect(await store.get()).toBeUndefined();
   });
 
   it('rejects invalid options with a CONFIGURATION_ERROR', () => {
     for (const make of [
       () => fileStore(''),
-      () => fileStore(tokenPath, { leaseMs: 0 }),
-      () => fileStore(tokenPath, { lockTimeoutMs: Number.NaN }),
+      () => fileStore(tokenPath, { lockLeaseMs: 0 }),
+      () => fileStore(tokenPath, { lockWaitMs: Number.NaN }),
+      () => fileStore(tokenPath, { lockPollMs: -1 }),
       () => fileStore(tokenPath, { watch: 'inotify' as 'auto' }),
     ]) {
       expect(make).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
@@ -204,13 +210,13 @@ describe('fileStore: the lock', () => {
     await (await second).release();
   });
 
-  it('gives up after lockTimeoutMs with a STORE_ERROR that names the holding process', async () => {
+  it('gives up after lockWaitMs with a STORE_ERROR that names the holding process', async () => {
     const lock = await fileStore(tokenPath, { watch: false }).lock();
     cleanups.push(() => lock.release());
     const startedAt = Date.now();
 
     await expectStoreError(
-      fileStore(tokenPath, { watch: false, lockTimeoutMs: 250 }).lock(),
+      fileStore(tokenPath, { watch: false, lockWaitMs: 250 }).lock(),
       new RegExp(`after 250 ms: process ${process.pid} on .+ holds it`),
     );
     expect(Date.now() - startedAt).toBeGreaterThanOrEqual(240);
@@ -229,9 +235,9 @@ describe('fileStore: the lock', () => {
   });
 
   it('renews the lease while held, so a refresh that outlives the lease is not taken over', async () => {
-    const lock = await fileStore(tokenPath, { watch: false, leaseMs: 600 }).lock();
+    const lock = await fileStore(tokenPath, { watch: false, lockLeaseMs: 600 }).lock();
     // Without renewal this waiter would take the lock after 600 ms.
-    const waiter = fileStore(tokenPath, { watch: false, leaseMs: 600, lockTimeoutMs: 1_800 }).lock();
+    const waiter = fileStore(tokenPath, { watch: false, lockLeaseMs: 600, lockWaitMs: 1_800 }).lock();
 
     expect(await settledWithin(waiter, 1_500)).toBe('pending');
     await lock.release();
@@ -241,7 +247,7 @@ describe('fileStore: the lock', () => {
   it('takes over the lock of a holder that was killed (SIGKILL), once its lease has run out', async () => {
     const killedAt = await lockOfKilledProcess(1_500);
 
-    const lock = await fileStore(tokenPath, { watch: false, lockTimeoutMs: 10_000 }).lock();
+    const lock = await fileStore(tokenPath, { watch: false, lockWaitMs: 10_000 }).lock();
     const waited = Date.now() - killedAt;
     await lock.release();
 
@@ -258,7 +264,7 @@ describe('fileStore: the lock', () => {
 
     await Promise.all(
       Array.from({ length: 8 }, async () => {
-        const lock = await fileStore(tokenPath, { watch: false, lockRetryMs: 5 }).lock();
+        const lock = await fileStore(tokenPath, { watch: false, lockPollMs: 5 }).lock();
         inside++;
         entered++;
         mostInside = Math.max(mostInside, inside);
@@ -283,14 +289,14 @@ describe('fileStore: the lock', () => {
     expect(await store.get()).toEqual(session(1));
   });
 
-  it('refuses to write after another process took over a lock this one held frozen past its lease', async () => {
-    const store = fileStore(tokenPath, { watch: false, leaseMs: 400 });
+  it('aborts the lock\'s signal and refuses to write after another process took over a lock this one held frozen past its lease', async () => {
+    const store = fileStore(tokenPath, { watch: false, lockLeaseMs: 400 });
     const lock = await store.lock();
     const other = startChild(
       `const store = fileStore(path, { watch: false });
        console.log('waiting');
        const lock = await store.lock();
-       await store.set({ accessToken: 'from-the-other-process' });
+       await store.set({ revision: 7, tokens: { accessToken: 'from-the-other-process' } });
        await lock.release();
        console.log('done');`,
     );
@@ -300,9 +306,11 @@ describe('fileStore: the lock', () => {
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1_500);
     await other.printed('done');
 
-    await expectStoreError(store.set(session(1)), /Lost the lock/);
+    await vi.waitFor(() => expect(lock.signal.aborted).toBe(true), { timeout: 3_000 });
+    expect(lock.signal.reason).toMatchObject({ code: ErrorCode.STORE_ERROR });
+    await expectStoreError(store.set(session(1), { expectedRevision: 7 }), /Lost the lock/);
     await lock.release();
-    expect(await store.get()).toEqual({ accessToken: 'from-the-other-process' });
+    expect(await store.get()).toEqual({ revision: 7, tokens: { accessToken: 'from-the-other-process' } });
   });
 });
 
@@ -310,9 +318,9 @@ describe('fileStore: change notifications', () => {
   it.each(['auto', 'poll'] as const)(
     'tells subscribers (watch: %s) about tokens another writer stored or cleared, but not about its own writes',
     async (watch) => {
-      const store = fileStore(tokenPath, { watch, pollIntervalMs: 50 });
-      const seen: (TokenSet | undefined)[] = [];
-      const unsubscribe = store.subscribe((tokens) => seen.push(tokens));
+      const store = fileStore(tokenPath, { watch, watchPollMs: 50 });
+      const seen: (StoredTokens | undefined)[] = [];
+      const unsubscribe = store.subscribe((value) => seen.push(value));
       cleanups.push(unsubscribe);
       const other = fileStore(tokenPath, { watch: false });
 
@@ -346,6 +354,24 @@ describe('fileStore: change notifications', () => {
   });
 });
 
+describe('fileStore: close()', () => {
+  it('stops watching and gives up a lock it still holds, twice without harm, so the process can exit', async () => {
+    const child = startChild(
+      `const store = fileStore(path);
+       store.subscribe(() => {});
+       await store.lock();
+       await store.close();
+       await store.close();
+       console.log('closed');`,
+    );
+    await child.printed('closed');
+    expect(await settledWithin(child.exited, 5_000)).toBe('resolved');
+
+    const lock = await fileStore(tokenPath, { watch: false, lockWaitMs: 1_000 }).lock();
+    await lock.release();
+  });
+});
+
 describe('fileStore with the token manager', () => {
   it('lets two managers sharing the file make one refresh call between them', async () => {
     await fileStore(tokenPath, { watch: false }).set(session(0));
@@ -353,26 +379,26 @@ describe('fileStore with the token manager', () => {
     const refresh = async () => {
       calls++;
       await new Promise((resolve) => setTimeout(resolve, 100));
-      return session(calls);
+      return tokensOf(calls);
     };
     const managers = [1, 2].map(() => createTokenManager({ store: fileStore(tokenPath, { watch: false }), refresh }));
 
     const refreshed = await Promise.all(managers.map((manager) => manager.refresh({ staleAccessToken: 'access-0' })));
 
     expect(calls).toBe(1);
-    expect(refreshed).toEqual([session(1), session(1)]);
-    expect(await fileStore(tokenPath, { watch: false }).get()).toEqual(session(1));
+    expect(refreshed).toEqual([tokensOf(1), tokensOf(1)]);
+    expect(await fileStore(tokenPath, { watch: false }).get()).toEqual({ revision: 2, tokens: tokensOf(1) });
   });
 
   it('fails with a STORE_ERROR on a corrupt file, and setTokens() after a new sign-in replaces it', async () => {
     await fileStore(tokenPath, { watch: false }).set(session(0));
     await writeFile(tokenPath, 'garbage');
-    const manager = createTokenManager({ store: fileStore(tokenPath, { watch: false }), refresh: async () => session(9) });
+    const manager = createTokenManager({ store: fileStore(tokenPath, { watch: false }), refresh: async () => tokensOf(9) });
 
     await expect(manager.getAccessToken()).rejects.toMatchObject({ code: ErrorCode.STORE_ERROR });
-    await manager.setTokens(session(1));
+    await manager.setTokens(tokensOf(1));
 
     expect(await manager.getAccessToken()).toBe('access-1');
-    expect(await fileStore(tokenPath, { watch: false }).get()).toEqual(session(1));
+    expect(await fileStore(tokenPath, { watch: false }).get()).toMatchObject({ tokens: tokensOf(1) });
   });
 });

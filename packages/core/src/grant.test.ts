@@ -3,7 +3,7 @@ import { setupServer } from 'msw/node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { unwrappedFetch } from './adapter-kit.js';
 import { ErrorCode } from './errors.js';
-import { refreshTokenGrant } from './grant.js';
+import { clientCredentialsGrant, jwtBearerGrant, refreshTokenGrant } from './grant.js';
 import { createTokenManager } from './manager.js';
 
 const tokenEndpoint = 'https://auth.example.test/oauth/token';
@@ -109,10 +109,10 @@ describe('the token response', () => {
     });
   });
 
-  it('reports invalid_client as a non-transient TOKEN_ENDPOINT_ERROR', async () => {
+  it('reports invalid_client as a non-transient CREDENTIALS_REJECTED', async () => {
     answerWith(() => HttpResponse.json({ error: 'invalid_client' }, { status: 401 }));
     await expect(refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal })).rejects.toMatchObject({
-      code: ErrorCode.TOKEN_ENDPOINT_ERROR,
+      code: ErrorCode.CREDENTIALS_REJECTED,
       status: 401,
       oauthError: 'invalid_client',
       transient: false,
@@ -146,6 +146,10 @@ describe('the token response', () => {
     ['a DPoP token_type', success({ token_type: 'DPoP' })],
     ['a numeric refresh_token', success({ refresh_token: 42 })],
     ['a body over the size limit', () => HttpResponse.json({ access_token: 'x', padding: 'y'.repeat(300_000) })],
+    ['an access_token with a line break (it could never be sent in a header)', success({ access_token: 'abc\r\nX-Injected: 1' })],
+    ['an access_token with a NUL', success({ access_token: 'abc\u0000def' })],
+    ['an access_token outside Latin-1', success({ access_token: 'tökén→' })],
+    ['an expires_in whose expiry overflows to Infinity (1e306)', success({ expires_in: 1e306 })],
   ])('rejects %s with INVALID_TOKEN_RESPONSE carrying the HTTP status', async (_name, response) => {
     answerWith(response);
     await expect(refreshTokenGrant({ tokenEndpoint, clientId: 'app' })({ tokens, signal })).rejects.toMatchObject({
@@ -178,6 +182,15 @@ describe('the token response', () => {
     });
   });
 
+  it('stores nothing when the access token cannot go in an HTTP header or the expiry overflows', async () => {
+    const manager = createTokenManager({ tokens, refresh: refreshTokenGrant({ tokenEndpoint, clientId: 'app' }) });
+    for (const body of [{ access_token: 'bad\ntoken' }, { expires_in: 1e306 }]) {
+      answerWith(success(body));
+      await expect(manager.refresh()).rejects.toMatchObject({ code: ErrorCode.INVALID_TOKEN_RESPONSE });
+      expect(await manager.getTokens()).toEqual(tokens);
+    }
+  });
+
   it('leaves the stored tokens untouched when the response is malformed', async () => {
     answerWith(() => new HttpResponse('<html/>', { headers: { 'content-type': 'text/html' } }));
     const manager = createTokenManager({ tokens, refresh: refreshTokenGrant({ tokenEndpoint, clientId: 'app' }) });
@@ -204,6 +217,36 @@ describe('secrets', () => {
   });
 });
 
+describe('secrets echoed in an encoded form', () => {
+  const clientId = 'my app';
+  const clientSecret = 'p@ss:w+rd/é?';
+  const refreshToken = 'rt+/with=odd&chars';
+  const encoded = (value: string) => new URLSearchParams([['', value]]).toString().slice(1);
+  const base64 = (value: string) => Buffer.from(value, 'utf8').toString('base64');
+  const credentials = `${encoded(clientId)}:${encoded(clientSecret)}`;
+  const echoes: Array<[string, string]> = [
+    ['the base64 of the Basic credentials', base64(credentials)],
+    ['the whole Basic header', `Basic ${base64(credentials)}`],
+    ['the form-encoded secret', encoded(clientSecret)],
+    ['the percent-encoded secret', encodeURIComponent(clientSecret)],
+    ['the percent-encoded secret in lower case', encodeURIComponent(clientSecret).toLowerCase()],
+    ['the form-encoded refresh token', encoded(refreshToken)],
+    ['the base64url refresh token', Buffer.from(refreshToken).toString('base64url')],
+    ['the base64 secret', base64(clientSecret)],
+  ];
+
+  it.each(echoes)('keeps %s out of the message, cause, JSON and stack', async (_name, echo) => {
+    answerWith(() => HttpResponse.json({ error: 'invalid_request', error_description: `received ${echo} which is wrong` }, { status: 400 }));
+    const grant = refreshTokenGrant({ tokenEndpoint, clientId, clientSecret });
+    const error = (await grant({ tokens: { accessToken: 'at', refreshToken }, signal }).catch((e: unknown) => e)) as Error;
+    expect(error).toMatchObject({ code: ErrorCode.TOKEN_ENDPOINT_ERROR });
+    const visible = [error.message, error.stack, String(error.cause), JSON.stringify(error)].join('\n');
+    expect(visible).not.toContain(echo);
+    expect(visible.toLowerCase()).not.toContain(echo.toLowerCase());
+    expect(error.message).toContain('[redacted]');
+  });
+});
+
 describe('configuration', () => {
   it.each([
     [{ tokenEndpoint: 'not a url', clientId: 'a' }, /absolute URL/],
@@ -225,5 +268,35 @@ describe('configuration', () => {
     expect(refreshTokenGrant({ tokenEndpoint: 'http://localhost/token', clientId: 'a' }).tokenEndpoint).toBe(
       'http://localhost/token',
     );
+  });
+});
+
+describe('configuration of the grants that need no refresh token', () => {
+  const pkcs1 = '-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----';
+  const jwt = { tokenEndpoint, clientId: 'c', subject: 's', audience: 'https://auth.example.test', privateKey: { kty: 'RSA', n: 'x', e: 'AQAB', d: 'y' } };
+  it.each([
+    ['plain http on a non-loopback host (client credentials)', () => clientCredentialsGrant({ tokenEndpoint: 'http://auth.example.test/token', clientId: 'c', clientSecret: 's' }), /https/],
+    ['plain http on a non-loopback host (JWT bearer)', () => jwtBearerGrant({ ...jwt, tokenEndpoint: 'http://auth.example.test/token' }), /https/],
+    ['client credentials without a secret or a key', () => clientCredentialsGrant({ tokenEndpoint, clientId: 'c' }), /must authenticate/],
+    ['private_key_jwt without a key', () => clientCredentialsGrant({ tokenEndpoint, clientId: 'c', clientAuthentication: 'private_key_jwt' }), /needs a privateKey/],
+    ['a PKCS#1 PEM', () => jwtBearerGrant({ ...jwt, privateKey: pkcs1 }), /PKCS#8.*openssl pkcs8/],
+    ['a public JWK', () => jwtBearerGrant({ ...jwt, privateKey: { kty: 'RSA', n: 'x', e: 'AQAB' } }), /without "d"/],
+    ['a JWK whose alg contradicts algorithm', () => jwtBearerGrant({ ...jwt, privateKey: { ...jwt.privateKey, alg: 'RS256' }, algorithm: 'ES256' }), /for RS256, not for ES256/],
+    ['an unknown algorithm', () => jwtBearerGrant({ ...jwt, algorithm: 'HS256' as 'RS256' }), /RS256, ES256 or PS256/],
+    ['a JWT bearer grant without a subject', () => jwtBearerGrant({ ...jwt, subject: '' }), /subject is required/],
+  ])('refuses %s with CONFIGURATION_ERROR before anything is sent', (_name, make, message) => {
+    const requests = answerWith(success());
+    expect(make).toThrow(message);
+    expect(make).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
+    expect(requests).toHaveLength(0);
+  });
+
+  it('never shows key material in the error for a key WebCrypto cannot import', async () => {
+    const requests = answerWith(success());
+    const privateKey = '-----BEGIN PRIVATE KEY-----\nTUlJQnNlY3JldGtleW1hdGVyaWFs\n-----END PRIVATE KEY-----';
+    const error = (await jwtBearerGrant({ ...jwt, privateKey })({ tokens: undefined, signal }).catch((e: unknown) => e)) as Error;
+    expect(error).toMatchObject({ code: ErrorCode.CONFIGURATION_ERROR });
+    expect([error.message, error.stack, JSON.stringify(error)].join('\n')).not.toContain('TUlJQnNlY3JldGtleW1hdGVyaWFs');
+    expect(requests).toHaveLength(0);
   });
 });

@@ -1,5 +1,17 @@
 export { createTokenManager } from './manager.js';
-export { refreshTokenGrant, type RefreshTokenGrantOptions, type ClientAuthentication } from './grant.js';
+export {
+  clientCredentialsGrant,
+  jwtBearerGrant,
+  refreshTokenGrant,
+  type ClientCredentialsGrantOptions,
+  type JwtBearerGrantOptions,
+  type RefreshTokenGrantOptions,
+} from './grant.js';
+export type { ClientAuthentication, ClientAuthenticationOptions } from './client-auth.js';
+export type { AssertionSigningOptions, PrivateKeyInput, SigningAlgorithm } from './jwt.js';
+export type { TokenRequestOptions } from './token-request.js';
+export { revokeToken, type RevokeTokenOptions } from './revoke.js';
+export { tokenSetFromResponse, type TokenSetFromResponseOptions } from './token-response.js';
 export { memoryStore } from './memory-store.js';
 export { ErrorCode, TokenRelayError, isTokenRelayError, type TokenRelayErrorDetails } from './errors.js';
 export {

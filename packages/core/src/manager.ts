@@ -1,8 +1,10 @@
 import { ErrorCode, TokenRelayError, isTokenRelayError } from './errors.js';
 import { memoryStore } from './memory-store.js';
+import { expiresAtProblem, parseStoredTokens, parseTokenSet } from './token-set.js';
 import type {
   GetAccessTokenOptions,
   RefreshOptions,
+  StoredTokens,
   TokenManager,
   TokenManagerEvents,
   TokenManagerOptions,
@@ -18,19 +20,6 @@ const configError = (message: string) => new TokenRelayError(ErrorCode.CONFIGURA
 function assertNonNegative(name: string, value: number | undefined): void {
   if (value !== undefined && !(Number.isFinite(value) && value >= 0)) {
     throw configError(`createTokenManager: ${name} must be a finite number ≥ 0`);
-  }
-}
-
-function assertTokenSet(tokens: unknown, where: string): asserts tokens is TokenSet {
-  const candidate = tokens as Partial<TokenSet> | null | undefined;
-  if (typeof candidate?.accessToken !== 'string' || candidate.accessToken === '') {
-    throw configError(`${where}: tokens.accessToken must be a non-empty string`);
-  }
-  if (candidate.refreshToken !== undefined && typeof candidate.refreshToken !== 'string') {
-    throw configError(`${where}: tokens.refreshToken must be a string`);
-  }
-  if (candidate.expiresAt !== undefined && !Number.isFinite(candidate.expiresAt)) {
-    throw configError(`${where}: tokens.expiresAt must be a finite number (epoch milliseconds)`);
   }
 }
 
@@ -68,8 +57,47 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** A promise with its settle functions; its rejection is always handled, even when nobody waits on it. */
+interface Deferred<T> {
+  readonly promise: Promise<T>;
+  readonly resolve: (value: T) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+}
+
 /** Two token sets are the same session state when both tokens match. */
 const sameTokens = (a: TokenSet, b: TokenSet) => a.accessToken === b.accessToken && a.refreshToken === b.refreshToken;
+
+/** Two store states are the same: both empty, or the same tokens at the same revision. */
+const sameStored = (a: StoredTokens | undefined, b: StoredTokens | undefined) =>
+  a === undefined || b === undefined ? a === b : a.revision === b.revision && sameTokens(a.tokens, b.tokens);
+
+/**
+ * One refresh: take the store lock, re-read the store, call the token endpoint (with retries),
+ * persist, release. Requests wait on its current cohort; when a token request stays open past
+ * `refreshTimeoutMs` the cohort is released with `REFRESH_TIMEOUT`, but the request goes on and
+ * later callers join the same refresh, so a refresh token is never presented while an earlier
+ * presentation of it may still be answered.
+ */
+interface Refresh {
+  readonly generation: number;
+  /** Aborted when the session is replaced (setTokens, clear): the refresh's result is then worthless. */
+  readonly controller: AbortController;
+  cohort: Deferred<TokenSet>;
+  /** Releases the current cohort with REFRESH_TIMEOUT while a token request is open. */
+  watchdog: ReturnType<typeof setTimeout> | undefined;
+  requestOpen: boolean;
+}
 
 /**
  * Creates the refresh engine for one OAuth session. Adapters (`@tokenrelay/axios`,
@@ -92,41 +120,82 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   }
   assertNonNegative('refreshMarginMs', options.refreshMarginMs);
   assertNonNegative('refreshTimeoutMs', options.refreshTimeoutMs);
-  if (options.tokens !== undefined) assertTokenSet(options.tokens, 'createTokenManager');
+  assertNonNegative('lateAnswerWaitMs', options.lateAnswerWaitMs);
+  const clock = options.clock ?? Date;
+  /** The one check of tokens a caller gives: the shared parser, plus expiry units against the clock. */
+  const parseGivenTokens = (tokens: unknown, refuse: (problem: string) => Error): TokenSet => {
+    const parsed = parseTokenSet(tokens, refuse);
+    const problem = expiresAtProblem(parsed, clock.now());
+    if (problem !== undefined) throw refuse(problem);
+    return parsed;
+  };
+  const initialTokens =
+    options.tokens === undefined
+      ? undefined
+      : parseGivenTokens(options.tokens, (problem) => configError(`createTokenManager: tokens: ${problem}`));
   const retry = options.retry === false ? undefined : options.retry;
   assertNonNegative('retry.retries', retry?.retries);
   assertNonNegative('retry.minDelayMs', retry?.minDelayMs);
   assertNonNegative('retry.maxDelayMs', retry?.maxDelayMs);
+  assertNonNegative('retry.pauseAfterFailureMs', retry?.pauseAfterFailureMs);
+  assertNonNegative('retry.maxPauseAfterFailureMs', retry?.maxPauseAfterFailureMs);
 
   const refreshHandler = options.refresh;
-  const clock = options.clock ?? Date;
+  const acquires = refreshHandler.needsRefreshToken === false;
   const refreshMarginMs = options.refreshMarginMs ?? 30_000;
   const refreshTimeoutMs = options.refreshTimeoutMs ?? 10_000;
+  const lateAnswerWaitMs = Math.max(options.lateAnswerWaitMs ?? 60_000, refreshTimeoutMs);
   const retries = options.retry === false ? 0 : (retry?.retries ?? 2);
   const minDelayMs = retry?.minDelayMs ?? 200;
   const maxDelayMs = retry?.maxDelayMs ?? 5_000;
+  const pauseAfterFailureMs = retry?.pauseAfterFailureMs ?? 500;
+  const maxPauseAfterFailureMs = Math.max(retry?.maxPauseAfterFailureMs ?? 1_000, pauseAfterFailureMs);
   const shouldRetry = retry?.shouldRetry ?? ((error: unknown) => isTokenRelayError(error) && error.transient);
-  const store = options.store ?? memoryStore();
+  const store: TokenStore = options.store ?? memoryStore(initialTokens && { tokens: initialTokens, revision: 1 });
 
   let current: TokenSet | undefined;
+  /** The revision of `current`: the stored one, or one more when memory is ahead of a store that missed a write. */
+  let currentRevision = 0;
+  /** What this manager last knew the store to hold (read, written or announced). */
+  let persisted: StoredTokens | undefined;
+  let highestRevision = 0;
   /** When `current` was obtained; with `expiresAt` it gives the token's lifetime. */
   let obtainedAt = 0;
+  /** The server refused this access token (a 401 led to refresh()): never fall back to it. */
+  let refusedAccessToken: string | undefined;
   /** Without a custom store the initial tokens are known at once, and the hot path never awaits a load. */
   let loaded = options.store === undefined;
   let loading: Promise<void> | undefined;
-  let flight: Promise<TokenSet> | undefined;
-  let flightController: AbortController | undefined;
-  /** Set when the refresh token died; every request fails fast with it until setTokens(). */
+  let running: Refresh | undefined;
+  /** Set when the refresh token died; every request fails fast with it until a new session. */
   let sessionExpiredError: TokenRelayError | undefined;
+  /** After a failed refresh, the next one waits until `until`; requests meanwhile fail fast with `error`. */
+  let pause: { error: TokenRelayError; until: number } | undefined;
+  let consecutiveFailures = 0;
   /** Bumped by setTokens/clear, so that a refresh of a replaced session cannot overwrite the new one. */
   let generation = 0;
+  /** This manager's store writes run one after another, so a sign-out always lands after a refresh's write. */
+  let writes: Promise<unknown> = Promise.resolve();
   const listeners: Listeners = { refresh: new Set(), refreshError: new Set(), sessionExpired: new Set() };
 
-  const adopt = (tokens: TokenSet | undefined) => {
-    current = tokens && Object.freeze({ ...tokens });
-    obtainedAt = clock.now();
-  };
-  if (loaded) adopt(options.tokens);
+  function adopt(tokens: TokenSet | undefined, revision: number): void {
+    if (tokens !== current) {
+      current = tokens && Object.freeze({ ...tokens });
+      obtainedAt = clock.now();
+    }
+    currentRevision = revision;
+    highestRevision = Math.max(highestRevision, revision);
+  }
+
+  function noteStored(value: StoredTokens | undefined): void {
+    persisted = value;
+    if (value) highestRevision = Math.max(highestRevision, value.revision);
+  }
+
+  if (loaded) {
+    adopt(initialTokens, initialTokens ? 1 : 0);
+    noteStored(initialTokens && { tokens: initialTokens, revision: 1 });
+  }
 
   function emit<E extends keyof TokenManagerEvents>(event: E, ...args: Parameters<TokenManagerEvents[E]>): void {
     for (const listener of listeners[event]) {
@@ -142,16 +211,70 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   }
 
   const storeError = (action: string, cause: unknown) =>
-    new TokenRelayError(ErrorCode.STORE_ERROR, `The token store failed to ${action} tokens`, { cause });
+    isTokenRelayError(cause) && cause.code === ErrorCode.STORE_ERROR
+      ? cause
+      : new TokenRelayError(ErrorCode.STORE_ERROR, `The token store failed to ${action} tokens`, { cause });
+
+  const refuseStored = (problem: string) =>
+    new TokenRelayError(ErrorCode.STORE_ERROR, `The token store holds something that is not a session: ${problem}`);
+
+  async function readStore(): Promise<StoredTokens | undefined> {
+    let value: unknown;
+    try {
+      value = await store.get();
+    } catch (error) {
+      throw storeError('read', error);
+    }
+    return value === undefined ? undefined : parseStoredTokens(value, refuseStored);
+  }
+
+  /** Runs a store write after every earlier write of this manager has settled. */
+  function enqueueWrite<T>(write: () => Promise<T>): Promise<T> {
+    const result = writes.then(write);
+    writes = result.catch(() => undefined);
+    return result;
+  }
+
+  async function writeStore(value: StoredTokens, expectedRevision: number | undefined): Promise<boolean> {
+    let written: boolean;
+    try {
+      written = (await store.set(value, expectedRevision === undefined ? undefined : { expectedRevision })) !== false;
+    } catch (error) {
+      throw storeError('write', error);
+    }
+    if (written) noteStored(value);
+    return written;
+  }
+
+  /** Takes over what the store holds: tokens, a signed-out (empty) store, or a dead session. */
+  function adoptStored(value: StoredTokens | undefined): void {
+    noteStored(value);
+    adopt(value?.tokens, value?.revision ?? 0);
+    pause = undefined;
+    consecutiveFailures = 0;
+    if (value?.sessionExpired) {
+      expireSession(
+        new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'Another holder of the token store found the refresh token dead'),
+      );
+    } else {
+      sessionExpiredError = undefined;
+    }
+  }
+
+  function expireSession(error: TokenRelayError): void {
+    if (sessionExpiredError) return;
+    sessionExpiredError = error;
+    emit('sessionExpired', error);
+  }
 
   /** Writes the initial tokens to an empty store; under its lock, so a late starter never overwrites rotated tokens. */
-  async function seedStore(seed: TokenSet): Promise<TokenSet> {
+  async function seedStore(seed: TokenSet): Promise<StoredTokens | undefined> {
     const lock = await store.lock?.({ signal: new AbortController().signal });
     try {
-      const stored = lock ? await store.get() : undefined;
+      const stored = lock ? await readStore() : undefined;
       if (stored) return stored;
-      await store.set(seed);
-      return seed;
+      const value: StoredTokens = { tokens: seed, revision: 1 };
+      return (await writeStore(value, 0)) ? value : await readStore();
     } finally {
       await lock?.release();
     }
@@ -160,33 +283,39 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   function ensureLoaded(): Promise<void> {
     loading ??= (async () => {
       const startedGeneration = generation;
-      let tokens: TokenSet | undefined;
+      let value: StoredTokens | undefined;
       try {
-        tokens = await store.get();
+        value = await readStore();
         if (startedGeneration !== generation) return;
-        if (!tokens && options.tokens) tokens = await seedStore(options.tokens);
+        if (!value && initialTokens) value = await seedStore(initialTokens);
       } catch (error) {
         loading = undefined;
         throw storeError('read', error);
       }
       if (startedGeneration !== generation) return;
-      adopt(tokens);
+      adoptStored(value);
       loaded = true;
     })();
     return loading;
   }
 
   /** A refresh waiting for the store's lock: news of other tokens ends the wait (see runRefresh). */
-  let lockWait: { base: TokenSet; controller: AbortController } | undefined;
+  let lockWait: { base: TokenSet | undefined; controller: AbortController } | undefined;
   const tokensAnnounced = new Error('Another holder of the store announced new tokens');
 
-  store.subscribe?.((tokens) => {
-    // Another process or tab wrote the store: take its tokens (a new session also ends an expired one).
-    if (tokens && current && sameTokens(tokens, current)) return;
-    adopt(tokens);
+  store.subscribe?.((announced) => {
+    let value: StoredTokens | undefined;
+    try {
+      value = announced === undefined ? undefined : parseStoredTokens(announced, refuseStored);
+    } catch {
+      return; // Unreadable news is no news: the next refresh re-reads the store under its lock.
+    }
+    // Another process or tab wrote the store. Ignore our own write and news older than what we know.
+    if (value && current && sameTokens(value.tokens, current) && !value.sessionExpired === !sessionExpiredError) return;
+    if (value && persisted && value.revision < persisted.revision) return;
+    adoptStored(value);
     loaded = true;
-    if (tokens) sessionExpiredError = undefined;
-    if (tokens && lockWait && !sameTokens(tokens, lockWait.base) && isFresh(tokens)) {
+    if (value && !value.sessionExpired && lockWait && !(lockWait.base && sameTokens(value.tokens, lockWait.base)) && isFresh(value.tokens)) {
       lockWait.controller.abort(tokensAnnounced);
     }
   });
@@ -196,19 +325,19 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
    * waiting, the store announced tokens other than `base`: someone else refreshed, so the
    * waiter can use those at once instead of queueing for the lock only to find them there.
    */
-  async function lockOrAnnouncement(base: TokenSet, signal: AbortSignal): Promise<TokenStoreLock | undefined> {
+  async function lockOrAnnouncement(base: TokenSet | undefined, signal: AbortSignal): Promise<TokenStoreLock | undefined> {
     const controller = new AbortController();
-    const onFlightAbort = () => controller.abort(signal.reason);
-    signal.addEventListener('abort', onFlightAbort, { once: true });
+    const onRefreshAbort = () => controller.abort(signal.reason);
+    signal.addEventListener('abort', onRefreshAbort, { once: true });
     lockWait = { base, controller };
     try {
       return await (store.lock as NonNullable<TokenStore['lock']>)({ signal: controller.signal });
     } catch (error) {
       if (controller.signal.reason === tokensAnnounced && !signal.aborted) return undefined;
-      throw error;
+      throw isTokenRelayError(error) || signal.aborted ? error : storeError('lock', error);
     } finally {
       lockWait = undefined;
-      signal.removeEventListener('abort', onFlightAbort);
+      signal.removeEventListener('abort', onRefreshAbort);
     }
   }
 
@@ -217,6 +346,16 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     if (tokens.expiresAt === undefined) return true;
     const lifetime = Math.max(0, tokens.expiresAt - obtainedAt);
     return clock.now() < tokens.expiresAt - Math.min(refreshMarginMs, lifetime / 4);
+  }
+
+  /** The current token may still be sent: not expired by its clock, and not refused by the server. */
+  function isUsable(tokens: TokenSet): boolean {
+    return (
+      tokens.expiresAt !== undefined &&
+      clock.now() < tokens.expiresAt &&
+      tokens.accessToken !== refusedAccessToken &&
+      !sessionExpiredError
+    );
   }
 
   function failFast(): TokenRelayError {
@@ -228,50 +367,104 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     return new TokenRelayError(ErrorCode.NO_TOKENS, 'The token manager holds no tokens; call setTokens() after sign-in');
   }
 
-  /** One attempt of the refresh handler, bounded by the refresh timeout even if the handler ignores its signal. */
-  async function attempt(tokens: TokenSet, flightSignal: AbortSignal): Promise<TokenSet> {
-    const controller = new AbortController();
-    const onFlightAbort = () => controller.abort(flightSignal.reason);
-    flightSignal.addEventListener('abort', onFlightAbort, { once: true });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const error = new TokenRelayError(
-          ErrorCode.REFRESH_TIMEOUT,
-          `The refresh took longer than ${refreshTimeoutMs} ms and was aborted`,
-          { transient: true },
-        );
-        controller.abort(error);
-        reject(error);
-      }, refreshTimeoutMs);
+  const lockLost = () =>
+    new TokenRelayError(ErrorCode.STORE_ERROR, 'The token store lock was lost (its lease ran out) during the refresh', {
+      transient: true,
     });
+
+  /** Arms the timeout of the current cohort while a token request is open. */
+  function watch(refresh: Refresh): void {
+    if (!refresh.requestOpen || refresh.watchdog !== undefined) return;
+    refresh.watchdog = setTimeout(() => {
+      refresh.watchdog = undefined;
+      const error = new TokenRelayError(
+        ErrorCode.REFRESH_TIMEOUT,
+        `The token endpoint did not answer within ${refreshTimeoutMs} ms; the request goes on, and its answer is kept when it comes`,
+        { transient: true },
+      );
+      const timedOut = refresh.cohort;
+      refresh.cohort = deferred();
+      timedOut.reject(error);
+      emit('refreshError', error);
+    }, refreshTimeoutMs);
+  }
+
+  function unwatch(refresh: Refresh): void {
+    clearTimeout(refresh.watchdog);
+    refresh.watchdog = undefined;
+  }
+
+  /**
+   * One token request. It is never abandoned because it is slow: the cohort's watchdog releases
+   * the waiters, and the request is aborted only when the session is replaced or after
+   * `lateAnswerWaitMs`, when its answer can no longer be expected.
+   */
+  async function tokenRequest(refresh: Refresh, from: TokenSet | undefined): Promise<TokenSet> {
+    const controller = new AbortController();
+    const onReplaced = () => controller.abort(refresh.controller.signal.reason);
+    refresh.controller.signal.addEventListener('abort', onReplaced, { once: true });
+    const lateLimit = setTimeout(() => {
+      controller.abort(
+        new TokenRelayError(ErrorCode.REFRESH_TIMEOUT, `The token endpoint did not answer within ${lateAnswerWaitMs} ms`, {
+          transient: true,
+          inDoubt: true,
+        }),
+      );
+    }, lateAnswerWaitMs);
+    const aborted = new Promise<never>((_, reject) => {
+      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
+    });
+    aborted.catch(() => undefined);
+    refresh.requestOpen = true;
+    watch(refresh);
     try {
-      const result = await Promise.race([refreshHandler({ tokens, signal: controller.signal }), timeout]);
-      if (!result || typeof result.accessToken !== 'string' || result.accessToken === '') {
-        throw new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, 'The refresh handler returned no accessToken');
-      }
-      return result;
+      const result = await Promise.race([
+        refreshHandler({ tokens: from as TokenSet, signal: controller.signal }),
+        aborted,
+      ]);
+      return parseGivenTokens(
+        result,
+        (problem) =>
+          new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `The refresh handler returned unusable tokens: ${problem}`),
+      );
     } finally {
-      clearTimeout(timer);
-      flightSignal.removeEventListener('abort', onFlightAbort);
+      refresh.requestOpen = false;
+      unwatch(refresh);
+      clearTimeout(lateLimit);
+      refresh.controller.signal.removeEventListener('abort', onReplaced);
     }
   }
 
-  /** Runs attempts under the retry policy; turns exhausted or foreign failures into REFRESH_FAILED. */
-  async function refreshWithRetries(tokens: TokenSet, flightSignal: AbortSignal): Promise<TokenSet> {
+  /** A presentation of the refresh token that the server may have consumed must never be repeated. */
+  const mayRetry = (error: unknown) =>
+    !(isTokenRelayError(error) && (error.inDoubt || error.code === ErrorCode.REFRESH_TIMEOUT)) && shouldRetry(error);
+
+  /**
+   * Token requests under the retry policy; turns exhausted or foreign failures into REFRESH_FAILED.
+   * After a failed refresh the next one is a single probe: the pause between refreshes is the back-off.
+   */
+  async function requestWithRetries(
+    refresh: Refresh,
+    from: TokenSet | undefined,
+    lock: TokenStoreLock | undefined,
+    untouched: () => boolean,
+  ): Promise<TokenSet> {
+    const attemptsAllowed = consecutiveFailures > 0 ? 0 : retries;
     for (let attemptIndex = 0; ; attemptIndex++) {
+      if (lock?.signal?.aborted) throw lockLost();
       try {
-        return await attempt(tokens, flightSignal);
+        return await tokenRequest(refresh, from);
       } catch (error) {
-        if (flightSignal.aborted) throw error;
-        const retryable = shouldRetry(error);
-        if (retryable && attemptIndex < retries) {
+        if (refresh.controller.signal.aborted) throw error;
+        const retryable = attemptIndex < attemptsAllowed && mayRetry(error) && untouched();
+        if (retryable) {
           const backoff = Math.random() * Math.min(maxDelayMs, minDelayMs * 2 ** attemptIndex);
           const serverDelay = isTokenRelayError(error) ? error.retryAfterMs : undefined;
-          await sleep(Math.min(maxDelayMs, Math.max(backoff, serverDelay ?? 0)), flightSignal);
-          continue;
+          await sleep(Math.min(maxDelayMs, Math.max(backoff, serverDelay ?? 0)), refresh.controller.signal);
+          if (untouched()) continue;
+          throw error;
         }
-        if (isTokenRelayError(error) && !retryable) throw error;
+        if (isTokenRelayError(error) && (!shouldRetry(error) || error.code === ErrorCode.REFRESH_TIMEOUT)) throw error;
         const attempts = attemptIndex + 1;
         throw new TokenRelayError(
           ErrorCode.REFRESH_FAILED,
@@ -280,66 +473,139 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
             : 'The refresh handler threw an error (see cause)',
           {
             cause: error,
+            transient: isTokenRelayError(error) && error.transient,
             ...(isTokenRelayError(error) && error.status !== undefined ? { status: error.status } : {}),
             ...(isTokenRelayError(error) && error.oauthError !== undefined ? { oauthError: error.oauthError } : {}),
+            ...(isTokenRelayError(error) && error.retryAfterMs !== undefined ? { retryAfterMs: error.retryAfterMs } : {}),
           },
         );
       }
     }
   }
 
-  async function runRefresh(refreshing: TokenSet, startedGeneration: number, signal: AbortSignal): Promise<TokenSet> {
-    let base = refreshing;
+  /**
+   * Under the store lock, decides what to refresh from. Returns the tokens to use at once (another
+   * holder refreshed), or `{ from }` to make a token request from.
+   */
+  async function reconcileWithStore(base: TokenSet | undefined): Promise<TokenSet | { from: TokenSet | undefined }> {
+    const stored = await readStore();
+    const storeMissedOurWrite =
+      current !== undefined && sameStored(stored, persisted) && currentRevision > (persisted?.revision ?? 0);
+    if (storeMissedOurWrite) {
+      // Our last write failed (or was withheld after a lost lock): the store holds what we replaced
+      // (maybe tokens we already spent). Put ours there before anything else.
+      const ours = current as TokenSet;
+      const value: StoredTokens = { tokens: ours, revision: (stored?.revision ?? 0) + 1 };
+      // Refused, or news of another session came while writing: look again.
+      if (!(await writeStore(value, stored?.revision ?? 0)) || current !== ours) return reconcileWithStore(base);
+      adopt(ours, value.revision);
+      return { from: ours };
+    }
+    if (!stored) {
+      if (acquires) return { from: undefined };
+      // Signed out elsewhere while we waited: never resurrect the session with our old tokens.
+      adoptStored(undefined);
+      throw failFast();
+    }
+    if (stored.sessionExpired) {
+      adoptStored(stored);
+      throw failFast();
+    }
+    if (base && sameTokens(stored.tokens, base)) {
+      noteStored(stored);
+      return { from: base };
+    }
+    // Another holder refreshed (or signed in) meanwhile.
+    adoptStored(stored);
+    return isFresh(stored.tokens) ? (current as TokenSet) : { from: current };
+  }
+
+  async function runRefresh(refresh: Refresh, base: TokenSet | undefined): Promise<TokenSet> {
+    const replaced = () => refresh.generation !== generation;
     let lock: TokenStoreLock | undefined;
+    let from = base;
     try {
+      // This manager's own writes (a sign-in's, say) settle first, so it knows what the store holds.
+      await writes;
+      if (replaced()) return settledAfterReplacement();
       if (store.lock) {
         // Several processes share this store: under its lock, re-read it, and skip the token call
         // if another holder already refreshed (rotating refresh tokens allow one use only).
-        lock = await lockOrAnnouncement(base, signal);
-        const latest = lock ? await store.get() : current;
-        if (!latest) {
-          // Signed out elsewhere while we waited: never resurrect the session with our old tokens.
-          adopt(undefined);
-          throw failFast();
+        lock = await lockOrAnnouncement(base, refresh.controller.signal);
+        if (!lock) {
+          // An announcement is only acted on when fresh (see subscribe).
+          emit('refresh', current as TokenSet);
+          return current as TokenSet;
         }
-        if (!sameTokens(latest, base)) {
-          if (startedGeneration !== generation) return settledAfterReplacement();
-          adopt(latest);
-          // An announcement is only acted on when fresh (see subscribe), so without a lock `latest` is fresh.
-          if (!lock || isFresh(latest)) {
-            emit('refresh', current as TokenSet);
-            return current as TokenSet;
-          }
-          // Another holder refreshed, but its tokens are no longer fresh: refresh from them, under the lock we hold.
-          base = current as TokenSet;
+        if (replaced()) return settledAfterReplacement();
+        const decision = await reconcileWithStore(base);
+        if (replaced()) return settledAfterReplacement();
+        if (!('from' in decision)) {
+          emit('refresh', decision);
+          return decision;
         }
+        from = decision.from;
       }
-      const fresh = await refreshWithRetries(base, signal);
-      if (startedGeneration !== generation) return settledAfterReplacement();
+      // The revision refreshed from: the write is fenced with it, so a session replaced meanwhile wins.
+      // (Memory may be a revision ahead, after a failed write: the new tokens replace both.)
+      const baseRevision = persisted?.revision ?? 0;
+      const newRevision = Math.max(currentRevision, baseRevision) + 1;
+      const refreshed = from;
+      // Still the session we refresh, not one another holder announced meanwhile (a sign-in or sign-out).
+      const untouched = () =>
+        refreshed === undefined ? current === undefined : current !== undefined && sameTokens(current, refreshed);
+      let fresh: TokenSet;
+      try {
+        fresh = await requestWithRetries(refresh, from, lock, untouched);
+      } catch (error) {
+        if (!replaced() && !untouched()) {
+          // Replaced elsewhere meanwhile: its failure is no longer ours; the waiters get the new session.
+          if (!current || sessionExpiredError) throw failFast();
+          return current;
+        }
+        if (!replaced() && isTokenRelayError(error) && error.code === ErrorCode.SESSION_EXPIRED && !acquires) {
+          return await refreshTokenRefused(error, from, baseRevision, lock);
+        }
+        throw error;
+      }
+      if (replaced()) return settledAfterReplacement();
       const merged: TokenSet = { ...fresh };
       // No new refresh token in the response (Salesforce, Google) means: keep the one we have.
-      if (merged.refreshToken === undefined && base.refreshToken !== undefined) merged.refreshToken = base.refreshToken;
-      if (merged.scope === undefined && base.scope !== undefined) merged.scope = base.scope;
-      // Memory first: with rotation the old refresh token is already dead, so the new one must never be lost.
-      adopt(merged);
+      if (merged.refreshToken === undefined && from?.refreshToken !== undefined) merged.refreshToken = from.refreshToken;
+      if (merged.scope === undefined && from?.scope !== undefined) merged.scope = from.scope;
+      const keepInMemory = () => {
+        adopt(merged, newRevision);
+        refusedAccessToken = undefined;
+        return current as TokenSet;
+      };
+      // A lost lock may mean another holder took over: write nothing, announce nothing, keep the
+      // tokens in memory. The next refresh, under the lock again, finds the store behind memory and
+      // writes these first.
+      if (lock?.signal?.aborted) {
+        // ...unless the session was replaced meanwhile.
+        if (untouched()) return keepInMemory();
+        if (!current || sessionExpiredError) throw failFast();
+        return current;
+      }
+      let written: boolean;
       try {
-        await store.set(merged);
+        written = await enqueueWrite(async () =>
+          replaced() ? true : writeStore({ tokens: merged, revision: newRevision }, baseRevision),
+        );
       } catch (error) {
-        throw storeError('write', error);
+        // With rotation the old refresh token is already dead: the new one must never be lost.
+        if (!replaced() && untouched()) keepInMemory();
+        throw error;
       }
-      emit('refresh', current as TokenSet);
+      if (replaced()) return settledAfterReplacement();
+      if (!written) {
+        // The session was replaced by another holder of the store (a sign-out or a new sign-in): it wins.
+        adoptStored(await readStore());
+        if (!current || sessionExpiredError) throw failFast();
+        return current;
+      }
+      emit('refresh', keepInMemory());
       return current as TokenSet;
-    } catch (error) {
-      if (startedGeneration !== generation) return settledAfterReplacement();
-      const failure = isTokenRelayError(error)
-        ? error
-        : new TokenRelayError(ErrorCode.REFRESH_FAILED, 'The refresh failed (see cause)', { cause: error });
-      if (failure.code === ErrorCode.SESSION_EXPIRED) {
-        sessionExpiredError = failure;
-        emit('sessionExpired', failure);
-      }
-      emit('refreshError', failure);
-      throw failure;
     } finally {
       if (lock) {
         // A failed release is the lock's problem, not the refresh's: its lease expires on its own.
@@ -350,34 +616,123 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     }
   }
 
+  /**
+   * The token endpoint refused the refresh token. Under a lock, another holder may have rotated it
+   * a moment ago: adopt theirs. Otherwise the session is dead: tell every holder of the store, so
+   * none presents the dead token again.
+   */
+  async function refreshTokenRefused(
+    error: TokenRelayError,
+    from: TokenSet | undefined,
+    baseRevision: number,
+    lock: TokenStoreLock | undefined,
+  ): Promise<TokenSet> {
+    const stored = store.lock || store.subscribe ? await readStore().catch(() => undefined) : undefined;
+    if (store.lock || store.subscribe) {
+      if (!stored) {
+        adoptStored(undefined);
+        throw failFast();
+      }
+      if (stored.revision !== baseRevision && !stored.sessionExpired) {
+        // The store moved on meanwhile (a holder rotated the token, or a new sign-in): this session lives.
+        adoptStored(stored);
+        return stored.tokens;
+      }
+    }
+    // Tell this process's listeners at once; the other holders learn it from the store.
+    expireSession(error);
+    // After losing the lock, write nothing: the next holder learns of the dead token from the server.
+    if (from && !lock?.signal?.aborted) {
+      const mark: StoredTokens = { tokens: from, revision: baseRevision + 1, sessionExpired: true };
+      await enqueueWrite(() => writeStore(mark, baseRevision)).catch(() => false);
+    }
+    throw error;
+  }
+
   /** What waiters of a refresh get when setTokens()/clear() replaced the session meanwhile. */
   function settledAfterReplacement(): TokenSet {
     if (current && !sessionExpiredError) return current;
     throw failFast();
   }
 
-  function startRefresh(base: TokenSet): Promise<TokenSet> {
-    const controller = new AbortController();
-    const promise = runRefresh(base, generation, controller.signal);
-    flight = promise;
-    flightController = controller;
-    const settle = () => {
-      if (flight === promise) {
-        flight = undefined;
-        flightController = undefined;
-      }
+  function startRefresh(base: TokenSet | undefined): Refresh {
+    const refresh: Refresh = {
+      generation,
+      controller: new AbortController(),
+      cohort: deferred(),
+      watchdog: undefined,
+      requestOpen: false,
     };
-    // Handles the rejection too, so a refresh whose waiters all aborted is not an unhandled rejection.
-    promise.then(settle, settle);
-    return promise;
+    running = refresh;
+    runRefresh(refresh, base).then(
+      (tokens) => {
+        if (running === refresh) running = undefined;
+        if (refresh.generation === generation) {
+          pause = undefined;
+          consecutiveFailures = 0;
+        }
+        unwatch(refresh);
+        refresh.cohort.resolve(tokens);
+      },
+      (error: unknown) => {
+        if (running === refresh) running = undefined;
+        unwatch(refresh);
+        if (refresh.generation !== generation) {
+          // Replaced meanwhile: its waiters were already released by replaceSession.
+          return;
+        }
+        const failure = isTokenRelayError(error)
+          ? error
+          : new TokenRelayError(ErrorCode.REFRESH_FAILED, 'The refresh failed (see cause)', { cause: error });
+        if (failure.code === ErrorCode.SESSION_EXPIRED && !acquires) {
+          expireSession(failure);
+        } else if (failure.code !== ErrorCode.NO_TOKENS && failure.code !== ErrorCode.STORE_ERROR) {
+          // Back off across refreshes too: the next one waits, and requests meanwhile fail fast. (A store
+          // failure costs the token endpoint nothing: the next refresh re-reads and re-writes first.)
+          consecutiveFailures++;
+          const step = Math.min(maxPauseAfterFailureMs, pauseAfterFailureMs * 2 ** (consecutiveFailures - 1));
+          const jittered = step * (0.75 + Math.random() * 0.25);
+          const serverDelay = Math.min(maxDelayMs, failure.retryAfterMs ?? 0);
+          pause = { error: failure, until: clock.now() + Math.max(jittered, serverDelay) };
+        }
+        emit('refreshError', failure);
+        refresh.cohort.reject(failure);
+      },
+    );
+    return refresh;
   }
 
-  function replaceSession(tokens: TokenSet | undefined): void {
+  /** Waits for `refresh` as one of its current cohort. */
+  function join(refresh: Refresh, signal: AbortSignal | undefined): Promise<TokenSet> {
+    watch(refresh);
+    return abortable(refresh.cohort.promise, signal);
+  }
+
+  function pausedError(): TokenRelayError | undefined {
+    if (pause && clock.now() < pause.until) return pause.error;
+    pause = undefined;
+    return undefined;
+  }
+
+  function replaceSession(tokens: TokenSet | undefined, revision: number): void {
     generation++;
-    flightController?.abort(new TokenRelayError(ErrorCode.REFRESH_FAILED, 'The session was replaced during the refresh'));
+    const replaced = running;
+    running = undefined;
     sessionExpiredError = undefined;
-    adopt(tokens);
+    pause = undefined;
+    consecutiveFailures = 0;
+    refusedAccessToken = undefined;
+    adopt(tokens, revision);
     loaded = true;
+    if (replaced) {
+      replaced.controller.abort(new TokenRelayError(ErrorCode.REFRESH_FAILED, 'The session was replaced during the refresh'));
+      unwatch(replaced);
+      try {
+        replaced.cohort.resolve(settledAfterReplacement());
+      } catch (error) {
+        replaced.cohort.reject(error);
+      }
+    }
   }
 
   const manager: TokenManager = {
@@ -388,31 +743,39 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     async getAccessToken({ signal }: GetAccessTokenOptions = {}) {
       signal?.throwIfAborted();
       if (!loaded) await abortable(ensureLoaded(), signal);
-      if (flight) return (await abortable(flight, signal)).accessToken;
-      if (sessionExpiredError || !current) throw failFast();
-      if (isFresh(current)) return current.accessToken;
+      if (sessionExpiredError) throw failFast();
       const before = current;
-      try {
-        return (await abortable(startRefresh(before), signal)).accessToken;
-      } catch (error) {
-        // A proactive refresh that failed need not fail a request the current token still covers — if it
-        // still covers it now: the failed attempts may have outlasted it.
-        const stillValid =
-          before === current && before.expiresAt !== undefined && clock.now() < before.expiresAt && !sessionExpiredError;
-        if (stillValid && !(signal?.aborted ?? false)) return before.accessToken;
-        throw error;
+      if (running) return waitWithFallback(join(running, signal), before, signal);
+      if (!before) {
+        if (!acquires) throw failFast();
+        const paused = pausedError();
+        if (paused) throw paused;
+        return (await join(startRefresh(undefined), signal)).accessToken;
       }
+      if (isFresh(before) && before.accessToken !== refusedAccessToken) return before.accessToken;
+      const paused = pausedError();
+      if (paused) {
+        if (isUsable(before)) return before.accessToken;
+        throw paused;
+      }
+      return waitWithFallback(join(startRefresh(before), signal), before, signal);
     },
 
     async refresh({ staleAccessToken, signal }: RefreshOptions = {}) {
       signal?.throwIfAborted();
       if (!loaded) await abortable(ensureLoaded(), signal);
-      if (flight) return abortable(flight, signal);
-      if (sessionExpiredError || !current) throw failFast();
+      if (running) return join(running, signal);
+      if (sessionExpiredError) throw failFast();
+      if (!current && !acquires) throw failFast();
       // The failed request used an older token and a refresh already replaced it: no second refresh —
       // unless the replacement is itself no longer fresh.
-      if (staleAccessToken !== undefined && staleAccessToken !== current.accessToken && isFresh(current)) return current;
-      return abortable(startRefresh(current), signal);
+      if (current && staleAccessToken !== undefined && staleAccessToken !== current.accessToken && isFresh(current)) {
+        return current;
+      }
+      if (current && staleAccessToken === current.accessToken) refusedAccessToken = current.accessToken;
+      const paused = pausedError();
+      if (paused) throw paused;
+      return join(startRefresh(current), signal);
     },
 
     async getTokens() {
@@ -421,22 +784,37 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     },
 
     async setTokens(tokens: TokenSet) {
-      assertTokenSet(tokens, 'setTokens');
-      replaceSession(tokens);
-      try {
-        await store.set(current as TokenSet);
-      } catch (error) {
-        throw storeError('write', error);
-      }
+      const parsed = parseGivenTokens(tokens, (problem) => configError(`setTokens: ${problem}`));
+      replaceSession(parsed, highestRevision + 1);
+      const startedGeneration = generation;
+      await enqueueWrite(async () => {
+        if (startedGeneration !== generation) return;
+        // One higher than any revision seen, so that no holder mistakes the new session for an old one.
+        const stored = await readStore().catch(() => undefined);
+        // Revisions keep growing across sign-outs, also in processes that saw fewer writes: the clock is
+        // the floor, so a refresh of an old session can never find its expected revision again.
+        const revision = Math.max(highestRevision + 1, (stored?.revision ?? 0) + 1, Math.floor(clock.now()));
+        if (startedGeneration === generation) {
+          // What the store held before this sign-in: if the write fails, the next refresh sees the store
+          // missed it and writes the new session first, instead of taking the old one for news.
+          noteStored(stored);
+          adopt(current, revision);
+        }
+        await writeStore({ tokens: parsed, revision }, undefined);
+      });
     },
 
     async clear() {
-      replaceSession(undefined);
-      try {
-        await store.clear();
-      } catch (error) {
-        throw storeError('clear', error);
-      }
+      replaceSession(undefined, 0);
+      const startedGeneration = generation;
+      await enqueueWrite(async () => {
+        try {
+          await store.clear();
+        } catch (error) {
+          throw storeError('clear', error);
+        }
+        if (startedGeneration === generation) noteStored(undefined);
+      });
     },
 
     on(event, listener) {
@@ -447,5 +825,23 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       };
     },
   };
+
+  /**
+   * Waits for a refresh; if it fails, a request that the token it started with still covers (not
+   * expired, not refused by the server) is sent with that token instead of failing.
+   */
+  async function waitWithFallback(
+    waiting: Promise<TokenSet>,
+    before: TokenSet | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<string> {
+    try {
+      return (await waiting).accessToken;
+    } catch (error) {
+      if (before && before === current && isUsable(before) && !(signal?.aborted ?? false)) return before.accessToken;
+      throw error;
+    }
+  }
+
   return manager;
 }

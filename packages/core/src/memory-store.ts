@@ -1,18 +1,20 @@
-import type { TokenSet, TokenStore } from './types.js';
+import type { StoredTokens, TokenStore } from './types.js';
 
 /**
  * The default {@link TokenStore}: tokens live in this process's memory only. Offers no lock,
  * because the manager's single flight already covers one process.
  */
-export function memoryStore(initial?: TokenSet): TokenStore {
-  let tokens = initial;
+export function memoryStore(initial?: StoredTokens): TokenStore {
+  let value = initial;
   return {
-    get: () => tokens,
-    set: (next) => {
-      tokens = next;
+    get: () => value,
+    set: (next, { expectedRevision } = {}) => {
+      if (expectedRevision !== undefined && expectedRevision !== (value?.revision ?? 0)) return false;
+      value = next;
+      return true;
     },
     clear: () => {
-      tokens = undefined;
+      value = undefined;
     },
   };
 }

@@ -17,10 +17,16 @@ export const isRecord = (value: unknown): value is Record<string, unknown> =>
 const headerSafeToken = /^[\x21-\x7e]+$/;
 
 /**
- * Epoch milliseconds below this are the year 1973 or earlier: such an `expiresAt` can only be
- * seconds (today in seconds is about 1.8e9), a common mistake that makes every token look expired.
+ * Why `tokens.expiresAt` cannot be epoch milliseconds at time `now`, or `undefined` when it can.
+ * Epoch seconds (a common mistake, which makes every token look expired) are about a thousandth of
+ * the time in milliseconds; no real expiry lies that far in the past. Relative to the clock, so a
+ * test clock started at 0 is fine.
  */
-const smallestPlausibleExpiresAt = 1e11;
+export function expiresAtProblem(tokens: TokenSet, now: number): string | undefined {
+  const { expiresAt } = tokens;
+  if (expiresAt === undefined || expiresAt >= now / 100) return undefined;
+  return `expiresAt (${expiresAt}) looks like seconds; it must be epoch milliseconds (e.g. Date.now() + expires_in * 1000)`;
+}
 
 /**
  * Why `value` is not a usable {@link TokenSet}, or `undefined` when it is one. The answer names
@@ -36,13 +42,8 @@ export function tokenSetProblem(value: unknown): string | undefined {
   if (refreshToken !== undefined && (typeof refreshToken !== 'string' || refreshToken === '')) {
     return 'refreshToken is not a non-empty string';
   }
-  if (expiresAt !== undefined) {
-    if (typeof expiresAt !== 'number' || !Number.isFinite(expiresAt)) {
-      return 'expiresAt is not a finite number (epoch milliseconds)';
-    }
-    if (expiresAt < smallestPlausibleExpiresAt) {
-      return `expiresAt (${expiresAt}) looks like seconds; it must be epoch milliseconds (e.g. Date.now() + expires_in * 1000)`;
-    }
+  if (expiresAt !== undefined && (typeof expiresAt !== 'number' || !Number.isFinite(expiresAt))) {
+    return 'expiresAt is not a finite number (epoch milliseconds)';
   }
   for (const [name, field] of [
     ['tokenType', tokenType],

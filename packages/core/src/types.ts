@@ -31,9 +31,15 @@ export interface TokenSet {
 
 /** What a refresh handler receives. */
 export interface RefreshContext {
-  /** The tokens to refresh; `tokens.refreshToken` is the one to present. */
-  readonly tokens: TokenSet;
-  /** Aborted when this attempt times out or the session is replaced; pass it to `fetch`. */
+  /**
+   * The tokens to refresh; `tokens.refreshToken` is the one to present. `undefined` only for a
+   * handler with `needsRefreshToken: false` that acquires the first tokens of a session.
+   */
+  readonly tokens: TokenSet | undefined;
+  /**
+   * Aborted when the session is replaced (sign-out, new sign-in), or when no answer came within
+   * `lateAnswerWaitMs`; pass it to `fetch`. A slow answer is not a reason to abort: see `refreshTimeoutMs`.
+   */
   readonly signal: AbortSignal;
 }
 
@@ -166,7 +172,24 @@ export interface RetryPolicy {
    */
   maxDelayMs?: number;
   /**
-   * Decides whether an error is worth another attempt.
+   * After a refresh failed (retries included), the next refresh waits at least this long — doubled
+   * after each further failure, with jitter, up to `maxPauseAfterFailureMs` — and makes one attempt
+   * (no retries) until one succeeds. Requests in the pause get the current token while it is still
+   * valid, and otherwise fail at once with the last error, so an outage of the token endpoint is
+   * not turned into a storm of token calls by traffic or by HTTP clients that retry on their own.
+   * @default 500
+   */
+  pauseAfterFailureMs?: number;
+  /**
+   * The longest pause between two failed refreshes, so traffic recovers soon after the token
+   * endpoint does. A server's `Retry-After` (up to `maxDelayMs`) is honoured when longer.
+   * @default 1_000
+   */
+  maxPauseAfterFailureMs?: number;
+  /**
+   * Decides whether an error is worth another attempt. A token request that may have reached the
+   * server without an answer (`inDoubt`, a timeout) is never repeated within one refresh, whatever
+   * this says: a rotating server may have spent the refresh token.
    * @default (error) => isTokenRelayError(error) && error.transient
    */
   shouldRetry?: (error: unknown) => boolean;
@@ -200,10 +223,20 @@ export interface TokenManagerOptions {
    */
   refreshMarginMs?: number;
   /**
-   * How long one refresh attempt may take before it is aborted and counted as a transient failure.
+   * How long requests wait for a token request before they fail with `REFRESH_TIMEOUT` (or, for a
+   * proactive refresh, go out with the still-valid token). The token request itself is not
+   * abandoned: it may already have spent a rotating refresh token at the server, so its answer is
+   * still awaited (see `lateAnswerWaitMs`) and adopted when it comes, and later requests join it
+   * instead of presenting the same refresh token again.
    * @default 10_000
    */
   refreshTimeoutMs?: number;
+  /**
+   * How long a token request that outlived `refreshTimeoutMs` is still awaited before it is
+   * aborted; only then may the same refresh token be presented again. At least `refreshTimeoutMs`.
+   * @default 60_000
+   */
+  lateAnswerWaitMs?: number;
   /** How transient refresh failures are retried; `false` disables retries. */
   retry?: RetryPolicy | false;
   /**

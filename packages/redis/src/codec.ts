@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { ErrorCode, TokenRelayError, type TokenSet } from '@tokenrelay/core';
+import type { StoredTokens, TokenRelayError } from '@tokenrelay/core';
+import { configurationError, isRecord, parseStoredTokens, storeError } from '@tokenrelay/core/kit';
 
 /**
  * Encrypts the tokens before they reach Redis, with AES-256-GCM (a fresh random 96-bit IV per
@@ -31,18 +32,25 @@ export interface RedisStoreEncryption {
   previousKeys?: Readonly<Record<string, Uint8Array>>;
 }
 
-/** Turns token sets into the string stored in Redis and back. */
+/**
+ * Turns stored tokens into the string kept in Redis and back. Either form is a JSON object with
+ * the revision at its top level, in clear, so the compare-and-set script can read it.
+ */
 export interface TokenCodec {
-  encode(tokens: TokenSet): string;
+  encode(value: StoredTokens): string;
   /** @throws TokenRelayError `STORE_ERROR` for a value that is corrupt, of the wrong kind, or cannot be decrypted. */
-  decode(raw: string): TokenSet;
+  decode(raw: string): StoredTokens;
 }
 
-/** The stored form of an encrypted token set. `alg` marks it; JSON of a plain token set never has one. */
+/**
+ * The stored form of encrypted tokens. `alg` marks it; the plain form never has one. `revision`
+ * is in clear for the compare-and-set script and authenticated (part of the additional data).
+ */
 interface Envelope {
   v: 1;
   alg: 'A256GCM';
   kid: string;
+  revision: number;
   iv: string;
   ct: string;
   tag: string;
@@ -53,36 +61,12 @@ const KEY_BYTES = 32;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
-const configError = (message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message);
-const storeError = (message: string) => new TokenRelayError(ErrorCode.STORE_ERROR, message);
 
 function checkKey(key: unknown, name: string): Uint8Array {
   if (!(key instanceof Uint8Array) || key.byteLength !== KEY_BYTES) {
-    throw configError(`redisStore: ${name} must be a Uint8Array (or Buffer) of ${KEY_BYTES} bytes for AES-256-GCM`);
+    throw configurationError(`redisStore: ${name} must be a Uint8Array (or Buffer) of ${KEY_BYTES} bytes for AES-256-GCM`);
   }
   return key;
-}
-
-const isRecord = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value);
-
-/** The token set in `value`, with only the fields a TokenSet has, or undefined when it is not one. */
-function toTokenSet(value: unknown): TokenSet | undefined {
-  if (!isRecord(value)) return undefined;
-  const { accessToken, refreshToken, expiresAt, tokenType, scope, raw } = value;
-  if (typeof accessToken !== 'string' || accessToken === '') return undefined;
-  const optionalString = (field: unknown) => field === undefined || typeof field === 'string';
-  if (!optionalString(refreshToken) || !optionalString(tokenType) || !optionalString(scope)) return undefined;
-  if (expiresAt !== undefined && !(typeof expiresAt === 'number' && Number.isFinite(expiresAt))) return undefined;
-  if (raw !== undefined && !isRecord(raw)) return undefined;
-  return {
-    accessToken,
-    ...(refreshToken === undefined ? {} : { refreshToken: refreshToken as string }),
-    ...(expiresAt === undefined ? {} : { expiresAt }),
-    ...(tokenType === undefined ? {} : { tokenType: tokenType as string }),
-    ...(scope === undefined ? {} : { scope: scope as string }),
-    ...(raw === undefined ? {} : { raw }),
-  };
 }
 
 function isEnvelope(value: Record<string, unknown>): value is Record<string, unknown> & Envelope {
@@ -91,6 +75,7 @@ function isEnvelope(value: Record<string, unknown>): value is Record<string, unk
     value.v === 1 &&
     value.alg === 'A256GCM' &&
     typeof value.kid === 'string' &&
+    typeof value.revision === 'number' &&
     base64url(value.iv) &&
     base64url(value.ct) &&
     base64url(value.tag)
@@ -107,39 +92,43 @@ export function createTokenCodec(redisKey: string, encryption: RedisStoreEncrypt
   const corrupt = (why: string) =>
     storeError(`The value at Redis key "${redisKey}" is corrupt (${why}); fix or delete it, then sign in again`);
 
+  const parse = (value: unknown) => parseStoredTokens(value, (problem) => corrupt(`not stored tokens: ${problem}`));
+
   if (encryption === undefined) {
     return {
-      encode: (tokens) => JSON.stringify(tokens),
+      encode: (value) => serialise(value),
       decode(raw) {
         const parsed = parseJson(raw, corrupt);
         if (isRecord(parsed) && parsed.alg !== undefined) {
           throw storeError(`The value at Redis key "${redisKey}" is encrypted, but redisStore was given no encryption key`);
         }
-        return toTokenSet(parsed) ?? throwError(corrupt('not a token set'));
+        return parse(parsed);
       },
     };
   }
 
-  if (!isRecord(encryption)) throw configError('redisStore: encryption must be an object { key, keyId?, previousKeys? }');
+  if (!isRecord(encryption)) throw configurationError('redisStore: encryption must be an object { key, keyId?, previousKeys? }');
   const keyId = encryption.keyId ?? 'default';
-  if (typeof keyId !== 'string' || keyId === '') throw configError('redisStore: encryption.keyId must be a non-empty string');
+  if (typeof keyId !== 'string' || keyId === '') throw configurationError('redisStore: encryption.keyId must be a non-empty string');
   const keys = new Map<string, Uint8Array>();
   for (const [id, key] of Object.entries(encryption.previousKeys ?? {})) {
     keys.set(id, checkKey(key, `encryption.previousKeys["${id}"]`));
   }
   keys.set(keyId, checkKey(encryption.key, 'encryption.key'));
-  const additionalData = (kid: string) => Buffer.from(`tokenrelay-redis/v1\n${kid}\n${redisKey}`, 'utf8');
+  const additionalData = (kid: string, revision: number) =>
+    Buffer.from(`tokenrelay-redis/v1\n${kid}\n${redisKey}\n${revision}`, 'utf8');
 
   return {
-    encode(tokens) {
+    encode(value) {
       const iv = randomBytes(IV_BYTES);
       const cipher = createCipheriv(ALGORITHM, keys.get(keyId) as Uint8Array, iv, { authTagLength: TAG_BYTES });
-      cipher.setAAD(additionalData(keyId));
-      const ct = Buffer.concat([cipher.update(JSON.stringify(tokens), 'utf8'), cipher.final()]);
+      cipher.setAAD(additionalData(keyId, value.revision));
+      const ct = Buffer.concat([cipher.update(serialise(value), 'utf8'), cipher.final()]);
       const envelope: Envelope = {
         v: 1,
         alg: 'A256GCM',
         kid: keyId,
+        revision: value.revision,
         iv: iv.toString('base64url'),
         ct: ct.toString('base64url'),
         tag: cipher.getAuthTag().toString('base64url'),
@@ -149,7 +138,7 @@ export function createTokenCodec(redisKey: string, encryption: RedisStoreEncrypt
     decode(raw) {
       const parsed = parseJson(raw, corrupt);
       if (!isRecord(parsed)) throw corrupt('not an encrypted token set');
-      if (parsed.alg === undefined && toTokenSet(parsed)) {
+      if (parsed.alg === undefined && isRecord(parsed.tokens)) {
         throw storeError(
           `The value at Redis key "${redisKey}" is not encrypted, but redisStore expects encrypted tokens; ` +
             'delete it (or write it again through an encrypting store)',
@@ -169,7 +158,7 @@ export function createTokenCodec(redisKey: string, encryption: RedisStoreEncrypt
       let plaintext: string;
       try {
         const decipher = createDecipheriv(ALGORITHM, key, iv, { authTagLength: TAG_BYTES });
-        decipher.setAAD(additionalData(parsed.kid));
+        decipher.setAAD(additionalData(parsed.kid, parsed.revision));
         decipher.setAuthTag(tag);
         plaintext = Buffer.concat([decipher.update(Buffer.from(parsed.ct, 'base64url')), decipher.final()]).toString('utf8');
       } catch {
@@ -178,7 +167,9 @@ export function createTokenCodec(redisKey: string, encryption: RedisStoreEncrypt
             'the key is wrong or the value was tampered with',
         );
       }
-      return toTokenSet(parseJson(plaintext, corrupt)) ?? throwError(corrupt('the decrypted value is not a token set'));
+      const value = parse(parseJson(plaintext, corrupt));
+      if (value.revision !== parsed.revision) throw corrupt('its revision does not match the encrypted one');
+      return value;
     },
   };
 }
@@ -192,6 +183,11 @@ function parseJson(text: string, corrupt: (why: string) => TokenRelayError): unk
   }
 }
 
-function throwError(error: Error): never {
-  throw error;
+/** The plain form: `{ revision, sessionExpired?, tokens }`. */
+function serialise(value: StoredTokens): string {
+  return JSON.stringify(
+    value.sessionExpired
+      ? { revision: value.revision, sessionExpired: true, tokens: value.tokens }
+      : { revision: value.revision, tokens: value.tokens },
+  );
 }

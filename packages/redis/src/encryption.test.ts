@@ -1,16 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { ErrorCode, type TokenRelayError, type TokenSet } from '@tokenrelay/core';
+import { ErrorCode, type TokenRelayError, type StoredTokens } from '@tokenrelay/core';
 import { describe, expect, it, vi } from 'vitest';
 import { useRedisServer } from '../../../test/helpers/redis-fixture.js';
 import { redisStore, type RedisStoreEncryption } from './index.js';
 
 const redis = useRedisServer();
 
-const tokens: TokenSet = {
-  accessToken: 'access-token-secret-2',
-  refreshToken: 'refresh-token-secret-2',
-  expiresAt: 1_900_000_000_000,
-  raw: { instance_url: 'https://example.my.salesforce.com' },
+const tokens: StoredTokens = {
+  revision: 3,
+  tokens: {
+    accessToken: 'access-token-secret-2',
+    refreshToken: 'refresh-token-secret-2',
+    expiresAt: 1_900_000_000_000,
+    raw: { instance_url: 'https://example.my.salesforce.com' },
+  },
 };
 
 const newKey = () => randomBytes(32);
@@ -23,7 +26,7 @@ async function readFailure(client: ReturnType<typeof redis.client>, key: string,
       (reason: unknown) => reason,
     )) as TokenRelayError | undefined;
   expect(error?.code).toBe(ErrorCode.STORE_ERROR);
-  for (const secret of [tokens.accessToken, tokens.refreshToken as string]) {
+  for (const secret of [tokens.tokens.accessToken, tokens.tokens.refreshToken as string]) {
     expect(String(error)).not.toContain(secret);
     expect(JSON.stringify(error)).not.toContain(secret);
   }
@@ -52,11 +55,12 @@ describe('redisStore encryption', () => {
       v: 1,
       alg: 'A256GCM',
       kid: '2025-06',
+      revision: 3,
       iv: expect.stringMatching(/^[A-Za-z0-9_-]{16}$/),
       ct: expect.any(String),
       tag: expect.stringMatching(/^[A-Za-z0-9_-]{22}$/),
     });
-    for (const secret of [tokens.accessToken, tokens.refreshToken as string, 'salesforce']) {
+    for (const secret of [tokens.tokens.accessToken, tokens.tokens.refreshToken as string, 'salesforce']) {
       expect(first).not.toContain(secret);
     }
     // A fresh IV per write: the same tokens never give the same ciphertext.

@@ -1,17 +1,20 @@
-import { ErrorCode, isTokenRelayError, type TokenSet } from '@tokenrelay/core';
+import { ErrorCode, isTokenRelayError, type StoredTokens } from '@tokenrelay/core';
 import { describe, expect, it, vi } from 'vitest';
 import { useRedisServer } from '../../../test/helpers/redis-fixture.js';
 import { redisStore } from './index.js';
 
 const redis = useRedisServer();
 
-const tokens: TokenSet = {
-  accessToken: 'access-token-secret-1',
-  refreshToken: 'refresh-token-secret-1',
-  expiresAt: 1_900_000_000_000,
-  tokenType: 'Bearer',
-  scope: 'read write',
-  raw: { id_token: 'id-token-1', instance_url: 'https://example.my.salesforce.com' },
+const tokens: StoredTokens = {
+  revision: 3,
+  tokens: {
+    accessToken: 'access-token-secret-1',
+    refreshToken: 'refresh-token-secret-1',
+    expiresAt: 1_900_000_000_000,
+    tokenType: 'Bearer',
+    scope: 'read write',
+    raw: { id_token: 'id-token-1', instance_url: 'https://example.my.salesforce.com' },
+  },
 };
 
 /** Runs `action` and returns the TokenRelayError it rejects with. */
@@ -60,11 +63,12 @@ describe('redisStore get/set/clear', () => {
   });
 
   it.each([
-    ['an object without an access token', '{"refreshToken":"orphan-refresh-secret"}'],
+    ['an object without an access token', '{"revision":1,"tokens":{"refreshToken":"orphan-refresh-secret"}}'],
     ['an array', '["orphan-refresh-secret"]'],
-    ['a number as the access token', '{"accessToken":42,"refreshToken":"orphan-refresh-secret"}'],
-    ['an expiry that is not a number', '{"accessToken":"a","refreshToken":"orphan-refresh-secret","expiresAt":"soon"}'],
-  ])('rejects JSON that is not a token set (%s) with a STORE_ERROR, never as "no tokens"', async (_, value) => {
+    ['a number as the access token', '{"revision":1,"tokens":{"accessToken":42,"refreshToken":"orphan-refresh-secret"}}'],
+    ['an expiry that is not a number', '{"revision":1,"tokens":{"accessToken":"a","refreshToken":"orphan-refresh-secret","expiresAt":"soon"}}'],
+    ['a token set without a revision', '{"accessToken":"a","refreshToken":"orphan-refresh-secret"}'],
+  ])('rejects JSON that is not stored tokens (%s) with a STORE_ERROR, never as "no tokens"', async (_, value) => {
     const client = redis.client();
     const key = redis.uniqueKey();
     await client.set(key, value);
@@ -72,7 +76,7 @@ describe('redisStore get/set/clear', () => {
     const error = await storeFailure(() => redisStore({ client, key }).get());
 
     expect(error.code).toBe(ErrorCode.STORE_ERROR);
-    expect(error.message).toContain('is corrupt (not a token set)');
+    expect(error.message).toContain('is corrupt (not stored tokens');
     expectNoSecrets(error, 'orphan-refresh-secret');
   });
 
@@ -90,7 +94,7 @@ describe('redisStore get/set/clear', () => {
     const writeError = await storeFailure(() => store.set(tokens));
     expect(writeError.code).toBe(ErrorCode.STORE_ERROR);
     expect(writeError.message).toContain(`Could not write Redis key "${key}"`);
-    expectNoSecrets(writeError, tokens.accessToken, tokens.refreshToken as string);
+    expectNoSecrets(writeError, tokens.tokens.accessToken, tokens.tokens.refreshToken as string);
   });
 
   it('rejects invalid options with a CONFIGURATION_ERROR', () => {

@@ -1,25 +1,37 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { ErrorCode, TokenRelayError, type TokenSet, type TokenStore, type TokenStoreLock } from '@tokenrelay/core';
-import type { Redis } from 'ioredis';
+import type {
+  StoredTokens,
+  TokenRelayError,
+  TokenStore,
+  TokenStoreLock,
+  TokenStoreSetOptions,
+} from '@tokenrelay/core';
+import { configurationError, delay, notifyListeners, storeError } from '@tokenrelay/core/kit';
+import type { Cluster, Redis } from 'ioredis';
 import { createTokenCodec, type RedisStoreEncryption } from './codec.js';
 import { defineStoreCommands } from './scripts.js';
 
 /** Options of {@link redisStore}. */
 export interface RedisStoreOptions {
   /**
-   * Your ioredis client. The store adds five Lua commands to it (`tokenrelay*`, with
-   * `defineCommand`) and opens one more connection with `client.duplicate()` for pub/sub. When
-   * your client ends (`quit()`/`disconnect()`), the store closes that connection too.
+   * Your ioredis client: a `Redis` (one server, or a primary with replicas) or a `Cluster`. The
+   * store adds five Lua commands to it (`tokenrelay*`, with `defineCommand`) and opens one more
+   * connection with `client.duplicate()` for pub/sub. When your client ends
+   * (`quit()`/`disconnect()`), the store closes that connection too.
    * @example
    * ```ts
    * client: new Redis(process.env.REDIS_URL)
+   * client: new Cluster([{ host: 'redis-1.internal', port: 6379 }])
    * ```
    */
-  client: Redis;
+  client: Redis | Cluster;
   /**
    * The Redis key of the session's tokens, shared by every process of that session. The lock
    * lives at `<key>:lock`. One key per session: for one user per session, put the user id in it.
+   * With a `Cluster`, the key must carry a hash tag (`{…}`), so that the tokens and their lock
+   * live in one hash slot and one script can check both.
    * @example 'tokenrelay:crm-integration'
+   * @example '{tokenrelay:crm-integration}' // on a Redis Cluster
    */
   key: string;
   /**
@@ -45,7 +57,8 @@ export interface RedisStoreOptions {
   /**
    * The pub/sub channel on which writes, clears and lock releases are announced. The messages
    * carry no tokens: listeners read the key again. Pub/sub ignores the database number, so give
-   * two deployments on one Redis distinct keys (or channels).
+   * two deployments on one Redis distinct keys (or channels). On a Cluster, every node relays
+   * the messages to its subscribers (classic pub/sub), so any connection hears them.
    * @default `${key}:events`
    */
   channel?: string;
@@ -56,9 +69,9 @@ export interface RedisStoreOptions {
    */
   encryption?: RedisStoreEncryption;
   /**
-   * Receives errors that happen outside any call you could catch: a lost lock, a failed lease
-   * renewal, a notification whose tokens cannot be read, a broken subscriber connection. Never
-   * called with a token in the message.
+   * Receives errors that happen outside any call you could catch: a failed lease renewal, a
+   * notification whose tokens cannot be read, a broken subscriber connection. (A lost lock also
+   * aborts the lock's `signal`, which the manager watches.) Never called with a token in the message.
    * @default logs the message with `console.warn`
    */
   onError?: (error: TokenRelayError) => void;
@@ -67,23 +80,29 @@ export interface RedisStoreOptions {
 /** A {@link TokenStore} on Redis, with the lock and the notifications. */
 export interface RedisTokenStore extends TokenStore {
   /**
-   * Reads the tokens at `key`, or `undefined` when the key is empty.
+   * Reads what `key` holds, or `undefined` when it is empty.
    * @throws TokenRelayError `STORE_ERROR` for a corrupt value, one that cannot be decrypted, or a Redis failure.
    */
-  get(): Promise<TokenSet | undefined>;
-  /** Writes the tokens (encrypted, if configured) and announces the write on `channel`. */
-  set(tokens: TokenSet): Promise<void>;
+  get(): Promise<StoredTokens | undefined>;
+  /**
+   * Writes the tokens (encrypted, if configured) and announces the write on `channel`, in one Lua
+   * script. With `expectedRevision` the script first compares the stored revision (compare-and-set)
+   * and, while this store holds the lock, that the lock is still its own.
+   * @throws TokenRelayError `STORE_ERROR` when the lock was lost (nothing is written) or Redis fails.
+   */
+  set(value: StoredTokens, options?: TokenStoreSetOptions): Promise<boolean>;
   /** Deletes `key` and announces it on `channel`. */
   clear(): Promise<void>;
   /**
    * Takes the session's refresh lock: `SET <key>:lock <random owner> NX PX <lockLeaseMs>`,
-   * renewed while held. Waits (woken by pub/sub, polling as a fallback) up to `lockWaitMs`.
+   * renewed while held. Waits (woken by pub/sub, polling as a fallback) up to `lockWaitMs`. The
+   * lock's `signal` aborts when a renewal finds another owner, or no renewal got through for a whole lease.
    *
    * @throws TokenRelayError `STORE_ERROR` after `lockWaitMs`, or when Redis fails; `signal.reason` when `signal` aborts.
    */
-  lock(options: { signal: AbortSignal }): Promise<TokenStoreLock>;
-  /** Calls `listener` with the stored tokens whenever another store instance writes or clears them. */
-  subscribe(listener: (tokens: TokenSet | undefined) => void): () => void;
+  lock(options: { signal: AbortSignal }): Promise<TokenStoreLock & { readonly signal: AbortSignal }>;
+  /** Calls `listener` with what the key holds whenever another store instance writes or clears it. */
+  subscribe(listener: (value: StoredTokens | undefined) => void): () => void;
   /**
    * Unsubscribes every listener and closes the pub/sub connection. The store still reads,
    * writes and locks (waiters then poll). Happens by itself when your client ends.
@@ -97,7 +116,8 @@ const DEFAULT_LEASE_MS = 10_000;
 const DEFAULT_WAIT_MS = 60_000;
 const DEFAULT_POLL_MS = 1_000;
 
-const configError = (message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message);
+/** Redis Cluster hashes only the part of a key inside its first non-empty `{…}`. */
+const hasHashTag = (key: string) => /\{[^}]+\}/.test(key.slice(0, key.indexOf('}') + 1));
 
 /**
  * A store error for a failed Redis call. Only the message of the Redis error is kept: ioredis
@@ -105,19 +125,27 @@ const configError = (message: string) => new TokenRelayError(ErrorCode.CONFIGURA
  */
 function redisError(what: string, error: unknown): TokenRelayError {
   const reason = error instanceof Error ? `${error.name}: ${error.message}` : 'unknown error';
-  return new TokenRelayError(ErrorCode.STORE_ERROR, `${what}: ${reason}`);
+  return storeError(`${what}: ${reason}`);
 }
 
 function checkDuration(name: string, value: number | undefined, minimum: number): void {
   if (value !== undefined && !(Number.isFinite(value) && value >= minimum)) {
-    throw configError(`redisStore: ${name} must be a finite number ≥ ${minimum}`);
+    throw configurationError(`redisStore: ${name} must be a finite number ≥ ${minimum}`);
   }
+}
+
+/** The lock this store instance holds. */
+interface HeldLock {
+  readonly owner: string;
+  readonly lost: AbortController;
 }
 
 /**
  * A token store on Redis for many processes and servers holding one session: the tokens are one
- * JSON value (optionally encrypted), a refresh takes a lock with a lease, and the others are told
- * by pub/sub when new tokens land. Give it to `createTokenManager({ store })` in every process.
+ * JSON value (optionally encrypted), a refresh takes a lock with a lease, every write is one Lua
+ * script (compare-and-set, owner check, notification), and the others are told by pub/sub when
+ * new tokens land. Give it to `createTokenManager({ store })` in every process. Works with a
+ * single Redis and with a Redis Cluster (give the key a hash tag).
  *
  * @throws TokenRelayError `CONFIGURATION_ERROR` (synchronously) for invalid options.
  * @example
@@ -136,15 +164,20 @@ function checkDuration(name: string, value: number | undefined, minimum: number)
 export function redisStore(options: RedisStoreOptions): RedisTokenStore {
   const client = options?.client;
   if (typeof client?.duplicate !== 'function' || typeof client.defineCommand !== 'function') {
-    throw configError('redisStore: options.client must be an ioredis client (new Redis(...))');
+    throw configurationError('redisStore: options.client must be an ioredis client (new Redis(...) or new Cluster(...))');
   }
   const { key } = options;
-  if (typeof key !== 'string' || key === '') throw configError('redisStore: options.key must be a non-empty string');
+  if (typeof key !== 'string' || key === '') throw configurationError('redisStore: options.key must be a non-empty string');
+  if ((client as Cluster).isCluster === true && !hasHashTag(key)) {
+    throw configurationError(
+      `redisStore: on a Redis Cluster the key must carry a hash tag, e.g. "{${key}}", so that the tokens and their lock share one hash slot`,
+    );
+  }
   checkDuration('lockLeaseMs', options.lockLeaseMs, 3);
   checkDuration('lockWaitMs', options.lockWaitMs, 0);
   checkDuration('lockPollMs', options.lockPollMs, 1);
   const channel = options.channel ?? `${key}:events`;
-  if (typeof channel !== 'string' || channel === '') throw configError('redisStore: options.channel must be a non-empty string');
+  if (typeof channel !== 'string' || channel === '') throw configurationError('redisStore: options.channel must be a non-empty string');
 
   const lockKey = `${key}:lock`;
   const leaseMs = options.lockLeaseMs ?? DEFAULT_LEASE_MS;
@@ -157,26 +190,23 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
   const instanceId = randomUUID();
   const notification = (event: StoreEvent) => JSON.stringify({ event, from: instanceId });
 
-  const listeners = new Set<(tokens: TokenSet | undefined) => void>();
+  const listeners = new Set<(value: StoredTokens | undefined) => void>();
   const wakeups = new Set<() => void>();
   /** Bumped by every notification, so a waiter knows one came while it was asking Redis. */
   let notifications = 0;
-  let subscriber: Redis | undefined;
+  let subscriber: Redis | Cluster | undefined;
+  let held: HeldLock | undefined;
   let closed = false;
 
-  /** Runs a user callback; if it throws, the store goes on and the error goes where uncaught errors go. */
-  function callSafely(callback: () => void): void {
-    try {
-      callback();
-    } catch (error) {
-      queueMicrotask(() => {
-        throw error;
-      });
-    }
-  }
-  const report = (error: TokenRelayError) => callSafely(() => onError(error));
+  const report = (error: TokenRelayError) => notifyListeners([onError], error);
 
-  async function get(): Promise<TokenSet | undefined> {
+  const lostLock = () =>
+    storeError(
+      `Lost the refresh lock "${lockKey}": its lease ran out before its holder renewed it (an event-loop stall or a Redis ` +
+        'outage longer than lockLeaseMs), so another process may refresh now. Nothing more is written under it.',
+    );
+
+  async function get(): Promise<StoredTokens | undefined> {
     let raw: string | null;
     try {
       raw = await client.get(key);
@@ -187,14 +217,14 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
   }
 
   async function deliver(): Promise<void> {
-    let tokens: TokenSet | undefined;
+    let value: StoredTokens | undefined;
     try {
-      tokens = await get();
+      value = await get();
     } catch (error) {
       report(error as TokenRelayError); // get() rejects with TokenRelayErrors only.
       return;
     }
-    for (const listener of listeners) callSafely(() => listener(tokens));
+    notifyListeners(listeners, value);
   }
 
   function onNotification(message: string): void {
@@ -226,65 +256,68 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
   }
 
   /** Resolves after `ms`, or as soon as a notification arrives; rejects when `signal` aborts. */
-  function waitForNotification(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const finish = (error?: unknown) => {
-        clearTimeout(timer);
-        wakeups.delete(wake);
-        signal.removeEventListener('abort', onAbort);
-        if (error === undefined) resolve();
-        else reject(error);
-      };
-      const wake = () => finish();
-      const onAbort = () => finish(signal.reason);
-      const timer = setTimeout(wake, ms);
-      wakeups.add(wake);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
+  async function waitForNotification(ms: number, signal: AbortSignal): Promise<void> {
+    const woken = new AbortController();
+    const wake = () => woken.abort();
+    const onAbort = () => woken.abort();
+    wakeups.add(wake);
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await delay(ms, woken.signal).catch(() => undefined);
+    } finally {
+      wakeups.delete(wake);
+      signal.removeEventListener('abort', onAbort);
+    }
+    signal.throwIfAborted();
   }
 
-  /** The held lock: renews its lease until released, and reports when it finds the lock gone. */
-  function holdLock(owner: string): { release(): Promise<void> } {
-    let state: 'held' | 'lost' | 'released' = 'held';
+  /** The held lock: renews its lease until released, and aborts its signal when it finds the lock gone. */
+  function holdLock(owner: string): { readonly signal: AbortSignal; release(): Promise<void> } {
+    const lock: HeldLock = { owner, lost: new AbortController() };
+    held = lock;
+    let released = false;
+    let renewedAt = Date.now();
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const lose = () => {
+      if (!lock.lost.signal.aborted) lock.lost.abort(lostLock());
+    };
     const schedule = () => {
       timer = setTimeout(() => void renew(), Math.floor(leaseMs / 3));
       // The refresh keeps the process alive while it runs; a forgotten lock must not.
       timer.unref?.();
     };
     async function renew(): Promise<void> {
+      const startedAt = Date.now();
       let renewed: number;
       try {
         renewed = await redis.tokenrelayRenewLock(lockKey, owner, leaseMs);
       } catch (error) {
-        if (state !== 'held') return;
+        if (released) return;
+        // Without a renewal for a whole lease, the lock may be someone else's by now.
+        if (Date.now() - renewedAt >= leaseMs) {
+          lose();
+          return;
+        }
         report(redisError(`Could not renew the refresh lock "${lockKey}"; retrying`, error));
         schedule();
         return;
       }
-      if (state !== 'held') return;
-      if (renewed === 1) {
+      if (released) return;
+      if (renewed === 1 && startedAt - renewedAt < leaseMs) {
+        renewedAt = startedAt;
         schedule();
         return;
       }
-      // Nothing safe remains to undo: the token request may already have rotated the refresh
-      // token, so the refresh goes on and its result is stored rather than lost.
-      state = 'lost';
-      report(
-        new TokenRelayError(
-          ErrorCode.STORE_ERROR,
-          `The refresh lock "${lockKey}" expired before its holder renewed it, so another process may ` +
-            'refresh at the same time. This refresh goes on and stores its tokens. Raise lockLeaseMs ' +
-            'above your longest event-loop stall or Redis outage.',
-        ),
-      );
+      lose();
     }
     schedule();
     return {
+      signal: lock.lost.signal,
       async release() {
-        if (state === 'released') return;
-        state = 'released';
+        if (released) return;
+        released = true;
         clearTimeout(timer);
+        if (held === lock) held = undefined;
         try {
           // Compare-and-delete: a lock that expired and was taken by another process stays theirs.
           await redis.tokenrelayReleaseLock(lockKey, owner, channel, notification('release'));
@@ -295,7 +328,7 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
     };
   }
 
-  async function lock({ signal }: { signal: AbortSignal }): Promise<TokenStoreLock> {
+  async function lock({ signal }: { signal: AbortSignal }): Promise<TokenStoreLock & { readonly signal: AbortSignal }> {
     signal.throwIfAborted();
     ensureSubscriber();
     const owner = randomBytes(16).toString('base64url');
@@ -311,17 +344,16 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
         throw redisError(`Could not take the refresh lock "${lockKey}"`, error);
       }
       if (acquired === 1) {
-        const held = holdLock(owner);
+        const taken = holdLock(owner);
         // Aborted while we asked: hand the lock straight back (if that fails, its lease ends it).
-        if (signal.aborted) await held.release().catch(() => undefined);
+        if (signal.aborted) await taken.release().catch(() => undefined);
         signal.throwIfAborted();
-        return held;
+        return taken;
       }
       signal.throwIfAborted();
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw new TokenRelayError(
-          ErrorCode.STORE_ERROR,
+        throw storeError(
           `Gave up waiting for the refresh lock "${lockKey}" after ${waitMs} ms: another process held it ` +
             'all that time (raise lockWaitMs if refreshes can take that long)',
         );
@@ -331,6 +363,36 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
       const untilExpiry = remainingLeaseMs < 0 ? pollMs : remainingLeaseMs + 1;
       await waitForNotification(Math.min(pollMs, untilExpiry, left), signal);
     }
+  }
+
+  async function set(value: StoredTokens, { expectedRevision }: TokenStoreSetOptions = {}): Promise<boolean> {
+    const encoded = codec.encode(value);
+    // A refresh's write (conditional) must come from the lock holder; sign-in and sign-out always win.
+    const fence = expectedRevision === undefined ? undefined : held;
+    if (fence?.lost.signal.aborted) throw fence.lost.signal.reason;
+    let result: number;
+    try {
+      result = await redis.tokenrelaySetAndPublish(
+        key,
+        lockKey,
+        encoded,
+        channel,
+        notification('set'),
+        expectedRevision === undefined ? '' : String(expectedRevision),
+        fence?.owner ?? '',
+      );
+    } catch (error) {
+      throw redisError(`Could not write Redis key "${key}"`, error);
+    }
+    if (result === -1) {
+      const error = lostLock();
+      if (fence && !fence.lost.signal.aborted) fence.lost.abort(error);
+      throw error;
+    }
+    if (result === -2) {
+      throw storeError(`The value at Redis key "${key}" has no readable revision; fix or delete it, then sign in again`);
+    }
+    return result === 1;
   }
 
   async function close(): Promise<void> {
@@ -347,14 +409,7 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
 
   return {
     get,
-    async set(tokens: TokenSet) {
-      const value = codec.encode(tokens);
-      try {
-        await redis.tokenrelaySetAndPublish(key, value, channel, notification('set'));
-      } catch (error) {
-        throw redisError(`Could not write Redis key "${key}"`, error);
-      }
-    },
+    set,
     async clear() {
       try {
         await redis.tokenrelayDeleteAndPublish(key, channel, notification('clear'));

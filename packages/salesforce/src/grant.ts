@@ -1,8 +1,12 @@
 import {
   ErrorCode,
   TokenRelayError,
+  clientCredentialsGrant,
   isSecureOrLoopback,
+  jwtBearerGrant,
   refreshTokenGrant,
+  revokeToken,
+  type AssertionSigningOptions,
   type ClientAuthentication,
   type RefreshHandler,
   type TokenSet,
@@ -60,9 +64,86 @@ export interface SalesforceSession {
   readonly issuedAt: number | undefined;
 }
 
-const TOKEN_PATH = '/services/oauth2/token';
+/** Options of {@link salesforceJwtBearerGrant}. */
+export interface SalesforceJwtBearerGrantOptions extends AssertionSigningOptions {
+  /**
+   * Where to ask for tokens; see {@link SalesforceRefreshGrantOptions.loginUrl}.
+   * @default 'https://login.salesforce.com'
+   */
+  loginUrl?: string | URL;
+  /** The External Client App's (or connected app's) consumer key: the assertion's `iss`. */
+  clientId: string;
+  /** The Salesforce username the tokens are for (pre-authorized for the app): the assertion's `sub`. */
+  username: string;
+  /**
+   * The assertion's `aud`.
+   * @default `loginUrl` without a trailing slash (`https://login.salesforce.com`,
+   * `https://test.salesforce.com`, or an Experience Cloud site URL with its path); for a My Domain
+   * `loginUrl`, `https://login.salesforce.com` (`https://test.salesforce.com` for a sandbox's
+   * `*.sandbox.my.salesforce.com`), as Salesforce requires
+   */
+  audience?: string;
+  /** See {@link SalesforceRefreshGrantOptions.sessionTimeoutMs}. */
+  sessionTimeoutMs?: number;
+  /**
+   * The fetch used for the token call.
+   * @default globalThis.fetch at call time, with any tokenrelay wrapper removed
+   */
+  fetch?: typeof fetch;
+}
 
-const configError = (message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, `salesforceRefreshGrant: ${message}`);
+/** Options of {@link salesforceClientCredentialsGrant}. */
+export interface SalesforceClientCredentialsGrantOptions {
+  /**
+   * The org's My Domain URL (`https://acme.my.salesforce.com`, a sandbox's
+   * `https://acme--uat.sandbox.my.salesforce.com`): Salesforce refuses the client credentials flow at
+   * `login.salesforce.com` and `test.salesforce.com`.
+   */
+  myDomainUrl: string | URL;
+  /** The External Client App's (or connected app's) consumer key. */
+  clientId: string;
+  /** Its consumer secret; every token response's `signature` is verified with it. */
+  clientSecret: string;
+  /**
+   * How the secret is sent.
+   * @default 'client_secret_post'
+   */
+  clientAuthentication?: 'client_secret_basic' | 'client_secret_post';
+  /** See {@link SalesforceRefreshGrantOptions.sessionTimeoutMs}. */
+  sessionTimeoutMs?: number;
+  /**
+   * The fetch used for the token call.
+   * @default globalThis.fetch at call time, with any tokenrelay wrapper removed
+   */
+  fetch?: typeof fetch;
+}
+
+/** Options of {@link revokeSalesforceToken}. */
+export interface RevokeSalesforceTokenOptions {
+  /**
+   * Where the org's OAuth endpoints live; see {@link SalesforceRefreshGrantOptions.loginUrl}.
+   * @default 'https://login.salesforce.com'
+   */
+  loginUrl?: string | URL;
+  /** The consumer key of the app the token was issued to. */
+  clientId: string;
+  /** The token to revoke: a refresh token revokes its access tokens too. */
+  token: string;
+  /**
+   * The fetch used for the call.
+   * @default globalThis.fetch at call time, with any tokenrelay wrapper removed
+   */
+  fetch?: typeof fetch;
+  /** Aborts the request. */
+  signal?: AbortSignal;
+}
+
+const TOKEN_PATH = '/services/oauth2/token';
+const REVOKE_PATH = '/services/oauth2/revoke';
+const PRODUCTION_LOGIN = 'https://login.salesforce.com';
+const SANDBOX_LOGIN = 'https://test.salesforce.com';
+
+const configErrorOf = (who: string) => (message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, `${who}: ${message}`);
 const invalidResponse = (problem: string) =>
   new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `The Salesforce token endpoint answered ${problem}`);
 
@@ -75,17 +156,29 @@ function parseUrl(value: string | URL): URL | undefined {
   }
 }
 
-function tokenEndpointOf(loginUrl: string | URL): string {
+/** `loginUrl` checked and without its trailing slash: the base of the org's OAuth endpoints. */
+function loginBaseOf(loginUrl: string | URL, who: string, name = 'loginUrl'): string {
+  const configError = configErrorOf(who);
   const url = parseUrl(loginUrl);
-  if (!url) throw configError('loginUrl must be an absolute URL, e.g. https://login.salesforce.com');
-  if (url.username || url.password) throw configError('loginUrl must not contain credentials');
-  if (!isSecureOrLoopback(url)) throw configError(`loginUrl must use https (http is allowed for loopback hosts only): ${url.origin}`);
-  if (url.search || url.hash) throw configError('loginUrl must not have a query or a fragment');
+  if (!url) throw configError(`${name} must be an absolute URL, e.g. https://login.salesforce.com`);
+  if (url.username || url.password) throw configError(`${name} must not contain credentials`);
+  if (!isSecureOrLoopback(url)) throw configError(`${name} must use https (http is allowed for loopback hosts only): ${url.origin}`);
+  if (url.search || url.hash) throw configError(`${name} must not have a query or a fragment`);
   const base = url.origin + url.pathname.replace(/\/+$/, '');
   if (base.endsWith(TOKEN_PATH)) {
-    throw configError(`loginUrl is the login host (e.g. ${url.origin}), not the token endpoint; ${TOKEN_PATH} is added to it`);
+    throw configError(`${name} is the login host (e.g. ${url.origin}), not the token endpoint; ${TOKEN_PATH} is added to it`);
   }
-  return base + TOKEN_PATH;
+  return base;
+}
+
+const tokenEndpointOf = (loginUrl: string | URL, who = 'salesforceRefreshGrant', name?: string) => loginBaseOf(loginUrl, who, name) + TOKEN_PATH;
+
+/** Salesforce wants the login host as a JWT's `aud`, also when the token request goes to a My Domain. */
+function defaultAudience(loginBase: string): string {
+  const { hostname } = new URL(loginBase);
+  if (hostname.endsWith('.sandbox.my.salesforce.com')) return SANDBOX_LOGIN;
+  if (hostname.endsWith('.my.salesforce.com')) return PRODUCTION_LOGIN;
+  return loginBase;
 }
 
 /** Salesforce sends `issued_at` as a string of epoch milliseconds. */
@@ -144,22 +237,34 @@ export function readSalesforceSession(tokens: TokenSet | undefined): SalesforceS
  * ```
  */
 export function salesforceRefreshGrant(options: SalesforceRefreshGrantOptions): RefreshHandler {
-  const { clientId, clientSecret, sessionTimeoutMs } = options;
-  const tokenEndpoint = tokenEndpointOf(options.loginUrl ?? 'https://login.salesforce.com');
+  const { clientId, clientSecret } = options;
+  const exchange = refreshTokenGrant({
+    tokenEndpoint: tokenEndpointOf(options.loginUrl ?? PRODUCTION_LOGIN),
+    clientId,
+    ...(clientSecret === undefined ? {} : { clientSecret }),
+    clientAuthentication: options.clientAuthentication ?? (clientSecret ? 'client_secret_post' : 'none'),
+    ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
+  });
+  return withSalesforceChecks(exchange, 'salesforceRefreshGrant', options);
+}
+
+/**
+ * Salesforce's rules on top of a core grant: an https `instance_url`, the response `signature`
+ * verified when the secret is known, and `expiresAt` from `sessionTimeoutMs`. Keeps the grant's
+ * `tokenEndpoint` and `needsRefreshToken`.
+ */
+function withSalesforceChecks(
+  exchange: RefreshHandler,
+  who: string,
+  { clientSecret, sessionTimeoutMs }: { clientSecret?: string | undefined; sessionTimeoutMs?: number | undefined },
+): RefreshHandler {
+  const configError = configErrorOf(who);
   if (sessionTimeoutMs !== undefined && !(Number.isFinite(sessionTimeoutMs) && sessionTimeoutMs > 0)) {
     throw configError('sessionTimeoutMs must be a positive number of milliseconds');
   }
   if (clientSecret && !globalThis.crypto?.subtle) {
     throw configError('verifying the response signature needs WebCrypto (globalThis.crypto.subtle), which this runtime lacks');
   }
-  const exchange = refreshTokenGrant({
-    tokenEndpoint,
-    clientId,
-    ...(clientSecret === undefined ? {} : { clientSecret }),
-    clientAuthentication: options.clientAuthentication ?? (clientSecret ? 'client_secret_post' : 'none'),
-    ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
-  });
-
   const handler = async (context: Parameters<RefreshHandler>[0]): Promise<TokenSet> => {
     const tokens = await exchange(context);
     const raw = tokens.raw ?? {};
@@ -181,5 +286,118 @@ export function salesforceRefreshGrant(options: SalesforceRefreshGrantOptions): 
     if (issuedAt === undefined) throw invalidResponse('without a valid issued_at, so sessionTimeoutMs cannot date the token');
     return { ...tokens, expiresAt: issuedAt + sessionTimeoutMs };
   };
-  return Object.defineProperty(handler, 'tokenEndpoint', { value: exchange.tokenEndpoint, enumerable: true }) as RefreshHandler;
+  return Object.defineProperties(handler, {
+    tokenEndpoint: { value: exchange.tokenEndpoint, enumerable: true },
+    needsRefreshToken: { value: exchange.needsRefreshToken ?? true, enumerable: true },
+  }) as RefreshHandler;
+}
+
+/**
+ * A refresh handler for Salesforce's OAuth 2.0 JWT Bearer flow ("server-to-server integration"): no
+ * person signs in and there is no refresh token; each acquisition signs a fresh assertion (`iss` =
+ * the consumer key, `sub` = the username, `aud` = the login host, `exp` 2 minutes ahead, inside
+ * Salesforce's 3) with the private key whose certificate is uploaded to the app, and posts it to
+ * `${loginUrl}/services/oauth2/token`. A manager with no tokens acquires them on the first request.
+ * The response is checked as {@link salesforceRefreshGrant} checks its own (`instance_url`, `id`,
+ * `issued_at` kept in `tokens.raw`).
+ *
+ * Errors: `CREDENTIALS_REJECTED` when Salesforce refuses the assertion or the app (`invalid_grant`:
+ * "user hasn't approved this consumer", a wrong audience or certificate; `invalid_client`); the
+ * assertion and the key never appear in an error.
+ *
+ * @throws TokenRelayError `CONFIGURATION_ERROR` (synchronously) for invalid options.
+ * @example
+ * ```ts
+ * const manager = createTokenManager({
+ *   store: fileStore('tokens/acme-integration.json'),
+ *   refresh: salesforceJwtBearerGrant({
+ *     clientId: process.env.SF_CONSUMER_KEY,
+ *     username: 'integration@acme.com',
+ *     privateKey: await readFile('server.key', 'utf8'), // PEM PKCS#8
+ *   }),
+ * })
+ * ```
+ */
+export function salesforceJwtBearerGrant(options: SalesforceJwtBearerGrantOptions): RefreshHandler {
+  const who = 'salesforceJwtBearerGrant';
+  const loginBase = loginBaseOf(options.loginUrl ?? PRODUCTION_LOGIN, who);
+  const { clientId, username, privateKey, algorithm, keyId } = options;
+  const exchange = jwtBearerGrant({
+    tokenEndpoint: loginBase + TOKEN_PATH,
+    clientId,
+    subject: username,
+    audience: options.audience ?? defaultAudience(loginBase),
+    privateKey,
+    ...(algorithm === undefined ? {} : { algorithm }),
+    ...(keyId === undefined ? {} : { keyId }),
+    ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
+  });
+  return withSalesforceChecks(exchange, who, options);
+}
+
+/**
+ * A refresh handler for Salesforce's OAuth 2.0 Client Credentials flow (since Winter '23): the app
+ * gets tokens for its "run as" user with its consumer key and secret, at the org's My Domain (not
+ * the login host); no refresh token, so a manager with no tokens acquires them on the first
+ * request. The response `signature` is verified with the secret, and `instance_url`, `id`,
+ * `issued_at` are kept in `tokens.raw`.
+ *
+ * Errors: `CREDENTIALS_REJECTED` for a wrong key or secret (`invalid_client`) and for an app
+ * without a "run as" user or with the flow off (`invalid_grant`); the secret never appears in an error.
+ *
+ * @throws TokenRelayError `CONFIGURATION_ERROR` (synchronously) for invalid options, also for a
+ * `myDomainUrl` that is login.salesforce.com or test.salesforce.com.
+ * @example
+ * ```ts
+ * const manager = createTokenManager({
+ *   refresh: salesforceClientCredentialsGrant({
+ *     myDomainUrl: 'https://acme.my.salesforce.com',
+ *     clientId: process.env.SF_CONSUMER_KEY,
+ *     clientSecret: process.env.SF_CONSUMER_SECRET,
+ *   }),
+ * })
+ * ```
+ */
+export function salesforceClientCredentialsGrant(options: SalesforceClientCredentialsGrantOptions): RefreshHandler {
+  const who = 'salesforceClientCredentialsGrant';
+  const base = loginBaseOf(options.myDomainUrl, who, 'myDomainUrl');
+  const { hostname } = new URL(base);
+  if (hostname === 'login.salesforce.com' || hostname === 'test.salesforce.com') {
+    throw configErrorOf(who)(`myDomainUrl must be the org's My Domain (https://<name>.my.salesforce.com), not ${hostname}: Salesforce refuses the client credentials flow there`);
+  }
+  const { clientId, clientSecret } = options;
+  const exchange = clientCredentialsGrant({
+    tokenEndpoint: base + TOKEN_PATH,
+    clientId,
+    clientSecret,
+    clientAuthentication: options.clientAuthentication ?? 'client_secret_post',
+    ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
+  });
+  return withSalesforceChecks(exchange, who, options);
+}
+
+/**
+ * Revokes a Salesforce token (`POST ${loginUrl}/services/oauth2/revoke`, `token=`), e.g. on sign-out:
+ * a refresh token revokes its access tokens too. Resolves when Salesforce answered 200.
+ *
+ * @throws TokenRelayError as core's `revokeToken`: `TOKEN_ENDPOINT_ERROR` for an error answer
+ * (`unsupported_token_type` for an unknown token), `NETWORK_ERROR`; never with the token in the message.
+ * @example
+ * ```ts
+ * const tokens = await manager.getTokens()
+ * if (tokens?.refreshToken) await revokeSalesforceToken({ clientId, token: tokens.refreshToken })
+ * await manager.clear()
+ * ```
+ */
+export function revokeSalesforceToken(options: RevokeSalesforceTokenOptions): Promise<void> {
+  const revocationEndpoint = loginBaseOf(options.loginUrl ?? PRODUCTION_LOGIN, 'revokeSalesforceToken') + REVOKE_PATH;
+  const { clientId, token, fetch, signal } = options;
+  return revokeToken({
+    revocationEndpoint,
+    clientId,
+    clientAuthentication: 'none',
+    token,
+    ...(fetch === undefined ? {} : { fetch }),
+    ...(signal === undefined ? {} : { signal }),
+  });
 }

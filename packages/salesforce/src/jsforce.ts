@@ -274,3 +274,42 @@ export function jsforceRefreshFn(manager: TokenManager): JsforceRefreshFn {
       .catch(fail);
   };
 }
+
+/** What {@link createJsforceConnection} passes to the jsforce `Connection` constructor. */
+export interface JsforceConnectionOptions {
+  instanceUrl?: string;
+  accessToken?: string;
+  refreshFn: JsforceRefreshFn;
+}
+
+/**
+ * Creates a jsforce 3 `Connection` on the manager's session: it gets the manager's access token
+ * (acquiring the first one for a JWT bearer or client credentials manager, or refreshing an
+ * expiring one), points at the session's `instance_url`, and refreshes through
+ * {@link jsforceRefreshFn}. Pass jsforce's `Connection` class (this package does not import
+ * jsforce) and any other connection options, such as `version`.
+ *
+ * @throws TokenRelayError whatever the manager's first token call throws (`CREDENTIALS_REJECTED`,
+ * `NO_TOKENS` for a refresh-token manager with no session, …).
+ * @example
+ * ```ts
+ * import jsforce from 'jsforce'
+ * const manager = createTokenManager({ refresh: salesforceJwtBearerGrant({ clientId, username, privateKey }) })
+ * const conn = await createJsforceConnection(manager, jsforce.Connection, { version: '62.0' })
+ * const { records } = await conn.query('SELECT Id, Name FROM Account')
+ * ```
+ */
+export async function createJsforceConnection<C, O extends object = object>(
+  manager: TokenManager,
+  Connection: new (options: O & JsforceConnectionOptions) => C,
+  options?: O,
+): Promise<C> {
+  const accessToken = await manager.getAccessToken();
+  const { instanceUrl } = readSalesforceSession(await manager.getTokens());
+  return new Connection({
+    ...(options as O),
+    ...(instanceUrl === undefined ? {} : { instanceUrl }),
+    accessToken,
+    refreshFn: jsforceRefreshFn(manager),
+  });
+}

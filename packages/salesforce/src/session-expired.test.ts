@@ -76,4 +76,14 @@ describe('isSalesforceSessionExpired', () => {
     const padded = failed(401, ' '.repeat(20_000) + restExpired);
     expect(await isSalesforceSessionExpired(padded.response)).toBe(false);
   });
+
+  it('accepts a fetch Response and leaves its body readable for the caller', async () => {
+    const expired = new Response(restExpired, { status: 401, headers: { 'content-type': 'application/json' } });
+    expect(await isSalesforceSessionExpired(expired)).toBe(true);
+    expect(await expired.text()).toBe(restExpired);
+    expect(await isSalesforceSessionExpired(new Response('[{"errorCode":"NOT_FOUND"}]', { status: 404 }))).toBe(false);
+    expect(await isSalesforceSessionExpired(new Response(soapFault('sf:INVALID_SESSION_ID'), { status: 500 }))).toBe(true);
+    const huge = new Response(restExpired, { status: 401, headers: { 'content-length': '20000' } });
+    expect(await isSalesforceSessionExpired(huge)).toBe(false);
+  });
 });

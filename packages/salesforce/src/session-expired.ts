@@ -46,16 +46,22 @@ export function isSessionExpiryAnswer(status: number, body: string): boolean {
  * would only repeat the failure. The body is read only for those three statuses, only when it is
  * declared no larger than 16 KiB, and only its first 16 KiB are inspected.
  *
+ * Takes what the adapters pass (`FailedResponse`) or a fetch `Response` from your own code; a
+ * `Response`'s body is read from a clone, so you can still read it afterwards.
+ *
  * @example
  * ```ts
  * attachTokenRelay(api, manager, { origins: [instanceUrl], shouldRefresh: isSalesforceSessionExpired })
+ * const response = await fetch(url, init)
+ * if (await isSalesforceSessionExpired(response)) await manager.refresh({ staleAccessToken })
  * ```
  */
-export async function isSalesforceSessionExpired(response: FailedResponse): Promise<boolean> {
+export async function isSalesforceSessionExpired(response: FailedResponse | Response): Promise<boolean> {
   const { status } = response;
   if (status !== 401 && status !== 400 && status !== 500) return false;
-  const declaredLength = Number(response.header('content-length'));
+  const isFailedResponse = 'header' in response && typeof response.header === 'function';
+  const declaredLength = Number(isFailedResponse ? response.header('content-length') : (response as Response).headers.get('content-length'));
   if (declaredLength > MAX_INSPECTED_CHARS) return false;
-  const body = (await response.text()).slice(0, MAX_INSPECTED_CHARS);
-  return isSessionExpiryAnswer(status, body);
+  const text = isFailedResponse ? await response.text() : await (response as Response).clone().text();
+  return isSessionExpiryAnswer(status, text.slice(0, MAX_INSPECTED_CHARS));
 }

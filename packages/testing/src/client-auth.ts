@@ -1,11 +1,16 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { checkAssertion, peekClaims, type JtiRegistry } from './assertions.js';
 import type { ClientAuthenticationMethod, OAuthClient, OAuthServerMode } from './types.js';
+
+const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 /** What a token request presented to identify its client, before it is checked. */
 export interface PresentedClient {
   readonly method: ClientAuthenticationMethod | undefined;
   readonly clientId: string | undefined;
   readonly secret: string | undefined;
+  /** `private_key_jwt`: the client assertion. */
+  readonly assertion?: string;
   /** An `Authorization` header was sent: an `invalid_client` answer must then carry `WWW-Authenticate`. */
   readonly usedHeader: boolean;
   /** Why the presentation is malformed, if it is. */
@@ -39,6 +44,21 @@ function parseBasic(header: string): { clientId: string; secret: string } | stri
 export function readPresentedClient(authorization: string | undefined, form: URLSearchParams): PresentedClient {
   const bodyId = form.get('client_id') ?? undefined;
   const bodySecret = form.get('client_secret') ?? undefined;
+  const assertionType = form.get('client_assertion_type') ?? undefined;
+  const assertion = form.get('client_assertion') ?? undefined;
+  if (assertionType !== undefined || assertion !== undefined) {
+    const issuer = assertion === undefined ? undefined : peekClaims(assertion)?.iss;
+    const clientId = bodyId ?? (typeof issuer === 'string' ? issuer : undefined);
+    const problem =
+      authorization !== undefined || bodySecret !== undefined
+        ? 'The client authenticated with a client assertion and a secret'
+        : assertionType !== CLIENT_ASSERTION_TYPE
+          ? 'client_assertion_type is not urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
+          : assertion === undefined
+            ? 'client_assertion is missing'
+            : undefined;
+    return { method: 'private_key_jwt', clientId, secret: undefined, assertion, usedHeader: authorization !== undefined, problem };
+  }
   if (authorization !== undefined) {
     const basic = parseBasic(authorization);
     if (typeof basic === 'string') {
@@ -64,15 +84,48 @@ export function readPresentedClient(authorization: string | undefined, form: URL
 const digest = (value: string) => createHash('sha256').update(value, 'utf8').digest();
 const secretsEqual = (a: string, b: string) => timingSafeEqual(digest(a), digest(b));
 
+/** Where a client assertion is checked: its `aud` must be this endpoint's exact URL. */
+export interface AssertionContext {
+  readonly endpoint: string;
+  readonly now: number;
+  readonly jtis: JtiRegistry;
+}
+
+/** Client assertions live at most this long (RFC 7523 servers commonly allow 5 minutes). */
+const CLIENT_ASSERTION_MAX_LIFETIME_SECONDS = 300;
+
 /**
  * Checks a presented client against the registered ones. Standard mode requires exactly the
  * client's registered method; Salesforce mode accepts Basic or body credentials for a client
- * with a secret, and `client_id` alone for a `none` client.
+ * with a secret, and `client_id` alone for a `none` client. A `private_key_jwt` client's assertion
+ * is verified against its registered public key, with `aud` = the endpoint and a fresh `jti`.
  */
-export function checkClient(presented: PresentedClient, clients: readonly OAuthClient[], mode: OAuthServerMode): ClientCheck {
+export function checkClient(
+  presented: PresentedClient,
+  clients: readonly OAuthClient[],
+  mode: OAuthServerMode,
+  context: AssertionContext,
+): ClientCheck {
   if (presented.problem !== undefined) return { ok: false, description: presented.problem };
   const client = clients.find((candidate) => candidate.clientId === presented.clientId);
   if (!client || presented.method === undefined) return { ok: false, description: 'Unknown client' };
+  if (presented.method === 'private_key_jwt' || client.authMethod === 'private_key_jwt') {
+    if (presented.method !== client.authMethod) return { ok: false, description: `The client must authenticate with ${client.authMethod}` };
+    if (client.publicKey === undefined || presented.assertion === undefined) return { ok: false, description: 'Client authentication failed' };
+    const check = checkAssertion(
+      presented.assertion,
+      client.publicKey,
+      {
+        issuer: client.clientId,
+        subject: client.clientId,
+        audiences: [context.endpoint],
+        maxLifetimeSeconds: CLIENT_ASSERTION_MAX_LIFETIME_SECONDS,
+        now: context.now,
+      },
+      context.jtis,
+    );
+    return check.ok ? { ok: true, client } : { ok: false, description: check.description };
+  }
   if (presented.method === 'none') {
     return client.authMethod === 'none' ? { ok: true, client } : { ok: false, description: 'The client must authenticate with its secret' };
   }

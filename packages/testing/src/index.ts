@@ -18,3 +18,9 @@ export type {
   TokenEndpointFailureKind,
   TokenRequestRecord,
 } from './types.js';
+export {
+  describeTokenStoreConformance,
+  type ConformanceOptions,
+  type ConformanceRunner,
+  type ConformanceSession,
+} from './store-conformance.js';

@@ -6,6 +6,8 @@ export const salesforceFixtures = {
   organizationId: '00D000000000001AAA',
   /** The user id in the identity URL. */
   userId: '005000000000001AAA',
+  /** The user's username: the `sub` a JWT bearer assertion must name (the user is pre-authorized for every app). */
+  username: 'integration@acme.example',
   /** The Account every query returns and `sobjects/Account/<Id>` serves. */
   account: { Id: '001000000000001AAA', Name: 'Acme' },
 } as const;

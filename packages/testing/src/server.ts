@@ -1,9 +1,10 @@
-import { createHash } from 'node:crypto';
+import { createHash, createPublicKey, type JsonWebKeyInput } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TokenSet } from '@tokenrelay/core';
+import { JtiRegistry, checkAssertion, peekClaims } from './assertions.js';
 import { checkClient, readPresentedClient, type PresentedClient } from './client-auth.js';
 import { answerFor, normalizeFailure, type InjectedFailure } from './failures.js';
 import {
@@ -66,7 +67,18 @@ interface ServerConfig {
   readonly requestLogLimit: number;
 }
 
-const authMethods: readonly ClientAuthenticationMethod[] = ['client_secret_basic', 'client_secret_post', 'none'];
+const authMethods: readonly ClientAuthenticationMethod[] = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
+
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+
+/** Salesforce keeps at most this many token pairs per user and app; a new one revokes the oldest. */
+const SALESFORCE_TOKEN_PAIRS_PER_USER_AND_APP = 5;
+
+/** Salesforce accepts JWT bearer assertions whose exp is at most 3 minutes ahead; RFC 7523 servers commonly 5. */
+const maxAssertionLifetimeSeconds = { standard: 300, salesforce: 180 } as const;
+
+/** The subject of `issue()` sign-ins in standard mode. */
+const STANDARD_SUBJECT = 'demo-user';
 
 function option(value: number | undefined, name: string, fallback: number, check: (n: number) => boolean, rule: string): number {
   if (value === undefined) return fallback;
@@ -91,8 +103,20 @@ function resolveClients(clients: readonly OAuthClient[] | undefined): readonly O
     if (!authMethods.includes(authMethod)) {
       throw new TypeError(`startOAuthServer: client "${clientId}" has an unknown authMethod "${String(authMethod)}"`);
     }
-    if (authMethod !== 'none' && (typeof clientSecret !== 'string' || clientSecret === '')) {
+    if ((authMethod === 'client_secret_basic' || authMethod === 'client_secret_post') && (typeof clientSecret !== 'string' || clientSecret === '')) {
       throw new TypeError(`startOAuthServer: client "${clientId}" uses ${authMethod} and needs a clientSecret`);
+    }
+    if (authMethod === 'private_key_jwt' && client.publicKey === undefined) {
+      throw new TypeError(`startOAuthServer: client "${clientId}" uses private_key_jwt and needs a publicKey`);
+    }
+    if (client.publicKey !== undefined) {
+      try {
+        const { publicKey } = client;
+        if (typeof publicKey === 'string') createPublicKey(publicKey);
+        else createPublicKey({ key: publicKey as JsonWebKeyInput['key'], format: 'jwk' });
+      } catch {
+        throw new TypeError(`startOAuthServer: the publicKey of client "${clientId}" is not a PEM public key, certificate or JWK`);
+      }
     }
     return Object.freeze({ ...client });
   });
@@ -160,12 +184,15 @@ const accessTokenDescriptions = {
 class EmbeddedOAuthServer implements OAuthServer {
   readonly url: string;
   readonly tokenEndpoint: string;
+  readonly revocationEndpoint: string;
   readonly mode: OAuthServerMode;
   readonly #config: ServerConfig;
   readonly #server: Server;
   readonly #sockets: ReadonlySet<Socket>;
   readonly #tokenPath: string;
+  readonly #revocationPath: string;
   readonly #registry = new TokenRegistry();
+  readonly #jtis = new JtiRegistry();
   readonly #stats: StatsRecorder;
   readonly #closing = (() => {
     const controller = new AbortController();
@@ -185,6 +212,8 @@ class EmbeddedOAuthServer implements OAuthServer {
     this.url = `http://${HOST}:${(server.address() as AddressInfo).port}`;
     this.#tokenPath = config.mode === 'salesforce' ? '/services/oauth2/token' : '/oauth/token';
     this.tokenEndpoint = this.url + this.#tokenPath;
+    this.#revocationPath = config.mode === 'salesforce' ? '/services/oauth2/revoke' : '/oauth/revoke';
+    this.revocationEndpoint = this.url + this.#revocationPath;
     server.on('request', (req: IncomingMessage, res: ServerResponse) => {
       this.#route(req, res).catch((error: unknown) => this.#internalError(res, error));
     });
@@ -196,7 +225,7 @@ class EmbeddedOAuthServer implements OAuthServer {
     if (!client) throw new Error(`issue: unknown client "${String(options.clientId)}"`);
     const scope = parseScope(options.scope ?? (mode === 'salesforce' ? 'api refresh_token' : 'read write'));
     const now = Date.now();
-    const family = this.#registry.startFamily(client.clientId, scope);
+    const family = this.#startFamily(client.clientId, mode === 'salesforce' ? salesforceFixtures.username : STANDARD_SUBJECT, scope);
     const refreshToken = this.#registry.issueRefreshToken(family, refreshTokenTtlMs === undefined ? undefined : now + refreshTokenTtlMs);
     return toTokenSet(this.#grantAccess(family, client, scope, refreshToken, now), now);
   }
@@ -238,6 +267,14 @@ class EmbeddedOAuthServer implements OAuthServer {
     return this.#closed;
   }
 
+  /** A new grant family; in Salesforce mode the 6th live one of a user and app revokes the oldest. */
+  #startFamily(clientId: string, subject: string, scope: readonly string[]): GrantFamily {
+    const limit = this.mode === 'salesforce' ? SALESFORCE_TOKEN_PAIRS_PER_USER_AND_APP : Infinity;
+    const { family, evicted } = this.#registry.startFamily(clientId, subject, scope, limit);
+    this.#stats.tokenPairsEvicted(evicted);
+    return family;
+  }
+
   /** Mints an access token (and signs, in Salesforce mode) and returns the token response body. */
   #grantAccess(
     family: GrantFamily,
@@ -276,6 +313,7 @@ class EmbeddedOAuthServer implements OAuthServer {
       return;
     }
     if (url.pathname === this.#tokenPath) return this.#handleToken(req, res);
+    if (url.pathname === this.#revocationPath) return this.#handleRevocation(req, res);
     if (url.pathname.startsWith('/api/') || (this.mode === 'salesforce' && url.pathname.startsWith('/services/data/'))) {
       return this.#handleApi(req, res, url);
     }
@@ -341,7 +379,37 @@ class EmbeddedOAuthServer implements OAuthServer {
           break;
       }
     }
-    this.#refresh(req, res, entry, form, presented);
+    this.#grant(req, res, entry, form, presented);
+  }
+
+  /** RFC 7009 revocation. */
+  async #handleRevocation(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await readBody(req, TOKEN_BODY_LIMIT).catch((error: unknown) => {
+      if (error instanceof BodyTooLargeError) return undefined;
+      throw error;
+    });
+    const fail = (status: number, error: string, description: string, headers: OutgoingHttpHeaders = {}) =>
+      sendJson(res, status, { error, error_description: description }, headers);
+    if (req.method !== 'POST') return fail(405, 'invalid_request', 'The revocation endpoint accepts POST only', { allow: 'POST, OPTIONS' });
+    if (body === undefined || mediaType(req.headers['content-type']) !== 'application/x-www-form-urlencoded') {
+      return fail(400, 'invalid_request', 'The body must be an application/x-www-form-urlencoded form');
+    }
+    const form = new URLSearchParams(body.toString('utf8'));
+    let clientId: string | undefined;
+    // Salesforce's revoke takes the token alone; a standard server authenticates the client (RFC 7009 §2.1).
+    if (this.mode === 'standard') {
+      const presented = readPresentedClient(req.headers.authorization, form);
+      const client = checkClient(presented, this.#config.clients, this.mode, { endpoint: this.revocationEndpoint, now: Date.now(), jtis: this.#jtis });
+      if (!client.ok) {
+        return fail(401, 'invalid_client', client.description, presented.usedHeader ? { 'www-authenticate': `Basic realm="${REALM}"` } : {});
+      }
+      clientId = client.client.clientId;
+    }
+    const token = form.get('token');
+    if (!token) return fail(400, 'invalid_request', 'token is missing');
+    this.#registry.revoke(token, clientId);
+    this.#stats.revoked();
+    send(res, 200, { 'cache-control': 'no-store' });
   }
 
   #tokenError(
@@ -356,8 +424,8 @@ class EmbeddedOAuthServer implements OAuthServer {
     sendJson(res, status, { error, error_description: description }, { 'cache-control': 'no-store', ...headers });
   }
 
-  /** The refresh token grant proper (RFC 6749 §6). */
-  #refresh(
+  /** The token endpoint proper: the refresh token, client credentials and JWT bearer grants. */
+  #grant(
     req: IncomingMessage,
     res: ServerResponse,
     entry: TokenRequestEntry,
@@ -370,20 +438,32 @@ class EmbeddedOAuthServer implements OAuthServer {
     if (!form) return fail(400, 'invalid_request', 'The body must be application/x-www-form-urlencoded');
     const duplicate = findDuplicateParam(form);
     if (duplicate !== undefined) return fail(400, 'invalid_request', `The parameter ${duplicate} was sent more than once`);
+    const grantType = form.get('grant_type');
+    const now = Date.now();
+    // RFC 7523 §3.1: the assertion identifies and authenticates the client; no other authentication is needed.
+    if (grantType === JWT_BEARER && presented.method === undefined) return this.#jwtBearer(res, entry, form, now);
 
     const { clients, mode, reuseDetection, rotateRefreshTokens, refreshTokenTtlMs } = this.#config;
-    const client = checkClient(presented, clients, mode);
+    const client = checkClient(presented, clients, mode, { endpoint: this.tokenEndpoint, now, jtis: this.#jtis });
     if (!client.ok) {
       // RFC 6749 §5.2: 401, with WWW-Authenticate when the client used the Authorization header.
       return fail(401, 'invalid_client', client.description, presented.usedHeader ? { 'www-authenticate': `Basic realm="${REALM}"` } : {});
     }
-    const grantType = form.get('grant_type');
     if (!grantType) return fail(400, 'invalid_request', 'grant_type is missing');
-    if (grantType !== 'refresh_token') return fail(400, 'unsupported_grant_type', 'Only grant_type=refresh_token is supported');
+    if (grantType === JWT_BEARER) return this.#jwtBearer(res, entry, form, now);
+    if (grantType === 'client_credentials') {
+      if (client.client.authMethod === 'none') return fail(400, 'unauthorized_client', 'A public client cannot use client_credentials');
+      const scope = parseScope(form.get('scope') ?? (mode === 'salesforce' ? 'api' : 'read write'));
+      // Salesforce runs a client credentials app as its configured "run as" user: the fixture user here.
+      const family = this.#startFamily(client.client.clientId, mode === 'salesforce' ? salesforceFixtures.username : client.client.clientId, scope);
+      return this.#answerTokens(res, entry, this.#grantAccess(family, client.client, scope, undefined, now));
+    }
+    if (grantType !== 'refresh_token') {
+      return fail(400, 'unsupported_grant_type', `Supported grants: refresh_token, client_credentials, ${JWT_BEARER}`);
+    }
     const refreshToken = form.get('refresh_token');
     if (!refreshToken) return fail(400, 'invalid_request', 'refresh_token is missing');
 
-    const now = Date.now();
     const found = this.#registry.checkRefreshToken(refreshToken, client.client.clientId, now);
     if (!found.valid) {
       if (found.reason === 'rotated' && found.entry) {
@@ -402,10 +482,47 @@ class EmbeddedOAuthServer implements OAuthServer {
       found.entry.state = 'rotated';
       newRefreshToken = this.#registry.issueRefreshToken(family, refreshTokenTtlMs === undefined ? undefined : now + refreshTokenTtlMs);
     }
-    const response = this.#grantAccess(family, client.client, requested.length > 0 ? requested : family.scope, newRefreshToken, now);
+    this.#answerTokens(res, entry, this.#grantAccess(family, client.client, requested.length > 0 ? requested : family.scope, newRefreshToken, now));
+  }
+
+  /**
+   * The JWT bearer grant (RFC 7523 §2.1): the assertion's iss names a client with a registered public
+   * key, its signature, aud (Salesforce: the login host; otherwise the token endpoint or the server),
+   * sub (Salesforce: the fixture user, pre-authorized), exp and a fresh jti are checked.
+   */
+  #jwtBearer(res: ServerResponse, entry: TokenRequestEntry, form: URLSearchParams, now: number): void {
+    const fail = (status: number, error: string, description: string) => this.#tokenError(res, entry, status, error, description);
+    const assertion = form.get('assertion');
+    if (!assertion) return fail(400, 'invalid_request', 'assertion is missing');
+    const issuer = peekClaims(assertion)?.iss;
+    const client = this.#config.clients.find((candidate) => candidate.clientId === issuer);
+    entry.clientId = typeof issuer === 'string' ? issuer : undefined;
+    // Salesforce answers an unknown consumer key with invalid_client, any other refusal with invalid_grant.
+    if (!client) return fail(400, 'invalid_client', 'invalid client credentials');
+    if (client.publicKey === undefined) return fail(400, 'invalid_grant', 'The client has no public key for JWT bearer assertions');
+    const salesforce = this.mode === 'salesforce';
+    const check = checkAssertion(
+      assertion,
+      client.publicKey,
+      {
+        issuer: client.clientId,
+        subject: salesforce ? salesforceFixtures.username : undefined,
+        audiences: salesforce ? [this.url] : [this.tokenEndpoint, this.url],
+        maxLifetimeSeconds: maxAssertionLifetimeSeconds[this.mode],
+        now,
+      },
+      this.#jtis,
+    );
+    if (!check.ok) return fail(400, 'invalid_grant', check.description);
+    const scope = parseScope(form.get('scope') ?? (salesforce ? 'api' : 'read write'));
+    const family = this.#startFamily(client.clientId, String(check.claims.sub), scope);
+    this.#answerTokens(res, entry, this.#grantAccess(family, client, scope, undefined, now));
+  }
+
+  #answerTokens(res: ServerResponse, entry: TokenRequestEntry, response: Record<string, unknown>): void {
     this.#stats.tokenSucceeded();
     this.#stats.tokenAnswered(entry, 200, undefined);
-    const contentType = mode === 'salesforce' ? SALESFORCE_JSON : JSON_TYPE;
+    const contentType = this.mode === 'salesforce' ? SALESFORCE_JSON : JSON_TYPE;
     send(res, 200, { 'content-type': contentType, 'cache-control': 'no-store', pragma: 'no-cache' }, JSON.stringify(response));
   }
 

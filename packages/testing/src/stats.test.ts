@@ -10,7 +10,7 @@ describe('stats()', () => {
     const first = await refreshWith(server, tokens.refreshToken!);
     await refreshWith(server, tokens.refreshToken!); // reuse: family revoked
     await refreshWith(server, String(first.json?.refresh_token)); // the family is gone
-    await postToken(server, { grant_type: 'client_credentials' });
+    await postToken(server, { grant_type: 'password', username: 'u', password: 'p' });
     server.failNextTokenRequests(1, 'unavailable');
     await refreshWith(server, server.issue().refreshToken!);
 
@@ -58,6 +58,8 @@ describe('stats()', () => {
       injectedFailures: {},
       refreshTokenReuses: 0,
       familiesRevoked: 0,
+      tokenPairsEvicted: 0,
+      revocations: 0,
       maxInFlightTokenRequests: 0,
       apiRequests: 0,
       apiOk: 0,

@@ -24,6 +24,8 @@ export class StatsRecorder {
       tokenSuccesses: 0,
       refreshTokenReuses: 0,
       familiesRevoked: 0,
+      tokenPairsEvicted: 0,
+      revocations: 0,
       maxInFlightTokenRequests: 0,
       apiRequests: 0,
       apiOk: 0,
@@ -73,6 +75,15 @@ export class StatsRecorder {
   refreshTokenReused(familyRevoked: boolean): void {
     this.#counters.refreshTokenReuses++;
     if (familyRevoked) this.#counters.familiesRevoked++;
+  }
+
+  tokenPairsEvicted(count: number): void {
+    this.#counters.tokenPairsEvicted += count;
+    this.#counters.familiesRevoked += count;
+  }
+
+  revoked(): void {
+    this.#counters.revocations++;
   }
 
   familiesRevoked(count: number): void {

@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto';
 /** One sign-in: every access and refresh token descending from it (RFC 9700 calls it the grant). */
 export interface GrantFamily {
   readonly clientId: string;
+  /** Whom the tokens are for: the signed-in user, a JWT bearer `sub`, a client credentials "run as" user. */
+  readonly subject: string;
   /** The scope granted at sign-in; refreshes may narrow it, never widen it. */
   readonly scope: readonly string[];
   revoked: boolean;
@@ -38,10 +40,18 @@ export class TokenRegistry {
   readonly #refreshTokens = new Map<string, RefreshTokenEntry>();
   readonly #families = new Set<GrantFamily>();
 
-  startFamily(clientId: string, scope: readonly string[]): GrantFamily {
-    const family: GrantFamily = { clientId, scope, revoked: false };
+  /**
+   * Starts a family. With `limit`, at most that many live families per client and subject: the
+   * oldest are revoked to make room (Salesforce's 5 token pairs per user and app). Returns how many.
+   */
+  startFamily(clientId: string, subject: string, scope: readonly string[], limit = Infinity): { family: GrantFamily; evicted: number } {
+    const family: GrantFamily = { clientId, subject, scope, revoked: false };
+    const live = [...this.#families].filter((other) => !other.revoked && other.clientId === clientId && other.subject === subject);
+    let evicted = 0;
+    // Sets iterate in insertion order: the first are the oldest.
+    for (const oldest of live.slice(0, Math.max(0, live.length + 1 - limit))) if (this.revokeFamily(oldest)) evicted++;
     this.#families.add(family);
-    return family;
+    return { family, evicted };
   }
 
   issueAccessToken(family: GrantFamily, expiresAt: number, prefix = ''): string {
@@ -73,6 +83,19 @@ export class TokenRegistry {
     if (entry.family.revoked) return { valid: false, reason: 'revoked', entry };
     if (entry.expiresAt !== undefined && now >= entry.expiresAt) return { valid: false, reason: 'expired', entry };
     return { valid: true, entry };
+  }
+
+  /**
+   * RFC 7009 revocation by `clientId`: a refresh token revokes its whole family, an access token
+   * itself. Unknown tokens and other clients' tokens are left alone. Returns whether anything was revoked.
+   */
+  revoke(token: string, clientId: string | undefined): boolean {
+    const refresh = this.#refreshTokens.get(token);
+    if (refresh && (clientId === undefined || refresh.family.clientId === clientId)) return this.revokeFamily(refresh.family);
+    const access = this.#accessTokens.get(token);
+    if (!access || access.revoked || (clientId !== undefined && access.family.clientId !== clientId)) return false;
+    access.revoked = true;
+    return true;
   }
 
   revokeAccessTokens(): void {

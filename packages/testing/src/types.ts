@@ -1,7 +1,7 @@
 import type { TokenSet } from '@tokenrelay/core';
 
-/** How a client proves its identity to the token endpoint (RFC 6749 §2.3). */
-export type ClientAuthenticationMethod = 'client_secret_basic' | 'client_secret_post' | 'none';
+/** How a client proves its identity to the token endpoint (RFC 6749 §2.3, RFC 7523 §2.2). */
+export type ClientAuthenticationMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';
 
 /** An OAuth client the server knows. */
 export interface OAuthClient {
@@ -15,6 +15,12 @@ export interface OAuthClient {
    * Basic or the body, and a `none` client sends `client_id` alone.
    */
   authMethod: ClientAuthenticationMethod;
+  /**
+   * The client's public key: PEM (SPKI `PUBLIC KEY` or a certificate, as uploaded to a Salesforce
+   * app) or a JWK. Verifies its `private_key_jwt` client assertions and its JWT bearer grant
+   * assertions (RS256, ES256, PS256). Required for `private_key_jwt`.
+   */
+  publicKey?: string | JsonWebKey;
 }
 
 /**
@@ -220,6 +226,13 @@ export interface OAuthServerStats {
   readonly refreshTokenReuses: number;
   /** Grant families revoked by reuse detection or {@link OAuthServer.revokeRefreshTokens}. */
   readonly familiesRevoked: number;
+  /**
+   * Salesforce mode: grant families revoked because a new one for the same user and app made more
+   * than 5 (Salesforce's limit of 5 token pairs per user and app; also counted in `familiesRevoked`).
+   */
+  readonly tokenPairsEvicted: number;
+  /** Requests to the revocation endpoint answered 200. */
+  readonly revocations: number;
   /** The largest number of token requests being processed at the same time: 1 proves single flight. */
   readonly maxInFlightTokenRequests: number;
   /** Requests to the protected API (CORS preflights excepted). */
@@ -240,6 +253,13 @@ export interface OAuthServer {
   readonly url: string;
   /** The token endpoint: `${url}/oauth/token`, or `${url}/services/oauth2/token` in Salesforce mode. */
   readonly tokenEndpoint: string;
+  /**
+   * The revocation endpoint (RFC 7009): `${url}/oauth/revoke`, or `${url}/services/oauth2/revoke` in
+   * Salesforce mode. A refresh token revokes its grant family, an access token itself; unknown
+   * tokens answer 200 too. Standard mode authenticates the client as the token endpoint does;
+   * Salesforce mode needs `token` only.
+   */
+  readonly revocationEndpoint: string;
   /** The mode the server runs in. */
   readonly mode: OAuthServerMode;
   /**

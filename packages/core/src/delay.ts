@@ -1,0 +1,24 @@
+/**
+ * Resolves after `ms` milliseconds, or rejects with `signal.reason` as soon as `signal` aborts.
+ * Its abort listener is removed either way, so a loop that waits on one long-lived signal many
+ * times does not pile listeners up on it.
+ *
+ * @example
+ * ```ts
+ * await delay(25, signal) // a polling loop's pause that ends when the caller gives up
+ * ```
+ */
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

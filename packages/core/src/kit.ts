@@ -1,0 +1,31 @@
+/*
+ * @tokenrelay/core/kit: the pieces tokenrelay's own adapters and stores are built from, for
+ * authors of adapters (another HTTP client) and stores (another database). An app needs none of
+ * them: it calls the main entry. They follow the package's version, but they are tools, not the
+ * API an app is written against, so read the changelog when you upgrade an adapter or store.
+ *
+ * - Adapters: `createOriginMatcher` (which requests get the bearer), `bearerAuthorization`,
+ *   `defaultShouldRefresh` and `parseWwwAuthenticate` (which 401s mean "refresh"),
+ *   `unwrappedFetch` (how a wrapped fetch hands the token endpoint its inner fetch),
+ *   `isSecureOrLoopback` (where credentials may go).
+ * - Stores: `parseStoredTokens`/`parseTokenSet` (the one parser: what a store reads back is
+ *   checked here, so the same object round-trips the same way in every store), `storeError`.
+ * - Both: `delay` (an abortable pause that cleans up after itself), `notifyListeners` (one bad
+ *   listener never starves the others), `configurationError`.
+ */
+export {
+  bearerAuthorization,
+  createOriginMatcher,
+  defaultShouldRefresh,
+  isSecureOrLoopback,
+  parseWwwAuthenticate,
+  unwrappedFetch,
+  type AuthChallenge,
+  type FailedResponse,
+  type Origins,
+  type ShouldRefresh,
+} from './adapter-kit.js';
+export { isRecord, parseStoredTokens, parseTokenSet, tokenSetProblem } from './token-set.js';
+export { configurationError, storeError } from './errors.js';
+export { delay } from './delay.js';
+export { notifyListeners } from './notify.js';

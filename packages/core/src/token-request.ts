@@ -1,0 +1,297 @@
+/*
+ * The one token-endpoint client: every grant and revokeToken post their form through here, so the
+ * endpoint rule (https or loopback), client authentication, redirect refusal, body limit, failure
+ * classification (in doubt or not) and the redaction of what was sent live once.
+ */
+import { isSecureOrLoopback, unwrappedFetch } from './adapter-kit.js';
+import type { ClientAuthenticator } from './client-auth.js';
+import { ErrorCode, TokenRelayError, redactSecrets } from './errors.js';
+import { isRecord } from './token-set.js';
+import { parseTokenResponse } from './token-response.js';
+import type { Clock, TokenSet } from './types.js';
+
+/** The transport options every grant (and `revokeToken`) takes. */
+export interface TokenRequestOptions {
+  /**
+   * The fetch used for the token call.
+   * @default globalThis.fetch at call time, with any tokenrelay wrapper removed, so the token call never
+   * goes through our own interceptor
+   */
+  fetch?: typeof fetch;
+  /**
+   * The largest response body read, in bytes; a larger one is an `INVALID_TOKEN_RESPONSE`
+   * (or `TOKEN_ENDPOINT_ERROR` for an error status).
+   * @default 262_144
+   */
+  maxResponseBytes?: number;
+  /**
+   * Clock for turning `expires_in` into `expiresAt` and for the times in signed assertions. The
+   * time taken is the one just before the request is sent, so network latency shortens the
+   * lifetime rather than lengthening it.
+   * @default Date
+   */
+  clock?: Clock;
+}
+
+/** What the endpoint answered: the parsed body and what is needed to judge it. */
+export interface TokenEndpointAnswer {
+  readonly status: number;
+  readonly ok: boolean;
+  /** The body, or `undefined` when it was larger than the limit. */
+  readonly text: string | undefined;
+  /** The body parsed as JSON, or `undefined` when it is not JSON. */
+  readonly json: unknown;
+  readonly contentType: string;
+  readonly retryAfterMs: number | undefined;
+  /** The clock just before the request was sent. */
+  readonly startedAt: number;
+  /** Every secret the request carried, in the form it was given; redact these from anything shown. */
+  readonly secrets: readonly string[];
+}
+
+/** How a grant reads the OAuth errors that mean something particular for it. */
+export type OAuthErrorMeaning = Readonly<Record<string, { code: ErrorCode; rejected: string; advice: string }>>;
+
+const credentialsRejected = {
+  code: ErrorCode.CREDENTIALS_REJECTED,
+  rejected: "the client's credentials",
+  advice: "check the client id, the secret or key, and the app's settings",
+};
+
+/** What `invalid_client` and `unauthorized_client` mean for every grant. */
+const clientErrors: OAuthErrorMeaning = { invalid_client: credentialsRejected, unauthorized_client: credentialsRejected };
+
+/** For grants that use the client's own credentials only: a refused grant is a refused credential too. */
+export const credentialGrantErrors: OAuthErrorMeaning = { invalid_grant: credentialsRejected };
+
+const configError = (message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message);
+
+/** Parses an endpoint option: absolute, no credentials, https (or http on loopback). Checked before anything is sent. */
+export function parseEndpoint(value: string | URL, who: string, name = 'tokenEndpoint'): URL {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw configError(`${who}: ${name} must be an absolute URL`);
+  }
+  if (url.username || url.password) throw configError(`${who}: ${name} must not contain credentials`);
+  if (!isSecureOrLoopback(url)) {
+    throw configError(`${who}: ${name} must use https (http is allowed for loopback hosts only): ${url.origin}`);
+  }
+  return url;
+}
+
+function resolveFetch(explicit: typeof fetch | undefined, who: string): typeof fetch {
+  let candidate = explicit ?? globalThis.fetch;
+  // Unwrap our own wrappers (bounded: wrappers nest only as deep as someone installed them).
+  for (let depth = 0; depth < 16 && candidate && unwrappedFetch in candidate; depth++) {
+    candidate = (candidate as typeof fetch & { [unwrappedFetch]: typeof fetch })[unwrappedFetch];
+  }
+  if (typeof candidate !== 'function') throw configError(`${who}: no fetch is available; pass options.fetch`);
+  return candidate;
+}
+
+async function readBody(response: Response, limit: number): Promise<string | undefined> {
+  const declared = Number(response.headers.get('content-length'));
+  if (declared > limit) {
+    // Not awaited: a stream's cancel may wait on its source, and we are done with this response either way.
+    response.body?.cancel().catch(() => undefined);
+    return undefined;
+  }
+  if (!response.body) return '';
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      reader.cancel().catch(() => undefined);
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return new TextDecoder().decode(bytes);
+}
+
+function parseRetryAfter(header: string | null, now: number): number | undefined {
+  if (!header) return undefined;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
+  const date = Date.parse(header);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+/**
+ * Error codes (Node's, and undici's in `cause.code`) of failures that happen before a single byte of
+ * the request can reach the server: no name resolution, no route, no connection, no TLS session.
+ */
+const notSentCodes = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EAI_FAIL',
+  'EAI_NONAME',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EHOSTUNREACH',
+  'EHOSTDOWN',
+  'EADDRNOTAVAIL',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'ERR_TLS_HANDSHAKE_TIMEOUT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+]);
+
+/**
+ * True only when `error` (fetch's rejection) certainly left before the request was sent. Anything
+ * else (a reset or closed socket, an unknown cause, a browser's opaque `TypeError`) may have
+ * reached the server. Walks the `cause` chain and an `AggregateError`'s `errors` (Node tries
+ * several addresses), boundedly.
+ */
+function certainlyNotSent(error: unknown, depth = 0): boolean {
+  if (depth > 4 || !isRecord(error) && !(error instanceof Error)) return false;
+  const { code, errors, cause } = error as { code?: unknown; errors?: unknown; cause?: unknown };
+  if (typeof code === 'string' && (notSentCodes.has(code) || code.startsWith('ERR_SSL_'))) return true;
+  if (Array.isArray(errors) && errors.length > 0) return errors.every((inner) => certainlyNotSent(inner, depth + 1));
+  return cause !== undefined && certainlyNotSent(cause, depth + 1);
+}
+
+function networkError(where: string, error: unknown, inDoubt: boolean): TokenRelayError {
+  return new TokenRelayError(
+    ErrorCode.NETWORK_ERROR,
+    inDoubt
+      ? `The connection to the token endpoint ${where} broke after the request may have been sent`
+      : `Could not reach the token endpoint ${where}`,
+    { cause: error, transient: true, ...(inDoubt ? { inDoubt } : {}) },
+  );
+}
+
+/** A client for one endpoint: posts a form with the client's authentication and judges the answer. */
+export interface TokenEndpointClient {
+  /** The endpoint, parsed and checked. */
+  readonly endpoint: URL;
+  /** Posts `params` (client authentication added); `secrets` are the grant's own, for redaction. */
+  post(params: URLSearchParams, context: { signal: AbortSignal; secrets: ReadonlyArray<string | undefined> }): Promise<TokenEndpointAnswer>;
+  /** The error for an answer that is an error response (any status), or `undefined` for a success. */
+  errorOf(answer: TokenEndpointAnswer, meanings?: OAuthErrorMeaning): TokenRelayError | undefined;
+  /** Posts a token request and returns its tokens (RFC 6749 §5.1), or throws the classified error. */
+  requestTokens(
+    params: URLSearchParams,
+    context: { signal: AbortSignal; secrets: ReadonlyArray<string | undefined>; meanings?: OAuthErrorMeaning },
+  ): Promise<TokenSet>;
+}
+
+/** Builds the client; every option is checked synchronously (`CONFIGURATION_ERROR` naming `who`). */
+export function tokenEndpointClient(
+  endpoint: URL,
+  authenticate: ClientAuthenticator,
+  options: TokenRequestOptions & { who: string },
+): TokenEndpointClient {
+  const { who, clock = Date, maxResponseBytes = 262_144 } = options;
+  if (!(maxResponseBytes > 0)) throw configError(`${who}: maxResponseBytes must be a positive number`);
+  const where = endpoint.origin + endpoint.pathname;
+
+  const post: TokenEndpointClient['post'] = async (params, { signal, secrets }) => {
+    const headers: Record<string, string> = {
+      'content-type': 'application/x-www-form-urlencoded;charset=UTF-8',
+      accept: 'application/json',
+    };
+    const sent = [...secrets, ...(await authenticate({ endpoint: endpoint.href, params, headers }, clock))].filter(
+      (secret): secret is string => !!secret,
+    );
+    const fetchImpl = resolveFetch(options.fetch, who);
+    const startedAt = clock.now();
+    let response: Response;
+    try {
+      // Redirects are refused: the credentials and the refresh token must never follow one to another host.
+      response = await fetchImpl(endpoint, { method: 'POST', headers, body: params, signal, redirect: 'manual' });
+    } catch (error) {
+      if (signal.aborted) throw signal.reason;
+      throw networkError(where, error, !certainlyNotSent(error));
+    }
+    if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status < 400)) {
+      response.body?.cancel().catch(() => undefined);
+      // A complete answer: the server did not take the request, so it is not in doubt.
+      throw new TokenRelayError(ErrorCode.NETWORK_ERROR, `The token endpoint ${where} answered with a redirect, which is never followed`, {
+        status: response.status,
+      });
+    }
+    let text: string | undefined;
+    try {
+      text = await readBody(response, maxResponseBytes);
+    } catch (error) {
+      if (signal.aborted) throw signal.reason;
+      throw networkError(where, error, true);
+    }
+    let json: unknown;
+    try {
+      json = text === undefined ? undefined : JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    return {
+      status: response.status,
+      ok: response.ok,
+      text,
+      json,
+      contentType: response.headers.get('content-type') ?? 'no content-type',
+      retryAfterMs: parseRetryAfter(response.headers.get('retry-after'), clock.now()),
+      startedAt,
+      secrets: sent,
+    };
+  };
+
+  const errorOf: TokenEndpointClient['errorOf'] = (answer, meanings = {}) => {
+    const { status, json, text } = answer;
+    if (answer.ok && !(isRecord(json) && json.error !== undefined)) return undefined;
+    const oauthError = isRecord(json) && typeof json.error === 'string' ? json.error.slice(0, 100) : undefined;
+    // Redacted before it is cut, so a cut never leaves part of a secret behind.
+    const description =
+      isRecord(json) && typeof json.error_description === 'string'
+        ? `: ${redactSecrets(json.error_description, answer.secrets).slice(0, 300)}`
+        : '';
+    const what = oauthError
+      ? `${redactSecrets(oauthError, answer.secrets)}${description}`
+      : text === undefined
+        ? `a body larger than ${maxResponseBytes} bytes`
+        : `${answer.contentType}, not an OAuth error response`;
+    const details = { status, ...(oauthError === undefined ? {} : { oauthError }) };
+    const meaning = oauthError === undefined ? undefined : (meanings[oauthError] ?? clientErrors[oauthError]);
+    if (meaning) {
+      return new TokenRelayError(meaning.code, `The token endpoint rejected ${meaning.rejected} (HTTP ${status} ${what}); ${meaning.advice}`, details);
+    }
+    return new TokenRelayError(ErrorCode.TOKEN_ENDPOINT_ERROR, `The token endpoint answered HTTP ${status} (${what})`, {
+      ...details,
+      transient: status >= 500 || status === 429,
+      ...(answer.retryAfterMs === undefined ? {} : { retryAfterMs: answer.retryAfterMs }),
+    });
+  };
+
+  const requestTokens: TokenEndpointClient['requestTokens'] = async (params, { meanings, ...context }) => {
+    const answer = await post(params, context);
+    const error = errorOf(answer, meanings);
+    if (error) throw error;
+    const invalid = (problem: string) =>
+      new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `The token endpoint answered HTTP ${answer.status} ${problem}`, {
+        status: answer.status,
+      });
+    if (answer.text === undefined) throw invalid(`with a body larger than ${maxResponseBytes} bytes`);
+    if (!isRecord(answer.json)) throw invalid(`with a body that is not a JSON object (${answer.contentType})`);
+    return parseTokenResponse(answer.json, answer.startedAt, invalid);
+  };
+
+  return { endpoint, post, errorOf, requestTokens };
+}

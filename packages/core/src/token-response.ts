@@ -1,0 +1,71 @@
+/*
+ * RFC 6749 §5.1 token responses → TokenSet. Every grant turns its answer into tokens here, and
+ * users who do their own sign-in (an authorization-code callback) can do the same.
+ */
+import { ErrorCode, TokenRelayError } from './errors.js';
+import { isRecord, parseTokenSet } from './token-set.js';
+import type { TokenSet } from './types.js';
+
+/** Options of {@link tokenSetFromResponse}. */
+export interface TokenSetFromResponseOptions {
+  /**
+   * When the request was sent, in epoch milliseconds: `expiresAt = now + expires_in * 1000`. Take
+   * it just before sending, so network latency shortens the lifetime rather than lengthening it.
+   * @default Date.now()
+   */
+  now?: number;
+}
+
+/**
+ * Checks `response` as an RFC 6749 §5.1 token response and builds the rest; `refuse` builds the
+ * error for one that is not usable. Shared by the grants, which add the HTTP status to the error.
+ */
+export function parseTokenResponse(response: unknown, now: number, refuse: (problem: string) => Error): TokenSet {
+  if (!isRecord(response)) throw refuse('with a body that is not a JSON object');
+  const { access_token, refresh_token, expires_in, token_type, scope, ...rest } = response;
+  if (typeof access_token !== 'string' || access_token === '') throw refuse('without an access_token');
+  if (token_type !== undefined && (typeof token_type !== 'string' || token_type.toLowerCase() !== 'bearer')) {
+    throw refuse(`with token_type "${String(token_type).slice(0, 40)}"; only Bearer tokens are supported`);
+  }
+  if (expires_in !== undefined && expires_in !== null && (typeof expires_in !== 'number' || !Number.isFinite(expires_in) || expires_in < 0)) {
+    throw refuse(`with an invalid expires_in (${typeof expires_in === 'string' ? 'a string' : String(expires_in)})`);
+  }
+  if (refresh_token !== undefined && (typeof refresh_token !== 'string' || refresh_token === '')) {
+    throw refuse('with an invalid refresh_token');
+  }
+  if (scope !== undefined && typeof scope !== 'string') throw refuse('with an invalid scope');
+  const tokens: Record<string, unknown> = {
+    accessToken: access_token,
+    tokenType: typeof token_type === 'string' ? token_type : 'Bearer',
+    raw: rest,
+  };
+  if (refresh_token !== undefined) tokens.refreshToken = refresh_token;
+  if (typeof expires_in === 'number') tokens.expiresAt = now + expires_in * 1000;
+  if (scope !== undefined) tokens.scope = scope;
+  // The one token-set parser: refuses what cannot be used (a token that cannot go in a header, an
+  // expiry that overflowed to Infinity) before anything is stored.
+  return parseTokenSet(tokens, (problem) => refuse(`with unusable tokens: ${problem}`));
+}
+
+/**
+ * Turns a token response (RFC 6749 §5.1, the parsed JSON body) into a {@link TokenSet}, checked as
+ * strictly as the grants check theirs: `access_token` required and sendable in an HTTP header,
+ * `token_type` Bearer (or absent), `expires_in` a non-negative number whose expiry is finite,
+ * `refresh_token` and `scope` strings. `expires_in` becomes `expiresAt`; `raw` keeps every other
+ * field (`id_token`, Salesforce's `instance_url`, …). For sign-ins tokenrelay does not make itself,
+ * e.g. an authorization-code callback, before `manager.setTokens()`.
+ *
+ * @throws TokenRelayError `INVALID_TOKEN_RESPONSE` for a response that is not usable; the message
+ * names the problem, never a token.
+ * @example
+ * ```ts
+ * const now = Date.now()
+ * const response = await fetch(tokenEndpoint, { method: 'POST', body: codeExchange })
+ * await manager.setTokens(tokenSetFromResponse(await response.json(), { now }))
+ * ```
+ */
+export function tokenSetFromResponse(response: unknown, options: TokenSetFromResponseOptions = {}): TokenSet {
+  return parseTokenResponse(response, options.now ?? Date.now(), (problem) =>
+    new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `The token response came ${problem}`),
+  );
+}
