@@ -5,7 +5,8 @@ const source = (name: string) => fileURLToPath(new URL(`./packages/${name}/src/i
 
 /**
  * Package tests that need a service or a child process: they run in the integration project.
- * Every other `packages/*\/src` test is a unit test (in-process, loopback at most, seconds).
+ * Every other `packages/*\/src` test, and the benchmark's own tests, are unit tests (in-process,
+ * loopback at most, seconds).
  */
 const packageTestsWithServices = [
   'packages/redis/src/**/*.test.ts', // a real redis-server
@@ -52,7 +53,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'unit',
-          include: ['packages/*/src/**/*.test.ts'],
+          include: ['packages/*/src/**/*.test.ts', 'bench/**/*.test.ts'],
           exclude: packageTestsWithServices,
         },
       },

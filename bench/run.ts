@@ -3,8 +3,9 @@
  * interceptor, on the same workloads, against @tokenrelay/testing's OAuth server on 127.0.0.1.
  *
  *   pnpm bench                          full run (for the README)
- *   pnpm bench:short                    CI: smaller, < 2 minutes, exit 1 if tokenrelay misses a
- *                                       correctness goal or a size budget (never on timings)
+ *   pnpm bench:short                    CI: smaller, exit 1 if tokenrelay misses a correctness goal
+ *                                       or a size budget (never on timings); timing-only scenarios
+ *                                       are left out unless named with --only
  *   pnpm bench --only hot-path,queue-behind-slow-refresh
  *                                       re-measure some parts; the rest of latest.json is kept
  *
@@ -13,19 +14,22 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { contenders, type Contender } from './contenders/index.js';
+import { contenders, takesPart, type Contender } from './contenders/index.js';
 import { failuresOf, renderMarkdown, type BenchResults, type ContenderRun, type Measured, type ScenarioEntry } from './report.js';
-import { measureBundleSizes } from './scenarios/bundle-size.js';
+import { BUNDLE_SIZE_ID, measureBundleSizes } from './scenarios/bundle-size.js';
 import { burstAfterExpiry, burstAfterRevocation } from './scenarios/burst.js';
 import { deadRefreshToken } from './scenarios/dead-refresh-token.js';
 import { sizesFor, type HttpScenario, type Mode, type ScenarioResult } from './scenarios/harness.js';
-import { measureHotPath } from './scenarios/hot-path.js';
+import { HOT_PATH_ID, measureHotPath } from './scenarios/hot-path.js';
 import { late401 } from './scenarios/late-401.js';
+import { outage } from './scenarios/outage.js';
 import { collectGarbage } from './scenarios/memory.js';
 import { queueBehindSlowRefresh } from './scenarios/queue.js';
+import { releaseAfterRefresh } from './scenarios/release.js';
 import { rotation } from './scenarios/rotation.js';
 import { steady } from './scenarios/steady.js';
 import { transient503 } from './scenarios/transient-503.js';
+import { zeroStall } from './scenarios/zero-stall.js';
 import { ServerHost } from './server/remote.js';
 
 const scenarios: readonly HttpScenario[] = [
@@ -37,10 +41,11 @@ const scenarios: readonly HttpScenario[] = [
   deadRefreshToken,
   transient503,
   queueBehindSlowRefresh,
+  releaseAfterRefresh,
+  outage,
+  zeroStall,
 ];
-const HOT_PATH = 'hot-path';
-const BUNDLE_SIZE = 'bundle-size';
-const partIds = [...scenarios.map((scenario) => scenario.id), HOT_PATH, BUNDLE_SIZE];
+const partIds = [...scenarios.map((scenario) => scenario.id), HOT_PATH_ID, BUNDLE_SIZE_ID];
 
 const resultsDir = fileURLToPath(new URL('./results/', import.meta.url));
 const jsonPath = `${resultsDir}latest.json`;
@@ -96,7 +101,7 @@ async function runScenario(host: ServerHost, scenario: HttpScenario, contender: 
     );
     const problems = scenario.check(value);
     if (unhandledRejections > 0) problems.push(`${unhandledRejections} unhandled promise rejections`);
-    run = { ...value, problems, consoleLines, unhandledRejections };
+    run = { ...value, problems, timingMisses: scenario.timingCheck?.(value) ?? [], consoleLines, unhandledRejections };
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     run = { error: message, problems: [`the run failed: ${message}`] };
@@ -106,10 +111,20 @@ async function runScenario(host: ServerHost, scenario: HttpScenario, contender: 
   return run;
 }
 
+/** Adds to each layered contender's problems where it did worse than the contender it is layered on. */
+function compareLayered(scenario: HttpScenario, results: Record<string, ContenderRun>): void {
+  for (const contender of contenders) {
+    const run = results[contender.id];
+    const base = contender.layeredOn === undefined ? undefined : results[contender.layeredOn];
+    if (!scenario.compareWithBase || !run || 'error' in run || !base || 'error' in base) continue;
+    results[contender.id] = { ...run, problems: [...run.problems, ...scenario.compareWithBase(run, base)] };
+  }
+}
+
 async function previousResults(): Promise<BenchResults | undefined> {
   try {
     const parsed = JSON.parse(await readFile(jsonPath, 'utf8')) as BenchResults;
-    return parsed.schema === 1 ? parsed : undefined;
+    return parsed.schema === 2 ? parsed : undefined;
   } catch {
     return undefined;
   }
@@ -130,14 +145,20 @@ async function main(): Promise<number> {
   process.stderr.write(`tokenrelay bench (${mode}), load average ${environment.loadAverage.toFixed(1)} on ${environment.cores} cores\n`);
 
   const scenarioEntries: Record<string, ScenarioEntry> = {};
-  const selected = scenarios.filter((scenario) => wanted(scenario.id));
+  // CI never judges timings: a scenario that measures only timings runs in short mode when named.
+  const selected = scenarios.filter(
+    (scenario) => wanted(scenario.id) && (mode === 'full' || !scenario.timingOnly || only?.has(scenario.id) === true),
+  );
   if (selected.length > 0) {
     const host = await ServerHost.start();
     try {
       for (const scenario of selected) {
         const results: Record<string, ContenderRun> = {};
         const at = measured(mode);
-        for (const contender of contenders) results[contender.id] = await runScenario(host, scenario, contender, mode);
+        for (const contender of contenders.filter((candidate) => takesPart(candidate, scenario.id))) {
+          results[contender.id] = await runScenario(host, scenario, contender, mode);
+        }
+        compareLayered(scenario, results);
         scenarioEntries[scenario.id] = { ...at, title: scenario.title(sizesFor[mode]), goal: scenario.goal, results };
       }
     } finally {
@@ -152,14 +173,14 @@ async function main(): Promise<number> {
   }
 
   let hotPath = previous?.hotPath;
-  if (wanted(HOT_PATH)) {
+  if (wanted(HOT_PATH_ID)) {
     process.stderr.write('  hot path (no I/O) … ');
     const at = measured(mode);
-    hotPath = { ...at, ...(await measureHotPath(contenders, mode)) };
+    hotPath = { ...at, ...(await measureHotPath(contenders.filter((contender) => takesPart(contender, HOT_PATH_ID)), mode)) };
     process.stderr.write('done\n');
   }
   let bundle = previous?.bundle;
-  if (wanted(BUNDLE_SIZE)) {
+  if (wanted(BUNDLE_SIZE_ID)) {
     process.stderr.write('  bundle size (size-limit) … ');
     const at = measured(mode);
     bundle = { ...at, ...(await measureBundleSizes()) };
@@ -167,7 +188,7 @@ async function main(): Promise<number> {
   }
 
   const results: BenchResults = {
-    schema: 1,
+    schema: 2,
     environment,
     scenarios: orderedScenarios,
     ...(hotPath ? { hotPath } : {}),

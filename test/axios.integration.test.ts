@@ -171,3 +171,60 @@ describe('attachTokenRelay against the embedded OAuth server', () => {
     expect(server.stats()).toMatchObject({ tokenRequests: 1, api401: 1, apiOk: 1 });
   });
 });
+
+describe('attachTokenRelay: where the bearer goes, against the embedded OAuth server', () => {
+  it('never carries the bearer along a same-origin redirect to the token endpoint, and makes no token call for its 401', async () => {
+    const { server, api } = await startSession();
+
+    const error = await rejectionOf(api.get('/redirect', { params: { to: '/oauth/token' } }));
+
+    expect((error as AxiosError).response?.status).toBe(405);
+    expect(server.stats().tokenRequestLog.map((entry) => [entry.method, entry.accessToken])).toEqual([['GET', undefined]]);
+  });
+
+  it('never refreshes or replays for a 401 from another origin reached by a redirect', async () => {
+    const { server, api } = await startSession();
+    const elsewhere = await startServer();
+
+    const error = await rejectionOf(api.get('/redirect', { params: { to: `${elsewhere.url}/api/items` } }));
+
+    expect((error as AxiosError).response?.status).toBe(401);
+    expect(server.stats().tokenRequests).toBe(0);
+    expect(elsewhere.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined]);
+  });
+
+  it('gives no bearer to another origin that an interceptor registered before attach retargets to', async () => {
+    const server = await startServer();
+    const elsewhere = await startServer();
+    const api = axios.create({ baseURL: server.url, proxy: false });
+    // Registered first, so axios runs it after tokenrelay's.
+    api.interceptors.request.use((config) => ({ ...config, baseURL: elsewhere.url }) as typeof config);
+    const refresh = refreshTokenGrant({
+      tokenEndpoint: server.tokenEndpoint,
+      clientId: defaultClient.clientId,
+      clientSecret: defaultClient.clientSecret,
+    });
+    attachTokenRelay(api, createTokenManager({ tokens: server.issue(), refresh }));
+
+    const error = await rejectionOf(api.get('/api/items'));
+
+    expect((error as AxiosError).response?.status).toBe(401);
+    expect(elsewhere.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined]);
+    expect(server.stats().tokenRequests).toBe(0);
+  });
+
+  it('signed out, sends requests without a bearer and gives their 401 to the caller with no token call', async () => {
+    const server = await startServer();
+    const manager = createTokenManager({
+      refresh: refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: defaultClient.clientId, clientSecret: defaultClient.clientSecret }),
+    });
+    const api = axios.create({ baseURL: server.url, proxy: false });
+    attachTokenRelay(api, manager);
+
+    const error = await rejectionOf(api.get('/api/items'));
+
+    expect((error as AxiosError).response?.status).toBe(401);
+    expect(server.stats().tokenRequests).toBe(0);
+    expect(server.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined]);
+  });
+});

@@ -136,6 +136,54 @@ describe('withTokenRelay against the embedded OAuth server', () => {
   });
 });
 
+describe('withTokenRelay: where the bearer goes, against the embedded OAuth server', () => {
+  it('never carries the bearer along a same-origin redirect to the token endpoint, and makes no token call for its 401', async () => {
+    const { server, api } = await startSession();
+
+    const response = await api(`${server.url}/redirect?status=307&to=/oauth/token`, { method: 'POST', body: 'grant_type=refresh_token' });
+
+    // The token endpoint refuses a request that identifies no client; the caller gets that answer as it is.
+    expect(response.status).toBe(400);
+    expect(server.stats().tokenRequestLog.map((entry) => [entry.method, entry.accessToken])).toEqual([['POST', undefined]]);
+  });
+
+  it('never refreshes or replays for a 401 from another origin reached by a redirect', async () => {
+    const { server, api } = await startSession();
+    const elsewhere = await startServer();
+
+    const response = await api(`${server.url}/redirect?to=${encodeURIComponent(`${elsewhere.url}/api/items`)}`);
+
+    expect(response.status).toBe(401);
+    expect(response.url).toBe(`${elsewhere.url}/api/items`);
+    expect(server.stats().tokenRequests).toBe(0);
+    expect(elsewhere.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined]);
+  });
+
+  it('keeps the bearer along a redirect within origins', async () => {
+    const { server, api } = await startSession();
+
+    const response = await api(`${server.url}/redirect?to=/api/items`);
+
+    expect(response.status).toBe(200);
+    expect(response.redirected).toBe(true);
+    expect(server.stats().apiRequestLog.map((entry) => entry.status)).toEqual([200]);
+  });
+
+  it('signed out, sends requests without a bearer and returns their 401 with no token call', async () => {
+    const server = await startServer();
+    const manager = createTokenManager({
+      refresh: refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: defaultClient.clientId, clientSecret: defaultClient.clientSecret }),
+    });
+    const api = withTokenRelay(loopbackOnlyFetch(), manager, { origins: [server.url] });
+
+    const response = await api(`${server.url}/api/items`);
+
+    expect(response.status).toBe(401);
+    expect(server.stats().tokenRequests).toBe(0);
+    expect(server.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined]);
+  });
+});
+
 describe('installTokenRelay against the embedded OAuth server', () => {
   it('authenticates the global fetch, refreshes through the unwrapped fetch with rotation, and restores', async () => {
     const server = await startServer({ rotateRefreshTokens: true });

@@ -1,6 +1,8 @@
 import { axiosAuthRefresh, axiosAuthRefreshWithoutDeduplication } from './axios-auth-refresh.js';
 import { badgatewayOAuth2Client } from './badgateway-oauth2-client.js';
+import { kyOnTokenRelay } from './ky.js';
 import { naiveAxios } from './naive-axios.js';
+import { ofetchOnTokenRelay } from './ofetch.js';
 import { tokenRelayAxios, tokenRelayFetch } from './tokenrelay.js';
 import type { Contender } from './types.js';
 
@@ -12,7 +14,10 @@ export const contenders: readonly Contender[] = [
   axiosAuthRefreshWithoutDeduplication,
   badgatewayOAuth2Client,
   naiveAxios,
+  kyOnTokenRelay,
+  ofetchOnTokenRelay,
 ];
 
 export { bareAxios, bareFetch } from './bare.js';
-export type { Contender, ContenderSetup, Outcome, Session } from './types.js';
+export { tokenRelayAxios, tokenRelayFetch } from './tokenrelay.js';
+export { takesPart, type Contender, type ContenderSetup, type Outcome, type Session } from './types.js';

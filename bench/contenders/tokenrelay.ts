@@ -33,13 +33,17 @@ export const tokenRelayAxios: Contender = {
   },
 };
 
+/** The global fetch behind tokenrelay's fetch wrapper, as the quick start sets it up. */
+export const relayedFetchFor = (setup: ContenderSetup): typeof fetch =>
+  withTokenRelay(globalThis.fetch, managerFor(setup), { origins: [setup.apiOrigin] });
+
 export const tokenRelayFetch: Contender = {
   id: 'tokenrelay-fetch',
   name: 'tokenrelay (fetch)',
   client: 'fetch',
   isTokenRelay: true,
   connect(setup) {
-    const relayedFetch = withTokenRelay(globalThis.fetch, managerFor(setup), { origins: [setup.apiOrigin] });
+    const relayedFetch = relayedFetchFor(setup);
     return { send: (path) => fetchOutcome(relayedFetch(`${setup.apiOrigin}${path}`)) };
   },
 };

@@ -44,5 +44,18 @@ export interface Contender {
   readonly client: 'axios' | 'fetch';
   /** True for tokenrelay's own adapters: the ones whose goals fail the run. */
   readonly isTokenRelay: boolean;
+  /**
+   * The parts of the run (scenario ids, `hot-path`, `bundle-size`) this contender takes part in;
+   * every part when absent. A client layered on tokenrelay runs only where the layering matters.
+   */
+  readonly measuredIn?: readonly string[];
+  /**
+   * The id of the contender this one adds a layer on top of (ky's own retries over tokenrelay's
+   * fetch wrapper): a scenario's `compareWithBase` judges it against that contender's result.
+   */
+  readonly layeredOn?: string;
   connect(setup: ContenderSetup): Session;
 }
+
+/** Whether `contender` takes part in the part of the run with this id. */
+export const takesPart = (contender: Contender, part: string) => contender.measuredIn?.includes(part) ?? true;

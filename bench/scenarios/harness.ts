@@ -10,7 +10,7 @@ import type { RemoteOAuthServer, ServerHost } from '../server/remote.js';
 
 export type Mode = 'full' | 'short';
 
-/** How big each scenario is: `full` for the README, `short` for CI (well under 2 minutes in all). */
+/** How big each scenario is: `full` for the README, `short` for CI (smaller; the outage keeps its 3 s, which its goal is about). */
 export interface Sizes {
   /** Requests in each burst. */
   readonly burst: number;
@@ -29,6 +29,14 @@ export interface Sizes {
   readonly queued: number;
   /** How long that refresh takes. */
   readonly queueRefreshMs: number;
+  /** Workers sending steady traffic through the token endpoint's outage. */
+  readonly outageWorkers: number;
+  /** Steady traffic before the outage starts, and after it ends. */
+  readonly outageLeadMs: number;
+  readonly outageTailMs: number;
+  /** Workers and duration of the traffic across proactive refreshes against a slow token endpoint. */
+  readonly zeroStallWorkers: number;
+  readonly zeroStallMs: number;
   /** No request may take longer than this; one that does counts as hung. */
   readonly boundMs: number;
 }
@@ -46,6 +54,11 @@ export const sizesFor: Record<Mode, Sizes> = {
     transientBurst: 200,
     queued: 10_000,
     queueRefreshMs: 3_000,
+    outageWorkers: 10,
+    outageLeadMs: 1_500,
+    outageTailMs: 2_000,
+    zeroStallWorkers: 10,
+    zeroStallMs: 9_000,
     boundMs: 20_000,
   },
   short: {
@@ -60,6 +73,11 @@ export const sizesFor: Record<Mode, Sizes> = {
     transientBurst: 100,
     queued: 1_000,
     queueRefreshMs: 1_500,
+    outageWorkers: 10,
+    outageLeadMs: 1_000,
+    outageTailMs: 1_500,
+    zeroStallWorkers: 5,
+    zeroStallMs: 5_000,
     boundMs: 10_000,
   },
 };
@@ -104,9 +122,21 @@ export interface HttpScenario {
   title(sizes: Sizes): string;
   /** The goal, in words, as in the issue. */
   readonly goal: string;
+  /**
+   * Its goals are timings, and its correctness checks repeat other scenarios': short mode (CI,
+   * which never judges timings) leaves it out unless `--only` names it.
+   */
+  readonly timingOnly?: boolean;
   run(context: RunContext): Promise<ScenarioResult>;
-  /** Where `result` misses the goal; empty when it meets it. */
+  /** Where `result` misses the goal; empty when it meets it. Fails the run for tokenrelay. */
   check(result: ScenarioResult): string[];
+  /** Where `result` misses a timing goal: marked and listed, never failing the run. */
+  timingCheck?(result: ScenarioResult): string[];
+  /**
+   * For a contender layered on another (`Contender.layeredOn`): where its result is worse than
+   * that contender's in the same run. Counts as part of `check`.
+   */
+  compareWithBase?(result: ScenarioResult, base: ScenarioResult): string[];
   /** The table cell: the few numbers that tell the story. */
   cell(result: ScenarioResult): string;
 }
@@ -182,6 +212,44 @@ export class Tally {
     const hung = this.requests - this.succeeded - this.failed;
     return { requests: this.requests, succeeded: this.succeeded, failed: this.failed, hung, settleMs, errors: { ...this.errors } };
   }
+}
+
+/** When a request started and settled (`performance.now()`), and how it ended. */
+export interface TimedOutcome {
+  readonly outcome: Outcome;
+  readonly startedAt: number;
+  readonly settledAt: number;
+}
+
+/** The same session, reporting every outcome with its timing to `observe`. */
+export function timedSession(session: Session, observe: (timed: TimedOutcome) => void): Session {
+  return {
+    async send(path) {
+      const startedAt = performance.now();
+      const outcome = await session.send(path);
+      observe({ outcome, startedAt, settledAt: performance.now() });
+      return outcome;
+    },
+  };
+}
+
+/**
+ * Steady traffic: `workers` loops each send a request, wait `pauseMs`, and again, until `stopAt`
+ * (`performance.now()` time). A request that outlives `boundMs` stops its worker; the tally
+ * counts it as hung.
+ */
+export async function steadyTraffic(
+  tally: Tally,
+  session: Session,
+  { workers, stopAt, pauseMs, boundMs, path }: { workers: number; stopAt: number; pauseMs: number; boundMs: number; path: string },
+): Promise<void> {
+  const worker = async () => {
+    while (performance.now() < stopAt) {
+      if (!(await settlesWithin(tally.track(session, path), boundMs))) return;
+      await sleep(pauseMs);
+    }
+  };
+  await Promise.all(Array.from({ length: workers }, worker));
 }
 
 /** Resolves true when `promise` settles within `ms`, false when the time runs out first. */

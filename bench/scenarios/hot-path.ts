@@ -13,6 +13,9 @@ import type { AxiosAdapter } from 'axios';
 import { bareAxios, bareFetch, type Contender, type ContenderSetup, type Session } from '../contenders/index.js';
 import type { Mode } from './harness.js';
 
+/** The hot path's id in `--only` and `Contender.measuredIn`. */
+export const HOT_PATH_ID = 'hot-path';
+
 export interface HotPathResult {
   /** The bare client this contender is compared with. */
   readonly baseline: string;
@@ -153,6 +156,28 @@ export async function measureHotPath(contenders: readonly Contender[], mode: Mod
       };
     }
     return { rounds, warmUpRounds, requestsPerBatch, results };
+  } finally {
+    globalThis.fetch = original;
+  }
+}
+
+/**
+ * Sends hot-path requests through `contender` (canned transport, valid token) for `ms`: the
+ * workload `pnpm bench:profile` runs under `node --cpu-prof`. Returns how many it sent.
+ */
+export async function runHotPath(contender: Contender, ms: number): Promise<number> {
+  const original = globalThis.fetch;
+  globalThis.fetch = cannedFetch;
+  try {
+    const session = contender.connect(setup(cannedAxiosAdapter));
+    const stopAt = performance.now() + ms;
+    let requests = 0;
+    while (performance.now() < stopAt) {
+      const outcome = await session.send(PATH);
+      if (!outcome.ok) throw new Error(`${contender.name}: a canned request failed on the hot path`);
+      requests++;
+    }
+    return requests;
   } finally {
     globalThis.fetch = original;
   }

@@ -1,3 +1,5 @@
+import type { Session } from '../contenders/index.js';
+import type { RemoteOAuthServer } from '../server/remote.js';
 import { noFailedRequests, oneTokenCallPerExpiry } from './goals.js';
 import { liveHeapBytes } from './memory.js';
 import {
@@ -13,7 +15,9 @@ import {
   sleep,
   waitFor,
   withServer,
+  type Batch,
   type HttpScenario,
+  type Sizes,
 } from './harness.js';
 
 /** Time for the requests just sent to reach wherever they wait before the heap is sampled. */
@@ -32,28 +36,18 @@ export const queueBehindSlowRefresh: HttpScenario = {
   async run({ host, contender, sizes }) {
     return withServer(host, {}, async (server) => {
       const session = await signIn(contender, server);
-      await server.failNextTokenRequests(1, { kind: 'slow', delayMs: sizes.queueRefreshMs });
-      await server.revokeAccessTokens();
-      const heapBefore = liveHeapBytes();
-      const tally = new Tally();
-      const trigger = tally.track(session, '/api/trigger');
-      const refreshStarted = await waitFor(async () => (await server.stats()).tokenRequests >= 1, sizes.queueRefreshMs / 2);
-
-      const startedAt = performance.now();
-      let lastSettledAt = Date.now();
-      const requests = paths('queued', sizes.queued).map((path) =>
-        tally.track(session, path).then(() => void (lastSettledAt = Date.now())),
-      );
-      const sendLoopMs = performance.now() - startedAt;
-      await sleep(PARK_MS);
-      const heapQueued = liveHeapBytes();
-      const sampledAt = Date.now();
-
-      const settled = await settlesWithin(Promise.all([trigger, ...requests]), sizes.boundMs);
-      const batch = tally.close(settled ? performance.now() - startedAt : sizes.boundMs);
-      // The first token call is the slow one: it arrived at tokenIssuedAt[0] and was answered refreshMs later.
-      const firstTokenCallAt = (await server.stats()).tokenIssuedAt[0];
-      const refreshAnsweredAt = firstTokenCallAt === undefined ? undefined : firstTokenCallAt + sizes.queueRefreshMs;
+      let heapBefore = 0;
+      let heapQueued = 0;
+      let sampledAt = 0;
+      const queued = await sendQueuedBehindSlowRefresh(server, session, sizes, {
+        beforeRefresh: () => void (heapBefore = liveHeapBytes()),
+        whileQueued: async () => {
+          await sleep(PARK_MS);
+          heapQueued = liveHeapBytes();
+          sampledAt = Date.now();
+        },
+      });
+      const { batch, refreshStarted, refreshAnsweredAt, lastSettledAt, settled, sendLoopMs } = queued;
       const heapDelta = heapQueued - heapBefore;
       return resultOf(server, batch, 1, {
         heapDeltaBytes: heapDelta,
@@ -76,4 +70,51 @@ export const queueBehindSlowRefresh: HttpScenario = {
 
 function megabytes(bytes: number): string {
   return `${(bytes / 1_048_576).toFixed(1)} MB`;
+}
+
+/** How a queue of requests behind one slow refresh went. */
+export interface QueuedRequests {
+  readonly batch: Batch;
+  /** The slow token call had arrived before the queued requests were sent. */
+  readonly refreshStarted: boolean;
+  /** When the slow token call was answered (epoch ms; the server runs on this machine's clock). */
+  readonly refreshAnsweredAt: number | undefined;
+  /** When the last request settled (epoch ms). */
+  readonly lastSettledAt: number;
+  readonly settled: boolean;
+  /** How long the loop sending the queued requests took. */
+  readonly sendLoopMs: number;
+}
+
+/**
+ * Makes the next token call slow and the access token dead, sends a request that starts the
+ * refresh, then `sizes.queued` requests while it runs, and waits for all of them (within the bound).
+ */
+export async function sendQueuedBehindSlowRefresh(
+  server: RemoteOAuthServer,
+  session: Session,
+  sizes: Sizes,
+  hooks: { beforeRefresh?: () => void; whileQueued?: () => Promise<void> } = {},
+): Promise<QueuedRequests> {
+  await server.failNextTokenRequests(1, { kind: 'slow', delayMs: sizes.queueRefreshMs });
+  await server.revokeAccessTokens();
+  hooks.beforeRefresh?.();
+  const tally = new Tally();
+  const trigger = tally.track(session, '/api/trigger');
+  const refreshStarted = await waitFor(async () => (await server.stats()).tokenRequests >= 1, sizes.queueRefreshMs / 2);
+
+  const startedAt = performance.now();
+  let lastSettledAt = Date.now();
+  const requests = paths('queued', sizes.queued).map((path) =>
+    tally.track(session, path).then(() => void (lastSettledAt = Date.now())),
+  );
+  const sendLoopMs = performance.now() - startedAt;
+  await hooks.whileQueued?.();
+
+  const settled = await settlesWithin(Promise.all([trigger, ...requests]), sizes.boundMs);
+  const batch = tally.close(settled ? performance.now() - startedAt : sizes.boundMs);
+  // The first token call is the slow one: it arrived at tokenIssuedAt[0] and was answered queueRefreshMs later.
+  const firstTokenCallAt = (await server.stats()).tokenIssuedAt[0];
+  const refreshAnsweredAt = firstTokenCallAt === undefined ? undefined : firstTokenCallAt + sizes.queueRefreshMs;
+  return { batch, refreshStarted, refreshAnsweredAt, lastSettledAt, settled, sendLoopMs };
 }

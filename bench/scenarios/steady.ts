@@ -1,8 +1,8 @@
 import { noFailedRequests } from './goals.js';
-import { Tally, count, duration, failedText, plural, resultOf, settlesWithin, signIn, sleep, withServer, type HttpScenario } from './harness.js';
+import { Tally, count, duration, failedText, plural, resultOf, signIn, steadyTraffic, withServer, type HttpScenario } from './harness.js';
 
 const TOKEN_TTL_MS = 1_000;
-const PAUSE_BETWEEN_REQUESTS_MS = 20;
+export const PAUSE_BETWEEN_REQUESTS_MS = 20;
 /**
  * Token calls closer together than this answer the same expiry (duplicates): a client that
  * refreshes ahead does so at 75 % of a 1 s lifetime, one that waits for a 401 after 100 %.
@@ -33,15 +33,13 @@ export const steady: HttpScenario = {
       });
       const tally = new Tally();
       const startedAt = performance.now();
-      const stopAt = startedAt + sizes.steadyMs;
-      const client = async () => {
-        while (performance.now() < stopAt) {
-          // A request that hangs stops this client; the tally counts it as hung.
-          if (!(await settlesWithin(tally.track(session, '/api/steady'), sizes.boundMs))) return;
-          await sleep(PAUSE_BETWEEN_REQUESTS_MS);
-        }
-      };
-      await Promise.all(Array.from({ length: sizes.steadyClients }, client));
+      await steadyTraffic(tally, session, {
+        workers: sizes.steadyClients,
+        stopAt: startedAt + sizes.steadyMs,
+        pauseMs: PAUSE_BETWEEN_REQUESTS_MS,
+        boundMs: sizes.boundMs,
+        path: '/api/steady',
+      });
       const stoppedAt = Date.now();
       const batch = tally.close(performance.now() - startedAt);
       const { tokenIssuedAt } = await server.stats();

@@ -39,8 +39,11 @@ async function handle(request: HostRequest): Promise<HostResult> {
     case 'failNextTokenRequests':
       server.failNextTokenRequests(request.count, request.failure);
       return null;
+    case 'clearFailures':
+      server.clearFailures();
+      return null;
     case 'stats': {
-      const { tokenRequestLog, apiRequestLog: _apiLog, injectedFailures: _injected, ...counters } = server.stats();
+      const { tokenRequestLog, apiRequestLog: _apiLog, ...counters } = server.stats();
       return {
         ...counters,
         tokenIssuedAt: tokenRequestLog.filter((entry) => entry.status === 200).map((entry) => entry.at),

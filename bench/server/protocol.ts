@@ -9,14 +9,14 @@ import type { OAuthServerOptions, OAuthServerStats, TokenEndpointFailure } from 
  * The counters the scenarios read (the server's own, without its request logs, which are too
  * large to send per call), and when each token call that issued a token arrived.
  */
-export type ServerCounters = Omit<OAuthServerStats, 'tokenRequestLog' | 'apiRequestLog' | 'injectedFailures'> & {
+export type ServerCounters = Omit<OAuthServerStats, 'tokenRequestLog' | 'apiRequestLog'> & {
   /** Epoch ms of each successful token call, oldest first. */
   readonly tokenIssuedAt: readonly number[];
 };
 
 export type HostRequest =
   | { readonly id: number; readonly op: 'start'; readonly options: OAuthServerOptions }
-  | { readonly id: number; readonly op: 'issue' | 'revokeAccessTokens' | 'revokeRefreshTokens' | 'stats' | 'close'; readonly server: number }
+  | { readonly id: number; readonly op: 'issue' | 'revokeAccessTokens' | 'revokeRefreshTokens' | 'clearFailures' | 'stats' | 'close'; readonly server: number }
   | {
       readonly id: number;
       readonly op: 'failNextTokenRequests';

@@ -25,6 +25,8 @@ export interface RemoteOAuthServer {
   revokeAccessTokens(): Promise<void>;
   revokeRefreshTokens(): Promise<void>;
   failNextTokenRequests(count: number, failure: TokenEndpointFailure): Promise<void>;
+  /** Drops the injected failures not yet consumed: the token endpoint answers normally again. */
+  clearFailures(): Promise<void>;
   stats(): Promise<ServerCounters>;
   close(): Promise<void>;
 }
@@ -85,7 +87,7 @@ export class ServerHost {
       url: string;
       tokenEndpoint: string;
     };
-    const call = (op: 'issue' | 'revokeAccessTokens' | 'revokeRefreshTokens' | 'stats' | 'close') =>
+    const call = (op: 'issue' | 'revokeAccessTokens' | 'revokeRefreshTokens' | 'clearFailures' | 'stats' | 'close') =>
       this.#call({ op, server });
     return {
       url,
@@ -95,6 +97,7 @@ export class ServerHost {
       revokeRefreshTokens: async () => void (await call('revokeRefreshTokens')),
       failNextTokenRequests: async (count, failure) =>
         void (await this.#call({ op: 'failNextTokenRequests', server, count, failure })),
+      clearFailures: async () => void (await call('clearFailures')),
       stats: async () => (await call('stats')) as ServerCounters,
       close: async () => void (await call('close')),
     };

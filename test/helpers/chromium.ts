@@ -44,6 +44,7 @@ export async function bundleScript(entry: string): Promise<string> {
     target: 'chrome110',
     logLevel: 'silent',
     alias: {
+      '@tokenrelay/core/kit': source('core/src/kit.ts'),
       '@tokenrelay/core': source('core/src/index.ts'),
       '@tokenrelay/fetch': source('fetch/src/index.ts'),
       '@tokenrelay/browser': source('browser/src/index.ts'),

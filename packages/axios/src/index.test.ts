@@ -162,6 +162,105 @@ describe('attachTokenRelay: where the bearer goes', () => {
   });
 });
 
+describe('attachTokenRelay: the URL axios finally sends', () => {
+  it('judges the URL after every interceptor: one registered before attach that retargets to another origin gets no bearer', async () => {
+    const { hits } = serve();
+    const api = axios.create({ baseURL: API });
+    // Registered first, so axios runs it after ours.
+    api.interceptors.request.use((config) => ({ ...config, baseURL: OTHER }) as typeof config);
+    const manager = createTokenManager({ tokens: { accessToken: 'v1' }, refresh: async () => ({ accessToken: 'v2' }) });
+    attachTokenRelay(api, manager);
+
+    await api.get('/me');
+
+    expect(hits.map((hit) => [hit.url, hit.authorization])).toEqual([[`${OTHER}/me`, null]]);
+  });
+
+  it('never refreshes for a 401 from another origin that a later-running interceptor retargeted to', async () => {
+    server.use(http.all(`${OTHER}/*`, () => new HttpResponse(null, { status: 401 })));
+    const api = axios.create({ baseURL: API });
+    api.interceptors.request.use((config) => {
+      config.url = `${OTHER}/me`;
+      return config;
+    });
+    const refresh = vi.fn(async () => ({ accessToken: 'v2' }));
+    attachTokenRelay(api, createTokenManager({ tokens: { accessToken: 'v1' }, refresh }));
+
+    const error = await rejectionOf(api.get('/me'));
+
+    expect((error as AxiosError).response?.status).toBe(401);
+    expect(refresh).not.toHaveBeenCalled();
+  });
+
+  it('drops the bearer on a same-origin redirect to the token endpoint, and never refreshes for its 401', async () => {
+    const { hits } = serve((hit) =>
+      hit.url === `${API}/moved`
+        ? new HttpResponse(null, { status: 302, headers: { location: '/oauth/token' } })
+        : HttpResponse.json({ error: 'invalid_client' }, { status: 401 }),
+    );
+    const { api, refreshes } = setup();
+
+    const error = await rejectionOf(api.get('/moved'));
+
+    expect((error as AxiosError).response?.status).toBe(401);
+    expect(hits.map((hit) => [hit.url, hit.authorization])).toEqual([
+      [`${API}/moved`, 'Bearer v1'],
+      [TOKEN_ENDPOINT, null],
+    ]);
+    expect(refreshes()).toBe(0);
+  });
+
+  it('keeps the bearer on a redirect within origins', async () => {
+    const { hits } = serve((hit) =>
+      hit.url === `${API}/moved` ? new HttpResponse(null, { status: 302, headers: { location: '/here' } }) : acceptOnly('v1', hit),
+    );
+    const { api } = setup();
+
+    expect((await api.get('/moved')).status).toBe(200);
+    expect(hits.map((hit) => hit.authorization)).toEqual(['Bearer v1', 'Bearer v1']);
+  });
+});
+
+describe('attachTokenRelay: signed out', () => {
+  it.each([
+    ['that never held tokens', () => createTokenManager({ refresh: async () => ({ accessToken: 'never' }) })],
+    [
+      'after clear()',
+      () => {
+        const manager = createTokenManager({ tokens: { accessToken: 'v1' }, refresh: async () => ({ accessToken: 'v2' }) });
+        void manager.clear();
+        return manager;
+      },
+    ],
+  ])('with a manager %s, sends the request without a bearer and gives its 401 to the caller, with no token call', async (_kind, makeManager) => {
+    const { hits } = serve();
+    const manager = makeManager();
+    const refresh = vi.spyOn(manager, 'refresh');
+    const api = axios.create({ baseURL: API });
+    attachTokenRelay(api, manager);
+
+    const error = await rejectionOf(api.get('/public'));
+
+    expect((error as AxiosError).response?.status).toBe(401);
+    expect(hits.map((hit) => [hit.url, hit.authorization])).toEqual([[`${API}/public`, null]]);
+    expect(refresh).not.toHaveBeenCalled();
+  });
+
+  it('after SESSION_EXPIRED rejects every request with SESSION_EXPIRED, and sessionExpired fires once', async () => {
+    serve();
+    const { api, manager } = setup({
+      fail: new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'The refresh token was rejected', { oauthError: 'invalid_grant' }),
+    });
+    const expired = vi.fn();
+    manager.on('sessionExpired', expired);
+
+    const errors = [await rejectionOf(api.get('/a')), await rejectionOf(api.get('/b'))];
+
+    for (const error of errors) expect(isTokenRelayError(error) && error.code).toBe(ErrorCode.SESSION_EXPIRED);
+    expect(expired).toHaveBeenCalledTimes(1);
+  });
+});
+
 describe('attachTokenRelay: refresh and replay', () => {
   it('refreshes once for N concurrent 401s and replays each request once with the new token', async () => {
     const { authorizations } = serve();

@@ -5,15 +5,17 @@
 import {
   ErrorCode,
   TokenRelayError,
+  accessTokenIfSignedIn,
   bearerAuthorization,
   createOriginMatcher,
   defaultShouldRefresh,
+  isSignedOut,
   type FailedResponse,
   type Origins,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
-import type { AxiosInstance, AxiosResponse, InternalAxiosRequestConfig } from 'axios';
+import type { AxiosInstance, AxiosRequestTransformer, AxiosResponse, InternalAxiosRequestConfig } from 'axios';
 
 /** Options of {@link attachTokenRelay}. */
 export interface AttachTokenRelayOptions {
@@ -85,6 +87,16 @@ function requestUrl(config: InternalAxiosRequestConfig): URL | undefined {
   return resolveUrl(url ? `${config.baseURL.replace(/\/+$/, '')}/${url.replace(/^\/+/, '')}` : config.baseURL);
 }
 
+/**
+ * The URL that answered, after redirects, when the client tells it: Node's http adapter
+ * (`res.responseUrl`) and XMLHttpRequest (`responseURL`) do.
+ */
+function reportedUrl(response: AxiosResponse): string | undefined {
+  const request = response.request as { res?: { responseUrl?: unknown }; responseURL?: unknown } | undefined;
+  const url = request?.res?.responseUrl ?? request?.responseURL;
+  return typeof url === 'string' && url !== '' ? url : undefined;
+}
+
 function defaultOrigins(instance: AxiosInstance): Origins {
   const base = instance.defaults.baseURL === undefined ? undefined : resolveUrl(instance.defaults.baseURL);
   if (base?.protocol !== 'https:' && base?.protocol !== 'http:') {
@@ -144,7 +156,14 @@ function abortSignalOf(config: InternalAxiosRequestConfig): AbortSignal | undefi
  * and replays each failed request once through the same instance.
  *
  * - Requests to other origins, to the token endpoint, or with an `Authorization` header of the
- *   caller's own are sent untouched.
+ *   caller's own are sent untouched. The URL judged is the one axios finally sends, after every
+ *   interceptor (one registered before this one runs after it and may retarget the request).
+ * - Redirects (Node's http adapter): the bearer is dropped at every hop outside `origins`, and at
+ *   a same-origin hop to the token endpoint. A failed response whose final URL is outside
+ *   `origins` goes to the caller as it is: no refresh, no replay.
+ * - Signed out (the manager holds no tokens: `NO_TOKENS`), a request goes without a bearer and its
+ *   answer, a 401 included, goes to the caller: no token call. After `SESSION_EXPIRED` a request
+ *   rejects with that `TokenRelayError`, the cue to sign in again.
  * - A replay that fails again goes to the caller as axios's error. A failed refresh rejects with
  *   its `TokenRelayError` (`SESSION_EXPIRED`, …). An aborted request rejects with axios's
  *   `CanceledError` at once, while the refresh goes on for the others.
@@ -170,27 +189,72 @@ export function attachTokenRelay(
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   let attached = true;
 
+  const removeOurBearer = (config: TrackedConfig) => {
+    const ticket = config[ticketKey];
+    if (ticket && config.headers.get('Authorization') === bearerAuthorization(ticket.accessToken)) config.headers.delete('Authorization');
+    delete config[ticketKey];
+  };
+
+  /**
+   * Runs after every request interceptor (axios calls transformRequest just before the adapter):
+   * an interceptor registered before ours runs after it and may retarget the request, so the URL
+   * axios finally sends is judged here.
+   */
+  const checkFinalUrl: AxiosRequestTransformer = function (this: TrackedConfig, data: unknown) {
+    const url = requestUrl(this);
+    if (this[ticketKey] && (!url || !mayAuthorize(url))) removeOurBearer(this);
+    return data;
+  };
+
+  /**
+   * Node's http adapter: at every redirect hop, drops the bearer unless the hop may have it.
+   * (follow-redirects drops it only when the host changes, so a same-origin redirect to the
+   * token endpoint would carry it.)
+   */
+  const redirectHooks = new WeakSet<object>();
+  const guardRedirects = (config: TrackedConfig) => {
+    const previous = config.beforeRedirect;
+    // A replay carries the hook of its first send.
+    if (previous && redirectHooks.has(previous)) return;
+    const hook: NonNullable<TrackedConfig['beforeRedirect']> = (options, responseDetails, requestDetails) => {
+      previous?.(options, responseDetails, requestDetails);
+      const hop = typeof options.href === 'string' ? resolveUrl(options.href) : undefined;
+      if (hop && mayAuthorize(hop)) return;
+      const headers = (options.headers ?? {}) as Record<string, unknown>;
+      for (const name of Object.keys(headers)) if (name.toLowerCase() === 'authorization') delete headers[name];
+    };
+    redirectHooks.add(hook);
+    config.beforeRedirect = hook;
+  };
+
   const authorize = async (config: TrackedConfig): Promise<InternalAxiosRequestConfig> => {
     const ticket = config[ticketKey];
     const url = requestUrl(config);
     if (!url || !mayAuthorize(url)) {
       // A copied config sent elsewhere must not carry the bearer we set for its original target.
-      if (ticket) config.headers.delete('Authorization');
-      delete config[ticketKey];
+      removeOurBearer(config);
       return config;
     }
     if (!ticket && config.headers.has('Authorization')) return config;
     const signal = abortSignalOf(config);
-    let accessToken: string;
+    let accessToken: string | undefined;
     try {
-      accessToken = await manager.getAccessToken({ signal });
+      accessToken = await accessTokenIfSignedIn(manager, { signal });
     } catch (error) {
       // axios cancels an aborted request before sending it, with its own CanceledError.
       if (signal?.aborted) return config;
       throw error;
     }
+    if (accessToken === undefined) {
+      // Signed out: the request goes without a bearer and the server decides.
+      removeOurBearer(config);
+      return config;
+    }
     config.headers.set('Authorization', bearerAuthorization(accessToken));
     config[ticketKey] = new AuthorizedRequest(accessToken, ticket?.replayed ?? false);
+    const transforms = config.transformRequest === undefined ? [] : [config.transformRequest].flat();
+    if (!transforms.includes(checkFinalUrl)) config.transformRequest = [...transforms, checkFinalUrl];
+    guardRedirects(config);
     return config;
   };
 
@@ -199,12 +263,18 @@ export function attachTokenRelay(
     const config: TrackedConfig = response.config;
     const ticket = config?.[ticketKey];
     if (!attached || !ticket || ticket.replayed || response.status < 400) return undefined;
-    if (!(await shouldRefresh(failedResponse(response, instance.getUri(config))))) return undefined;
+    // A redirect may end outside `origins` (or at the token endpoint): that 401 says nothing about our token.
+    const reported = reportedUrl(response);
+    const answeredBy = reported === undefined ? requestUrl(config) : resolveUrl(reported);
+    if (!answeredBy || !mayAuthorize(answeredBy)) return undefined;
+    if (!(await shouldRefresh(failedResponse(response, reported ?? instance.getUri(config))))) return undefined;
     ticket.replayed = true;
     const signal = abortSignalOf(config);
     try {
       await manager.refresh({ staleAccessToken: ticket.accessToken, signal });
     } catch (error) {
+      // Signed out meanwhile: the caller gets the server's answer as it is.
+      if (isSignedOut(error)) return undefined;
       // Aborted while waiting: the replay below is cancelled by axios before it is sent.
       if (!signal?.aborted) throw error;
     }

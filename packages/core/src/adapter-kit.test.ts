@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { createOriginMatcher, defaultShouldRefresh, isSecureOrLoopback, parseWwwAuthenticate, type FailedResponse } from './adapter-kit.js';
-import { ErrorCode } from './errors.js';
+import {
+  accessTokenIfSignedIn,
+  createOriginMatcher,
+  defaultShouldRefresh,
+  isSecureOrLoopback,
+  isSignedOut,
+  parseWwwAuthenticate,
+  type FailedResponse,
+} from './adapter-kit.js';
+import { ErrorCode, TokenRelayError } from './errors.js';
 
 function failed(status: number, wwwAuthenticate?: string): FailedResponse {
   return {
@@ -76,5 +84,17 @@ describe('isSecureOrLoopback', () => {
     ['ftp://127.0.0.1/token', false],
   ])('answers %s with %s', (url, expected) => {
     expect(isSecureOrLoopback(new URL(url))).toBe(expected);
+  });
+});
+
+describe('accessTokenIfSignedIn', () => {
+  it('gives the access token, undefined when the manager holds no tokens, and rejects on every other failure', async () => {
+    const expired = new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'sign in again');
+    const managerFailing = (error: unknown) => ({ getAccessToken: () => Promise.reject(error) });
+
+    await expect(accessTokenIfSignedIn({ getAccessToken: async () => 'at' })).resolves.toBe('at');
+    await expect(accessTokenIfSignedIn(managerFailing(new TokenRelayError(ErrorCode.NO_TOKENS, 'none')))).resolves.toBeUndefined();
+    await expect(accessTokenIfSignedIn(managerFailing(expired))).rejects.toBe(expired);
+    expect(isSignedOut(expired)).toBe(false);
   });
 });

@@ -2,7 +2,8 @@
  * What HTTP-client adapters share. An adapter maps its client's request/response onto these
  * and onto TokenManager.getAccessToken / refresh; it holds no refresh logic of its own.
  */
-import { ErrorCode, TokenRelayError } from './errors.js';
+import { ErrorCode, TokenRelayError, isTokenRelayError } from './errors.js';
+import type { GetAccessTokenOptions, TokenManager } from './types.js';
 
 /**
  * Where the bearer token may be sent: a list of origins (`https://api.example.com`; scheme,
@@ -148,6 +149,33 @@ const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
  */
 export function isSecureOrLoopback(url: URL): boolean {
   return url.protocol === 'https:' || (url.protocol === 'http:' && loopbackHost.test(url.hostname));
+}
+
+/**
+ * Is `error` the manager saying it holds no tokens (`NO_TOKENS`: never signed in, or signed out
+ * with `clear()`)? Then an adapter sends the request without a bearer and lets the server decide,
+ * and a 401 for it goes back to the caller as it is, with no token call: a signed-out app can
+ * still reach public endpoints. `SESSION_EXPIRED` is not this: a request after it rejects with
+ * that typed error, the app's cue to sign in again.
+ */
+export function isSignedOut(error: unknown): boolean {
+  return isTokenRelayError(error) && error.code === ErrorCode.NO_TOKENS;
+}
+
+/**
+ * The access token an adapter puts on a request, or `undefined` when the manager is signed out
+ * (see {@link isSignedOut}): the request then goes without a bearer. Any other failure rejects.
+ */
+export async function accessTokenIfSignedIn(
+  manager: Pick<TokenManager, 'getAccessToken'>,
+  options?: GetAccessTokenOptions,
+): Promise<string | undefined> {
+  try {
+    return await manager.getAccessToken(options);
+  } catch (error) {
+    if (isSignedOut(error)) return undefined;
+    throw error;
+  }
 }
 
 /** The `Authorization` header value for an access token. */

@@ -15,10 +15,12 @@ export { tokenSetFromResponse, type TokenSetFromResponseOptions } from './token-
 export { memoryStore } from './memory-store.js';
 export { ErrorCode, TokenRelayError, isTokenRelayError, type TokenRelayErrorDetails } from './errors.js';
 export {
+  accessTokenIfSignedIn,
   bearerAuthorization,
   createOriginMatcher,
   defaultShouldRefresh,
   isSecureOrLoopback,
+  isSignedOut,
   parseWwwAuthenticate,
   unwrappedFetch,
   type AuthChallenge,

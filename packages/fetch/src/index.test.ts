@@ -156,6 +156,221 @@ describe('origins', () => {
   });
 });
 
+describe('the URL actually requested', () => {
+  it('sends to the URL it checked: a URL object the caller changes after the call does not move the bearer', async () => {
+    const hits = serveApi(() => 'v0');
+    const api = withTokenRelay(fetch, countingManager().manager, { origins: [API] });
+    const url = new URL(`${API}/me`);
+
+    const response = api(url);
+    url.href = `${OTHER}/steal`;
+
+    expect((await response).status).toBe(200);
+    expect(hits.map(({ path, authorization }) => ({ path, authorization }))).toEqual([{ path: '/me', authorization: 'Bearer v0' }]);
+  });
+
+  it.each([
+    ['an invalid header name', () => ({ headers: { 'bad name': 'x' } })],
+    ['an invalid header value', () => ({ headers: { 'x-trace': 'a\nb' } })],
+  ])('reports %s as a rejected promise, never a synchronous throw', async (_kind, makeInit) => {
+    const api = withTokenRelay(fetch, countingManager().manager, { origins: [API] });
+
+    let result: Promise<Response> | undefined;
+    expect(() => (result = api(`${API}/me`, makeInit()))).not.toThrow();
+    await expect(result).rejects.toThrow(TypeError);
+  });
+
+  it('reports an origins predicate that throws as a rejected promise', async () => {
+    const broken = new Error('origins predicate failed');
+    const api = withTokenRelay(fetch, countingManager().manager, {
+      origins: () => {
+        throw broken;
+      },
+    });
+
+    let result: Promise<Response> | undefined;
+    expect(() => (result = api(`${API}/me`))).not.toThrow();
+    await expect(result).rejects.toBe(broken);
+  });
+
+  it('reports a shouldRefresh that throws as a rejected promise', async () => {
+    serveApi(() => 'v1');
+    const broken = new Error('shouldRefresh failed');
+    const api = withTokenRelay(fetch, countingManager().manager, {
+      origins: [API],
+      shouldRefresh: () => {
+        throw broken;
+      },
+    });
+
+    await expect(api(`${API}/me`)).rejects.toBe(broken);
+  });
+});
+
+describe('redirects', () => {
+  interface RedirectHit {
+    url: string;
+    method: string;
+    authorization: string | null;
+    contentType: string | null;
+    body: string;
+  }
+
+  /**
+   * `${API}/hop/<status>?to=<url>` redirects (`?left=<n>`: n more times); the token endpoint answers 401, `${OTHER}/denied`
+   * 401 `invalid_token`, every other path 200.
+   */
+  function serveRedirects() {
+    const hits: RedirectHit[] = [];
+    const record = async (request: Request) => {
+      hits.push({
+        url: request.url,
+        method: request.method,
+        authorization: request.headers.get('authorization'),
+        contentType: request.headers.get('content-type'),
+        body: await request.text(),
+      });
+    };
+    server.use(
+      http.all(`${API}/hop/:status`, async ({ request, params }) => {
+        await record(request);
+        const query = new URL(request.url).searchParams;
+        // Without `to`, a chain of `left` more redirects: bounded, so a client that never stops still ends.
+        const to = query.get('to') ?? (Number(query.get('left')) > 0 ? `/hop/${String(params.status)}?left=${Number(query.get('left')) - 1}` : '/ok');
+        return new HttpResponse(null, { status: Number(params.status), headers: { location: to } });
+      }),
+      http.all(`${API}/oauth/token`, async ({ request }) => {
+        await record(request);
+        return HttpResponse.json({ error: 'invalid_client' }, { status: 401 });
+      }),
+      http.all(`${API}/*`, async ({ request }) => {
+        await record(request);
+        return HttpResponse.json({ ok: true });
+      }),
+      http.all(`${OTHER}/denied`, async ({ request }) => {
+        await record(request);
+        return new HttpResponse('not yours', { status: 401, headers: { 'WWW-Authenticate': 'Bearer error="invalid_token"' } });
+      }),
+      http.all(`${OTHER}/*`, async ({ request }) => {
+        await record(request);
+        return HttpResponse.json({ open: true });
+      }),
+    );
+    return hits;
+  }
+
+  it('never carries the bearer along a same-origin redirect to the token endpoint, and never refreshes for its 401', async () => {
+    const hits = serveRedirects();
+    const { manager, refreshCalls } = countingManager({ tokenEndpoint: `${API}/oauth/token` });
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    const response = await api(`${API}/hop/307?to=/oauth/token`, { method: 'POST', body: 'x=1' });
+
+    expect(response.status).toBe(401);
+    expect(hits.map((hit) => [new URL(hit.url).pathname, hit.authorization])).toEqual([
+      ['/hop/307', 'Bearer v0'],
+      ['/oauth/token', null],
+    ]);
+    expect(refreshCalls()).toBe(0);
+  });
+
+  it('never refreshes or replays for a 401 from an origin outside origins reached by a redirect', async () => {
+    const hits = serveRedirects();
+    const { manager, refreshCalls } = countingManager();
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    const response = await api(`${API}/hop/302?to=${OTHER}/denied`);
+
+    expect(response.status).toBe(401);
+    expect(response.url).toBe(`${OTHER}/denied`);
+    expect(response.redirected).toBe(true);
+    expect(await response.text()).toBe('not yours');
+    expect(hits.map((hit) => [hit.url, hit.authorization])).toEqual([
+      [`${API}/hop/302?to=${OTHER}/denied`, 'Bearer v0'],
+      [`${OTHER}/denied`, null],
+    ]);
+    expect(refreshCalls()).toBe(0);
+  });
+
+  it('follows redirects as fetch does: 303 and a 302 POST become a bodiless GET, 307 and 308 resend method and body', async () => {
+    const hits = serveRedirects();
+    const api = withTokenRelay(fetch, countingManager().manager, { origins: [API] });
+    const post = { method: 'POST', body: 'name=value', headers: { 'content-type': 'application/x-www-form-urlencoded' } };
+
+    for (const status of [302, 303, 307, 308]) await api(`${API}/hop/${status}?to=/ok`, post);
+    await api(new Request(`${API}/hop/307?to=/ok`, post));
+
+    const followed = hits.filter((hit) => new URL(hit.url).pathname === '/ok');
+    expect(followed.map(({ method, body, contentType, authorization }) => ({ method, body, contentType, authorization }))).toEqual([
+      { method: 'GET', body: '', contentType: null, authorization: 'Bearer v0' },
+      { method: 'GET', body: '', contentType: null, authorization: 'Bearer v0' },
+      { method: 'POST', body: 'name=value', contentType: 'application/x-www-form-urlencoded', authorization: 'Bearer v0' },
+      { method: 'POST', body: 'name=value', contentType: 'application/x-www-form-urlencoded', authorization: 'Bearer v0' },
+      { method: 'POST', body: 'name=value', contentType: 'application/x-www-form-urlencoded', authorization: 'Bearer v0' },
+    ]);
+  });
+
+  it('rejects after 20 redirects, as fetch does', async () => {
+    const hits = serveRedirects();
+    const api = withTokenRelay(fetch, countingManager().manager, { origins: [API] });
+
+    await expect(api(`${API}/hop/302?left=25`)).rejects.toThrow(TypeError);
+    expect(hits).toHaveLength(21);
+  });
+
+  it("leaves a caller's redirect: 'manual' alone and returns the redirect", async () => {
+    const hits = serveRedirects();
+    const api = withTokenRelay(fetch, countingManager().manager, { origins: [API] });
+
+    const response = await api(`${API}/hop/302?to=/ok`, { redirect: 'manual' });
+
+    expect(response.status).toBe(302);
+    expect(hits).toHaveLength(1);
+  });
+});
+
+describe('signed out', () => {
+  it.each([
+    ['that never held tokens', () => createTokenManager({ refresh: async () => ({ accessToken: 'never' }) })],
+    [
+      'after clear()',
+      () => {
+        const { manager } = countingManager();
+        void manager.clear();
+        return manager;
+      },
+    ],
+  ])('with a manager %s, sends the request without a bearer and returns its 401 as it is, with no token call', async (_kind, makeManager) => {
+    const hits = serveApi(() => 'v0');
+    const manager = makeManager();
+    const refresh = vi.spyOn(manager, 'refresh');
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    const response = await api(`${API}/me`);
+
+    expect(response.status).toBe(401);
+    expect(await response.text()).toBe('token expired');
+    expect(hits.map((hit) => hit.authorization)).toEqual([null]);
+    expect(refresh).not.toHaveBeenCalled();
+  });
+
+  it('after SESSION_EXPIRED rejects every request with SESSION_EXPIRED, and sessionExpired fires once', async () => {
+    const hits = serveApi(() => 'v1');
+    const dead = new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'refresh token revoked', { oauthError: 'invalid_grant' });
+    const { manager, refreshCalls } = countingManager({ fail: dead });
+    const expired = vi.fn();
+    manager.on('sessionExpired', expired);
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    const failures = [await api(`${API}/a`).catch((error: unknown) => error), await api(`${API}/b`).catch((error: unknown) => error)];
+
+    for (const failure of failures) expect(failure).toMatchObject({ code: ErrorCode.SESSION_EXPIRED });
+    expect(hits.map((hit) => hit.path)).toEqual(['/a']);
+    expect(refreshCalls()).toBe(1);
+    expect(expired).toHaveBeenCalledTimes(1);
+  });
+});
+
 describe('authorization set by the caller', () => {
   it('leaves a request that already carries an Authorization header alone: no bearer, no refresh', async () => {
     const hits = serveApi(() => 'v0');
@@ -467,6 +682,51 @@ describe('installTokenRelay', () => {
     } finally {
       globalThis.fetch = original;
     }
+  });
+
+  it.each([
+    // A (on API) restored first: it must stop adding the bearer although B still wraps it.
+    ['A, B, restore A, restore B', 'A', null],
+    ['A, B, restore B, restore A', 'B', 'Bearer v0'],
+  ])(
+    'installed twice and restored in any order (%s), puts the original fetch back and adds no bearer after',
+    async (_order, restoredFirst, afterFirstRestore) => {
+      const hits = serveApi(() => 'v0');
+      const original = globalThis.fetch;
+      const restoreA = installTokenRelay(countingManager().manager, { origins: [API] });
+      const restoreB = installTokenRelay(countingManager().manager, { origins: [OTHER] });
+      const [first, second] = restoredFirst === 'A' ? [restoreA, restoreB] : [restoreB, restoreA];
+
+      try {
+        first();
+        await fetch(`${API}/after-first-restore`);
+      } finally {
+        second();
+      }
+      await fetch(`${API}/after-both`);
+
+      expect(globalThis.fetch).toBe(original);
+      expect(hits.map((hit) => [hit.path, hit.authorization])).toEqual([
+        ['/after-first-restore', afterFirstRestore],
+        ['/after-both', null],
+      ]);
+    },
+  );
+
+  it('a restored install that someone wrapped meanwhile stops adding the bearer', async () => {
+    const hits = serveApi(() => 'v0');
+    const original = globalThis.fetch;
+    const restore = installTokenRelay(countingManager().manager, { origins: [API] });
+    const ours = globalThis.fetch;
+    globalThis.fetch = (input, init) => ours(input, init);
+    try {
+      restore();
+      await fetch(`${API}/me`);
+    } finally {
+      globalThis.fetch = original;
+    }
+
+    expect(hits.map((hit) => hit.authorization)).toEqual([null]);
   });
 
   it('throws a CONFIGURATION_ERROR without origins outside a browser and leaves globalThis.fetch as it was', () => {

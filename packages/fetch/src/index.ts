@@ -5,9 +5,11 @@
 import {
   ErrorCode,
   TokenRelayError,
+  accessTokenIfSignedIn,
   bearerAuthorization,
   createOriginMatcher,
   defaultShouldRefresh,
+  isSignedOut,
   unwrappedFetch,
   type FailedResponse,
   type Origins,
@@ -49,21 +51,53 @@ export interface InstallTokenRelayOptions extends TokenRelayFetchOptions {
   origins: Origins;
 }
 
+/**
+ * A fetch-shaped function: the global `fetch`, undici's, or any other with its call shape.
+ * Structural, so a fetch with Request/Response classes of its own (undici from npm) fits as it is.
+ */
+export type FetchFunction = (input: never, init?: never) => Promise<FetchResponse>;
+
+/** What the wrapper reads of a response; the global `Response` and undici's both have it. */
+export interface FetchResponse {
+  readonly status: number;
+  readonly url: string;
+  readonly headers: { get(name: string): string | null };
+  readonly body: { cancel(): Promise<void> } | null;
+  clone(): { text(): Promise<string> };
+}
+
 type FetchInput = Parameters<typeof fetch>[0];
 type FetchInit = Parameters<typeof fetch>[1];
+type GlobalFetch = (input: FetchInput, init?: FetchInit) => Promise<Response>;
+
+/** fetch's own limit (Fetch Standard, HTTP-redirect fetch). */
+const MAX_REDIRECTS = 20;
+const redirectStatuses = new Set([301, 302, 303, 307, 308]);
+/** Headers fetch drops when a redirect turns the request into a GET without a body. */
+const requestBodyHeaders = ['content-encoding', 'content-language', 'content-location', 'content-type'];
+/** Headers fetch (undici) drops when a redirect leaves the origin. */
+const crossOriginHeaders = ['authorization', 'cookie', 'proxy-authorization'];
 
 const locationOf = () => (globalThis as { location?: { origin?: unknown; href?: unknown } }).location;
+
+/**
+ * A browser (or worker) fetch follows redirects out of sight: `redirect: 'manual'` only yields an
+ * opaque response. Elsewhere (Node, Deno, Bun) we follow them ourselves to judge every hop.
+ */
+const hidesRedirects = () => locationOf() !== undefined;
 
 function isRequest(input: FetchInput): input is Request {
   return typeof input === 'object' && !(input instanceof URL) && typeof input.url === 'string';
 }
 
-/** The absolute URL a fetch call goes to, or `undefined` when fetch itself would reject it. */
+/**
+ * The absolute URL a fetch call goes to, read once: a URL object the caller changes later does
+ * not move the request. `undefined` when fetch itself would reject it.
+ */
 function targetUrl(input: FetchInput): URL | undefined {
-  if (input instanceof URL) return input;
-  const href = locationOf()?.href;
+  const base = (globalThis as { document?: { baseURI?: unknown } }).document?.baseURI ?? locationOf()?.href;
   try {
-    return new URL(isRequest(input) ? input.url : String(input), typeof href === 'string' ? href : undefined);
+    return new URL(isRequest(input) ? input.url : String(input), typeof base === 'string' ? base : undefined);
   } catch {
     return undefined;
   }
@@ -82,7 +116,7 @@ function failedResponse(response: Response, url: URL): FailedResponse {
   let text: Promise<string> | undefined;
   return {
     status: response.status,
-    url: response.url || url.href,
+    url: url.href,
     header: (name) => response.headers.get(name) ?? undefined,
     // A clone, so the caller can still read the body of a response that is returned to them.
     text: () => (text ??= response.clone().text()),
@@ -93,6 +127,15 @@ function discard(response: Response): void {
   response.body?.cancel().catch(() => {});
 }
 
+/** Where a response came from: its own URL when the fetch tells it (after redirects), else the one requested. */
+function responseUrl(response: Response, requested: URL): URL {
+  try {
+    return response.url ? new URL(response.url) : requested;
+  } catch {
+    return requested;
+  }
+}
+
 /**
  * Wraps a fetch so that requests to `origins` carry `Authorization: Bearer <access token>`
  * from `manager`, and a request that fails for an expired token is replayed once after a
@@ -100,17 +143,30 @@ function discard(response: Response): void {
  *
  * - Requests to other origins, and requests that already carry an `Authorization` header,
  *   are passed to `fetchImpl` exactly as given: no bearer, no refresh.
+ * - The URL is read once, when the wrapper is called: the origin check and the send see the
+ *   same URL, even if the caller changes a `URL` object afterwards.
+ * - Redirects: outside a browser the wrapper follows them itself (as fetch would: at most 20,
+ *   301/302 POST and 303 become a GET without a body), deciding at every hop whether the bearer
+ *   may go there, so it never reaches another origin or the token endpoint. A browser follows
+ *   redirects out of sight; there the browser drops `Authorization` on a cross-origin hop. In
+ *   both, a failed response from a URL outside `origins` (or from the token endpoint) is returned
+ *   as it is: no refresh, no replay.
+ * - Signed out (the manager holds no tokens: `NO_TOKENS`), a request goes without a bearer and
+ *   its answer, a 401 included, goes back to the caller: no token call.
  * - A replayed request is never replayed again: if it fails too, its response is returned.
- * - If the refresh fails, the call rejects with the `TokenRelayError` (e.g. `SESSION_EXPIRED`);
- *   if the request's signal aborts, it rejects with the signal's reason at once.
+ * - If the refresh fails, the call rejects with the `TokenRelayError` (e.g. `SESSION_EXPIRED`,
+ *   and every later call too, until a sign-in); if the request's signal aborts, it rejects with
+ *   the signal's reason at once.
+ * - Bad input (an invalid header, an `origins` or `shouldRefresh` that throws) rejects the
+ *   returned promise, as fetch does; the wrapper never throws synchronously.
  * - Bodies: a `Request` is cloned before it is sent, and bodies given in `init` as a string,
  *   `Blob`, `ArrayBuffer`, typed array, `FormData` or `URLSearchParams` are sent again as they
  *   are. A one-shot body (`init.body` a `ReadableStream` or an async iterable) is never sent
  *   twice: on an auth failure the tokens are still refreshed, so the next call works, and the
  *   caller gets the original failed `Response`.
  *
- * The wrapper carries `fetchImpl` under `unwrappedFetch`, so the token endpoint call of
- * `refreshTokenGrant` bypasses it.
+ * The wrapper has the type of `fetchImpl` (the global fetch, undici's, …) and carries it under
+ * `unwrappedFetch`, so the token endpoint call of `refreshTokenGrant` bypasses it.
  *
  * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is invalid, or missing outside a browser.
  * @example
@@ -119,11 +175,11 @@ function discard(response: Response): void {
  * const response = await api('https://api.example.com/me')
  * ```
  */
-export function withTokenRelay(
-  fetchImpl: typeof fetch,
+export function withTokenRelay<F extends FetchFunction>(
+  fetchImpl: F,
   manager: TokenManager,
   options: TokenRelayFetchOptions = {},
-): typeof fetch {
+): F {
   if (typeof fetchImpl !== 'function') {
     throw new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, 'withTokenRelay needs a fetch function to wrap');
   }
@@ -136,45 +192,115 @@ export function withTokenRelay(
   }
   const mayCarryBearer = createOriginMatcher(origins, manager.tokenEndpoint);
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
+  // Called with what its caller gave the wrapper, plus headers: whatever its own types, it takes that.
+  const send = fetchImpl as unknown as GlobalFetch;
 
-  async function sendWithBearer(input: FetchInput, init: FetchInit, headers: Headers, url: URL): Promise<Response> {
+  /** The next request of a redirect, as fetch builds it; `undefined` when fetch would return `response` as it is. */
+  async function nextHop(response: Response, hop: Hop, hops: number): Promise<Hop | undefined> {
+    const location = response.headers.get('location');
+    if (!redirectStatuses.has(response.status) || location === null) return undefined;
+    const url = new URL(location, hop.url);
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`fetch failed: redirect to ${url.protocol}`);
+    if (hops >= MAX_REDIRECTS) throw new TypeError('fetch failed: redirect count exceeded');
+    const headers = new Headers(hop.init.headers);
+    const toGet =
+      ((response.status === 301 || response.status === 302) && hop.method === 'POST') ||
+      (response.status === 303 && hop.method !== 'GET' && hop.method !== 'HEAD');
+    let { body } = hop;
+    if (toGet) {
+      body = undefined;
+      for (const name of requestBodyHeaders) headers.delete(name);
+    } else if (typeof body === 'function') {
+      body = await body();
+    } else if (isOneShotBody(body)) {
+      throw new TypeError('fetch failed: cannot follow a redirect with a streamed body');
+    }
+    if (url.origin !== hop.url.origin) for (const name of crossOriginHeaders) headers.delete(name);
+    return { url, method: toGet ? 'GET' : hop.method, body, init: { ...hop.init, headers } };
+  }
+
+  /**
+   * Sends with the bearer wherever it may go. Outside a browser redirects are followed here, hop
+   * by hop, so the bearer never follows one to an origin (or the token endpoint) it may not reach.
+   */
+  async function sendAuthorized(input: string | Request, init: FetchInit, headers: Headers, url: URL, accessToken: string) {
+    const bearer = bearerAuthorization(accessToken);
+    headers.set('authorization', bearer);
+    const redirect = init?.redirect ?? (isRequest(input) ? input.redirect : 'follow');
+    if (redirect !== 'follow' || hidesRedirects()) return send(input, { ...init, headers });
+
+    const request = isRequest(input) ? input : undefined;
+    // A 307/308 sends the body again: keep a copy of a Request's, read only if that happens.
+    const spare = request?.body ? request.clone() : undefined;
+    let hop: Hop | undefined = {
+      url,
+      method: (init?.method ?? request?.method ?? 'GET').toUpperCase(),
+      body: init?.body ?? (spare ? () => spare.arrayBuffer() : undefined),
+      init: { ...init, signal: init?.signal ?? request?.signal, headers, redirect: 'manual' },
+    };
+    let response = await send(input, hop.init);
+    for (let hops = 0; (hop = await nextHop(response, hop, hops)); hops++) {
+      discard(response);
+      const hopHeaders = new Headers(hop.init.headers);
+      if (mayCarryBearer(hop.url)) hopHeaders.set('authorization', bearer);
+      else hopHeaders.delete('authorization');
+      const body = typeof hop.body === 'function' ? undefined : hop.body;
+      response = await send(hop.url.href, { ...hop.init, method: hop.method, body, headers: hopHeaders });
+      Object.defineProperty(response, 'redirected', { value: true });
+    }
+    return response;
+  }
+
+  async function sendWithBearer(input: string | Request, init: FetchInit, headers: Headers, url: URL): Promise<Response> {
     const request = isRequest(input) ? input : undefined;
     const signal = init?.signal ?? request?.signal;
-    const tokenUsed = await manager.getAccessToken({ signal });
+    const tokenUsed = await accessTokenIfSignedIn(manager, { signal });
+    // Signed out: the server decides (a public endpoint answers, a protected one says 401).
+    if (tokenUsed === undefined) return send(input, init);
     const initBody = init?.body ?? undefined;
     const replayable = !isOneShotBody(initBody);
     // The first send consumes the Request's body; the clone keeps the same bytes for the replay.
     const replayInput = request && initBody === undefined && request.body !== null ? request.clone() : input;
 
-    headers.set('authorization', bearerAuthorization(tokenUsed));
-    const response = await fetchImpl(input, { ...init, headers });
-    if (response.status < 400) return response;
+    const response = await sendAuthorized(input, init, new Headers(headers), url, tokenUsed);
+    const answeredBy = responseUrl(response, url);
+    // A redirect may end outside `origins`: that server's 401 says nothing about our token.
+    if (response.status < 400 || !mayCarryBearer(answeredBy)) return response;
 
     let accessToken: string;
     try {
-      if (!(await shouldRefresh(failedResponse(response, url)))) return response;
+      if (!(await shouldRefresh(failedResponse(response, answeredBy)))) return response;
       ({ accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal }));
     } catch (error) {
+      // Signed out meanwhile: the caller gets the server's answer as it is.
+      if (isSignedOut(error)) return response;
       discard(response);
       throw error;
     }
     if (!replayable) return response;
     discard(response);
-    const replayHeaders = new Headers(headers);
-    replayHeaders.set('authorization', bearerAuthorization(accessToken));
-    return fetchImpl(replayInput, { ...init, headers: replayHeaders });
+    return sendAuthorized(replayInput, init, new Headers(headers), url, accessToken);
   }
 
-  function relayFetch(input: FetchInput, init?: FetchInit): Promise<Response> {
+  async function relayFetch(input: FetchInput, init?: FetchInit): Promise<Response> {
     const url = targetUrl(input);
-    if (url === undefined || !mayCarryBearer(url)) return fetchImpl(input, init);
+    if (url === undefined || !mayCarryBearer(url)) return send(input, init);
     // fetch(request, init) takes init.headers instead of the Request's own headers.
     const headers = new Headers(init?.headers ?? (isRequest(input) ? input.headers : undefined));
-    if (headers.has('authorization')) return fetchImpl(input, init);
-    return sendWithBearer(input, init, headers, url);
+    if (headers.has('authorization')) return send(input, init);
+    // Send the URL that was checked, not a URL object the caller may change meanwhile.
+    return sendWithBearer(isRequest(input) ? input : url.href, init, headers, url);
   }
   Object.defineProperty(relayFetch, unwrappedFetch, { value: fetchImpl });
-  return relayFetch as typeof fetch;
+  return relayFetch as unknown as F;
+}
+
+/** One request of a redirect chain. `body` is a function when it is read only if a 307/308 needs it again. */
+interface Hop {
+  url: URL;
+  method: string;
+  body: BodyInit | (() => Promise<ArrayBuffer>) | undefined;
+  init: RequestInit & { headers: Headers };
 }
 
 function browserOrigins(): string[] | undefined {
@@ -182,10 +308,29 @@ function browserOrigins(): string[] | undefined {
   return typeof origin === 'string' && /^https?:\/\//.test(origin) ? [origin] : undefined;
 }
 
+/** One `installTokenRelay`: the fetch its wrapper forwards to, and whether it still adds the bearer. */
+interface Installation {
+  readonly next: typeof fetch;
+  active: boolean;
+}
+
+/** Installations by wrapper, so a restore can unwind every wrapper that was already restored. */
+const installations = new WeakMap<typeof fetch, Installation>();
+
 /**
  * Replaces `globalThis.fetch` with {@link withTokenRelay}`(globalThis.fetch, manager, options)`.
- * Returns `restore`, which puts the original fetch back if `globalThis.fetch` is still the
- * wrapper (it leaves alone a fetch someone installed after us); calling it again does nothing.
+ * Returns `restore`; calling it again does nothing.
+ *
+ * - `restore` puts back the fetch that was there before, if `globalThis.fetch` is still the
+ *   wrapper. If someone wrapped it meanwhile (another install, msw's `server.listen()`), the
+ *   wrapper stays in their chain but stops adding the bearer, and is unwound once it is on top
+ *   again: whatever the order, restoring every install puts the original fetch back.
+ * - It reaches only code that reads `globalThis.fetch` at call time. A client that captured
+ *   `fetch` before (`createClient({ fetch })` of openapi-fetch, ky/ofetch instances made
+ *   earlier, a module holding `const f = fetch`) never sees it: wrap that client's fetch with
+ *   {@link withTokenRelay} instead, or, with undici, route its dispatcher.
+ * - With msw: call it after `server.listen()`. msw then answers through the wrapper; installed
+ *   before, msw replaces `globalThis.fetch` and answers mocked requests without the bearer.
  *
  * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is invalid.
  * @example
@@ -196,10 +341,18 @@ function browserOrigins(): string[] | undefined {
  * ```
  */
 export function installTokenRelay(manager: TokenManager, options: InstallTokenRelayOptions): () => void {
-  const original = globalThis.fetch;
-  const wrapper = withTokenRelay(original, manager, options);
+  const installation: Installation = { next: globalThis.fetch, active: true };
+  const relay = withTokenRelay(installation.next, manager, options);
+  const wrapper: typeof fetch = (input, init) => (installation.active ? relay(input, init) : installation.next(input, init));
+  Object.defineProperty(wrapper, unwrappedFetch, { value: installation.next });
+  installations.set(wrapper, installation);
   globalThis.fetch = wrapper;
   return () => {
-    if (globalThis.fetch === wrapper) globalThis.fetch = original;
+    if (!installation.active) return;
+    installation.active = false;
+    // Unwind every restored wrapper that is now on top, this one first (a finite chain: each `next` was there before).
+    for (let top = installations.get(globalThis.fetch); top && !top.active; top = installations.get(globalThis.fetch)) {
+      globalThis.fetch = top.next;
+    }
   };
 }

@@ -141,6 +141,28 @@ describe('protected API', () => {
   });
 });
 
+describe('redirect route', () => {
+  it('answers /redirect with the status and a Location to a path or a loopback URL, and refuses anything else', async () => {
+    const server = await start();
+    const answer = (query: string) => fetch(`${server.url}/redirect?${query}`, { redirect: 'manual' });
+
+    const toPath = await answer('to=/api/items');
+    const toLoopback = await answer(`status=307&to=${encodeURIComponent('http://127.0.0.1:1/x')}`);
+
+    expect([toPath.status, toPath.headers.get('location')]).toEqual([302, `${server.url}/api/items`]);
+    expect([toLoopback.status, toLoopback.headers.get('location')]).toEqual([307, 'http://127.0.0.1:1/x']);
+    expect((await answer(`to=${encodeURIComponent('https://example.com/')}`)).status).toBe(400);
+    expect((await answer('status=200&to=/api/items')).status).toBe(400);
+  });
+
+  it('records the bearer a token request carried, so a leak to the token endpoint shows', async () => {
+    const server = await start();
+    await fetch(server.tokenEndpoint, { method: 'POST', headers: { authorization: 'Bearer leaked' } });
+
+    expect(server.stats().tokenRequestLog.map((entry) => entry.accessToken)).toEqual(['leaked']);
+  });
+});
+
 describe('CORS', () => {
   it('answers a preflight on any path with 204 and the allowed headers', async () => {
     const server = await start();

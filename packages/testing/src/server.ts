@@ -7,6 +7,7 @@ import type { TokenSet } from '@tokenrelay/core';
 import { JtiRegistry, checkAssertion, peekClaims } from './assertions.js';
 import { checkClient, readPresentedClient, type PresentedClient } from './client-auth.js';
 import { answerFor, normalizeFailure, type InjectedFailure } from './failures.js';
+import { isLoopbackUrl } from './loopback.js';
 import {
   BodyTooLargeError,
   JSON_TYPE,
@@ -314,10 +315,24 @@ class EmbeddedOAuthServer implements OAuthServer {
     }
     if (url.pathname === this.#tokenPath) return this.#handleToken(req, res);
     if (url.pathname === this.#revocationPath) return this.#handleRevocation(req, res);
+    if (url.pathname === '/redirect') return this.#redirect(req, res, url);
     if (url.pathname.startsWith('/api/') || (this.mode === 'salesforce' && url.pathname.startsWith('/services/data/'))) {
       return this.#handleApi(req, res, url);
     }
     sendJson(res, 404, { error: 'not_found', error_description: `Nothing at ${url.pathname}` });
+  }
+
+  /** `/redirect?to=<path or loopback URL>&status=<301|302|303|307|308>` (302 by default), whatever the token. */
+  #redirect(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    req.resume();
+    const status = Number(url.searchParams.get('status') ?? 302);
+    const to = url.searchParams.get('to');
+    const target = to === null || !URL.canParse(to, this.url) ? undefined : new URL(to, this.url);
+    if (![301, 302, 303, 307, 308].includes(status) || !target || !isLoopbackUrl(target)) {
+      sendJson(res, 400, { error: 'invalid_request', error_description: 'to must be a path or a loopback URL; status a redirect status' });
+      return;
+    }
+    send(res, status, { location: target.href }, '');
   }
 
   #internalError(res: ServerResponse, error: unknown): void {
@@ -355,6 +370,8 @@ class EmbeddedOAuthServer implements OAuthServer {
     const presented = readPresentedClient(req.headers.authorization, form ?? new URLSearchParams());
     entry.clientAuthentication = presented.method;
     entry.clientId = presented.clientId;
+    const bearer = readBearer(req.headers.authorization);
+    entry.accessToken = bearer === 'malformed' ? undefined : bearer;
     entry.params = Object.fromEntries([...(form ?? [])].filter(([name]) => name !== 'client_secret'));
 
     await this.#pause(this.#config.tokenEndpointLatencyMs);
@@ -595,6 +612,8 @@ class EmbeddedOAuthServer implements OAuthServer {
  *   `?delayMs=N` waits before checking the token. `/api/forbidden` answers 403
  *   `insufficient_scope`, `/api/dpop` a DPoP nonce challenge. Salesforce mode adds
  *   `/services/data/v<ver>/query` and `/sobjects/Account/<id>`.
+ * - `/redirect?to=<path or loopback URL>&status=<3xx>`: a redirect (302 by default), for tests
+ *   of where a bearer goes when a client follows one.
  *
  * @throws TypeError/RangeError (as a rejection) for invalid options; the listen error when the port is taken.
  * @example

@@ -49,6 +49,7 @@ export class StatsRecorder {
       method,
       clientAuthentication: undefined,
       clientId: undefined,
+      accessToken: undefined,
       params: {},
       status: undefined,
       error: undefined,

@@ -188,6 +188,8 @@ export interface TokenRequestRecord {
   readonly clientAuthentication: ClientAuthenticationMethod | undefined;
   /** The client id the request presented, if any. */
   readonly clientId: string | undefined;
+  /** The bearer token the request carried (`Authorization: Bearer …`), if any: an access token here is a leak. */
+  readonly accessToken: string | undefined;
   /** The form parameters, without `client_secret`. The refresh token is kept: tests check which one was sent. */
   readonly params: Readonly<Record<string, string>>;
   /** The status answered; `undefined` while pending and for `hang` and `reset`. */
