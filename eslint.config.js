@@ -17,8 +17,13 @@ export default tseslint.config(
     },
   },
   {
-    // Examples, the demo and benchmarks are programs that report to the terminal.
-    files: ['examples/**', 'bench/**', 'scripts/**'],
+    // Examples, the demo, benchmarks and the runtime checks are programs that report to the terminal.
+    files: ['examples/**', 'bench/**', 'scripts/**', 'test/runtimes/**'],
     rules: { 'no-console': 'off' },
+  },
+  {
+    // Plain JavaScript that Bun, Deno and workerd run as it is: the web platform's globals.
+    files: ['test/runtimes/**/*.mjs'],
+    languageOptions: { globals: { fetch: 'readonly', Response: 'readonly' } },
   },
 );

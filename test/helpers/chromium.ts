@@ -1,31 +1,22 @@
 /*
- * Real-Chromium helpers for the cross-tab tests: launch the Debian `chromium` through
- * playwright-core (no browser download), and serve a test page bundled from the package sources
- * on 127.0.0.1.
+ * Real-Chromium helpers for the cross-tab tests: launch an installed Chromium (Debian's
+ * `chromium`) through playwright-core (no browser download), and serve a test page bundled from
+ * the package sources on 127.0.0.1.
  */
-import { existsSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { chromium, type Browser } from 'playwright-core';
-
-/** Where Debian's `chromium` package installs the browser (CI installs it in .ci/run). */
-export const chromiumPath = '/usr/bin/chromium';
+import { chromium as chromiumService, requireTestService } from './test-services.js';
 
 /**
- * Launches headless Chromium with a fresh, empty profile.
- * @throws Error naming the package to install when Chromium is missing: the test fails, it never skips.
+ * Launches headless Chromium (found on the PATH, or at TOKENRELAY_CHROMIUM) with a fresh, empty profile.
+ * @throws Error with the install commands when Chromium is missing: the test fails, it never skips.
  */
 export async function launchChromium(): Promise<Browser> {
-  if (!existsSync(chromiumPath)) {
-    throw new Error(
-      `Chromium is missing at ${chromiumPath}: the browser tests need a real Chromium. ` +
-        'Install it with `apt-get install -y chromium` (Debian/Ubuntu), as .ci/run does.',
-    );
-  }
   return chromium.launch({
-    executablePath: chromiumPath,
+    executablePath: requireTestService(chromiumService),
     timeout: 30_000,
     args: [
       '--headless=new',

@@ -192,6 +192,8 @@ export async function startOidcServer(options: { accessTokenTtlSeconds: number }
       Session: 3600,
       Interaction: 600,
       IdToken: 3600,
+      // The client-credentials tests never wait for an expiry.
+      ClientCredentials: 3600,
     },
     features: {
       devInteractions: { enabled: true },

@@ -1,14 +1,16 @@
 /*
  * Starts a throwaway redis-server on 127.0.0.1 for the Redis store tests: a free port, a temp
  * dir, no persistence. Tests never skip when Redis is missing: they fail with a message that
- * says what to install.
+ * says what to install (TOKENRELAY_REDIS_SERVER gives a path outside the PATH).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { freeLoopbackPort } from './free-port.js';
+import { redisServer, requireTestService } from './test-services.js';
 
 /** A running redis-server on loopback. */
 export interface RedisServer {
@@ -20,36 +22,10 @@ export interface RedisServer {
   stop(): Promise<void>;
 }
 
-const REDIS_SERVER = process.env.REDIS_SERVER_BIN ?? 'redis-server';
 const READY_TIMEOUT_MS = 10_000;
 const STOP_TIMEOUT_MS = 5_000;
 /** A free port can be taken by someone else before redis binds it; a few attempts cover that. */
 const START_ATTEMPTS = 3;
-
-/** Throws a loud, actionable error when redis-server is not installed. */
-export function assertRedisServerInstalled(): void {
-  const probe = spawnSync(REDIS_SERVER, ['--version'], { encoding: 'utf8' });
-  if (probe.error || probe.status !== 0) {
-    throw new Error(
-      `The Redis store tests need a real Redis, but \`${REDIS_SERVER}\` could not be run ` +
-        `(${probe.error?.message ?? `exit status ${String(probe.status)}`}). ` +
-        'Install it with `apt-get install -y redis-server` (Debian/Ubuntu; `brew install redis` on macOS), ' +
-        'or point REDIS_SERVER_BIN at a redis-server binary. Without it these tests fail; they are never silently skipped.',
-    );
-  }
-}
-
-async function freeLoopbackPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === 'string') throw new Error('Could not get a free loopback port');
-  return address.port;
-}
 
 /** One PING over a raw socket: true when the server answers +PONG. */
 function ping(port: number): Promise<boolean> {
@@ -81,10 +57,10 @@ function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
   });
 }
 
-async function startOnce(dir: string): Promise<RedisServer | undefined> {
+async function startOnce(program: string, dir: string): Promise<RedisServer | undefined> {
   const port = await freeLoopbackPort();
   const child = spawn(
-    REDIS_SERVER,
+    program,
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -128,14 +104,14 @@ async function startOnce(dir: string): Promise<RedisServer | undefined> {
  * Starts `redis-server` on a free 127.0.0.1 port with no persistence (`--save '' --appendonly no`)
  * in a temp dir, and resolves once it answers PING. Call `stop()` in afterAll/afterEach.
  *
- * @throws Error naming the missing binary and how to install it, when redis-server is not installed.
+ * @throws Error with the install commands when redis-server is not installed (see test-services.ts).
  */
 export async function startRedisServer(): Promise<RedisServer> {
-  assertRedisServerInstalled();
+  const program = requireTestService(redisServer);
   const dir = await mkdtemp(join(tmpdir(), 'tokenrelay-redis-'));
   try {
     for (let attempt = 0; attempt < START_ATTEMPTS; attempt++) {
-      const server = await startOnce(dir);
+      const server = await startOnce(program, dir);
       if (server) {
         return {
           ...server,

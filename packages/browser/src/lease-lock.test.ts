@@ -2,7 +2,7 @@ import { ErrorCode, type TokenStoreLock } from '@tokenrelay/core';
 import { describe, expect, it } from 'vitest';
 import { memoryStorage, openStore, uniqueKey } from './test-helpers.js';
 
-// Node 20 has no navigator.locks, so every store here uses the storage lease: the fallback for
+// test-helpers.ts hides navigator.locks, so every store here uses the storage lease: the fallback for
 // pages without Web Locks. The Web Locks path runs in real Chromium (test/browser-tabs.test.ts).
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

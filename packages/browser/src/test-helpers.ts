@@ -2,7 +2,7 @@
  * Helpers for this package's own tests (not exported): an in-memory Storage standing in for
  * localStorage, and stores that are closed after each test.
  */
-import { afterEach } from 'vitest';
+import { afterEach, beforeEach, vi } from 'vitest';
 import { browserStore } from './browser-store.js';
 import type { BrowserStorage, BrowserStoreOptions, BrowserTokenStore } from './types.js';
 
@@ -20,6 +20,16 @@ export function memoryStorage(): BrowserStorage & { readonly entries: Map<string
     },
   };
 }
+
+// These tests model a page without Web Locks, where 'auto' takes the storage lease. Node 24 has a
+// navigator.locks (20 and 22 have none), so it is hidden here; revision-catch-up.test.ts stubs its
+// own Web Locks, and real ones run in Chromium (test/browser-tabs.test.ts).
+beforeEach(() => {
+  vi.stubGlobal('navigator', undefined);
+});
+afterEach(() => {
+  vi.unstubAllGlobals();
+});
 
 const openStores: BrowserTokenStore[] = [];
 afterEach(() => {
