@@ -336,6 +336,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       try {
         const value = await readStore();
         if (startedGeneration !== generation || replacing > 0 || running || sameStored(value, persisted)) return;
+        // Only news newer than the news: a sign-out, or a higher revision. A read that lags behind the
+        // announcement (a tab's copy of localStorage, a replica) must never roll the session back.
+        if (value && value.revision <= (persisted?.revision ?? 0)) return;
         adoptStored(value);
       } catch {
         // A store that cannot be read now is re-read under the lock by the next refresh.
