@@ -94,13 +94,14 @@ describe('regressions found by the model', () => {
       refreshTimeoutMs: 5_000,
       retry: { retries: 1, minDelayMs: 100, maxDelayMs: 100 },
     });
-    // 2 s before expiry: inside the margin (a quarter of the 8 s lifetime), so the next request refreshes first.
-    await vi.advanceTimersByTimeAsync(6_000);
+    // 0.5 s before expiry: inside the margin (a quarter of the 8 s lifetime) and within half of it, too
+    // close to expiry to be sent while the refresh runs, so the request waits for the refresh.
+    await vi.advanceTimersByTimeAsync(7_500);
     const outcome = manager.getAccessToken().then(
       (accessToken) => ({ accessToken }),
       (error: unknown) => ({ error }),
     );
-    // By the time the refresh times out, access-0 has been dead for 3 s.
+    // By the time the refresh times out, access-0 has been dead for 4.5 s.
     await vi.advanceTimersByTimeAsync(5_000);
 
     expect(await outcome).toEqual({ error: expect.objectContaining({ code: ErrorCode.REFRESH_TIMEOUT }) });

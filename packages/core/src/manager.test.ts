@@ -68,7 +68,7 @@ describe('single flight', () => {
 });
 
 describe('proactive refresh', () => {
-  it('refreshes once before expiry and hands out the old token only while it is fresh', async () => {
+  it('refreshes once in the background before expiry, sending the old token meanwhile (stale-while-revalidate)', async () => {
     vi.useFakeTimers({ now: 1_000_000 });
     const refresh = countingRefresh({ expiresAt: 1_000_000 + 3_600_000 });
     const manager = createTokenManager({
@@ -79,10 +79,31 @@ describe('proactive refresh', () => {
     expect(await manager.getAccessToken()).toBe('v0');
     vi.setSystemTime(1_000_000 + 49_000);
     expect(await manager.getAccessToken()).toBe('v0');
+    expect(refresh).not.toHaveBeenCalled();
+    // Inside the margin, 9 s before expiry: the refresh starts, and nobody waits for it.
     vi.setSystemTime(1_000_000 + 51_000);
     const tokens = await Promise.all([manager.getAccessToken(), manager.getAccessToken(), manager.getAccessToken()]);
-    expect(tokens).toEqual(['v1', 'v1', 'v1']);
+    expect(tokens).toEqual(['v0', 'v0', 'v0']);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await manager.getAccessToken()).toBe('v1');
     expect(refresh).toHaveBeenCalledTimes(1);
+  });
+
+  it('makes a request wait for the refresh when its token is within half the margin of expiry', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { handler, calls } = controlledRefresh();
+    const manager = createTokenManager({
+      tokens: { accessToken: 'v0', refreshToken: 'r0', expiresAt: 1_000_000 + 60_000 },
+      refresh: handler,
+      refreshMarginMs: 10_000,
+    });
+    vi.setSystemTime(1_000_000 + 51_000);
+    expect(await manager.getAccessToken()).toBe('v0'); // starts the refresh in the background
+    vi.setSystemTime(1_000_000 + 56_000); // 4 s left: it could expire on its way to the server
+    const waiting = manager.getAccessToken();
+    calls[0]?.resolve({ accessToken: 'v1', expiresAt: 1_000_000 + 3_600_000 });
+    expect(await waiting).toBe('v1');
+    expect(calls).toHaveLength(1);
   });
 
   it('shrinks the margin for a 1 s token so it is refreshed once per lifetime, not on every request', async () => {

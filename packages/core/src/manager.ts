@@ -376,6 +376,16 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     return clock.now() < tokens.expiresAt - Math.min(refreshMarginMs, lifetime / 4);
   }
 
+  /**
+   * Good to send without waiting for the refresh that is due: not refused, and more than half the
+   * refresh margin away from its expiry, so it cannot expire on its way to the server.
+   */
+  function isSendable(tokens: TokenSet): boolean {
+    if (tokens.expiresAt === undefined || tokens.accessToken === refusedAccessToken || sessionExpiredError) return false;
+    const lifetime = Math.max(0, tokens.expiresAt - obtainedAt);
+    return clock.now() < tokens.expiresAt - Math.min(refreshMarginMs, lifetime / 4) / 2;
+  }
+
   /** The current token may still be sent: not expired by its clock, and not refused by the server. */
   function isUsable(tokens: TokenSet): boolean {
     return (
@@ -781,7 +791,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (!loaded) await abortable(ensureLoaded(), signal);
       if (sessionExpiredError) throw failFast();
       const before = current;
-      if (running) return waitWithFallback(join(running, signal), before, signal);
+      if (running) {
+        // Stale-while-revalidate: a proactive refresh runs, and this token still has time to reach the server.
+        if (before && isSendable(before)) return before.accessToken;
+        return waitWithFallback(join(running, signal), before, signal);
+      }
       if (!before) {
         if (!acquires) throw failFast();
         const paused = pausedError();
@@ -794,7 +808,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         if (isUsable(before)) return before.accessToken;
         throw paused;
       }
-      return waitWithFallback(join(startRefresh(before), signal), before, signal);
+      const refreshing = startRefresh(before);
+      // The refresh runs in the background while the token is still good to send; only a request
+      // whose token is about to expire waits for it.
+      if (isSendable(before)) return before.accessToken;
+      return waitWithFallback(join(refreshing, signal), before, signal);
     },
 
     async refresh({ staleAccessToken, signal }: RefreshOptions = {}) {
