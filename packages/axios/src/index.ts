@@ -239,7 +239,7 @@ export function attachTokenRelay(
     const signal = abortSignalOf(config);
     let accessToken: string | undefined;
     try {
-      accessToken = await accessTokenIfSignedIn(manager, { signal });
+      accessToken = manager.currentAccessToken() ?? (await accessTokenIfSignedIn(manager, { signal }));
     } catch (error) {
       // axios cancels an aborted request before sending it, with its own CanceledError.
       if (signal?.aborted) return config;

@@ -786,33 +786,29 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       return refreshHandler.tokenEndpoint;
     },
 
+    currentAccessToken() {
+      if (!loaded || sessionExpiredError || !current) return undefined;
+      return sendableNow(current);
+    },
+
     async getAccessToken({ signal }: GetAccessTokenOptions = {}) {
       signal?.throwIfAborted();
       if (!loaded) await abortable(ensureLoaded(), signal);
       if (sessionExpiredError) throw failFast();
       const before = current;
-      if (running) {
-        // Stale-while-revalidate: a proactive refresh runs, and this token still has time to reach the server.
-        if (before && isSendable(before)) return before.accessToken;
-        return waitWithFallback(join(running, signal), before, signal);
-      }
       if (!before) {
         if (!acquires) throw failFast();
+        if (running) return (await join(running, signal)).accessToken;
         const paused = pausedError();
         if (paused) throw paused;
         return (await join(startRefresh(undefined), signal)).accessToken;
       }
-      if (isFresh(before) && before.accessToken !== refusedAccessToken) return before.accessToken;
+      const now = sendableNow(before);
+      if (now !== undefined) return now;
+      if (running) return waitWithFallback(join(running, signal), before, signal);
       const paused = pausedError();
-      if (paused) {
-        if (isUsable(before)) return before.accessToken;
-        throw paused;
-      }
-      const refreshing = startRefresh(before);
-      // The refresh runs in the background while the token is still good to send; only a request
-      // whose token is about to expire waits for it.
-      if (isSendable(before)) return before.accessToken;
-      return waitWithFallback(join(refreshing, signal), before, signal);
+      if (paused) throw paused;
+      return waitWithFallback(join(startRefresh(before), signal), before, signal);
     },
 
     async refresh({ staleAccessToken, signal }: RefreshOptions = {}) {
@@ -885,6 +881,21 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       };
     },
   };
+
+  /**
+   * The token to send without waiting, if there is one: fresh; or good to send while a proactive
+   * refresh runs in the background (starting it when it is due); or still valid in the pause after
+   * a failed refresh. `undefined` when the request has to wait (or fail).
+   */
+  function sendableNow(tokens: TokenSet): string | undefined {
+    if (running) return isSendable(tokens) ? tokens.accessToken : undefined;
+    if (isFresh(tokens) && tokens.accessToken !== refusedAccessToken) return tokens.accessToken;
+    if (pausedError()) return isUsable(tokens) ? tokens.accessToken : undefined;
+    if (!isSendable(tokens)) return undefined;
+    // Stale-while-revalidate: the refresh runs in the background, and nobody waits for it.
+    startRefresh(tokens);
+    return tokens.accessToken;
+  }
 
   /**
    * Waits for a refresh; if it fails, a request that the token it started with still covers (not

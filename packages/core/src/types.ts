@@ -282,6 +282,13 @@ export interface TokenManager {
    */
   getAccessToken(options?: GetAccessTokenOptions): Promise<string>;
   /**
+   * The access token to send now without waiting, or `undefined` when a request has to wait for
+   * {@link TokenManager.getAccessToken} (tokens not loaded yet, none held, a refresh it must wait
+   * for). Synchronous, so adapters skip a promise on the hot path; it starts a refresh that is
+   * due in the background, exactly as `getAccessToken` would.
+   */
+  currentAccessToken(): string | undefined;
+  /**
    * Refreshes the tokens: single-flight, so concurrent callers share one token-endpoint call.
    */
   refresh(options?: RefreshOptions): Promise<TokenSet>;

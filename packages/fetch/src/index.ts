@@ -254,7 +254,7 @@ export function withTokenRelay<F extends FetchFunction>(
   async function sendWithBearer(input: string | Request, init: FetchInit, headers: Headers, url: URL): Promise<Response> {
     const request = isRequest(input) ? input : undefined;
     const signal = init?.signal ?? request?.signal;
-    const tokenUsed = await accessTokenIfSignedIn(manager, { signal });
+    const tokenUsed = manager.currentAccessToken() ?? (await accessTokenIfSignedIn(manager, { signal }));
     // Signed out: the server decides (a public endpoint answers, a protected one says 401).
     if (tokenUsed === undefined) return send(input, init);
     const initBody = init?.body ?? undefined;
