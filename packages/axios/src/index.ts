@@ -10,12 +10,20 @@ import {
   createOriginMatcher,
   defaultShouldRefresh,
   isSignedOut,
+  sendThrough,
   type FailedResponse,
   type Origins,
+  type RequestQueue,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
-import type { AxiosInstance, AxiosRequestTransformer, AxiosResponse, InternalAxiosRequestConfig } from 'axios';
+import axios, {
+  type AxiosAdapter,
+  type AxiosInstance,
+  type AxiosRequestTransformer,
+  type AxiosResponse,
+  type InternalAxiosRequestConfig,
+} from 'axios';
 
 /** Options of {@link attachTokenRelay}. */
 export interface AttachTokenRelayOptions {
@@ -43,9 +51,24 @@ export interface AttachTokenRelayOptions {
    * ```
    */
   shouldRefresh?: ShouldRefresh;
+  /**
+   * Sends the requests that had to wait for a refresh, and the replays, through this queue — any
+   * object with `add(task)`, such as p-queue's `new PQueue({ concurrency: 8 })` — so that the
+   * requests released by a refresh do not hit the API in one burst. Requests that did not wait go
+   * out at once, unqueued. An aborted request leaves the queue at once.
+   * @default none: released requests go out together
+   * @example
+   * ```ts
+   * import PQueue from 'p-queue'
+   * attachTokenRelay(api, manager, { queue: new PQueue({ concurrency: 8 }) })
+   * ```
+   */
+  queue?: RequestQueue;
 }
 
 const ticketKey: unique symbol = Symbol('tokenrelay.axios');
+/** On our queueing adapter: the transport it wraps, so a replay is queued once, not twice. */
+const queuedAdapterKey: unique symbol = Symbol('tokenrelay.axios.queued');
 
 /**
  * Marks a request we authorized. Kept on the config under a symbol because axios copies the
@@ -227,6 +250,21 @@ export function attachTokenRelay(
     config.beforeRedirect = hook;
   };
 
+  const { queue } = options;
+  if (queue !== undefined && typeof axios.getAdapter !== 'function') {
+    throw new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, 'attachTokenRelay: `queue` needs axios 1.7 or later (axios.getAdapter)');
+  }
+  /**
+   * Sends this request through the queue: its transport (axios's own adapter, resolved as axios
+   * would) runs when the queue has room, so the queue bounds the requests in flight.
+   */
+  const sendThroughQueue = (config: InternalAxiosRequestConfig, signal: AbortSignal | undefined) => {
+    const adapter = config.adapter as AxiosAdapter & { [queuedAdapterKey]?: AxiosAdapter };
+    const transport = adapter?.[queuedAdapterKey] ?? axios.getAdapter(config.adapter ?? instance.defaults.adapter, config);
+    const queued: AxiosAdapter = (sent) => sendThrough(queue, () => transport(sent), signal);
+    config.adapter = Object.assign(queued, { [queuedAdapterKey]: transport });
+  };
+
   const authorize = async (config: TrackedConfig): Promise<InternalAxiosRequestConfig> => {
     const ticket = config[ticketKey];
     const url = requestUrl(config);
@@ -238,8 +276,9 @@ export function attachTokenRelay(
     if (!ticket && config.headers.has('Authorization')) return config;
     const signal = abortSignalOf(config);
     let accessToken: string | undefined;
+    const immediate = manager.currentAccessToken();
     try {
-      accessToken = manager.currentAccessToken() ?? (await accessTokenIfSignedIn(manager, { signal }));
+      accessToken = immediate ?? (await accessTokenIfSignedIn(manager, { signal }));
     } catch (error) {
       // axios cancels an aborted request before sending it, with its own CanceledError.
       if (signal?.aborted) return config;
@@ -255,6 +294,8 @@ export function attachTokenRelay(
     const transforms = config.transformRequest === undefined ? [] : [config.transformRequest].flat();
     if (!transforms.includes(checkFinalUrl)) config.transformRequest = [...transforms, checkFinalUrl];
     guardRedirects(config);
+    // Released by a refresh with many others (it waited, or it is a replay): through the queue, if any.
+    if (queue && (immediate === undefined || ticket?.replayed)) sendThroughQueue(config, signal);
     return config;
   };
 

@@ -2,6 +2,7 @@
  * What HTTP-client adapters share. An adapter maps its client's request/response onto these
  * and onto TokenManager.getAccessToken / refresh; it holds no refresh logic of its own.
  */
+import { abortable } from './delay.js';
 import { ErrorCode, TokenRelayError, isTokenRelayError } from './errors.js';
 import type { GetAccessTokenOptions, TokenManager } from './types.js';
 
@@ -176,6 +177,25 @@ export async function accessTokenIfSignedIn(
     if (isSignedOut(error)) return undefined;
     throw error;
   }
+}
+
+/**
+ * Where adapters send the requests that waited for a refresh, and the replays: any object with
+ * `add(task)` that runs `task` when it has room and resolves with its result — p-queue's `PQueue`
+ * (`new PQueue({ concurrency: 8 })`) is one. Then releasing thousands of waiters after a refresh
+ * does not hit the API in one burst (rate limits; Salesforce's limit on concurrent long requests).
+ */
+export interface RequestQueue {
+  add<T>(task: () => Promise<T>): Promise<T>;
+}
+
+/**
+ * Runs `send` through `queue` when there is one; rejects at once with the signal's reason when
+ * `signal` aborts while the task still waits for its turn (the task then finds the signal
+ * aborted and ends at once too).
+ */
+export function sendThrough<T>(queue: RequestQueue | undefined, send: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  return queue ? abortable(queue.add(send), signal) : send();
 }
 
 /** The `Authorization` header value for an access token. */

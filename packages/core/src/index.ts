@@ -22,10 +22,12 @@ export {
   isSecureOrLoopback,
   isSignedOut,
   parseWwwAuthenticate,
+  sendThrough,
   unwrappedFetch,
   type AuthChallenge,
   type FailedResponse,
   type Origins,
+  type RequestQueue,
   type ShouldRefresh,
 } from './adapter-kit.js';
 export type {

@@ -19,10 +19,12 @@ export {
   defaultShouldRefresh,
   isSecureOrLoopback,
   parseWwwAuthenticate,
+  sendThrough,
   unwrappedFetch,
   type AuthChallenge,
   type FailedResponse,
   type Origins,
+  type RequestQueue,
   type ShouldRefresh,
 } from './adapter-kit.js';
 export { isRecord, parseStoredTokens, parseTokenSet, tokenSetProblem } from './token-set.js';

@@ -1,3 +1,4 @@
+import { abortable, delay } from './delay.js';
 import { ErrorCode, TokenRelayError, isTokenRelayError } from './errors.js';
 import { memoryStore } from './memory-store.js';
 import { expiresAtProblem, parseStoredTokens, parseTokenSet } from './token-set.js';
@@ -21,40 +22,6 @@ function assertNonNegative(name: string, value: number | undefined): void {
   if (value !== undefined && !(Number.isFinite(value) && value >= 0)) {
     throw configError(`createTokenManager: ${name} must be a finite number ≥ 0`);
   }
-}
-
-/** Waits for `promise`, but rejects with the signal's reason as soon as `signal` aborts. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** A promise with its settle functions; its rejection is always handled, even when nobody waits on it. */
@@ -498,7 +465,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         if (retryable) {
           const backoff = Math.random() * Math.min(maxDelayMs, minDelayMs * 2 ** attemptIndex);
           const serverDelay = isTokenRelayError(error) ? error.retryAfterMs : undefined;
-          await sleep(Math.min(maxDelayMs, Math.max(backoff, serverDelay ?? 0)), refresh.controller.signal);
+          await delay(Math.min(maxDelayMs, Math.max(backoff, serverDelay ?? 0)), refresh.controller.signal);
           if (untouched()) continue;
           throw error;
         }

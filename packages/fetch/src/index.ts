@@ -10,9 +10,11 @@ import {
   createOriginMatcher,
   defaultShouldRefresh,
   isSignedOut,
+  sendThrough,
   unwrappedFetch,
   type FailedResponse,
   type Origins,
+  type RequestQueue,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
@@ -43,6 +45,19 @@ export interface TokenRelayFetchOptions {
    * ```
    */
   shouldRefresh?: ShouldRefresh;
+  /**
+   * Sends the requests that had to wait for a refresh, and the replays, through this queue — any
+   * object with `add(task)`, such as p-queue's `new PQueue({ concurrency: 8 })` — so that the
+   * requests released by a refresh do not hit the API in one burst. Requests that did not wait go
+   * out at once, unqueued. An aborted request leaves the queue at once.
+   * @default none: released requests go out together
+   * @example
+   * ```ts
+   * import PQueue from 'p-queue'
+   * withTokenRelay(fetch, manager, { origins, queue: new PQueue({ concurrency: 8 }) })
+   * ```
+   */
+  queue?: RequestQueue;
 }
 
 /** Options of {@link installTokenRelay}: as {@link TokenRelayFetchOptions}, with `origins` required. */
@@ -254,7 +269,8 @@ export function withTokenRelay<F extends FetchFunction>(
   async function sendWithBearer(input: string | Request, init: FetchInit, headers: Headers, url: URL): Promise<Response> {
     const request = isRequest(input) ? input : undefined;
     const signal = init?.signal ?? request?.signal;
-    const tokenUsed = manager.currentAccessToken() ?? (await accessTokenIfSignedIn(manager, { signal }));
+    const immediate = manager.currentAccessToken();
+    const tokenUsed = immediate ?? (await accessTokenIfSignedIn(manager, { signal }));
     // Signed out: the server decides (a public endpoint answers, a protected one says 401).
     if (tokenUsed === undefined) return send(input, init);
     const initBody = init?.body ?? undefined;
@@ -262,7 +278,12 @@ export function withTokenRelay<F extends FetchFunction>(
     // The first send consumes the Request's body; the clone keeps the same bytes for the replay.
     const replayInput = request && initBody === undefined && request.body !== null ? request.clone() : input;
 
-    const response = await sendAuthorized(input, init, new Headers(headers), url, tokenUsed);
+    // A request that waited for a refresh is released with many others: through the queue, if any.
+    const response = await sendThrough(
+      immediate === undefined ? options.queue : undefined,
+      () => sendAuthorized(input, init, new Headers(headers), url, tokenUsed),
+      signal ?? undefined,
+    );
     const answeredBy = responseUrl(response, url);
     // A redirect may end outside `origins`: that server's 401 says nothing about our token.
     if (response.status < 400 || !mayCarryBearer(answeredBy)) return response;
@@ -279,7 +300,7 @@ export function withTokenRelay<F extends FetchFunction>(
     }
     if (!replayable) return response;
     discard(response);
-    return sendAuthorized(replayInput, init, new Headers(headers), url, accessToken);
+    return sendThrough(options.queue, () => sendAuthorized(replayInput, init, new Headers(headers), url, accessToken), signal ?? undefined);
   }
 
   async function relayFetch(input: FetchInput, init?: FetchInit): Promise<Response> {
