@@ -38,6 +38,7 @@ export default defineConfig({
       '@tokenrelay/core': source('core'),
       '@tokenrelay/axios': source('axios'),
       '@tokenrelay/fetch': source('fetch'),
+      '@tokenrelay/undici': source('undici'),
       '@tokenrelay/testing': source('testing'),
       '@tokenrelay/salesforce': source('salesforce'),
       '@tokenrelay/redis': source('redis'),
