@@ -134,6 +134,9 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
   }
   const mayCarryBearer = createOriginMatcher(options.origins, manager.tokenEndpoint);
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
+  // A failed response is held back (its body kept in memory) until we know whether it is replaced by a
+  // replay: with the default predicate only a 401 can be; a predicate of your own may take any status ≥ 400.
+  const mayRefreshFor = (status: number) => (options.shouldRefresh ? status >= 400 : status === 401);
 
   return <D extends (options: never, handler: never) => boolean>(dispatchNext: D): D => {
     const next = dispatchNext as unknown as Dispatch;
@@ -176,7 +179,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
         onBodySent: (size, total) => upstream.onBodySent?.(size, total),
         onUpgrade: (status, headers, socket) => upstream.onUpgrade?.(status, headers, socket),
         onHeaders(status, headers, resume, statusText) {
-          if (holdFailures && accessToken !== undefined && status >= 400) {
+          if (holdFailures && accessToken !== undefined && mayRefreshFor(status)) {
             held = { status, headers, statusText, chunks: [] };
             return true;
           }
