@@ -147,6 +147,19 @@ describe('tokenRelayInterceptor on the global dispatcher', () => {
     expect(server.stats().tokenRequests).toBe(0);
   });
 
+  it('judges every redirect hop fetch dispatches: no bearer to the token endpoint or another origin, no token call for their answers', async () => {
+    const { server } = await install();
+    const elsewhere = await startServer();
+
+    const toTokenEndpoint = await fetch(`${server.url}/redirect?status=307&to=/oauth/token`, { method: 'POST', body: 'grant_type=refresh_token' });
+    const toElsewhere = await fetch(`${server.url}/redirect?to=${encodeURIComponent(`${elsewhere.url}/api/items`)}`);
+    const within = await fetch(`${server.url}/redirect?to=/api/items`);
+
+    expect([toTokenEndpoint.status, toElsewhere.status, within.status]).toEqual([400, 401, 200]);
+    expect(server.stats().tokenRequestLog.map((entry) => entry.accessToken)).toEqual([undefined]);
+    expect(elsewhere.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined]);
+  });
+
   it('leaves a request that carries its own Authorization header untouched', async () => {
     const { server } = await install();
     server.revokeAccessTokens();
