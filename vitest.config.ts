@@ -38,6 +38,8 @@ export default defineConfig({
       '@tokenrelay/core': source('core'),
       '@tokenrelay/axios': source('axios'),
       '@tokenrelay/fetch': source('fetch'),
+      '@tokenrelay/undici': source('undici'),
+      '@tokenrelay/got': source('got'),
       '@tokenrelay/testing': source('testing'),
       '@tokenrelay/salesforce': source('salesforce'),
       '@tokenrelay/redis': source('redis'),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ErrorCode, TokenRelayError, isTokenRelayError, redactSecrets } from './errors.js';
+import { ErrorCode, TokenRelayError, findTokenRelayError, isTokenRelayError, redactSecrets } from './errors.js';
 
 describe('TokenRelayError', () => {
   it('carries a stable code and keeps its cause out of enumerable properties', () => {
@@ -16,6 +16,28 @@ describe('TokenRelayError', () => {
     expect(isTokenRelayError(fromAnotherCopy)).toBe(true);
     expect(isTokenRelayError(Object.assign(new Error('x'), { code: 'SESSION_EXPIRED' }))).toBe(false);
     expect(isTokenRelayError(null)).toBe(false);
+  });
+});
+
+describe('findTokenRelayError', () => {
+  const expired = new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'sign in again');
+
+  it('finds the TokenRelayError an HTTP client wrapped as the cause of its own error, however many times', () => {
+    expect(findTokenRelayError(expired)).toBe(expired);
+    expect(findTokenRelayError(new TypeError('fetch failed', { cause: expired }))).toBe(expired);
+    expect(findTokenRelayError(new Error('outer', { cause: new Error('inner', { cause: expired }) }))).toBe(expired);
+  });
+
+  it('finds nothing in other errors, non-objects, cycles or chains deeper than 8 causes', () => {
+    const cyclic: Error & { cause?: unknown } = new Error('a');
+    cyclic.cause = new Error('b', { cause: cyclic });
+    let deep: unknown = expired;
+    for (let depth = 0; depth < 9; depth++) deep = new Error('wrapper', { cause: deep });
+    expect(findTokenRelayError(new Error('plain'))).toBeUndefined();
+    expect(findTokenRelayError('SESSION_EXPIRED')).toBeUndefined();
+    expect(findTokenRelayError(undefined)).toBeUndefined();
+    expect(findTokenRelayError(cyclic)).toBeUndefined();
+    expect(findTokenRelayError(deep)).toBeUndefined();
   });
 });
 

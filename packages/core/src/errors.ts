@@ -111,6 +111,31 @@ export function isTokenRelayError(value: unknown): value is TokenRelayError {
   );
 }
 
+/** How deep {@link findTokenRelayError} looks through `cause`: HTTP clients wrap once or twice. */
+const MAX_CAUSE_DEPTH = 8;
+
+/**
+ * The {@link TokenRelayError} in `error` or in its chain of `cause`s, or `undefined`. HTTP clients
+ * wrap what their fetch throws: Node's fetch rejects with `TypeError('fetch failed', { cause })`,
+ * ofetch with its `FetchError`, ky passes ours through. A guard cannot say "this TypeError is a
+ * TokenRelayError", so this returns the typed error itself. Looks at most 8 levels deep; a cycle ends the search.
+ *
+ * @example
+ * ```ts
+ * try { await ofetch('https://api.example.com/me') } catch (error) {
+ *   if (findTokenRelayError(error)?.code === 'SESSION_EXPIRED') redirectToLogin()
+ * }
+ * ```
+ */
+export function findTokenRelayError(error: unknown): TokenRelayError | undefined {
+  let current = error;
+  for (let depth = 0; depth <= MAX_CAUSE_DEPTH && typeof current === 'object' && current !== null; depth++) {
+    if (isTokenRelayError(current)) return current;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
 const utf8 = new TextEncoder();
 
 function base64Of(text: string): string {

@@ -13,7 +13,7 @@ export type { TokenRequestOptions } from './token-request.js';
 export { revokeToken, type RevokeTokenOptions } from './revoke.js';
 export { tokenSetFromResponse, type TokenSetFromResponseOptions } from './token-response.js';
 export { memoryStore } from './memory-store.js';
-export { ErrorCode, TokenRelayError, isTokenRelayError, type TokenRelayErrorDetails } from './errors.js';
+export { ErrorCode, TokenRelayError, findTokenRelayError, isTokenRelayError, type TokenRelayErrorDetails } from './errors.js';
 export {
   accessTokenIfSignedIn,
   bearerAuthorization,

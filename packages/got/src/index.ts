@@ -1,0 +1,155 @@
+/*
+ * The got door: got sends with Node's http, not fetch, so it gets hooks. They map got's
+ * beforeRequest / beforeRedirect / afterResponse onto TokenManager.getAccessToken / refresh and the
+ * core adapter kit; the replay is got's own `retryWithMergedOptions`, which also drops the hook for
+ * the replayed request, so a replay is never replayed. All refresh logic is in core.
+ */
+import type { AfterResponseHook, BeforeRedirectHook, BeforeRequestHook, NormalizedOptions, Response } from 'got';
+import {
+  ErrorCode,
+  TokenRelayError,
+  accessTokenIfSignedIn,
+  bearerAuthorization,
+  createOriginMatcher,
+  defaultShouldRefresh,
+  isSignedOut,
+  type FailedResponse,
+  type Origins,
+  type ShouldRefresh,
+  type TokenManager,
+} from '@tokenrelay/core';
+
+/** Options of {@link tokenRelayHooks}. */
+export interface TokenRelayGotOptions {
+  /**
+   * Where the bearer token may be sent: origins (`https://api.example.com`) or a predicate on the
+   * request URL. Requests elsewhere go untouched; the token endpoint never gets it, and a redirect
+   * to a URL outside `origins` leaves without it.
+   * @example
+   * ```ts
+   * origins: ['https://api.example.com']
+   * ```
+   */
+  origins: Origins;
+  /**
+   * Decides whether a failed response (status ≥ 400) means the access token is no longer valid;
+   * then the tokens are refreshed and the request replayed once.
+   * @default defaultShouldRefresh: a 401, unless its `WWW-Authenticate` names another error
+   */
+  shouldRefresh?: ShouldRefresh;
+}
+
+/** The hooks to give got: `got.extend({ hooks: tokenRelayHooks(manager, { origins }) })`. */
+export interface TokenRelayGotHooks {
+  beforeRequest: BeforeRequestHook[];
+  beforeRedirect: BeforeRedirectHook[];
+  afterResponse: AfterResponseHook[];
+}
+
+/**
+ * The access token we put on a request, kept in got's per-request `context`: it tells our bearer
+ * from an `Authorization` header of the caller's own, and is the stale token a refresh replaces.
+ */
+const sentAccessToken = 'tokenRelayAccessToken';
+
+/**
+ * got hooks that put `Authorization: Bearer <access token>` from `manager` on requests to `origins`,
+ * and replay once, with got's `retryWithMergedOptions` after a (single-flight) refresh, a request that
+ * failed for an expired token.
+ *
+ * - Requests elsewhere, and requests with an `Authorization` header of their own, go untouched.
+ * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer comes back as it is.
+ * - Bodies got can send again (none, a string, a `Buffer`, `json`, `form`) are replayed; a stream
+ *   or an iterable is never sent twice: the tokens are refreshed and the caller gets the failure.
+ * - If the refresh fails, the request fails with got's `RequestError` whose `cause` is the
+ *   `TokenRelayError` (and whose `code` is its code): `findTokenRelayError(error)` returns it.
+ *
+ * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid.
+ * @example
+ * ```ts
+ * const api = got.extend({ prefixUrl: 'https://api.example.com', hooks: tokenRelayHooks(manager, { origins: ['https://api.example.com'] }) })
+ * ```
+ */
+export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOptions): TokenRelayGotHooks {
+  if (options?.origins === undefined) {
+    throw new TokenRelayError(
+      ErrorCode.CONFIGURATION_ERROR,
+      'tokenRelayHooks needs `origins` (where the access token may be sent), e.g. ["https://api.example.com"]',
+    );
+  }
+  const mayCarryBearer = createOriginMatcher(options.origins, manager.tokenEndpoint);
+  const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
+
+  /** Is the request's `Authorization` header the caller's own (not one we put there)? */
+  const hasOwnAuthorization = (request: NormalizedOptions) => {
+    const authorization = request.headers.authorization;
+    const ours = request.context[sentAccessToken];
+    return authorization !== undefined && (typeof ours !== 'string' || authorization !== bearerAuthorization(ours));
+  };
+  const withoutOurBearer = (request: NormalizedOptions) => {
+    if (!hasOwnAuthorization(request)) delete request.headers.authorization;
+    delete request.context[sentAccessToken];
+  };
+
+  const beforeRequest: BeforeRequestHook = async (request) => {
+    const url = urlOf(request.url);
+    if (url === undefined || !mayCarryBearer(url) || hasOwnAuthorization(request)) return;
+    const accessToken = manager.currentAccessToken() ?? (await accessTokenIfSignedIn(manager, { signal: request.signal }));
+    if (accessToken === undefined) return withoutOurBearer(request);
+    request.headers.authorization = bearerAuthorization(accessToken);
+    request.context[sentAccessToken] = accessToken;
+  };
+
+  // got follows redirects itself, with the same headers: the bearer goes on only where it may.
+  const beforeRedirect: BeforeRedirectHook = (request) => {
+    const url = urlOf(request.url);
+    if (url === undefined || !mayCarryBearer(url)) withoutOurBearer(request);
+  };
+
+  const afterResponse: AfterResponseHook = async (response, retryWithMergedOptions) => {
+    const request = response.request.options;
+    const tokenUsed = request.context[sentAccessToken];
+    if (typeof tokenUsed !== 'string' || response.statusCode < 400) return response;
+    const answeredBy = urlOf(response.url);
+    if (answeredBy === undefined || !mayCarryBearer(answeredBy)) return response;
+    if (!(await shouldRefresh(failedResponse(response, answeredBy)))) return response;
+    let accessToken: string;
+    try {
+      ({ accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal: request.signal }));
+    } catch (error) {
+      // Signed out meanwhile: the caller gets the server's answer as it is.
+      if (isSignedOut(error)) return response;
+      throw error;
+    }
+    if (!isReplayable(request.body)) return response;
+    return retryWithMergedOptions({ headers: { authorization: bearerAuthorization(accessToken) }, context: { [sentAccessToken]: accessToken } });
+  };
+
+  return { beforeRequest: [beforeRequest], beforeRedirect: [beforeRedirect], afterResponse: [afterResponse] };
+}
+
+function urlOf(url: string | URL | undefined): URL | undefined {
+  try {
+    return url === undefined || url === '' ? undefined : new URL(url);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Bodies got holds in memory (`json` and `form` are serialized anew), so sending them again sends the same bytes. */
+function isReplayable(body: NormalizedOptions['body']): boolean {
+  return body === undefined || typeof body === 'string' || body instanceof Uint8Array;
+}
+
+function failedResponse(response: Response, url: URL): FailedResponse {
+  return {
+    status: response.statusCode,
+    url: url.href,
+    header: (name) => {
+      const value = response.headers[name.toLowerCase()];
+      return Array.isArray(value) ? value.join(', ') : value;
+    },
+    // got has read the body already (afterResponse runs on the complete response).
+    text: () => Promise.resolve(response.rawBody.toString('utf8')),
+  };
+}

@@ -1,0 +1,147 @@
+import { Readable } from 'node:stream';
+import { ErrorCode, TokenRelayError, createTokenManager, type TokenManager } from '@tokenrelay/core';
+import { describe, expect, it, vi } from 'vitest';
+import { tokenRelayInterceptor } from './index.js';
+
+const API = 'https://api.example.test';
+
+interface Sent {
+  origin: string;
+  path: string;
+  headers?: unknown;
+  body?: unknown;
+}
+
+/** What the caller's handler saw, in order. */
+type Seen = [event: string, detail?: unknown];
+
+interface FakeHandler {
+  onConnect(abort: (reason?: Error) => void): void;
+  onHeaders(status: number, headers: Buffer[], resume: () => void, statusText: string): boolean;
+  onData(chunk: Buffer): boolean;
+  onComplete(trailers: null): void;
+  onError(error: Error): void;
+}
+
+/** A dispatcher that answers each request with the next status of `statuses`, and the caller's handler. */
+function setUp(manager: TokenManager, statuses: number[]) {
+  const sent: Sent[] = [];
+  const seen: Seen[] = [];
+  let abortCaller: (reason?: Error) => void = () => {};
+  const next = (options: Sent, handler: FakeHandler) => {
+    sent.push(options);
+    const status = statuses.shift() ?? 200;
+    queueMicrotask(() => {
+      handler.onConnect(() => {});
+      handler.onHeaders(status, [Buffer.from('content-type'), Buffer.from('text/plain')], () => {}, '');
+      handler.onData(Buffer.from(`status ${status}`));
+      handler.onComplete(null);
+    });
+    return true;
+  };
+  const dispatch = tokenRelayInterceptor(manager, { origins: [API] })(next);
+  const handler: FakeHandler = {
+    onConnect: (abort) => {
+      abortCaller = abort;
+      seen.push(['connect']);
+    },
+    onHeaders: (status) => (seen.push(['headers', status]), true),
+    onData: (chunk) => (seen.push(['data', chunk.toString()]), true),
+    onComplete: () => void seen.push(['complete']),
+    onError: (error) => void seen.push(['error', error]),
+  };
+  const send = (options: Omit<Sent, 'origin'> & { origin?: string }) => dispatch({ origin: API, ...options }, handler);
+  const settled = () => vi.waitFor(() => expect(seen.at(-1)?.[0]).toMatch(/complete|error/));
+  return { sent, seen, send, settled, abortCaller: (reason: Error) => abortCaller(reason) };
+}
+
+function signedIn(refresh = async () => ({ accessToken: 'v1', refreshToken: 'r1' })) {
+  return createTokenManager({ tokens: { accessToken: 'v0', refreshToken: 'r0' }, refresh, retry: false });
+}
+
+describe('tokenRelayInterceptor', () => {
+  it.each([
+    ['no headers', undefined, { authorization: 'Bearer v0' }],
+    ['a record', { accept: 'text/plain' }, { accept: 'text/plain', authorization: 'Bearer v0' }],
+    ['a flat list', ['accept', 'text/plain'], ['accept', 'text/plain', 'authorization', 'Bearer v0']],
+    ['a list of pairs', [['accept', 'text/plain']], [['accept', 'text/plain'], ['authorization', 'Bearer v0']]],
+  ])('adds the bearer to headers given as %s, in the same shape', async (_shape, headers, expected) => {
+    const { sent, send, settled } = setUp(signedIn(), [200]);
+
+    send({ path: '/me', headers });
+    await settled();
+
+    expect(sent[0]?.headers).toEqual(expected);
+  });
+
+  it('passes requests to other origins, and requests with their own Authorization, as they are', async () => {
+    const { sent, send, settled } = setUp(signedIn(), [200, 200]);
+    const own = ['Authorization', 'Basic abc'];
+
+    send({ origin: 'https://elsewhere.example.test', path: '/me' });
+    await settled();
+    send({ path: '/me', headers: own });
+    await settled();
+
+    expect(sent.map((options) => options.headers)).toEqual([undefined, own]);
+  });
+
+  it('hands the caller one response: the replay, never the 401 it replaced', async () => {
+    const { sent, seen, send, settled } = setUp(signedIn(), [401, 200]);
+
+    send({ path: '/me', body: 'payload' });
+    await settled();
+
+    expect(sent.map((options) => [options.headers, options.body])).toEqual([
+      [{ authorization: 'Bearer v0' }, 'payload'],
+      [{ authorization: 'Bearer v1' }, 'payload'],
+    ]);
+    expect(seen).toEqual([['connect'], ['headers', 200], ['data', 'status 200'], ['complete']]);
+  });
+
+  it('never sends a stream body twice: the caller gets the 401 with its body after the refresh', async () => {
+    const refresh = vi.fn(async () => ({ accessToken: 'v1', refreshToken: 'r1' }));
+    const { sent, seen, send, settled } = setUp(signedIn(refresh), [401]);
+
+    send({ path: '/upload', body: Readable.from(['streamed']) });
+    await settled();
+
+    expect(sent).toHaveLength(1);
+    expect(refresh).toHaveBeenCalledTimes(1);
+    expect(seen).toEqual([['connect'], ['headers', 401], ['data', 'status 401'], ['complete']]);
+  });
+
+  it('ends a request aborted while it waits for the refresh with the abort reason, and never replays it', async () => {
+    let finishRefresh = () => {};
+    const manager = signedIn(() => new Promise((resolve) => (finishRefresh = () => resolve({ accessToken: 'v1', refreshToken: 'r1' }))));
+    const { sent, seen, send, abortCaller } = setUp(manager, [401]);
+    const reason = new Error('gone');
+
+    send({ path: '/me' });
+    await vi.waitFor(() => expect(seen).toEqual([['connect']]));
+    abortCaller(reason);
+    await vi.waitFor(() => expect(seen).toEqual([['connect'], ['error', reason]]));
+    finishRefresh();
+
+    expect(await manager.getAccessToken()).toBe('v1');
+    expect(sent).toHaveLength(1);
+  });
+
+  it('fails the request with SESSION_EXPIRED when the refresh token is dead', async () => {
+    const { seen, send, settled } = setUp(
+      signedIn(async () => {
+        throw new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'sign in again');
+      }),
+      [401],
+    );
+
+    send({ path: '/me' });
+    await settled();
+
+    expect(seen.at(-1)).toEqual(['error', expect.objectContaining({ code: ErrorCode.SESSION_EXPIRED })]);
+  });
+
+  it('needs origins', () => {
+    expect(() => tokenRelayInterceptor(signedIn(), {} as never)).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
+  });
+});

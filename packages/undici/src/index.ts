@@ -1,0 +1,339 @@
+/*
+ * The undici door: an interceptor for undici's dispatcher (`Dispatcher.compose`). In Node the global
+ * `fetch` and `undici.request` both send through the global dispatcher, so composed there it covers
+ * every request of the process, whatever `fetch` reference the caller captured. It maps undici's
+ * dispatch handler onto TokenManager.getAccessToken / refresh and the core adapter kit; all refresh
+ * logic (single flight, stale-token detection, retries, pauses) is in core.
+ */
+import {
+  ErrorCode,
+  TokenRelayError,
+  accessTokenIfSignedIn,
+  bearerAuthorization,
+  createOriginMatcher,
+  defaultShouldRefresh,
+  isSignedOut,
+  type FailedResponse,
+  type Origins,
+  type ShouldRefresh,
+  type TokenManager,
+} from '@tokenrelay/core';
+
+/** Options of {@link tokenRelayInterceptor}. */
+export interface TokenRelayInterceptorOptions {
+  /**
+   * Where the bearer token may be sent: origins (`https://api.example.com`) or a predicate on the
+   * request URL. Requests elsewhere pass through untouched; the token endpoint never gets it, so
+   * the manager's own token call, which goes through the same dispatcher, passes untouched too.
+   * Required: a dispatcher serves the whole process, there is no page origin to default to.
+   * @example
+   * ```ts
+   * origins: ['https://api.example.com']
+   * ```
+   */
+  origins: Origins;
+  /**
+   * Decides whether a failed response (status ≥ 400) means the access token is no longer valid;
+   * then the tokens are refreshed and the request replayed once.
+   * @default defaultShouldRefresh: a 401, unless its `WWW-Authenticate` names another error
+   */
+  shouldRefresh?: ShouldRefresh;
+}
+
+/** The part of a dispatch handler this interceptor calls: undici's handler interface of version 6, which 7 still accepts and offers. */
+interface DispatchHandler {
+  onConnect?(abort: (reason?: Error) => void, context?: unknown): void;
+  onError?(error: Error): void;
+  onUpgrade?(statusCode: number, headers: unknown, socket: unknown): void;
+  onResponseStarted?(): void;
+  onHeaders?(statusCode: number, headers: RawHeaders, resume: () => void, statusText: string): boolean;
+  onData?(chunk: Buffer): boolean;
+  onComplete?(trailers: RawHeaders | null): void;
+  onBodySent?(chunkSize: number, totalBytesSent: number): void;
+}
+
+/** Handlers of undici 7's own interface only (its interceptors' handlers): onRequestStart, onResponseStart, … */
+interface ControllerHandler {
+  onRequestStart?(controller: DispatchController, context: unknown): void;
+  onRequestUpgrade?(controller: DispatchController, statusCode: number, headers: Record<string, string | string[]>, socket: unknown): void;
+  onResponseStart?(controller: DispatchController, statusCode: number, headers: Record<string, string | string[]>, statusMessage?: string): void;
+  onResponseData?(controller: DispatchController, chunk: Buffer): void;
+  onResponseEnd?(controller: DispatchController, trailers: Record<string, string | string[]>): void;
+  onResponseError?(controller: DispatchController, error: Error): void;
+}
+
+interface DispatchController {
+  readonly aborted: boolean;
+  readonly paused: boolean;
+  readonly reason: Error | null;
+  abort(reason?: Error): void;
+  pause(): void;
+  resume(): void;
+}
+
+type RawHeaders = ReadonlyArray<Buffer | string | ReadonlyArray<Buffer | string>>;
+
+/** What this interceptor reads of undici's dispatch options; the rest is passed on as it is. */
+interface DispatchOptions {
+  origin?: string | URL;
+  path: string;
+  body?: unknown;
+  headers?: unknown;
+}
+type Dispatch = (options: DispatchOptions, handler: DispatchHandler) => boolean;
+
+/**
+ * An undici interceptor, for `Dispatcher.compose`: takes the next `dispatch`, returns one of the
+ * same type. Generic rather than tied to one undici's types, so it fits undici 6, 7 and later.
+ */
+export type TokenRelayInterceptor = <D extends (options: never, handler: never) => boolean>(dispatch: D) => D;
+
+/** A failed response held back until we know whether it is handed over or replaced by a replay. */
+interface HeldResponse {
+  readonly status: number;
+  readonly headers: RawHeaders;
+  readonly statusText: string;
+  readonly chunks: Buffer[];
+}
+
+/**
+ * Builds an undici interceptor that puts `Authorization: Bearer <access token>` from `manager` on
+ * requests to `origins`, and replays once, after a (single-flight) refresh, a request that failed
+ * for an expired token. Compose it on the global dispatcher and every `fetch` and `undici.request`
+ * of the process is covered, clients that captured `fetch` before included.
+ *
+ * - Requests to other origins, to the token endpoint, and requests that already carry an
+ *   `Authorization` header pass untouched. Redirects are safe by construction: fetch and undici's
+ *   redirect interceptor dispatch every hop anew, and each hop is judged on its own URL.
+ * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer, a 401 included, goes
+ *   back as it is: no token call.
+ * - A replayed request is never replayed again. Bodies undici can send again (none, a string, a
+ *   `Buffer` or `Uint8Array`) are replayed; a stream or an async iterable never twice — the tokens
+ *   are still refreshed, so the next request works, and the caller gets the failed response.
+ *   Node's `fetch` hands every body to the dispatcher as an async iterable: a `fetch` POST is not
+ *   replayed here (wrap that `fetch` with `withTokenRelay` of `@tokenrelay/fetch` for that).
+ * - If the refresh fails, the request fails with the `TokenRelayError` (`undici.request` rejects
+ *   with it; `fetch` rejects with a `TypeError` whose `cause` is it: `isTokenRelayError` looks through
+ *   `cause`).
+ *
+ * Handlers of undici 6 and 7 are both understood, so it composes on either and under Node's own fetch.
+ *
+ * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid.
+ * @example
+ * ```ts
+ * import { getGlobalDispatcher, setGlobalDispatcher } from 'undici'
+ * setGlobalDispatcher(getGlobalDispatcher().compose(tokenRelayInterceptor(manager, { origins: ['https://api.example.com'] })))
+ * ```
+ */
+export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelayInterceptorOptions): TokenRelayInterceptor {
+  if (options?.origins === undefined) {
+    throw new TokenRelayError(
+      ErrorCode.CONFIGURATION_ERROR,
+      'tokenRelayInterceptor needs `origins` (where the access token may be sent), e.g. ["https://api.example.com"]',
+    );
+  }
+  const mayCarryBearer = createOriginMatcher(options.origins, manager.tokenEndpoint);
+  const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
+  // A failed response is held back (its body kept in memory) until we know whether it is replaced by a
+  // replay: with the default predicate only a 401 can be; a predicate of your own may take any status ≥ 400.
+  const mayRefreshFor = (status: number) => (options.shouldRefresh ? status >= 400 : status === 401);
+
+  return <D extends (options: never, handler: never) => boolean>(dispatchNext: D): D => {
+    const next = dispatchNext as unknown as Dispatch;
+    const dispatch = (request: DispatchOptions, handler: DispatchHandler | ControllerHandler): boolean => {
+      const url = requestUrl(request);
+      if (url === undefined || !mayCarryBearer(url) || hasAuthorization(request.headers)) return next(request, handler as DispatchHandler);
+      return relay(next, request, url, handlerOf(handler));
+    };
+    return dispatch as unknown as D;
+  };
+
+  /** Sends `request` with the bearer, and on a refresh-worthy failure refreshes and replays it once. */
+  function relay(next: Dispatch, request: DispatchOptions, url: URL, upstream: DispatchHandler): boolean {
+    const aborted = new AbortController();
+    let abortAttempt: ((reason?: Error) => void) | undefined;
+    let connected = false;
+    // The caller gets one abort for the whole exchange: it ends the attempt under way, or the wait for a token.
+    const abort = (reason?: Error) => {
+      aborted.abort(reason);
+      abortAttempt?.(reason);
+    };
+    const fail = (error: unknown) => upstream.onError?.(error instanceof Error ? error : new Error(String(error)));
+
+    const send = (accessToken: string | undefined, holdFailures: boolean) => {
+      const headers = accessToken === undefined ? request.headers : withAuthorization(request.headers, bearerAuthorization(accessToken));
+      return next({ ...request, headers }, attempt(accessToken, holdFailures));
+    };
+
+    const attempt = (accessToken: string | undefined, holdFailures: boolean): DispatchHandler => {
+      let held: HeldResponse | undefined;
+      return {
+        onConnect(abortThis, context) {
+          abortAttempt = abortThis;
+          if (aborted.signal.aborted) return abortThis(aborted.signal.reason as Error);
+          if (connected) return;
+          connected = true;
+          upstream.onConnect?.(abort, context);
+        },
+        onResponseStarted: () => upstream.onResponseStarted?.(),
+        onBodySent: (size, total) => upstream.onBodySent?.(size, total),
+        onUpgrade: (status, headers, socket) => upstream.onUpgrade?.(status, headers, socket),
+        onHeaders(status, headers, resume, statusText) {
+          if (holdFailures && accessToken !== undefined && mayRefreshFor(status)) {
+            held = { status, headers, statusText, chunks: [] };
+            return true;
+          }
+          return upstream.onHeaders?.(status, headers, resume, statusText) ?? true;
+        },
+        onData(chunk) {
+          if (!held) return upstream.onData?.(chunk) ?? true;
+          held.chunks.push(chunk);
+          return true;
+        },
+        onComplete(trailers) {
+          if (held && accessToken !== undefined) void afterFailure(held, trailers, accessToken);
+          else upstream.onComplete?.(trailers);
+        },
+        onError: fail,
+      };
+    };
+
+    const handOver = (held: HeldResponse, trailers: RawHeaders | null) => {
+      upstream.onHeaders?.(held.status, held.headers, () => {}, held.statusText);
+      if (held.chunks.length > 0) upstream.onData?.(Buffer.concat(held.chunks));
+      upstream.onComplete?.(trailers);
+    };
+
+    const afterFailure = async (held: HeldResponse, trailers: RawHeaders | null, tokenUsed: string) => {
+      try {
+        if (!(await shouldRefresh(failedResponse(held, url)))) return handOver(held, trailers);
+        const { accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal: aborted.signal });
+        if (!isReplayable(request.body)) return handOver(held, trailers);
+        send(accessToken, false);
+      } catch (error) {
+        // Signed out meanwhile: the caller gets the server's answer as it is.
+        if (isSignedOut(error) && !aborted.signal.aborted) return handOver(held, trailers);
+        fail(error);
+      }
+    };
+
+    const immediate = manager.currentAccessToken();
+    if (immediate !== undefined) return send(immediate, true);
+    accessTokenIfSignedIn(manager, { signal: aborted.signal }).then((accessToken) => send(accessToken, true), fail);
+    return true;
+  }
+}
+
+function requestUrl(request: DispatchOptions): URL | undefined {
+  try {
+    return request.origin === undefined ? undefined : new URL(request.path, request.origin);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Bodies undici sends from memory, so sending them again sends the same bytes. */
+function isReplayable(body: unknown): boolean {
+  return body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array;
+}
+
+/** undici takes headers as a record, a flat `[name, value, …]` list, or an iterable of pairs. */
+function headerPairs(headers: unknown): Iterable<readonly [unknown, unknown]> {
+  if (typeof headers !== 'object' || headers === null) return [];
+  if (Array.isArray(headers) && typeof headers[0] !== 'object') {
+    const flat = headers as unknown[];
+    return Array.from({ length: Math.floor(flat.length / 2) }, (_, index) => [flat[2 * index], flat[2 * index + 1]] as const);
+  }
+  if (Symbol.iterator in headers) return headers as Iterable<readonly [unknown, unknown]>;
+  return Object.entries(headers);
+}
+
+function hasAuthorization(headers: unknown): boolean {
+  for (const [name] of headerPairs(headers)) if (String(name).toLowerCase() === 'authorization') return true;
+  return false;
+}
+
+/** `headers` plus `authorization`, in the shape they came in. */
+function withAuthorization(headers: unknown, value: string): unknown {
+  if (typeof headers !== 'object' || headers === null) return { authorization: value };
+  if (Array.isArray(headers) && typeof headers[0] !== 'object') return [...(headers as string[]), 'authorization', value];
+  if (Symbol.iterator in headers) return [...(headers as Iterable<readonly [unknown, unknown]>), ['authorization', value]];
+  return { ...headers, authorization: value };
+}
+
+function failedResponse(held: HeldResponse, url: URL): FailedResponse {
+  return {
+    status: held.status,
+    url: url.href,
+    header: (name) => headerValue(held.headers, name),
+    text: () => Promise.resolve(Buffer.concat(held.chunks).toString('utf8')),
+  };
+}
+
+/** A header of undici's raw `[name, value, …]` list; `undefined` when absent. */
+function headerValue(headers: RawHeaders, name: string): string | undefined {
+  const wanted = name.toLowerCase();
+  for (let index = 0; index + 1 < headers.length; index += 2) {
+    if (String(headers[index]).toLowerCase() === wanted) return String(headers[index + 1]);
+  }
+  return undefined;
+}
+
+/** The handler as this interceptor calls it: undici 7's own handlers speak the controller interface only. */
+function handlerOf(handler: DispatchHandler | ControllerHandler): DispatchHandler {
+  if ('onHeaders' in handler || !('onResponseStart' in handler)) return handler as DispatchHandler;
+  const controllerHandler = handler;
+  let abortAttempt: (reason: Error) => void = () => {};
+  let resumeAttempt = () => {};
+  let paused = false;
+  let reason: Error | null = null;
+  const controller: DispatchController = {
+    get aborted() {
+      return reason !== null;
+    },
+    get paused() {
+      return paused;
+    },
+    get reason() {
+      return reason;
+    },
+    abort(error) {
+      reason = error ?? new Error('aborted');
+      abortAttempt(reason);
+    },
+    pause: () => (paused = true),
+    resume() {
+      paused = false;
+      resumeAttempt();
+    },
+  };
+  return {
+    onConnect(abort, context) {
+      abortAttempt = abort;
+      controllerHandler.onRequestStart?.(controller, context);
+    },
+    onHeaders(status, headers, resume, statusText) {
+      resumeAttempt = resume;
+      controllerHandler.onResponseStart?.(controller, status, headerRecord(headers), statusText);
+      return !paused;
+    },
+    onData(chunk) {
+      controllerHandler.onResponseData?.(controller, chunk);
+      return !paused;
+    },
+    onComplete: (trailers) => controllerHandler.onResponseEnd?.(controller, headerRecord(trailers ?? [])),
+    onError: (error) => controllerHandler.onResponseError?.(controller, error),
+    onUpgrade: (status, headers, socket) => controllerHandler.onRequestUpgrade?.(controller, status, headerRecord(headers as RawHeaders), socket),
+  };
+}
+
+function headerRecord(headers: RawHeaders): Record<string, string | string[]> {
+  const record: Record<string, string | string[]> = {};
+  for (let index = 0; index + 1 < headers.length; index += 2) {
+    const name = String(headers[index]).toLowerCase();
+    const value = String(headers[index + 1]);
+    const existing = record[name];
+    record[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
+  }
+  return record;
+}

@@ -1,0 +1,191 @@
+import { createHash } from 'node:crypto';
+import { ErrorCode, createTokenManager, findTokenRelayError, refreshTokenGrant, type TokenManager } from '@tokenrelay/core';
+import { withTokenRelay } from '@tokenrelay/fetch';
+import { defaultClient, startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
+import { tokenRelayInterceptor } from '@tokenrelay/undici';
+import * as undici from 'undici';
+import * as undici7 from 'undici7';
+import { afterEach, describe, expect, it } from 'vitest';
+
+// Captured before any installation, as an SDK or a client made at import time holds it.
+const capturedFetch = globalThis.fetch;
+
+const servers: OAuthServer[] = [];
+const originalDispatcher = undici.getGlobalDispatcher();
+
+afterEach(async () => {
+  undici.setGlobalDispatcher(originalDispatcher);
+  await Promise.all(servers.splice(0).map((server) => server.close()));
+});
+
+async function startServer(options: OAuthServerOptions = {}): Promise<OAuthServer> {
+  const server = await startOAuthServer(options);
+  servers.push(server);
+  return server;
+}
+
+/** A manager whose token calls use the global fetch: they go through the global dispatcher too. */
+function managerFor(server: OAuthServer, signedIn = true): TokenManager {
+  return createTokenManager({
+    ...(signedIn ? { tokens: server.issue() } : {}),
+    refresh: refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: defaultClient.clientId, clientSecret: defaultClient.clientSecret }),
+  });
+}
+
+/** Signed in on a fresh server, the interceptor composed on the global dispatcher. */
+async function install(options: OAuthServerOptions = {}, signedIn = true) {
+  const server = await startServer(options);
+  const manager = managerFor(server, signedIn);
+  undici.setGlobalDispatcher(originalDispatcher.compose(tokenRelayInterceptor(manager, { origins: [server.url] })));
+  return { server, manager };
+}
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+const payload = JSON.stringify({ items: Array.from({ length: 200 }, (_, i) => `item-${i}`) });
+
+describe('tokenRelayInterceptor on the global dispatcher', () => {
+  it("covers Node's own global fetch: a burst after revocation makes one token call and every request succeeds", async () => {
+    const { server } = await install({ tokenEndpointLatencyMs: 100 });
+    server.revokeAccessTokens();
+
+    const responses = await Promise.all(Array.from({ length: 10 }, (_, i) => fetch(`${server.url}/api/items/${i}`)));
+
+    expect(responses.map((response) => response.status)).toEqual(Array(10).fill(200));
+    expect(server.stats()).toMatchObject({ tokenRequests: 1, api401: 10, apiOk: 10 });
+  });
+
+  it('covers a fetch captured before the installation', async () => {
+    const { server } = await install();
+    server.revokeAccessTokens();
+
+    const responses = await Promise.all(Array.from({ length: 5 }, () => capturedFetch(`${server.url}/api/items`)));
+
+    expect(responses.map((response) => response.status)).toEqual(Array(5).fill(200));
+    expect(server.stats().tokenRequests).toBe(1);
+  });
+
+  it('covers the fetch of the undici package, 6 and 7', async () => {
+    const { server } = await install();
+    server.revokeAccessTokens();
+
+    const [six, seven] = await Promise.all([undici.fetch(`${server.url}/api/six`), undici7.fetch(`${server.url}/api/seven`)]);
+
+    expect([six.status, seven.status]).toEqual([200, 200]);
+    expect(server.stats().tokenRequests).toBe(1);
+  });
+
+  it('replays a POST of undici.request with the same bytes after the refresh', async () => {
+    const { server } = await install();
+    server.revokeAccessTokens();
+
+    const response = await undici.request(`${server.url}/api/upload`, { method: 'POST', body: payload });
+
+    expect(response.statusCode).toBe(200);
+    expect(await response.body.json()).toMatchObject({ bodySha256: sha256(payload) });
+    expect(server.stats()).toMatchObject({ apiRequests: 2, tokenRequests: 1 });
+  });
+
+  it("never sends a fetch body twice (fetch streams it to the dispatcher): the caller gets the 401, the next request the new token", async () => {
+    const { server } = await install();
+    server.revokeAccessTokens();
+
+    const response = await fetch(`${server.url}/api/upload`, { method: 'POST', body: payload });
+
+    expect(response.status).toBe(401);
+    expect(await response.json()).toMatchObject({ error: 'invalid_token' });
+    expect(server.stats()).toMatchObject({ apiRequests: 1, tokenRequests: 1 });
+    expect((await fetch(`${server.url}/api/items`)).status).toBe(200);
+  });
+
+  it('fails every request of a dead session with SESSION_EXPIRED, which fetch wraps in its TypeError and findTokenRelayError finds', async () => {
+    const { server } = await install();
+    server.revokeRefreshTokens();
+
+    const viaRequest = undici.request(`${server.url}/api/items`);
+    const viaFetch = fetch(`${server.url}/api/items`);
+
+    await expect(viaRequest).rejects.toMatchObject({ name: 'TokenRelayError', code: ErrorCode.SESSION_EXPIRED });
+    const error: unknown = await viaFetch.catch((reason: unknown) => reason);
+    expect(error).toBeInstanceOf(TypeError);
+    expect(findTokenRelayError(error)?.code).toBe(ErrorCode.SESSION_EXPIRED);
+    expect(server.stats().tokenRequests).toBe(1);
+  });
+
+  it('makes no more token calls against a failing token endpoint than withTokenRelay alone', async () => {
+    const alone = await startServer();
+    const relayed = withTokenRelay(capturedFetch, managerFor(alone), { origins: [alone.url] });
+    alone.revokeAccessTokens();
+    alone.failNextTokenRequests(100, 'unavailable');
+    await expect(relayed(`${alone.url}/api/down`)).rejects.toMatchObject({ name: 'TokenRelayError' });
+
+    const { server } = await install();
+    server.revokeAccessTokens();
+    server.failNextTokenRequests(100, 'unavailable');
+    await expect(undici.request(`${server.url}/api/down`)).rejects.toMatchObject({ name: 'TokenRelayError' });
+
+    expect(server.stats().tokenRequests).toBeGreaterThan(0);
+    expect(server.stats().tokenRequests).toBeLessThanOrEqual(alone.stats().tokenRequests);
+  });
+
+  it('signed out, sends requests without a bearer and returns their 401 with no token call', async () => {
+    const { server } = await install({}, false);
+
+    const response = await fetch(`${server.url}/api/items`);
+
+    expect(response.status).toBe(401);
+    expect(server.stats().tokenRequests).toBe(0);
+    expect(server.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined]);
+  });
+
+  it('never sends the bearer to another origin, nor replays its 401', async () => {
+    const { server } = await install();
+    const elsewhere = await startServer();
+
+    expect((await fetch(`${server.url}/api/items`)).status).toBe(200);
+    expect((await fetch(`${elsewhere.url}/api/items`)).status).toBe(401);
+    expect(elsewhere.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined]);
+    expect(server.stats().tokenRequests).toBe(0);
+  });
+
+  it('judges every redirect hop fetch dispatches: no bearer to the token endpoint or another origin, no token call for their answers', async () => {
+    const { server } = await install();
+    const elsewhere = await startServer();
+
+    const toTokenEndpoint = await fetch(`${server.url}/redirect?status=307&to=/oauth/token`, { method: 'POST', body: 'grant_type=refresh_token' });
+    const toElsewhere = await fetch(`${server.url}/redirect?to=${encodeURIComponent(`${elsewhere.url}/api/items`)}`);
+    const within = await fetch(`${server.url}/redirect?to=/api/items`);
+
+    expect([toTokenEndpoint.status, toElsewhere.status, within.status]).toEqual([400, 401, 200]);
+    expect(server.stats().tokenRequestLog.map((entry) => entry.accessToken)).toEqual([undefined]);
+    expect(elsewhere.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined]);
+  });
+
+  it('leaves a request that carries its own Authorization header untouched', async () => {
+    const { server } = await install();
+    server.revokeAccessTokens();
+
+    const response = await fetch(`${server.url}/api/items`, { headers: { authorization: 'Bearer mine' } });
+
+    expect(response.status).toBe(401);
+    expect(server.stats().tokenRequests).toBe(0);
+  });
+});
+
+describe('tokenRelayInterceptor on an undici 7 agent', () => {
+  it("replays under undici 7's own retry interceptor, whose handler speaks undici 7's controller interface", async () => {
+    const server = await startServer();
+    const manager = managerFor(server);
+    const agent = new undici7.Agent();
+    const dispatcher = agent.compose(tokenRelayInterceptor(manager, { origins: [server.url] }), undici7.interceptors.retry());
+    server.revokeAccessTokens();
+
+    const responses = await Promise.all(
+      Array.from({ length: 3 }, () => undici7.request(`${server.url}/api/upload`, { method: 'POST', body: payload, dispatcher })),
+    );
+
+    expect(responses.map((response) => response.statusCode)).toEqual([200, 200, 200]);
+    expect(await responses[0]?.body.json()).toMatchObject({ bodySha256: sha256(payload) });
+    expect(server.stats().tokenRequests).toBe(1);
+    await agent.close();
+  });
+});
