@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { ErrorCode, TokenRelayError, createTokenManager, isTokenRelayError, type FailedResponse } from '@tokenrelay/core';
-import axios, { AxiosError } from 'axios';
+import axios, { AxiosError, type InternalAxiosRequestConfig } from 'axios';
 import { http, HttpResponse } from 'msw';
 import { setupServer } from 'msw/node';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -488,6 +488,57 @@ describe('attachTokenRelay: what counts as an expired token', () => {
   });
 });
 
+describe('attachTokenRelay: a fresh token', () => {
+  const cannedAdapter = (seen: (string | undefined)[]) =>
+    vi.fn(async (config: InternalAxiosRequestConfig) => {
+      seen.push(config.headers.get('Authorization')?.toString());
+      return { data: {}, status: 200, statusText: 'OK', headers: {}, config, request: {} };
+    });
+
+  it('hands the request to the adapter before the call returns: no promise of ours while the token is fresh', async () => {
+    const { api } = setup();
+    const seen: (string | undefined)[] = [];
+    api.defaults.adapter = cannedAdapter(seen);
+
+    const response = api.get('/me');
+
+    expect(seen).toEqual(['Bearer v1']);
+    await response;
+  });
+
+  it('still waits for the refresh when the token is not fresh, with the other interceptors in their order', async () => {
+    const gate = deferred();
+    const { api, manager } = setup({ gate: gate.promise });
+    const order: string[] = [];
+    api.interceptors.request.use((config) => (order.push('registered after'), config));
+    const seen: (string | undefined)[] = [];
+    api.defaults.adapter = cannedAdapter(seen);
+
+    const refreshing = manager.refresh();
+    const response = api.get('/me');
+    await Promise.resolve();
+    expect(seen).toEqual([]);
+    gate.resolve();
+    await Promise.all([refreshing, response]);
+
+    expect(seen).toEqual(['Bearer v2']);
+    expect(order).toEqual(['registered after']);
+  });
+
+  it('judges the final URL of a request that brings its own transformRequest too', async () => {
+    const { hits } = serve();
+    const api = axios.create({ baseURL: API });
+    // Registered first, so axios runs it after ours.
+    api.interceptors.request.use((config) => ({ ...config, baseURL: OTHER }) as typeof config);
+    const manager = createTokenManager({ tokens: { accessToken: 'v1' }, refresh: async () => ({ accessToken: 'v2' }) });
+    attachTokenRelay(api, manager);
+
+    await api.get('/me', { transformRequest: [(data: unknown) => data] });
+
+    expect(hits.map((hit) => [hit.url, hit.authorization])).toEqual([[`${OTHER}/me`, null]]);
+  });
+});
+
 describe('attachTokenRelay: detach', () => {
   it('removes both interceptors, and calling it twice is harmless', async () => {
     const { hits } = serve();
@@ -503,6 +554,18 @@ describe('attachTokenRelay: detach', () => {
     expect(hits.map((hit) => hit.authorization)).toEqual([null]);
     expect(userInterceptor).toHaveBeenCalledTimes(1);
     expect(refreshes()).toBe(0);
+  });
+
+  it("puts the instance's transformRequest back as it was", async () => {
+    const api = axios.create({ baseURL: API });
+    const before = api.defaults.transformRequest;
+    const manager = createTokenManager({ tokens: { accessToken: 'v1', refreshToken: 'r1' }, refresh: async () => ({ accessToken: 'v2' }) });
+
+    const detach = attachTokenRelay(api, manager);
+    expect(api.defaults.transformRequest).not.toEqual(before);
+    detach();
+
+    expect(api.defaults.transformRequest).toEqual(before);
   });
 
   it('does not replay a request that was in flight when detach was called', async () => {

@@ -90,24 +90,33 @@ class AuthorizedRequest {
 
 type TrackedConfig = InternalAxiosRequestConfig & { [ticketKey]?: AuthorizedRequest };
 
-/** Resolves like the browser does for relative URLs; in Node a relative URL has no origin. */
+/** What a relative URL is resolved against: the page in a browser; in Node a relative URL has no origin. */
+const locationHref = () => (globalThis as { location?: { href?: string } }).location?.href;
+
+/** Resolves like the browser does for relative URLs. */
 function resolveUrl(url: string): URL | undefined {
   try {
-    return new URL(url, (globalThis as { location?: { href: string } }).location?.href);
+    return new URL(url, locationHref());
   } catch {
     return undefined;
   }
 }
 
+const absoluteUrl = /^([a-z][a-z\d+\-.]*:)?\/\//i;
+
 /**
- * `baseURL` + `url` by axios's rule (buildFullPath); the query from `params` cannot change the
- * origin, and `instance.getUri` costs as much as a whole request (it re-merges the defaults).
+ * `baseURL` + `url` by axios's rule (buildFullPath), as a string the origin matcher decides
+ * without parsing when it can; the query from `params` cannot change the origin, and
+ * `instance.getUri` costs as much as a whole request (it re-merges the defaults).
  */
-function requestUrl(config: InternalAxiosRequestConfig): URL | undefined {
+function requestUrl(config: InternalAxiosRequestConfig): string {
   const url = config.url ?? '';
-  const absolute = /^([a-z][a-z\d+\-.]*:)?\/\//i.test(url);
-  if (!config.baseURL || (absolute && config.allowAbsoluteUrls !== false)) return resolveUrl(url);
-  return resolveUrl(url ? `${config.baseURL.replace(/\/+$/, '')}/${url.replace(/^\/+/, '')}` : config.baseURL);
+  const base = config.baseURL;
+  if (!base || (config.allowAbsoluteUrls !== false && absoluteUrl.test(url))) return url;
+  if (!url) return base;
+  // The common shape (`https://api.example.com` + `/items`) needs no trimming.
+  if (!base.endsWith('/') && url.startsWith('/') && !url.startsWith('//')) return base + url;
+  return `${base.replace(/\/+$/, '')}/${url.replace(/^\/+/, '')}`;
 }
 
 /**
@@ -221,30 +230,54 @@ export function attachTokenRelay(
   /**
    * Runs after every request interceptor (axios calls transformRequest just before the adapter):
    * an interceptor registered before ours runs after it and may retarget the request, so the URL
-   * axios finally sends is judged here.
+   * axios finally sends is judged here. Installed once in the instance's defaults, and added to a
+   * request only when that request brings transforms of its own.
    */
   const checkFinalUrl: AxiosRequestTransformer = function (this: TrackedConfig, data: unknown) {
-    const url = requestUrl(this);
-    if (this[ticketKey] && (!url || !mayAuthorize(url))) removeOurBearer(this);
+    if (this[ticketKey] && !mayAuthorize(requestUrl(this), locationHref())) removeOurBearer(this);
     return data;
   };
+  const withCheckFinalUrl = (transforms: AxiosRequestTransformer | AxiosRequestTransformer[] | undefined) =>
+    [...(transforms === undefined ? [] : [transforms].flat()), checkFinalUrl];
+  /*
+   * In the defaults the check is fused into the last transform (axios's own, unless replaced):
+   * axios normalizes the headers once more for every transform, which would cost each request
+   * several percent of a bare one.
+   */
+  const defaultTransforms = [instance.defaults.transformRequest ?? []].flat();
+  const lastDefaultTransform = defaultTransforms.pop();
+  const checkingTransform: AxiosRequestTransformer = lastDefaultTransform
+    ? function (this: TrackedConfig, data, headers) {
+        return checkFinalUrl.call(this, lastDefaultTransform.call(this, data, headers), headers);
+      }
+    : checkFinalUrl;
+  instance.defaults.transformRequest = [...defaultTransforms, checkingTransform];
+  const checksFinalUrl = (transforms: AxiosRequestTransformer | AxiosRequestTransformer[] | undefined) =>
+    Array.isArray(transforms) && (transforms.includes(checkingTransform) || transforms.includes(checkFinalUrl));
 
   /**
    * Node's http adapter: at every redirect hop, drops the bearer unless the hop may have it.
    * (follow-redirects drops it only when the host changes, so a same-origin redirect to the
    * token endpoint would carry it.)
    */
-  const redirectHooks = new WeakSet<object>();
+  const guardRedirect = (redirectOptions: Record<string, unknown>) => {
+    if (typeof redirectOptions.href === 'string' && mayAuthorize(redirectOptions.href, locationHref())) return;
+    const headers = (redirectOptions.headers ?? {}) as Record<string, unknown>;
+    for (const name of Object.keys(headers)) if (name.toLowerCase() === 'authorization') delete headers[name];
+  };
+  /** Our hooks: the shared one, and those chained to a request's own beforeRedirect. */
+  const redirectHooks = new WeakSet<object>([guardRedirect]);
   const guardRedirects = (config: TrackedConfig) => {
     const previous = config.beforeRedirect;
+    if (previous === undefined) {
+      config.beforeRedirect = guardRedirect;
+      return;
+    }
     // A replay carries the hook of its first send.
-    if (previous && redirectHooks.has(previous)) return;
-    const hook: NonNullable<TrackedConfig['beforeRedirect']> = (options, responseDetails, requestDetails) => {
-      previous?.(options, responseDetails, requestDetails);
-      const hop = typeof options.href === 'string' ? resolveUrl(options.href) : undefined;
-      if (hop && mayAuthorize(hop)) return;
-      const headers = (options.headers ?? {}) as Record<string, unknown>;
-      for (const name of Object.keys(headers)) if (name.toLowerCase() === 'authorization') delete headers[name];
+    if (redirectHooks.has(previous)) return;
+    const hook: NonNullable<TrackedConfig['beforeRedirect']> = (redirectOptions, responseDetails, requestDetails) => {
+      previous(redirectOptions, responseDetails, requestDetails);
+      guardRedirect(redirectOptions);
     };
     redirectHooks.add(hook);
     config.beforeRedirect = hook;
@@ -265,18 +298,51 @@ export function attachTokenRelay(
     config.adapter = Object.assign(queued, { [queuedAdapterKey]: transport });
   };
 
-  const authorize = async (config: TrackedConfig): Promise<InternalAxiosRequestConfig> => {
-    const ticket = config[ticketKey];
-    const url = requestUrl(config);
-    if (!url || !mayAuthorize(url)) {
-      // A copied config sent elsewhere must not carry the bearer we set for its original target.
+  /**
+   * Whether the bearer is ours to set: the request goes to `origins` and brings no `Authorization`
+   * of its own. A copied config sent elsewhere loses the bearer we set for its original target.
+   */
+  const isOurs = (config: TrackedConfig): boolean => {
+    if (!mayAuthorize(requestUrl(config), locationHref())) {
       removeOurBearer(config);
-      return config;
+      return false;
     }
-    if (!ticket && config.headers.has('Authorization')) return config;
+    return config[ticketKey] !== undefined || !config.headers.has('Authorization');
+  };
+
+  /** Sets the bearer; `waited`: the token came after a refresh, so the request is released with many others. */
+  const authorizeWith = (config: TrackedConfig, accessToken: string, waited: boolean): InternalAxiosRequestConfig => {
+    const ticket = config[ticketKey];
+    const replayed = ticket?.replayed ?? false;
+    // No Authorization header yet (isOurs): a plain property, as axios's own `headers.set` would
+    // add, without its lookups; axios's adapters sanitize every value when they send.
+    if (ticket === undefined) config.headers.Authorization = bearerAuthorization(accessToken);
+    else config.headers.set('Authorization', bearerAuthorization(accessToken));
+    config[ticketKey] = new AuthorizedRequest(accessToken, replayed);
+    if (!checksFinalUrl(config.transformRequest)) config.transformRequest = withCheckFinalUrl(config.transformRequest);
+    guardRedirects(config);
+    // Released by a refresh with many others (it waited, or it is a replay): through the queue, if any.
+    if (queue && (waited || replayed)) sendThroughQueue(config, abortSignalOf(config));
+    return config;
+  };
+
+  /**
+   * A request made while the token is fresh: synchronous, so axios runs the whole chain without a
+   * promise of ours (when every other interceptor is synchronous too). The token decided on when
+   * axios chose this interceptor stays valid for it if the clock crossed the margin since.
+   */
+  const authorizeNow = (config: TrackedConfig): InternalAxiosRequestConfig => {
+    if (!isOurs(config)) return config;
+    const accessToken = manager.currentAccessToken() ?? lastFreshToken;
+    return authorizeWith(config, accessToken, false);
+  };
+
+  /** A request made while the token is not fresh (or signed out): waits for the refresh. */
+  const authorizeWhenReady = async (config: TrackedConfig): Promise<InternalAxiosRequestConfig> => {
+    if (!isOurs(config)) return config;
     const signal = abortSignalOf(config);
-    let accessToken: string | undefined;
     const immediate = manager.currentAccessToken();
+    let accessToken: string | undefined;
     try {
       accessToken = immediate ?? (await accessTokenIfSignedIn(manager, { signal }));
     } catch (error) {
@@ -289,25 +355,42 @@ export function attachTokenRelay(
       removeOurBearer(config);
       return config;
     }
-    config.headers.set('Authorization', bearerAuthorization(accessToken));
-    config[ticketKey] = new AuthorizedRequest(accessToken, ticket?.replayed ?? false);
-    const transforms = config.transformRequest === undefined ? [] : [config.transformRequest].flat();
-    if (!transforms.includes(checkFinalUrl)) config.transformRequest = [...transforms, checkFinalUrl];
-    guardRedirects(config);
-    // Released by a refresh with many others (it waited, or it is a replay): through the queue, if any.
-    if (queue && (immediate === undefined || ticket?.replayed)) sendThroughQueue(config, signal);
-    return config;
+    return authorizeWith(config, accessToken, immediate === undefined);
+  };
+
+  /*
+   * axios picks interceptors per request with `runWhen`, before running any: exactly one of our
+   * two runs, chosen by whether the token is fresh now. Both are registered together, so their
+   * runWhen calls follow each other with nothing in between. The fresh token is remembered per
+   * config (not on it: a logged config does not print it), and the last one for a config that an
+   * interceptor replaced.
+   */
+  let lastFreshToken = '';
+  let freshNow = false;
+  const requestNowId = instance.interceptors.request.use(authorizeNow, undefined, {
+    synchronous: true,
+    runWhen() {
+      const accessToken = manager.currentAccessToken();
+      freshNow = accessToken !== undefined;
+      if (accessToken !== undefined) lastFreshToken = accessToken;
+      return freshNow;
+    },
+  });
+  const requestWhenReadyId = instance.interceptors.request.use(authorizeWhenReady, undefined, { runWhen: () => !freshNow });
+
+  const mayReplay = (response: AxiosResponse): boolean => {
+    const ticket = (response.config as TrackedConfig | undefined)?.[ticketKey];
+    return attached && ticket !== undefined && !ticket.replayed && response.status >= 400;
   };
 
   /** The replay's response, or undefined when the caller is to get this response as it is. */
   const replayAfterRefresh = async (response: AxiosResponse): Promise<AxiosResponse | undefined> => {
     const config: TrackedConfig = response.config;
-    const ticket = config?.[ticketKey];
-    if (!attached || !ticket || ticket.replayed || response.status < 400) return undefined;
+    const ticket = config[ticketKey];
+    if (!ticket) return undefined;
     // A redirect may end outside `origins` (or at the token endpoint): that 401 says nothing about our token.
     const reported = reportedUrl(response);
-    const answeredBy = reported === undefined ? requestUrl(config) : resolveUrl(reported);
-    if (!answeredBy || !mayAuthorize(answeredBy)) return undefined;
+    if (!mayAuthorize(reported ?? requestUrl(config), locationHref())) return undefined;
     if (!(await shouldRefresh(failedResponse(response, reported ?? instance.getUri(config))))) return undefined;
     ticket.replayed = true;
     const signal = abortSignalOf(config);
@@ -323,11 +406,11 @@ export function attachTokenRelay(
     return instance.request(config);
   };
 
-  const requestId = instance.interceptors.request.use(authorize);
   const responseId = instance.interceptors.response.use(
-    async (response) => (await replayAfterRefresh(response)) ?? response,
+    // Synchronous for a response that cannot need a replay: a successful request costs no promise of ours.
+    (response) => (mayReplay(response) ? replayAfterRefresh(response).then((replay) => replay ?? response) : response),
     async (error: unknown) => {
-      const replay = hasResponse(error) ? await replayAfterRefresh(error.response) : undefined;
+      const replay = hasResponse(error) && mayReplay(error.response) ? await replayAfterRefresh(error.response) : undefined;
       if (replay) return replay;
       throw error;
     },
@@ -336,7 +419,13 @@ export function attachTokenRelay(
   return () => {
     if (!attached) return;
     attached = false;
-    instance.interceptors.request.eject(requestId);
+    instance.interceptors.request.eject(requestNowId);
+    instance.interceptors.request.eject(requestWhenReadyId);
     instance.interceptors.response.eject(responseId);
+    const transforms = instance.defaults.transformRequest;
+    if (Array.isArray(transforms) && transforms.includes(checkingTransform)) {
+      instance.defaults.transformRequest = transforms.map((transform) => (transform === checkingTransform ? lastDefaultTransform : transform))
+        .filter((transform) => transform !== undefined);
+    }
   };
 }

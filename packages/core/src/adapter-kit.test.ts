@@ -62,10 +62,52 @@ describe('createOriginMatcher', () => {
     expect(matches(new URL('https://api.example.test.evil.test/v1/me'))).toBe(false);
   });
 
+  it.each([
+    ['https://api.example.test/v1/me', true],
+    ['https://api.example.test', true],
+    ['https://api.example.test?x=1', true],
+    ['https://api.example.test/v1/file.json#top', true],
+    ['https://api.example.test/oauth/token', false],
+    ['https://api.example.test/oauth/token?x=1', false],
+    ['https://api.example.test/oauth/token#x', false],
+    ['https://api.example.test/oauth/./token', false],
+    ['https://api.example.test/v1/../oauth/token', false],
+    ['https://api.example.test/oauth/%74oken', true],
+    ['https://api.example.test/oauth\\token', false],
+    ['https://api.example.test/oauth/to\tken', false],
+    ['https://api.example.test/oauth/token/', true],
+    ['https://api.example.test:443/v1/me', true],
+    ['https://api.example.test:443/oauth/token', false],
+    ['HTTPS://API.example.test/v1/me', true],
+    ['https://api.example.test.evil.test/v1/me', false],
+    ['https://api.example.test@evil.test/v1/me', false],
+    ['https://api.example.test:8443/v1/me', false],
+    ['https://api.example.test\\@evil.test/', true],
+    ['http://api.example.test/v1/me', false],
+    ['https://other.example.test/oauth/token', true],
+    ['/v1/me', false],
+    ['not a url', false],
+  ])('decides the string %s as the parsed URL would: %s', (url, expected) => {
+    const matches = createOriginMatcher(
+      ['https://api.example.test', 'https://other.example.test'],
+      'https://api.example.test/oauth/token',
+    );
+    expect(matches(url)).toBe(expected);
+    if (URL.canParse(url)) expect(matches(new URL(url))).toBe(expected);
+  });
+
+  it('resolves a relative string against the base it is given', () => {
+    const matches = createOriginMatcher(['https://app.example.test'], 'https://app.example.test/oauth/token');
+    expect(matches('/v1/me', 'https://app.example.test/page')).toBe(true);
+    expect(matches('../oauth/token', 'https://app.example.test/a/b')).toBe(false);
+  });
+
   it('accepts a predicate and still excludes the token endpoint', () => {
     const matches = createOriginMatcher((url) => url.hostname.endsWith('.example.test'), 'https://auth.example.test/token');
     expect(matches(new URL('https://a.example.test/x'))).toBe(true);
     expect(matches(new URL('https://auth.example.test/token'))).toBe(false);
+    expect(matches('https://a.example.test/x')).toBe(true);
+    expect(matches('https://auth.example.test/token')).toBe(false);
   });
 
   it.each([[[]], [['not a url']], [['ftp://files.example.test']]])('rejects %j with CONFIGURATION_ERROR', (origins) => {

@@ -109,16 +109,59 @@ export function defaultShouldRefresh(response: FailedResponse): boolean {
 const endpointKey = (url: URL) => url.origin + url.pathname;
 
 /**
+ * A path the URL parser keeps exactly as written: no dot segment, percent sign, backslash or
+ * character it would encode or strip. Only such a path is compared as a string.
+ */
+const literalPath = /^(?:\/(?!\.\.?(?:\/|$))[\w\-.~!$&'()*+,;=:@]*)*$/;
+
+/**
+ * The path of `url` (which starts with `origin`) when the URL parser would keep it as written;
+ * `undefined` when `url` must be parsed to know its origin or path.
+ */
+function literalPathAfter(url: string, origin: string): string | undefined {
+  const next = url.charCodeAt(origin.length);
+  // The authority ends at `/`, `?`, `#` or the end; anything else (`:90`, `.`, `@`, `\`) needs the parser.
+  if (!(next === 47 || next === 63 || next === 35 || Number.isNaN(next))) return undefined;
+  let end = url.length;
+  const query = url.indexOf('?', origin.length);
+  const fragment = url.indexOf('#', origin.length);
+  if (query !== -1) end = query;
+  if (fragment !== -1 && fragment < end) end = fragment;
+  const path = url.slice(origin.length, end);
+  if (path === '') return '/';
+  return literalPath.test(path) ? path : undefined;
+}
+
+/**
  * Builds the test an adapter runs on every request URL: may the bearer go there? True only
  * for the configured origins, and never for the token endpoint itself.
+ *
+ * A string URL that starts with an allowed origin (as `URL#origin` writes it) and has a plain
+ * path is decided by string comparison, with no URL parsing: what every request pays. Any other
+ * string is parsed against `base` (a relative URL in a browser); one that does not parse never
+ * matches. A predicate `origins` always gets a parsed URL.
  *
  * @throws TokenRelayError `CONFIGURATION_ERROR` for an empty list or an entry that is not an
  *   absolute http(s) URL.
  */
-export function createOriginMatcher(origins: Origins, tokenEndpoint?: string): (url: URL) => boolean {
-  const tokenEndpointKey = tokenEndpoint === undefined ? undefined : endpointKey(new URL(tokenEndpoint));
+export function createOriginMatcher(origins: Origins, tokenEndpoint?: string): (url: string | URL, base?: string) => boolean {
+  const tokenEndpointUrl = tokenEndpoint === undefined ? undefined : new URL(tokenEndpoint);
+  const tokenEndpointKey = tokenEndpointUrl && endpointKey(tokenEndpointUrl);
   const notTokenEndpoint = (url: URL) => tokenEndpointKey === undefined || endpointKey(url) !== tokenEndpointKey;
-  if (typeof origins === 'function') return (url) => notTokenEndpoint(url) && origins(url);
+  const parse = (url: string | URL, base: string | undefined) => {
+    if (typeof url !== 'string') return url;
+    try {
+      return new URL(url, base);
+    } catch {
+      return undefined;
+    }
+  };
+  if (typeof origins === 'function') {
+    return (url, base) => {
+      const parsed = parse(url, base);
+      return parsed !== undefined && notTokenEndpoint(parsed) && origins(parsed);
+    };
+  }
   if (!Array.isArray(origins) || origins.length === 0) {
     throw new TokenRelayError(
       ErrorCode.CONFIGURATION_ERROR,
@@ -139,7 +182,19 @@ export function createOriginMatcher(origins: Origins, tokenEndpoint?: string): (
       return parsed.origin;
     }),
   );
-  return (url) => allowed.has(url.origin) && notTokenEndpoint(url);
+  const allowedList = [...allowed];
+  return (url, base) => {
+    if (typeof url === 'string') {
+      for (const origin of allowedList) {
+        if (!url.startsWith(origin)) continue;
+        const path = literalPathAfter(url, origin);
+        if (path === undefined) break;
+        return tokenEndpointUrl?.origin !== origin || path !== tokenEndpointUrl.pathname;
+      }
+    }
+    const parsed = parse(url, base);
+    return parsed !== undefined && allowed.has(parsed.origin) && notTokenEndpoint(parsed);
+  };
 }
 
 const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;

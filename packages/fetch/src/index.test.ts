@@ -386,6 +386,36 @@ describe('authorization set by the caller', () => {
   });
 });
 
+describe('a fresh token', () => {
+  it('calls the wrapped fetch before the wrapper returns: no promise of ours while the token is fresh', async () => {
+    const { manager } = countingManager();
+    const calls: [string, HeadersInit | undefined][] = [];
+    const canned = async (input: string, init?: RequestInit) => {
+      calls.push([input, init?.headers]);
+      return new Response('{}');
+    };
+    const api = withTokenRelay(canned, manager, { origins: [API] });
+
+    const response = api(`${API}/me`, { headers: { accept: 'application/json' }, redirect: 'manual' });
+
+    expect(calls).toEqual([[`${API}/me`, { accept: 'application/json', authorization: 'Bearer v0' }]]);
+    expect((await response).status).toBe(200);
+  });
+
+  it("adds the bearer to the caller's Headers and header pairs alike, leaving the caller's own object untouched", async () => {
+    const hits = serveApi(() => 'v0');
+    const { manager } = countingManager();
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+    const headers = new Headers({ 'x-trace': '1' });
+
+    await api(`${API}/a`, { headers });
+    await api(`${API}/b`, { headers: [['x-trace', '2']] });
+
+    expect(hits.map((hit) => hit.authorization)).toEqual(['Bearer v0', 'Bearer v0']);
+    expect(headers.has('authorization')).toBe(false);
+  });
+});
+
 describe('refresh and replay', () => {
   it('refreshes once for N concurrent 401s and replays each request once with the new token', async () => {
     const hits = serveApi(() => 'v1');

@@ -105,17 +105,39 @@ function isRequest(input: FetchInput): input is Request {
   return typeof input === 'object' && !(input instanceof URL) && typeof input.url === 'string';
 }
 
-/**
- * The absolute URL a fetch call goes to, read once: a URL object the caller changes later does
- * not move the request. `undefined` when fetch itself would reject it.
- */
-function targetUrl(input: FetchInput): URL | undefined {
+/** What fetch resolves a relative URL against: the document's base in a browser; elsewhere nothing. */
+function documentBase(): string | undefined {
   const base = (globalThis as { document?: { baseURI?: unknown } }).document?.baseURI ?? locationOf()?.href;
-  try {
-    return new URL(isRequest(input) ? input.url : String(input), typeof base === 'string' ? base : undefined);
-  } catch {
-    return undefined;
-  }
+  return typeof base === 'string' ? base : undefined;
+}
+
+/** The URL a fetch call goes to, read once: a URL object the caller changes later does not move the request. */
+function targetHref(input: FetchInput): string {
+  return isRequest(input) ? input.url : String(input);
+}
+
+/** Whether the caller's own headers (a plain object, pairs or a `Headers`) include `Authorization`. */
+function hasAuthorization(headers: HeadersInit | undefined): boolean {
+  if (headers === undefined) return false;
+  if (isPlainRecord(headers)) return Object.keys(headers).some((name) => name.toLowerCase() === 'authorization');
+  return (typeof (headers as Headers).has === 'function' ? (headers as Headers) : new Headers(headers)).has('authorization');
+}
+
+function isPlainRecord(headers: HeadersInit): headers is Record<string, string> {
+  const prototype: unknown = Object.getPrototypeOf(headers);
+  return prototype === Object.prototype || prototype === null;
+}
+
+/**
+ * The caller's headers plus the bearer, in the cheapest form fetch takes: a plain object stays a
+ * plain object (no `Headers` copy that fetch would copy again).
+ */
+function withBearer(headers: HeadersInit | undefined, bearer: string): HeadersInit {
+  if (headers === undefined) return { authorization: bearer };
+  if (isPlainRecord(headers)) return { ...headers, authorization: bearer };
+  const copy = new Headers(headers);
+  copy.set('authorization', bearer);
+  return copy;
 }
 
 /** A ReadableStream or an async iterable can be read only once, so a request carrying one is never replayed. */
@@ -127,11 +149,11 @@ function isOneShotBody(body: unknown): boolean {
   );
 }
 
-function failedResponse(response: Response, url: URL): FailedResponse {
+function failedResponse(response: Response, url: string): FailedResponse {
   let text: Promise<string> | undefined;
   return {
     status: response.status,
-    url: url.href,
+    url,
     header: (name) => response.headers.get(name) ?? undefined,
     // A clone, so the caller can still read the body of a response that is returned to them.
     text: () => (text ??= response.clone().text()),
@@ -143,12 +165,8 @@ function discard(response: Response): void {
 }
 
 /** Where a response came from: its own URL when the fetch tells it (after redirects), else the one requested. */
-function responseUrl(response: Response, requested: URL): URL {
-  try {
-    return response.url ? new URL(response.url) : requested;
-  } catch {
-    return requested;
-  }
+function responseUrl(response: Response, requested: string): string {
+  return response.url || requested;
 }
 
 /**
@@ -230,64 +248,67 @@ export function withTokenRelay<F extends FetchFunction>(
     } else if (isOneShotBody(body)) {
       throw new TypeError('fetch failed: cannot follow a redirect with a streamed body');
     }
-    if (url.origin !== hop.url.origin) for (const name of crossOriginHeaders) headers.delete(name);
-    return { url, method: toGet ? 'GET' : hop.method, body, init: { ...hop.init, headers } };
+    if (url.origin !== new URL(hop.url).origin) for (const name of crossOriginHeaders) headers.delete(name);
+    return { url: url.href, method: toGet ? 'GET' : hop.method, body, init: { ...hop.init, headers } };
   }
 
-  /**
-   * Sends with the bearer wherever it may go. Outside a browser redirects are followed here, hop
-   * by hop, so the bearer never follows one to an origin (or the token endpoint) it may not reach.
-   */
-  async function sendAuthorized(input: string | Request, init: FetchInit, headers: Headers, url: URL, accessToken: string) {
-    const bearer = bearerAuthorization(accessToken);
-    headers.set('authorization', bearer);
-    const redirect = init?.redirect ?? (isRequest(input) ? input.redirect : 'follow');
-    if (redirect !== 'follow' || hidesRedirects()) return send(input, { ...init, headers });
-
-    const request = isRequest(input) ? input : undefined;
-    // A 307/308 sends the body again: keep a copy of a Request's, read only if that happens.
-    const spare = request?.body ? request.clone() : undefined;
-    let hop: Hop | undefined = {
-      url,
-      method: (init?.method ?? request?.method ?? 'GET').toUpperCase(),
-      body: init?.body ?? (spare ? () => spare.arrayBuffer() : undefined),
-      init: { ...init, signal: init?.signal ?? request?.signal, headers, redirect: 'manual' },
-    };
-    let response = await send(input, hop.init);
-    for (let hops = 0; (hop = await nextHop(response, hop, hops)); hops++) {
+  /** Follows the redirects of `response` hop by hop, so the bearer never follows one to an origin (or the token endpoint) it may not reach. */
+  async function followRedirects(response: Response, hop: Hop, bearer: string): Promise<Response> {
+    let next: Hop | undefined = hop;
+    for (let hops = 0; (next = await nextHop(response, next, hops)); hops++) {
       discard(response);
-      const hopHeaders = new Headers(hop.init.headers);
-      if (mayCarryBearer(hop.url)) hopHeaders.set('authorization', bearer);
+      const hopHeaders = new Headers(next.init.headers);
+      if (mayCarryBearer(next.url)) hopHeaders.set('authorization', bearer);
       else hopHeaders.delete('authorization');
-      const body = typeof hop.body === 'function' ? undefined : hop.body;
-      response = await send(hop.url.href, { ...hop.init, method: hop.method, body, headers: hopHeaders });
+      const body = typeof next.body === 'function' ? undefined : next.body;
+      response = await send(next.url, { ...next.init, method: next.method, body, headers: hopHeaders });
       Object.defineProperty(response, 'redirected', { value: true });
     }
     return response;
   }
 
-  async function sendWithBearer(input: string | Request, init: FetchInit, headers: Headers, url: URL): Promise<Response> {
+  /**
+   * Sends with the bearer wherever it may go. Outside a browser redirects are followed here, hop
+   * by hop; a response that is no redirect costs no promise of ours.
+   */
+  function sendAuthorized(input: string | Request, init: FetchInit, own: HeadersInit | undefined, href: string, accessToken: string) {
+    const bearer = bearerAuthorization(accessToken);
+    const headers = withBearer(own, bearer);
     const request = isRequest(input) ? input : undefined;
-    const signal = init?.signal ?? request?.signal;
-    const immediate = manager.currentAccessToken();
-    const tokenUsed = immediate ?? (await accessTokenIfSignedIn(manager, { signal }));
-    // Signed out: the server decides (a public endpoint answers, a protected one says 401).
-    if (tokenUsed === undefined) return send(input, init);
-    const initBody = init?.body ?? undefined;
-    const replayable = !isOneShotBody(initBody);
-    // The first send consumes the Request's body; the clone keeps the same bytes for the replay.
-    const replayInput = request && initBody === undefined && request.body !== null ? request.clone() : input;
+    const redirect = init?.redirect ?? (request ? request.redirect : 'follow');
+    if (redirect !== 'follow' || hidesRedirects()) return send(input, { ...init, headers });
 
-    // A request that waited for a refresh is released with many others: through the queue, if any.
-    const response = await sendThrough(
-      immediate === undefined ? options.queue : undefined,
-      () => sendAuthorized(input, init, new Headers(headers), url, tokenUsed),
-      signal ?? undefined,
+    // A 307/308 sends the body again: keep a copy of a Request's, read only if that happens.
+    const spare = request?.body ? request.clone() : undefined;
+    const hop: Hop = {
+      url: href,
+      method: (init?.method ?? request?.method ?? 'GET').toUpperCase(),
+      body: init?.body ?? (spare ? () => spare.arrayBuffer() : undefined),
+      init: { ...init, signal: init?.signal ?? request?.signal, headers, redirect: 'manual' },
+    };
+    return send(input, hop.init).then((response) =>
+      redirectStatuses.has(response.status) ? followRedirects(response, hop, bearer) : response,
     );
-    const answeredBy = responseUrl(response, url);
-    // A redirect may end outside `origins`: that server's 401 says nothing about our token.
-    if (response.status < 400 || !mayCarryBearer(answeredBy)) return response;
+  }
 
+  /**
+   * Replays once after a (single-flight) refresh when the failed response says the token is no
+   * longer valid. `input` is what the replay sends (a Request's clone taken before the first send).
+   */
+  async function afterFailure(
+    response: Response,
+    input: string | Request,
+    init: FetchInit,
+    own: HeadersInit | undefined,
+    href: string,
+    tokenUsed: string,
+  ): Promise<Response> {
+    const answeredBy = responseUrl(response, href);
+    // A redirect may end outside `origins`: that server's 401 says nothing about our token.
+    if (!mayCarryBearer(answeredBy)) return response;
+    const request = isRequest(input) ? input : undefined;
+    const signal = init?.signal ?? request?.signal ?? undefined;
+    const initBody = init?.body ?? undefined;
     let accessToken: string;
     try {
       if (!(await shouldRefresh(failedResponse(response, answeredBy)))) return response;
@@ -298,19 +319,53 @@ export function withTokenRelay<F extends FetchFunction>(
       discard(response);
       throw error;
     }
-    if (!replayable) return response;
+    if (isOneShotBody(initBody)) return response;
     discard(response);
-    return sendThrough(options.queue, () => sendAuthorized(replayInput, init, new Headers(headers), url, accessToken), signal ?? undefined);
+    return sendThrough(options.queue, () => sendAuthorized(input, init, own, href, accessToken), signal);
   }
 
-  async function relayFetch(input: FetchInput, init?: FetchInit): Promise<Response> {
-    const url = targetUrl(input);
-    if (url === undefined || !mayCarryBearer(url)) return send(input, init);
-    // fetch(request, init) takes init.headers instead of the Request's own headers.
-    const headers = new Headers(init?.headers ?? (isRequest(input) ? input.headers : undefined));
-    if (headers.has('authorization')) return send(input, init);
-    // Send the URL that was checked, not a URL object the caller may change meanwhile.
-    return sendWithBearer(isRequest(input) ? input : url.href, init, headers, url);
+  function sendWithBearer(
+    input: string | Request,
+    init: FetchInit,
+    own: HeadersInit | undefined,
+    href: string,
+    accessToken: string,
+    waited: boolean,
+  ): Promise<Response> {
+    const request = isRequest(input) ? input : undefined;
+    // The first send consumes the Request's body; the clone keeps the same bytes for the replay.
+    const replayInput = request && (init?.body ?? undefined) === undefined && request.body !== null ? request.clone() : input;
+    const signal = init?.signal ?? request?.signal ?? undefined;
+    // A request that waited for a refresh is released with many others: through the queue, if any.
+    return sendThrough(waited ? options.queue : undefined, () => sendAuthorized(input, init, own, href, accessToken), signal).then(
+      (response) => (response.status < 400 ? response : afterFailure(response, replayInput, init, own, href, accessToken)),
+    );
+  }
+
+  async function sendAfterWait(input: string | Request, init: FetchInit, own: HeadersInit | undefined, href: string): Promise<Response> {
+    const signal = init?.signal ?? (isRequest(input) ? input.signal : undefined);
+    const accessToken = await accessTokenIfSignedIn(manager, { signal });
+    // Signed out: the server decides (a public endpoint answers, a protected one says 401).
+    if (accessToken === undefined) return send(input, init);
+    return sendWithBearer(input, init, own, href, accessToken, true);
+  }
+
+  function relayFetch(input: FetchInput, init?: FetchInit): Promise<Response> {
+    try {
+      const href = targetHref(input);
+      if (!mayCarryBearer(href, documentBase())) return send(input, init);
+      // fetch(request, init) takes init.headers instead of the Request's own headers.
+      const own = init?.headers ?? (isRequest(input) ? input.headers : undefined);
+      if (hasAuthorization(own)) return send(input, init);
+      // Send the URL that was checked (a string: a URL object the caller changes meanwhile does not move it).
+      const target = isRequest(input) ? input : href;
+      const accessToken = manager.currentAccessToken();
+      if (accessToken === undefined) return sendAfterWait(target, init, own, href);
+      return sendWithBearer(target, init, own, href, accessToken, false);
+    } catch (error) {
+      // As fetch does: bad input rejects, never throws.
+      return Promise.reject(error);
+    }
   }
   Object.defineProperty(relayFetch, unwrappedFetch, { value: fetchImpl });
   return relayFetch as unknown as F;
@@ -318,10 +373,10 @@ export function withTokenRelay<F extends FetchFunction>(
 
 /** One request of a redirect chain. `body` is a function when it is read only if a 307/308 needs it again. */
 interface Hop {
-  url: URL;
+  url: string;
   method: string;
   body: BodyInit | (() => Promise<ArrayBuffer>) | undefined;
-  init: RequestInit & { headers: Headers };
+  init: RequestInit & { headers: HeadersInit };
 }
 
 function browserOrigins(): string[] | undefined {
