@@ -72,6 +72,8 @@ function workerScript(): Promise<string> {
       target: 'node20',
       tsconfig: join(repoRoot, 'tsconfig.json'),
       logLevel: 'error',
+      // ioredis is CommonJS: its require() of Node built-ins needs a real require in an ES module.
+      banner: { js: "import { createRequire as bannerCreateRequire } from 'node:module'; const require = bannerCreateRequire(import.meta.url);" },
     });
     return { directory, script };
   })();
