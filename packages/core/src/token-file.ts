@@ -64,10 +64,13 @@ async function readText(filePath: string): Promise<string | undefined> {
   }
 }
 
-/** The parsed document, or `undefined` when there is none or it is not JSON (a write then replaces it as a new file). */
+/**
+ * The parsed document, or `undefined` when there is none or it cannot be read or parsed: a write
+ * then replaces it as a new file, as a sign-in replaces a corrupt one.
+ */
 async function readDocument(filePath: string): Promise<unknown> {
-  const text = await readText(filePath);
   try {
+    const text = await readText(filePath);
     return text === undefined ? undefined : (JSON.parse(text) as unknown);
   } catch {
     return undefined;
