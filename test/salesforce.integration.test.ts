@@ -1,5 +1,10 @@
+import { createHmac } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { attachTokenRelay } from '@tokenrelay/axios';
 import { createTokenManager, type RefreshHandler, type TokenManager } from '@tokenrelay/core';
+import { fileStore } from '@tokenrelay/core/node';
 import {
   isSalesforceSessionExpired,
   jsforceRefreshFn,
@@ -306,5 +311,72 @@ describe('salesforceRefreshGrant against the embedded org', () => {
       identityUrl: tokens.raw?.id,
       issuedAt: Number(tokens.raw?.issued_at),
     });
+  });
+});
+
+describe('the token file Salesforce samples already keep, shared through fileStore', () => {
+  it('refreshes twice with rotation on through jsforce, leaving a plain OAuth token response with a working access and refresh token for other tools', async () => {
+    const server = await startOrg({ rotateRefreshTokens: true, reuseDetection: true });
+    const signIn = server.issue();
+    const raw = signIn.raw as Record<string, string>;
+    // qa_data/tokens/_salesforce.json as the samples save it: the raw token response, issued_at a string.
+    const sample = {
+      access_token: signIn.accessToken,
+      refresh_token: signIn.refreshToken,
+      signature: raw.signature,
+      scope: signIn.scope,
+      instance_url: raw.instance_url,
+      id: raw.id,
+      token_type: 'Bearer',
+      issued_at: raw.issued_at,
+    };
+    const directory = await mkdtemp(join(tmpdir(), 'tokenrelay-sf-file-'));
+    closers.push(() => rm(directory, { recursive: true, force: true }));
+    const path = join(directory, 'qa_data', 'tokens', '_salesforce.json');
+    await mkdir(dirname(path), { recursive: true });
+    await writeFile(path, JSON.stringify(sample, null, 2));
+    const store = fileStore(path, { watch: false });
+    closers.push(() => store.close());
+    const manager = createTokenManager({ store, refresh: grantFor(server) });
+    const conn = await connectionOn(manager);
+
+    expect(conn.instanceUrl).toBe(server.url);
+    expect((await conn.query(SOQL)).totalSize).toBe(1);
+    for (let expiry = 1; expiry <= 2; expiry++) {
+      server.revokeAccessTokens();
+      expect((await conn.query(SOQL)).totalSize).toBe(1);
+    }
+    const stats = server.stats();
+    expect(stats).toMatchObject({ tokenRequests: 2, tokenSuccesses: 2, refreshTokenReuses: 0, familiesRevoked: 0 });
+
+    // Another tool reads the file as the token response it always was, with tokenrelay's revision added.
+    const file = JSON.parse(await readFile(path, 'utf8')) as Record<string, string>;
+    expect(Object.keys(file)).toEqual([...Object.keys(sample), 'tokenrelay_revision']);
+    expect(file).toMatchObject({ instance_url: server.url, id: sample.id, scope: sample.scope, token_type: 'Bearer', tokenrelay_revision: 3 });
+    expect(file.access_token).toBe(conn.accessToken);
+    expect(file.issued_at).toMatch(/^\d{13}$/);
+    expect(file.issued_at).not.toBe(sample.issued_at);
+    // signature and issued_at come from the same response.
+    expect(file.signature).toBe(createHmac('sha256', connectedApp.clientSecret).update(`${file.id}${file.issued_at}`).digest('base64'));
+    // Each refresh presented the refresh token the one before issued; the file holds the newest, unused.
+    const presented = stats.tokenRequestLog.map((entry) => entry.params.refresh_token);
+    expect(presented[0]).toBe(sample.refresh_token);
+    expect(new Set(presented).size).toBe(2);
+    expect(presented).not.toContain(file.refresh_token);
+
+    const query = await fetch(`${file.instance_url}/services/data/v${VERSION}/query?q=${encodeURIComponent(SOQL)}`, {
+      headers: { authorization: `Bearer ${file.access_token}` },
+    });
+    expect(query.status).toBe(200);
+    const refreshed = await fetch(`${file.instance_url}/services/oauth2/token`, {
+      method: 'POST',
+      body: new URLSearchParams({
+        grant_type: 'refresh_token',
+        refresh_token: String(file.refresh_token),
+        client_id: connectedApp.clientId,
+        client_secret: connectedApp.clientSecret,
+      }),
+    });
+    expect(refreshed.status).toBe(200);
   });
 });

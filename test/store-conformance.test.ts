@@ -7,7 +7,7 @@ import { readdir, mkdtemp, rm, writeFile, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { memoryStore, type TokenStore } from '@tokenrelay/core';
-import { fileStore } from '@tokenrelay/core/node';
+import { fileStore, type TokenFileFormat } from '@tokenrelay/core/node';
 import { browserStore } from '@tokenrelay/browser';
 import { redisStore } from '@tokenrelay/redis';
 import { describeTokenStoreConformance } from '@tokenrelay/testing';
@@ -23,13 +23,14 @@ describeTokenStoreConformance('memoryStore', runner, () => {
   return { open: () => store };
 });
 
-describeTokenStoreConformance('fileStore', runner, async () => {
+/** A fileStore session; `newFileFormat: 'token-response'` keeps every file it creates an OAuth token response. */
+const fileStoreSession = (newFileFormat: TokenFileFormat) => async () => {
   const directory = await mkdtemp(join(tmpdir(), 'tokenrelay-conformance-'));
   const path = join(directory, 'tokens.json');
   const stores: TokenStore[] = [];
   return {
     open() {
-      const store = fileStore(path, { lockLeaseMs: 600, watchPollMs: 50 });
+      const store = fileStore(path, { lockLeaseMs: 600, watchPollMs: 50, newFileFormat });
       stores.push(store);
       return store;
     },
@@ -46,7 +47,11 @@ describeTokenStoreConformance('fileStore', runner, async () => {
       await rm(directory, { recursive: true, force: true });
     },
   };
-});
+};
+
+describeTokenStoreConformance('fileStore', runner, fileStoreSession('tokenrelay'));
+// The revision, sessionExpired and every token field survive a file that stays an OAuth token response.
+describeTokenStoreConformance('fileStore (token-response file)', runner, fileStoreSession('token-response'));
 
 let redis: RedisServer | undefined;
 beforeAll(async () => {

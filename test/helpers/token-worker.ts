@@ -1,11 +1,14 @@
 /*
  * One process of the multi-process tests (started by worker-pool.ts): a real session built from
- * createTokenManager + withTokenRelay, sharing a file store with its siblings, driven over IPC.
+ * createTokenManager + withTokenRelay, sharing a file or Redis store with its siblings, driven over IPC.
  */
 import { createTokenManager, isTokenRelayError, memoryStore, refreshTokenGrant, type RefreshHandler, type TokenStore } from '@tokenrelay/core';
 import { fileStore } from '@tokenrelay/core/node';
 import { withTokenRelay } from '@tokenrelay/fetch';
+import { redisStore } from '@tokenrelay/redis';
+import { salesforceJwtBearerGrant } from '@tokenrelay/salesforce';
 import { loopbackOnlyFetch } from '@tokenrelay/testing';
+import { Redis } from 'ioredis';
 import type { ParentMessage, WorkerConfig, WorkerMessage } from './worker-pool.js';
 
 const send = (message: WorkerMessage) => process.send?.(message);
@@ -16,13 +19,25 @@ const gates: (() => void)[] = [];
 let api: typeof fetch | undefined;
 let apiUrl = '';
 
+function createGrant(config: WorkerConfig): RefreshHandler {
+  const { clientId, salesforceJwt } = config;
+  if (salesforceJwt) return salesforceJwtBearerGrant({ loginUrl: config.apiUrl, clientId, ...salesforceJwt, fetch: loopbackOnlyFetch() });
+  return refreshTokenGrant({ tokenEndpoint: config.tokenEndpoint, clientId, clientSecret: config.clientSecret, fetch: loopbackOnlyFetch() });
+}
+
+function createStore({ store }: WorkerConfig): TokenStore {
+  switch (store.kind) {
+    case 'file':
+      return fileStore(store.path, { lockLeaseMs: store.lockLeaseMs, lockWaitMs: store.lockWaitMs });
+    case 'redis':
+      return redisStore({ client: new Redis({ host: '127.0.0.1', port: store.port, maxRetriesPerRequest: 1 }), key: store.key });
+    case 'memory':
+      return memoryStore(store.tokens && { revision: 1, tokens: store.tokens });
+  }
+}
+
 function createSession(config: WorkerConfig): typeof fetch {
-  const grant = refreshTokenGrant({
-    tokenEndpoint: config.tokenEndpoint,
-    clientId: config.clientId,
-    clientSecret: config.clientSecret,
-    fetch: loopbackOnlyFetch(),
-  });
+  const grant = createGrant(config);
   const refresh: RefreshHandler = Object.assign(
     async (context: Parameters<RefreshHandler>[0]) => {
       // The manager calls this under the store's lock: tell the parent who holds it.
@@ -30,13 +45,9 @@ function createSession(config: WorkerConfig): typeof fetch {
       if (config.gateRefreshes) await new Promise<void>((resolve) => gates.push(resolve));
       return grant(context);
     },
-    { tokenEndpoint: grant.tokenEndpoint },
+    { tokenEndpoint: grant.tokenEndpoint, needsRefreshToken: grant.needsRefreshToken },
   );
-  const store: TokenStore =
-    config.store.kind === 'file'
-      ? fileStore(config.store.path, { lockLeaseMs: config.store.lockLeaseMs, lockWaitMs: config.store.lockWaitMs })
-      : memoryStore({ revision: 1, tokens: config.store.tokens });
-  const manager = createTokenManager({ store, refresh });
+  const manager = createTokenManager({ store: createStore(config), refresh });
   return withTokenRelay(loopbackOnlyFetch(), manager, { origins: [config.apiUrl] });
 }
 

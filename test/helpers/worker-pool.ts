@@ -20,8 +20,19 @@ export interface WorkerConfig {
   tokenEndpoint: string;
   clientId: string;
   clientSecret: string;
-  /** A shared file store, or (for the control experiment) a memory store of the worker's own. */
-  store: { kind: 'file'; path: string; lockLeaseMs?: number; lockWaitMs?: number } | { kind: 'memory'; tokens: TokenSet };
+  /**
+   * Salesforce mode (`apiUrl` is the org's login URL): acquire with the JWT bearer grant as this
+   * user, signed with this PEM PKCS#8 key, instead of refreshing with `clientSecret`.
+   */
+  salesforceJwt?: { username: string; privateKey: string };
+  /**
+   * A shared file or Redis store, or (for the control experiment) a memory store of the worker's
+   * own, signed in with `tokens` or, for a grant that needs no refresh token, empty.
+   */
+  store:
+    | { kind: 'file'; path: string; lockLeaseMs?: number; lockWaitMs?: number }
+    | { kind: 'redis'; port: number; key: string }
+    | { kind: 'memory'; tokens?: TokenSet };
   /**
    * When true, every refresh reports `refreshing` and then waits for the parent's `proceed` before
    * it calls the token endpoint, so the parent can kill a lock holder before its token request.
@@ -61,6 +72,8 @@ function workerScript(): Promise<string> {
       target: 'node20',
       tsconfig: join(repoRoot, 'tsconfig.json'),
       logLevel: 'error',
+      // ioredis is CommonJS: its require() of Node built-ins needs a real require in an ES module.
+      banner: { js: "import { createRequire as bannerCreateRequire } from 'node:module'; const require = bannerCreateRequire(import.meta.url);" },
     });
     return { directory, script };
   })();

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ErrorCode, isTokenRelayError } from './errors.js';
@@ -194,9 +194,164 @@ describe('fileStore: the token file', () => {
       () => fileStore(tokenPath, { lockWaitMs: Number.NaN }),
       () => fileStore(tokenPath, { lockPollMs: -1 }),
       () => fileStore(tokenPath, { watch: 'inotify' as 'auto' }),
+      () => fileStore(tokenPath, { newFileFormat: 'oauth' as 'token-response' }),
     ]) {
       expect(make).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
     }
+  });
+});
+
+/** A token file as Salesforce samples save it: the raw token response, `issued_at` a string of epoch milliseconds. */
+const salesforceSample = {
+  access_token: '00D000000000001!AQ0AQ-first-access',
+  refresh_token: '5Aep861-first-refresh',
+  signature: 'c2lnbmF0dXJlLTE=',
+  scope: 'refresh_token api',
+  instance_url: 'https://acme.my.salesforce.com',
+  id: 'https://login.salesforce.com/id/00D000000000001AAA/005000000000001AAA',
+  token_type: 'Bearer',
+  issued_at: '1764630000000',
+};
+const readJson = async () => JSON.parse(await readFile(tokenPath, 'utf8')) as Record<string, unknown>;
+const writeJson = async (document: unknown) => {
+  await mkdir(dirname(tokenPath), { recursive: true });
+  await writeFile(tokenPath, JSON.stringify(document, null, 2));
+};
+/** What a Salesforce refresh answers (no refresh token unless rotation is on), as the grant returns it. */
+const salesforceRefresh = (n: number, extra: Partial<TokenSet> = {}): TokenSet => ({
+  accessToken: `00D000000000001!AQ0AQ-access-${n}`,
+  tokenType: 'Bearer',
+  scope: 'refresh_token api',
+  raw: { signature: `c2lnbmF0dXJl-${n}`, instance_url: salesforceSample.instance_url, id: salesforceSample.id, issued_at: String(1764630000000 + n * 1000) },
+  ...extra,
+});
+
+describe('fileStore: a token file holding an OAuth token response', () => {
+  it('reads the token response another tool saved (Salesforce\'s sample) as revision 1, every other field in raw, the expiry unknown', async () => {
+    await writeJson(salesforceSample);
+
+    expect(await fileStore(tokenPath, { watch: false }).get()).toEqual({
+      revision: 1,
+      tokens: {
+        accessToken: salesforceSample.access_token,
+        refreshToken: salesforceSample.refresh_token,
+        tokenType: 'Bearer',
+        scope: salesforceSample.scope,
+        raw: { signature: salesforceSample.signature, instance_url: salesforceSample.instance_url, id: salesforceSample.id, issued_at: salesforceSample.issued_at },
+      },
+    });
+  });
+
+  it('writes refreshes back as a token response: the new access_token, signature and issued_at, the kept refresh token, every other field of the old file, expires_at and tokenrelay_revision', async () => {
+    await writeJson({ ...salesforceSample, saved_by: 'nightly-export.py' });
+    const expiresAt = 1_900_000_000_123;
+    const answers = [salesforceRefresh(1, { expiresAt }), salesforceRefresh(2, { refreshToken: '5Aep861-rotated' })];
+    const manager = createTokenManager({ store: fileStore(tokenPath, { watch: false }), refresh: async () => answers.shift() as TokenSet });
+
+    await manager.refresh({ staleAccessToken: salesforceSample.access_token });
+    const first = await readJson();
+    expect(first).toEqual({
+      ...salesforceSample,
+      access_token: '00D000000000001!AQ0AQ-access-1',
+      signature: 'c2lnbmF0dXJl-1',
+      issued_at: '1764630001000',
+      saved_by: 'nightly-export.py',
+      expires_in: expect.any(Number),
+      expires_at: expiresAt / 1000,
+      tokenrelay_revision: 2,
+    });
+    // The old file's fields keep their place: another tool's diff shows changed values only.
+    expect(Object.keys(first).slice(0, 9)).toEqual([...Object.keys(salesforceSample), 'saved_by']);
+    expect((await fileStore(tokenPath, { watch: false }).get())?.tokens).toMatchObject({ expiresAt, refreshToken: salesforceSample.refresh_token });
+
+    await manager.refresh({ staleAccessToken: '00D000000000001!AQ0AQ-access-1' });
+    const second = await readJson();
+    // The second answer dates nothing: the first one's expiry is not carried over to the new token.
+    expect(second).toEqual({
+      ...salesforceSample,
+      access_token: '00D000000000001!AQ0AQ-access-2',
+      refresh_token: '5Aep861-rotated',
+      signature: 'c2lnbmF0dXJl-2',
+      issued_at: '1764630002000',
+      saved_by: 'nightly-export.py',
+      tokenrelay_revision: 3,
+    });
+  });
+
+  it('keeps the compare-and-set contract: the revision survives in tokenrelay_revision and a write over a stale one is refused', async () => {
+    await writeJson(salesforceSample);
+    const [a, b] = [fileStore(tokenPath, { watch: false }), fileStore(tokenPath, { watch: false })];
+
+    expect(await a.set({ revision: 2, tokens: salesforceRefresh(1) }, { expectedRevision: 1 })).toBe(true);
+    expect(await b.set({ revision: 2, tokens: salesforceRefresh(9) }, { expectedRevision: 1 })).toBe(false);
+    expect(await b.set({ revision: 2, tokens: salesforceRefresh(9) }, { expectedRevision: 0 })).toBe(false);
+
+    expect(await b.get()).toMatchObject({ revision: 2, tokens: { accessToken: '00D000000000001!AQ0AQ-access-1' } });
+    expect(await readJson()).toMatchObject({ access_token: '00D000000000001!AQ0AQ-access-1', tokenrelay_revision: 2 });
+  });
+
+  it('marks an expired session with tokenrelay_session_expired and removes the mark with the next sign-in', async () => {
+    await writeJson(salesforceSample);
+    const store = fileStore(tokenPath, { watch: false });
+    const read = await store.get();
+
+    await store.set({ ...read!, revision: 2, sessionExpired: true });
+    expect(await readJson()).toMatchObject({ tokenrelay_session_expired: true, tokenrelay_revision: 2 });
+    expect(await fileStore(tokenPath, { watch: false }).get()).toMatchObject({ revision: 2, sessionExpired: true });
+
+    await store.set({ revision: 3, tokens: salesforceRefresh(3, { refreshToken: 'signed-in-again' }) });
+    expect(await readJson()).not.toHaveProperty('tokenrelay_session_expired');
+    expect(await store.get()).not.toHaveProperty('sessionExpired');
+  });
+
+  it('does not date a token by an expires_in it cannot date, and drops an old expiry when the new token has none', async () => {
+    await writeJson({ ...salesforceSample, expires_in: 3600, expires_at: 1_764_633_600 });
+    const store = fileStore(tokenPath, { watch: false });
+    expect((await store.get())?.tokens.expiresAt).toBe(1_764_633_600_000);
+
+    await store.set({ revision: 2, tokens: salesforceRefresh(1) });
+    const written = await readJson();
+    expect(written).not.toHaveProperty('expires_in');
+    expect(written).not.toHaveProperty('expires_at');
+
+    await writeJson({ access_token: 'from-a-script', expires_in: 3600 });
+    expect((await store.get())?.tokens).toEqual({ accessToken: 'from-a-script', tokenType: 'Bearer', raw: {} });
+  });
+
+  it('creates a new file in tokenrelay\'s own format, or as a token response with newFileFormat: \'token-response\', also after clear()', async () => {
+    await fileStore(tokenPath, { watch: false }).set({ revision: 1, tokens: salesforceRefresh(1) });
+    expect(await readJson()).toEqual({ revision: 1, tokens: salesforceRefresh(1) });
+
+    const store = fileStore(tokenPath, { watch: false, newFileFormat: 'token-response' });
+    // An existing file keeps its layout, whatever newFileFormat says.
+    await store.set({ revision: 2, tokens: salesforceRefresh(2) });
+    expect(await readJson()).toHaveProperty('tokens');
+
+    await store.clear();
+    await store.set({ revision: 3, tokens: salesforceRefresh(3, { refreshToken: 'r3' }) });
+    expect(await readJson()).toEqual({
+      access_token: '00D000000000001!AQ0AQ-access-3',
+      refresh_token: 'r3',
+      token_type: 'Bearer',
+      scope: 'refresh_token api',
+      ...salesforceRefresh(3).raw,
+      tokenrelay_revision: 3,
+    });
+    expect(await store.get()).toEqual({ revision: 3, tokens: salesforceRefresh(3, { refreshToken: 'r3' }) });
+  });
+
+  it('refuses a token response it cannot use with a STORE_ERROR that names the field and shows no token', async () => {
+    const store = fileStore(tokenPath, { watch: false });
+    await writeJson({ ...salesforceSample, access_token: 'leaked token with spaces' });
+    const error = await expectStoreError(store.get(), /token response with unusable tokens: accessToken cannot be sent in an HTTP header/);
+    expect(error.message).not.toContain('leaked');
+
+    await writeJson({ ...salesforceSample, expires_at: 'tomorrow' });
+    await expectStoreError(store.get(), /expires_at is not a number of epoch seconds/);
+    await writeJson({ ...salesforceSample, tokenrelay_revision: 0 });
+    await expectStoreError(store.get(), /tokenrelay_revision is not a whole number/);
+    await writeJson({ ...salesforceSample, token_type: 'DPoP' });
+    await expectStoreError(store.get(), /only Bearer tokens are supported/);
   });
 });
 

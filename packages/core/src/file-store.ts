@@ -10,6 +10,7 @@ import { generationLock, type GenerationLockHold } from './file-lock.js';
 import { watchTokenFile, type FileWatchMode } from './file-watch.js';
 import { notifyListeners } from './notify.js';
 import { tokenFile } from './token-file.js';
+import type { TokenFileFormat } from './token-file-format.js';
 import { parseStoredTokens } from './token-set.js';
 import type { StoredTokens, TokenStore, TokenStoreLock, TokenStoreSetOptions } from './types.js';
 
@@ -49,6 +50,14 @@ export interface FileStoreOptions {
    * @default 1_000
    */
   watchPollMs?: number;
+  /**
+   * The layout of a token file this store creates (the first sign-in, or one after `clear()`, which
+   * deletes the file). An existing file is always written back in the layout it has, so this only
+   * matters when other tools read the file: `'token-response'` creates the OAuth token response
+   * they expect (`access_token`, `refresh_token`, … at the top level, see the fileStore docs).
+   * @default 'tokenrelay' (`{ revision, sessionExpired?, tokens }`)
+   */
+  newFileFormat?: TokenFileFormat;
 }
 
 /** A {@link TokenStore} backed by a JSON file, with a cross-process lock and change notifications. */
@@ -99,6 +108,10 @@ const stateKey = (value: StoredTokens | undefined) =>
  * - The file holds `{ revision, sessionExpired?, tokens }` as JSON, is created with mode `0600`
  *   (its directory, when created, `0700`), and is replaced atomically (write a temporary file,
  *   fsync, rename, fsync the directory).
+ * - A file that holds an OAuth token response (`access_token` at its top level, as Salesforce
+ *   samples save it) is read as well, and written back as one: new `access_token`, the refresh
+ *   token the manager keeps, `raw` fields from the same response, every other field of the old file,
+ *   the expiry as `expires_at` (epoch seconds) and the revision as `tokenrelay_revision`.
  * - `lock()` is a cross-process lock with a lease renewed while held, so a refresh may take as
  *   long as it needs, while a holder that died is taken over after `lockLeaseMs`. With it the
  *   manager makes one token call per expiry across all processes, which rotating refresh tokens require.
@@ -130,8 +143,12 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
   if (options.watch !== undefined && options.watch !== 'auto' && options.watch !== 'poll' && options.watch !== false) {
     throw configurationError("fileStore: watch must be 'auto', 'poll' or false");
   }
+  const { newFileFormat = 'tokenrelay' } = options;
+  if (newFileFormat !== 'tokenrelay' && newFileFormat !== 'token-response') {
+    throw configurationError("fileStore: newFileFormat must be 'tokenrelay' or 'token-response'");
+  }
   const filePath = resolve(path);
-  const file = tokenFile(filePath);
+  const file = tokenFile(filePath, newFileFormat);
   const locker = generationLock(filePath, `${filePath}.lock`, {
     lockLeaseMs: options.lockLeaseMs ?? 10_000,
     lockWaitMs: options.lockWaitMs ?? 60_000,

@@ -3,3 +3,4 @@
  * stays free of node:* imports, because it also runs in browsers.
  */
 export { fileStore, type FileStoreOptions, type FileTokenStore } from './file-store.js';
+export type { TokenFileFormat } from './token-file-format.js';

@@ -150,6 +150,36 @@ describe('Salesforce mode', () => {
     expect(JSON.parse(missing.text)).toEqual([{ errorCode: 'NOT_FOUND', message: expect.any(String) }]);
   });
 
+  it('keeps 5 live token pairs per user and app: a 6th evicts the oldest, while sessions that ended hold no place', async () => {
+    const server = await start({ mode: 'salesforce', clients: [connectedApp] });
+    const acquire = async () => {
+      const response = await postToken(server, { grant_type: 'client_credentials', client_id: connectedApp.clientId, client_secret: connectedApp.clientSecret }, null);
+      return String(response.json?.access_token);
+    };
+    const query = async (accessToken: string) => (await callApi(server, '/services/data/v59.0/query?q=SELECT+Id+FROM+Account', accessToken)).status;
+
+    // Twelve sessions one after the other, each ended (expired) before the next: never more than one live pair.
+    for (let session = 0; session < 12; session++) {
+      server.revokeAccessTokens();
+      await acquire();
+    }
+    expect(server.stats().tokenPairsEvicted).toBe(0);
+
+    // Six live sessions at once (one is the last of the twelve): the 6th evicts the oldest live one.
+    const live = [];
+    for (let session = 0; session < 5; session++) live.push(await acquire());
+    expect(server.stats().tokenPairsEvicted).toBe(1);
+    expect(await Promise.all(live.map(query))).toEqual([200, 200, 200, 200, 200]);
+
+    // A session with a usable refresh token stays live after its access token expired.
+    server.revokeAccessTokens();
+    const signedIn = server.issue();
+    server.revokeAccessTokens();
+    for (let session = 0; session < 5; session++) await acquire();
+    expect(server.stats().tokenPairsEvicted).toBe(2);
+    expect((await postToken(server, refreshInBody(signedIn.refreshToken!), null)).json).toMatchObject({ error: 'invalid_grant' });
+  });
+
   it('does not serve the standard /oauth/token endpoint', async () => {
     const server = await start({ mode: 'salesforce', clients: [connectedApp] });
     expect((await fetch(`${server.url}/oauth/token`, { method: 'POST' })).status).toBe(404);

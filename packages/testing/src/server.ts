@@ -271,7 +271,7 @@ class EmbeddedOAuthServer implements OAuthServer {
   /** A new grant family; in Salesforce mode the 6th live one of a user and app revokes the oldest. */
   #startFamily(clientId: string, subject: string, scope: readonly string[]): GrantFamily {
     const limit = this.mode === 'salesforce' ? SALESFORCE_TOKEN_PAIRS_PER_USER_AND_APP : Infinity;
-    const { family, evicted } = this.#registry.startFamily(clientId, subject, scope, limit);
+    const { family, evicted } = this.#registry.startFamily(clientId, subject, scope, { limit });
     this.#stats.tokenPairsEvicted(evicted);
     return family;
   }

@@ -43,15 +43,39 @@ export class TokenRegistry {
   /**
    * Starts a family. With `limit`, at most that many live families per client and subject: the
    * oldest are revoked to make room (Salesforce's 5 token pairs per user and app). Returns how many.
+   * A family is live while one of its tokens can still be used: a session that ended (its access
+   * tokens expired or revoked, and no usable refresh token) holds no place, as a timed-out
+   * Salesforce session does not.
    */
-  startFamily(clientId: string, subject: string, scope: readonly string[], limit = Infinity): { family: GrantFamily; evicted: number } {
+  startFamily(
+    clientId: string,
+    subject: string,
+    scope: readonly string[],
+    { limit = Infinity, now = Date.now() }: { limit?: number; now?: number } = {},
+  ): { family: GrantFamily; evicted: number } {
     const family: GrantFamily = { clientId, subject, scope, revoked: false };
-    const live = [...this.#families].filter((other) => !other.revoked && other.clientId === clientId && other.subject === subject);
     let evicted = 0;
-    // Sets iterate in insertion order: the first are the oldest.
-    for (const oldest of live.slice(0, Math.max(0, live.length + 1 - limit))) if (this.revokeFamily(oldest)) evicted++;
+    if (limit !== Infinity) {
+      const live = [...this.#families].filter(
+        (other) => other.clientId === clientId && other.subject === subject && this.#isLive(other, now),
+      );
+      // Sets iterate in insertion order: the first are the oldest.
+      for (const oldest of live.slice(0, Math.max(0, live.length + 1 - limit))) if (this.revokeFamily(oldest)) evicted++;
+    }
     this.#families.add(family);
     return { family, evicted };
+  }
+
+  /** Whether any token of `family` can still be used at `now`. */
+  #isLive(family: GrantFamily, now: number): boolean {
+    if (family.revoked) return false;
+    for (const entry of this.#refreshTokens.values()) {
+      if (entry.family === family && entry.state === 'active' && (entry.expiresAt === undefined || now < entry.expiresAt)) return true;
+    }
+    for (const entry of this.#accessTokens.values()) {
+      if (entry.family === family && !entry.revoked && now < entry.expiresAt) return true;
+    }
+    return false;
   }
 
   issueAccessToken(family: GrantFamily, expiresAt: number, prefix = ''): string {

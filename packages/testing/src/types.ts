@@ -230,7 +230,9 @@ export interface OAuthServerStats {
   readonly familiesRevoked: number;
   /**
    * Salesforce mode: grant families revoked because a new one for the same user and app made more
-   * than 5 (Salesforce's limit of 5 token pairs per user and app; also counted in `familiesRevoked`).
+   * than 5 live ones (Salesforce's limit of 5 token pairs per user and app; also counted in
+   * `familiesRevoked`). A family is live while one of its tokens can still be used: a session whose
+   * access tokens expired (or were revoked) and that has no usable refresh token holds no place.
    */
   readonly tokenPairsEvicted: number;
   /** Requests to the revocation endpoint answered 200. */
