@@ -1,0 +1,177 @@
+/*
+ * redisStore through a real restart of redis-server in the middle of a refresh. The server keeps
+ * its data in an append-only file (synced on every write), is shut down with SIGTERM and started
+ * again on the same port. Two managers, each with its own Redis connections as two processes
+ * would hold, share one session on an OAuth server with rotating refresh tokens and reuse
+ * detection: a second refresh with one refresh token would revoke the whole grant.
+ */
+import { randomUUID } from 'node:crypto';
+import { createTokenManager, isTokenRelayError, refreshTokenGrant, type TokenSet } from '@tokenrelay/core';
+import { withTokenRelay } from '@tokenrelay/fetch';
+import { redisStore, type RedisTokenStore } from '@tokenrelay/redis';
+import { defaultClient, startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
+import { presentedRefreshTokens, tokenRequestInFlight } from './helpers/token-requests.js';
+
+const REQUESTS = 5;
+
+let redis: RedisServer;
+let oauth: OAuthServer | undefined;
+const clients: Redis[] = [];
+
+beforeAll(async () => {
+  redis = await startRedisServer({ persistent: true });
+}, 20_000);
+afterEach(async () => {
+  // A test that failed while Redis was down must not leave it down for the next one.
+  await redis.startAgain().catch(() => undefined);
+  await Promise.all(clients.splice(0).map((client) => client.quit().catch(() => client.disconnect())));
+  await oauth?.close();
+  oauth = undefined;
+}, 30_000);
+afterAll(async () => {
+  await redis?.stop();
+});
+
+/** One holder of the session: its own Redis connection, store, manager and fetch, as one process has. */
+interface Holder {
+  store: RedisTokenStore;
+  /** Loads the session from Redis, as a process does at start. */
+  load(): Promise<void>;
+  /** Fires `REQUESTS` concurrent API calls; resolves with each outcome: `ok`, `status N` or an error code. */
+  burst(): Promise<string[]>;
+}
+
+function holder(server: OAuthServer, key: string): Holder {
+  // ioredis' default reconnection (50 ms, 100 ms, … up to 2 s apart); one retry per command, so a
+  // command sent while Redis is gone fails after the next failed reconnection instead of queueing.
+  const client = new Redis({ host: '127.0.0.1', port: redis.port, maxRetriesPerRequest: 1 });
+  clients.push(client);
+  // Failed renewals and a broken subscriber connection are expected here: what the requests see is what counts.
+  const store = redisStore({ client, key, onError: () => undefined });
+  const manager = createTokenManager({
+    store,
+    refresh: refreshTokenGrant({
+      tokenEndpoint: server.tokenEndpoint,
+      clientId: defaultClient.clientId,
+      clientSecret: defaultClient.clientSecret,
+    }),
+  });
+  const api = withTokenRelay(fetch, manager, { origins: [server.url] });
+  return {
+    store,
+    load: async () => void (await manager.getTokens()),
+    burst: () =>
+      Promise.all(
+        Array.from({ length: REQUESTS }, async (_, index) => {
+          try {
+            const response = await api(`${server.url}/api/items/${index}`);
+            await response.body?.cancel();
+            return response.status === 200 ? 'ok' : `status ${response.status}`;
+          } catch (error) {
+            return isTokenRelayError(error) ? error.code : String(error);
+          }
+        }),
+      ),
+  };
+}
+
+/** A fresh OAuth server and a signed-in session in Redis, held by two holders. */
+async function setUp() {
+  oauth = await startOAuthServer({ rotateRefreshTokens: true, reuseDetection: true });
+  const key = `tokenrelay-restart:${randomUUID()}`;
+  const [first, second] = [holder(oauth, key), holder(oauth, key)];
+  const signedIn = oauth.issue();
+  await first.store.set({ revision: 1, tokens: signedIn });
+  await Promise.all([first.load(), second.load()]);
+  return { server: oauth, signedIn, first, second };
+}
+
+const storedTokens = async (store: RedisTokenStore) => (await store.get())?.tokens as TokenSet;
+
+/** One more expiry for both holders: one token request, with the refresh token Redis holds, and the family intact. */
+async function expectSessionLives(server: OAuthServer, first: Holder, second: Holder): Promise<void> {
+  const stored = await storedTokens(first.store);
+  const before = server.stats().tokenRequests;
+  server.revokeAccessTokens();
+  const outcomes = await Promise.all([first.burst(), second.burst()]);
+  expect(outcomes.flat()).toEqual(Array(2 * REQUESTS).fill('ok'));
+  expect(server.stats().tokenRequests - before).toBe(1);
+  expect(presentedRefreshTokens(server).at(-1)).toBe(stored.refreshToken);
+  expect(server.stats()).toMatchObject({ refreshTokenReuses: 0, familiesRevoked: 0 });
+}
+
+describe('redisStore through a restart of redis-server', () => {
+  it('keeps the one refresh whose token request was in flight while redis-server restarted, and the other holder uses its tokens', async () => {
+    const { server, signedIn, first, second } = await setUp();
+    // Slow enough that Redis is back, and the client reconnected, before the answer comes.
+    server.failNextTokenRequests(1, { kind: 'slow', delayMs: 3_000 });
+    server.revokeAccessTokens();
+    const firstOutcomes = first.burst();
+    await tokenRequestInFlight(server);
+
+    await redis.shutDown();
+    await redis.startAgain();
+
+    // The lock survived the restart (its expiry is in the file), so the holder's write is accepted.
+    expect(await firstOutcomes).toEqual(Array(REQUESTS).fill('ok'));
+    const rotated = await storedTokens(first.store);
+    expect(rotated.refreshToken).not.toBe(signedIn.refreshToken);
+    expect(await second.burst()).toEqual(Array(REQUESTS).fill('ok'));
+    expect(presentedRefreshTokens(server)).toEqual([signedIn.refreshToken]);
+    expect(server.stats()).toMatchObject({ refreshTokenReuses: 0, familiesRevoked: 0 });
+
+    await expectSessionLives(server, first, second);
+  }, 60_000);
+
+  it('fails requests with STORE_ERROR, without a token request, while redis-server is gone, and recovers once it is back', async () => {
+    const { server, signedIn, first, second } = await setUp();
+    await redis.shutDown();
+    server.revokeAccessTokens();
+
+    // No lock, no refresh: presenting the refresh token without the lock could race another holder.
+    expect(await first.burst()).toEqual(Array(REQUESTS).fill('STORE_ERROR'));
+    expect(server.stats().tokenRequests).toBe(0);
+    await expect(first.store.lock({ signal: new AbortController().signal })).rejects.toMatchObject({
+      code: 'STORE_ERROR',
+      message: expect.stringMatching(/^Could not take the refresh lock ".+:lock": /),
+    });
+
+    await redis.startAgain();
+    expect(await first.burst()).toEqual(Array(REQUESTS).fill('ok'));
+    expect(await second.burst()).toEqual(Array(REQUESTS).fill('ok'));
+    expect(presentedRefreshTokens(server)).toEqual([signedIn.refreshToken]);
+    expect(server.stats()).toMatchObject({ refreshTokenReuses: 0, familiesRevoked: 0 });
+
+    await expectSessionLives(server, first, second);
+  }, 60_000);
+
+  it('keeps the rotated refresh token whose answer came while redis-server was gone, and stores it before the next refresh', async () => {
+    const { server, signedIn, first } = await setUp();
+    server.failNextTokenRequests(1, { kind: 'slow', delayMs: 1_000 });
+    server.revokeAccessTokens();
+    const outcomes = first.burst();
+    await tokenRequestInFlight(server);
+    await redis.shutDown();
+
+    // The new tokens could not be stored: the requests say so, and the holder keeps the tokens in memory.
+    expect(await outcomes).toEqual(Array(REQUESTS).fill('STORE_ERROR'));
+    await redis.startAgain();
+    expect(await first.burst()).toEqual(Array(REQUESTS).fill('ok'));
+    expect(server.stats().tokenRequests).toBe(1);
+
+    // The next refresh, under the lock (once the dead lease of the failed release ran out), first
+    // puts the kept tokens in Redis, then presents the refresh token they carry, not the spent one.
+    const before = server.stats().tokenRequests;
+    server.revokeAccessTokens();
+    expect(await first.burst()).toEqual(Array(REQUESTS).fill('ok'));
+    expect(server.stats().tokenRequests - before).toBe(1);
+    const presented = presentedRefreshTokens(server);
+    expect(presented[0]).toBe(signedIn.refreshToken);
+    expect(presented.at(-1)).not.toBe(signedIn.refreshToken);
+    expect(server.stats()).toMatchObject({ refreshTokenReuses: 0, familiesRevoked: 0 });
+    expect((await storedTokens(first.store)).refreshToken).not.toBe(presented.at(-1));
+  }, 60_000);
+});
