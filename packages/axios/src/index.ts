@@ -5,16 +5,13 @@
 import {
   ErrorCode,
   TokenRelayError,
-  accessTokenIfSignedIn,
-  bearerAuthorization,
-  createOriginMatcher,
   defaultShouldRefresh,
-  isSignedOut,
   type FailedResponse,
   type Origins,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
+import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut } from '@tokenrelay/core/kit';
 import type { AxiosInstance, AxiosRequestTransformer, AxiosResponse, InternalAxiosRequestConfig } from 'axios';
 
 /** Options of {@link attachTokenRelay}. */

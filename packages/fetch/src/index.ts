@@ -5,17 +5,13 @@
 import {
   ErrorCode,
   TokenRelayError,
-  accessTokenIfSignedIn,
-  bearerAuthorization,
-  createOriginMatcher,
   defaultShouldRefresh,
-  isSignedOut,
-  unwrappedFetch,
   type FailedResponse,
   type Origins,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
+import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut, unwrappedFetch } from '@tokenrelay/core/kit';
 
 /** Options of {@link withTokenRelay}. */
 export interface TokenRelayFetchOptions {

@@ -2,7 +2,6 @@ import {
   ErrorCode,
   TokenRelayError,
   clientCredentialsGrant,
-  isSecureOrLoopback,
   jwtBearerGrant,
   refreshTokenGrant,
   revokeToken,
@@ -11,6 +10,7 @@ import {
   type RefreshHandler,
   type TokenSet,
 } from '@tokenrelay/core';
+import { isSecureOrLoopback } from '@tokenrelay/core/kit';
 import { verifySalesforceSignature } from './signature.js';
 
 /** Options of {@link salesforceRefreshGrant}. */
