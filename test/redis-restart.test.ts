@@ -1,7 +1,7 @@
 /*
- * redisStore through a real restart of redis-server in the middle of a refresh. The server keeps
- * its data in an append-only file (synced on every write), is shut down with SIGTERM and started
- * again on the same port. Two managers, each with its own Redis connections as two processes
+ * redisStore through a real restart of redis-server in the middle of a refresh, and through a
+ * failover to a promoted replica. The restarted server keeps its data in an append-only file
+ * (synced on every write), is shut down with SIGTERM and started again on the same port. Two managers, each with its own Redis connections as two processes
  * would hold, share one session on an OAuth server with rotating refresh tokens and reuse
  * detection: a second refresh with one refresh token would revoke the whole grant.
  */
@@ -11,7 +11,7 @@ import { withTokenRelay } from '@tokenrelay/fetch';
 import { redisStore, type RedisTokenStore } from '@tokenrelay/redis';
 import { defaultClient, startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
 import { presentedRefreshTokens, tokenRequestInFlight } from './helpers/token-requests.js';
 
@@ -44,10 +44,10 @@ interface Holder {
   burst(): Promise<string[]>;
 }
 
-function holder(server: OAuthServer, key: string): Holder {
+function holder(server: OAuthServer, key: string, port = redis.port): Holder {
   // ioredis' default reconnection (50 ms, 100 ms, … up to 2 s apart); one retry per command, so a
   // command sent while Redis is gone fails after the next failed reconnection instead of queueing.
-  const client = new Redis({ host: '127.0.0.1', port: redis.port, maxRetriesPerRequest: 1 });
+  const client = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
   clients.push(client);
   // Failed renewals and a broken subscriber connection are expected here: what the requests see is what counts.
   const store = redisStore({ client, key, onError: () => undefined });
@@ -78,15 +78,15 @@ function holder(server: OAuthServer, key: string): Holder {
   };
 }
 
-/** A fresh OAuth server and a signed-in session in Redis, held by two holders. */
-async function setUp() {
+/** A fresh OAuth server and a signed-in session in Redis (at `port`), held by two holders. */
+async function setUp(port = redis.port) {
   oauth = await startOAuthServer({ rotateRefreshTokens: true, reuseDetection: true });
   const key = `tokenrelay-restart:${randomUUID()}`;
-  const [first, second] = [holder(oauth, key), holder(oauth, key)];
+  const [first, second] = [holder(oauth, key, port), holder(oauth, key, port)];
   const signedIn = oauth.issue();
   await first.store.set({ revision: 1, tokens: signedIn });
   await Promise.all([first.load(), second.load()]);
-  return { server: oauth, signedIn, first, second };
+  return { server: oauth, key, signedIn, first, second };
 }
 
 const storedTokens = async (store: RedisTokenStore) => (await store.get())?.tokens as TokenSet;
@@ -173,5 +173,44 @@ describe('redisStore through a restart of redis-server', () => {
     expect(presented.at(-1)).not.toBe(signedIn.refreshToken);
     expect(server.stats()).toMatchObject({ refreshTokenReuses: 0, familiesRevoked: 0 });
     expect((await storedTokens(first.store)).refreshToken).not.toBe(presented.at(-1));
+  }, 60_000);
+});
+
+describe('redisStore through a failover to a promoted replica', () => {
+  let primary: RedisServer | undefined;
+  let replica: RedisServer | undefined;
+  afterEach(async () => {
+    await primary?.stop();
+    await replica?.stop();
+  });
+
+  it('goes on with the rotated refresh token on the promoted replica: one token call, the family intact', async () => {
+    primary = await startRedisServer();
+    replica = await startRedisServer({ extraArgs: ['--replicaof', '127.0.0.1', String(primary.port)] });
+    const admin = new Redis({ host: '127.0.0.1', port: replica.port, maxRetriesPerRequest: 1 });
+    clients.push(admin);
+    await vi.waitFor(async () => expect(await admin.info('replication')).toContain('master_link_status:up'), {
+      timeout: 10_000,
+      interval: 50,
+    });
+    const { server, key, signedIn, first, second } = await setUp(primary.port);
+    server.revokeAccessTokens();
+    expect((await Promise.all([first.burst(), second.burst()])).flat()).toEqual(Array(2 * REQUESTS).fill('ok'));
+    const rotated = await storedTokens(first.store);
+    expect(rotated.refreshToken).not.toBe(signedIn.refreshToken);
+    // Replication is asynchronous: wait until the replica has the write, as a failover that keeps it would.
+    const primaryClient = new Redis({ host: '127.0.0.1', port: primary.port, maxRetriesPerRequest: 1 });
+    clients.push(primaryClient);
+    expect(await primaryClient.wait(1, 5_000)).toBe(1);
+
+    // The primary dies; the replica is promoted (what Sentinel does), and the holders reconnect to it.
+    await primary.stop();
+    await admin.replicaof('NO', 'ONE');
+    const [promotedFirst, promotedSecond] = [holder(server, key, replica.port), holder(server, key, replica.port)];
+    await Promise.all([promotedFirst.load(), promotedSecond.load()]);
+    expect((await storedTokens(promotedFirst.store)).refreshToken).toBe(rotated.refreshToken);
+
+    await expectSessionLives(server, promotedFirst, promotedSecond);
+    expect(presentedRefreshTokens(server)).toEqual([signedIn.refreshToken, rotated.refreshToken]);
   }, 60_000);
 });

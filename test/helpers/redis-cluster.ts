@@ -14,7 +14,7 @@ import { redisCli, requireTestService } from './test-services.js';
 /** A running Redis Cluster on loopback. */
 export interface RedisCluster {
   /** The nodes, for `new Cluster(nodes)`. */
-  readonly nodes: readonly { readonly host: '127.0.0.1'; readonly port: number }[];
+  readonly nodes: readonly { readonly host: string; readonly port: number }[];
   /** Stops every node and removes their temp dirs. Safe to call twice. */
   stop(): Promise<void>;
 }

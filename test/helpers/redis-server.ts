@@ -124,22 +124,23 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   try {
     for (let attempt = 0; attempt < START_ATTEMPTS; attempt++) {
       const port = await freeLoopbackPort();
-      let child = await launch(program, port, args);
-      if (!child) continue;
+      const started = await launch(program, port, args);
+      if (!started) continue;
+      let child: ChildProcess = started;
       let stopped: Promise<void> | undefined;
       return {
         port,
         url: `redis://127.0.0.1:${port}`,
-        shutDown: () => terminate(child as ChildProcess),
+        shutDown: () => terminate(child),
         async startAgain() {
-          if (!hasExited(child as ChildProcess)) throw new Error('startAgain(): redis-server is still running; shutDown() first');
+          if (!hasExited(child)) throw new Error('startAgain(): redis-server is still running; shutDown() first');
           const restarted = await launch(program, port, args);
           if (!restarted) throw new Error(`redis-server could not bind port ${port} again: another program took it`);
           child = restarted;
         },
         stop: () =>
           (stopped ??= (async () => {
-            await terminate(child as ChildProcess);
+            await terminate(child);
             await rm(dir, { recursive: true, force: true });
           })()),
       };

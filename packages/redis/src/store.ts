@@ -116,8 +116,14 @@ const DEFAULT_LEASE_MS = 10_000;
 const DEFAULT_WAIT_MS = 60_000;
 const DEFAULT_POLL_MS = 1_000;
 
-/** Redis Cluster hashes only the part of a key inside its first non-empty `{…}`. */
-const hasHashTag = (key: string) => /\{[^}]+\}/.test(key.slice(0, key.indexOf('}') + 1));
+/**
+ * Redis Cluster hashes only the part of a key between its first `{` and the first `}` after it,
+ * when that part is not empty (so `<key>:lock` shares the slot of `<key>`).
+ */
+function hasHashTag(key: string): boolean {
+  const open = key.indexOf('{');
+  return open !== -1 && key.indexOf('}', open + 1) > open + 1;
+}
 
 /**
  * A store error for a failed Redis call. Only the message of the Redis error is kept: ioredis
