@@ -1,19 +1,21 @@
 /*
- * The browser store runs the TokenStore conformance suite in real Chromium, with each lock it has:
- * Web Locks and the storage lease. The cases are declared here (so that vitest lists and times
- * each one) and run in the page (test/helpers/browser-conformance-page.ts), where every handle
- * the suite opens is a browserStore on the page's localStorage, Web Locks and BroadcastChannel.
+ * The browser store runs the TokenStore conformance suite in real Chromium, with each way it has
+ * to coordinate: Web Locks, the storage lease, and the lease with storage events only (no
+ * BroadcastChannel). The cases are declared here, so that vitest lists and times each one, and
+ * run in the page (test/helpers/browser-conformance-page.ts), where every handle the suite opens
+ * is a browserStore in its own same-origin iframe: its own document, with real localStorage, Web
+ * Locks, BroadcastChannel and storage events.
  *
  * What the page cannot show: a lost Web Lock (the browser never takes a granted Web Lock back
  * unless someone steals it, and the store never does), so that case runs for the lease only; and
- * handles in separate tabs (the suite opens its handles in one page; the cross-tab delays are
- * test/browser-tabs.test.ts's subject).
+ * the delays between tabs in separate renderer processes (iframes of one page share one), which
+ * test/browser-tabs.test.ts covers with real tabs.
  */
 import { fileURLToPath } from 'node:url';
 import { describeTokenStoreConformance, type ConformanceRunner } from '@tokenrelay/testing';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import type { ConformanceCase, ConformancePage } from './helpers/browser-conformance-page.js';
+import type { ConformanceCase, ConformancePage, ConformanceSetup } from './helpers/browser-conformance-page.js';
 import { bundleScript, launchChromium, servePage, type PageServer } from './helpers/chromium.js';
 
 let browser: Browser | undefined;
@@ -46,7 +48,7 @@ function runInPage(which: ConformanceCase): Promise<void> {
 }
 
 /** Declares each case with vitest; its body runs the same case in the page. */
-function runnerInPage(suite: string, lock: ConformanceCase['lock']): ConformanceRunner {
+function runnerInPage(suite: string, setup: ConformanceSetup): ConformanceRunner {
   // Vitest runs a describe's body later, after its parent's: each keeps the path it was declared at.
   let path: readonly string[] = [];
   return {
@@ -64,14 +66,20 @@ function runnerInPage(suite: string, lock: ConformanceCase['lock']): Conformance
     },
     it(name, _bodyInNode, timeoutMs) {
       const titles = [...path, name];
-      it(name, () => runInPage({ suite, lock, titles }), timeoutMs);
+      it(name, () => runInPage({ suite, setup, titles }), timeoutMs);
     },
   };
 }
 
-for (const lock of ['web-locks', 'lease'] as const) {
-  const suite = `browserStore (${lock}) in Chromium`;
-  describeTokenStoreConformance(suite, runnerInPage(suite, lock), () => {
+const setups: readonly (ConformanceSetup & { title: string })[] = [
+  { title: 'Web Locks + BroadcastChannel', lock: 'web-locks', withoutBroadcastChannel: false },
+  { title: 'lease + BroadcastChannel', lock: 'lease', withoutBroadcastChannel: false },
+  { title: 'lease + storage events', lock: 'lease', withoutBroadcastChannel: true },
+];
+
+for (const { title, ...setup } of setups) {
+  const suite = `browserStore (${title}) in Chromium`;
+  describeTokenStoreConformance(suite, runnerInPage(suite, setup), () => {
     throw new Error('The sessions of this suite are made in the page');
   });
 }

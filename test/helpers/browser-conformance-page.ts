@@ -2,26 +2,36 @@
  * The script of the page on which test/browser-store-conformance.test.ts runs the TokenStore
  * conformance suite in real Chromium. Bundled by esbuild (see chromium.ts); it runs in the browser
  * only. The suite's cases are declared here with a runner that records them, and the test runs
- * them one by one through `window.tokenrelayConformance.run()`: every store call happens in the
- * page, on the page's real localStorage, Web Locks and BroadcastChannel.
+ * them one by one through `window.tokenrelayConformance.run()`. Each handle the suite opens is a
+ * browserStore in its own same-origin iframe (this page again): its own document, with its own
+ * localStorage object, BroadcastChannel and storage events, as another tab has.
  */
-import { browserStore, type BrowserLockMode, type BrowserTokenStore } from '@tokenrelay/browser';
+import { browserStore, type BrowserTokenStore } from '@tokenrelay/browser';
+import type { TokenStore } from '@tokenrelay/core';
 // The suite's own file: the package's main entry also carries the OAuth server, which needs Node.
 import { describeTokenStoreConformance, type ConformanceRunner, type ConformanceSession } from '../../packages/testing/src/store-conformance.js';
 
-/** Which suite and case to run: the suite's name as the test declared it, and the case's titles. */
+/** How the stores of one suite coordinate. */
+export interface ConformanceSetup {
+  lock: 'web-locks' | 'lease';
+  /** Hides BroadcastChannel from the handles, so only `storage` events carry notifications. */
+  withoutBroadcastChannel: boolean;
+}
+
+/** Which case to run: the suite's name as the test declared it, its setup, and the case's titles. */
 export interface ConformanceCase {
-  /** The name given to describeTokenStoreConformance; it names the lock mode too. */
   suite: string;
-  lock: Exclude<BrowserLockMode, 'auto'>;
+  setup: ConformanceSetup;
   /** The titles of the enclosing describes, then the case's own. */
   titles: readonly string[];
 }
 
-/** What the test calls through `page.evaluate`. */
+/** What the test calls through `page.evaluate`, and what a page asks of the iframes it opens. */
 export interface ConformancePage {
   /** Runs one case of the suite; rejects with the case's failure. */
   run(which: ConformanceCase): Promise<void>;
+  /** Opens a store on `key` in this document. */
+  openStore(key: string, setup: ConformanceSetup): BrowserTokenStore;
 }
 
 /** A runner that records the cases instead of running them. */
@@ -42,18 +52,35 @@ function recordingRunner(cases: Map<string, () => Promise<void>>): ConformanceRu
   };
 }
 
-/** A fresh session: a new key, and a store per `open()` on the page's localStorage, as another tab would hold. */
-function session(lock: ConformanceCase['lock']): ConformanceSession {
+/** Loads this page into a new iframe and resolves with its conformance API. */
+async function openFrame(frames: HTMLIFrameElement[]): Promise<ConformancePage> {
+  const frame = document.createElement('iframe');
+  frames.push(frame);
+  const loaded = new Promise<void>((resolve, reject) => {
+    frame.addEventListener('load', () => resolve(), { once: true });
+    frame.addEventListener('error', () => reject(new Error('the handle\'s iframe did not load')), { once: true });
+  });
+  frame.src = location.href;
+  document.body.append(frame);
+  await loaded;
+  const api = (frame.contentWindow as { tokenrelayConformance?: ConformancePage } | null)?.tokenrelayConformance;
+  if (!api) throw new Error('the conformance script did not load in the handle\'s iframe');
+  return api;
+}
+
+/** A fresh session: a new key, and each `open()` a store in a new iframe, as another tab would hold. */
+function session(setup: ConformanceSetup): ConformanceSession {
   const key = `conformance-${crypto.randomUUID()}`;
+  const frames: HTMLIFrameElement[] = [];
   const stores: BrowserTokenStore[] = [];
   return {
-    open() {
-      const store = browserStore({ key, lock, lockLeaseMs: 600, lockPollMs: 10 });
+    async open() {
+      const store = (await openFrame(frames)).openStore(key, setup);
       stores.push(store);
       return store;
     },
     // A granted Web Lock cannot be lost (the store never lets it be stolen), so only the lease has this case.
-    ...(lock === 'lease'
+    ...(setup.lock === 'lease'
       ? {
           async loseLock() {
             // The lease ran out and another tab's expired lease replaced it.
@@ -63,6 +90,7 @@ function session(lock: ConformanceCase['lock']): ConformanceSession {
       : {}),
     async cleanup() {
       for (const store of stores) store.close();
+      for (const frame of frames) frame.remove();
       localStorage.removeItem(key);
       localStorage.removeItem(`${key}:lock`);
     },
@@ -72,16 +100,21 @@ function session(lock: ConformanceCase['lock']): ConformanceSession {
 const suites = new Map<string, Map<string, () => Promise<void>>>();
 
 const page: ConformancePage = {
-  async run({ suite, lock, titles }) {
+  async run({ suite, setup, titles }) {
     let cases = suites.get(suite);
     if (!cases) {
       cases = new Map();
-      describeTokenStoreConformance(suite, recordingRunner(cases), () => session(lock));
+      describeTokenStoreConformance(suite, recordingRunner(cases), () => session(setup));
       suites.set(suite, cases);
     }
     const body = cases.get(JSON.stringify(titles));
     if (!body) throw new Error(`No conformance case ${JSON.stringify(titles)} in "${suite}"`);
     await body();
+  },
+  openStore(key, { lock, withoutBroadcastChannel }) {
+    // Only this iframe's realm loses it: the store looks for BroadcastChannel when it is created.
+    if (withoutBroadcastChannel) (globalThis as { BroadcastChannel?: unknown }).BroadcastChannel = undefined;
+    return browserStore({ key, lock, lockLeaseMs: 600, lockPollMs: 10 });
   },
 };
 
