@@ -1,15 +1,16 @@
 /*
  * redisStore through a real restart of redis-server in the middle of a refresh, and through a
  * failover to a promoted replica. The restarted server keeps its data in an append-only file
- * (synced on every write), is shut down with SIGTERM and started again on the same port. Two managers, each with its own Redis connections as two processes
- * would hold, share one session on an OAuth server with rotating refresh tokens and reuse
- * detection: a second refresh with one refresh token would revoke the whole grant.
+ * (synced on every write), is shut down with SIGTERM and started again on the same port. Two
+ * managers, each with its own Redis connections as two processes would hold, share one session on
+ * an OAuth server with rotating refresh tokens and reuse detection: a second refresh with one
+ * refresh token would revoke the whole grant.
  */
 import { randomUUID } from 'node:crypto';
 import { createTokenManager, isTokenRelayError, refreshTokenGrant, type TokenSet } from '@tokenrelay/core';
 import { withTokenRelay } from '@tokenrelay/fetch';
 import { redisStore, type RedisTokenStore } from '@tokenrelay/redis';
-import { defaultClient, startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
+import { defaultClient, loopbackOnlyFetch, startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
@@ -57,12 +58,15 @@ function holder(server: OAuthServer, key: string, port = redis.port): Holder {
       tokenEndpoint: server.tokenEndpoint,
       clientId: defaultClient.clientId,
       clientSecret: defaultClient.clientSecret,
+      fetch: loopbackOnlyFetch(),
     }),
   });
-  const api = withTokenRelay(fetch, manager, { origins: [server.url] });
+  const api = withTokenRelay(loopbackOnlyFetch(), manager, { origins: [server.url] });
   return {
     store,
-    load: async () => void (await manager.getTokens()),
+    async load() {
+      await manager.getTokens();
+    },
     burst: () =>
       Promise.all(
         Array.from({ length: REQUESTS }, async (_, index) => {
@@ -198,9 +202,12 @@ describe('redisStore through a failover to a promoted replica', () => {
     expect((await Promise.all([first.burst(), second.burst()])).flat()).toEqual(Array(2 * REQUESTS).fill('ok'));
     const rotated = await storedTokens(first.store);
     expect(rotated.refreshToken).not.toBe(signedIn.refreshToken);
-    // Replication is asynchronous: wait until the replica has the write, as a failover that keeps it would.
+    // Replication is asynchronous: make sure the replica has the session's write, as a failover that
+    // keeps it would. WAIT counts replicas that have this connection's last write; the replication
+    // stream is in order, so a write made after the session's reaching the replica brings that one too.
     const primaryClient = new Redis({ host: '127.0.0.1', port: primary.port, maxRetriesPerRequest: 1 });
     clients.push(primaryClient);
+    await primaryClient.set(`${key}:replication-barrier`, '1');
     expect(await primaryClient.wait(1, 5_000)).toBe(1);
 
     // The primary dies; the replica is promoted (what Sentinel does), and the holders reconnect to it.
