@@ -45,13 +45,21 @@ interface Holder {
   burst(): Promise<string[]>;
 }
 
-function holder(server: OAuthServer, key: string, port = redis.port): Holder {
+/** Where a holder's Redis is, and the lease of its lock. */
+interface HolderOptions {
+  /** @default the persistent redis-server of this file */
+  port?: number;
+  /** @default 10_000 */
+  lockLeaseMs?: number;
+}
+
+function holder(server: OAuthServer, key: string, { port = redis.port, lockLeaseMs = 10_000 }: HolderOptions = {}): Holder {
   // ioredis' default reconnection (50 ms, 100 ms, … up to 2 s apart); one retry per command, so a
   // command sent while Redis is gone fails after the next failed reconnection instead of queueing.
   const client = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
   clients.push(client);
   // Failed renewals and a broken subscriber connection are expected here: what the requests see is what counts.
-  const store = redisStore({ client, key, onError: () => undefined });
+  const store = redisStore({ client, key, lockLeaseMs, onError: () => undefined });
   const manager = createTokenManager({
     store,
     refresh: refreshTokenGrant({
@@ -82,11 +90,11 @@ function holder(server: OAuthServer, key: string, port = redis.port): Holder {
   };
 }
 
-/** A fresh OAuth server and a signed-in session in Redis (at `port`), held by two holders. */
-async function setUp(port = redis.port) {
+/** A fresh OAuth server and a signed-in session in Redis, held by two holders. */
+async function setUp(options: HolderOptions = {}) {
   oauth = await startOAuthServer({ rotateRefreshTokens: true, reuseDetection: true });
   const key = `tokenrelay-restart:${randomUUID()}`;
-  const [first, second] = [holder(oauth, key, port), holder(oauth, key, port)];
+  const [first, second] = [holder(oauth, key, options), holder(oauth, key, options)];
   const signedIn = oauth.issue();
   await first.store.set({ revision: 1, tokens: signedIn });
   await Promise.all([first.load(), second.load()]);
@@ -152,22 +160,44 @@ describe('redisStore through a restart of redis-server', () => {
     await expectSessionLives(server, first, second);
   }, 60_000);
 
-  it('keeps the rotated refresh token whose answer came while redis-server was gone, and stores it before the next refresh', async () => {
-    const { server, signedIn, first } = await setUp();
-    server.failNextTokenRequests(1, { kind: 'slow', delayMs: 1_000 });
+  it('stores the rotated refresh token whose answer came while redis-server was gone once it is back within the lease', async () => {
+    const { server, signedIn, first, second } = await setUp();
+    server.failNextTokenRequests(1, { kind: 'slow', delayMs: 500 });
+    server.revokeAccessTokens();
+    const outcomes = first.burst();
+    await tokenRequestInFlight(server);
+    await redis.shutDown();
+    // The server rotated the refresh token and answered: the new one now lives only in the holder's memory.
+    await vi.waitFor(() => expect(server.stats().tokenRequestLog[0]?.status).toBe(200), { timeout: 10_000, interval: 10 });
+
+    // The holder's write waits for Redis while its lease lasts (10 s), and lands once Redis is back.
+    await redis.startAgain();
+    expect(await outcomes).toEqual(Array(REQUESTS).fill('ok'));
+    const rotated = await storedTokens(first.store);
+    expect(rotated.refreshToken).not.toBe(signedIn.refreshToken);
+    expect(await second.burst()).toEqual(Array(REQUESTS).fill('ok'));
+    expect(presentedRefreshTokens(server)).toEqual([signedIn.refreshToken]);
+
+    await expectSessionLives(server, first, second);
+  }, 60_000);
+
+  it('keeps the rotated refresh token in memory when redis-server stays gone past the lease, and stores it before the next refresh', async () => {
+    const { server, signedIn, first } = await setUp({ lockLeaseMs: 1_500 });
+    server.failNextTokenRequests(1, { kind: 'slow', delayMs: 500 });
     server.revokeAccessTokens();
     const outcomes = first.burst();
     await tokenRequestInFlight(server);
     await redis.shutDown();
 
-    // The new tokens could not be stored: the requests say so, and the holder keeps the tokens in memory.
+    // The new tokens could not be stored before the lease could end: the requests say so, and the
+    // holder keeps the tokens in memory.
     expect(await outcomes).toEqual(Array(REQUESTS).fill('STORE_ERROR'));
     await redis.startAgain();
     expect(await first.burst()).toEqual(Array(REQUESTS).fill('ok'));
     expect(server.stats().tokenRequests).toBe(1);
 
-    // The next refresh, under the lock (once the dead lease of the failed release ran out), first
-    // puts the kept tokens in Redis, then presents the refresh token they carry, not the spent one.
+    // The next refresh, under the lock, first puts the kept tokens in Redis, then presents the
+    // refresh token they carry, not the spent one.
     const before = server.stats().tokenRequests;
     server.revokeAccessTokens();
     expect(await first.burst()).toEqual(Array(REQUESTS).fill('ok'));
@@ -197,7 +227,7 @@ describe('redisStore through a failover to a promoted replica', () => {
       timeout: 10_000,
       interval: 50,
     });
-    const { server, key, signedIn, first, second } = await setUp(primary.port);
+    const { server, key, signedIn, first, second } = await setUp({ port: primary.port });
     server.revokeAccessTokens();
     expect((await Promise.all([first.burst(), second.burst()])).flat()).toEqual(Array(2 * REQUESTS).fill('ok'));
     const rotated = await storedTokens(first.store);
@@ -213,7 +243,8 @@ describe('redisStore through a failover to a promoted replica', () => {
     // The primary dies; the replica is promoted (what Sentinel does), and the holders reconnect to it.
     await primary.stop();
     await admin.replicaof('NO', 'ONE');
-    const [promotedFirst, promotedSecond] = [holder(server, key, replica.port), holder(server, key, replica.port)];
+    const promoted = { port: replica.port };
+    const [promotedFirst, promotedSecond] = [holder(server, key, promoted), holder(server, key, promoted)];
     await Promise.all([promotedFirst.load(), promotedSecond.load()]);
     expect((await storedTokens(promotedFirst.store)).refreshToken).toBe(rotated.refreshToken);
 
