@@ -7,7 +7,6 @@
  * localStorage object, BroadcastChannel and storage events, as another tab has.
  */
 import { browserStore, type BrowserTokenStore } from '@tokenrelay/browser';
-import type { TokenStore } from '@tokenrelay/core';
 // The suite's own file: the package's main entry also carries the OAuth server, which needs Node.
 import { describeTokenStoreConformance, type ConformanceRunner, type ConformanceSession } from '../../packages/testing/src/store-conformance.js';
 
