@@ -36,6 +36,19 @@ afterAll(async () => {
   await redis?.stop();
 });
 
+/**
+ * A client of the Redis on `port`, quit after the test. ioredis' default reconnection (50 ms,
+ * 100 ms, … up to 2 s apart); one retry per command, so a command sent while Redis is gone fails
+ * after the next failed reconnection instead of queueing.
+ */
+function connect(port: number): Redis {
+  const client = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
+  // The outages are on purpose: their connection errors are what the requests report.
+  client.on('error', () => undefined);
+  clients.push(client);
+  return client;
+}
+
 /** One holder of the session: its own Redis connection, store, manager and fetch, as one process has. */
 interface Holder {
   store: RedisTokenStore;
@@ -54,10 +67,7 @@ interface HolderOptions {
 }
 
 function holder(server: OAuthServer, key: string, { port = redis.port, lockLeaseMs = 10_000 }: HolderOptions = {}): Holder {
-  // ioredis' default reconnection (50 ms, 100 ms, … up to 2 s apart); one retry per command, so a
-  // command sent while Redis is gone fails after the next failed reconnection instead of queueing.
-  const client = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
-  clients.push(client);
+  const client = connect(port);
   // Failed renewals and a broken subscriber connection are expected here: what the requests see is what counts.
   const store = redisStore({ client, key, lockLeaseMs, onError: () => undefined });
   const manager = createTokenManager({
@@ -221,8 +231,7 @@ describe('redisStore through a failover to a promoted replica', () => {
   it('goes on with the rotated refresh token on the promoted replica: one token call, the family intact', async () => {
     primary = await startRedisServer();
     replica = await startRedisServer({ extraArgs: ['--replicaof', '127.0.0.1', String(primary.port)] });
-    const admin = new Redis({ host: '127.0.0.1', port: replica.port, maxRetriesPerRequest: 1 });
-    clients.push(admin);
+    const admin = connect(replica.port);
     await vi.waitFor(async () => expect(await admin.info('replication')).toContain('master_link_status:up'), {
       timeout: 10_000,
       interval: 50,
@@ -235,8 +244,7 @@ describe('redisStore through a failover to a promoted replica', () => {
     // Replication is asynchronous: make sure the replica has the session's write, as a failover that
     // keeps it would. WAIT counts replicas that have this connection's last write; the replication
     // stream is in order, so a write made after the session's reaching the replica brings that one too.
-    const primaryClient = new Redis({ host: '127.0.0.1', port: primary.port, maxRetriesPerRequest: 1 });
-    clients.push(primaryClient);
+    const primaryClient = connect(primary.port);
     await primaryClient.set(`${key}:replication-barrier`, '1');
     expect(await primaryClient.wait(1, 5_000)).toBe(1);
 
