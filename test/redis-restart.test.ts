@@ -54,6 +54,8 @@ interface Holder {
   store: RedisTokenStore;
   /** Loads the session from Redis, as a process does at start. */
   load(): Promise<void>;
+  /** How many times its client failed to connect so far. */
+  connectionErrors(): number;
   /** Fires `REQUESTS` concurrent API calls; resolves with each outcome: `ok`, `status N` or an error code. */
   burst(): Promise<string[]>;
 }
@@ -68,6 +70,8 @@ interface HolderOptions {
 
 function holder(server: OAuthServer, key: string, { port = redis.port, lockLeaseMs = 10_000 }: HolderOptions = {}): Holder {
   const client = connect(port);
+  let connectionErrors = 0;
+  client.on('error', () => connectionErrors++);
   // Failed renewals and a broken subscriber connection are expected here: what the requests see is what counts.
   const store = redisStore({ client, key, lockLeaseMs, onError: () => undefined });
   const manager = createTokenManager({
@@ -85,6 +89,7 @@ function holder(server: OAuthServer, key: string, { port = redis.port, lockLease
     async load() {
       await manager.getTokens();
     },
+    connectionErrors: () => connectionErrors,
     burst: () =>
       Promise.all(
         Array.from({ length: REQUESTS }, async (_, index) => {
@@ -179,8 +184,12 @@ describe('redisStore through a restart of redis-server', () => {
     await redis.shutDown();
     // The server rotated the refresh token and answered: the new one now lives only in the holder's memory.
     await vi.waitFor(() => expect(server.stats().tokenRequestLog[0]?.status).toBe(200), { timeout: 10_000, interval: 10 });
+    // Gone long enough for the client to fail the write once: with one retry per command, ioredis
+    // rejects its queued commands at every other failed reconnection.
+    const errorsAtAnswer = first.connectionErrors();
+    await vi.waitFor(() => expect(first.connectionErrors()).toBeGreaterThanOrEqual(errorsAtAnswer + 3), { timeout: 10_000, interval: 10 });
 
-    // The holder's write waits for Redis while its lease lasts (10 s), and lands once Redis is back.
+    // The holder's write is tried again while its lease lasts (10 s), and lands once Redis is back.
     await redis.startAgain();
     expect(await outcomes).toEqual(Array(REQUESTS).fill('ok'));
     const rotated = await storedTokens(first.store);
