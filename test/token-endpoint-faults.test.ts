@@ -29,9 +29,10 @@ import {
 } from '@tokenrelay/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 
-const refreshTimeoutMs = 500;
+// Long enough that reading (and refusing) a 5 MB answer never outlasts it on a loaded machine.
+const refreshTimeoutMs = 1_500;
 /** A hung token request is given up after this; only then may its refresh token be presented again. */
-const lateAnswerWaitMs = 1_000;
+const lateAnswerWaitMs = 2_500;
 const retry = { retries: 2, minDelayMs: 20, maxDelayMs: 2_000, pauseAfterFailureMs: 50, maxPauseAfterFailureMs: 100 };
 const attemptsWhenTransient = retry.retries + 1;
 /** No row may take longer than every attempt timing out plus every backoff at its cap, and some slack for a busy machine. */
