@@ -64,7 +64,7 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: [...packageTestsWithServices, 'test/**/*.test.ts'],
-          // Finds redis-server and Chromium, installing Debian's packages when they are missing and it can.
+          // Finds redis-server, redis-cli and Chromium, installing Debian's packages when they are missing and it can.
           globalSetup: ['test/helpers/test-services-setup.ts'],
         },
       },

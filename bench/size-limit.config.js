@@ -4,7 +4,12 @@
 import { fileURLToPath } from 'node:url';
 
 const source = (name) => fileURLToPath(new URL(`../packages/${name}/src/index.ts`, import.meta.url));
-const fromSource = (config) => ({ ...config, alias: { ...config.alias, '@tokenrelay/core': source('core') } });
+const kit = fileURLToPath(new URL('../packages/core/src/kit.ts', import.meta.url));
+// The adapters take their shared pieces from @tokenrelay/core/kit: an alias of the main entry alone would remap it to index.ts/kit.
+const fromSource = (config) => ({
+  ...config,
+  alias: { ...config.alias, '@tokenrelay/core/kit': kit, '@tokenrelay/core': source('core') },
+});
 const check = (name, imports, extra = {}) => ({
   name,
   import: imports,

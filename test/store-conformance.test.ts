@@ -1,6 +1,7 @@
 /*
  * Every store tokenrelay ships runs the one conformance suite of @tokenrelay/testing: memory, file,
- * Redis, and the browser store (here in Node, with its lease lock over a shared storage).
+ * Redis (one server, and a Redis Cluster of three nodes), and the browser store (here in Node,
+ * with its lease lock over a shared storage; test/browser-store-conformance.test.ts runs it in Chromium).
  */
 import { randomUUID } from 'node:crypto';
 import { readdir, mkdtemp, rm, writeFile, utimes } from 'node:fs/promises';
@@ -11,8 +12,10 @@ import { fileStore, type TokenFileFormat } from '@tokenrelay/core/node';
 import { browserStore } from '@tokenrelay/browser';
 import { redisStore } from '@tokenrelay/redis';
 import { describeTokenStoreConformance } from '@tokenrelay/testing';
-import { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, it } from 'vitest';
+import { startRedisCluster, type RedisCluster } from './helpers/redis-cluster.js';
+import { connectRedis, type RedisEndpoint } from './helpers/redis-connection.js';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
 
 const runner = { describe, it };
@@ -54,18 +57,23 @@ describeTokenStoreConformance('fileStore', runner, fileStoreSession('tokenrelay'
 describeTokenStoreConformance('fileStore (token-response file)', runner, fileStoreSession('token-response'));
 
 let redis: RedisServer | undefined;
+let cluster: RedisCluster | undefined;
 beforeAll(async () => {
   redis = await startRedisServer();
-}, 20_000);
+  cluster = await startRedisCluster();
+}, 60_000);
 afterAll(async () => {
   await redis?.stop();
+  await cluster?.stop();
 });
 
-describeTokenStoreConformance('redisStore', runner, () => {
-  const key = `conformance:${randomUUID()}`;
-  const clients: Redis[] = [];
+/** A session at one key; every handle has its own connection, as another process would. */
+function redisSession(endpoint: () => RedisEndpoint) {
+  // A hash tag, which a cluster requires: the tokens and their lock share one slot.
+  const key = `{conformance:${randomUUID()}}`;
+  const clients: (Redis | Cluster)[] = [];
   const client = () => {
-    const connection = new Redis({ host: '127.0.0.1', port: redis?.port, maxRetriesPerRequest: 1 });
+    const connection = connectRedis(endpoint());
     clients.push(connection);
     return connection;
   };
@@ -78,7 +86,13 @@ describeTokenStoreConformance('redisStore', runner, () => {
       await Promise.all(clients.map((connection) => connection.quit().catch(() => connection.disconnect())));
     },
   };
-});
+}
+
+describeTokenStoreConformance('redisStore', runner, () => redisSession(() => ({ port: redis?.port ?? 0 })));
+
+describeTokenStoreConformance('redisStore on a Redis Cluster', runner, () =>
+  redisSession(() => ({ clusterPorts: cluster?.nodes.map((node) => node.port) ?? [] })),
+);
 
 describeTokenStoreConformance('browserStore (lease lock, in Node)', runner, () => {
   const key = `conformance-${randomUUID()}`;

@@ -4,11 +4,13 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import type { RedisEndpoint } from './redis-connection.js';
 import { workerMailbox } from './worker-mailbox.js';
 
 /** What every worker is told at start (in the TOKENRELAY_REDIS_WORKER environment variable). */
 export interface RedisWorkerConfig {
-  redisPort: number;
+  /** The Redis server or cluster the workers share. */
+  redis: RedisEndpoint;
   key: string;
   tokenEndpoint: string;
   apiOrigin: string;

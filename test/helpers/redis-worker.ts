@@ -18,7 +18,7 @@ import {
 } from '@tokenrelay/core';
 import { withTokenRelay } from '@tokenrelay/fetch';
 import { redisStore } from '@tokenrelay/redis';
-import { Redis } from 'ioredis';
+import { connectRedis } from './redis-connection.js';
 import type { BurstResult, RedisWorkerConfig, WorkerCrash, WorkerMessage } from './redis-fleet.js';
 
 const config = JSON.parse(process.env.TOKENRELAY_REDIS_WORKER ?? '{}') as RedisWorkerConfig;
@@ -28,7 +28,7 @@ const stall = () => new Promise<never>(() => {});
 
 let crash: WorkerCrash | undefined;
 
-const client = new Redis({ host: '127.0.0.1', port: config.redisPort, maxRetriesPerRequest: 1 });
+const client = connectRedis(config.redis);
 const store = redisStore({
   client,
   key: config.key,

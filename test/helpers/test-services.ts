@@ -1,5 +1,5 @@
 /*
- * The programs the integration tests need besides Node: redis-server and Chromium. One place
+ * The programs the integration tests need besides Node: redis-server, redis-cli and Chromium. One place
  * finds them (an env variable, else the PATH), installs Debian's packages when they are missing
  * and apt-get can be used, and otherwise says exactly what to install. The tests never skip.
  */
@@ -32,6 +32,15 @@ export const redisServer: TestService = {
   neededBy: 'the Redis store tests',
 };
 
+export const redisCli: TestService = {
+  name: 'redis-cli',
+  envVariable: 'TOKENRELAY_REDIS_CLI',
+  programs: ['redis-cli'],
+  debianPackage: 'redis-tools',
+  brewInstall: 'brew install redis',
+  neededBy: 'the Redis Cluster tests (redis-cli --cluster create)',
+};
+
 export const chromium: TestService = {
   name: 'Chromium',
   envVariable: 'TOKENRELAY_CHROMIUM',
@@ -41,7 +50,7 @@ export const chromium: TestService = {
   neededBy: 'the browser (cross-tab) tests',
 };
 
-export const testServices: readonly TestService[] = [redisServer, chromium];
+export const testServices: readonly TestService[] = [redisServer, redisCli, chromium];
 
 function isExecutableFile(path: string): boolean {
   try {

@@ -5,18 +5,14 @@
 import {
   ErrorCode,
   TokenRelayError,
-  accessTokenIfSignedIn,
-  bearerAuthorization,
-  createOriginMatcher,
   defaultShouldRefresh,
-  isSignedOut,
-  sendThrough,
   type FailedResponse,
   type Origins,
   type RequestQueue,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
+import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut, sendThrough } from '@tokenrelay/core/kit';
 import axios, {
   type AxiosAdapter,
   type AxiosInstance,

@@ -199,12 +199,17 @@ export function createOriginMatcher(origins: Origins, tokenEndpoint?: string): (
 
 const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
 
+/** Is `hostname` (a `URL`'s, so IPv6 in brackets) a loopback host: `localhost`, `127.0.0.0/8` or `[::1]`? */
+export function isLoopbackHostname(hostname: string): boolean {
+  return loopbackHost.test(hostname);
+}
+
 /**
  * May credentials be sent to `url`? Only over `https:`, or plain `http:` to a loopback host
  * (`localhost`, `127.0.0.0/8`, `[::1]`) for local development and tests.
  */
 export function isSecureOrLoopback(url: URL): boolean {
-  return url.protocol === 'https:' || (url.protocol === 'http:' && loopbackHost.test(url.hostname));
+  return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHostname(url.hostname));
 }
 
 /**

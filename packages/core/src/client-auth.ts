@@ -2,7 +2,7 @@
  * Client authentication at the token endpoint (RFC 6749 §2.3, RFC 7523 §2.2): one piece for every
  * grant and for revocation, so each method is built, checked and redacted the same way everywhere.
  */
-import { ErrorCode, TokenRelayError } from './errors.js';
+import { configurationError } from './errors.js';
 import { assertionClaims, assertionSigner, type AssertionSigningOptions, type PrivateKeyInput, type SigningAlgorithm } from './jwt.js';
 import type { Clock } from './types.js';
 
@@ -67,7 +67,7 @@ export function clientAuthenticator(options: ClientAuthenticationOptions, who: s
 
 function authenticatorFor(options: ClientAuthenticationOptions, who: string): { method: ClientAuthentication; run: ClientAuthenticator } {
   const { clientId, clientSecret, privateKey } = options;
-  const configError = (message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, `${who}: ${message}`);
+  const configError = (message: string) => configurationError(`${who}: ${message}`);
   if (typeof clientId !== 'string' || clientId === '') throw configError('clientId is required');
   const method =
     options.clientAuthentication ??

@@ -3,7 +3,7 @@
  * answer are the one token-endpoint client in token-request.ts.
  */
 import { clientAuthenticationParams, clientAuthenticator, type ClientAuthenticationOptions } from './client-auth.js';
-import { ErrorCode, TokenRelayError } from './errors.js';
+import { ErrorCode, TokenRelayError, configurationError } from './errors.js';
 import { assertionClaims, assertionSigner, type AssertionSigningOptions } from './jwt.js';
 import {
   credentialGrantErrors,
@@ -68,8 +68,6 @@ const refreshTokenErrors: OAuthErrorMeaning = {
   invalid_grant: { code: ErrorCode.SESSION_EXPIRED, rejected: 'the refresh token', advice: 'the user must sign in again' },
 };
 
-const configError = (who: string, message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, `${who}: ${message}`);
-
 const scopeParam = (scope: string | readonly string[] | undefined): string | undefined =>
   Array.isArray(scope) ? scope.join(' ') : (scope as string | undefined) || undefined;
 
@@ -78,7 +76,7 @@ function formBuilder(who: string, own: readonly string[], options: { scope?: str
   const { extraParams = {} } = options;
   const reserved = new Set(['grant_type', 'scope', ...own, ...clientAuthenticationParams]);
   const clash = Object.keys(extraParams).find((name) => reserved.has(name));
-  if (clash) throw configError(who, `extraParams cannot set "${clash}"`);
+  if (clash) throw configurationError(`${who}: extraParams cannot set "${clash}"`);
   const scope = scopeParam(options.scope);
   return (params: Record<string, string>) => {
     const form = new URLSearchParams(params);
@@ -163,7 +161,7 @@ export function clientCredentialsGrant(options: ClientCredentialsGrantOptions): 
   const endpoint = parseEndpoint(options.tokenEndpoint, who);
   const authenticator = clientAuthenticator(options, who);
   if (authenticator.method === 'none') {
-    throw configError(who, 'the client must authenticate: give a clientSecret or a privateKey');
+    throw configurationError(`${who}: the client must authenticate: give a clientSecret or a privateKey`);
   }
   const client = tokenEndpointClient(endpoint, authenticator, { ...options, who });
   const form = formBuilder(who, [], options);
@@ -210,7 +208,7 @@ export function jwtBearerGrant(options: JwtBearerGrantOptions): RefreshHandler {
   const endpoint = parseEndpoint(options.tokenEndpoint, who);
   const { clientId, subject, audience, clock = Date } = options;
   for (const [name, value] of Object.entries({ clientId, subject, audience })) {
-    if (typeof value !== 'string' || value === '') throw configError(who, `${name} is required`);
+    if (typeof value !== 'string' || value === '') throw configurationError(`${who}: ${name} is required`);
   }
   const sign = assertionSigner(options, who);
   // The assertion is the grant and authenticates the client (RFC 7523 §3.1): no other client authentication.

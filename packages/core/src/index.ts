@@ -14,22 +14,9 @@ export { revokeToken, type RevokeTokenOptions } from './revoke.js';
 export { tokenSetFromResponse, type TokenSetFromResponseOptions } from './token-response.js';
 export { memoryStore } from './memory-store.js';
 export { ErrorCode, TokenRelayError, findTokenRelayError, isTokenRelayError, type TokenRelayErrorDetails } from './errors.js';
-export {
-  accessTokenIfSignedIn,
-  bearerAuthorization,
-  createOriginMatcher,
-  defaultShouldRefresh,
-  isSecureOrLoopback,
-  isSignedOut,
-  parseWwwAuthenticate,
-  sendThrough,
-  unwrappedFetch,
-  type AuthChallenge,
-  type FailedResponse,
-  type Origins,
-  type RequestQueue,
-  type ShouldRefresh,
-} from './adapter-kit.js';
+// What an app writes an adapter's `shouldRefresh`, `origins` and `queue` with; the pieces the adapters
+// and stores are built from are on `@tokenrelay/core/kit`.
+export { defaultShouldRefresh, type FailedResponse, type Origins, type RequestQueue, type ShouldRefresh } from './adapter-kit.js';
 export type {
   Clock,
   GetAccessTokenOptions,

@@ -3,7 +3,7 @@
  * WebCrypto only: it runs in Node, browsers and edge runtimes, signs with non-extractable keys, and
  * needs no JWT dependency for the three algorithms servers actually ask for.
  */
-import { ErrorCode, TokenRelayError } from './errors.js';
+import { configurationError } from './errors.js';
 import { isRecord } from './token-set.js';
 import type { Clock } from './types.js';
 
@@ -59,8 +59,7 @@ function pemToDer(pem: string, who: string): ArrayBuffer {
   const match = pemPkcs8.exec(pem.trim());
   if (!match?.[1]) {
     const label = /-----BEGIN ([A-Z ]+)-----/.exec(pem)?.[1];
-    throw new TokenRelayError(
-      ErrorCode.CONFIGURATION_ERROR,
+    throw configurationError(
       label && label !== 'PRIVATE KEY'
         ? `${who}: privateKey is a PEM "${label}"; a PKCS#8 "PRIVATE KEY" is needed ` +
             '(convert it with `openssl pkcs8 -topk8 -nocrypt -in key.pem -out key.pkcs8.pem`)'
@@ -79,8 +78,7 @@ function pemToDer(pem: string, who: string): ArrayBuffer {
  */
 export function assertionSigner(options: AssertionSigningOptions, who: string): (claims: Record<string, unknown>) => Promise<string> {
   const { privateKey, keyId } = options;
-  const configError = (message: string, cause?: unknown) =>
-    new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, `${who}: ${message}`, cause === undefined ? {} : { cause });
+  const configError = (message: string, cause?: unknown) => configurationError(`${who}: ${message}`, cause);
   if (options.algorithm !== undefined && !isSigningAlgorithm(options.algorithm)) {
     throw configError(`algorithm must be RS256, ES256 or PS256, not "${String(options.algorithm)}"`);
   }

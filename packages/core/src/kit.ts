@@ -5,19 +5,23 @@
  * API an app is written against, so read the changelog when you upgrade an adapter or store.
  *
  * - Adapters: `createOriginMatcher` (which requests get the bearer), `bearerAuthorization`,
+ *   `accessTokenIfSignedIn` and `isSignedOut` (a signed-out app sends requests without a bearer),
  *   `defaultShouldRefresh` and `parseWwwAuthenticate` (which 401s mean "refresh"),
  *   `unwrappedFetch` (how a wrapped fetch hands the token endpoint its inner fetch),
- *   `isSecureOrLoopback` (where credentials may go).
+ *   `isSecureOrLoopback` and `isLoopbackHostname` (where credentials may go).
  * - Stores: `parseStoredTokens`/`parseTokenSet` (the one parser: what a store reads back is
  *   checked here, so the same object round-trips the same way in every store), `storeError`.
  * - Both: `delay` (an abortable pause that cleans up after itself), `notifyListeners` (one bad
  *   listener never starves the others), `configurationError`.
  */
 export {
+  accessTokenIfSignedIn,
   bearerAuthorization,
   createOriginMatcher,
   defaultShouldRefresh,
+  isLoopbackHostname,
   isSecureOrLoopback,
+  isSignedOut,
   parseWwwAuthenticate,
   sendThrough,
   unwrappedFetch,

@@ -5,7 +5,7 @@
  */
 import { isSecureOrLoopback, unwrappedFetch } from './adapter-kit.js';
 import type { ClientAuthenticator } from './client-auth.js';
-import { ErrorCode, TokenRelayError, redactSecrets } from './errors.js';
+import { ErrorCode, TokenRelayError, configurationError, redactSecrets } from './errors.js';
 import { isRecord } from './token-set.js';
 import { parseTokenResponse } from './token-response.js';
 import type { Clock, TokenSet } from './types.js';
@@ -64,7 +64,6 @@ const clientErrors: OAuthErrorMeaning = { invalid_client: credentialsRejected, u
 /** For grants that use the client's own credentials only: a refused grant is a refused credential too. */
 export const credentialGrantErrors: OAuthErrorMeaning = { invalid_grant: credentialsRejected };
 
-const configError = (message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message);
 
 /** Parses an endpoint option: absolute, no credentials, https (or http on loopback). Checked before anything is sent. */
 export function parseEndpoint(value: string | URL, who: string, name = 'tokenEndpoint'): URL {
@@ -72,11 +71,11 @@ export function parseEndpoint(value: string | URL, who: string, name = 'tokenEnd
   try {
     url = new URL(value);
   } catch {
-    throw configError(`${who}: ${name} must be an absolute URL`);
+    throw configurationError(`${who}: ${name} must be an absolute URL`);
   }
-  if (url.username || url.password) throw configError(`${who}: ${name} must not contain credentials`);
+  if (url.username || url.password) throw configurationError(`${who}: ${name} must not contain credentials`);
   if (!isSecureOrLoopback(url)) {
-    throw configError(`${who}: ${name} must use https (http is allowed for loopback hosts only): ${url.origin}`);
+    throw configurationError(`${who}: ${name} must use https (http is allowed for loopback hosts only): ${url.origin}`);
   }
   return url;
 }
@@ -87,7 +86,7 @@ function resolveFetch(explicit: typeof fetch | undefined, who: string): typeof f
   for (let depth = 0; depth < 16 && candidate && unwrappedFetch in candidate; depth++) {
     candidate = (candidate as typeof fetch & { [unwrappedFetch]: typeof fetch })[unwrappedFetch];
   }
-  if (typeof candidate !== 'function') throw configError(`${who}: no fetch is available; pass options.fetch`);
+  if (typeof candidate !== 'function') throw configurationError(`${who}: no fetch is available; pass options.fetch`);
   return candidate;
 }
 
@@ -201,7 +200,7 @@ export function tokenEndpointClient(
   options: TokenRequestOptions & { who: string },
 ): TokenEndpointClient {
   const { who, clock = Date, maxResponseBytes = 262_144 } = options;
-  if (!(maxResponseBytes > 0)) throw configError(`${who}: maxResponseBytes must be a positive number`);
+  if (!(maxResponseBytes > 0)) throw configurationError(`${who}: maxResponseBytes must be a positive number`);
   const where = endpoint.origin + endpoint.pathname;
 
   const post: TokenEndpointClient['post'] = async (params, { signal, secrets }) => {

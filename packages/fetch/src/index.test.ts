@@ -1,4 +1,5 @@
-import { ErrorCode, TokenRelayError, createTokenManager, unwrappedFetch, type FailedResponse } from '@tokenrelay/core';
+import { ErrorCode, TokenRelayError, createTokenManager, type FailedResponse } from '@tokenrelay/core';
+import { unwrappedFetch } from '@tokenrelay/core/kit';
 import { http, HttpResponse } from 'msw';
 import { setupServer } from 'msw/node';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';

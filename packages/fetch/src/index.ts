@@ -5,19 +5,21 @@
 import {
   ErrorCode,
   TokenRelayError,
-  accessTokenIfSignedIn,
-  bearerAuthorization,
-  createOriginMatcher,
   defaultShouldRefresh,
-  isSignedOut,
-  sendThrough,
-  unwrappedFetch,
   type FailedResponse,
   type Origins,
   type RequestQueue,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
+import {
+  accessTokenIfSignedIn,
+  bearerAuthorization,
+  createOriginMatcher,
+  isSignedOut,
+  sendThrough,
+  unwrappedFetch,
+} from '@tokenrelay/core/kit';
 
 /** Options of {@link withTokenRelay}. */
 export interface TokenRelayFetchOptions {

@@ -8,16 +8,13 @@ import type { AfterResponseHook, BeforeRedirectHook, BeforeRequestHook, Normaliz
 import {
   ErrorCode,
   TokenRelayError,
-  accessTokenIfSignedIn,
-  bearerAuthorization,
-  createOriginMatcher,
   defaultShouldRefresh,
-  isSignedOut,
   type FailedResponse,
   type Origins,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
+import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut } from '@tokenrelay/core/kit';
 
 /** Options of {@link tokenRelayHooks}. */
 export interface TokenRelayGotOptions {

@@ -87,7 +87,9 @@ export interface RedisTokenStore extends TokenStore {
   /**
    * Writes the tokens (encrypted, if configured) and announces the write on `channel`, in one Lua
    * script. With `expectedRevision` the script first compares the stored revision (compare-and-set)
-   * and, while this store holds the lock, that the lock is still its own.
+   * and, while this store holds the lock, that the lock is still its own. Such a write (a refresh's)
+   * that cannot reach Redis is tried again every 100 ms until the lock's lease could have run out,
+   * so a short outage or restart does not lose the refresh token it carries.
    * @throws TokenRelayError `STORE_ERROR` when the lock was lost (nothing is written) or Redis fails.
    */
   set(value: StoredTokens, options?: TokenStoreSetOptions): Promise<boolean>;
@@ -115,9 +117,17 @@ type StoreEvent = 'set' | 'clear' | 'release';
 const DEFAULT_LEASE_MS = 10_000;
 const DEFAULT_WAIT_MS = 60_000;
 const DEFAULT_POLL_MS = 1_000;
+/** How often a refresh's write is tried again while Redis cannot be reached and the lease is still ours. */
+const WRITE_RETRY_MS = 100;
 
-/** Redis Cluster hashes only the part of a key inside its first non-empty `{…}`. */
-const hasHashTag = (key: string) => /\{[^}]+\}/.test(key.slice(0, key.indexOf('}') + 1));
+/**
+ * Redis Cluster hashes only the part of a key between its first `{` and the first `}` after it,
+ * when that part is not empty (so `<key>:lock` shares the slot of `<key>`).
+ */
+function hasHashTag(key: string): boolean {
+  const open = key.indexOf('{');
+  return open !== -1 && key.indexOf('}', open + 1) > open + 1;
+}
 
 /**
  * A store error for a failed Redis call. Only the message of the Redis error is kept: ioredis
@@ -138,6 +148,11 @@ function checkDuration(name: string, value: number | undefined, minimum: number)
 interface HeldLock {
   readonly owner: string;
   readonly lost: AbortController;
+  /**
+   * Until when the lock is ours for certain: the lease measured from before the last SET or
+   * PEXPIRE that set it was sent, so Redis cannot have expired it earlier.
+   */
+  leaseEnd: number;
 }
 
 /**
@@ -271,12 +286,15 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
     signal.throwIfAborted();
   }
 
-  /** The held lock: renews its lease until released, and aborts its signal when it finds the lock gone. */
-  function holdLock(owner: string): { readonly signal: AbortSignal; release(): Promise<void> } {
-    const lock: HeldLock = { owner, lost: new AbortController() };
+  /**
+   * The held lock, taken by a SET sent at `askedAt`: renews its lease until released, and aborts its
+   * signal when it finds the lock gone.
+   */
+  function holdLock(owner: string, askedAt: number): { readonly signal: AbortSignal; release(): Promise<void> } {
+    const lock: HeldLock = { owner, lost: new AbortController(), leaseEnd: askedAt + leaseMs };
     held = lock;
     let released = false;
-    let renewedAt = Date.now();
+    let renewedAt = askedAt;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const lose = () => {
       if (!lock.lost.signal.aborted) lock.lost.abort(lostLock());
@@ -305,6 +323,7 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
       if (released) return;
       if (renewed === 1 && startedAt - renewedAt < leaseMs) {
         renewedAt = startedAt;
+        lock.leaseEnd = startedAt + leaseMs;
         schedule();
         return;
       }
@@ -336,6 +355,7 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
     // Bounded by the deadline: every pass either takes the lock, gives up, or waits.
     for (;;) {
       const seen = notifications;
+      const askedAt = Date.now();
       let acquired: number;
       let remainingLeaseMs: number;
       try {
@@ -344,7 +364,7 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
         throw redisError(`Could not take the refresh lock "${lockKey}"`, error);
       }
       if (acquired === 1) {
-        const taken = holdLock(owner);
+        const taken = holdLock(owner, askedAt);
         // Aborted while we asked: hand the lock straight back (if that fails, its lease ends it).
         if (signal.aborted) await taken.release().catch(() => undefined);
         signal.throwIfAborted();
@@ -365,25 +385,46 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
     }
   }
 
+  /**
+   * Runs a write script. Under a held lock (a refresh's write) it is tried again while Redis cannot
+   * be reached, for as long as the lease is certainly still ours: the refresh token it stores may be
+   * the only live one, and nobody else can refresh before the lease ends. An answer from Redis
+   * (an error reply) is final.
+   */
+  async function writeUnderLease(write: () => Promise<number>, fence: HeldLock | undefined): Promise<number> {
+    // Bounded by the lease end; every pass waits WRITE_RETRY_MS.
+    for (;;) {
+      try {
+        return await write();
+      } catch (error) {
+        const redisAnswered = error instanceof Error && error.name === 'ReplyError';
+        if (!fence || redisAnswered || Date.now() + WRITE_RETRY_MS >= fence.leaseEnd) {
+          throw redisError(`Could not write Redis key "${key}"`, error);
+        }
+        // Rejects with the lost-lock error when a renewal finds the lock gone meanwhile.
+        await delay(WRITE_RETRY_MS, fence.lost.signal);
+      }
+    }
+  }
+
   async function set(value: StoredTokens, { expectedRevision }: TokenStoreSetOptions = {}): Promise<boolean> {
     const encoded = codec.encode(value);
     // A refresh's write (conditional) must come from the lock holder; sign-in and sign-out always win.
     const fence = expectedRevision === undefined ? undefined : held;
     if (fence?.lost.signal.aborted) throw fence.lost.signal.reason;
-    let result: number;
-    try {
-      result = await redis.tokenrelaySetAndPublish(
-        key,
-        lockKey,
-        encoded,
-        channel,
-        notification('set'),
-        expectedRevision === undefined ? '' : String(expectedRevision),
-        fence?.owner ?? '',
-      );
-    } catch (error) {
-      throw redisError(`Could not write Redis key "${key}"`, error);
-    }
+    const result = await writeUnderLease(
+      () =>
+        redis.tokenrelaySetAndPublish(
+          key,
+          lockKey,
+          encoded,
+          channel,
+          notification('set'),
+          expectedRevision === undefined ? '' : String(expectedRevision),
+          fence?.owner ?? '',
+        ),
+      fence,
+    );
     if (result === -1) {
       const error = lostLock();
       if (fence && !fence.lost.signal.aborted) fence.lost.abort(error);

@@ -2,7 +2,6 @@ import {
   ErrorCode,
   TokenRelayError,
   clientCredentialsGrant,
-  isSecureOrLoopback,
   jwtBearerGrant,
   refreshTokenGrant,
   revokeToken,
@@ -11,6 +10,7 @@ import {
   type RefreshHandler,
   type TokenSet,
 } from '@tokenrelay/core';
+import { configurationError, isSecureOrLoopback } from '@tokenrelay/core/kit';
 import { verifySalesforceSignature } from './signature.js';
 
 /** Options of {@link salesforceRefreshGrant}. */
@@ -143,7 +143,7 @@ const REVOKE_PATH = '/services/oauth2/revoke';
 const PRODUCTION_LOGIN = 'https://login.salesforce.com';
 const SANDBOX_LOGIN = 'https://test.salesforce.com';
 
-const configErrorOf = (who: string) => (message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, `${who}: ${message}`);
+const configErrorOf = (who: string) => (message: string) => configurationError(`${who}: ${message}`);
 const invalidResponse = (problem: string) =>
   new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `The Salesforce token endpoint answered ${problem}`);
 

@@ -1,4 +1,4 @@
-const loopbackHostname = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
+import { isLoopbackHostname } from '@tokenrelay/core/kit';
 
 /**
  * True when `url` is an absolute http(s) URL whose host is a loopback address (`localhost`,
@@ -17,7 +17,7 @@ export function isLoopbackUrl(url: string | URL): boolean {
   } catch {
     return false;
   }
-  return (parsed.protocol === 'http:' || parsed.protocol === 'https:') && loopbackHostname.test(parsed.hostname);
+  return (parsed.protocol === 'http:' || parsed.protocol === 'https:') && isLoopbackHostname(parsed.hostname);
 }
 
 /**

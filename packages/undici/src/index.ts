@@ -8,16 +8,13 @@
 import {
   ErrorCode,
   TokenRelayError,
-  accessTokenIfSignedIn,
-  bearerAuthorization,
-  createOriginMatcher,
   defaultShouldRefresh,
-  isSignedOut,
   type FailedResponse,
   type Origins,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
+import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut } from '@tokenrelay/core/kit';
 
 /** Options of {@link tokenRelayInterceptor}. */
 export interface TokenRelayInterceptorOptions {
