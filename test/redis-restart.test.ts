@@ -21,6 +21,7 @@ const REQUESTS = 5;
 let redis: RedisServer;
 let oauth: OAuthServer | undefined;
 const clients: Redis[] = [];
+const stores: RedisTokenStore[] = [];
 
 beforeAll(async () => {
   redis = await startRedisServer({ persistent: true });
@@ -28,13 +29,19 @@ beforeAll(async () => {
 afterEach(async () => {
   // A test that failed while Redis was down must not leave it down for the next one.
   await redis.startAgain().catch(() => undefined);
-  await Promise.all(clients.splice(0).map((client) => client.quit().catch(() => client.disconnect())));
+  await closeConnections();
   await oauth?.close();
   oauth = undefined;
 }, 30_000);
 afterAll(async () => {
   await redis?.stop();
 });
+
+/** Closes the stores, then their clients: before their servers stop, so nothing is left reconnecting. */
+async function closeConnections(): Promise<void> {
+  await Promise.all(stores.splice(0).map((store) => store.close()));
+  await Promise.all(clients.splice(0).map((client) => client.quit().catch(() => client.disconnect())));
+}
 
 /**
  * A client of the Redis on `port`, quit after the test. ioredis' default reconnection (50 ms,
@@ -74,6 +81,7 @@ function holder(server: OAuthServer, key: string, { port = redis.port, lockLease
   client.on('error', () => connectionErrors++);
   // Failed renewals and a broken subscriber connection are expected here: what the requests see is what counts.
   const store = redisStore({ client, key, lockLeaseMs, onError: () => undefined });
+  stores.push(store);
   const manager = createTokenManager({
     store,
     refresh: refreshTokenGrant({
@@ -229,10 +237,52 @@ describe('redisStore through a restart of redis-server', () => {
   }, 60_000);
 });
 
+describe('redisStore closed while its pub/sub connection comes back', () => {
+  it('leaves no unhandled rejection when closed at the moment its subscriber reconnects after a restart', async () => {
+    const client = connect(redis.port);
+    const subscribers: Redis[] = [];
+    const duplicate = client.duplicate.bind(client);
+    client.duplicate = (override) => {
+      const connection = duplicate(override);
+      subscribers.push(connection);
+      return connection;
+    };
+    const store = redisStore({ client, key: `tokenrelay-restart:${randomUUID()}`, onError: () => undefined });
+    const heard: unknown[] = [];
+    store.subscribe((value) => heard.push(value));
+    await vi.waitFor(() => expect(subscribers[0]?.status).toBe('ready'), { timeout: 10_000, interval: 10 });
+    const [subscriber] = subscribers as [Redis];
+    // A busy Redis answers late: the SUBSCRIBE sent on reconnection reaches it only after 50 ms.
+    const sendCommand = subscriber.sendCommand.bind(subscriber);
+    subscriber.sendCommand = (command, stream) => {
+      if (command.name !== 'subscribe') return sendCommand(command, stream);
+      setTimeout(() => void sendCommand(command, stream), 50);
+      return command.promise;
+    };
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await redis.shutDown();
+      // The store closes as soon as its subscriber is ready again, before Redis answers the re-subscription.
+      subscriber.once('ready', () => void store.close());
+      await redis.startAgain();
+      await vi.waitFor(() => expect(subscriber.status).toBe('end'), { timeout: 10_000, interval: 10 });
+      // Rejections are reported after the microtask queue drains; give them a few turns.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    expect(unhandled).toEqual([]);
+    expect(heard).toEqual([]);
+  }, 30_000);
+});
+
 describe('redisStore through a failover to a promoted replica', () => {
   let primary: RedisServer | undefined;
   let replica: RedisServer | undefined;
   afterEach(async () => {
+    await closeConnections();
     await primary?.stop();
     await replica?.stop();
   });

@@ -259,15 +259,27 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
   /** Opens the pub/sub connection on first need. Without it, waiters still poll. */
   function ensureSubscriber(): void {
     if (subscriber || closed) return;
-    const connection = client.duplicate();
+    const subscribe = (connection: Redis | Cluster) =>
+      connection.subscribe(channel).catch((error: unknown) => {
+        if (!closed) report(redisError(`Could not subscribe to "${channel}"; waiting processes fall back to polling`, error));
+      });
+    let connection: Redis | Cluster;
+    if ((client as Cluster).isCluster === true) {
+      // A Cluster re-subscribes through its own subscriber, and handles the failures of doing so.
+      connection = client.duplicate();
+      void subscribe(connection);
+    } else {
+      // A plain connection subscribes on every `ready` itself: ioredis' own re-subscription after a
+      // reconnect leaves its promise unhandled, and a close in that moment would crash the process
+      // with an unhandled rejection ("Connection is closed.").
+      connection = (client as Redis).duplicate({ autoResubscribe: false, lazyConnect: false });
+      connection.on('ready', () => void subscribe(connection));
+    }
     subscriber = connection;
     connection.on('error', (error: unknown) => {
       if (!closed) report(redisError('The Redis pub/sub connection of the token store failed', error));
     });
     connection.on('message', (_channel: string, message: string) => onNotification(message));
-    connection.subscribe(channel).catch((error: unknown) => {
-      if (!closed) report(redisError(`Could not subscribe to "${channel}"; waiting processes fall back to polling`, error));
-    });
   }
 
   /** Resolves after `ms`, or as soon as a notification arrives; rejects when `signal` aborts. */
