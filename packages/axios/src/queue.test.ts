@@ -1,20 +1,16 @@
-import { createTokenManager, type TokenSet } from '@tokenrelay/core';
 import axios, { AxiosHeaders, type AxiosAdapter } from 'axios';
 import PQueue from 'p-queue';
 import { describe, expect, it } from 'vitest';
+import { gatedManager, inFlightCounter } from '../../../test/helpers/queue-fixtures.js';
 import { attachTokenRelay } from './index.js';
 
 const API = 'https://api.example.test';
 
 /** An axios transport that answers after a few milliseconds, tracking how many requests are in flight. */
 function countingAdapter(accept: (authorization: unknown) => boolean) {
-  let inFlight = 0;
-  let maxInFlight = 0;
+  const counter = inFlightCounter();
   const adapter: AxiosAdapter = async (config) => {
-    inFlight++;
-    maxInFlight = Math.max(maxInFlight, inFlight);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-    inFlight--;
+    await counter.hold();
     const ok = accept(AxiosHeaders.from(config.headers).get('Authorization'));
     const response = {
       data: ok ? 'ok' : 'expired',
@@ -26,28 +22,7 @@ function countingAdapter(accept: (authorization: unknown) => boolean) {
     if (!ok) throw new axios.AxiosError('Request failed with status code 401', 'ERR_BAD_REQUEST', config, undefined, response);
     return response;
   };
-  return {
-    adapter,
-    maxInFlight: () => maxInFlight,
-    resetPeak: () => {
-      maxInFlight = inFlight;
-    },
-  };
-}
-
-function gatedManager(initial: TokenSet) {
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
-  let refreshes = 0;
-  const manager = createTokenManager({
-    tokens: initial,
-    refresh: async () => {
-      refreshes++;
-      await gate;
-      return { accessToken: 'v2', refreshToken: 'r2', expiresAt: Date.now() + 3_600_000 };
-    },
-  });
-  return { manager, release, refreshes: () => refreshes };
+  return { adapter, maxInFlight: counter.maxInFlight, resetPeak: counter.resetPeak };
 }
 
 describe('attachTokenRelay with a queue (p-queue)', () => {

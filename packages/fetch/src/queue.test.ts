@@ -1,49 +1,23 @@
-import { createTokenManager, type TokenSet } from '@tokenrelay/core';
+import { createTokenManager } from '@tokenrelay/core';
 import PQueue from 'p-queue';
 import { describe, expect, it } from 'vitest';
+import { gatedManager, inFlightCounter } from '../../../test/helpers/queue-fixtures.js';
 import { withTokenRelay } from './index.js';
 
 const API = 'https://api.example.test';
 
 /** A fetch that answers each request after a few milliseconds, tracking how many are in flight. */
 function countingFetch(accept: (authorization: string | null) => boolean) {
-  let inFlight = 0;
-  let maxInFlight = 0;
+  const counter = inFlightCounter();
   const fetchImpl = async (_input: string | URL | Request, init?: RequestInit) => {
-    inFlight++;
-    maxInFlight = Math.max(maxInFlight, inFlight);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-    inFlight--;
+    await counter.hold();
     const ok = accept(new Headers(init?.headers).get('authorization'));
     return new Response(ok ? 'ok' : 'expired', {
       status: ok ? 200 : 401,
       headers: ok ? {} : { 'www-authenticate': 'Bearer error="invalid_token"' },
     });
   };
-  return {
-    fetchImpl,
-    maxInFlight: () => maxInFlight,
-    /** Starts measuring the peak again (from what is in flight now). */
-    resetPeak: () => {
-      maxInFlight = inFlight;
-    },
-  };
-}
-
-/** A manager whose token is `initial`; its refresh answers `v2` once `release()` is called. */
-function gatedManager(initial: TokenSet) {
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
-  let refreshes = 0;
-  const manager = createTokenManager({
-    tokens: initial,
-    refresh: async () => {
-      refreshes++;
-      await gate;
-      return { accessToken: 'v2', refreshToken: 'r2', expiresAt: Date.now() + 3_600_000 };
-    },
-  });
-  return { manager, release, refreshes: () => refreshes };
+  return { fetchImpl, maxInFlight: counter.maxInFlight, resetPeak: counter.resetPeak };
 }
 
 const expired = { accessToken: 'v1', refreshToken: 'r1', expiresAt: Date.now() - 1_000 };
