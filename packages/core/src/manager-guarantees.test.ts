@@ -122,6 +122,14 @@ const session = (n: number, expiresAt?: number): TokenSet => ({
   ...(expiresAt === undefined ? {} : { expiresAt }),
 });
 
+/** One holder of a shared store that holds session 0 (revision 1); its token calls are answered by hand. */
+function holderOfSession0() {
+  const shared = sharedStore({ tokens: session(0), revision: 1 });
+  const endpoint = scriptedEndpoint();
+  const manager = createTokenManager({ store: shared.store(), refresh: endpoint.handler });
+  return { shared, endpoint, manager };
+}
+
 describe('a refresh token is presented at most once', () => {
   it('never repeats a token request that outlived the refresh timeout: later refreshes join it and adopt its late answer', async () => {
     vi.useFakeTimers({ now: 0 });
@@ -194,9 +202,7 @@ describe('a refresh token is presented at most once', () => {
   });
 
   it('puts its newest tokens into a store that missed its write before it refreshes again, instead of presenting the store’s spent refresh token', async () => {
-    const shared = sharedStore({ tokens: session(0), revision: 1 });
-    const endpoint = scriptedEndpoint();
-    const manager = createTokenManager({ store: shared.store(), refresh: endpoint.handler });
+    const { shared, endpoint, manager } = holderOfSession0();
     expect(await manager.getAccessToken()).toBe('at.0');
 
     shared.failNextWrites = 1;
@@ -218,10 +224,8 @@ describe('a refresh token is presented at most once', () => {
   });
 
   it('after losing the store lock mid-refresh, writes and announces nothing, and stores its tokens first under the next lock', async () => {
-    const shared = sharedStore({ tokens: session(0), revision: 1 });
-    const endpoint = scriptedEndpoint();
+    const { shared, endpoint, manager } = holderOfSession0();
     const refreshes: TokenSet[] = [];
-    const manager = createTokenManager({ store: shared.store(), refresh: endpoint.handler });
     manager.on('refresh', (tokens) => refreshes.push(tokens));
     expect(await manager.getAccessToken()).toBe('at.0');
 
@@ -282,9 +286,7 @@ describe('a refresh token is presented at most once', () => {
 
 describe('sign-out and a new sign-in win over a refresh in flight', () => {
   it('setTokens during a refresh whose handler ignores its signal: getAccessToken returns the new session at once, and the store ends with it', async () => {
-    const shared = sharedStore({ tokens: session(0), revision: 1 });
-    const endpoint = scriptedEndpoint();
-    const manager = createTokenManager({ store: shared.store(), refresh: endpoint.handler });
+    const { shared, endpoint, manager } = holderOfSession0();
     await manager.getTokens();
     const refreshing = manager.refresh({ staleAccessToken: 'at.0' });
     await flush();
@@ -330,10 +332,8 @@ describe('sign-out and a new sign-in win over a refresh in flight', () => {
   });
 
   it('never writes or announces a refresh whose session another process signed out while its token call was in flight', async () => {
-    const shared = sharedStore({ tokens: session(0), revision: 1 });
-    const endpoint = scriptedEndpoint();
+    const { shared, endpoint, manager } = holderOfSession0();
     const refreshes: TokenSet[] = [];
-    const manager = createTokenManager({ store: shared.store(), refresh: endpoint.handler });
     manager.on('refresh', (tokens) => refreshes.push(tokens));
     await manager.getTokens();
 
@@ -349,9 +349,7 @@ describe('sign-out and a new sign-in win over a refresh in flight', () => {
   });
 
   it('keeps the session another process signed in while its own token call for the old session was in flight', async () => {
-    const shared = sharedStore({ tokens: session(0), revision: 1 });
-    const endpoint = scriptedEndpoint();
-    const manager = createTokenManager({ store: shared.store(), refresh: endpoint.handler });
+    const { shared, endpoint, manager } = holderOfSession0();
     await manager.getTokens();
 
     const refreshing = manager.refresh({ staleAccessToken: 'at.0' });
