@@ -208,7 +208,7 @@ export function tokenEndpointClient(
       'content-type': 'application/x-www-form-urlencoded;charset=UTF-8',
       accept: 'application/json',
     };
-    const sent = [...secrets, ...(await authenticate({ endpoint: endpoint.href, params, headers }, clock))].filter(
+    const sent = [...secrets, ...(await authenticate({ endpoint: endpoint.href, params, headers, clock }))].filter(
       (secret): secret is string => !!secret,
     );
     const fetchImpl = resolveFetch(options.fetch, who);
