@@ -36,7 +36,7 @@ export interface RefreshTokenGrantOptions extends GrantEndpointOptions, ClientAu
 }
 
 const refreshTokenErrors: OAuthErrorMeaning = {
-  invalid_grant: { code: ErrorCode.SESSION_EXPIRED, rejected: 'the refresh token', advice: 'the user must sign in again' },
+  invalid_grant: { code: ErrorCode.SESSION_EXPIRED, advice: 'refresh token refused; sign in again' },
 };
 
 const scopeParam = (scope: string | readonly string[] | undefined): string | undefined =>
@@ -97,7 +97,7 @@ export function refreshTokenGrant(options: RefreshTokenGrantOptions): RefreshHan
     async ({ tokens, signal }) => {
       const refreshToken = tokens?.refreshToken;
       if (!refreshToken) {
-        throw new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'There is no refresh token; the user must sign in again');
+        throw new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'No refresh token; sign in again');
       }
       return client.requestTokens(form({ grant_type: 'refresh_token', refresh_token: refreshToken }), {
         signal,

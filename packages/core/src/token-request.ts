@@ -49,14 +49,10 @@ export interface TokenEndpointAnswer {
   readonly secrets: readonly string[];
 }
 
-/** How a grant reads the OAuth errors that mean something particular for it. */
-export type OAuthErrorMeaning = Readonly<Record<string, { code: ErrorCode; rejected: string; advice: string }>>;
+/** How a grant reads the OAuth errors that mean something particular for it: the code, and what the user should do. */
+export type OAuthErrorMeaning = Readonly<Record<string, { code: ErrorCode; advice: string }>>;
 
-const credentialsRejected = {
-  code: ErrorCode.CREDENTIALS_REJECTED,
-  rejected: "the client's credentials",
-  advice: "check the client id, the secret or key, and the app's settings",
-};
+const credentialsRejected = { code: ErrorCode.CREDENTIALS_REJECTED, advice: 'check the client id, secret or key' };
 
 /** What `invalid_client` and `unauthorized_client` mean for every grant. */
 const clientErrors: OAuthErrorMeaning = { invalid_client: credentialsRejected, unauthorized_client: credentialsRejected };
@@ -71,12 +67,10 @@ export function parseEndpoint(value: string | URL, who: string, name = 'tokenEnd
   try {
     url = new URL(value);
   } catch {
-    throw configurationError(`${who}: ${name} must be an absolute URL`);
+    throw configurationError(`${who}: ${name} is not an absolute URL`);
   }
-  if (url.username || url.password) throw configurationError(`${who}: ${name} must not contain credentials`);
-  if (!isSecureOrLoopback(url)) {
-    throw configurationError(`${who}: ${name} must use https (http is allowed for loopback hosts only): ${url.origin}`);
-  }
+  if (url.username || url.password) throw configurationError(`${who}: ${name} has credentials`);
+  if (!isSecureOrLoopback(url)) throw configurationError(`${who}: ${name} must be https (http on loopback only): ${url.origin}`);
   return url;
 }
 
@@ -86,7 +80,7 @@ function resolveFetch(explicit: typeof fetch | undefined, who: string): typeof f
   for (let depth = 0; depth < 16 && candidate && unwrappedFetch in candidate; depth++) {
     candidate = (candidate as typeof fetch & { [unwrappedFetch]: typeof fetch })[unwrappedFetch];
   }
-  if (typeof candidate !== 'function') throw configurationError(`${who}: no fetch is available; pass options.fetch`);
+  if (typeof candidate !== 'function') throw configurationError(`${who}: no fetch; pass options.fetch`);
   return candidate;
 }
 
@@ -171,9 +165,7 @@ function certainlyNotSent(error: unknown, depth = 0): boolean {
 function networkError(where: string, error: unknown, inDoubt: boolean): TokenRelayError {
   return new TokenRelayError(
     ErrorCode.NETWORK_ERROR,
-    inDoubt
-      ? `The connection to the token endpoint ${where} broke after the request may have been sent`
-      : `Could not reach the token endpoint ${where}`,
+    inDoubt ? `Connection to ${where} broke after the request may have been sent` : `Could not reach ${where}`,
     { cause: error, transient: true, ...(inDoubt ? { inDoubt } : {}) },
   );
 }
@@ -200,7 +192,7 @@ export function tokenEndpointClient(
   options: TokenRequestOptions & { who: string },
 ): TokenEndpointClient {
   const { who, clock = Date, maxResponseBytes = 262_144 } = options;
-  if (!(maxResponseBytes > 0)) throw configurationError(`${who}: maxResponseBytes must be a positive number`);
+  if (!(maxResponseBytes > 0)) throw configurationError(`${who}: maxResponseBytes must be > 0`);
   const where = endpoint.origin + endpoint.pathname;
 
   const post: TokenEndpointClient['post'] = async (params, { signal, secrets }) => {
@@ -224,9 +216,7 @@ export function tokenEndpointClient(
     if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status < 400)) {
       response.body?.cancel().catch(() => undefined);
       // A complete answer: the server did not take the request, so it is not in doubt.
-      throw new TokenRelayError(ErrorCode.NETWORK_ERROR, `The token endpoint ${where} answered with a redirect, which is never followed`, {
-        status: response.status,
-      });
+      throw new TokenRelayError(ErrorCode.NETWORK_ERROR, `${where} answered with a redirect, never followed`, { status: response.status });
     }
     let text: string | undefined;
     try {
@@ -265,14 +255,13 @@ export function tokenEndpointClient(
     const what = oauthError
       ? `${redactSecrets(oauthError, answer.secrets)}${description}`
       : text === undefined
-        ? `a body larger than ${maxResponseBytes} bytes`
-        : `${answer.contentType}, not an OAuth error response`;
+        ? `body over ${maxResponseBytes} bytes`
+        : `${answer.contentType}, not an OAuth error`;
     const details = { status, ...(oauthError === undefined ? {} : { oauthError }) };
     const meaning = oauthError === undefined ? undefined : (meanings[oauthError] ?? clientErrors[oauthError]);
-    if (meaning) {
-      return new TokenRelayError(meaning.code, `The token endpoint rejected ${meaning.rejected} (HTTP ${status} ${what}); ${meaning.advice}`, details);
-    }
-    return new TokenRelayError(ErrorCode.TOKEN_ENDPOINT_ERROR, `The token endpoint answered HTTP ${status} (${what})`, {
+    const answered = `Token endpoint answered HTTP ${status} ${what}`;
+    if (meaning) return new TokenRelayError(meaning.code, `${answered}; ${meaning.advice}`, details);
+    return new TokenRelayError(ErrorCode.TOKEN_ENDPOINT_ERROR, answered, {
       ...details,
       transient: status >= 500 || status === 429,
       ...(answer.retryAfterMs === undefined ? {} : { retryAfterMs: answer.retryAfterMs }),
@@ -284,11 +273,11 @@ export function tokenEndpointClient(
     const error = errorOf(answer, meanings);
     if (error) throw error;
     const invalid = (problem: string) =>
-      new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `The token endpoint answered HTTP ${answer.status} ${problem}`, {
+      new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `Token endpoint answered HTTP ${answer.status}: ${problem}`, {
         status: answer.status,
       });
-    if (answer.text === undefined) throw invalid(`with a body larger than ${maxResponseBytes} bytes`);
-    if (!isRecord(answer.json)) throw invalid(`with a body that is not a JSON object (${answer.contentType})`);
+    if (answer.text === undefined) throw invalid(`body over ${maxResponseBytes} bytes`);
+    if (!isRecord(answer.json)) throw invalid(`not a JSON object (${answer.contentType})`);
     return parseTokenResponse(answer.json, answer.startedAt, invalid);
   };
 
