@@ -183,10 +183,10 @@ export function redactSecrets(text: string, secrets: ReadonlyArray<string | unde
 
 /** A `CONFIGURATION_ERROR` for an invalid option, keeping `cause` when there is one. */
 export function configurationError(message: string, cause?: unknown): TokenRelayError {
-  return new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message, cause === undefined ? {} : { cause });
+  return new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message, { cause });
 }
 
 /** A `STORE_ERROR` for a store that failed to read, write or lock, keeping `cause` when there is one. */
 export function storeError(message: string, cause?: unknown): TokenRelayError {
-  return new TokenRelayError(ErrorCode.STORE_ERROR, message, cause === undefined ? {} : { cause });
+  return new TokenRelayError(ErrorCode.STORE_ERROR, message, { cause });
 }

@@ -459,19 +459,12 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           throw error;
         }
         if (isTokenRelayError(error) && (!shouldRetry(error) || error.code === ErrorCode.REFRESH_TIMEOUT)) throw error;
-        const attempts = attemptIndex + 1;
+        const known = isTokenRelayError(error) ? error : undefined;
+        // The constructor leaves out the details that are undefined.
         throw new TokenRelayError(
           ErrorCode.REFRESH_FAILED,
-          isTokenRelayError(error)
-            ? `Refresh failed after ${attempts} attempt(s): ${error.message}`
-            : 'refresh threw (see cause)',
-          {
-            cause: error,
-            transient: isTokenRelayError(error) && error.transient,
-            ...(isTokenRelayError(error) && error.status !== undefined ? { status: error.status } : {}),
-            ...(isTokenRelayError(error) && error.oauthError !== undefined ? { oauthError: error.oauthError } : {}),
-            ...(isTokenRelayError(error) && error.retryAfterMs !== undefined ? { retryAfterMs: error.retryAfterMs } : {}),
-          },
+          known ? `Refresh failed after ${attemptIndex + 1} attempt(s): ${known.message}` : 'refresh threw (see cause)',
+          { cause: error, transient: known?.transient, status: known?.status, oauthError: known?.oauthError, retryAfterMs: known?.retryAfterMs },
         );
       }
     }

@@ -166,7 +166,7 @@ function networkError(where: string, error: unknown, inDoubt: boolean): TokenRel
   return new TokenRelayError(
     ErrorCode.NETWORK_ERROR,
     inDoubt ? `Connection to ${where} broke after the request may have been sent` : `Could not reach ${where}`,
-    { cause: error, transient: true, ...(inDoubt ? { inDoubt } : {}) },
+    { cause: error, transient: true, inDoubt },
   );
 }
 
@@ -257,14 +257,15 @@ export function tokenEndpointClient(
       : text === undefined
         ? `body over ${maxResponseBytes} bytes`
         : `${answer.contentType}, not an OAuth error`;
-    const details = { status, ...(oauthError === undefined ? {} : { oauthError }) };
+    // The constructor leaves out the details that are undefined.
+    const details = { status, oauthError };
     const meaning = oauthError === undefined ? undefined : (meanings[oauthError] ?? clientErrors[oauthError]);
     const answered = `Token endpoint answered HTTP ${status} ${what}`;
     if (meaning) return new TokenRelayError(meaning.code, `${answered}; ${meaning.advice}`, details);
     return new TokenRelayError(ErrorCode.TOKEN_ENDPOINT_ERROR, answered, {
       ...details,
       transient: status >= 500 || status === 429,
-      ...(answer.retryAfterMs === undefined ? {} : { retryAfterMs: answer.retryAfterMs }),
+      retryAfterMs: answer.retryAfterMs,
     });
   };
 
