@@ -6,6 +6,7 @@
 import { isSecureOrLoopback, unwrappedFetch } from './adapter-kit.js';
 import type { ClientAuthenticator } from './client-auth.js';
 import { ErrorCode, TokenRelayError, configurationError, redactSecrets } from './errors.js';
+import { certainlyNotSent } from './not-sent.js';
 import { isRecord } from './token-set.js';
 import { parseTokenResponse } from './token-response.js';
 import type { Clock, TokenSet } from './types.js';
@@ -120,46 +121,6 @@ function parseRetryAfter(header: string | null, now: number): number | undefined
   if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
   const date = Date.parse(header);
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
-}
-
-/**
- * Error codes (Node's, and undici's in `cause.code`) of failures that happen before a single byte of
- * the request can reach the server: no name resolution, no route, no connection, no TLS session.
- */
-const notSentCodes = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EAI_FAIL',
-  'EAI_NONAME',
-  'ENETUNREACH',
-  'ENETDOWN',
-  'EHOSTUNREACH',
-  'EHOSTDOWN',
-  'EADDRNOTAVAIL',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-  'ERR_TLS_HANDSHAKE_TIMEOUT',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-]);
-
-/**
- * True only when `error` (fetch's rejection) certainly left before the request was sent. Anything
- * else (a reset or closed socket, an unknown cause, a browser's opaque `TypeError`) may have
- * reached the server. Walks the `cause` chain and an `AggregateError`'s `errors` (Node tries
- * several addresses), boundedly.
- */
-function certainlyNotSent(error: unknown, depth = 0): boolean {
-  if (depth > 4 || !isRecord(error) && !(error instanceof Error)) return false;
-  const { code, errors, cause } = error as { code?: unknown; errors?: unknown; cause?: unknown };
-  if (typeof code === 'string' && (notSentCodes.has(code) || code.startsWith('ERR_SSL_'))) return true;
-  if (Array.isArray(errors) && errors.length > 0) return errors.every((inner) => certainlyNotSent(inner, depth + 1));
-  return cause !== undefined && certainlyNotSent(cause, depth + 1);
 }
 
 function networkError(where: string, error: unknown, inDoubt: boolean): TokenRelayError {
