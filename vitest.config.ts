@@ -35,6 +35,7 @@ export default defineConfig({
     alias: {
       '@tokenrelay/core/node': fileURLToPath(new URL('./packages/core/src/node.ts', import.meta.url)),
       '@tokenrelay/core/kit': fileURLToPath(new URL('./packages/core/src/kit.ts', import.meta.url)),
+      '@tokenrelay/core/grants': fileURLToPath(new URL('./packages/core/src/grants.ts', import.meta.url)),
       '@tokenrelay/core': source('core'),
       '@tokenrelay/axios': source('axios'),
       '@tokenrelay/fetch': source('fetch'),

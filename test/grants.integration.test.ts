@@ -4,16 +4,8 @@
  * assertion's signature with the client's registered public key and refuses replayed jti values.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import {
-  ErrorCode,
-  clientCredentialsGrant,
-  createTokenManager,
-  jwtBearerGrant,
-  refreshTokenGrant,
-  revokeToken,
-  type RefreshHandler,
-  type SigningAlgorithm,
-} from '@tokenrelay/core';
+import { ErrorCode, createTokenManager, refreshTokenGrant, type RefreshHandler } from '@tokenrelay/core';
+import { clientCredentialsGrant, jwtBearerGrant, privateKeyJwt, revokeToken, type SigningAlgorithm } from '@tokenrelay/core/grants';
 import {
   createJsforceConnection,
   readSalesforceSession,
@@ -102,9 +94,7 @@ describe('clientCredentialsGrant', () => {
     const grant = clientCredentialsGrant({
       tokenEndpoint: server.tokenEndpoint,
       clientId: 'worker',
-      privateKey: await key(),
-      algorithm,
-      keyId: 'key-1',
+      clientAuthentication: privateKeyJwt({ privateKey: await key(), algorithm, keyId: 'key-1' }),
       fetch: recorder.fetch,
     });
     const tokens = await grant({ tokens: undefined, signal });
@@ -120,7 +110,7 @@ describe('clientCredentialsGrant', () => {
   it('signs a fresh assertion with a new jti for every acquisition', async () => {
     const server = await start({ clients: [{ clientId: 'worker', authMethod: 'private_key_jwt', publicKey: rsaPublicPem }] });
     const recorder = recordingFetch();
-    const grant = clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'worker', privateKey: rsaPem, fetch: recorder.fetch });
+    const grant = clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'worker', clientAuthentication: privateKeyJwt({ privateKey: rsaPem }), fetch: recorder.fetch });
     await grant({ tokens: undefined, signal });
     await grant({ tokens: undefined, signal });
     const jtis = recorder.bodies.map((body) => JSON.parse(Buffer.from(String(body.get('client_assertion')).split('.')[1] ?? '', 'base64url').toString()).jti);
@@ -132,7 +122,7 @@ describe('clientCredentialsGrant', () => {
     const server = await start({ clients: [{ clientId: 'worker', authMethod: 'private_key_jwt', publicKey: rsaPublicPem }, { clientId: 'etl', clientSecret: 'right', authMethod: 'client_secret_basic' }] });
     const recorder = recordingFetch();
     const wrongKey = otherRsa.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-    const keyed = clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'worker', privateKey: wrongKey, fetch: recorder.fetch });
+    const keyed = clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'worker', clientAuthentication: privateKeyJwt({ privateKey: wrongKey }), fetch: recorder.fetch });
     const error = (await keyed({ tokens: undefined, signal }).catch((e: unknown) => e)) as Error;
     expect(error).toMatchObject({ code: ErrorCode.CREDENTIALS_REJECTED, status: 401, oauthError: 'invalid_client', transient: false });
     for (const part of String(recorder.bodies[0]?.get('client_assertion')).split('.').slice(1)) expect(visibleParts(error)).not.toContain(part);
@@ -147,7 +137,7 @@ describe('clientCredentialsGrant', () => {
   it('refuses a replayed client assertion at the server (same jti)', async () => {
     const server = await start({ clients: [{ clientId: 'worker', authMethod: 'private_key_jwt', publicKey: rsaPublicPem }] });
     const recorder = recordingFetch();
-    await clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'worker', privateKey: rsaPem, fetch: recorder.fetch })({ tokens: undefined, signal });
+    await clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'worker', clientAuthentication: privateKeyJwt({ privateKey: rsaPem }), fetch: recorder.fetch })({ tokens: undefined, signal });
     const replay = await fetch(server.tokenEndpoint, { method: 'POST', body: recorder.bodies[0] });
     expect(replay.status).toBe(401);
     expect(await replay.json()).toMatchObject({ error: 'invalid_client', error_description: expect.stringMatching(/jti/) });
@@ -157,7 +147,7 @@ describe('clientCredentialsGrant', () => {
 describe('refreshTokenGrant with private_key_jwt', () => {
   it('refreshes with a client assertion whose aud is the exact token endpoint', async () => {
     const server = await start({ clients: [{ clientId: 'app', authMethod: 'private_key_jwt', publicKey: ecPublicJwk }] });
-    const grant = refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'app', clientAuthentication: 'private_key_jwt', privateKey: ecJwk, algorithm: 'ES256' });
+    const grant = refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'app', clientAuthentication: privateKeyJwt({ privateKey: ecJwk, algorithm: 'ES256' }) });
     expect(grant.needsRefreshToken).toBe(true);
     const tokens = await grant({ tokens: server.issue(), signal });
     expect(await apiAccepts(server, tokens.accessToken)).toBe(true);

@@ -6,7 +6,8 @@
  * refresh, rotate, replay and give up exactly as documented against the provider's own rules.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { ErrorCode, clientCredentialsGrant, createTokenManager, refreshTokenGrant, type TokenSet } from '@tokenrelay/core';
+import { ErrorCode, createTokenManager, refreshTokenGrant, type TokenSet } from '@tokenrelay/core';
+import { clientCredentialsGrant, privateKeyJwt } from '@tokenrelay/core/grants';
 import { withTokenRelay } from '@tokenrelay/fetch';
 import { loopbackOnlyFetch } from '@tokenrelay/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +17,6 @@ import {
   oidcClients,
   startOidcServer,
   startProtectedResource,
-  type OidcClient,
   type OidcServer,
   type ProtectedResource,
 } from './helpers/oidc-server.js';
@@ -41,7 +41,7 @@ afterAll(async () => {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A session for `client`: the manager refreshes at the provider; the adapter sends bearers to the resource only. */
-function connect(client: OidcClient, tokens: TokenSet) {
+function connect(client: (typeof oidcClients)[number], tokens: TokenSet) {
   const presentedRefreshTokens: string[] = [];
   const tokenFetch: typeof fetch = async (input, init) => {
     presentedRefreshTokens.push(new URLSearchParams(String(init?.body)).get('refresh_token') ?? '');
@@ -190,8 +190,9 @@ describe.concurrent.each(machineClients)('client credentials against oidc-provid
     clientCredentialsGrant({
       tokenEndpoint: server.tokenEndpoint,
       clientId: client.clientId,
-      ...(client.authMethod === 'private_key_jwt' ? { privateKey } : { clientSecret: client.clientSecret }),
-      clientAuthentication: client.authMethod,
+      ...(client.authMethod === 'private_key_jwt'
+        ? { clientAuthentication: privateKeyJwt({ privateKey }) }
+        : { clientSecret: client.clientSecret, clientAuthentication: client.authMethod }),
       fetch: loopbackOnlyFetch(),
     });
 
@@ -218,7 +219,9 @@ describe.concurrent.each(machineClients)('client credentials against oidc-provid
           ? clientCredentialsGrant({
               tokenEndpoint: server.tokenEndpoint,
               clientId: client.clientId,
-              privateKey: generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+              clientAuthentication: privateKeyJwt({
+                privateKey: generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+              }),
               fetch: loopbackOnlyFetch(),
             })
           : clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: client.clientId, clientSecret: 'not the secret', fetch: loopbackOnlyFetch() });

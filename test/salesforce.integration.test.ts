@@ -166,7 +166,7 @@ describe('jsforceRefreshFn with real jsforce Connections', () => {
     server.revokeRefreshTokens();
 
     const error = await rejectionOf(conn.query(SOQL));
-    expect(error.message).toMatch(/^Unable to refresh session due to: The token endpoint rejected the refresh token/);
+    expect(error.message).toMatch(/^Unable to refresh session due to: Token endpoint answered HTTP 400 invalid_grant.*; refresh token refused; sign in again/);
     await rejectionOf(conn.query(SOQL));
 
     expect(server.stats().tokenRequests).toBe(1);

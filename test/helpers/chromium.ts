@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { chromium, type Browser } from 'playwright-core';
+import { browserVariants } from '../../scripts/browser-variants.mjs';
 import { chromium as chromiumService, requireTestService } from './test-services.js';
 
 /**
@@ -33,7 +34,10 @@ export async function launchChromium(): Promise<Browser> {
 
 const source = (path: string) => fileURLToPath(new URL(`../../packages/${path}`, import.meta.url));
 
-/** Bundles a browser script from the TypeScript sources, with every @tokenrelay package resolved to one copy. */
+/**
+ * Bundles a browser script from the TypeScript sources, with every @tokenrelay package resolved to
+ * one copy, and the browser variants the `browser` export condition serves (what a browser ships).
+ */
 export async function bundleScript(entry: string): Promise<string> {
   const result = await build({
     entryPoints: [entry],
@@ -43,6 +47,7 @@ export async function bundleScript(entry: string): Promise<string> {
     platform: 'browser',
     target: 'chrome110',
     logLevel: 'silent',
+    plugins: [browserVariants],
     alias: {
       '@tokenrelay/core/kit': source('core/src/kit.ts'),
       '@tokenrelay/core': source('core/src/index.ts'),

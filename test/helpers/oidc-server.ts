@@ -20,8 +20,8 @@ export interface OidcClient {
   readonly authMethod: ClientAuthentication;
 }
 
-/** The three clients the interop tests sign in with: one per client authentication method. */
-export const oidcClients: readonly OidcClient[] = [
+/** The three clients the interop tests sign in with: one per secret-or-none client authentication method. */
+export const oidcClients: readonly (OidcClient & { readonly authMethod: Exclude<ClientAuthentication, 'private_key_jwt'> })[] = [
   { clientId: 'confidential-basic', clientSecret: 'basic secret: with reserved+chars', authMethod: 'client_secret_basic' },
   { clientId: 'confidential-post', clientSecret: 'post-secret-0123456789', authMethod: 'client_secret_post' },
   { clientId: 'public-spa', authMethod: 'none' },

@@ -135,7 +135,7 @@ describe('browserStore: reading and writing tokens', () => {
     const error = await storeError(() => store.set(v1));
 
     // Writes take the lock first: here the lease, in the same failing storage.
-    expect(error.message).toBe('Could not write the refresh lease "session:lock"');
+    expect(error.message).toBe('Could not write the refresh lease "session:lock" (https://github.com/tokenrelay/tokenrelay/blob/main/docs/errors.md#store_error)');
     expect(error.cause).toBe(quota);
   });
 });

@@ -1,9 +1,10 @@
 /*
- * Client authentication at the token endpoint (RFC 6749 §2.3, RFC 7523 §2.2): one piece for every
- * grant and for revocation, so each method is built, checked and redacted the same way everywhere.
+ * Client authentication at the token endpoint (RFC 6749 §2.3): one piece for every grant and for
+ * revocation, so each method is built, checked and redacted the same way everywhere. The secret
+ * methods live here; `private_key_jwt` (RFC 7523 §2.2) needs a signer that most apps never ship,
+ * so it is an object made by `privateKeyJwt` of `@tokenrelay/core/grants` and passed in.
  */
 import { configurationError } from './errors.js';
-import { assertionClaims, assertionSigner, type AssertionSigningOptions, type PrivateKeyInput, type SigningAlgorithm } from './jwt.js';
 import type { Clock } from './types.js';
 
 /**
@@ -13,6 +14,30 @@ import type { Clock } from './types.js';
  */
 export type ClientAuthentication = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none';
 
+/** What a client authentication adds to one token-endpoint request. */
+export interface ClientAuthenticationRequest {
+  /** The client id. */
+  readonly clientId: string;
+  /** The endpoint's URL (a client assertion's `aud`). */
+  readonly endpoint: string;
+  /** The form being posted. */
+  readonly params: URLSearchParams;
+  /** The request headers. */
+  readonly headers: Record<string, string>;
+  /** The clock of the grant. */
+  readonly clock: Clock;
+}
+
+/**
+ * A client authentication made outside this entry: `privateKeyJwt({ privateKey })` of
+ * `@tokenrelay/core/grants`. Adds itself to the request and returns every secret it put there,
+ * so that no error message can echo one.
+ */
+export interface ClientAuthenticationMethod {
+  readonly method: ClientAuthentication;
+  authenticate(request: ClientAuthenticationRequest): Promise<string[]>;
+}
+
 /** The client authentication options every grant (and `revokeToken`) takes. */
 export interface ClientAuthenticationOptions {
   /** The OAuth client id. */
@@ -21,34 +46,24 @@ export interface ClientAuthenticationOptions {
   clientSecret?: string;
   /**
    * How the client authenticates: HTTP Basic (`client_secret_basic`, id and secret form-urlencoded
-   * before base64 as RFC 6749 §2.3.1 requires), in the form body (`client_secret_post`), with a
-   * JWT signed by `privateKey` (`private_key_jwt`: `iss` = `sub` = clientId, `aud` = the endpoint
-   * URL, a fresh `jti`, 2 minutes of life), or `client_id` alone (`none`, public clients).
-   * @default 'client_secret_basic' when a clientSecret is given, 'private_key_jwt' when a
-   * privateKey is given, otherwise 'none'
+   * before base64 as RFC 6749 §2.3.1 requires), in the form body (`client_secret_post`), `client_id`
+   * alone (`none`, public clients), or a JWT signed with the client's private key:
+   * `privateKeyJwt({ privateKey })` from `@tokenrelay/core/grants` (`private_key_jwt`).
+   * @default 'client_secret_basic' when a clientSecret is given, otherwise 'none'
+   * @example
+   * ```ts
+   * import { privateKeyJwt } from '@tokenrelay/core/grants'
+   * refreshTokenGrant({ tokenEndpoint, clientId: 'app', clientAuthentication: privateKeyJwt({ privateKey }) })
+   * ```
    */
-  clientAuthentication?: ClientAuthentication;
-  /** `private_key_jwt` only: the key the client assertion is signed with (PEM PKCS#8, JWK or CryptoKey). */
-  privateKey?: PrivateKeyInput;
-  /**
-   * `private_key_jwt` only: the signing algorithm.
-   * @default the key's own when a JWK `alg` or a CryptoKey tells it, otherwise 'RS256'
-   */
-  algorithm?: SigningAlgorithm;
-  /** `private_key_jwt` only: the key id, sent as `kid`. */
-  keyId?: string;
+  clientAuthentication?: Exclude<ClientAuthentication, 'private_key_jwt'> | ClientAuthenticationMethod;
 }
 
 /** Adds the client's authentication to a request; returns every secret it put there, for redaction. */
-export type ClientAuthenticator = (
-  request: { endpoint: string; params: URLSearchParams; headers: Record<string, string> },
-  clock: Clock,
-) => Promise<string[]>;
+export type ClientAuthenticator = (request: Omit<ClientAuthenticationRequest, 'clientId'>) => Promise<string[]>;
 
 /** A {@link ClientAuthenticator} for one method, which it names. */
 export type MethodAuthenticator = ClientAuthenticator & { readonly method: ClientAuthentication };
-
-const methods: readonly ClientAuthentication[] = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
 
 /** RFC 6749 Appendix B: application/x-www-form-urlencoded, as URLSearchParams serialises it. */
 const formEncode = (value: string) => new URLSearchParams([['', value]]).toString().slice(1);
@@ -61,63 +76,33 @@ export const clientAuthenticationParams = ['client_id', 'client_secret', 'client
  * authenticator.
  */
 export function clientAuthenticator(options: ClientAuthenticationOptions, who: string): MethodAuthenticator {
-  const authenticate = authenticatorFor(options, who);
-  return Object.assign(authenticate.run, { method: authenticate.method });
-}
-
-function authenticatorFor(options: ClientAuthenticationOptions, who: string): { method: ClientAuthentication; run: ClientAuthenticator } {
-  const { clientId, clientSecret, privateKey } = options;
+  const { clientId, clientSecret } = options;
   const configError = (message: string) => configurationError(`${who}: ${message}`);
   if (typeof clientId !== 'string' || clientId === '') throw configError('clientId is required');
-  const method =
-    options.clientAuthentication ??
-    (clientSecret ? 'client_secret_basic' : privateKey !== undefined ? 'private_key_jwt' : 'none');
-  if (!methods.includes(method)) throw configError(`unknown clientAuthentication "${String(method)}"`);
+  // Before 0.1.0 private_key_jwt took a `privateKey` option: point its users to the new form.
+  if ((options as { privateKey?: unknown }).privateKey !== undefined || options.clientAuthentication === ('private_key_jwt' as string)) {
+    throw configError('private_key_jwt is clientAuthentication: privateKeyJwt({ privateKey }) from @tokenrelay/core/grants');
+  }
+  const chosen = options.clientAuthentication ?? (clientSecret ? 'client_secret_basic' : 'none');
+  const method = typeof chosen === 'object' ? chosen.method : chosen;
   const usesSecret = method === 'client_secret_basic' || method === 'client_secret_post';
+  if (typeof chosen !== 'object' && !usesSecret && method !== 'none') throw configError(`unknown clientAuthentication "${String(method)}"`);
   if (usesSecret && !clientSecret) throw configError(`clientAuthentication "${method}" needs a clientSecret`);
   if (!usesSecret && clientSecret) throw configError(`clientSecret was given but clientAuthentication is "${method}"`);
-  if (method === 'private_key_jwt' && privateKey === undefined) throw configError('clientAuthentication "private_key_jwt" needs a privateKey');
-  if (method !== 'private_key_jwt' && privateKey !== undefined) {
-    throw configError(`privateKey was given but clientAuthentication is "${method}"`);
-  }
+  const secret = clientSecret ?? '';
+  const credentials = `${formEncode(clientId)}:${formEncode(secret)}`;
 
-  switch (method) {
-    case 'client_secret_basic': {
-      const credentials = `${formEncode(clientId)}:${formEncode(clientSecret ?? '')}`;
-      const authorization = `Basic ${btoa(credentials)}`;
-      const run: ClientAuthenticator = async ({ headers }) => {
-        headers.authorization = authorization;
-        return [clientSecret ?? '', credentials];
-      };
-      return { method, run };
+  const authenticate: ClientAuthenticator = async (request) => {
+    const { params, headers } = request;
+    if (typeof chosen === 'object') return chosen.authenticate({ ...request, clientId });
+    if (method === 'client_secret_basic') {
+      headers.authorization = `Basic ${btoa(credentials)}`;
+      return [secret, credentials];
     }
-    case 'client_secret_post':
-      return {
-        method,
-        run: async ({ params }) => {
-          params.set('client_id', clientId);
-          params.set('client_secret', clientSecret ?? '');
-          return [clientSecret ?? ''];
-        },
-      };
-    case 'private_key_jwt': {
-      const sign = assertionSigner(options as AssertionSigningOptions, who);
-      const run: ClientAuthenticator = async ({ endpoint, params }, clock) => {
-        const assertion = await sign(assertionClaims({ iss: clientId, sub: clientId, aud: endpoint }, clock));
-        params.set('client_id', clientId);
-        params.set('client_assertion_type', 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
-        params.set('client_assertion', assertion);
-        return [assertion, ...assertion.split('.')];
-      };
-      return { method, run };
-    }
-    case 'none':
-      return {
-        method,
-        run: async ({ params }) => {
-          params.set('client_id', clientId);
-          return [];
-        },
-      };
-  }
+    params.set('client_id', clientId);
+    if (method === 'none') return [];
+    params.set('client_secret', secret);
+    return [secret];
+  };
+  return Object.assign(authenticate, { method });
 }

@@ -68,9 +68,13 @@ export interface TokenRelayErrorDetails {
 // Symbol.for so that two installed copies of @tokenrelay/core (or two realms) recognise each other's errors.
 const errorMarker = Symbol.for('tokenrelay.error');
 
+/** Where every code is explained; each message ends with the link to its code's section. */
+const errorsPage = 'https://github.com/tokenrelay/tokenrelay/blob/main/docs/errors.md#';
+
 /**
- * The one error class of tokenrelay. `code` is stable; `message` is for humans and never
- * contains an access token, a refresh token or a client secret.
+ * The one error class of tokenrelay. `code` is stable; `message` is for humans (short, ending with
+ * a link to the code's section of docs/errors.md) and never contains an access token, a refresh
+ * token or a client secret.
  *
  * @example
  * ```ts
@@ -89,7 +93,7 @@ export class TokenRelayError extends Error {
   readonly inDoubt?: boolean;
 
   constructor(code: ErrorCode, message: string, details: TokenRelayErrorDetails = {}) {
-    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    super(`${message} (${errorsPage}${code.toLowerCase()})`, details.cause === undefined ? undefined : { cause: details.cause });
     this.code = code;
     this.transient = details.transient ?? false;
     if (details.status !== undefined) this.status = details.status;
@@ -179,10 +183,10 @@ export function redactSecrets(text: string, secrets: ReadonlyArray<string | unde
 
 /** A `CONFIGURATION_ERROR` for an invalid option, keeping `cause` when there is one. */
 export function configurationError(message: string, cause?: unknown): TokenRelayError {
-  return new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message, cause === undefined ? {} : { cause });
+  return new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message, { cause });
 }
 
 /** A `STORE_ERROR` for a store that failed to read, write or lock, keeping `cause` when there is one. */
 export function storeError(message: string, cause?: unknown): TokenRelayError {
-  return new TokenRelayError(ErrorCode.STORE_ERROR, message, cause === undefined ? {} : { cause });
+  return new TokenRelayError(ErrorCode.STORE_ERROR, message, { cause });
 }

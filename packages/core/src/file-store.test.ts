@@ -343,7 +343,7 @@ describe('fileStore: a token file holding an OAuth token response', () => {
   it('refuses a token response it cannot use with a STORE_ERROR that names the field and shows no token', async () => {
     const store = fileStore(tokenPath, { watch: false });
     await writeJson({ ...salesforceSample, access_token: 'leaked token with spaces' });
-    const error = await expectStoreError(store.get(), /token response with unusable tokens: accessToken cannot be sent in an HTTP header/);
+    const error = await expectStoreError(store.get(), /token response: unusable tokens: accessToken is not visible ASCII \(HTTP header\)/);
     expect(error.message).not.toContain('leaked');
 
     await writeJson({ ...salesforceSample, expires_at: 'tomorrow' });

@@ -3,7 +3,9 @@ import { setupServer } from 'msw/node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { unwrappedFetch } from './adapter-kit.js';
 import { ErrorCode } from './errors.js';
-import { clientCredentialsGrant, jwtBearerGrant, refreshTokenGrant } from './grant.js';
+import { clientCredentialsGrant, jwtBearerGrant } from './credential-grants.js';
+import { refreshTokenGrant } from './grant.js';
+import { privateKeyJwt } from './private-key-jwt.js';
 import { createTokenManager } from './manager.js';
 
 const tokenEndpoint = 'https://auth.example.test/oauth/token';
@@ -278,7 +280,9 @@ describe('configuration of the grants that need no refresh token', () => {
     ['plain http on a non-loopback host (client credentials)', () => clientCredentialsGrant({ tokenEndpoint: 'http://auth.example.test/token', clientId: 'c', clientSecret: 's' }), /https/],
     ['plain http on a non-loopback host (JWT bearer)', () => jwtBearerGrant({ ...jwt, tokenEndpoint: 'http://auth.example.test/token' }), /https/],
     ['client credentials without a secret or a key', () => clientCredentialsGrant({ tokenEndpoint, clientId: 'c' }), /must authenticate/],
-    ['private_key_jwt without a key', () => clientCredentialsGrant({ tokenEndpoint, clientId: 'c', clientAuthentication: 'private_key_jwt' }), /needs a privateKey/],
+    ['private_key_jwt named as a string, as before 0.1.0', () => clientCredentialsGrant({ tokenEndpoint, clientId: 'c', clientAuthentication: 'private_key_jwt' as never }), /privateKeyJwt\(\{ privateKey \}\)/],
+    ['a privateKey option, as before 0.1.0', () => refreshTokenGrant({ tokenEndpoint, clientId: 'c', ...{ privateKey: jwt.privateKey } }), /privateKeyJwt\(\{ privateKey \}\) from @tokenrelay\/core\/grants/],
+    ['privateKeyJwt with a PKCS#1 PEM', () => privateKeyJwt({ privateKey: pkcs1 }), /PKCS#8.*openssl pkcs8/],
     ['a PKCS#1 PEM', () => jwtBearerGrant({ ...jwt, privateKey: pkcs1 }), /PKCS#8.*openssl pkcs8/],
     ['a public JWK', () => jwtBearerGrant({ ...jwt, privateKey: { kty: 'RSA', n: 'x', e: 'AQAB' } }), /without "d"/],
     ['a JWK whose alg contradicts algorithm', () => jwtBearerGrant({ ...jwt, privateKey: { ...jwt.privateKey, alg: 'RS256' }, algorithm: 'ES256' }), /for RS256, not for ES256/],

@@ -1,16 +1,13 @@
 export { createTokenManager } from './manager.js';
-export {
-  clientCredentialsGrant,
-  jwtBearerGrant,
-  refreshTokenGrant,
-  type ClientCredentialsGrantOptions,
-  type JwtBearerGrantOptions,
-  type RefreshTokenGrantOptions,
-} from './grant.js';
-export type { ClientAuthentication, ClientAuthenticationOptions } from './client-auth.js';
-export type { AssertionSigningOptions, PrivateKeyInput, SigningAlgorithm } from './jwt.js';
+// The grants without a refresh token, private_key_jwt and revocation are on `@tokenrelay/core/grants`.
+export { refreshTokenGrant, type GrantEndpointOptions, type RefreshTokenGrantOptions } from './grant.js';
+export type {
+  ClientAuthentication,
+  ClientAuthenticationMethod,
+  ClientAuthenticationOptions,
+  ClientAuthenticationRequest,
+} from './client-auth.js';
 export type { TokenRequestOptions } from './token-request.js';
-export { revokeToken, type RevokeTokenOptions } from './revoke.js';
 export { tokenSetFromResponse, type TokenSetFromResponseOptions } from './token-response.js';
 export { memoryStore } from './memory-store.js';
 export { ErrorCode, TokenRelayError, findTokenRelayError, isTokenRelayError, type TokenRelayErrorDetails } from './errors.js';

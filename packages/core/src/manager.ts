@@ -20,7 +20,7 @@ const configError = (message: string) => new TokenRelayError(ErrorCode.CONFIGURA
 
 function assertNonNegative(name: string, value: number | undefined): void {
   if (value !== undefined && !(Number.isFinite(value) && value >= 0)) {
-    throw configError(`createTokenManager: ${name} must be a finite number ≥ 0`);
+    throw configError(`${name} must be a number ≥ 0`);
   }
 }
 
@@ -83,7 +83,7 @@ interface Refresh {
  */
 export function createTokenManager(options: TokenManagerOptions): TokenManager {
   if (typeof options?.refresh !== 'function') {
-    throw configError('createTokenManager: options.refresh must be a function, e.g. refreshTokenGrant({...})');
+    throw configError('refresh must be a function, e.g. refreshTokenGrant()');
   }
   assertNonNegative('refreshMarginMs', options.refreshMarginMs);
   assertNonNegative('refreshTimeoutMs', options.refreshTimeoutMs);
@@ -99,7 +99,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const initialTokens =
     options.tokens === undefined
       ? undefined
-      : parseGivenTokens(options.tokens, (problem) => configError(`createTokenManager: tokens: ${problem}`));
+      : parseGivenTokens(options.tokens, (problem) => configError(`tokens: ${problem}`));
   const retry = options.retry === false ? undefined : options.retry;
   assertNonNegative('retry.retries', retry?.retries);
   assertNonNegative('retry.minDelayMs', retry?.minDelayMs);
@@ -183,10 +183,10 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const storeError = (action: string, cause: unknown) =>
     isTokenRelayError(cause) && cause.code === ErrorCode.STORE_ERROR
       ? cause
-      : new TokenRelayError(ErrorCode.STORE_ERROR, `The token store failed to ${action} tokens`, { cause });
+      : new TokenRelayError(ErrorCode.STORE_ERROR, `Store ${action} failed`, { cause });
 
   const refuseStored = (problem: string) =>
-    new TokenRelayError(ErrorCode.STORE_ERROR, `The token store holds something that is not a session: ${problem}`);
+    new TokenRelayError(ErrorCode.STORE_ERROR, `Store holds no session: ${problem}`);
 
   async function readStore(): Promise<StoredTokens | undefined> {
     let value: unknown;
@@ -223,9 +223,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     pause = undefined;
     consecutiveFailures = 0;
     if (value?.sessionExpired) {
-      expireSession(
-        new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'Another holder of the token store found the refresh token dead'),
-      );
+      expireSession(new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'Refresh token dead (found by another store holder); sign in again'));
     } else {
       sessionExpiredError = undefined;
     }
@@ -271,7 +269,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   /** A refresh waiting for the store's lock: news of other tokens ends the wait (see runRefresh). */
   let lockWait: { base: TokenSet | undefined; controller: AbortController } | undefined;
-  const tokensAnnounced = new Error('Another holder of the store announced new tokens');
+  const tokensAnnounced = new Error('tokens announced');
 
   store.subscribe?.((announced) => {
     let value: StoredTokens | undefined;
@@ -365,31 +363,27 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   function failFast(): TokenRelayError {
     if (sessionExpiredError) {
-      return new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'The session has expired; the user must sign in again', {
-        cause: sessionExpiredError,
-      });
+      return new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'Session expired; sign in again', { cause: sessionExpiredError });
     }
-    return new TokenRelayError(ErrorCode.NO_TOKENS, 'The token manager holds no tokens; call setTokens() after sign-in');
+    return new TokenRelayError(ErrorCode.NO_TOKENS, 'No tokens; call setTokens() after sign-in');
   }
 
-  const lockLost = () =>
-    new TokenRelayError(ErrorCode.STORE_ERROR, 'The token store lock was lost (its lease ran out) during the refresh', {
-      transient: true,
-    });
+  const lockLost = () => new TokenRelayError(ErrorCode.STORE_ERROR, 'Store lock lost during the refresh', { transient: true });
+
+  /** A token request open longer than `ms`: the first cohort's wait, or (in doubt) the whole request. */
+  const timedOut = (ms: number, inDoubt?: true) =>
+    new TokenRelayError(ErrorCode.REFRESH_TIMEOUT, `No answer from the token endpoint within ${ms} ms`, { transient: true, inDoubt });
 
   /** Arms the timeout of the current cohort while a token request is open. */
   function watch(refresh: Refresh): void {
     if (!refresh.requestOpen || refresh.watchdog !== undefined) return;
     refresh.watchdog = setTimeout(() => {
       refresh.watchdog = undefined;
-      const error = new TokenRelayError(
-        ErrorCode.REFRESH_TIMEOUT,
-        `The token endpoint did not answer within ${refreshTimeoutMs} ms; the request goes on, and its answer is kept when it comes`,
-        { transient: true },
-      );
-      const timedOut = refresh.cohort;
+      // The request goes on, and its answer is kept when it comes.
+      const error = timedOut(refreshTimeoutMs);
+      const released = refresh.cohort;
       refresh.cohort = deferred();
-      timedOut.reject(error);
+      released.reject(error);
       emit('refreshError', error);
     }, refreshTimeoutMs);
   }
@@ -409,12 +403,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     const onReplaced = () => controller.abort(refresh.controller.signal.reason);
     refresh.controller.signal.addEventListener('abort', onReplaced, { once: true });
     const lateLimit = setTimeout(() => {
-      controller.abort(
-        new TokenRelayError(ErrorCode.REFRESH_TIMEOUT, `The token endpoint did not answer within ${lateAnswerWaitMs} ms`, {
-          transient: true,
-          inDoubt: true,
-        }),
-      );
+      controller.abort(timedOut(lateAnswerWaitMs, true));
     }, lateAnswerWaitMs);
     const aborted = new Promise<never>((_, reject) => {
       controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
@@ -430,7 +419,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       return parseGivenTokens(
         result,
         (problem) =>
-          new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `The refresh handler returned unusable tokens: ${problem}`),
+          new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `refresh returned unusable tokens: ${problem}`),
       );
     } finally {
       refresh.requestOpen = false;
@@ -470,19 +459,12 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           throw error;
         }
         if (isTokenRelayError(error) && (!shouldRetry(error) || error.code === ErrorCode.REFRESH_TIMEOUT)) throw error;
-        const attempts = attemptIndex + 1;
+        const known = isTokenRelayError(error) ? error : undefined;
+        // The constructor leaves out the details that are undefined.
         throw new TokenRelayError(
           ErrorCode.REFRESH_FAILED,
-          isTokenRelayError(error)
-            ? `The refresh failed after ${attempts} attempt${attempts === 1 ? '' : 's'}: ${error.message}`
-            : 'The refresh handler threw an error (see cause)',
-          {
-            cause: error,
-            transient: isTokenRelayError(error) && error.transient,
-            ...(isTokenRelayError(error) && error.status !== undefined ? { status: error.status } : {}),
-            ...(isTokenRelayError(error) && error.oauthError !== undefined ? { oauthError: error.oauthError } : {}),
-            ...(isTokenRelayError(error) && error.retryAfterMs !== undefined ? { retryAfterMs: error.retryAfterMs } : {}),
-          },
+          known ? `Refresh failed after ${attemptIndex + 1} attempt(s): ${known.message}` : 'refresh threw (see cause)',
+          { cause: error, transient: known?.transient, status: known?.status, oauthError: known?.oauthError, retryAfterMs: known?.retryAfterMs },
         );
       }
     }
@@ -695,7 +677,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         }
         const failure = isTokenRelayError(error)
           ? error
-          : new TokenRelayError(ErrorCode.REFRESH_FAILED, 'The refresh failed (see cause)', { cause: error });
+          : new TokenRelayError(ErrorCode.REFRESH_FAILED, 'refresh threw (see cause)', { cause: error });
         if (failure.code === ErrorCode.SESSION_EXPIRED && !acquires) {
           expireSession(failure);
         } else if (failure.code !== ErrorCode.NO_TOKENS && failure.code !== ErrorCode.STORE_ERROR) {
@@ -738,7 +720,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     adopt(tokens, revision);
     loaded = true;
     if (replaced) {
-      replaced.controller.abort(new TokenRelayError(ErrorCode.REFRESH_FAILED, 'The session was replaced during the refresh'));
+      replaced.controller.abort(new TokenRelayError(ErrorCode.REFRESH_FAILED, 'Session replaced during the refresh'));
       unwatch(replaced);
       try {
         replaced.cohort.resolve(settledAfterReplacement());

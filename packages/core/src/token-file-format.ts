@@ -33,7 +33,7 @@ export function parseTokenFile(document: unknown, refuse: (problem: string) => E
     tokenrelay_session_expired: sessionExpired,
     ...response
   } = document as Record<string, unknown>;
-  const tokens = parseTokenResponse(response, 0, (problem) => refuse(`it is a token response ${problem}`));
+  const tokens = parseTokenResponse(response, 0, (problem) => refuse(`it is a token response: ${problem}`));
   if (expiresAtSeconds !== undefined && (typeof expiresAtSeconds !== 'number' || !(expiresAtSeconds >= 0))) {
     throw refuse('expires_at is not a number of epoch seconds');
   }

@@ -6,6 +6,7 @@
 import { isSecureOrLoopback, unwrappedFetch } from './adapter-kit.js';
 import type { ClientAuthenticator } from './client-auth.js';
 import { ErrorCode, TokenRelayError, configurationError, redactSecrets } from './errors.js';
+import { certainlyNotSent } from './not-sent.js';
 import { isRecord } from './token-set.js';
 import { parseTokenResponse } from './token-response.js';
 import type { Clock, TokenSet } from './types.js';
@@ -49,14 +50,10 @@ export interface TokenEndpointAnswer {
   readonly secrets: readonly string[];
 }
 
-/** How a grant reads the OAuth errors that mean something particular for it. */
-export type OAuthErrorMeaning = Readonly<Record<string, { code: ErrorCode; rejected: string; advice: string }>>;
+/** How a grant reads the OAuth errors that mean something particular for it: the code, and what the user should do. */
+export type OAuthErrorMeaning = Readonly<Record<string, { code: ErrorCode; advice: string }>>;
 
-const credentialsRejected = {
-  code: ErrorCode.CREDENTIALS_REJECTED,
-  rejected: "the client's credentials",
-  advice: "check the client id, the secret or key, and the app's settings",
-};
+const credentialsRejected = { code: ErrorCode.CREDENTIALS_REJECTED, advice: 'check the client id, secret or key' };
 
 /** What `invalid_client` and `unauthorized_client` mean for every grant. */
 const clientErrors: OAuthErrorMeaning = { invalid_client: credentialsRejected, unauthorized_client: credentialsRejected };
@@ -71,12 +68,10 @@ export function parseEndpoint(value: string | URL, who: string, name = 'tokenEnd
   try {
     url = new URL(value);
   } catch {
-    throw configurationError(`${who}: ${name} must be an absolute URL`);
+    throw configurationError(`${who}: ${name} is not an absolute URL`);
   }
-  if (url.username || url.password) throw configurationError(`${who}: ${name} must not contain credentials`);
-  if (!isSecureOrLoopback(url)) {
-    throw configurationError(`${who}: ${name} must use https (http is allowed for loopback hosts only): ${url.origin}`);
-  }
+  if (url.username || url.password) throw configurationError(`${who}: ${name} has credentials`);
+  if (!isSecureOrLoopback(url)) throw configurationError(`${who}: ${name} must be https (http on loopback only): ${url.origin}`);
   return url;
 }
 
@@ -86,7 +81,7 @@ function resolveFetch(explicit: typeof fetch | undefined, who: string): typeof f
   for (let depth = 0; depth < 16 && candidate && unwrappedFetch in candidate; depth++) {
     candidate = (candidate as typeof fetch & { [unwrappedFetch]: typeof fetch })[unwrappedFetch];
   }
-  if (typeof candidate !== 'function') throw configurationError(`${who}: no fetch is available; pass options.fetch`);
+  if (typeof candidate !== 'function') throw configurationError(`${who}: no fetch; pass options.fetch`);
   return candidate;
 }
 
@@ -128,53 +123,11 @@ function parseRetryAfter(header: string | null, now: number): number | undefined
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
-/**
- * Error codes (Node's, and undici's in `cause.code`) of failures that happen before a single byte of
- * the request can reach the server: no name resolution, no route, no connection, no TLS session.
- */
-const notSentCodes = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EAI_FAIL',
-  'EAI_NONAME',
-  'ENETUNREACH',
-  'ENETDOWN',
-  'EHOSTUNREACH',
-  'EHOSTDOWN',
-  'EADDRNOTAVAIL',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-  'ERR_TLS_HANDSHAKE_TIMEOUT',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-]);
-
-/**
- * True only when `error` (fetch's rejection) certainly left before the request was sent. Anything
- * else (a reset or closed socket, an unknown cause, a browser's opaque `TypeError`) may have
- * reached the server. Walks the `cause` chain and an `AggregateError`'s `errors` (Node tries
- * several addresses), boundedly.
- */
-function certainlyNotSent(error: unknown, depth = 0): boolean {
-  if (depth > 4 || !isRecord(error) && !(error instanceof Error)) return false;
-  const { code, errors, cause } = error as { code?: unknown; errors?: unknown; cause?: unknown };
-  if (typeof code === 'string' && (notSentCodes.has(code) || code.startsWith('ERR_SSL_'))) return true;
-  if (Array.isArray(errors) && errors.length > 0) return errors.every((inner) => certainlyNotSent(inner, depth + 1));
-  return cause !== undefined && certainlyNotSent(cause, depth + 1);
-}
-
 function networkError(where: string, error: unknown, inDoubt: boolean): TokenRelayError {
   return new TokenRelayError(
     ErrorCode.NETWORK_ERROR,
-    inDoubt
-      ? `The connection to the token endpoint ${where} broke after the request may have been sent`
-      : `Could not reach the token endpoint ${where}`,
-    { cause: error, transient: true, ...(inDoubt ? { inDoubt } : {}) },
+    inDoubt ? `Connection to ${where} broke after the request may have been sent` : `Could not reach ${where}`,
+    { cause: error, transient: true, inDoubt },
   );
 }
 
@@ -200,7 +153,7 @@ export function tokenEndpointClient(
   options: TokenRequestOptions & { who: string },
 ): TokenEndpointClient {
   const { who, clock = Date, maxResponseBytes = 262_144 } = options;
-  if (!(maxResponseBytes > 0)) throw configurationError(`${who}: maxResponseBytes must be a positive number`);
+  if (!(maxResponseBytes > 0)) throw configurationError(`${who}: maxResponseBytes must be > 0`);
   const where = endpoint.origin + endpoint.pathname;
 
   const post: TokenEndpointClient['post'] = async (params, { signal, secrets }) => {
@@ -208,7 +161,7 @@ export function tokenEndpointClient(
       'content-type': 'application/x-www-form-urlencoded;charset=UTF-8',
       accept: 'application/json',
     };
-    const sent = [...secrets, ...(await authenticate({ endpoint: endpoint.href, params, headers }, clock))].filter(
+    const sent = [...secrets, ...(await authenticate({ endpoint: endpoint.href, params, headers, clock }))].filter(
       (secret): secret is string => !!secret,
     );
     const fetchImpl = resolveFetch(options.fetch, who);
@@ -224,9 +177,7 @@ export function tokenEndpointClient(
     if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status < 400)) {
       response.body?.cancel().catch(() => undefined);
       // A complete answer: the server did not take the request, so it is not in doubt.
-      throw new TokenRelayError(ErrorCode.NETWORK_ERROR, `The token endpoint ${where} answered with a redirect, which is never followed`, {
-        status: response.status,
-      });
+      throw new TokenRelayError(ErrorCode.NETWORK_ERROR, `${where} answered with a redirect, never followed`, { status: response.status });
     }
     let text: string | undefined;
     try {
@@ -265,17 +216,17 @@ export function tokenEndpointClient(
     const what = oauthError
       ? `${redactSecrets(oauthError, answer.secrets)}${description}`
       : text === undefined
-        ? `a body larger than ${maxResponseBytes} bytes`
-        : `${answer.contentType}, not an OAuth error response`;
-    const details = { status, ...(oauthError === undefined ? {} : { oauthError }) };
+        ? `body over ${maxResponseBytes} bytes`
+        : `${answer.contentType}, not an OAuth error`;
+    // The constructor leaves out the details that are undefined.
+    const details = { status, oauthError };
     const meaning = oauthError === undefined ? undefined : (meanings[oauthError] ?? clientErrors[oauthError]);
-    if (meaning) {
-      return new TokenRelayError(meaning.code, `The token endpoint rejected ${meaning.rejected} (HTTP ${status} ${what}); ${meaning.advice}`, details);
-    }
-    return new TokenRelayError(ErrorCode.TOKEN_ENDPOINT_ERROR, `The token endpoint answered HTTP ${status} (${what})`, {
+    const answered = `Token endpoint answered HTTP ${status} ${what}`;
+    if (meaning) return new TokenRelayError(meaning.code, `${answered}; ${meaning.advice}`, details);
+    return new TokenRelayError(ErrorCode.TOKEN_ENDPOINT_ERROR, answered, {
       ...details,
       transient: status >= 500 || status === 429,
-      ...(answer.retryAfterMs === undefined ? {} : { retryAfterMs: answer.retryAfterMs }),
+      retryAfterMs: answer.retryAfterMs,
     });
   };
 
@@ -284,11 +235,11 @@ export function tokenEndpointClient(
     const error = errorOf(answer, meanings);
     if (error) throw error;
     const invalid = (problem: string) =>
-      new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `The token endpoint answered HTTP ${answer.status} ${problem}`, {
+      new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `Token endpoint answered HTTP ${answer.status}: ${problem}`, {
         status: answer.status,
       });
-    if (answer.text === undefined) throw invalid(`with a body larger than ${maxResponseBytes} bytes`);
-    if (!isRecord(answer.json)) throw invalid(`with a body that is not a JSON object (${answer.contentType})`);
+    if (answer.text === undefined) throw invalid(`body over ${maxResponseBytes} bytes`);
+    if (!isRecord(answer.json)) throw invalid(`not a JSON object (${answer.contentType})`);
     return parseTokenResponse(answer.json, answer.startedAt, invalid);
   };
 

@@ -21,19 +21,17 @@ export interface TokenSetFromResponseOptions {
  * error for one that is not usable. Shared by the grants, which add the HTTP status to the error.
  */
 export function parseTokenResponse(response: unknown, now: number, refuse: (problem: string) => Error): TokenSet {
-  if (!isRecord(response)) throw refuse('with a body that is not a JSON object');
+  if (!isRecord(response)) throw refuse('not a JSON object');
   const { access_token, refresh_token, expires_in, token_type, scope, ...rest } = response;
-  if (typeof access_token !== 'string' || access_token === '') throw refuse('without an access_token');
+  if (typeof access_token !== 'string' || access_token === '') throw refuse('no access_token');
   if (token_type !== undefined && (typeof token_type !== 'string' || token_type.toLowerCase() !== 'bearer')) {
-    throw refuse(`with token_type "${String(token_type).slice(0, 40)}"; only Bearer tokens are supported`);
+    throw refuse(`token_type "${String(token_type).slice(0, 40)}"; only Bearer tokens are supported`);
   }
   if (expires_in !== undefined && expires_in !== null && (typeof expires_in !== 'number' || !Number.isFinite(expires_in) || expires_in < 0)) {
-    throw refuse(`with an invalid expires_in (${typeof expires_in === 'string' ? 'a string' : String(expires_in)})`);
+    throw refuse(`invalid expires_in (${typeof expires_in === 'string' ? 'a string' : String(expires_in)})`);
   }
-  if (refresh_token !== undefined && (typeof refresh_token !== 'string' || refresh_token === '')) {
-    throw refuse('with an invalid refresh_token');
-  }
-  if (scope !== undefined && typeof scope !== 'string') throw refuse('with an invalid scope');
+  if (refresh_token !== undefined && (typeof refresh_token !== 'string' || refresh_token === '')) throw refuse('invalid refresh_token');
+  if (scope !== undefined && typeof scope !== 'string') throw refuse('invalid scope');
   const tokens: Record<string, unknown> = {
     accessToken: access_token,
     tokenType: typeof token_type === 'string' ? token_type : 'Bearer',
@@ -44,7 +42,7 @@ export function parseTokenResponse(response: unknown, now: number, refuse: (prob
   if (scope !== undefined) tokens.scope = scope;
   // The one token-set parser: refuses what cannot be used (a token that cannot go in a header, an
   // expiry that overflowed to Infinity) before anything is stored.
-  return parseTokenSet(tokens, (problem) => refuse(`with unusable tokens: ${problem}`));
+  return parseTokenSet(tokens, (problem) => refuse(`unusable tokens: ${problem}`));
 }
 
 /**
@@ -66,6 +64,6 @@ export function parseTokenResponse(response: unknown, now: number, refuse: (prob
  */
 export function tokenSetFromResponse(response: unknown, options: TokenSetFromResponseOptions = {}): TokenSet {
   return parseTokenResponse(response, options.now ?? Date.now(), (problem) =>
-    new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `The token response came ${problem}`),
+    new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `Token response: ${problem}`),
   );
 }

@@ -25,7 +25,7 @@ const headerSafeToken = /^[\x21-\x7e]+$/;
 export function expiresAtProblem(tokens: TokenSet, now: number): string | undefined {
   const { expiresAt } = tokens;
   if (expiresAt === undefined || expiresAt >= now / 100) return undefined;
-  return `expiresAt (${expiresAt}) looks like seconds; it must be epoch milliseconds (e.g. Date.now() + expires_in * 1000)`;
+  return `expiresAt (${expiresAt}) looks like seconds; use epoch ms (Date.now() + expires_in * 1000)`;
 }
 
 /**
@@ -33,18 +33,12 @@ export function expiresAtProblem(tokens: TokenSet, now: number): string | undefi
  * fields only, never their values.
  */
 export function tokenSetProblem(value: unknown): string | undefined {
-  if (!isRecord(value)) return 'the tokens are not an object';
+  if (!isRecord(value)) return 'tokens are not an object';
   const { accessToken, refreshToken, expiresAt, tokenType, scope, raw } = value;
   if (typeof accessToken !== 'string' || accessToken === '') return 'accessToken is not a non-empty string';
-  if (!headerSafeToken.test(accessToken)) {
-    return 'accessToken cannot be sent in an HTTP header (only visible ASCII characters are allowed)';
-  }
-  if (refreshToken !== undefined && (typeof refreshToken !== 'string' || refreshToken === '')) {
-    return 'refreshToken is not a non-empty string';
-  }
-  if (expiresAt !== undefined && (typeof expiresAt !== 'number' || !Number.isFinite(expiresAt))) {
-    return 'expiresAt is not a finite number (epoch milliseconds)';
-  }
+  if (!headerSafeToken.test(accessToken)) return 'accessToken is not visible ASCII (HTTP header)';
+  if (refreshToken !== undefined && (typeof refreshToken !== 'string' || refreshToken === '')) return 'refreshToken is not a non-empty string';
+  if (expiresAt !== undefined && (typeof expiresAt !== 'number' || !Number.isFinite(expiresAt))) return 'expiresAt is not a finite number';
   for (const [name, field] of [
     ['tokenType', tokenType],
     ['scope', scope],

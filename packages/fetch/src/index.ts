@@ -20,6 +20,8 @@ import {
   sendThrough,
   unwrappedFetch,
 } from '@tokenrelay/core/kit';
+import { discard, isOneShotBody, isRequest, locationOf, type FetchInit, type FetchInput, type GlobalFetch } from './fetch-values.js';
+import { sendFollowingRedirects } from './redirects.js';
 
 /** Options of {@link withTokenRelay}. */
 export interface TokenRelayFetchOptions {
@@ -83,30 +85,6 @@ export interface FetchResponse {
   clone(): { text(): Promise<string> };
 }
 
-type FetchInput = Parameters<typeof fetch>[0];
-type FetchInit = Parameters<typeof fetch>[1];
-type GlobalFetch = (input: FetchInput, init?: FetchInit) => Promise<Response>;
-
-/** fetch's own limit (Fetch Standard, HTTP-redirect fetch). */
-const MAX_REDIRECTS = 20;
-const redirectStatuses = new Set([301, 302, 303, 307, 308]);
-/** Headers fetch drops when a redirect turns the request into a GET without a body. */
-const requestBodyHeaders = ['content-encoding', 'content-language', 'content-location', 'content-type'];
-/** Headers fetch (undici) drops when a redirect leaves the origin. */
-const crossOriginHeaders = ['authorization', 'cookie', 'proxy-authorization'];
-
-const locationOf = () => (globalThis as { location?: { origin?: unknown; href?: unknown } }).location;
-
-/**
- * A browser (or worker) fetch follows redirects out of sight: `redirect: 'manual'` only yields an
- * opaque response. Elsewhere (Node, Deno, Bun) we follow them ourselves to judge every hop.
- */
-const hidesRedirects = () => locationOf() !== undefined;
-
-function isRequest(input: FetchInput): input is Request {
-  return typeof input === 'object' && !(input instanceof URL) && typeof input.url === 'string';
-}
-
 /** What fetch resolves a relative URL against: the document's base in a browser; elsewhere nothing. */
 function documentBase(): string | undefined {
   const base = (globalThis as { document?: { baseURI?: unknown } }).document?.baseURI ?? locationOf()?.href;
@@ -142,15 +120,6 @@ function withBearer(headers: HeadersInit | undefined, bearer: string): HeadersIn
   return copy;
 }
 
-/** A ReadableStream or an async iterable can be read only once, so a request carrying one is never replayed. */
-function isOneShotBody(body: unknown): boolean {
-  return (
-    typeof body === 'object' &&
-    body !== null &&
-    (typeof (body as { getReader?: unknown }).getReader === 'function' || Symbol.asyncIterator in body)
-  );
-}
-
 function failedResponse(response: Response, url: string): FailedResponse {
   let text: Promise<string> | undefined;
   return {
@@ -160,10 +129,6 @@ function failedResponse(response: Response, url: string): FailedResponse {
     // A clone, so the caller can still read the body of a response that is returned to them.
     text: () => (text ??= response.clone().text()),
   };
-}
-
-function discard(response: Response): void {
-  response.body?.cancel().catch(() => {});
 }
 
 /** Where a response came from: its own URL when the fetch tells it (after redirects), else the one requested. */
@@ -230,67 +195,13 @@ export function withTokenRelay<F extends FetchFunction>(
   // Called with what its caller gave the wrapper, plus headers: whatever its own types, it takes that.
   const send = fetchImpl as unknown as GlobalFetch;
 
-  /** The next request of a redirect, as fetch builds it; `undefined` when fetch would return `response` as it is. */
-  async function nextHop(response: Response, hop: Hop, hops: number): Promise<Hop | undefined> {
-    const location = response.headers.get('location');
-    if (!redirectStatuses.has(response.status) || location === null) return undefined;
-    const url = new URL(location, hop.url);
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`fetch failed: redirect to ${url.protocol}`);
-    if (hops >= MAX_REDIRECTS) throw new TypeError('fetch failed: redirect count exceeded');
-    const headers = new Headers(hop.init.headers);
-    const toGet =
-      ((response.status === 301 || response.status === 302) && hop.method === 'POST') ||
-      (response.status === 303 && hop.method !== 'GET' && hop.method !== 'HEAD');
-    let { body } = hop;
-    if (toGet) {
-      body = undefined;
-      for (const name of requestBodyHeaders) headers.delete(name);
-    } else if (typeof body === 'function') {
-      body = await body();
-    } else if (isOneShotBody(body)) {
-      throw new TypeError('fetch failed: cannot follow a redirect with a streamed body');
-    }
-    if (url.origin !== new URL(hop.url).origin) for (const name of crossOriginHeaders) headers.delete(name);
-    return { url: url.href, method: toGet ? 'GET' : hop.method, body, init: { ...hop.init, headers } };
-  }
-
-  /** Follows the redirects of `response` hop by hop, so the bearer never follows one to an origin (or the token endpoint) it may not reach. */
-  async function followRedirects(response: Response, hop: Hop, bearer: string): Promise<Response> {
-    let next: Hop | undefined = hop;
-    for (let hops = 0; (next = await nextHop(response, next, hops)); hops++) {
-      discard(response);
-      const hopHeaders = new Headers(next.init.headers);
-      if (mayCarryBearer(next.url)) hopHeaders.set('authorization', bearer);
-      else hopHeaders.delete('authorization');
-      const body = typeof next.body === 'function' ? undefined : next.body;
-      response = await send(next.url, { ...next.init, method: next.method, body, headers: hopHeaders });
-      Object.defineProperty(response, 'redirected', { value: true });
-    }
-    return response;
-  }
-
   /**
-   * Sends with the bearer wherever it may go. Outside a browser redirects are followed here, hop
-   * by hop; a response that is no redirect costs no promise of ours.
+   * Sends with the bearer wherever it may go. Outside a browser redirects are followed hop by hop
+   * (redirects.ts); a browser follows them itself (redirects.browser.ts, the browser build's).
    */
   function sendAuthorized(input: string | Request, init: FetchInit, own: HeadersInit | undefined, href: string, accessToken: string) {
     const bearer = bearerAuthorization(accessToken);
-    const headers = withBearer(own, bearer);
-    const request = isRequest(input) ? input : undefined;
-    const redirect = init?.redirect ?? (request ? request.redirect : 'follow');
-    if (redirect !== 'follow' || hidesRedirects()) return send(input, { ...init, headers });
-
-    // A 307/308 sends the body again: keep a copy of a Request's, read only if that happens.
-    const spare = request?.body ? request.clone() : undefined;
-    const hop: Hop = {
-      url: href,
-      method: (init?.method ?? request?.method ?? 'GET').toUpperCase(),
-      body: init?.body ?? (spare ? () => spare.arrayBuffer() : undefined),
-      init: { ...init, signal: init?.signal ?? request?.signal, headers, redirect: 'manual' },
-    };
-    return send(input, hop.init).then((response) =>
-      redirectStatuses.has(response.status) ? followRedirects(response, hop, bearer) : response,
-    );
+    return sendFollowingRedirects({ send, mayCarryBearer }, input, init, withBearer(own, bearer), href, bearer);
   }
 
   /**
@@ -371,14 +282,6 @@ export function withTokenRelay<F extends FetchFunction>(
   }
   Object.defineProperty(relayFetch, unwrappedFetch, { value: fetchImpl });
   return relayFetch as unknown as F;
-}
-
-/** One request of a redirect chain. `body` is a function when it is read only if a 307/308 needs it again. */
-interface Hop {
-  url: string;
-  method: string;
-  body: BodyInit | (() => Promise<ArrayBuffer>) | undefined;
-  init: RequestInit & { headers: HeadersInit };
 }
 
 function browserOrigins(): string[] | undefined {

@@ -1,15 +1,5 @@
-import {
-  ErrorCode,
-  TokenRelayError,
-  clientCredentialsGrant,
-  jwtBearerGrant,
-  refreshTokenGrant,
-  revokeToken,
-  type AssertionSigningOptions,
-  type ClientAuthentication,
-  type RefreshHandler,
-  type TokenSet,
-} from '@tokenrelay/core';
+import { ErrorCode, TokenRelayError, refreshTokenGrant, type ClientAuthentication, type RefreshHandler, type TokenSet } from '@tokenrelay/core';
+import { clientCredentialsGrant, jwtBearerGrant, revokeToken, type AssertionSigningOptions } from '@tokenrelay/core/grants';
 import { configurationError, isSecureOrLoopback } from '@tokenrelay/core/kit';
 import { verifySalesforceSignature } from './signature.js';
 
@@ -36,7 +26,7 @@ export interface SalesforceRefreshGrantOptions {
    * How the secret is sent. Salesforce documents the form body and also accepts HTTP Basic.
    * @default 'client_secret_post' when a clientSecret is given, otherwise 'none'
    */
-  clientAuthentication?: ClientAuthentication;
+  clientAuthentication?: Exclude<ClientAuthentication, 'private_key_jwt'>;
   /**
    * The org's session timeout (Setup → Session Settings, or the connected app's own), in
    * milliseconds. Salesforce sends no `expires_in`, so with this the access token's `expiresAt` is

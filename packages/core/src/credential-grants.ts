@@ -1,0 +1,122 @@
+/*
+ * The grants that get tokens with the client's own credentials, with no refresh token: client
+ * credentials (RFC 6749 §4.4) and JWT bearer (RFC 7523 §2.1). On `@tokenrelay/core/grants`.
+ */
+import { clientAuthenticator, type ClientAuthenticationOptions } from './client-auth.js';
+import { configurationError } from './errors.js';
+import { asHandler, formBuilder, type GrantEndpointOptions } from './grant.js';
+import { assertionClaims, assertionSigner, type AssertionSigningOptions } from './jwt.js';
+import { credentialGrantErrors, parseEndpoint, tokenEndpointClient, type TokenRequestOptions } from './token-request.js';
+import type { RefreshHandler } from './types.js';
+
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+
+/** Options of {@link clientCredentialsGrant}. */
+export interface ClientCredentialsGrantOptions extends GrantEndpointOptions, ClientAuthenticationOptions, TokenRequestOptions {}
+
+/** Options of {@link jwtBearerGrant}. */
+export interface JwtBearerGrantOptions extends AssertionSigningOptions, TokenRequestOptions {
+  /** The token endpoint; see `RefreshTokenGrantOptions.tokenEndpoint`. */
+  tokenEndpoint: string | URL;
+  /** The client id: the assertion's `iss`. */
+  clientId: string;
+  /** Whom the tokens are for: the assertion's `sub` (a user name, a service account). */
+  subject: string;
+  /**
+   * The assertion's `aud`, sent exactly as given: the authorization server's issuer or token
+   * endpoint, as the server documents.
+   * @example 'https://auth.example.com'
+   */
+  audience: string;
+  /** Scope to ask for, as a space-separated string or an array. */
+  scope?: string | readonly string[];
+}
+
+/**
+ * A {@link RefreshHandler} for the client credentials grant (RFC 6749 §4.4): a job or a server
+ * gets tokens for itself with its own credentials (`client_secret_basic`, `client_secret_post`, or
+ * `private_key_jwt` with `privateKeyJwt`), so there is no refresh token: each "refresh" asks again.
+ * A manager with no tokens acquires them on the first request (`needsRefreshToken: false`).
+ *
+ * Errors: `CREDENTIALS_REJECTED` for `invalid_client`, `unauthorized_client` and `invalid_grant`
+ * (never transient: fix the configuration); otherwise as {@link refreshTokenGrant}.
+ *
+ * @throws TokenRelayError `CONFIGURATION_ERROR` (synchronously) for invalid options.
+ * @example
+ * ```ts
+ * const manager = createTokenManager({
+ *   refresh: clientCredentialsGrant({ tokenEndpoint: 'https://auth.example.com/oauth/token', clientId: 'etl', clientSecret, scope: 'reports' }),
+ * })
+ * ```
+ */
+export function clientCredentialsGrant(options: ClientCredentialsGrantOptions): RefreshHandler {
+  const who = 'clientCredentialsGrant';
+  const endpoint = parseEndpoint(options.tokenEndpoint, who);
+  const authenticator = clientAuthenticator(options, who);
+  if (authenticator.method === 'none') {
+    throw configurationError(`${who}: the client must authenticate: give a clientSecret or clientAuthentication: privateKeyJwt({ privateKey })`);
+  }
+  const client = tokenEndpointClient(endpoint, authenticator, { ...options, who });
+  const form = formBuilder(who, [], options);
+  return asHandler(
+    async ({ tokens, signal }) =>
+      client.requestTokens(form({ grant_type: 'client_credentials' }), {
+        signal,
+        secrets: [tokens?.accessToken],
+        meanings: credentialGrantErrors,
+      }),
+    endpoint,
+    false,
+  );
+}
+
+/**
+ * A {@link RefreshHandler} for the JWT bearer grant (RFC 7523 §2.1): each acquisition signs a fresh
+ * assertion (`iss` = clientId, `sub` = subject, `aud` = audience, `iat`, `exp` 2 minutes ahead, a
+ * unique `jti`) with the private key, using WebCrypto (RS256, ES256 or PS256), and posts
+ * `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=…`. There is no refresh token:
+ * a manager with no tokens acquires them on the first request (`needsRefreshToken: false`).
+ *
+ * Errors: `CREDENTIALS_REJECTED` when the assertion is refused (`invalid_grant`: signature,
+ * audience, subject, a user not pre-authorized) or the client is (`invalid_client`,
+ * `unauthorized_client`); the assertion never appears in an error. Otherwise as {@link refreshTokenGrant}.
+ *
+ * @throws TokenRelayError `CONFIGURATION_ERROR` (synchronously) for invalid options, (when acquiring)
+ * for a key WebCrypto cannot import.
+ * @example
+ * ```ts
+ * const manager = createTokenManager({
+ *   refresh: jwtBearerGrant({
+ *     tokenEndpoint: 'https://auth.example.com/oauth/token',
+ *     clientId: 'reporting',
+ *     subject: 'svc-reporting',
+ *     audience: 'https://auth.example.com',
+ *     privateKey: await readFile('reporting.key.pem', 'utf8'),
+ *   }),
+ * })
+ * ```
+ */
+export function jwtBearerGrant(options: JwtBearerGrantOptions): RefreshHandler {
+  const who = 'jwtBearerGrant';
+  const endpoint = parseEndpoint(options.tokenEndpoint, who);
+  const { clientId, subject, audience, clock = Date } = options;
+  for (const [name, value] of Object.entries({ clientId, subject, audience })) {
+    if (typeof value !== 'string' || value === '') throw configurationError(`${who}: ${name} is required`);
+  }
+  const sign = assertionSigner(options, who);
+  // The assertion is the grant and authenticates the client (RFC 7523 §3.1): no other client authentication.
+  const client = tokenEndpointClient(endpoint, async () => [], { ...options, who });
+  const form = formBuilder(who, ['assertion'], options);
+  return asHandler(
+    async ({ tokens, signal }) => {
+      const assertion = await sign(assertionClaims({ iss: clientId, sub: subject, aud: audience }, clock));
+      return client.requestTokens(form({ grant_type: JWT_BEARER, assertion }), {
+        signal,
+        secrets: [assertion, ...assertion.split('.'), tokens?.accessToken],
+        meanings: credentialGrantErrors,
+      });
+    },
+    endpoint,
+    false,
+  );
+}

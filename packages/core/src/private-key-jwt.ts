@@ -1,0 +1,38 @@
+/*
+ * `private_key_jwt` client authentication (RFC 7523 §2.2), on `@tokenrelay/core/grants`: the signer
+ * it needs is bundled only by the apps that import it.
+ */
+import type { ClientAuthenticationMethod } from './client-auth.js';
+import { assertionClaims, assertionSigner, type AssertionSigningOptions } from './jwt.js';
+
+/**
+ * Client authentication with a JWT signed by the client's private key (`private_key_jwt`): each
+ * token request carries a fresh assertion (`iss` = `sub` = clientId, `aud` = the endpoint URL, a
+ * unique `jti`, 2 minutes of life), signed with WebCrypto (RS256, ES256 or PS256). Pass it as
+ * `clientAuthentication` to any grant or to `revokeToken`. The assertion never appears in an error.
+ *
+ * @throws TokenRelayError `CONFIGURATION_ERROR` (synchronously) for invalid key options; (when
+ * signing) for a key WebCrypto cannot import.
+ * @example
+ * ```ts
+ * import { clientCredentialsGrant, privateKeyJwt } from '@tokenrelay/core/grants'
+ * const refresh = clientCredentialsGrant({
+ *   tokenEndpoint: 'https://auth.example.com/oauth/token',
+ *   clientId: 'worker',
+ *   clientAuthentication: privateKeyJwt({ privateKey: await readFile('worker.key.pem', 'utf8') }),
+ * })
+ * ```
+ */
+export function privateKeyJwt(options: AssertionSigningOptions): ClientAuthenticationMethod {
+  const sign = assertionSigner(options, 'privateKeyJwt');
+  return {
+    method: 'private_key_jwt',
+    async authenticate({ clientId, endpoint, params, clock }) {
+      const assertion = await sign(assertionClaims({ iss: clientId, sub: clientId, aud: endpoint }, clock));
+      params.set('client_id', clientId);
+      params.set('client_assertion_type', 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
+      params.set('client_assertion', assertion);
+      return [assertion, ...assertion.split('.')];
+    },
+  };
+}

@@ -1,0 +1,49 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { sendFollowingRedirects as sendInBrowserBuild } from './redirects.browser.js';
+import { sendFollowingRedirects } from './redirects.js';
+
+const bearer = 'Bearer access-1';
+
+/** A fetch that answers every request with a redirect, and records what it was given. */
+function redirectingFetch() {
+  const calls: { input: unknown; init: RequestInit | undefined }[] = [];
+  const send = (input: RequestInfo | URL, init?: RequestInit) => {
+    calls.push({ input, init });
+    return Promise.resolve(new Response(null, { status: 302, headers: { location: 'https://elsewhere.example/next' } }));
+  };
+  return { calls, context: { send, mayCarryBearer: (url: string) => url.startsWith('https://api.example/') } };
+}
+
+describe('redirects in the browser build and in the full build', () => {
+  afterEach(() => {
+    vi.unstubAllGlobals();
+  });
+
+  it('sends the request once, as given with the bearer, and leaves a redirect to the browser in both builds', async () => {
+    vi.stubGlobal('location', { origin: 'https://app.example', href: 'https://app.example/' });
+    const init = { method: 'POST', body: 'payload' };
+    const headers = { authorization: bearer };
+    const full = redirectingFetch();
+    const browser = redirectingFetch();
+
+    const fromFull = await sendFollowingRedirects(full.context, 'https://api.example/items', init, headers, 'https://api.example/items', bearer);
+    const fromBrowser = await sendInBrowserBuild(browser.context, 'https://api.example/items', init, headers);
+
+    expect(browser.calls).toEqual([{ input: 'https://api.example/items', init: { ...init, headers } }]);
+    expect(full.calls).toEqual(browser.calls);
+    expect([fromFull.status, fromBrowser.status]).toEqual([302, 302]);
+  });
+
+  it('follows a redirect itself outside a browser, without the bearer on a hop to another origin', async () => {
+    const { calls, context } = redirectingFetch();
+    let answered = 0;
+    const send = (input: RequestInfo | URL, init?: RequestInit) =>
+      answered++ === 0 ? context.send(input, init) : (calls.push({ input, init }), Promise.resolve(new Response('done')));
+
+    const response = await sendFollowingRedirects({ ...context, send }, 'https://api.example/items', undefined, { authorization: bearer }, 'https://api.example/items', bearer);
+
+    expect(await response.text()).toBe('done');
+    expect(calls.map(({ input }) => String(input))).toEqual(['https://api.example/items', 'https://elsewhere.example/next']);
+    expect(new Headers(calls[1]?.init?.headers).has('authorization')).toBe(false);
+  });
+});
