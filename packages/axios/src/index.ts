@@ -224,32 +224,41 @@ export function attachTokenRelay(
   };
 
   /**
-   * Runs after every request interceptor (axios calls transformRequest just before the adapter):
-   * an interceptor registered before ours runs after it and may retarget the request, so the URL
-   * axios finally sends is judged here. Installed once in the instance's defaults, and added to a
-   * request only when that request brings transforms of its own.
+   * The last step before the transport, for every request: axios calls transformRequest after
+   * every request interceptor, and one registered before ours runs after it and may retarget the
+   * request, so the URL axios finally sends is judged here. A request that no interceptor of ours
+   * took — the token was fresh — gets its bearer here, so the fresh path runs no interceptor of
+   * ours at all. Installed once in the instance's defaults, and added to a request only when that
+   * request brings transforms of its own.
    */
-  const checkFinalUrl: AxiosRequestTransformer = function (this: TrackedConfig, data: unknown) {
-    if (this[ticketKey] && !mayAuthorize(requestUrl(this), locationHref())) removeOurBearer(this);
+  const authorizeFinal: AxiosRequestTransformer = function (this: TrackedConfig, data: unknown) {
+    const ticket = this[ticketKey];
+    if (!mayAuthorize(requestUrl(this), locationHref())) {
+      if (ticket) removeOurBearer(this);
+      return data;
+    }
+    if (ticket !== undefined || !attached || this.headers.has('Authorization')) return data;
+    const accessToken = manager.currentAccessToken() ?? tokenJudgedFresh;
+    if (accessToken !== undefined) setBearer(this, accessToken, false);
     return data;
   };
-  const withCheckFinalUrl = (transforms: AxiosRequestTransformer | AxiosRequestTransformer[] | undefined) =>
-    [...(transforms === undefined ? [] : [transforms].flat()), checkFinalUrl];
+  const withAuthorizeFinal = (transforms: AxiosRequestTransformer | AxiosRequestTransformer[] | undefined) =>
+    [...(transforms === undefined ? [] : [transforms].flat()), authorizeFinal];
   /*
-   * In the defaults the check is fused into the last transform (axios's own, unless replaced):
+   * In the defaults the step is fused into the last transform (axios's own, unless replaced):
    * axios normalizes the headers once more for every transform, which would cost each request
    * several percent of a bare one.
    */
   const defaultTransforms = [instance.defaults.transformRequest ?? []].flat();
   const lastDefaultTransform = defaultTransforms.pop();
-  const checkingTransform: AxiosRequestTransformer = lastDefaultTransform
+  const fusedTransform: AxiosRequestTransformer = lastDefaultTransform
     ? function (this: TrackedConfig, data, headers) {
-        return checkFinalUrl.call(this, lastDefaultTransform.call(this, data, headers), headers);
+        return authorizeFinal.call(this, lastDefaultTransform.call(this, data, headers), headers);
       }
-    : checkFinalUrl;
-  instance.defaults.transformRequest = [...defaultTransforms, checkingTransform];
-  const checksFinalUrl = (transforms: AxiosRequestTransformer | AxiosRequestTransformer[] | undefined) =>
-    Array.isArray(transforms) && (transforms.includes(checkingTransform) || transforms.includes(checkFinalUrl));
+    : authorizeFinal;
+  instance.defaults.transformRequest = [...defaultTransforms, fusedTransform];
+  const authorizesFinal = (transforms: AxiosRequestTransformer | AxiosRequestTransformer[] | undefined) =>
+    Array.isArray(transforms) && (transforms.includes(fusedTransform) || transforms.includes(authorizeFinal));
 
   /**
    * Node's http adapter: at every redirect hop, drops the bearer unless the hop may have it.
@@ -306,31 +315,36 @@ export function attachTokenRelay(
     return config[ticketKey] !== undefined || !config.headers.has('Authorization');
   };
 
-  /** Sets the bearer; `waited`: the token came after a refresh, so the request is released with many others. */
-  const authorizeWith = (config: TrackedConfig, accessToken: string, waited: boolean): InternalAxiosRequestConfig => {
-    const ticket = config[ticketKey];
-    const replayed = ticket?.replayed ?? false;
-    // No Authorization header yet (isOurs): a plain property, as axios's own `headers.set` would
-    // add, without its lookups; axios's adapters sanitize every value when they send.
-    if (ticket === undefined) config.headers.Authorization = bearerAuthorization(accessToken);
+  /** Sets the bearer (where `isOurs` said it is ours to set) and marks the request as ours. */
+  const setBearer = (config: TrackedConfig, accessToken: string, replayed: boolean) => {
+    // No bearer of ours yet: no Authorization header at all, so a plain property, as axios's own
+    // `headers.set` would add, without its lookups; axios's adapters sanitize every value when they send.
+    if (config[ticketKey] === undefined) config.headers.Authorization = bearerAuthorization(accessToken);
     else config.headers.set('Authorization', bearerAuthorization(accessToken));
     config[ticketKey] = new AuthorizedRequest(accessToken, replayed);
-    if (!checksFinalUrl(config.transformRequest)) config.transformRequest = withCheckFinalUrl(config.transformRequest);
     guardRedirects(config);
+  };
+
+  /** Sets the bearer in an interceptor; `waited`: the token came after a refresh, so the request is released with many others. */
+  const authorizeWith = (config: TrackedConfig, accessToken: string, waited: boolean): InternalAxiosRequestConfig => {
+    const replayed = config[ticketKey]?.replayed ?? false;
+    setBearer(config, accessToken, replayed);
+    if (!authorizesFinal(config.transformRequest)) config.transformRequest = withAuthorizeFinal(config.transformRequest);
     // Released by a refresh with many others (it waited, or it is a replay): through the queue, if any.
     if (queue && (waited || replayed)) sendThroughQueue(config, abortSignalOf(config));
     return config;
   };
 
   /**
-   * A request made while the token is fresh: synchronous, so axios runs the whole chain without a
-   * promise of ours (when every other interceptor is synchronous too). The token decided on when
-   * axios chose this interceptor stays valid for it if the clock crossed the margin since.
+   * A request made while the token is fresh that the final transform cannot handle alone: a replay,
+   * or a copy of a request we authorized (its bearer is renewed or dropped), or one that brings
+   * transforms of its own (the final step is added to them). Synchronous, so axios runs the whole
+   * chain without a promise of ours (when every other interceptor is synchronous too).
    */
   const authorizeNow = (config: TrackedConfig): InternalAxiosRequestConfig => {
     if (!isOurs(config)) return config;
-    const accessToken = manager.currentAccessToken() ?? lastFreshToken;
-    return authorizeWith(config, accessToken, false);
+    const accessToken = manager.currentAccessToken() ?? tokenJudgedFresh;
+    return accessToken === undefined ? config : authorizeWith(config, accessToken, false);
   };
 
   /** A request made while the token is not fresh (or signed out): waits for the refresh. */
@@ -355,24 +369,22 @@ export function attachTokenRelay(
   };
 
   /*
-   * axios picks interceptors per request with `runWhen`, before running any: exactly one of our
-   * two runs, chosen by whether the token is fresh now. Both are registered together, so their
-   * runWhen calls follow each other with nothing in between. The fresh token is remembered per
-   * config (not on it: a logged config does not print it), and the last one for a config that an
-   * interceptor replaced.
+   * axios picks interceptors per request with `runWhen`, before running any. While the token is
+   * fresh, a plain request runs neither of ours (the final transform sets the bearer); otherwise
+   * exactly one of the two runs. Both are registered together, so their runWhen calls follow each
+   * other with nothing in between. The token judged fresh is kept for the request being sent (not
+   * on its config: a logged config does not print it), so that one stays authorized with it if the
+   * clock crosses the margin before the final transform.
    */
-  let lastFreshToken = '';
-  let freshNow = false;
+  let tokenJudgedFresh: string | undefined;
   const requestNowId = instance.interceptors.request.use(authorizeNow, undefined, {
     synchronous: true,
-    runWhen() {
-      const accessToken = manager.currentAccessToken();
-      freshNow = accessToken !== undefined;
-      if (accessToken !== undefined) lastFreshToken = accessToken;
-      return freshNow;
+    runWhen(config: TrackedConfig) {
+      tokenJudgedFresh = manager.currentAccessToken();
+      return tokenJudgedFresh !== undefined && (config[ticketKey] !== undefined || !authorizesFinal(config.transformRequest));
     },
   });
-  const requestWhenReadyId = instance.interceptors.request.use(authorizeWhenReady, undefined, { runWhen: () => !freshNow });
+  const requestWhenReadyId = instance.interceptors.request.use(authorizeWhenReady, undefined, { runWhen: () => tokenJudgedFresh === undefined });
 
   const mayReplay = (response: AxiosResponse): boolean => {
     const ticket = (response.config as TrackedConfig | undefined)?.[ticketKey];
@@ -419,8 +431,8 @@ export function attachTokenRelay(
     instance.interceptors.request.eject(requestWhenReadyId);
     instance.interceptors.response.eject(responseId);
     const transforms = instance.defaults.transformRequest;
-    if (Array.isArray(transforms) && transforms.includes(checkingTransform)) {
-      instance.defaults.transformRequest = transforms.map((transform) => (transform === checkingTransform ? lastDefaultTransform : transform))
+    if (Array.isArray(transforms) && transforms.includes(fusedTransform)) {
+      instance.defaults.transformRequest = transforms.map((transform) => (transform === fusedTransform ? lastDefaultTransform : transform))
         .filter((transform) => transform !== undefined);
     }
   };

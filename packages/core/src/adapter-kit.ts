@@ -147,6 +147,9 @@ function literalPathAfter(url: string, origin: string): string | undefined {
 export function createOriginMatcher(origins: Origins, tokenEndpoint?: string): (url: string | URL, base?: string) => boolean {
   const tokenEndpointUrl = tokenEndpoint === undefined ? undefined : new URL(tokenEndpoint);
   const tokenEndpointKey = tokenEndpointUrl && endpointKey(tokenEndpointUrl);
+  // Read once: a URL's getters build a new string on every call.
+  const tokenEndpointOrigin = tokenEndpointUrl?.origin;
+  const tokenEndpointPath = tokenEndpointUrl?.pathname;
   const notTokenEndpoint = (url: URL) => tokenEndpointKey === undefined || endpointKey(url) !== tokenEndpointKey;
   const parse = (url: string | URL, base: string | undefined) => {
     if (typeof url !== 'string') return url;
@@ -189,7 +192,7 @@ export function createOriginMatcher(origins: Origins, tokenEndpoint?: string): (
         if (!url.startsWith(origin)) continue;
         const path = literalPathAfter(url, origin);
         if (path === undefined) break;
-        return tokenEndpointUrl?.origin !== origin || path !== tokenEndpointUrl.pathname;
+        return tokenEndpointOrigin !== origin || path !== tokenEndpointPath;
       }
     }
     const parsed = parse(url, base);
