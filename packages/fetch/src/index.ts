@@ -271,26 +271,51 @@ export function withTokenRelay<F extends FetchFunction>(
 
   /**
    * Sends with the bearer wherever it may go. Outside a browser redirects are followed here, hop
-   * by hop; a response that is no redirect costs no promise of ours.
+   * by hop. `replayInput`: what a failed response (after any redirects) replays once the tokens are
+   * refreshed; `undefined` for a replay, which is never replayed again. A response that is neither
+   * a redirect nor a failure costs one promise step, in the client's own `then`.
    */
-  function sendAuthorized(input: string | Request, init: FetchInit, own: HeadersInit | undefined, href: string, accessToken: string) {
+  function sendAuthorized(
+    input: string | Request,
+    init: FetchInit,
+    own: HeadersInit | undefined,
+    href: string,
+    accessToken: string,
+    replayInput: string | Request | undefined,
+  ): Promise<Response> {
     const bearer = bearerAuthorization(accessToken);
     const headers = withBearer(own, bearer);
     const request = isRequest(input) ? input : undefined;
     const redirect = init?.redirect ?? (request ? request.redirect : 'follow');
-    if (redirect !== 'follow' || hidesRedirects()) return send(input, { ...init, headers });
-
+    if (redirect !== 'follow' || hidesRedirects()) {
+      const sent = send(input, { ...init, headers });
+      return replayInput === undefined ? sent : sent.then((response) => afterResponse(response, replayInput, init, own, href, accessToken));
+    }
     // A 307/308 sends the body again: keep a copy of a Request's, read only if that happens.
     const spare = request?.body ? request.clone() : undefined;
-    const hop: Hop = {
-      url: href,
-      method: (init?.method ?? request?.method ?? 'GET').toUpperCase(),
-      body: init?.body ?? (spare ? () => spare.arrayBuffer() : undefined),
-      init: { ...init, signal: init?.signal ?? request?.signal, headers, redirect: 'manual' },
-    };
-    return send(input, hop.init).then((response) =>
-      redirectStatuses.has(response.status) ? followRedirects(response, hop, bearer) : response,
-    );
+    const first = { ...init, headers, redirect: 'manual' as const };
+    return send(input, first).then((response) => {
+      if (!redirectStatuses.has(response.status)) return afterResponse(response, replayInput, init, own, href, accessToken);
+      const hop: Hop = {
+        url: href,
+        method: (init?.method ?? request?.method ?? 'GET').toUpperCase(),
+        body: init?.body ?? (spare ? () => spare.arrayBuffer() : undefined),
+        init: { ...first, signal: init?.signal ?? request?.signal },
+      };
+      return followRedirects(response, hop, bearer).then((final) => afterResponse(final, replayInput, init, own, href, accessToken));
+    });
+  }
+
+  /** A response (after any redirects) as the caller gets it: a failure may still be replayed. */
+  function afterResponse(
+    response: Response,
+    replayInput: string | Request | undefined,
+    init: FetchInit,
+    own: HeadersInit | undefined,
+    href: string,
+    accessToken: string,
+  ): Response | Promise<Response> {
+    return response.status < 400 || replayInput === undefined ? response : afterFailure(response, replayInput, init, own, href, accessToken);
   }
 
   /**
@@ -323,7 +348,7 @@ export function withTokenRelay<F extends FetchFunction>(
     }
     if (isOneShotBody(initBody)) return response;
     discard(response);
-    return sendThrough(options.queue, () => sendAuthorized(input, init, own, href, accessToken), signal);
+    return sendThrough(options.queue, () => sendAuthorized(input, init, own, href, accessToken, undefined), signal);
   }
 
   function sendWithBearer(
@@ -337,10 +362,13 @@ export function withTokenRelay<F extends FetchFunction>(
     const request = isRequest(input) ? input : undefined;
     // The first send consumes the Request's body; the clone keeps the same bytes for the replay.
     const replayInput = request && (init?.body ?? undefined) === undefined && request.body !== null ? request.clone() : input;
+    const { queue } = options;
+    if (!waited || queue === undefined) return sendAuthorized(input, init, own, href, accessToken, replayInput);
+    // A request that waited for a refresh is released with many others: through the queue. Its slot is
+    // freed when the response comes, not held while a failure waits for the next refresh.
     const signal = init?.signal ?? request?.signal ?? undefined;
-    // A request that waited for a refresh is released with many others: through the queue, if any.
-    return sendThrough(waited ? options.queue : undefined, () => sendAuthorized(input, init, own, href, accessToken), signal).then(
-      (response) => (response.status < 400 ? response : afterFailure(response, replayInput, init, own, href, accessToken)),
+    return sendThrough(queue, () => sendAuthorized(input, init, own, href, accessToken, undefined), signal).then((response) =>
+      afterResponse(response, replayInput, init, own, href, accessToken),
     );
   }
 
