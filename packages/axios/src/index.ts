@@ -63,8 +63,9 @@ export interface AttachTokenRelayOptions {
 }
 
 const ticketKey: unique symbol = Symbol('tokenrelay.axios');
-/** On our queueing adapter: the transport it wraps, so a replay is queued once, not twice. */
-const queuedAdapterKey: unique symbol = Symbol('tokenrelay.axios.queued');
+/** On an adapter of ours (waiting for the token, or queueing): the transport it wraps. */
+const ourAdapterKey: unique symbol = Symbol('tokenrelay.axios.adapter');
+type OurAdapter = AxiosAdapter & { [ourAdapterKey]?: AxiosAdapter };
 
 /**
  * Marks a request we authorized. Kept on the config under a symbol because axios copies the
@@ -223,27 +224,66 @@ export function attachTokenRelay(
     delete config[ticketKey];
   };
 
+  const { queue } = options;
+  if (typeof axios.getAdapter !== 'function') {
+    throw new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, 'attachTokenRelay needs axios 1.6 or later (axios.getAdapter)');
+  }
   /**
-   * The last step before the transport, for every request: axios calls transformRequest after
-   * every request interceptor, and one registered before ours runs after it and may retarget the
-   * request, so the URL axios finally sends is judged here. A request that no interceptor of ours
-   * took — the token was fresh — gets its bearer here, so the fresh path runs no interceptor of
-   * ours at all. Installed once in the instance's defaults, and added to a request only when that
-   * request brings transforms of its own.
+   * Puts `send` in the place of this request's transport: axios calls it where it would call its
+   * adapter, after every interceptor and transform, and `send` calls the real one. A replay or a
+   * copy of a request carries the adapter of its first send: that is unwrapped first.
+   */
+  const replaceTransport = (config: TrackedConfig, send: (sent: TrackedConfig, transport: AxiosAdapter) => Promise<AxiosResponse>) => {
+    const transport = axios.getAdapter(config.adapter ?? instance.defaults.adapter, config);
+    config.adapter = Object.assign((sent: TrackedConfig) => send(sent, transport), { [ourAdapterKey]: transport });
+  };
+  const queued = (sent: TrackedConfig, transport: AxiosAdapter) => sendThrough(queue, () => transport(sent), abortSignalOf(sent));
+
+  /**
+   * The token is not sendable now (expired, refused, a refresh under way) or the manager is signed
+   * out: the request waits where its transport would be called, after axios's whole pipeline, so
+   * the refresh releases it for little more than the call of its transport.
+   */
+  const sendWhenReady = (config: TrackedConfig, replayed: boolean) =>
+    replaceTransport(config, async (sent, transport) => {
+      // Aborted while waiting: this rejects with the signal's reason, which axios turns into its CanceledError.
+      const accessToken = await accessTokenIfSignedIn(manager, { signal: abortSignalOf(sent) });
+      if (accessToken === undefined) {
+        // Signed out: the request goes without a bearer and the server decides.
+        removeOurBearer(sent);
+        return transport(sent);
+      }
+      setBearer(sent, accessToken, replayed);
+      // Released by a refresh with many others: through the queue, if any.
+      return queued(sent, transport);
+    });
+
+  /**
+   * Decides the bearer of the request axios is about to hand to its transport: the last step,
+   * run in transformRequest, after every request interceptor (one registered before ours runs
+   * after it and may retarget the request), so the URL judged is the one axios finally sends. A
+   * fresh token costs no interceptor and no promise of ours.
    */
   const authorizeFinal: AxiosRequestTransformer = function (this: TrackedConfig, data: unknown) {
+    const adapter = this.adapter as OurAdapter | undefined;
+    if (adapter?.[ourAdapterKey]) this.adapter = adapter[ourAdapterKey];
     const ticket = this[ticketKey];
     if (!mayAuthorize(requestUrl(this), locationHref())) {
       if (ticket) removeOurBearer(this);
       return data;
     }
-    if (ticket !== undefined || !attached || this.headers.has('Authorization')) return data;
-    const accessToken = manager.currentAccessToken() ?? tokenJudgedFresh;
-    if (accessToken !== undefined) setBearer(this, accessToken, false);
+    // Ours to set, unless the caller brought an Authorization of their own (one we set is renewed).
+    if (!attached || (ticket === undefined && this.headers.has('Authorization'))) return data;
+    const replayed = ticket?.replayed ?? false;
+    const accessToken = manager.currentAccessToken();
+    if (accessToken === undefined) sendWhenReady(this, replayed);
+    else {
+      setBearer(this, accessToken, replayed);
+      // A replay is released by a refresh with many others: through the queue, if any.
+      if (replayed && queue) replaceTransport(this, queued);
+    }
     return data;
   };
-  const withAuthorizeFinal = (transforms: AxiosRequestTransformer | AxiosRequestTransformer[] | undefined) =>
-    [...(transforms === undefined ? [] : [transforms].flat()), authorizeFinal];
   /*
    * In the defaults the step is fused into the last transform (axios's own, unless replaced):
    * axios normalizes the headers once more for every transform, which would cost each request
@@ -288,34 +328,7 @@ export function attachTokenRelay(
     config.beforeRedirect = hook;
   };
 
-  const { queue } = options;
-  if (queue !== undefined && typeof axios.getAdapter !== 'function') {
-    throw new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, 'attachTokenRelay: `queue` needs axios 1.7 or later (axios.getAdapter)');
-  }
-  /**
-   * Sends this request through the queue: its transport (axios's own adapter, resolved as axios
-   * would) runs when the queue has room, so the queue bounds the requests in flight.
-   */
-  const sendThroughQueue = (config: InternalAxiosRequestConfig, signal: AbortSignal | undefined) => {
-    const adapter = config.adapter as AxiosAdapter & { [queuedAdapterKey]?: AxiosAdapter };
-    const transport = adapter?.[queuedAdapterKey] ?? axios.getAdapter(config.adapter ?? instance.defaults.adapter, config);
-    const queued: AxiosAdapter = (sent) => sendThrough(queue, () => transport(sent), signal);
-    config.adapter = Object.assign(queued, { [queuedAdapterKey]: transport });
-  };
-
-  /**
-   * Whether the bearer is ours to set: the request goes to `origins` and brings no `Authorization`
-   * of its own. A copied config sent elsewhere loses the bearer we set for its original target.
-   */
-  const isOurs = (config: TrackedConfig): boolean => {
-    if (!mayAuthorize(requestUrl(config), locationHref())) {
-      removeOurBearer(config);
-      return false;
-    }
-    return config[ticketKey] !== undefined || !config.headers.has('Authorization');
-  };
-
-  /** Sets the bearer (where `isOurs` said it is ours to set) and marks the request as ours. */
+  /** Sets the bearer and marks the request as ours. */
   const setBearer = (config: TrackedConfig, accessToken: string, replayed: boolean) => {
     // No bearer of ours yet: no Authorization header at all, so a plain property, as axios's own
     // `headers.set` would add, without its lookups; axios's adapters sanitize every value when they send.
@@ -325,66 +338,20 @@ export function attachTokenRelay(
     guardRedirects(config);
   };
 
-  /** Sets the bearer in an interceptor; `waited`: the token came after a refresh, so the request is released with many others. */
-  const authorizeWith = (config: TrackedConfig, accessToken: string, waited: boolean): InternalAxiosRequestConfig => {
-    const replayed = config[ticketKey]?.replayed ?? false;
-    setBearer(config, accessToken, replayed);
-    if (!authorizesFinal(config.transformRequest)) config.transformRequest = withAuthorizeFinal(config.transformRequest);
-    // Released by a refresh with many others (it waited, or it is a replay): through the queue, if any.
-    if (queue && (waited || replayed)) sendThroughQueue(config, abortSignalOf(config));
-    return config;
-  };
-
-  /**
-   * A request made while the token is fresh that the final transform cannot handle alone: a replay,
-   * or a copy of a request we authorized (its bearer is renewed or dropped), or one that brings
-   * transforms of its own (the final step is added to them). Synchronous, so axios runs the whole
-   * chain without a promise of ours (when every other interceptor is synchronous too).
-   */
-  const authorizeNow = (config: TrackedConfig): InternalAxiosRequestConfig => {
-    if (!isOurs(config)) return config;
-    const accessToken = manager.currentAccessToken() ?? tokenJudgedFresh;
-    return accessToken === undefined ? config : authorizeWith(config, accessToken, false);
-  };
-
-  /** A request made while the token is not fresh (or signed out): waits for the refresh. */
-  const authorizeWhenReady = async (config: TrackedConfig): Promise<InternalAxiosRequestConfig> => {
-    if (!isOurs(config)) return config;
-    const signal = abortSignalOf(config);
-    const immediate = manager.currentAccessToken();
-    let accessToken: string | undefined;
-    try {
-      accessToken = immediate ?? (await accessTokenIfSignedIn(manager, { signal }));
-    } catch (error) {
-      // axios cancels an aborted request before sending it, with its own CanceledError.
-      if (signal?.aborted) return config;
-      throw error;
-    }
-    if (accessToken === undefined) {
-      // Signed out: the request goes without a bearer and the server decides.
-      removeOurBearer(config);
-      return config;
-    }
-    return authorizeWith(config, accessToken, immediate === undefined);
-  };
-
   /*
-   * axios picks interceptors per request with `runWhen`, before running any. While the token is
-   * fresh, a plain request runs neither of ours (the final transform sets the bearer); otherwise
-   * exactly one of the two runs. Both are registered together, so their runWhen calls follow each
-   * other with nothing in between. The token judged fresh is kept for the request being sent (not
-   * on its config: a logged config does not print it), so that one stays authorized with it if the
-   * clock crosses the margin before the final transform.
+   * Our one request interceptor only adds the final step to a request that brings transforms of
+   * its own (they replace the instance's); axios skips it, by `runWhen`, for every other request.
+   * Synchronous, so axios keeps running the chain without a promise (when every other interceptor
+   * is synchronous too).
    */
-  let tokenJudgedFresh: string | undefined;
-  const requestNowId = instance.interceptors.request.use(authorizeNow, undefined, {
-    synchronous: true,
-    runWhen(config: TrackedConfig) {
-      tokenJudgedFresh = manager.currentAccessToken();
-      return tokenJudgedFresh !== undefined && (config[ticketKey] !== undefined || !authorizesFinal(config.transformRequest));
+  const requestId = instance.interceptors.request.use(
+    (config) => {
+      config.transformRequest = [...(config.transformRequest === undefined ? [] : [config.transformRequest].flat()), authorizeFinal];
+      return config;
     },
-  });
-  const requestWhenReadyId = instance.interceptors.request.use(authorizeWhenReady, undefined, { runWhen: () => tokenJudgedFresh === undefined });
+    undefined,
+    { synchronous: true, runWhen: (config) => !authorizesFinal(config.transformRequest) },
+  );
 
   const mayReplay = (response: AxiosResponse): boolean => {
     const ticket = (response.config as TrackedConfig | undefined)?.[ticketKey];
@@ -427,8 +394,7 @@ export function attachTokenRelay(
   return () => {
     if (!attached) return;
     attached = false;
-    instance.interceptors.request.eject(requestNowId);
-    instance.interceptors.request.eject(requestWhenReadyId);
+    instance.interceptors.request.eject(requestId);
     instance.interceptors.response.eject(responseId);
     const transforms = instance.defaults.transformRequest;
     if (Array.isArray(transforms) && transforms.includes(fusedTransform)) {
