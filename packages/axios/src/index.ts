@@ -237,7 +237,8 @@ export function attachTokenRelay(
     const transport = axios.getAdapter(config.adapter ?? instance.defaults.adapter, config);
     config.adapter = Object.assign((sent: TrackedConfig) => send(sent, transport), { [ourAdapterKey]: transport });
   };
-  const queued = (sent: TrackedConfig, transport: AxiosAdapter) => sendThrough(queue, () => transport(sent), abortSignalOf(sent));
+  const queued = (sent: TrackedConfig, transport: AxiosAdapter) =>
+    queue ? sendThrough(queue, () => transport(sent), abortSignalOf(sent)) : transport(sent);
 
   /**
    * The token is not sendable now (expired, refused, a refresh under way) or the manager is signed

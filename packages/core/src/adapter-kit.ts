@@ -261,9 +261,20 @@ export function sendThrough<T>(queue: RequestQueue | undefined, send: () => Prom
   return queue ? abortable(queue.add(send), signal) : send();
 }
 
-/** The `Authorization` header value for an access token. */
+let lastAccessToken: string | undefined;
+let lastBearer = '';
+
+/**
+ * The `Authorization` header value for an access token. The last one is kept: every request sends
+ * the same token until a refresh, and one string (a JWT is about a kilobyte) is flattened once,
+ * not per request.
+ */
 export function bearerAuthorization(accessToken: string): string {
-  return `Bearer ${accessToken}`;
+  if (accessToken !== lastAccessToken) {
+    lastAccessToken = accessToken;
+    lastBearer = `Bearer ${accessToken}`;
+  }
+  return lastBearer;
 }
 
 /**
