@@ -186,7 +186,10 @@ function abortSignalOf(config: InternalAxiosRequestConfig): AbortSignal | undefi
  *
  * - Requests to other origins, to the token endpoint, or with an `Authorization` header of the
  *   caller's own are sent untouched. The URL judged is the one axios finally sends, after every
- *   interceptor (one registered before this one runs after it and may retarget the request).
+ *   interceptor (one registered before this one runs after it and may retarget the request): the
+ *   bearer is set in the last `transformRequest` step, so request interceptors do not see it.
+ * - A request whose token is not fresh goes through axios's pipeline at once and waits where its
+ *   transport (adapter) is called, until the refresh ends.
  * - Redirects (Node's http adapter): the bearer is dropped at every hop outside `origins`, and at
  *   a same-origin hop to the token endpoint. A failed response whose final URL is outside
  *   `origins` goes to the caller as it is: no refresh, no replay.
@@ -201,7 +204,7 @@ function abortSignalOf(config: InternalAxiosRequestConfig): AbortSignal | undefi
  * - A stream body (Node `Readable`, web `ReadableStream`) cannot be sent twice: the tokens are
  *   refreshed so the next request succeeds, and the caller gets the original error.
  *
- * @returns `detach`, which removes both interceptors; calling it again does nothing.
+ * @returns `detach`, which removes the interceptors and the transform step; calling it again does nothing.
  * @throws TokenRelayError `CONFIGURATION_ERROR` when neither `origins` nor an absolute `baseURL` is set.
  * @example
  * ```ts
