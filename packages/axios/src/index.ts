@@ -175,6 +175,17 @@ function hasResponse(error: unknown): error is { response: AxiosResponse } {
   return candidate?.isAxiosError === true && typeof candidate.response === 'object' && candidate.response !== null;
 }
 
+/**
+ * Whether the request's headers (after axios normalized them) hold an `Authorization` value, in any
+ * case: `headers.has` without lower-casing every header name on every request.
+ */
+function hasAuthorization(headers: InternalAxiosRequestConfig['headers']): boolean {
+  for (const name in headers) {
+    if (name.length === 13 && name.toLowerCase() === 'authorization' && headers[name] !== undefined) return true;
+  }
+  return false;
+}
+
 function abortSignalOf(config: InternalAxiosRequestConfig): AbortSignal | undefined {
   return config.signal instanceof AbortSignal ? config.signal : undefined;
 }
@@ -277,7 +288,7 @@ export function attachTokenRelay(
       return data;
     }
     // Ours to set, unless the caller brought an Authorization of their own (one we set is renewed).
-    if (!attached || (ticket === undefined && this.headers.has('Authorization'))) return data;
+    if (!attached || (ticket === undefined && hasAuthorization(this.headers))) return data;
     const replayed = ticket?.replayed ?? false;
     const accessToken = manager.currentAccessToken();
     if (accessToken === undefined) sendWhenReady(this, replayed);
