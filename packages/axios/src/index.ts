@@ -259,7 +259,10 @@ export function attachTokenRelay(
    * out: the request waits where its transport would be called, after axios's whole pipeline, so
    * the refresh releases it for little more than the call of its transport.
    */
-  const sendWhenReady = (config: TrackedConfig, replayed: boolean) =>
+  const sendWhenReady = (config: TrackedConfig, replayed: boolean) => {
+    // The redirect guard goes on now, not at the release: thousands of released requests then add
+    // nothing to configs that have long been in the old heap, and the scavenger copies less.
+    guardRedirects(config);
     replaceTransport(config, async (sent, transport) => {
       // Aborted while waiting: this rejects with the signal's reason, which axios turns into its CanceledError.
       const accessToken = await accessTokenIfSignedIn(manager, { signal: abortSignalOf(sent) });
@@ -272,6 +275,7 @@ export function attachTokenRelay(
       // Released by a refresh with many others: through the queue, if any.
       return queued(sent, transport);
     });
+  };
 
   /**
    * Decides the bearer of the request axios is about to hand to its transport: the last step,
