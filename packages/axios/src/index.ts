@@ -1,6 +1,7 @@
 /*
- * axios adapter: maps axios request/response interceptors onto TokenManager.getAccessToken and
- * TokenManager.refresh. All refresh logic (single flight, stale 401s, retries) lives in core.
+ * axios adapter: maps axios's last transformRequest step, its transport and its response
+ * interceptors onto TokenManager.currentAccessToken / getAccessToken and TokenManager.refresh.
+ * All refresh logic (single flight, stale 401s, retries) lives in core.
  */
 import {
   ErrorCode,
@@ -244,8 +245,7 @@ export function attachTokenRelay(
   }
   /**
    * Puts `send` in the place of this request's transport: axios calls it where it would call its
-   * adapter, after every interceptor and transform, and `send` calls the real one. A replay or a
-   * copy of a request carries the adapter of its first send: that is unwrapped first.
+   * adapter, after every interceptor and transform, and `send` calls the real one.
    */
   const replaceTransport = (config: TrackedConfig, send: (sent: TrackedConfig, transport: AxiosAdapter) => Promise<AxiosResponse>) => {
     const transport = axios.getAdapter(config.adapter ?? instance.defaults.adapter, config);
@@ -284,6 +284,7 @@ export function attachTokenRelay(
    * fresh token costs no interceptor and no promise of ours.
    */
   const authorizeFinal: AxiosRequestTransformer = function (this: TrackedConfig, data: unknown) {
+    // A replay, or a copy of a request, carries the adapter of ours from its first send: unwrapped, so it waits or queues only if decided anew.
     const adapter = this.adapter as OurAdapter | undefined;
     if (adapter?.[ourAdapterKey]) this.adapter = adapter[ourAdapterKey];
     const ticket = this[ticketKey];
