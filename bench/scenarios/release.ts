@@ -1,4 +1,4 @@
-import axios, { type AxiosAdapter } from 'axios';
+import axios, { type AxiosAdapter, type InternalAxiosRequestConfig } from 'axios';
 import { noFailedRequests, oneTokenCallPerExpiry } from './goals.js';
 import { client, count, duration, failedText, plural, resultOf, withServer, type HttpScenario } from './harness.js';
 import { sendQueuedBehindSlowRefresh } from './queue.js';
@@ -93,8 +93,18 @@ function recordFetch(matches: (url: string) => boolean, sentAt: number[]): () =>
   return () => void (globalThis.fetch = original);
 }
 
+/**
+ * `baseURL` + `url` as axios joins them (buildFullPath). Not `axios.getUri`: it merges the config
+ * with the defaults again, as costly as a small request, and that would be counted as release time.
+ */
+function fullPath(config: InternalAxiosRequestConfig): string {
+  const url = config.url ?? '';
+  if (!config.baseURL || /^([a-z][a-z\d+\-.]*:)?\/\//i.test(url)) return url;
+  return `${config.baseURL.replace(/\/+$/, '')}/${url.replace(/^\/+/, '')}`;
+}
+
 /** axios's own HTTP adapter, recording when each matching request is handed to it. */
 function recordingAxiosAdapter(matches: (url: string) => boolean, sentAt: number[]): AxiosAdapter {
   const http = axios.getAdapter('http');
-  return (config) => recorded(axios.getUri(config), matches, sentAt, () => http(config));
+  return (config) => recorded(fullPath(config), matches, sentAt, () => http(config));
 }

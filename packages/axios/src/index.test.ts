@@ -539,6 +539,78 @@ describe('attachTokenRelay: a fresh token', () => {
   });
 });
 
+describe('attachTokenRelay: waiting for a refresh', () => {
+  /** An instance whose request interceptor, registered before attach, records what it sees. */
+  function instanceWithEarlierInterceptor(gate: Promise<void>) {
+    const api = axios.create({ baseURL: API });
+    const intercepted: (string | undefined)[] = [];
+    // Registered first, so axios runs it after ours.
+    api.interceptors.request.use((config) => {
+      intercepted.push(config.headers.get('Authorization')?.toString());
+      return config;
+    });
+    const refresh = Object.assign(
+      async () => {
+        await gate;
+        return { accessToken: 'v2', refreshToken: 'r2' };
+      },
+      { tokenEndpoint: TOKEN_ENDPOINT },
+    );
+    const manager = createTokenManager({ tokens: { accessToken: 'v1', refreshToken: 'r1' }, refresh, retry: false });
+    attachTokenRelay(api, manager);
+    return { api, manager, intercepted };
+  }
+
+  it('runs every interceptor of a request that waits at once and holds back only its transport until the refresh ends', async () => {
+    const gate = deferred();
+    const { api, manager, intercepted } = instanceWithEarlierInterceptor(gate.promise);
+    const seen: (string | undefined)[] = [];
+    api.defaults.adapter = async (config) => {
+      seen.push(config.headers.get('Authorization')?.toString());
+      return { data: {}, status: 200, statusText: 'OK', headers: {}, config, request: {} };
+    };
+
+    const refreshing = manager.refresh();
+    const response = api.get('/me');
+    await vi.waitFor(() => expect(intercepted).toEqual([undefined]));
+    expect(seen).toEqual([]);
+    gate.resolve();
+    await Promise.all([refreshing, response]);
+
+    expect(seen).toEqual(['Bearer v2']);
+  });
+
+  it('sets the bearer after the request interceptors, so none of them sees it, while the transport gets it', async () => {
+    const { hits } = serve((hit) => acceptOnly('v1', hit));
+    const { api, intercepted } = instanceWithEarlierInterceptor(Promise.resolve());
+
+    await api.get('/me');
+
+    expect(intercepted).toEqual([undefined]);
+    expect(hits.map((hit) => hit.authorization)).toEqual(['Bearer v1']);
+  });
+
+  it('sends a copy of a request that waited to another origin at once and without a bearer', async () => {
+    const gate = deferred();
+    const { hits } = serve(() => new HttpResponse('boom', { status: 500 }));
+    const { api, manager } = setup({ gate: gate.promise });
+    const refreshing = manager.refresh();
+    const waited = api.get('/me');
+    gate.resolve();
+    await refreshing;
+    const failed = (await rejectionOf(waited)) as AxiosError;
+    const refreshSpy = vi.spyOn(manager, 'getAccessToken');
+
+    await api.request({ ...failed.config, url: `${OTHER}/elsewhere` });
+
+    expect(refreshSpy).not.toHaveBeenCalled();
+    expect(hits.map((hit) => [hit.url, hit.authorization])).toEqual([
+      [`${API}/me`, 'Bearer v2'],
+      [`${OTHER}/elsewhere`, null],
+    ]);
+  });
+});
+
 describe('attachTokenRelay: detach', () => {
   it('removes both interceptors, and calling it twice is harmless', async () => {
     const { hits } = serve();

@@ -1,6 +1,7 @@
 /*
- * axios adapter: maps axios request/response interceptors onto TokenManager.getAccessToken and
- * TokenManager.refresh. All refresh logic (single flight, stale 401s, retries) lives in core.
+ * axios adapter: maps axios's last transformRequest step, its transport and its response
+ * interceptors onto TokenManager.currentAccessToken / getAccessToken and TokenManager.refresh.
+ * All refresh logic (single flight, stale 401s, retries) lives in core.
  */
 import {
   ErrorCode,
@@ -63,8 +64,9 @@ export interface AttachTokenRelayOptions {
 }
 
 const ticketKey: unique symbol = Symbol('tokenrelay.axios');
-/** On our queueing adapter: the transport it wraps, so a replay is queued once, not twice. */
-const queuedAdapterKey: unique symbol = Symbol('tokenrelay.axios.queued');
+/** On an adapter of ours (waiting for the token, or queueing): the transport it wraps. */
+const ourAdapterKey: unique symbol = Symbol('tokenrelay.axios.adapter');
+type OurAdapter = AxiosAdapter & { [ourAdapterKey]?: AxiosAdapter };
 
 /**
  * Marks a request we authorized. Kept on the config under a symbol because axios copies the
@@ -174,6 +176,17 @@ function hasResponse(error: unknown): error is { response: AxiosResponse } {
   return candidate?.isAxiosError === true && typeof candidate.response === 'object' && candidate.response !== null;
 }
 
+/**
+ * Whether the request's headers (after axios normalized them) hold an `Authorization` value, in any
+ * case: `headers.has` without lower-casing every header name on every request.
+ */
+function hasAuthorization(headers: InternalAxiosRequestConfig['headers']): boolean {
+  for (const name in headers) {
+    if (name.length === 13 && name.toLowerCase() === 'authorization' && headers[name] !== undefined) return true;
+  }
+  return false;
+}
+
 function abortSignalOf(config: InternalAxiosRequestConfig): AbortSignal | undefined {
   return config.signal instanceof AbortSignal ? config.signal : undefined;
 }
@@ -185,7 +198,10 @@ function abortSignalOf(config: InternalAxiosRequestConfig): AbortSignal | undefi
  *
  * - Requests to other origins, to the token endpoint, or with an `Authorization` header of the
  *   caller's own are sent untouched. The URL judged is the one axios finally sends, after every
- *   interceptor (one registered before this one runs after it and may retarget the request).
+ *   interceptor (one registered before this one runs after it and may retarget the request): the
+ *   bearer is set in the last `transformRequest` step, so request interceptors do not see it.
+ * - A request whose token is not fresh goes through axios's pipeline at once and waits where its
+ *   transport (adapter) is called, until the refresh ends.
  * - Redirects (Node's http adapter): the bearer is dropped at every hop outside `origins`, and at
  *   a same-origin hop to the token endpoint. A failed response whose final URL is outside
  *   `origins` goes to the caller as it is: no refresh, no replay.
@@ -200,7 +216,7 @@ function abortSignalOf(config: InternalAxiosRequestConfig): AbortSignal | undefi
  * - A stream body (Node `Readable`, web `ReadableStream`) cannot be sent twice: the tokens are
  *   refreshed so the next request succeeds, and the caller gets the original error.
  *
- * @returns `detach`, which removes both interceptors; calling it again does nothing.
+ * @returns `detach`, which removes the interceptors and the transform step; calling it again does nothing.
  * @throws TokenRelayError `CONFIGURATION_ERROR` when neither `origins` nor an absolute `baseURL` is set.
  * @example
  * ```ts
@@ -223,33 +239,86 @@ export function attachTokenRelay(
     delete config[ticketKey];
   };
 
+  const { queue } = options;
+  if (typeof axios.getAdapter !== 'function') {
+    throw new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, 'attachTokenRelay needs axios 1.6 or later (axios.getAdapter)');
+  }
   /**
-   * Runs after every request interceptor (axios calls transformRequest just before the adapter):
-   * an interceptor registered before ours runs after it and may retarget the request, so the URL
-   * axios finally sends is judged here. Installed once in the instance's defaults, and added to a
-   * request only when that request brings transforms of its own.
+   * Puts `send` in the place of this request's transport: axios calls it where it would call its
+   * adapter, after every interceptor and transform, and `send` calls the real one.
    */
-  const checkFinalUrl: AxiosRequestTransformer = function (this: TrackedConfig, data: unknown) {
-    if (this[ticketKey] && !mayAuthorize(requestUrl(this), locationHref())) removeOurBearer(this);
+  const replaceTransport = (config: TrackedConfig, send: (sent: TrackedConfig, transport: AxiosAdapter) => Promise<AxiosResponse>) => {
+    const transport = axios.getAdapter(config.adapter ?? instance.defaults.adapter, config);
+    config.adapter = Object.assign((sent: TrackedConfig) => send(sent, transport), { [ourAdapterKey]: transport });
+  };
+  const queued = (sent: TrackedConfig, transport: AxiosAdapter) =>
+    queue ? sendThrough(queue, () => transport(sent), abortSignalOf(sent)) : transport(sent);
+
+  /**
+   * The token is not sendable now (expired, refused, a refresh under way) or the manager is signed
+   * out: the request waits where its transport would be called, after axios's whole pipeline, so
+   * the refresh releases it for little more than the call of its transport.
+   */
+  const sendWhenReady = (config: TrackedConfig, replayed: boolean) => {
+    // The redirect guard goes on now, not at the release: thousands of released requests then add
+    // nothing to configs that have long been in the old heap, and the scavenger copies less.
+    guardRedirects(config);
+    replaceTransport(config, async (sent, transport) => {
+      // Aborted while waiting: this rejects with the signal's reason, which axios turns into its CanceledError.
+      const accessToken = await accessTokenIfSignedIn(manager, { signal: abortSignalOf(sent) });
+      if (accessToken === undefined) {
+        // Signed out: the request goes without a bearer and the server decides.
+        removeOurBearer(sent);
+        return transport(sent);
+      }
+      setBearer(sent, accessToken, replayed);
+      // Released by a refresh with many others: through the queue, if any.
+      return queued(sent, transport);
+    });
+  };
+
+  /**
+   * Decides the bearer of the request axios is about to hand to its transport: the last step,
+   * run in transformRequest, after every request interceptor (one registered before ours runs
+   * after it and may retarget the request), so the URL judged is the one axios finally sends. A
+   * fresh token costs no interceptor and no promise of ours.
+   */
+  const authorizeFinal: AxiosRequestTransformer = function (this: TrackedConfig, data: unknown) {
+    // A replay, or a copy of a request, carries the adapter of ours from its first send: unwrapped, so it waits or queues only if decided anew.
+    const adapter = this.adapter as OurAdapter | undefined;
+    if (adapter?.[ourAdapterKey]) this.adapter = adapter[ourAdapterKey];
+    const ticket = this[ticketKey];
+    if (!mayAuthorize(requestUrl(this), locationHref())) {
+      if (ticket) removeOurBearer(this);
+      return data;
+    }
+    // Ours to set, unless the caller brought an Authorization of their own (one we set is renewed).
+    if (!attached || (ticket === undefined && hasAuthorization(this.headers))) return data;
+    const replayed = ticket?.replayed ?? false;
+    const accessToken = manager.currentAccessToken();
+    if (accessToken === undefined) sendWhenReady(this, replayed);
+    else {
+      setBearer(this, accessToken, replayed);
+      // A replay is released by a refresh with many others: through the queue, if any.
+      if (replayed && queue) replaceTransport(this, queued);
+    }
     return data;
   };
-  const withCheckFinalUrl = (transforms: AxiosRequestTransformer | AxiosRequestTransformer[] | undefined) =>
-    [...(transforms === undefined ? [] : [transforms].flat()), checkFinalUrl];
   /*
-   * In the defaults the check is fused into the last transform (axios's own, unless replaced):
+   * In the defaults the step is fused into the last transform (axios's own, unless replaced):
    * axios normalizes the headers once more for every transform, which would cost each request
    * several percent of a bare one.
    */
   const defaultTransforms = [instance.defaults.transformRequest ?? []].flat();
   const lastDefaultTransform = defaultTransforms.pop();
-  const checkingTransform: AxiosRequestTransformer = lastDefaultTransform
+  const fusedTransform: AxiosRequestTransformer = lastDefaultTransform
     ? function (this: TrackedConfig, data, headers) {
-        return checkFinalUrl.call(this, lastDefaultTransform.call(this, data, headers), headers);
+        return authorizeFinal.call(this, lastDefaultTransform.call(this, data, headers), headers);
       }
-    : checkFinalUrl;
-  instance.defaults.transformRequest = [...defaultTransforms, checkingTransform];
-  const checksFinalUrl = (transforms: AxiosRequestTransformer | AxiosRequestTransformer[] | undefined) =>
-    Array.isArray(transforms) && (transforms.includes(checkingTransform) || transforms.includes(checkFinalUrl));
+    : authorizeFinal;
+  instance.defaults.transformRequest = [...defaultTransforms, fusedTransform];
+  const authorizesFinal = (transforms: AxiosRequestTransformer | AxiosRequestTransformer[] | undefined) =>
+    Array.isArray(transforms) && (transforms.includes(fusedTransform) || transforms.includes(authorizeFinal));
 
   /**
    * Node's http adapter: at every redirect hop, drops the bearer unless the hop may have it.
@@ -279,100 +348,30 @@ export function attachTokenRelay(
     config.beforeRedirect = hook;
   };
 
-  const { queue } = options;
-  if (queue !== undefined && typeof axios.getAdapter !== 'function') {
-    throw new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, 'attachTokenRelay: `queue` needs axios 1.7 or later (axios.getAdapter)');
-  }
-  /**
-   * Sends this request through the queue: its transport (axios's own adapter, resolved as axios
-   * would) runs when the queue has room, so the queue bounds the requests in flight.
-   */
-  const sendThroughQueue = (config: InternalAxiosRequestConfig, signal: AbortSignal | undefined) => {
-    const adapter = config.adapter as AxiosAdapter & { [queuedAdapterKey]?: AxiosAdapter };
-    const transport = adapter?.[queuedAdapterKey] ?? axios.getAdapter(config.adapter ?? instance.defaults.adapter, config);
-    const queued: AxiosAdapter = (sent) => sendThrough(queue, () => transport(sent), signal);
-    config.adapter = Object.assign(queued, { [queuedAdapterKey]: transport });
-  };
-
-  /**
-   * Whether the bearer is ours to set: the request goes to `origins` and brings no `Authorization`
-   * of its own. A copied config sent elsewhere loses the bearer we set for its original target.
-   */
-  const isOurs = (config: TrackedConfig): boolean => {
-    if (!mayAuthorize(requestUrl(config), locationHref())) {
-      removeOurBearer(config);
-      return false;
-    }
-    return config[ticketKey] !== undefined || !config.headers.has('Authorization');
-  };
-
-  /** Sets the bearer; `waited`: the token came after a refresh, so the request is released with many others. */
-  const authorizeWith = (config: TrackedConfig, accessToken: string, waited: boolean): InternalAxiosRequestConfig => {
-    const ticket = config[ticketKey];
-    const replayed = ticket?.replayed ?? false;
-    // No Authorization header yet (isOurs): a plain property, as axios's own `headers.set` would
-    // add, without its lookups; axios's adapters sanitize every value when they send.
-    if (ticket === undefined) config.headers.Authorization = bearerAuthorization(accessToken);
+  /** Sets the bearer and marks the request as ours. */
+  const setBearer = (config: TrackedConfig, accessToken: string, replayed: boolean) => {
+    // No bearer of ours yet: no Authorization header at all, so a plain property, as axios's own
+    // `headers.set` would add, without its lookups; axios's adapters sanitize every value when they send.
+    if (config[ticketKey] === undefined) config.headers.Authorization = bearerAuthorization(accessToken);
     else config.headers.set('Authorization', bearerAuthorization(accessToken));
     config[ticketKey] = new AuthorizedRequest(accessToken, replayed);
-    if (!checksFinalUrl(config.transformRequest)) config.transformRequest = withCheckFinalUrl(config.transformRequest);
     guardRedirects(config);
-    // Released by a refresh with many others (it waited, or it is a replay): through the queue, if any.
-    if (queue && (waited || replayed)) sendThroughQueue(config, abortSignalOf(config));
-    return config;
-  };
-
-  /**
-   * A request made while the token is fresh: synchronous, so axios runs the whole chain without a
-   * promise of ours (when every other interceptor is synchronous too). The token decided on when
-   * axios chose this interceptor stays valid for it if the clock crossed the margin since.
-   */
-  const authorizeNow = (config: TrackedConfig): InternalAxiosRequestConfig => {
-    if (!isOurs(config)) return config;
-    const accessToken = manager.currentAccessToken() ?? lastFreshToken;
-    return authorizeWith(config, accessToken, false);
-  };
-
-  /** A request made while the token is not fresh (or signed out): waits for the refresh. */
-  const authorizeWhenReady = async (config: TrackedConfig): Promise<InternalAxiosRequestConfig> => {
-    if (!isOurs(config)) return config;
-    const signal = abortSignalOf(config);
-    const immediate = manager.currentAccessToken();
-    let accessToken: string | undefined;
-    try {
-      accessToken = immediate ?? (await accessTokenIfSignedIn(manager, { signal }));
-    } catch (error) {
-      // axios cancels an aborted request before sending it, with its own CanceledError.
-      if (signal?.aborted) return config;
-      throw error;
-    }
-    if (accessToken === undefined) {
-      // Signed out: the request goes without a bearer and the server decides.
-      removeOurBearer(config);
-      return config;
-    }
-    return authorizeWith(config, accessToken, immediate === undefined);
   };
 
   /*
-   * axios picks interceptors per request with `runWhen`, before running any: exactly one of our
-   * two runs, chosen by whether the token is fresh now. Both are registered together, so their
-   * runWhen calls follow each other with nothing in between. The fresh token is remembered per
-   * config (not on it: a logged config does not print it), and the last one for a config that an
-   * interceptor replaced.
+   * Our one request interceptor only adds the final step to a request that brings transforms of
+   * its own (they replace the instance's); axios skips it, by `runWhen`, for every other request.
+   * Synchronous, so axios keeps running the chain without a promise (when every other interceptor
+   * is synchronous too).
    */
-  let lastFreshToken = '';
-  let freshNow = false;
-  const requestNowId = instance.interceptors.request.use(authorizeNow, undefined, {
-    synchronous: true,
-    runWhen() {
-      const accessToken = manager.currentAccessToken();
-      freshNow = accessToken !== undefined;
-      if (accessToken !== undefined) lastFreshToken = accessToken;
-      return freshNow;
+  const requestId = instance.interceptors.request.use(
+    (config) => {
+      config.transformRequest = [...(config.transformRequest === undefined ? [] : [config.transformRequest].flat()), authorizeFinal];
+      return config;
     },
-  });
-  const requestWhenReadyId = instance.interceptors.request.use(authorizeWhenReady, undefined, { runWhen: () => !freshNow });
+    undefined,
+    { synchronous: true, runWhen: (config) => !authorizesFinal(config.transformRequest) },
+  );
 
   const mayReplay = (response: AxiosResponse): boolean => {
     const ticket = (response.config as TrackedConfig | undefined)?.[ticketKey];
@@ -415,12 +414,11 @@ export function attachTokenRelay(
   return () => {
     if (!attached) return;
     attached = false;
-    instance.interceptors.request.eject(requestNowId);
-    instance.interceptors.request.eject(requestWhenReadyId);
+    instance.interceptors.request.eject(requestId);
     instance.interceptors.response.eject(responseId);
     const transforms = instance.defaults.transformRequest;
-    if (Array.isArray(transforms) && transforms.includes(checkingTransform)) {
-      instance.defaults.transformRequest = transforms.map((transform) => (transform === checkingTransform ? lastDefaultTransform : transform))
+    if (Array.isArray(transforms) && transforms.includes(fusedTransform)) {
+      instance.defaults.transformRequest = transforms.map((transform) => (transform === fusedTransform ? lastDefaultTransform : transform))
         .filter((transform) => transform !== undefined);
     }
   };

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  bearerAuthorization,
   accessTokenIfSignedIn,
   createOriginMatcher,
   defaultShouldRefresh,
@@ -138,5 +139,16 @@ describe('accessTokenIfSignedIn', () => {
     await expect(accessTokenIfSignedIn(managerFailing(new TokenRelayError(ErrorCode.NO_TOKENS, 'none')))).resolves.toBeUndefined();
     await expect(accessTokenIfSignedIn(managerFailing(expired))).rejects.toBe(expired);
     expect(isSignedOut(expired)).toBe(false);
+  });
+});
+
+describe('bearerAuthorization', () => {
+  it('gives the Bearer value of the token it is given, again after the token changed', () => {
+    const token = ['a'.repeat(600), 'b'.repeat(600)].join('.');
+
+    expect(bearerAuthorization(token)).toBe(`Bearer ${token}`);
+    expect(bearerAuthorization(token)).toBe(`Bearer ${token}`);
+    expect(bearerAuthorization('next')).toBe('Bearer next');
+    expect(bearerAuthorization(token)).toBe(`Bearer ${token}`);
   });
 });

@@ -147,6 +147,9 @@ function literalPathAfter(url: string, origin: string): string | undefined {
 export function createOriginMatcher(origins: Origins, tokenEndpoint?: string): (url: string | URL, base?: string) => boolean {
   const tokenEndpointUrl = tokenEndpoint === undefined ? undefined : new URL(tokenEndpoint);
   const tokenEndpointKey = tokenEndpointUrl && endpointKey(tokenEndpointUrl);
+  // Read once: a URL's getters build a new string on every call.
+  const tokenEndpointOrigin = tokenEndpointUrl?.origin;
+  const tokenEndpointPath = tokenEndpointUrl?.pathname;
   const notTokenEndpoint = (url: URL) => tokenEndpointKey === undefined || endpointKey(url) !== tokenEndpointKey;
   const parse = (url: string | URL, base: string | undefined) => {
     if (typeof url !== 'string') return url;
@@ -189,7 +192,7 @@ export function createOriginMatcher(origins: Origins, tokenEndpoint?: string): (
         if (!url.startsWith(origin)) continue;
         const path = literalPathAfter(url, origin);
         if (path === undefined) break;
-        return tokenEndpointUrl?.origin !== origin || path !== tokenEndpointUrl.pathname;
+        return tokenEndpointOrigin !== origin || path !== tokenEndpointPath;
       }
     }
     const parsed = parse(url, base);
@@ -258,9 +261,20 @@ export function sendThrough<T>(queue: RequestQueue | undefined, send: () => Prom
   return queue ? abortable(queue.add(send), signal) : send();
 }
 
-/** The `Authorization` header value for an access token. */
+let lastAccessToken: string | undefined;
+let lastBearer = '';
+
+/**
+ * The `Authorization` header value for an access token. The last one is kept: every request sends
+ * the same token until a refresh, and one string (a JWT is about a kilobyte) is flattened once,
+ * not per request.
+ */
 export function bearerAuthorization(accessToken: string): string {
-  return `Bearer ${accessToken}`;
+  if (accessToken !== lastAccessToken) {
+    lastAccessToken = accessToken;
+    lastBearer = `Bearer ${accessToken}`;
+  }
+  return lastBearer;
 }
 
 /**

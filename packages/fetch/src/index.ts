@@ -194,14 +194,39 @@ export function withTokenRelay<F extends FetchFunction>(
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   // Called with what its caller gave the wrapper, plus headers: whatever its own types, it takes that.
   const send = fetchImpl as unknown as GlobalFetch;
+  const redirectContext = { send, mayCarryBearer };
 
   /**
    * Sends with the bearer wherever it may go. Outside a browser redirects are followed hop by hop
    * (redirects.ts); a browser follows them itself (redirects.browser.ts, the browser build's).
+   * `replayInput`: what a failed response (after any redirects) replays once the tokens are
+   * refreshed; `undefined` for a replay, which is never replayed again. A response that is neither
+   * a redirect nor a failure costs one promise step, in the client's own `then`.
    */
-  function sendAuthorized(input: string | Request, init: FetchInit, own: HeadersInit | undefined, href: string, accessToken: string) {
+  function sendAuthorized(
+    input: string | Request,
+    init: FetchInit,
+    own: HeadersInit | undefined,
+    href: string,
+    accessToken: string,
+    replayInput: string | Request | undefined,
+  ): Promise<Response> {
     const bearer = bearerAuthorization(accessToken);
-    return sendFollowingRedirects({ send, mayCarryBearer }, input, init, withBearer(own, bearer), href, bearer);
+    const after =
+      replayInput === undefined ? undefined : (response: Response) => afterResponse(response, replayInput, init, own, href, accessToken);
+    return sendFollowingRedirects(redirectContext, input, init, withBearer(own, bearer), href, bearer, after);
+  }
+
+  /** A response (after any redirects) as the caller gets it: a failure may still be replayed. */
+  function afterResponse(
+    response: Response,
+    replayInput: string | Request | undefined,
+    init: FetchInit,
+    own: HeadersInit | undefined,
+    href: string,
+    accessToken: string,
+  ): Response | Promise<Response> {
+    return response.status < 400 || replayInput === undefined ? response : afterFailure(response, replayInput, init, own, href, accessToken);
   }
 
   /**
@@ -234,7 +259,7 @@ export function withTokenRelay<F extends FetchFunction>(
     }
     if (isOneShotBody(initBody)) return response;
     discard(response);
-    return sendThrough(options.queue, () => sendAuthorized(input, init, own, href, accessToken), signal);
+    return sendThrough(options.queue, () => sendAuthorized(input, init, own, href, accessToken, undefined), signal);
   }
 
   function sendWithBearer(
@@ -248,10 +273,13 @@ export function withTokenRelay<F extends FetchFunction>(
     const request = isRequest(input) ? input : undefined;
     // The first send consumes the Request's body; the clone keeps the same bytes for the replay.
     const replayInput = request && (init?.body ?? undefined) === undefined && request.body !== null ? request.clone() : input;
+    const { queue } = options;
+    if (!waited || queue === undefined) return sendAuthorized(input, init, own, href, accessToken, replayInput);
+    // A request that waited for a refresh is released with many others: through the queue. Its slot is
+    // freed when the response comes, not held while a failure waits for the next refresh.
     const signal = init?.signal ?? request?.signal ?? undefined;
-    // A request that waited for a refresh is released with many others: through the queue, if any.
-    return sendThrough(waited ? options.queue : undefined, () => sendAuthorized(input, init, own, href, accessToken), signal).then(
-      (response) => (response.status < 400 ? response : afterFailure(response, replayInput, init, own, href, accessToken)),
+    return sendThrough(queue, () => sendAuthorized(input, init, own, href, accessToken, undefined), signal).then((response) =>
+      afterResponse(response, replayInput, init, own, href, accessToken),
     );
   }
 

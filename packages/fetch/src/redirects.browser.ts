@@ -5,7 +5,7 @@
  * redirects.ts does when it finds itself in a browser.
  */
 import type { FetchInit } from './fetch-values.js';
-import type { RedirectContext } from './redirects.js';
+import type { AfterResponse, RedirectContext } from './redirects.js';
 
 /** Sends `input` with `headers`; the browser follows any redirect itself. */
 export function sendFollowingRedirects(
@@ -13,6 +13,10 @@ export function sendFollowingRedirects(
   input: string | Request,
   init: FetchInit,
   headers: HeadersInit,
+  _href: string,
+  _bearer: string,
+  after?: AfterResponse,
 ): Promise<Response> {
-  return send(input, { ...init, headers });
+  const sent = send(input, { ...init, headers });
+  return after ? sent.then(after) : sent;
 }

@@ -27,7 +27,7 @@ describe('redirects in the browser build and in the full build', () => {
     const browser = redirectingFetch();
 
     const fromFull = await sendFollowingRedirects(full.context, 'https://api.example/items', init, headers, 'https://api.example/items', bearer);
-    const fromBrowser = await sendInBrowserBuild(browser.context, 'https://api.example/items', init, headers);
+    const fromBrowser = await sendInBrowserBuild(browser.context, 'https://api.example/items', init, headers, 'https://api.example/items', bearer);
 
     expect(browser.calls).toEqual([{ input: 'https://api.example/items', init: { ...init, headers } }]);
     expect(full.calls).toEqual(browser.calls);

@@ -75,9 +75,13 @@ async function followRedirects({ send, mayCarryBearer }: RedirectContext, respon
   return response;
 }
 
+/** What the wrapper does with the final response (after any redirects), in the same promise step. */
+export type AfterResponse = (response: Response) => Response | Promise<Response>;
+
 /**
  * Sends `input` with `headers` (which carry `bearer`); when fetch is to follow redirects and shows
- * them, follows them hop by hop. A response that is no redirect costs no promise of ours.
+ * them, follows them hop by hop. `after` runs on the final response in the step that judges the
+ * redirect, so a response that is no redirect costs one promise step of ours, or none without `after`.
  */
 export function sendFollowingRedirects(
   context: RedirectContext,
@@ -86,21 +90,28 @@ export function sendFollowingRedirects(
   headers: HeadersInit,
   href: string,
   bearer: string,
+  after?: AfterResponse,
 ): Promise<Response> {
   const { send } = context;
   const request = isRequest(input) ? input : undefined;
   const redirect = init?.redirect ?? (request ? request.redirect : 'follow');
-  if (redirect !== 'follow' || hidesRedirects()) return send(input, { ...init, headers });
-
+  if (redirect !== 'follow' || hidesRedirects()) {
+    const sent = send(input, { ...init, headers });
+    return after ? sent.then(after) : sent;
+  }
   // A 307/308 sends the body again: keep a copy of a Request's, read only if that happens.
   const spare = request?.body ? request.clone() : undefined;
-  const hop: Hop = {
-    url: href,
-    method: (init?.method ?? request?.method ?? 'GET').toUpperCase(),
-    body: init?.body ?? (spare ? () => spare.arrayBuffer() : undefined),
-    init: { ...init, signal: init?.signal ?? request?.signal, headers, redirect: 'manual' },
-  };
-  return send(input, hop.init).then((response) =>
-    redirectStatuses.has(response.status) ? followRedirects(context, response, hop, bearer) : response,
-  );
+  const first = { ...init, headers, redirect: 'manual' as const };
+  return send(input, first).then((response) => {
+    if (!redirectStatuses.has(response.status)) return after ? after(response) : response;
+    // The hop is built only when a redirect comes.
+    const hop: Hop = {
+      url: href,
+      method: (init?.method ?? request?.method ?? 'GET').toUpperCase(),
+      body: init?.body ?? (spare ? () => spare.arrayBuffer() : undefined),
+      init: { ...first, signal: init?.signal ?? request?.signal },
+    };
+    const followed = followRedirects(context, response, hop, bearer);
+    return after ? followed.then(after) : followed;
+  });
 }
