@@ -35,13 +35,14 @@ async function toRaw(response: Response): Promise<RawResponse> {
   return { status: response.status, headers: response.headers, text, json };
 }
 
-/** POSTs a form to the token endpoint; `authorization` defaults to the demo client's Basic header. */
+/** POSTs a form to the token endpoint; `authorization` defaults to the demo client's Basic header; `extraHeaders` adds e.g. a DPoP proof. */
 export async function postToken(
   server: OAuthServer,
   params: Record<string, string>,
   authorization: string | null = demoBasic,
+  extraHeaders: Record<string, string> = {},
 ): Promise<RawResponse> {
-  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded;charset=UTF-8' };
+  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded;charset=UTF-8', ...extraHeaders };
   if (authorization !== null) headers.authorization = authorization;
   return toRaw(await fetch(server.tokenEndpoint, { method: 'POST', headers, body: new URLSearchParams(params) }));
 }
