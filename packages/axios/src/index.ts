@@ -219,7 +219,7 @@ export function attachTokenRelay(
 
   const removeOurBearer = (config: TrackedConfig) => {
     const ticket = config[ticketKey];
-    if (ticket && config.headers.get('Authorization') === bearerAuthorization(ticket.accessToken)) config.headers.delete('Authorization');
+    if (ticket && config.headers.get('Authorization') === bearerAuthorization(ticket.accessToken, manager.tokenType)) config.headers.delete('Authorization');
     delete config[ticketKey];
   };
 
@@ -312,8 +312,8 @@ export function attachTokenRelay(
     const replayed = ticket?.replayed ?? false;
     // No Authorization header yet (isOurs): a plain property, as axios's own `headers.set` would
     // add, without its lookups; axios's adapters sanitize every value when they send.
-    if (ticket === undefined) config.headers.Authorization = bearerAuthorization(accessToken);
-    else config.headers.set('Authorization', bearerAuthorization(accessToken));
+    if (ticket === undefined) config.headers.Authorization = bearerAuthorization(accessToken, manager.tokenType);
+    else config.headers.set('Authorization', bearerAuthorization(accessToken, manager.tokenType));
     config[ticketKey] = new AuthorizedRequest(accessToken, replayed);
     if (!checksFinalUrl(config.transformRequest)) config.transformRequest = withCheckFinalUrl(config.transformRequest);
     guardRedirects(config);

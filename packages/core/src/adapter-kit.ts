@@ -94,15 +94,17 @@ export function parseWwwAuthenticate(header: string | undefined): AuthChallenge[
  * The default {@link ShouldRefresh}: a 401 whose `WWW-Authenticate` does not say otherwise.
  * - 401 with `Bearer error="invalid_token"` or no error, or with no header at all: refresh.
  * - 401 with a Bearer error other than `invalid_token` (`invalid_request`, `insufficient_scope`): no.
- * - 401 with `DPoP error="use_dpop_nonce"`: no (a new proof is needed, not a new token).
+ * - 401 with `DPoP error="invalid_token"` or no error: refresh, as for Bearer.
+ * - 401 with `DPoP error="use_dpop_nonce"` or `"invalid_dpop_proof"`: no (a new proof is needed, not a new token).
  * - Any other status, 403 `insufficient_scope` included: no.
  */
 export function defaultShouldRefresh(response: FailedResponse): boolean {
   if (response.status !== 401) return false;
-  const challenges = parseWwwAuthenticate(response.header('www-authenticate'));
-  if (challenges.some((challenge) => challenge.params.error === 'use_dpop_nonce')) return false;
-  const bearer = challenges.find((challenge) => challenge.scheme === 'bearer');
-  const error = bearer?.params.error;
+  // The error of the scheme the token went with (Bearer or DPoP): `use_dpop_nonce` and
+  // `invalid_dpop_proof` ask for a new proof, which a new token would not cure.
+  const error = parseWwwAuthenticate(response.header('www-authenticate')).find(
+    (challenge) => (challenge.scheme === 'bearer' || challenge.scheme === 'dpop') && challenge.params.error !== undefined,
+  )?.params.error;
   return error === undefined || error === 'invalid_token';
 }
 
@@ -258,9 +260,12 @@ export function sendThrough<T>(queue: RequestQueue | undefined, send: () => Prom
   return queue ? abortable(queue.add(send), signal) : send();
 }
 
-/** The `Authorization` header value for an access token. */
-export function bearerAuthorization(accessToken: string): string {
-  return `Bearer ${accessToken}`;
+/**
+ * The `Authorization` header value for an access token: `DPoP <token>` when its `tokenType` is DPoP
+ * (RFC 9449, case-insensitive), else `Bearer <token>`. Adapters pass `manager.tokenType`.
+ */
+export function bearerAuthorization(accessToken: string, tokenType?: string): string {
+  return `${tokenType?.toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer'} ${accessToken}`;
 }
 
 /**

@@ -585,6 +585,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       // No new refresh token in the response (Salesforce, Google) means: keep the one we have.
       if (merged.refreshToken === undefined && from?.refreshToken !== undefined) merged.refreshToken = from.refreshToken;
       if (merged.scope === undefined && from?.scope !== undefined) merged.scope = from.scope;
+      if (merged.sessionData === undefined && from?.sessionData !== undefined) merged.sessionData = from.sessionData;
       const keepInMemory = () => {
         adopt(merged, newRevision);
         refusedAccessToken = undefined;
@@ -751,6 +752,10 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const manager: TokenManager = {
     get tokenEndpoint() {
       return refreshHandler.tokenEndpoint;
+    },
+
+    get tokenType() {
+      return current?.tokenType;
     },
 
     currentAccessToken() {

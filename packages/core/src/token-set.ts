@@ -34,7 +34,7 @@ export function expiresAtProblem(tokens: TokenSet, now: number): string | undefi
  */
 export function tokenSetProblem(value: unknown): string | undefined {
   if (!isRecord(value)) return 'the tokens are not an object';
-  const { accessToken, refreshToken, expiresAt, tokenType, scope, raw } = value;
+  const { accessToken, refreshToken, expiresAt, tokenType, scope, raw, sessionData } = value;
   if (typeof accessToken !== 'string' || accessToken === '') return 'accessToken is not a non-empty string';
   if (!headerSafeToken.test(accessToken)) {
     return 'accessToken cannot be sent in an HTTP header (only visible ASCII characters are allowed)';
@@ -52,6 +52,7 @@ export function tokenSetProblem(value: unknown): string | undefined {
     if (field !== undefined && typeof field !== 'string') return `${name} is not a string`;
   }
   if (raw !== undefined && !isRecord(raw)) return 'raw is not an object';
+  if (sessionData !== undefined && !isRecord(sessionData)) return 'sessionData is not an object';
   return undefined;
 }
 
@@ -69,6 +70,7 @@ export function parseTokenSet(value: unknown, refuse: (problem: string) => Error
   if (fields.tokenType !== undefined) tokens.tokenType = fields.tokenType;
   if (fields.scope !== undefined) tokens.scope = fields.scope;
   if (fields.raw !== undefined) tokens.raw = { ...fields.raw };
+  if (fields.sessionData !== undefined) tokens.sessionData = { ...fields.sessionData };
   return tokens;
 }
 

@@ -274,7 +274,7 @@ export function withTokenRelay<F extends FetchFunction>(
    * by hop; a response that is no redirect costs no promise of ours.
    */
   function sendAuthorized(input: string | Request, init: FetchInit, own: HeadersInit | undefined, href: string, accessToken: string) {
-    const bearer = bearerAuthorization(accessToken);
+    const bearer = bearerAuthorization(accessToken, manager.tokenType);
     const headers = withBearer(own, bearer);
     const request = isRequest(input) ? input : undefined;
     const redirect = init?.redirect ?? (request ? request.redirect : 'follow');

@@ -81,7 +81,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const hasOwnAuthorization = (request: NormalizedOptions) => {
     const authorization = request.headers.authorization;
     const ours = request.context[sentAccessToken];
-    return authorization !== undefined && (typeof ours !== 'string' || authorization !== bearerAuthorization(ours));
+    return authorization !== undefined && (typeof ours !== 'string' || authorization !== bearerAuthorization(ours, manager.tokenType));
   };
   const withoutOurBearer = (request: NormalizedOptions) => {
     if (!hasOwnAuthorization(request)) delete request.headers.authorization;
@@ -93,7 +93,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     if (url === undefined || !mayCarryBearer(url) || hasOwnAuthorization(request)) return;
     const accessToken = manager.currentAccessToken() ?? (await accessTokenIfSignedIn(manager, { signal: request.signal }));
     if (accessToken === undefined) return withoutOurBearer(request);
-    request.headers.authorization = bearerAuthorization(accessToken);
+    request.headers.authorization = bearerAuthorization(accessToken, manager.tokenType);
     request.context[sentAccessToken] = accessToken;
   };
 
@@ -119,7 +119,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
       throw error;
     }
     if (!isReplayable(request.body)) return response;
-    return retryWithMergedOptions({ headers: { authorization: bearerAuthorization(accessToken) }, context: { [sentAccessToken]: accessToken } });
+    return retryWithMergedOptions({ headers: { authorization: bearerAuthorization(accessToken, manager.tokenType) }, context: { [sentAccessToken]: accessToken } });
   };
 
   return { beforeRequest: [beforeRequest], beforeRedirect: [beforeRedirect], afterResponse: [afterResponse] };

@@ -158,7 +158,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     const fail = (error: unknown) => upstream.onError?.(error instanceof Error ? error : new Error(String(error)));
 
     const send = (accessToken: string | undefined, holdFailures: boolean) => {
-      const headers = accessToken === undefined ? request.headers : withAuthorization(request.headers, bearerAuthorization(accessToken));
+      const headers = accessToken === undefined ? request.headers : withAuthorization(request.headers, bearerAuthorization(accessToken, manager.tokenType));
       return next({ ...request, headers }, attempt(accessToken, holdFailures));
     };
 
