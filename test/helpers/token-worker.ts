@@ -8,7 +8,6 @@ import {
   memoryStore,
   refreshTokenGrant,
   type RefreshHandler,
-  type TokenManager,
   type TokenStore,
 } from '@tokenrelay/core';
 import { fileStore } from '@tokenrelay/core/node';
@@ -46,9 +45,8 @@ function createStore({ store }: WorkerConfig): TokenStore {
 }
 
 function createSession(config: WorkerConfig): typeof fetch {
-  let manager: TokenManager | undefined;
-  // The session's DPoP key is read from the store, through the manager made below.
-  const dpop = config.dpop ? createDpop({ key: sessionDpopKey({ getTokens: async () => manager?.getTokens() }), fetch: loopbackOnlyFetch() }) : undefined;
+  // The session's DPoP key is read from the store, through the manager made below (asked only once requests go out).
+  const dpop = config.dpop ? createDpop({ key: sessionDpopKey({ getTokens: () => manager.getTokens() }), fetch: loopbackOnlyFetch() }) : undefined;
   const fetch = dpop?.fetch ?? loopbackOnlyFetch();
   const grant = createGrant(config, fetch);
   const refresh: RefreshHandler = Object.assign(
@@ -60,7 +58,7 @@ function createSession(config: WorkerConfig): typeof fetch {
     },
     { tokenEndpoint: grant.tokenEndpoint, needsRefreshToken: grant.needsRefreshToken },
   );
-  manager = createTokenManager({ store: createStore(config), refresh });
+  const manager = createTokenManager({ store: createStore(config), refresh });
   return withTokenRelay(fetch, manager, { origins: [config.apiUrl] });
 }
 
