@@ -1,0 +1,75 @@
+/*
+ * @tokenrelay/dpop through the doors (fetch, axios on its fetch adapter) against the testing
+ * server's DPoP mode on loopback: bound tokens, nonces, refresh on expiry, replayed proofs refused.
+ */
+import { attachTokenRelay } from '@tokenrelay/axios';
+import { createTokenManager, refreshTokenGrant } from '@tokenrelay/core';
+import { createDpop } from '@tokenrelay/dpop';
+import { withTokenRelay } from '@tokenrelay/fetch';
+import { defaultClient, startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
+import axios from 'axios';
+import { afterEach, describe, expect, it } from 'vitest';
+
+let server: OAuthServer | undefined;
+
+afterEach(async () => {
+  await server?.close();
+});
+
+/** A DPoP-bound session: the key, the manager refreshing through dpop.fetch, and the server. */
+async function signedIn() {
+  server = await startOAuthServer({ rotateRefreshTokens: true, reuseDetection: true, dpop: true });
+  const dpop = createDpop();
+  const manager = createTokenManager({
+    tokens: server.issue({ dpopJkt: await dpop.thumbprint() }),
+    refresh: refreshTokenGrant({
+      tokenEndpoint: server.tokenEndpoint,
+      clientId: defaultClient.clientId,
+      clientSecret: defaultClient.clientSecret,
+      fetch: dpop.fetch,
+    }),
+  });
+  return { server, dpop, manager };
+}
+
+describe('@tokenrelay/dpop with the testing server in DPoP mode', () => {
+  it('sends Authorization: DPoP with a proof through the fetch door, and refreshes once for concurrent requests after expiry', async () => {
+    const { server, dpop, manager } = await signedIn();
+    const api = withTokenRelay(dpop.fetch, manager, { origins: [server.url] });
+
+    expect((await api(`${server.url}/api/me`)).status).toBe(200);
+    server.revokeAccessTokens();
+    const statuses = await Promise.all(Array.from({ length: 10 }, async (_, index) => (await api(`${server.url}/api/item-${index}`)).status));
+
+    expect(statuses).toEqual(Array(10).fill(200));
+    const refreshes = server.stats().tokenRequestLog.filter((entry) => entry.params.refresh_token !== 'tokenrelay-dpop-nonce-probe');
+    expect(refreshes.map((entry) => entry.status)).toEqual([200]);
+    expect(await manager.getTokens()).toMatchObject({ tokenType: 'DPoP' });
+  });
+
+  it('carries proofs through axios on its fetch adapter', async () => {
+    const { server, dpop, manager } = await signedIn();
+    const api = axios.create({ baseURL: server.url, adapter: 'fetch', env: { fetch: dpop.fetch } });
+    attachTokenRelay(api, manager);
+
+    expect((await api.get('/api/me')).status).toBe(200);
+    server.rotateDpopNonce();
+    server.revokeAccessTokens();
+    expect((await api.post('/api/items', { name: 'x' })).status).toBe(200);
+    expect(server.stats().apiRequestLog.filter((entry) => entry.status === 200).every((entry) => entry.dpopJkt !== undefined)).toBe(true);
+  });
+
+  it('has a replayed proof refused by the API', async () => {
+    const { server, dpop, manager } = await signedIn();
+    const accessToken = await manager.getAccessToken();
+    // A first request teaches the nonce; then one proof is sent twice.
+    await withTokenRelay(dpop.fetch, manager, { origins: [server.url] })(`${server.url}/api/me`);
+    const proof = await dpop.proof('GET', `${server.url}/api/me`, accessToken);
+    const send = () => fetch(`${server.url}/api/me`, { headers: { authorization: `DPoP ${accessToken}`, dpop: proof } });
+
+    expect((await send()).status).toBe(200);
+    const replay = await send();
+    expect(replay.status).toBe(401);
+    expect(replay.headers.get('www-authenticate')).toMatch(/invalid_dpop_proof/);
+  });
+});
