@@ -35,6 +35,11 @@ export default [
     },
     { limit: '12500 B', ignore: ['axios'] },
   ),
+  check(
+    'tokenrelay dpop (createDpop, browserDpopKey)',
+    { '../packages/dpop/src/index.ts': '{ createDpop, browserDpopKey }' },
+    { limit: '3000 B' },
+  ),
   check('tokenrelay createTokenManager', { '../packages/core/src/index.ts': '{ createTokenManager }' }),
   check('tokenrelay refreshTokenGrant', { '../packages/core/src/index.ts': '{ refreshTokenGrant }' }),
   check('tokenrelay withTokenRelay only', { '../packages/fetch/src/index.ts': '{ withTokenRelay }' }, { ignore: ['@tokenrelay/core'] }),

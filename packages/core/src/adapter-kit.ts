@@ -103,7 +103,7 @@ export function defaultShouldRefresh(response: FailedResponse): boolean {
   // The error of the scheme the token went with (Bearer or DPoP): `use_dpop_nonce` and
   // `invalid_dpop_proof` ask for a new proof, which a new token would not cure.
   const error = parseWwwAuthenticate(response.header('www-authenticate')).find(
-    (challenge) => (challenge.scheme === 'bearer' || challenge.scheme === 'dpop') && challenge.params.error !== undefined,
+    (challenge) => /^(bearer|dpop)$/.test(challenge.scheme) && challenge.params.error !== undefined,
   )?.params.error;
   return error === undefined || error === 'invalid_token';
 }

@@ -582,10 +582,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       }
       if (replaced()) return settledAfterReplacement();
       const merged: TokenSet = { ...fresh };
-      // No new refresh token in the response (Salesforce, Google) means: keep the one we have.
-      if (merged.refreshToken === undefined && from?.refreshToken !== undefined) merged.refreshToken = from.refreshToken;
-      if (merged.scope === undefined && from?.scope !== undefined) merged.scope = from.scope;
-      if (merged.sessionData === undefined && from?.sessionData !== undefined) merged.sessionData = from.sessionData;
+      // No new refresh token in the response (Salesforce, Google) means: keep the one we have; so for
+      // the scope and the app's session data.
+      for (const name of ['refreshToken', 'scope', 'sessionData'] as const) {
+        if (merged[name] === undefined && from?.[name] !== undefined) (merged as unknown as Record<string, unknown>)[name] = from[name];
+      }
       const keepInMemory = () => {
         adopt(merged, newRevision);
         refusedAccessToken = undefined;

@@ -25,7 +25,7 @@ export function parseTokenResponse(response: unknown, now: number, refuse: (prob
   const { access_token, refresh_token, expires_in, token_type, scope, ...rest } = response;
   if (typeof access_token !== 'string' || access_token === '') throw refuse('without an access_token');
   if (token_type !== undefined && (typeof token_type !== 'string' || !/^(bearer|dpop)$/i.test(token_type))) {
-    throw refuse(`with token_type "${String(token_type).slice(0, 40)}"; only Bearer and DPoP tokens are supported`);
+    throw refuse(`with an unsupported token_type "${String(token_type).slice(0, 40)}" (Bearer or DPoP)`);
   }
   if (expires_in !== undefined && expires_in !== null && (typeof expires_in !== 'number' || !Number.isFinite(expires_in) || expires_in < 0)) {
     throw refuse(`with an invalid expires_in (${typeof expires_in === 'string' ? 'a string' : String(expires_in)})`);

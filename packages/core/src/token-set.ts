@@ -51,8 +51,12 @@ export function tokenSetProblem(value: unknown): string | undefined {
   ] as const) {
     if (field !== undefined && typeof field !== 'string') return `${name} is not a string`;
   }
-  if (raw !== undefined && !isRecord(raw)) return 'raw is not an object';
-  if (sessionData !== undefined && !isRecord(sessionData)) return 'sessionData is not an object';
+  for (const [name, field] of [
+    ['raw', raw],
+    ['sessionData', sessionData],
+  ] as const) {
+    if (field !== undefined && !isRecord(field)) return `${name} is not an object`;
+  }
   return undefined;
 }
 
@@ -64,14 +68,13 @@ export function parseTokenSet(value: unknown, refuse: (problem: string) => Error
   const problem = tokenSetProblem(value);
   if (problem !== undefined) throw refuse(problem);
   const fields = value as unknown as TokenSet;
-  const tokens: TokenSet = { accessToken: fields.accessToken };
-  if (fields.refreshToken !== undefined) tokens.refreshToken = fields.refreshToken;
-  if (fields.expiresAt !== undefined) tokens.expiresAt = fields.expiresAt;
-  if (fields.tokenType !== undefined) tokens.tokenType = fields.tokenType;
-  if (fields.scope !== undefined) tokens.scope = fields.scope;
-  if (fields.raw !== undefined) tokens.raw = { ...fields.raw };
-  if (fields.sessionData !== undefined) tokens.sessionData = { ...fields.sessionData };
-  return tokens;
+  const tokens: Record<string, unknown> = { accessToken: fields.accessToken };
+  for (const name of ['refreshToken', 'expiresAt', 'tokenType', 'scope', 'raw', 'sessionData'] as const) {
+    const field = fields[name];
+    // The objects are copied, so the caller's later changes never reach the stored tokens.
+    if (field !== undefined) tokens[name] = typeof field === 'object' ? { ...field } : field;
+  }
+  return tokens as unknown as TokenSet;
 }
 
 /**
