@@ -1,8 +1,8 @@
 /*
- * @tokenrelay/dpop through the doors (fetch, axios on its fetch adapter) against the testing
+ * @tokenrelay/dpop through the doors (fetch, axios on its http and fetch adapters) against the testing
  * server's DPoP mode on loopback: bound tokens, nonces, refresh on expiry, replayed proofs refused.
  */
-import { attachTokenRelay } from '@tokenrelay/axios';
+import { attachDpop, attachTokenRelay } from '@tokenrelay/axios';
 import { createTokenManager, refreshTokenGrant } from '@tokenrelay/core';
 import { createDpop } from '@tokenrelay/dpop';
 import { withTokenRelay } from '@tokenrelay/fetch';
@@ -57,6 +57,50 @@ describe('@tokenrelay/dpop with the testing server in DPoP mode', () => {
     server.revokeAccessTokens();
     expect((await api.post('/api/items', { name: 'x' })).status).toBe(200);
     expect(server.stats().apiRequestLog.filter((entry) => entry.status === 200).every((entry) => entry.dpopJkt !== undefined)).toBe(true);
+  });
+
+  for (const order of ['attachTokenRelay then attachDpop', 'attachDpop then attachTokenRelay']) {
+    it(`carries proofs through axios on Node's http adapter (${order}): a nonce challenge is retried, and the replay after a refresh carries a new proof`, async () => {
+      const { server, dpop, manager } = await signedIn();
+      const api = axios.create({ baseURL: server.url, adapter: 'http' });
+      if (order.startsWith('attachTokenRelay')) {
+        attachTokenRelay(api, manager);
+        attachDpop(api, dpop);
+      } else {
+        attachDpop(api, dpop);
+        attachTokenRelay(api, manager);
+      }
+      const before = await manager.getAccessToken();
+
+      expect((await api.get('/api/me')).status).toBe(200);
+      server.rotateDpopNonce();
+      server.revokeAccessTokens();
+      expect((await api.post('/api/items', { name: 'x' })).status).toBe(200);
+
+      const stats = server.stats();
+      const posts = stats.apiRequestLog.filter((entry) => entry.path === '/api/items');
+      // The stale nonce (401 use_dpop_nonce, retried with the new one), the revoked token (401), the replay.
+      expect(posts.map((entry) => entry.status)).toEqual([401, 401, 200]);
+      expect(posts[2]?.accessToken).not.toBe(before);
+      expect(stats.apiRequestLog.filter((entry) => entry.status === 200).every((entry) => entry.dpopJkt === posts[2]?.dpopJkt)).toBe(true);
+      expect(posts[2]?.dpopJkt).toBe(await dpop.thumbprint());
+      expect(stats.dpopReplaysRefused).toBe(0);
+      expect(stats.tokenRequestLog.filter((entry) => entry.params.refresh_token !== 'tokenrelay-dpop-nonce-probe').map((entry) => entry.status)).toEqual([200]);
+    });
+  }
+
+  it('stops signing when attachDpop is detached: the API refuses the DPoP token without a proof', async () => {
+    const { server, dpop, manager } = await signedIn();
+    const api = axios.create({ baseURL: server.url, adapter: 'http', validateStatus: () => true });
+    attachTokenRelay(api, manager);
+    const detach = attachDpop(api, dpop);
+
+    expect((await api.get('/api/me')).status).toBe(200);
+    detach();
+    detach();
+    const unsigned = await api.get('/api/me');
+    expect(unsigned.status).toBe(401);
+    expect(String(unsigned.headers['www-authenticate'])).toMatch(/DPoP/);
   });
 
   it('has a replayed proof refused by the API', async () => {

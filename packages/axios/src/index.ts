@@ -6,20 +6,17 @@ import {
   ErrorCode,
   TokenRelayError,
   defaultShouldRefresh,
-  type FailedResponse,
   type Origins,
   type RequestQueue,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut, sendThrough } from '@tokenrelay/core/kit';
-import axios, {
-  type AxiosAdapter,
-  type AxiosInstance,
-  type AxiosRequestTransformer,
-  type AxiosResponse,
-  type InternalAxiosRequestConfig,
-} from 'axios';
+import type { AxiosAdapter, AxiosInstance, AxiosRequestTransformer, AxiosResponse, InternalAxiosRequestConfig } from 'axios';
+import { failedResponse, isOneShotBody } from './response.js';
+import { requireGetAdapter, transportOf } from './transport.js';
+
+export { attachDpop } from './dpop.js';
 
 /** Options of {@link attachTokenRelay}. */
 export interface AttachTokenRelayOptions {
@@ -136,38 +133,6 @@ function defaultOrigins(instance: AxiosInstance): Origins {
   return [base.origin];
 }
 
-function failedResponse(response: AxiosResponse, url: string): FailedResponse {
-  const { data } = response;
-  return {
-    status: response.status,
-    url,
-    header(name) {
-      const wanted = name.toLowerCase();
-      // Covers AxiosHeaders (own properties keyed by header name) and plain objects alike.
-      const entry = Object.entries(response.headers).find(([key]) => key.toLowerCase() === wanted);
-      const value: unknown = entry?.[1];
-      if (value === undefined || value === null || value === false) return undefined;
-      return Array.isArray(value) ? value.join(', ') : String(value);
-    },
-    async text() {
-      if (typeof data === 'string') return data;
-      if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) return new TextDecoder().decode(data);
-      if (data instanceof Blob) return data.text();
-      // A stream (responseType 'stream') is the caller's to read; reading it here would consume it.
-      if (data === undefined || data === null || isOneShotBody(data)) return '';
-      return JSON.stringify(data) ?? '';
-    },
-  };
-}
-
-/** A Node stream or a web ReadableStream can be sent only once. */
-function isOneShotBody(data: unknown): boolean {
-  return (
-    (typeof data === 'object' && data !== null && typeof (data as { pipe?: unknown }).pipe === 'function') ||
-    (typeof ReadableStream !== 'undefined' && data instanceof ReadableStream)
-  );
-}
-
 /** An AxiosError that carries a response (not a network error, a cancel or one of ours). */
 function hasResponse(error: unknown): error is { response: AxiosResponse } {
   const candidate = error as { isAxiosError?: unknown; response?: unknown } | null;
@@ -280,16 +245,14 @@ export function attachTokenRelay(
   };
 
   const { queue } = options;
-  if (queue !== undefined && typeof axios.getAdapter !== 'function') {
-    throw new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, 'attachTokenRelay: `queue` needs axios 1.7 or later (axios.getAdapter)');
-  }
+  if (queue !== undefined) requireGetAdapter('attachTokenRelay: `queue`');
   /**
    * Sends this request through the queue: its transport (axios's own adapter, resolved as axios
    * would) runs when the queue has room, so the queue bounds the requests in flight.
    */
   const sendThroughQueue = (config: InternalAxiosRequestConfig, signal: AbortSignal | undefined) => {
     const adapter = config.adapter as AxiosAdapter & { [queuedAdapterKey]?: AxiosAdapter };
-    const transport = adapter?.[queuedAdapterKey] ?? axios.getAdapter(config.adapter ?? instance.defaults.adapter, config);
+    const transport = adapter?.[queuedAdapterKey] ?? transportOf(config.adapter ?? instance.defaults.adapter, config);
     const queued: AxiosAdapter = (sent) => sendThrough(queue, () => transport(sent), signal);
     config.adapter = Object.assign(queued, { [queuedAdapterKey]: transport });
   };

@@ -252,6 +252,36 @@ export interface RequestQueue {
 }
 
 /**
+ * One request of a door that sends with DPoP proofs (RFC 9449) through {@link DpopSender.send}:
+ * what it goes to, and how the door sends it and reads the answer.
+ */
+export interface DpopRequest<R> {
+  /** The HTTP method. */
+  readonly method: string;
+  /** The absolute URL (a query and fragment are left out of the proof). */
+  readonly url: string;
+  /** The `Authorization` header the request carries: `DPoP <token>` puts the token's hash (`ath`) in the proof. */
+  readonly authorization: string | undefined;
+  /** The request body: one that can be read only once (a stream) is never sent again. */
+  readonly body?: unknown;
+  /** Sends the request once with header `DPoP: <proof>`. */
+  attempt(proof: string): Promise<R>;
+  /** What the answer of an attempt says: its `DPoP-Nonce` is kept, and a nonce challenge is retried. */
+  answerOf(result: R): Pick<FailedResponse, 'status' | 'header' | 'text'>;
+  /** Lets go of an answer that is not returned (one answered by a retry). */
+  discard?(result: R): void;
+}
+
+/**
+ * What a door needs of `@tokenrelay/dpop`'s `createDpop()` to put DPoP proofs on its requests:
+ * core knows no DPoP beyond this shape. `send` makes a fresh proof per attempt, keeps the servers'
+ * nonces per origin, and sends once more on a nonce challenge.
+ */
+export interface DpopSender {
+  send<R>(request: DpopRequest<R>): Promise<R>;
+}
+
+/**
  * Runs `send` through `queue` when there is one; rejects at once with the signal's reason when
  * `signal` aborts while the task still waits for its turn (the task then finds the signal
  * aborted and ends at once too).

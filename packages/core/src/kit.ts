@@ -8,7 +8,8 @@
  *   `accessTokenIfSignedIn` and `isSignedOut` (a signed-out app sends requests without a bearer),
  *   `defaultShouldRefresh` and `parseWwwAuthenticate` (which 401s mean "refresh"),
  *   `unwrappedFetch` (how a wrapped fetch hands the token endpoint its inner fetch),
- *   `isSecureOrLoopback` and `isLoopbackHostname` (where credentials may go).
+ *   `isSecureOrLoopback` and `isLoopbackHostname` (where credentials may go), `DpopSender` (what
+ *   a door's `dpop` option takes: `@tokenrelay/dpop`'s `createDpop()`).
  * - Stores: `parseStoredTokens`/`parseTokenSet` (the one parser: what a store reads back is
  *   checked here, so the same object round-trips the same way in every store), `storeError`.
  * - Both: `delay` (an abortable pause that cleans up after itself), `notifyListeners` (one bad
@@ -26,6 +27,8 @@ export {
   sendThrough,
   unwrappedFetch,
   type AuthChallenge,
+  type DpopRequest,
+  type DpopSender,
   type FailedResponse,
   type Origins,
   type RequestQueue,

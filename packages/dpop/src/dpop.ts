@@ -3,7 +3,7 @@
  * origin, and retries once when a server asks for a nonce. The token endpoint and the APIs both go
  * through it; the manager and the doors stay as they are.
  */
-import { configurationError, parseWwwAuthenticate } from '@tokenrelay/core/kit';
+import { configurationError, parseWwwAuthenticate, type DpopRequest, type DpopSender } from '@tokenrelay/core/kit';
 import { algorithmOf, generateDpopKey, htuOf, signProof, thumbprintOf, type DpopAlgorithm, type DpopKeySource } from './proof.js';
 
 /** Options of {@link createDpop}. */
@@ -38,8 +38,10 @@ export interface DpopOptions {
   nonceMaxAgeMs?: number;
 }
 
+type DpopAnswer = ReturnType<DpopRequest<unknown>['answerOf']>;
+
 /** What {@link createDpop} returns. */
-export interface Dpop {
+export interface Dpop extends DpopSender {
   /**
    * A fetch that adds a fresh proof to every request (with `ath` when it carries
    * `Authorization: DPoP <token>`, and the origin's nonce when one is known), records every
@@ -52,6 +54,12 @@ export interface Dpop {
   proof(method: string, url: string | URL, accessToken?: string): Promise<string>;
   /** The RFC 7638 JWK thumbprint of the key: the `dpop_jkt` of an authorization request. */
   thumbprint(): Promise<string>;
+  /**
+   * Sends one request of a door that is not a fetch (axios's transport, undici, got) as `fetch` does:
+   * a fresh proof per attempt, the answer's `DPoP-Nonce` kept for the URL's origin, and one more
+   * attempt on a nonce challenge unless the body is a stream. The doors' `dpop` option calls it.
+   */
+  send<R>(request: DpopRequest<R>): Promise<R>;
 }
 
 /** A refresh-token request's stand-in value in a nonce probe: the server can never know it. */
@@ -88,21 +96,28 @@ const documentBase = () => {
   return typeof href === 'string' ? href : undefined;
 };
 
-/** Does `response` ask for a new proof with the nonce it carries? (RFC 9449 §8 and §9.) */
-async function asksForNonce(response: Response): Promise<boolean> {
-  if (response.headers.get('dpop-nonce') === null) return false;
-  if (response.status === 401) {
-    return parseWwwAuthenticate(response.headers.get('www-authenticate') ?? undefined).some(
+/** Does the answer ask for a new proof with the nonce it carries? (RFC 9449 §8 and §9.) */
+async function asksForNonce(answer: DpopAnswer): Promise<boolean> {
+  if (answer.header('dpop-nonce') === undefined) return false;
+  if (answer.status === 401) {
+    return parseWwwAuthenticate(answer.header('www-authenticate')).some(
       (challenge) => challenge.scheme === 'dpop' && challenge.params.error === 'use_dpop_nonce',
     );
   }
-  if (response.status !== 400) return false;
-  const body: unknown = await response
-    .clone()
-    .json()
-    .catch(() => undefined);
-  return typeof body === 'object' && body !== null && (body as { error?: unknown }).error === 'use_dpop_nonce';
+  if (answer.status !== 400) return false;
+  try {
+    const body: unknown = JSON.parse(await answer.text());
+    return typeof body === 'object' && body !== null && (body as { error?: unknown }).error === 'use_dpop_nonce';
+  } catch {
+    return false;
+  }
 }
+
+const answerOfResponse = (response: Response): DpopAnswer => ({
+  status: response.status,
+  header: (name) => response.headers.get(name) ?? undefined,
+  text: () => response.clone().text(),
+});
 
 function discard(response: Response): void {
   response.body?.cancel().catch(() => {});
@@ -142,22 +157,28 @@ export function createDpop(options: DpopOptions = {}): Dpop {
     return pair;
   };
   const nonces = new Map<string, KnownNonce>();
-  const send = (...args: Parameters<typeof fetch>) => (options.fetch ?? globalThis.fetch)(...args);
+  const fetchWith = (...args: Parameters<typeof fetch>) => (options.fetch ?? globalThis.fetch)(...args);
 
   const proofFor = async (method: string, url: URL, accessToken: string | undefined) =>
     signProof(await keys(), { htm: method.toUpperCase(), htu: htuOf(url), nonce: nonces.get(url.origin)?.value, accessToken });
 
-  const noteNonce = (origin: string, response: Response) => {
-    const nonce = response.headers.get('dpop-nonce');
-    if (nonce !== null) nonces.set(origin, { value: nonce, learnedAt: Date.now() });
+  const noteNonce = (origin: string, nonce: string | undefined) => {
+    if (nonce !== undefined) nonces.set(origin, { value: nonce, learnedAt: Date.now() });
   };
 
-  /** Sends once with a fresh proof and records the nonce the answer carries. */
-  async function sendWithProof(input: RequestInfo | URL, init: RequestInit | undefined, headers: Headers, method: string, url: URL, accessToken: string | undefined) {
-    headers.set('dpop', await proofFor(method, url, accessToken));
-    const response = await send(input, { ...init, headers });
-    noteNonce(url.origin, response);
-    return response;
+  async function send<R>(request: DpopRequest<R>): Promise<R> {
+    const url = new URL(request.url, documentBase());
+    const accessToken = /^dpop\s+(\S+)$/i.exec(request.authorization ?? '')?.[1];
+    const attempt = async () => {
+      const result = await request.attempt(await proofFor(request.method, url, accessToken));
+      const answer = request.answerOf(result);
+      noteNonce(url.origin, answer.header('dpop-nonce'));
+      return { result, answer };
+    };
+    const first = await attempt();
+    if (isOneShotBody(request.body) || !(await asksForNonce(first.answer))) return first.result;
+    request.discard?.(first.result);
+    return (await attempt()).result;
   }
 
   /**
@@ -172,19 +193,20 @@ export function createDpop(options: DpopOptions = {}): Dpop {
     probe.delete('client_assertion');
     probe.delete('client_assertion_type');
     const known = nonces.get(url.origin);
-    const target = isRequest(input) ? input.url : input;
-    const response = await sendWithProof(target, { ...init, body: probe }, new Headers(init?.headers), method, url, undefined);
+    const headers = new Headers(init?.headers);
+    headers.set('dpop', await proofFor(method, url, undefined));
+    const response = await fetchWith(isRequest(input) ? input.url : input, { ...init, body: probe, headers });
     discard(response);
-    if (response.headers.get('dpop-nonce') === null) nonces.set(url.origin, { value: known?.value, learnedAt: Date.now() });
+    const nonce = response.headers.get('dpop-nonce') ?? undefined;
+    // No nonce asked for: the one known (or none) passed, and is fresh again.
+    nonces.set(url.origin, { value: nonce ?? known?.value, learnedAt: Date.now() });
   }
 
   async function dpopFetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
     const request = isRequest(input) ? input : undefined;
     const url = new URL(request ? request.url : String(input), documentBase());
-    const method = (init?.method ?? request?.method ?? 'GET').toUpperCase();
+    const method = init?.method ?? request?.method ?? 'GET';
     const headers = new Headers(init?.headers ?? request?.headers);
-    const authorization = /^dpop\s+(\S+)$/i.exec(headers.get('authorization') ?? '');
-    const accessToken = authorization?.[1];
     const form = formOf(init?.body);
     if (form?.get('grant_type') === 'refresh_token' && form.has('refresh_token')) {
       const known = nonces.get(url.origin);
@@ -192,15 +214,27 @@ export function createDpop(options: DpopOptions = {}): Dpop {
     }
     // The first send consumes a Request's body; the clone keeps the same bytes for the one retry.
     const retryInput = request && (init?.body ?? undefined) === undefined && request.body !== null ? request.clone() : input;
-    const response = await sendWithProof(input, init, headers, method, url, accessToken);
-    if (isOneShotBody(init?.body) || !(await asksForNonce(response))) return response;
-    discard(response);
-    return sendWithProof(retryInput, init, headers, method, url, accessToken);
+    let sent = false;
+    return send<Response>({
+      method,
+      url: url.href,
+      authorization: headers.get('authorization') ?? undefined,
+      body: init?.body,
+      attempt: (proof) => {
+        headers.set('dpop', proof);
+        const target = sent ? retryInput : input;
+        sent = true;
+        return fetchWith(target, { ...init, headers });
+      },
+      answerOf: answerOfResponse,
+      discard,
+    });
   }
 
   return {
     fetch: dpopFetch as typeof fetch,
     proof: async (method, url, accessToken) => proofFor(method, new URL(url, documentBase()), accessToken),
     thumbprint: async () => thumbprintOf((await keys()).publicKey),
+    send,
   };
 }
