@@ -1,13 +1,18 @@
 /*
- * @tokenrelay/dpop through the doors (fetch, axios on its http and fetch adapters) against the testing
+ * @tokenrelay/dpop through the doors (fetch, axios on its http and fetch adapters; undici and got,
+ * which carry no proofs, refuse a DPoP-bound session) against the testing
  * server's DPoP mode on loopback: bound tokens, nonces, refresh on expiry, replayed proofs refused.
  */
 import { attachDpop, attachTokenRelay } from '@tokenrelay/axios';
-import { createTokenManager, refreshTokenGrant } from '@tokenrelay/core';
+import { ErrorCode, createTokenManager, findTokenRelayError, refreshTokenGrant } from '@tokenrelay/core';
 import { createDpop } from '@tokenrelay/dpop';
 import { withTokenRelay } from '@tokenrelay/fetch';
+import { tokenRelayHooks } from '@tokenrelay/got';
 import { defaultClient, startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
+import { tokenRelayInterceptor } from '@tokenrelay/undici';
 import axios from 'axios';
+import got from 'got';
+import { Agent } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 
 let server: OAuthServer | undefined;
@@ -115,5 +120,30 @@ describe('@tokenrelay/dpop with the testing server in DPoP mode', () => {
     const replay = await send();
     expect(replay.status).toBe(401);
     expect(replay.headers.get('www-authenticate')).toMatch(/invalid_dpop_proof/);
+  });
+
+  it('has the undici interceptor refuse a DPoP-bound session with a CONFIGURATION_ERROR naming the doors that carry proofs, before the API sees the token', async () => {
+    const { server, manager } = await signedIn();
+    const dispatcher = new Agent().compose(tokenRelayInterceptor(manager, { origins: [server.url] }));
+
+    const failure: unknown = await fetch(`${server.url}/api/me`, { dispatcher } as RequestInit).catch((error: unknown) => error);
+
+    const error = findTokenRelayError(failure);
+    expect(error?.code).toBe(ErrorCode.CONFIGURATION_ERROR);
+    expect(error?.message).toMatch(/tokenRelayInterceptor sends no DPoP proofs.*withTokenRelay\(dpop\.fetch, manager\).*attachDpop/);
+    expect(server.stats().apiRequests).toBe(0);
+    await dispatcher.close();
+  });
+
+  it('has the got hooks refuse a DPoP-bound session with a CONFIGURATION_ERROR naming the doors that carry proofs, before the API sees the token', async () => {
+    const { server, manager } = await signedIn();
+    const api = got.extend({ prefixUrl: server.url, hooks: tokenRelayHooks(manager, { origins: [server.url] }), retry: { limit: 0 } });
+
+    const failure: unknown = await api.get('api/me').catch((error: unknown) => error);
+
+    const error = findTokenRelayError(failure);
+    expect(error?.code).toBe(ErrorCode.CONFIGURATION_ERROR);
+    expect(error?.message).toMatch(/tokenRelayHooks sends no DPoP proofs.*attachDpop/);
+    expect(server.stats().apiRequests).toBe(0);
   });
 });

@@ -3,7 +3,7 @@
  * and onto TokenManager.getAccessToken / refresh; it holds no refresh logic of its own.
  */
 import { abortable } from './delay.js';
-import { ErrorCode, TokenRelayError, isTokenRelayError } from './errors.js';
+import { ErrorCode, TokenRelayError, configurationError, isTokenRelayError } from './errors.js';
 import type { GetAccessTokenOptions, TokenManager } from './types.js';
 
 /**
@@ -295,7 +295,24 @@ export function sendThrough<T>(queue: RequestQueue | undefined, send: () => Prom
  * (RFC 9449, case-insensitive), else `Bearer <token>`. Adapters pass `manager.tokenType`.
  */
 export function bearerAuthorization(accessToken: string, tokenType?: string): string {
-  return `${tokenType?.toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer'} ${accessToken}`;
+  return `${isDpopBound(tokenType) ? 'DPoP' : 'Bearer'} ${accessToken}`;
+}
+
+/** Is a token of this `tokenType` DPoP-bound (RFC 9449; case-insensitive)? */
+const isDpopBound = (tokenType: string | undefined) => tokenType?.toLowerCase() === 'dpop';
+
+/**
+ * For a door that puts no DPoP proofs on its requests: a `CONFIGURATION_ERROR` saying which doors
+ * do, when the session's tokens are DPoP-bound (without a proof the server refuses every request);
+ * else `undefined`. Doors pass `manager.tokenType`.
+ */
+export function dpopUnsupported(door: string, tokenType: string | undefined): TokenRelayError | undefined {
+  return isDpopBound(tokenType)
+    ? configurationError(
+        `${door} sends no DPoP proofs, and this session's tokens are DPoP-bound: send its requests through ` +
+          "@tokenrelay/fetch's withTokenRelay(dpop.fetch, manager) or axios with attachTokenRelay + attachDpop (@tokenrelay/dpop's createDpop)",
+      )
+    : undefined;
 }
 
 /**

@@ -9,7 +9,8 @@
  *   `defaultShouldRefresh` and `parseWwwAuthenticate` (which 401s mean "refresh"),
  *   `unwrappedFetch` (how a wrapped fetch hands the token endpoint its inner fetch),
  *   `isSecureOrLoopback` and `isLoopbackHostname` (where credentials may go), `DpopSender` (what
- *   a door's `dpop` option takes: `@tokenrelay/dpop`'s `createDpop()`).
+ *   attachDpop takes: `@tokenrelay/dpop`'s `createDpop()`), `dpopUnsupported` (a door without proofs
+ *   refuses a DPoP-bound session).
  * - Stores: `parseStoredTokens`/`parseTokenSet` (the one parser: what a store reads back is
  *   checked here, so the same object round-trips the same way in every store), `storeError`.
  * - Both: `delay` (an abortable pause that cleans up after itself), `notifyListeners` (one bad
@@ -20,6 +21,7 @@ export {
   bearerAuthorization,
   createOriginMatcher,
   defaultShouldRefresh,
+  dpopUnsupported,
   isLoopbackHostname,
   isSecureOrLoopback,
   isSignedOut,

@@ -14,7 +14,7 @@ import {
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
-import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut } from '@tokenrelay/core/kit';
+import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
 
 /** Options of {@link tokenRelayHooks}. */
 export interface TokenRelayGotOptions {
@@ -58,6 +58,8 @@ const sentAccessToken = 'tokenRelayAccessToken';
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer comes back as it is.
  * - Bodies got can send again (none, a string, a `Buffer`, `json`, `form`) are replayed; a stream
  *   or an iterable is never sent twice: the tokens are refreshed and the caller gets the failure.
+ * - They put no DPoP proofs on requests: with DPoP-bound tokens (`token_type` DPoP) a request fails
+ *   with a `CONFIGURATION_ERROR` (got's `RequestError` whose `cause` is it) naming the doors that do.
  * - If the refresh fails, the request fails with got's `RequestError` whose `cause` is the
  *   `TokenRelayError` (and whose `code` is its code): `findTokenRelayError(error)` returns it.
  *
@@ -93,6 +95,9 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     if (url === undefined || !mayCarryBearer(url) || hasOwnAuthorization(request)) return;
     const accessToken = manager.currentAccessToken() ?? (await accessTokenIfSignedIn(manager, { signal: request.signal }));
     if (accessToken === undefined) return withoutOurBearer(request);
+    // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
+    const unsupported = dpopUnsupported('tokenRelayHooks', manager.tokenType);
+    if (unsupported) throw unsupported;
     request.headers.authorization = bearerAuthorization(accessToken, manager.tokenType);
     request.context[sentAccessToken] = accessToken;
   };

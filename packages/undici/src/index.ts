@@ -14,7 +14,7 @@ import {
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
-import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut } from '@tokenrelay/core/kit';
+import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
 
 /** Options of {@link tokenRelayInterceptor}. */
 export interface TokenRelayInterceptorOptions {
@@ -109,6 +109,8 @@ interface HeldResponse {
  *   are still refreshed, so the next request works, and the caller gets the failed response.
  *   Node's `fetch` hands every body to the dispatcher as an async iterable: a `fetch` POST is not
  *   replayed here (wrap that `fetch` with `withTokenRelay` of `@tokenrelay/fetch` for that).
+ * - It puts no DPoP proofs on requests: with DPoP-bound tokens (`token_type` DPoP) a request fails
+ *   with a `CONFIGURATION_ERROR` naming the doors that do (`withTokenRelay(dpop.fetch, …)`, axios's `attachDpop`).
  * - If the refresh fails, the request fails with the `TokenRelayError` (`undici.request` rejects
  *   with it; `fetch` rejects with a `TypeError` whose `cause` is it: `isTokenRelayError` looks through
  *   `cause`).
@@ -158,6 +160,12 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     const fail = (error: unknown) => upstream.onError?.(error instanceof Error ? error : new Error(String(error)));
 
     const send = (accessToken: string | undefined, holdFailures: boolean) => {
+      // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
+      const unsupported = accessToken === undefined ? undefined : dpopUnsupported('tokenRelayInterceptor', manager.tokenType);
+      if (unsupported) {
+        fail(unsupported);
+        return true;
+      }
       const headers = accessToken === undefined ? request.headers : withAuthorization(request.headers, bearerAuthorization(accessToken, manager.tokenType));
       return next({ ...request, headers }, attempt(accessToken, holdFailures));
     };
