@@ -31,7 +31,7 @@ afterAll(async () => {
 
 /** Calls the page's `window.tokenrelayDpop[method]()`. */
 function callPage<M extends keyof DpopPage>(page: Page, method: M): Promise<Awaited<ReturnType<DpopPage[M]>>> {
-  return page.evaluate((name) => {
+  return page.evaluate((name: keyof DpopPage): Promise<unknown> => {
     const api = (globalThis as { tokenrelayDpop?: DpopPage }).tokenrelayDpop;
     if (!api) throw new Error('the page script did not load');
     return api[name]();
