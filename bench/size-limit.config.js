@@ -38,7 +38,7 @@ export default [
   check(
     'tokenrelay dpop (createDpop, browserDpopKey)',
     { '../packages/dpop/src/index.ts': '{ createDpop, browserDpopKey }' },
-    { limit: '3000 B' },
+    { limit: '3200 B' },
   ),
   check('tokenrelay createTokenManager', { '../packages/core/src/index.ts': '{ createTokenManager }' }),
   check('tokenrelay refreshTokenGrant', { '../packages/core/src/index.ts': '{ refreshTokenGrant }' }),

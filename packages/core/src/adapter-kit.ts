@@ -100,12 +100,10 @@ export function parseWwwAuthenticate(header: string | undefined): AuthChallenge[
  */
 export function defaultShouldRefresh(response: FailedResponse): boolean {
   if (response.status !== 401) return false;
-  // The error of the scheme the token went with (Bearer or DPoP): `use_dpop_nonce` and
-  // `invalid_dpop_proof` ask for a new proof, which a new token would not cure.
-  const error = parseWwwAuthenticate(response.header('www-authenticate')).find(
-    (challenge) => /^(bearer|dpop)$/.test(challenge.scheme) && challenge.params.error !== undefined,
-  )?.params.error;
-  return error === undefined || error === 'invalid_token';
+  // The error the server names (Bearer's or DPoP's; other schemes name none), none counting as an
+  // invalid token: `use_dpop_nonce` and `invalid_dpop_proof` ask for a new proof, not a new token.
+  const error = parseWwwAuthenticate(response.header('www-authenticate')).find((challenge) => challenge.params.error)?.params.error;
+  return (error ?? 'invalid_token') === 'invalid_token';
 }
 
 const endpointKey = (url: URL) => url.origin + url.pathname;
@@ -295,19 +293,16 @@ export function sendThrough<T>(queue: RequestQueue | undefined, send: () => Prom
  * (RFC 9449, case-insensitive), else `Bearer <token>`. Adapters pass `manager.tokenType`.
  */
 export function bearerAuthorization(accessToken: string, tokenType?: string): string {
-  return `${isDpopBound(tokenType) ? 'DPoP' : 'Bearer'} ${accessToken}`;
+  return `${tokenType?.toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer'} ${accessToken}`;
 }
-
-/** Is a token of this `tokenType` DPoP-bound (RFC 9449; case-insensitive)? */
-const isDpopBound = (tokenType: string | undefined) => tokenType?.toLowerCase() === 'dpop';
 
 /**
  * For a door that puts no DPoP proofs on its requests: a `CONFIGURATION_ERROR` saying which doors
- * do, when the session's tokens are DPoP-bound (without a proof the server refuses every request);
- * else `undefined`. Doors pass `manager.tokenType`.
+ * do, when the `authorization` it would send (from {@link bearerAuthorization}) is a DPoP one, which
+ * the server refuses without a proof; else `undefined`.
  */
-export function dpopUnsupported(door: string, tokenType: string | undefined): TokenRelayError | undefined {
-  return isDpopBound(tokenType)
+export function dpopUnsupported(door: string, authorization: string): TokenRelayError | undefined {
+  return authorization.startsWith('DPoP ')
     ? configurationError(
         `${door} sends no DPoP proofs, and this session's tokens are DPoP-bound: send its requests through ` +
           "@tokenrelay/fetch's withTokenRelay(dpop.fetch, manager) or axios with attachTokenRelay + attachDpop (@tokenrelay/dpop's createDpop)",

@@ -351,7 +351,7 @@ describe('fileStore: a token file holding an OAuth token response', () => {
     await writeJson({ ...salesforceSample, tokenrelay_revision: 0 });
     await expectStoreError(store.get(), /tokenrelay_revision is not a whole number/);
     await writeJson({ ...salesforceSample, token_type: 'MAC' });
-    await expectStoreError(store.get(), /unsupported token_type "MAC"/);
+    await expectStoreError(store.get(), /token_type "MAC", not Bearer or DPoP/);
   });
 });
 

@@ -585,7 +585,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       // No new refresh token in the response (Salesforce, Google) means: keep the one we have; so for
       // the scope and the app's session data.
       for (const name of ['refreshToken', 'scope', 'sessionData'] as const) {
-        if (merged[name] === undefined && from?.[name] !== undefined) (merged as unknown as Record<string, unknown>)[name] = from[name];
+        if (from?.[name] !== undefined) (merged as unknown as Record<string, unknown>)[name] ??= from[name];
       }
       const keepInMemory = () => {
         adopt(merged, newRevision);

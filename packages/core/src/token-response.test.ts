@@ -30,6 +30,7 @@ describe('tokenSetFromResponse', () => {
     ['an expiry that overflows to Infinity', { access_token: 'tok-1', expires_in: 1e306 }],
     ['a negative expires_in', { access_token: 'tok-1', expires_in: -1 }],
     ['a token type it cannot send (MAC)', { access_token: 'tok-1', token_type: 'MAC' }],
+    ['a token type that is not a string', { access_token: 'tok-1', token_type: ['DPoP'] }],
     ['an empty refresh_token', { access_token: 'tok-1', refresh_token: '' }],
   ])('refuses a response with %s as INVALID_TOKEN_RESPONSE, naming no token', (_name, response) => {
     let thrown: unknown;

@@ -24,8 +24,8 @@ export function parseTokenResponse(response: unknown, now: number, refuse: (prob
   if (!isRecord(response)) throw refuse('with a body that is not a JSON object');
   const { access_token, refresh_token, expires_in, token_type, scope, ...rest } = response;
   if (typeof access_token !== 'string' || access_token === '') throw refuse('without an access_token');
-  if (token_type !== undefined && (typeof token_type !== 'string' || !/^(bearer|dpop)$/i.test(token_type))) {
-    throw refuse(`with an unsupported token_type "${String(token_type).slice(0, 40)}" (Bearer or DPoP)`);
+  if (token_type !== undefined && !/^(bearer|dpop)$/i.test(String(token_type))) {
+    throw refuse(`with token_type "${String(token_type).slice(0, 40)}", not Bearer or DPoP`);
   }
   if (expires_in !== undefined && expires_in !== null && (typeof expires_in !== 'number' || !Number.isFinite(expires_in) || expires_in < 0)) {
     throw refuse(`with an invalid expires_in (${typeof expires_in === 'string' ? 'a string' : String(expires_in)})`);
@@ -36,7 +36,8 @@ export function parseTokenResponse(response: unknown, now: number, refuse: (prob
   if (scope !== undefined && typeof scope !== 'string') throw refuse('with an invalid scope');
   const tokens: Record<string, unknown> = {
     accessToken: access_token,
-    tokenType: typeof token_type === 'string' ? token_type : 'Bearer',
+    // Bearer or DPoP in any case, or absent; a non-string (['dpop']) is refused by parseTokenSet below.
+    tokenType: token_type ?? 'Bearer',
     raw: rest,
   };
   if (refresh_token !== undefined) tokens.refreshToken = refresh_token;

@@ -72,7 +72,7 @@ export function parseTokenSet(value: unknown, refuse: (problem: string) => Error
   for (const name of ['refreshToken', 'expiresAt', 'tokenType', 'scope', 'raw', 'sessionData'] as const) {
     const field = fields[name];
     // The objects are copied, so the caller's later changes never reach the stored tokens.
-    if (field !== undefined) tokens[name] = typeof field === 'object' ? { ...field } : field;
+    if (field !== undefined) tokens[name] = isRecord(field) ? { ...field } : field;
   }
   return tokens as unknown as TokenSet;
 }

@@ -95,10 +95,11 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     if (url === undefined || !mayCarryBearer(url) || hasOwnAuthorization(request)) return;
     const accessToken = manager.currentAccessToken() ?? (await accessTokenIfSignedIn(manager, { signal: request.signal }));
     if (accessToken === undefined) return withoutOurBearer(request);
+    const authorization = bearerAuthorization(accessToken, manager.tokenType);
     // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
-    const unsupported = dpopUnsupported('tokenRelayHooks', manager.tokenType);
+    const unsupported = dpopUnsupported('tokenRelayHooks', authorization);
     if (unsupported) throw unsupported;
-    request.headers.authorization = bearerAuthorization(accessToken, manager.tokenType);
+    request.headers.authorization = authorization;
     request.context[sentAccessToken] = accessToken;
   };
 

@@ -160,13 +160,14 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     const fail = (error: unknown) => upstream.onError?.(error instanceof Error ? error : new Error(String(error)));
 
     const send = (accessToken: string | undefined, holdFailures: boolean) => {
+      const authorization = accessToken === undefined ? undefined : bearerAuthorization(accessToken, manager.tokenType);
       // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
-      const unsupported = accessToken === undefined ? undefined : dpopUnsupported('tokenRelayInterceptor', manager.tokenType);
+      const unsupported = authorization === undefined ? undefined : dpopUnsupported('tokenRelayInterceptor', authorization);
       if (unsupported) {
         fail(unsupported);
         return true;
       }
-      const headers = accessToken === undefined ? request.headers : withAuthorization(request.headers, bearerAuthorization(accessToken, manager.tokenType));
+      const headers = authorization === undefined ? request.headers : withAuthorization(request.headers, authorization);
       return next({ ...request, headers }, attempt(accessToken, holdFailures));
     };
 
