@@ -195,6 +195,87 @@ describe('nonces', () => {
   });
 });
 
+describe('send, for doors that are not a fetch', () => {
+  /** A door's answer, as axios or got would hold it. */
+  interface DoorAnswer {
+    status: number;
+    headers: Record<string, string>;
+    body: string;
+  }
+  const answerOf = (answer: DoorAnswer) => ({
+    status: answer.status,
+    header: (name: string) => answer.headers[name.toLowerCase()],
+    text: async () => answer.body,
+  });
+
+  it('signs every attempt anew with ath, and retries once on a nonce challenge with the nonce it carries', async () => {
+    const dpop = createDpop();
+    const proofs: string[] = [];
+    const discarded: DoorAnswer[] = [];
+    const result = await dpop.send<DoorAnswer>({
+      method: 'post',
+      url: 'https://api.example.test/items?page=2',
+      authorization: 'DPoP at',
+      body: '{"name":"x"}',
+      attempt: async (proof): Promise<DoorAnswer> => {
+        proofs.push(proof);
+        return proofs.length === 1
+          ? { status: 401, headers: { 'www-authenticate': 'DPoP error="use_dpop_nonce"', 'dpop-nonce': 'n-1' }, body: '' }
+          : { status: 200, headers: {}, body: 'ok' };
+      },
+      answerOf,
+      discard: (answer) => discarded.push(answer),
+    });
+
+    expect(result.body).toBe('ok');
+    expect(discarded.map((answer) => answer.status)).toEqual([401]);
+    const [first, second] = await Promise.all(proofs.map(verifiedProof));
+    expect(first!.claims).toMatchObject({ htm: 'POST', htu: 'https://api.example.test/items', ath: createHash('sha256').update('at').digest('base64url') });
+    expect(first!.claims.nonce).toBeUndefined();
+    expect(second!.claims).toMatchObject({ nonce: 'n-1', ath: first!.claims.ath });
+    expect(second!.claims.jti).not.toBe(first!.claims.jti);
+  });
+
+  it('keeps nonces in the same book as dpop.fetch, both ways', async () => {
+    const { fetch, sent } = recordingFetch(() => new Response('{}', { headers: { 'dpop-nonce': 'from-fetch' } }));
+    const dpop = createDpop({ fetch });
+    await dpop.fetch('https://api.example.test/one');
+    const proofs: string[] = [];
+    await dpop.send({
+      method: 'GET',
+      url: 'https://api.example.test/two',
+      authorization: undefined,
+      attempt: async (proof) => {
+        proofs.push(proof);
+        return { status: 200, headers: { 'dpop-nonce': 'from-send' }, body: '' };
+      },
+      answerOf,
+    });
+    await dpop.fetch('https://api.example.test/three');
+
+    expect((await verifiedProof(proofs[0]!)).claims.nonce).toBe('from-fetch');
+    expect((await verifiedProof(sent[1]!.headers.get('dpop'))).claims.nonce).toBe('from-send');
+  });
+
+  it('never sends a stream body twice: the nonce challenge goes back to the door', async () => {
+    const dpop = createDpop();
+    let attempts = 0;
+    const result = await dpop.send({
+      method: 'PUT',
+      url: 'https://api.example.test/upload',
+      authorization: 'DPoP at',
+      body: new ReadableStream(),
+      attempt: async () => {
+        attempts++;
+        return { status: 401, headers: { 'www-authenticate': 'DPoP error="use_dpop_nonce"', 'dpop-nonce': 'n-1' }, body: '' };
+      },
+      answerOf,
+    });
+    expect(result.status).toBe(401);
+    expect(attempts).toBe(1);
+  });
+});
+
 describe('a refresh-token request', () => {
   const refreshBody = () => new URLSearchParams({ grant_type: 'refresh_token', refresh_token: 'rt-secret', client_id: 'app' });
 
