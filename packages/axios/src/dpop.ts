@@ -3,10 +3,13 @@
  * http adapter, xhr, fetch). The instance's adapter is wrapped, so every attempt is signed as it is
  * sent, after every interceptor: with the `Authorization` attachTokenRelay set, a replay included.
  */
-import type { DpopSender } from '@tokenrelay/core/kit';
+import { configurationError, type DpopSender } from '@tokenrelay/core/kit';
 import { isAxiosError, type AxiosAdapter, type AxiosInstance, type AxiosResponse } from 'axios';
 import { failedResponse } from './response.js';
 import { requireGetAdapter, transportOf } from './transport.js';
+
+/** The adapters attachDpop installed, to refuse a second attachDpop on the same instance. */
+const signedAdapters = new WeakSet<AxiosAdapter>();
 
 /** One attempt's outcome: the response, and the error axios rejected with when its status failed `validateStatus`. */
 interface Attempt {
@@ -25,7 +28,8 @@ interface Attempt {
  *
  * @param dpop what `createDpop()` of `@tokenrelay/dpop` returns
  * @returns `detach`, which puts the instance's adapter back; calling it again does nothing.
- * @throws TokenRelayError `CONFIGURATION_ERROR` with axios older than 1.7 (no `axios.getAdapter`).
+ * @throws TokenRelayError `CONFIGURATION_ERROR` with axios older than 1.7 (no `axios.getAdapter`), or when
+ *   `instance` already has DPoP attached.
  * @example
  * ```ts
  * const dpop = createDpop()
@@ -37,6 +41,8 @@ interface Attempt {
 export function attachDpop(instance: AxiosInstance, dpop: DpopSender): () => void {
   requireGetAdapter('attachDpop');
   const adapter = instance.defaults.adapter;
+  // Twice would sign every attempt twice and retry a nonce challenge at both levels.
+  if (typeof adapter === 'function' && signedAdapters.has(adapter)) throw configurationError('attachDpop: this axios instance already has DPoP attached');
   const signed: AxiosAdapter = async (config) => {
     const transport = transportOf(adapter, config);
     const url = instance.getUri(config);
@@ -56,10 +62,13 @@ export function attachDpop(instance: AxiosInstance, dpop: DpopSender): () => voi
         );
       },
       answerOf: ({ response: answer }) => failedResponse(answer, url),
+      // A streamed answer (responseType 'stream') that the retry replaces is let go, freeing its socket.
+      discard: ({ response: answer }) => (answer.data as { destroy?: () => void } | null | undefined)?.destroy?.(),
     });
     if (error !== undefined) throw error;
     return response;
   };
+  signedAdapters.add(signed);
   instance.defaults.adapter = signed;
   let attached = true;
   return () => {
