@@ -1,6 +1,6 @@
 /*
- * @tokenrelay/dpop through the doors (fetch, axios on its http and fetch adapters; undici and got,
- * which carry no proofs, refuse a DPoP-bound session) against the testing
+ * @tokenrelay/dpop through the doors (fetch, axios on its http and fetch adapters, undici's interceptor;
+ * got, and undici without `dpop`, which carry no proofs, refuse a DPoP-bound session) against the testing
  * server's DPoP mode on loopback: bound tokens, nonces, refresh on expiry, replayed proofs refused.
  */
 import { attachDpop, attachTokenRelay } from '@tokenrelay/axios';
@@ -12,7 +12,7 @@ import { defaultClient, startOAuthServer, type OAuthServer } from '@tokenrelay/t
 import { tokenRelayInterceptor } from '@tokenrelay/undici';
 import axios from 'axios';
 import got from 'got';
-import { Agent } from 'undici';
+import { Agent, request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 
 let server: OAuthServer | undefined;
@@ -122,7 +122,33 @@ describe('@tokenrelay/dpop with the testing server in DPoP mode', () => {
     expect(replay.headers.get('www-authenticate')).toMatch(/invalid_dpop_proof/);
   });
 
-  it('has the undici interceptor refuse a DPoP-bound session with a CONFIGURATION_ERROR naming the doors that carry proofs, before the API sees the token', async () => {
+  it('carries proofs through the undici interceptor given dpop: a nonce challenge is retried, and the replay after a refresh carries a new proof', async () => {
+    const { server, dpop, manager } = await signedIn();
+    const dispatcher = new Agent().compose(tokenRelayInterceptor(manager, { origins: [server.url], dpop }));
+    const before = await manager.getAccessToken();
+
+    expect((await request(`${server.url}/api/me`, { dispatcher })).statusCode).toBe(200);
+    server.rotateDpopNonce();
+    server.revokeAccessTokens();
+    const posted = await request(`${server.url}/api/items`, { dispatcher, method: 'POST', body: '{"name":"x"}', headers: { 'content-type': 'application/json' } });
+    expect(posted.statusCode).toBe(200);
+    await posted.body.text();
+    // Node's own fetch through the same dispatcher is signed too.
+    expect((await fetch(`${server.url}/api/me`, { dispatcher } as RequestInit)).status).toBe(200);
+
+    const stats = server.stats();
+    const posts = stats.apiRequestLog.filter((entry) => entry.path === '/api/items');
+    // The stale nonce (401 use_dpop_nonce, retried with the new one), the revoked token (401), the replay.
+    expect(posts.map((entry) => entry.status)).toEqual([401, 401, 200]);
+    expect(posts[2]?.accessToken).not.toBe(before);
+    expect(stats.apiRequestLog.at(-1)).toMatchObject({ path: '/api/me', status: 200, accessToken: posts[2]?.accessToken });
+    expect(posts[2]?.dpopJkt).toBe(await dpop.thumbprint());
+    expect(stats.dpopReplaysRefused).toBe(0);
+    expect(stats.tokenRequestLog.filter((entry) => entry.params.refresh_token !== 'tokenrelay-dpop-nonce-probe').map((entry) => entry.status)).toEqual([200]);
+    await dispatcher.close();
+  });
+
+  it('has the undici interceptor without dpop refuse a DPoP-bound session with a CONFIGURATION_ERROR naming the doors that carry proofs, before the API sees the token', async () => {
     const { server, manager } = await signedIn();
     const dispatcher = new Agent().compose(tokenRelayInterceptor(manager, { origins: [server.url] }));
 
@@ -130,7 +156,7 @@ describe('@tokenrelay/dpop with the testing server in DPoP mode', () => {
 
     const error = findTokenRelayError(failure);
     expect(error?.code).toBe(ErrorCode.CONFIGURATION_ERROR);
-    expect(error?.message).toMatch(/tokenRelayInterceptor sends no DPoP proofs.*withTokenRelay\(dpop\.fetch, manager\).*attachDpop/);
+    expect(error?.message).toMatch(/tokenRelayInterceptor sends no DPoP proofs.*withTokenRelay\(dpop\.fetch, manager\).*attachDpop.*\{ origins, dpop \}/);
     expect(server.stats().apiRequests).toBe(0);
     await dispatcher.close();
   });

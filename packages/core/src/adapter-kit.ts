@@ -305,7 +305,8 @@ export function dpopUnsupported(door: string, authorization: string): TokenRelay
   return authorization.startsWith('DPoP ')
     ? configurationError(
         `${door} sends no DPoP proofs, and this session's tokens are DPoP-bound: send its requests through ` +
-          "@tokenrelay/fetch's withTokenRelay(dpop.fetch, manager) or axios with attachTokenRelay + attachDpop (@tokenrelay/dpop's createDpop)",
+          "@tokenrelay/fetch's withTokenRelay(dpop.fetch, manager), axios with attachTokenRelay + attachDpop, or " +
+          "tokenRelayInterceptor(manager, { origins, dpop }) of @tokenrelay/undici (dpop: @tokenrelay/dpop's createDpop())",
       )
     : undefined;
 }
