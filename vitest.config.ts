@@ -41,6 +41,7 @@ export default defineConfig({
       '@tokenrelay/fetch': source('fetch'),
       '@tokenrelay/undici': source('undici'),
       '@tokenrelay/got': source('got'),
+      '@tokenrelay/dpop': source('dpop'),
       '@tokenrelay/testing': source('testing'),
       '@tokenrelay/salesforce': source('salesforce'),
       '@tokenrelay/redis': source('redis'),

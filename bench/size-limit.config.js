@@ -47,6 +47,11 @@ export default [
     },
     { limit: '10550 B', ignore: ['axios'] },
   ),
+  check(
+    'tokenrelay dpop (createDpop, browserDpopKey)',
+    { '../packages/dpop/src/index.ts': '{ createDpop, browserDpopKey }' },
+    { limit: '3200 B' },
+  ),
   check('tokenrelay createTokenManager', { '../packages/core/src/index.ts': '{ createTokenManager }' }),
   check('tokenrelay refreshTokenGrant', { '../packages/core/src/index.ts': '{ refreshTokenGrant }' }),
   // @tokenrelay/core/grants: what only some apps add (here all of it, with the shared token client it needs).

@@ -53,6 +53,7 @@ export async function bundleScript(entry: string): Promise<string> {
       '@tokenrelay/core': source('core/src/index.ts'),
       '@tokenrelay/fetch': source('fetch/src/index.ts'),
       '@tokenrelay/browser': source('browser/src/index.ts'),
+      '@tokenrelay/dpop': source('dpop/src/index.ts'),
     },
   });
   const [output] = result.outputFiles;

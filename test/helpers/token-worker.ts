@@ -2,8 +2,16 @@
  * One process of the multi-process tests (started by worker-pool.ts): a real session built from
  * createTokenManager + withTokenRelay, sharing a file or Redis store with its siblings, driven over IPC.
  */
-import { createTokenManager, isTokenRelayError, memoryStore, refreshTokenGrant, type RefreshHandler, type TokenStore } from '@tokenrelay/core';
+import {
+  createTokenManager,
+  isTokenRelayError,
+  memoryStore,
+  refreshTokenGrant,
+  type RefreshHandler,
+  type TokenStore,
+} from '@tokenrelay/core';
 import { fileStore } from '@tokenrelay/core/node';
+import { createDpop, sessionDpopKey } from '@tokenrelay/dpop';
 import { withTokenRelay } from '@tokenrelay/fetch';
 import { redisStore } from '@tokenrelay/redis';
 import { salesforceJwtBearerGrant } from '@tokenrelay/salesforce';
@@ -19,10 +27,10 @@ const gates: (() => void)[] = [];
 let api: typeof fetch | undefined;
 let apiUrl = '';
 
-function createGrant(config: WorkerConfig): RefreshHandler {
+function createGrant(config: WorkerConfig, fetch: typeof globalThis.fetch): RefreshHandler {
   const { clientId, salesforceJwt } = config;
-  if (salesforceJwt) return salesforceJwtBearerGrant({ loginUrl: config.apiUrl, clientId, ...salesforceJwt, fetch: loopbackOnlyFetch() });
-  return refreshTokenGrant({ tokenEndpoint: config.tokenEndpoint, clientId, clientSecret: config.clientSecret, fetch: loopbackOnlyFetch() });
+  if (salesforceJwt) return salesforceJwtBearerGrant({ loginUrl: config.apiUrl, clientId, ...salesforceJwt, fetch });
+  return refreshTokenGrant({ tokenEndpoint: config.tokenEndpoint, clientId, clientSecret: config.clientSecret, fetch });
 }
 
 function createStore({ store }: WorkerConfig): TokenStore {
@@ -37,7 +45,10 @@ function createStore({ store }: WorkerConfig): TokenStore {
 }
 
 function createSession(config: WorkerConfig): typeof fetch {
-  const grant = createGrant(config);
+  // The session's DPoP key is read from the store, through the manager made below (asked only once requests go out).
+  const dpop = config.dpop ? createDpop({ key: sessionDpopKey({ getTokens: () => manager.getTokens() }), fetch: loopbackOnlyFetch() }) : undefined;
+  const fetch = dpop?.fetch ?? loopbackOnlyFetch();
+  const grant = createGrant(config, fetch);
   const refresh: RefreshHandler = Object.assign(
     async (context: Parameters<RefreshHandler>[0]) => {
       // The manager calls this under the store's lock: tell the parent who holds it.
@@ -48,7 +59,7 @@ function createSession(config: WorkerConfig): typeof fetch {
     { tokenEndpoint: grant.tokenEndpoint, needsRefreshToken: grant.needsRefreshToken },
   );
   const manager = createTokenManager({ store: createStore(config), refresh });
-  return withTokenRelay(loopbackOnlyFetch(), manager, { origins: [config.apiUrl] });
+  return withTokenRelay(fetch, manager, { origins: [config.apiUrl] });
 }
 
 async function fire(round: number, requests: number): Promise<string[]> {

@@ -38,6 +38,11 @@ export interface WorkerConfig {
    * it calls the token endpoint, so the parent can kill a lock holder before its token request.
    */
   gateRefreshes?: boolean;
+  /**
+   * DPoP: the token calls and API requests go through `createDpop` with the session's key from the
+   * store (`sessionDpopKey`), as every process of a DPoP-bound session must.
+   */
+  dpop?: boolean;
 }
 
 /** Messages from the parent to a worker. */

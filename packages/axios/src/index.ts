@@ -7,20 +7,17 @@ import {
   ErrorCode,
   TokenRelayError,
   defaultShouldRefresh,
-  type FailedResponse,
   type Origins,
   type RequestQueue,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut, sendThrough } from '@tokenrelay/core/kit';
-import axios, {
-  type AxiosAdapter,
-  type AxiosInstance,
-  type AxiosRequestTransformer,
-  type AxiosResponse,
-  type InternalAxiosRequestConfig,
-} from 'axios';
+import type { AxiosAdapter, AxiosInstance, AxiosRequestTransformer, AxiosResponse, InternalAxiosRequestConfig } from 'axios';
+import { failedResponse, isOneShotBody } from './response.js';
+import { requireGetAdapter, transportOf } from './transport.js';
+
+export { attachDpop } from './dpop.js';
 
 /** Options of {@link attachTokenRelay}. */
 export interface AttachTokenRelayOptions {
@@ -138,38 +135,6 @@ function defaultOrigins(instance: AxiosInstance): Origins {
   return [base.origin];
 }
 
-function failedResponse(response: AxiosResponse, url: string): FailedResponse {
-  const { data } = response;
-  return {
-    status: response.status,
-    url,
-    header(name) {
-      const wanted = name.toLowerCase();
-      // Covers AxiosHeaders (own properties keyed by header name) and plain objects alike.
-      const entry = Object.entries(response.headers).find(([key]) => key.toLowerCase() === wanted);
-      const value: unknown = entry?.[1];
-      if (value === undefined || value === null || value === false) return undefined;
-      return Array.isArray(value) ? value.join(', ') : String(value);
-    },
-    async text() {
-      if (typeof data === 'string') return data;
-      if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) return new TextDecoder().decode(data);
-      if (data instanceof Blob) return data.text();
-      // A stream (responseType 'stream') is the caller's to read; reading it here would consume it.
-      if (data === undefined || data === null || isOneShotBody(data)) return '';
-      return JSON.stringify(data) ?? '';
-    },
-  };
-}
-
-/** A Node stream or a web ReadableStream can be sent only once. */
-function isOneShotBody(data: unknown): boolean {
-  return (
-    (typeof data === 'object' && data !== null && typeof (data as { pipe?: unknown }).pipe === 'function') ||
-    (typeof ReadableStream !== 'undefined' && data instanceof ReadableStream)
-  );
-}
-
 /** An AxiosError that carries a response (not a network error, a cancel or one of ours). */
 function hasResponse(error: unknown): error is { response: AxiosResponse } {
   const candidate = error as { isAxiosError?: unknown; response?: unknown } | null;
@@ -235,20 +200,18 @@ export function attachTokenRelay(
 
   const removeOurBearer = (config: TrackedConfig) => {
     const ticket = config[ticketKey];
-    if (ticket && config.headers.get('Authorization') === bearerAuthorization(ticket.accessToken)) config.headers.delete('Authorization');
+    if (ticket && config.headers.get('Authorization') === bearerAuthorization(ticket.accessToken, manager.tokenType)) config.headers.delete('Authorization');
     delete config[ticketKey];
   };
 
   const { queue } = options;
-  if (typeof axios.getAdapter !== 'function') {
-    throw new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, 'attachTokenRelay needs axios 1.6 or later (axios.getAdapter)');
-  }
+  requireGetAdapter('attachTokenRelay');
   /**
    * Puts `send` in the place of this request's transport: axios calls it where it would call its
    * adapter, after every interceptor and transform, and `send` calls the real one.
    */
   const replaceTransport = (config: TrackedConfig, send: (sent: TrackedConfig, transport: AxiosAdapter) => Promise<AxiosResponse>) => {
-    const transport = axios.getAdapter(config.adapter ?? instance.defaults.adapter, config);
+    const transport = transportOf(config.adapter ?? instance.defaults.adapter, config);
     config.adapter = Object.assign((sent: TrackedConfig) => send(sent, transport), { [ourAdapterKey]: transport });
   };
   const queued = (sent: TrackedConfig, transport: AxiosAdapter) =>
@@ -352,8 +315,8 @@ export function attachTokenRelay(
   const setBearer = (config: TrackedConfig, accessToken: string, replayed: boolean) => {
     // No bearer of ours yet: no Authorization header at all, so a plain property, as axios's own
     // `headers.set` would add, without its lookups; axios's adapters sanitize every value when they send.
-    if (config[ticketKey] === undefined) config.headers.Authorization = bearerAuthorization(accessToken);
-    else config.headers.set('Authorization', bearerAuthorization(accessToken));
+    if (config[ticketKey] === undefined) config.headers.Authorization = bearerAuthorization(accessToken, manager.tokenType);
+    else config.headers.set('Authorization', bearerAuthorization(accessToken, manager.tokenType));
     config[ticketKey] = new AuthorizedRequest(accessToken, replayed);
     guardRedirects(config);
   };

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  bearerAuthorization,
   accessTokenIfSignedIn,
+  bearerAuthorization,
   createOriginMatcher,
   defaultShouldRefresh,
   isSecureOrLoopback,
@@ -47,9 +47,30 @@ describe('defaultShouldRefresh', () => {
     ['401 Bearer error="invalid_request"', failed(401, 'Bearer error="invalid_request"'), false],
     ['403 insufficient_scope', failed(403, 'Bearer error="insufficient_scope", scope="admin"'), false],
     ['401 DPoP error="use_dpop_nonce"', failed(401, 'DPoP algs="ES256", error="use_dpop_nonce"'), false],
+    ['401 Bearer beside DPoP error="use_dpop_nonce"', failed(401, 'Bearer realm="x", DPoP algs="ES256", error="use_dpop_nonce"'), false],
+    ['401 DPoP error="invalid_dpop_proof"', failed(401, 'DPoP algs="ES256", error="invalid_dpop_proof"'), false],
+    ['401 DPoP error="invalid_token" (an expired DPoP-bound token)', failed(401, 'DPoP algs="ES256", error="invalid_token"'), true],
     ['500', failed(500), false],
   ])('answers %s with %s', (_name, response, expected) => {
     expect(defaultShouldRefresh(response)).toBe(expected);
+  });
+});
+
+describe('bearerAuthorization', () => {
+  it('sends a DPoP-bound token with the DPoP scheme and every other token as Bearer', () => {
+    expect(bearerAuthorization('at', 'dpop')).toBe('DPoP at');
+    expect(bearerAuthorization('at', 'Bearer')).toBe('Bearer at');
+    expect(bearerAuthorization('at')).toBe('Bearer at');
+  });
+
+  it('gives the value of the token and type it is given, again after either changed', () => {
+    const token = ['a'.repeat(600), 'b'.repeat(600)].join('.');
+
+    expect(bearerAuthorization(token)).toBe(`Bearer ${token}`);
+    expect(bearerAuthorization(token)).toBe(`Bearer ${token}`);
+    expect(bearerAuthorization(token, 'DPoP')).toBe(`DPoP ${token}`);
+    expect(bearerAuthorization('next')).toBe('Bearer next');
+    expect(bearerAuthorization(token)).toBe(`Bearer ${token}`);
   });
 });
 
@@ -139,16 +160,5 @@ describe('accessTokenIfSignedIn', () => {
     await expect(accessTokenIfSignedIn(managerFailing(new TokenRelayError(ErrorCode.NO_TOKENS, 'none')))).resolves.toBeUndefined();
     await expect(accessTokenIfSignedIn(managerFailing(expired))).rejects.toBe(expired);
     expect(isSignedOut(expired)).toBe(false);
-  });
-});
-
-describe('bearerAuthorization', () => {
-  it('gives the Bearer value of the token it is given, again after the token changed', () => {
-    const token = ['a'.repeat(600), 'b'.repeat(600)].join('.');
-
-    expect(bearerAuthorization(token)).toBe(`Bearer ${token}`);
-    expect(bearerAuthorization(token)).toBe(`Bearer ${token}`);
-    expect(bearerAuthorization('next')).toBe('Bearer next');
-    expect(bearerAuthorization(token)).toBe(`Bearer ${token}`);
   });
 });

@@ -3,7 +3,7 @@
  * and onto TokenManager.getAccessToken / refresh; it holds no refresh logic of its own.
  */
 import { abortable } from './delay.js';
-import { ErrorCode, TokenRelayError, isTokenRelayError } from './errors.js';
+import { ErrorCode, TokenRelayError, configurationError, isTokenRelayError } from './errors.js';
 import type { GetAccessTokenOptions, TokenManager } from './types.js';
 
 /**
@@ -94,16 +94,16 @@ export function parseWwwAuthenticate(header: string | undefined): AuthChallenge[
  * The default {@link ShouldRefresh}: a 401 whose `WWW-Authenticate` does not say otherwise.
  * - 401 with `Bearer error="invalid_token"` or no error, or with no header at all: refresh.
  * - 401 with a Bearer error other than `invalid_token` (`invalid_request`, `insufficient_scope`): no.
- * - 401 with `DPoP error="use_dpop_nonce"`: no (a new proof is needed, not a new token).
+ * - 401 with `DPoP error="invalid_token"` or no error: refresh, as for Bearer.
+ * - 401 with `DPoP error="use_dpop_nonce"` or `"invalid_dpop_proof"`: no (a new proof is needed, not a new token).
  * - Any other status, 403 `insufficient_scope` included: no.
  */
 export function defaultShouldRefresh(response: FailedResponse): boolean {
   if (response.status !== 401) return false;
-  const challenges = parseWwwAuthenticate(response.header('www-authenticate'));
-  if (challenges.some((challenge) => challenge.params.error === 'use_dpop_nonce')) return false;
-  const bearer = challenges.find((challenge) => challenge.scheme === 'bearer');
-  const error = bearer?.params.error;
-  return error === undefined || error === 'invalid_token';
+  // The error the server names (Bearer's or DPoP's; other schemes name none), none counting as an
+  // invalid token: `use_dpop_nonce` and `invalid_dpop_proof` ask for a new proof, not a new token.
+  const error = parseWwwAuthenticate(response.header('www-authenticate')).find((challenge) => challenge.params.error)?.params.error;
+  return (error ?? 'invalid_token') === 'invalid_token';
 }
 
 const endpointKey = (url: URL) => url.origin + url.pathname;
@@ -253,6 +253,36 @@ export interface RequestQueue {
 }
 
 /**
+ * One request of a door that sends with DPoP proofs (RFC 9449) through {@link DpopSender.send}:
+ * what it goes to, and how the door sends it and reads the answer.
+ */
+export interface DpopRequest<R> {
+  /** The HTTP method. */
+  readonly method: string;
+  /** The absolute URL (a query and fragment are left out of the proof). */
+  readonly url: string;
+  /** The `Authorization` header the request carries: `DPoP <token>` puts the token's hash (`ath`) in the proof. */
+  readonly authorization: string | undefined;
+  /** The request body: one that can be read only once (a stream) is never sent again. */
+  readonly body?: unknown;
+  /** Sends the request once with header `DPoP: <proof>`. */
+  attempt(proof: string): Promise<R>;
+  /** What the answer of an attempt says: its `DPoP-Nonce` is kept, and a nonce challenge is retried. */
+  answerOf(result: R): Pick<FailedResponse, 'status' | 'header' | 'text'>;
+  /** Lets go of an answer that is not returned (one answered by a retry). */
+  discard?(result: R): void;
+}
+
+/**
+ * What a door needs of `@tokenrelay/dpop`'s `createDpop()` to put DPoP proofs on its requests:
+ * core knows no DPoP beyond this shape. `send` makes a fresh proof per attempt, keeps the servers'
+ * nonces per origin, and sends once more on a nonce challenge.
+ */
+export interface DpopSender {
+  send<R>(request: DpopRequest<R>): Promise<R>;
+}
+
+/**
  * Runs `send` through `queue` when there is one; rejects at once with the signal's reason when
  * `signal` aborts while the task still waits for its turn (the task then finds the signal
  * aborted and ends at once too).
@@ -262,19 +292,37 @@ export function sendThrough<T>(queue: RequestQueue | undefined, send: () => Prom
 }
 
 let lastAccessToken: string | undefined;
-let lastBearer = '';
+let lastTokenType: string | undefined;
+let lastAuthorization = '';
 
 /**
- * The `Authorization` header value for an access token. The last one is kept: every request sends
- * the same token until a refresh, and one string (a JWT is about a kilobyte) is flattened once,
- * not per request.
+ * The `Authorization` header value for an access token: `DPoP <token>` when its `tokenType` is DPoP
+ * (RFC 9449, case-insensitive), else `Bearer <token>`. Adapters pass `manager.tokenType`. The last
+ * one is kept: every request sends the same token until a refresh, and one string (a JWT is about a
+ * kilobyte) is flattened once, not per request.
  */
-export function bearerAuthorization(accessToken: string): string {
-  if (accessToken !== lastAccessToken) {
+export function bearerAuthorization(accessToken: string, tokenType?: string): string {
+  if (accessToken !== lastAccessToken || tokenType !== lastTokenType) {
     lastAccessToken = accessToken;
-    lastBearer = `Bearer ${accessToken}`;
+    lastTokenType = tokenType;
+    lastAuthorization = `${tokenType?.toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer'} ${accessToken}`;
   }
-  return lastBearer;
+  return lastAuthorization;
+}
+
+/**
+ * For a door that puts no DPoP proofs on its requests: a `CONFIGURATION_ERROR` saying which doors
+ * do, when the `authorization` it would send (from {@link bearerAuthorization}) is a DPoP one, which
+ * the server refuses without a proof; else `undefined`.
+ */
+export function dpopUnsupported(door: string, authorization: string): TokenRelayError | undefined {
+  return authorization.startsWith('DPoP ')
+    ? configurationError(
+        `${door} sends no DPoP proofs, and this session's tokens are DPoP-bound: send its requests through ` +
+          "@tokenrelay/fetch's withTokenRelay(dpop.fetch, manager), axios with attachTokenRelay + attachDpop, or " +
+          "tokenRelayInterceptor(manager, { origins, dpop }) of @tokenrelay/undici (dpop: @tokenrelay/dpop's createDpop())",
+      )
+    : undefined;
 }
 
 /**

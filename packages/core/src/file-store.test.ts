@@ -350,8 +350,8 @@ describe('fileStore: a token file holding an OAuth token response', () => {
     await expectStoreError(store.get(), /expires_at is not a number of epoch seconds/);
     await writeJson({ ...salesforceSample, tokenrelay_revision: 0 });
     await expectStoreError(store.get(), /tokenrelay_revision is not a whole number/);
-    await writeJson({ ...salesforceSample, token_type: 'DPoP' });
-    await expectStoreError(store.get(), /only Bearer tokens are supported/);
+    await writeJson({ ...salesforceSample, token_type: 'MAC' });
+    await expectStoreError(store.get(), /token_type "MAC", not Bearer or DPoP/);
   });
 });
 

@@ -145,7 +145,7 @@ describe('the token response', () => {
     ['a negative expires_in', success({ expires_in: -5 })],
     ['an expires_in that overflows to Infinity', () =>
       new HttpResponse('{"access_token":"x","token_type":"Bearer","expires_in":1e400}', { headers: { 'content-type': 'application/json' } })],
-    ['a DPoP token_type', success({ token_type: 'DPoP' })],
+    ['a token_type it cannot send (MAC)', success({ token_type: 'MAC' })],
     ['a numeric refresh_token', success({ refresh_token: 42 })],
     ['a body over the size limit', () => HttpResponse.json({ access_token: 'x', padding: 'y'.repeat(300_000) })],
     ['an access_token with a line break (it could never be sent in a header)', success({ access_token: 'abc\r\nX-Injected: 1' })],

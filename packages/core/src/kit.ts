@@ -8,7 +8,9 @@
  *   `accessTokenIfSignedIn` and `isSignedOut` (a signed-out app sends requests without a bearer),
  *   `defaultShouldRefresh` and `parseWwwAuthenticate` (which 401s mean "refresh"),
  *   `unwrappedFetch` (how a wrapped fetch hands the token endpoint its inner fetch),
- *   `isSecureOrLoopback` and `isLoopbackHostname` (where credentials may go).
+ *   `isSecureOrLoopback` and `isLoopbackHostname` (where credentials may go), `DpopSender` (what
+ *   attachDpop takes: `@tokenrelay/dpop`'s `createDpop()`), `dpopUnsupported` (a door without proofs
+ *   refuses a DPoP-bound session).
  * - Stores: `parseStoredTokens`/`parseTokenSet` (the one parser: what a store reads back is
  *   checked here, so the same object round-trips the same way in every store), `storeError`.
  * - Both: `delay` (an abortable pause that cleans up after itself), `notifyListeners` (one bad
@@ -19,6 +21,7 @@ export {
   bearerAuthorization,
   createOriginMatcher,
   defaultShouldRefresh,
+  dpopUnsupported,
   isLoopbackHostname,
   isSecureOrLoopback,
   isSignedOut,
@@ -26,6 +29,8 @@ export {
   sendThrough,
   unwrappedFetch,
   type AuthChallenge,
+  type DpopRequest,
+  type DpopSender,
   type FailedResponse,
   type Origins,
   type RequestQueue,

@@ -149,6 +149,22 @@ describe('rotation', () => {
     expect(tokens).toMatchObject({ accessToken: 'v1', refreshToken: 'r0', scope: 'api' });
   });
 
+  it('carries the session data forward across refreshes, writes it to the store and drops it on sign-out', async () => {
+    const store = memoryStore();
+    const sessionData = { dpopKey: { kty: 'EC', crv: 'P-256' } };
+    const manager = createTokenManager({
+      tokens: { accessToken: 'v0', refreshToken: 'r0', tokenType: 'DPoP', sessionData },
+      store,
+      refresh: async () => ({ accessToken: 'v1', tokenType: 'DPoP' }),
+    });
+    await manager.refresh();
+    expect((await store.get())?.tokens).toMatchObject({ accessToken: 'v1', sessionData });
+    expect(manager.tokenType).toBe('DPoP');
+    await manager.clear();
+    expect(await store.get()).toBeUndefined();
+    expect(manager.tokenType).toBeUndefined();
+  });
+
   it('replaces the refresh token when a new one comes and presents the newest one next time', async () => {
     const presented: (string | undefined)[] = [];
     let count = 0;

@@ -564,9 +564,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       }
       if (replaced()) return settledAfterReplacement();
       const merged: TokenSet = { ...fresh };
-      // No new refresh token in the response (Salesforce, Google) means: keep the one we have.
-      if (merged.refreshToken === undefined && from?.refreshToken !== undefined) merged.refreshToken = from.refreshToken;
-      if (merged.scope === undefined && from?.scope !== undefined) merged.scope = from.scope;
+      // No new refresh token in the response (Salesforce, Google) means: keep the one we have; so for
+      // the scope and the app's session data.
+      for (const name of ['refreshToken', 'scope', 'sessionData'] as const) {
+        if (from?.[name] !== undefined) (merged as unknown as Record<string, unknown>)[name] ??= from[name];
+      }
       const keepInMemory = () => {
         adopt(merged, newRevision);
         refusedAccessToken = undefined;
@@ -733,6 +735,10 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const manager: TokenManager = {
     get tokenEndpoint() {
       return refreshHandler.tokenEndpoint;
+    },
+
+    get tokenType() {
+      return current?.tokenType;
     },
 
     currentAccessToken() {

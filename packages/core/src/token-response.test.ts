@@ -15,6 +15,10 @@ describe('tokenSetFromResponse', () => {
     });
   });
 
+  it('accepts a DPoP-bound token (RFC 9449) and keeps its token type', () => {
+    expect(tokenSetFromResponse({ access_token: 'at', token_type: 'DPoP' })).toEqual({ accessToken: 'at', tokenType: 'DPoP', raw: {} });
+  });
+
   it('leaves expiresAt out when the response has no expires_in', () => {
     expect(tokenSetFromResponse({ access_token: 'at' })).toEqual({ accessToken: 'at', tokenType: 'Bearer', raw: {} });
   });
@@ -25,7 +29,8 @@ describe('tokenSetFromResponse', () => {
     ['an access token that cannot go in a header', { access_token: 'tok 1' }],
     ['an expiry that overflows to Infinity', { access_token: 'tok-1', expires_in: 1e306 }],
     ['a negative expires_in', { access_token: 'tok-1', expires_in: -1 }],
-    ['a DPoP token', { access_token: 'tok-1', token_type: 'DPoP' }],
+    ['a token type it cannot send (MAC)', { access_token: 'tok-1', token_type: 'MAC' }],
+    ['a token type that is not a string', { access_token: 'tok-1', token_type: ['DPoP'] }],
     ['an empty refresh_token', { access_token: 'tok-1', refresh_token: '' }],
   ])('refuses a response with %s as INVALID_TOKEN_RESPONSE, naming no token', (_name, response) => {
     let thrown: unknown;

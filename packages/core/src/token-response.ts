@@ -24,8 +24,8 @@ export function parseTokenResponse(response: unknown, now: number, refuse: (prob
   if (!isRecord(response)) throw refuse('not a JSON object');
   const { access_token, refresh_token, expires_in, token_type, scope, ...rest } = response;
   if (typeof access_token !== 'string' || access_token === '') throw refuse('no access_token');
-  if (token_type !== undefined && (typeof token_type !== 'string' || token_type.toLowerCase() !== 'bearer')) {
-    throw refuse(`token_type "${String(token_type).slice(0, 40)}"; only Bearer tokens are supported`);
+  if (token_type !== undefined && !/^(bearer|dpop)$/i.test(String(token_type))) {
+    throw refuse(`token_type "${String(token_type).slice(0, 40)}", not Bearer or DPoP`);
   }
   if (expires_in !== undefined && expires_in !== null && (typeof expires_in !== 'number' || !Number.isFinite(expires_in) || expires_in < 0)) {
     throw refuse(`invalid expires_in (${typeof expires_in === 'string' ? 'a string' : String(expires_in)})`);
@@ -34,7 +34,8 @@ export function parseTokenResponse(response: unknown, now: number, refuse: (prob
   if (scope !== undefined && typeof scope !== 'string') throw refuse('invalid scope');
   const tokens: Record<string, unknown> = {
     accessToken: access_token,
-    tokenType: typeof token_type === 'string' ? token_type : 'Bearer',
+    // Bearer or DPoP in any case, or absent; a non-string (['dpop']) is refused by parseTokenSet below.
+    tokenType: token_type ?? 'Bearer',
     raw: rest,
   };
   if (refresh_token !== undefined) tokens.refreshToken = refresh_token;
@@ -48,7 +49,7 @@ export function parseTokenResponse(response: unknown, now: number, refuse: (prob
 /**
  * Turns a token response (RFC 6749 §5.1, the parsed JSON body) into a {@link TokenSet}, checked as
  * strictly as the grants check theirs: `access_token` required and sendable in an HTTP header,
- * `token_type` Bearer (or absent), `expires_in` a non-negative number whose expiry is finite,
+ * `token_type` Bearer, DPoP or absent, `expires_in` a non-negative number whose expiry is finite,
  * `refresh_token` and `scope` strings. `expires_in` becomes `expiresAt`; `raw` keeps every other
  * field (`id_token`, Salesforce's `instance_url`, …). For sign-ins tokenrelay does not make itself,
  * e.g. an authorization-code callback, before `manager.setTokens()`.

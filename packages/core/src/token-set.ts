@@ -34,7 +34,7 @@ export function expiresAtProblem(tokens: TokenSet, now: number): string | undefi
  */
 export function tokenSetProblem(value: unknown): string | undefined {
   if (!isRecord(value)) return 'tokens are not an object';
-  const { accessToken, refreshToken, expiresAt, tokenType, scope, raw } = value;
+  const { accessToken, refreshToken, expiresAt, tokenType, scope, raw, sessionData } = value;
   if (typeof accessToken !== 'string' || accessToken === '') return 'accessToken is not a non-empty string';
   if (!headerSafeToken.test(accessToken)) return 'accessToken is not visible ASCII (HTTP header)';
   if (refreshToken !== undefined && (typeof refreshToken !== 'string' || refreshToken === '')) return 'refreshToken is not a non-empty string';
@@ -45,7 +45,12 @@ export function tokenSetProblem(value: unknown): string | undefined {
   ] as const) {
     if (field !== undefined && typeof field !== 'string') return `${name} is not a string`;
   }
-  if (raw !== undefined && !isRecord(raw)) return 'raw is not an object';
+  for (const [name, field] of [
+    ['raw', raw],
+    ['sessionData', sessionData],
+  ] as const) {
+    if (field !== undefined && !isRecord(field)) return `${name} is not an object`;
+  }
   return undefined;
 }
 
@@ -57,13 +62,13 @@ export function parseTokenSet(value: unknown, refuse: (problem: string) => Error
   const problem = tokenSetProblem(value);
   if (problem !== undefined) throw refuse(problem);
   const fields = value as unknown as TokenSet;
-  const tokens: TokenSet = { accessToken: fields.accessToken };
-  if (fields.refreshToken !== undefined) tokens.refreshToken = fields.refreshToken;
-  if (fields.expiresAt !== undefined) tokens.expiresAt = fields.expiresAt;
-  if (fields.tokenType !== undefined) tokens.tokenType = fields.tokenType;
-  if (fields.scope !== undefined) tokens.scope = fields.scope;
-  if (fields.raw !== undefined) tokens.raw = { ...fields.raw };
-  return tokens;
+  const tokens: Record<string, unknown> = { accessToken: fields.accessToken };
+  for (const name of ['refreshToken', 'expiresAt', 'tokenType', 'scope', 'raw', 'sessionData'] as const) {
+    const field = fields[name];
+    // The objects are copied, so the caller's later changes never reach the stored tokens.
+    if (field !== undefined) tokens[name] = isRecord(field) ? { ...field } : field;
+  }
+  return tokens as unknown as TokenSet;
 }
 
 /**

@@ -9,7 +9,7 @@ import type { TokenRelayError } from './errors.js';
  * ```
  */
 export interface TokenSet {
-  /** The access token sent as `Authorization: Bearer …`. */
+  /** The access token sent as `Authorization: Bearer …` (`DPoP …` when `tokenType` is DPoP). */
   accessToken: string;
   /** The refresh token. Kept across refreshes unless the server sends a new one (rotation). */
   refreshToken?: string;
@@ -18,7 +18,10 @@ export interface TokenSet {
    * manager learns of expiry from a 401 only.
    */
   expiresAt?: number;
-  /** `token_type` from the server, usually `Bearer`. */
+  /**
+   * `token_type` from the server: `Bearer` (the default when absent) or `DPoP`; adapters send the
+   * access token with this scheme.
+   */
   tokenType?: string;
   /** Space-separated scopes granted, if the server said. */
   scope?: string;
@@ -27,6 +30,12 @@ export interface TokenSet {
    * sent. `access_token` and `refresh_token` are not repeated here.
    */
   raw?: Readonly<Record<string, unknown>>;
+  /**
+   * What the app keeps with the session (JSON values), e.g. `@tokenrelay/dpop`'s key the refresh
+   * token is bound to: stored with the tokens (encrypted where the store encrypts), carried forward
+   * across refreshes, gone on sign-out. tokenrelay never reads it.
+   */
+  sessionData?: Readonly<Record<string, unknown>>;
 }
 
 /** What a refresh handler receives. */
@@ -302,4 +311,9 @@ export interface TokenManager {
   on<E extends keyof TokenManagerEvents>(event: E, listener: TokenManagerEvents[E]): () => void;
   /** The token endpoint of the refresh handler, if it declared one. */
   readonly tokenEndpoint: string | undefined;
+  /**
+   * The `tokenType` of the tokens held now (`undefined`: Bearer), read synchronously by adapters to
+   * pick the `Authorization` scheme.
+   */
+  readonly tokenType?: string | undefined;
 }

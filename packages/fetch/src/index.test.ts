@@ -652,6 +652,26 @@ describe('shouldRefresh', () => {
     expect(hits()).toBe(1);
   });
 
+  it('sends a DPoP-bound token as Authorization: DPoP, on the first send and on the replay after a refresh', async () => {
+    const seen: (string | null)[] = [];
+    server.use(
+      http.get(`${API}/me`, ({ request }) => {
+        seen.push(request.headers.get('authorization'));
+        return request.headers.get('authorization') === 'DPoP v1'
+          ? HttpResponse.json({ ok: true })
+          : new HttpResponse(null, { status: 401, headers: { 'WWW-Authenticate': 'DPoP algs="ES256", error="invalid_token"' } });
+      }),
+    );
+    const manager = createTokenManager({
+      tokens: { accessToken: 'v0', refreshToken: 'r0', tokenType: 'DPoP' },
+      refresh: async () => ({ accessToken: 'v1', tokenType: 'DPoP' }),
+    });
+    const api = withTokenRelay(fetch, manager, { origins: [API] });
+
+    expect((await api(`${API}/me`)).status).toBe(200);
+    expect(seen).toEqual(['DPoP v0', 'DPoP v1']);
+  });
+
   it('uses a custom shouldRefresh, which can read the status, URL, headers and body of the failed response', async () => {
     serveFailure(400, { 'content-type': 'application/xml' }, '<exceptionCode>InvalidSessionId</exceptionCode>');
     const seen: Omit<FailedResponse, 'header' | 'text'>[] = [];

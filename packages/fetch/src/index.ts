@@ -211,7 +211,7 @@ export function withTokenRelay<F extends FetchFunction>(
     accessToken: string,
     replayInput: string | Request | undefined,
   ): Promise<Response> {
-    const bearer = bearerAuthorization(accessToken);
+    const bearer = bearerAuthorization(accessToken, manager.tokenType);
     const after =
       replayInput === undefined ? undefined : (response: Response) => afterResponse(response, replayInput, init, own, href, accessToken);
     return sendFollowingRedirects(redirectContext, input, init, withBearer(own, bearer), href, bearer, after);

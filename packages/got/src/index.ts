@@ -14,7 +14,7 @@ import {
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
-import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut } from '@tokenrelay/core/kit';
+import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
 
 /** Options of {@link tokenRelayHooks}. */
 export interface TokenRelayGotOptions {
@@ -58,6 +58,8 @@ const sentAccessToken = 'tokenRelayAccessToken';
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer comes back as it is.
  * - Bodies got can send again (none, a string, a `Buffer`, `json`, `form`) are replayed; a stream
  *   or an iterable is never sent twice: the tokens are refreshed and the caller gets the failure.
+ * - They put no DPoP proofs on requests: with DPoP-bound tokens (`token_type` DPoP) a request fails
+ *   with a `CONFIGURATION_ERROR` (got's `RequestError` whose `cause` is it) naming the doors that do.
  * - If the refresh fails, the request fails with got's `RequestError` whose `cause` is the
  *   `TokenRelayError` (and whose `code` is its code): `findTokenRelayError(error)` returns it.
  *
@@ -81,7 +83,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const hasOwnAuthorization = (request: NormalizedOptions) => {
     const authorization = request.headers.authorization;
     const ours = request.context[sentAccessToken];
-    return authorization !== undefined && (typeof ours !== 'string' || authorization !== bearerAuthorization(ours));
+    return authorization !== undefined && (typeof ours !== 'string' || authorization !== bearerAuthorization(ours, manager.tokenType));
   };
   const withoutOurBearer = (request: NormalizedOptions) => {
     if (!hasOwnAuthorization(request)) delete request.headers.authorization;
@@ -93,7 +95,11 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     if (url === undefined || !mayCarryBearer(url) || hasOwnAuthorization(request)) return;
     const accessToken = manager.currentAccessToken() ?? (await accessTokenIfSignedIn(manager, { signal: request.signal }));
     if (accessToken === undefined) return withoutOurBearer(request);
-    request.headers.authorization = bearerAuthorization(accessToken);
+    const authorization = bearerAuthorization(accessToken, manager.tokenType);
+    // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
+    const unsupported = dpopUnsupported('tokenRelayHooks', authorization);
+    if (unsupported) throw unsupported;
+    request.headers.authorization = authorization;
     request.context[sentAccessToken] = accessToken;
   };
 
@@ -119,7 +125,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
       throw error;
     }
     if (!isReplayable(request.body)) return response;
-    return retryWithMergedOptions({ headers: { authorization: bearerAuthorization(accessToken) }, context: { [sentAccessToken]: accessToken } });
+    return retryWithMergedOptions({ headers: { authorization: bearerAuthorization(accessToken, manager.tokenType) }, context: { [sentAccessToken]: accessToken } });
   };
 
   return { beforeRequest: [beforeRequest], beforeRedirect: [beforeRedirect], afterResponse: [afterResponse] };

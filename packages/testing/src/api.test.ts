@@ -177,7 +177,7 @@ describe('CORS', () => {
       });
       expect(response.status).toBe(204);
       expect(response.headers.get('access-control-allow-origin')).toBe('*');
-      expect(response.headers.get('access-control-allow-headers')).toBe('authorization, content-type');
+      expect(response.headers.get('access-control-allow-headers')).toBe('authorization, content-type, dpop');
       expect(response.headers.get('access-control-allow-methods')).toContain('POST');
     }
     expect(server.stats()).toMatchObject({ apiRequests: 0, tokenRequests: 0 });

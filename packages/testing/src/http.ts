@@ -10,7 +10,7 @@ export const corsHeaders: OutgoingHttpHeaders = {
 export const preflightHeaders: OutgoingHttpHeaders = {
   ...corsHeaders,
   'access-control-allow-methods': 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS',
-  'access-control-allow-headers': 'authorization, content-type',
+  'access-control-allow-headers': 'authorization, content-type, dpop',
   'access-control-max-age': '600',
 };
 

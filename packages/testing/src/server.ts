@@ -6,6 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { TokenSet } from '@tokenrelay/core';
 import { JtiRegistry, checkAssertion, peekClaims } from './assertions.js';
 import { checkClient, readPresentedClient, type PresentedClient } from './client-auth.js';
+import { DpopNonces } from './dpop-nonces.js';
+import { DPOP_ALGORITHMS, verifyDpopProof, type DpopProofCheck } from './dpop-proof.js';
 import { answerFor, normalizeFailure, type InjectedFailure } from './failures.js';
 import { isLoopbackUrl } from './loopback.js';
 import {
@@ -27,9 +29,10 @@ import {
   salesforceSignature,
 } from './salesforce.js';
 import { StatsRecorder, type TokenRequestEntry } from './stats.js';
-import { TokenRegistry, opaqueToken, type GrantFamily, type RefreshTokenCheck } from './token-registry.js';
+import { TokenRegistry, opaqueToken, type AccessTokenCheck, type GrantFamily, type RefreshTokenCheck } from './token-registry.js';
 import type {
   ClientAuthenticationMethod,
+  DpopServerOptions,
   IssueOptions,
   OAuthClient,
   OAuthServer,
@@ -66,6 +69,14 @@ interface ServerConfig {
   readonly mode: OAuthServerMode;
   readonly port: number;
   readonly requestLogLimit: number;
+  readonly dpop: DpopConfig | undefined;
+}
+
+interface DpopConfig {
+  readonly required: boolean;
+  readonly nonces: DpopNonces | undefined;
+  readonly maxProofAgeSeconds: number;
+  readonly spendRefreshTokenBeforeNonceCheck: boolean;
 }
 
 const authMethods: readonly ClientAuthenticationMethod[] = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'];
@@ -91,6 +102,7 @@ function option(value: number | undefined, name: string, fallback: number, check
 
 const isPositive = (n: number) => n > 0;
 const isNonNegative = (n: number) => n >= 0;
+const positiveSeconds = 'a positive number of seconds';
 
 function resolveClients(clients: readonly OAuthClient[] | undefined): readonly OAuthClient[] {
   if (clients === undefined) return [defaultClient];
@@ -123,10 +135,25 @@ function resolveClients(clients: readonly OAuthClient[] | undefined): readonly O
   });
 }
 
+function resolveDpop(dpop: boolean | DpopServerOptions | undefined, mode: OAuthServerMode): DpopConfig | undefined {
+  if (dpop === undefined || dpop === false) return undefined;
+  if (mode === 'salesforce') throw new TypeError('startOAuthServer: Salesforce mode has no DPoP');
+  const settings: DpopServerOptions = dpop === true ? {} : dpop;
+  if (typeof settings !== 'object' || settings === null) throw new TypeError('startOAuthServer: dpop must be a boolean or an object');
+  const nonce = settings.nonce ?? {};
+  const rotateEveryMs =
+    nonce === false ? undefined : option(nonce.rotateEveryMs, 'dpop.nonce.rotateEveryMs', Infinity, isPositive, 'a positive number of milliseconds');
+  return {
+    required: settings.required ?? true,
+    nonces: nonce === false ? undefined : new DpopNonces(rotateEveryMs === Infinity ? undefined : rotateEveryMs),
+    maxProofAgeSeconds: option(settings.maxProofAgeSeconds, 'dpop.maxProofAgeSeconds', 60, isPositive, positiveSeconds),
+    spendRefreshTokenBeforeNonceCheck: settings.spendRefreshTokenBeforeNonceCheck ?? false,
+  };
+}
+
 function resolveOptions(options: OAuthServerOptions): ServerConfig {
   const mode = options.mode ?? 'standard';
   if (mode !== 'standard' && mode !== 'salesforce') throw new TypeError(`startOAuthServer: unknown mode "${String(mode)}"`);
-  const positiveSeconds = 'a positive number of seconds';
   const ttlSeconds =
     mode === 'salesforce'
       ? option(options.salesforceSessionTimeoutSeconds, 'salesforceSessionTimeoutSeconds', 7200, isPositive, positiveSeconds)
@@ -142,6 +169,7 @@ function resolveOptions(options: OAuthServerOptions): ServerConfig {
     mode,
     port: option(options.port, 'port', 0, (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'an integer from 0 to 65535'),
     requestLogLimit: option(options.requestLogLimit, 'requestLogLimit', 10_000, (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer'),
+    dpop: resolveDpop(options.dpop, mode),
   };
 }
 
@@ -161,10 +189,17 @@ function findDuplicateParam(form: URLSearchParams): string | undefined {
   return names.find((name, index) => names.indexOf(name) !== index);
 }
 
-/** `Authorization: Bearer <token>` → the token; `malformed` for a broken Bearer header; `undefined` without one. */
-function readBearer(header: string | undefined): string | 'malformed' | undefined {
-  if (header === undefined || !/^bearer(\s|$)/i.test(header)) return undefined;
-  return /^bearer +([A-Za-z0-9\-._~+/!]+=*) *$/i.exec(header)?.[1] ?? 'malformed';
+/** The access token of an `Authorization` header (RFC 6750 §2.1, RFC 9449 §7.1): its scheme, and `token` unless malformed. */
+interface PresentedAccessToken {
+  readonly scheme: 'bearer' | 'dpop';
+  readonly token: string | undefined;
+}
+
+/** `Authorization: Bearer <token>` or `DPoP <token>`; `undefined` without either scheme. */
+function readAccessToken(header: string | undefined): PresentedAccessToken | undefined {
+  const scheme = header === undefined ? undefined : /^(bearer|dpop)(\s|$)/i.exec(header)?.[1]?.toLowerCase();
+  if (scheme !== 'bearer' && scheme !== 'dpop') return undefined;
+  return { scheme, token: /^\S+ +([A-Za-z0-9\-._~+/!]+=*) *$/.exec(header ?? '')?.[1] };
 }
 
 const invalidGrantDescriptions: Record<Exclude<RefreshTokenCheck, { valid: true }>['reason'], string> = {
@@ -194,6 +229,8 @@ class EmbeddedOAuthServer implements OAuthServer {
   readonly #revocationPath: string;
   readonly #registry = new TokenRegistry();
   readonly #jtis = new JtiRegistry();
+  /** DPoP proofs' jti values, apart from assertions': the two are different namespaces. */
+  readonly #proofJtis = new JtiRegistry();
   readonly #stats: StatsRecorder;
   readonly #closing = (() => {
     const controller = new AbortController();
@@ -227,8 +264,16 @@ class EmbeddedOAuthServer implements OAuthServer {
     const scope = parseScope(options.scope ?? (mode === 'salesforce' ? 'api refresh_token' : 'read write'));
     const now = Date.now();
     const family = this.#startFamily(client.clientId, mode === 'salesforce' ? salesforceFixtures.username : STANDARD_SUBJECT, scope);
+    const dpopJkt = this.#config.dpop ? options.dpopJkt : undefined;
+    if (client.authMethod === 'none') family.dpopJkt = dpopJkt;
     const refreshToken = this.#registry.issueRefreshToken(family, refreshTokenTtlMs === undefined ? undefined : now + refreshTokenTtlMs);
-    return toTokenSet(this.#grantAccess(family, client, scope, refreshToken, now), now);
+    return toTokenSet(this.#grantAccess(family, client, scope, refreshToken, now, dpopJkt), now);
+  }
+
+  rotateDpopNonce(): void {
+    const nonces = this.#config.dpop?.nonces;
+    if (!nonces) throw new Error('rotateDpopNonce: the server runs without DPoP nonces');
+    nonces.rotate();
   }
 
   revokeAccessTokens(): void {
@@ -283,15 +328,19 @@ class EmbeddedOAuthServer implements OAuthServer {
     scope: readonly string[],
     refreshToken: string | undefined,
     now: number,
+    dpopJkt?: string,
   ): Record<string, unknown> {
     const { accessTokenTtlMs, mode } = this.#config;
     const refresh = refreshToken === undefined ? {} : { refresh_token: refreshToken };
     if (mode === 'standard') {
-      const accessToken = this.#registry.issueAccessToken(family, now + accessTokenTtlMs);
-      return { access_token: accessToken, token_type: 'Bearer', expires_in: accessTokenTtlMs / 1000, scope: scope.join(' '), ...refresh };
+      const accessToken = this.#registry.issueAccessToken(family, now + accessTokenTtlMs, { dpopJkt });
+      const tokenType = dpopJkt === undefined ? 'Bearer' : 'DPoP';
+      return { access_token: accessToken, token_type: tokenType, expires_in: accessTokenTtlMs / 1000, scope: scope.join(' '), ...refresh };
     }
     // Real Salesforce access tokens start with the 15-character org id and "!".
-    const accessToken = this.#registry.issueAccessToken(family, now + accessTokenTtlMs, `${salesforceFixtures.organizationId.slice(0, 15)}!`);
+    const accessToken = this.#registry.issueAccessToken(family, now + accessTokenTtlMs, {
+      prefix: `${salesforceFixtures.organizationId.slice(0, 15)}!`,
+    });
     const id = identityUrl(this.url);
     const issuedAt = String(now);
     return {
@@ -370,8 +419,7 @@ class EmbeddedOAuthServer implements OAuthServer {
     const presented = readPresentedClient(req.headers.authorization, form ?? new URLSearchParams());
     entry.clientAuthentication = presented.method;
     entry.clientId = presented.clientId;
-    const bearer = readBearer(req.headers.authorization);
-    entry.accessToken = bearer === 'malformed' ? undefined : bearer;
+    entry.accessToken = readAccessToken(req.headers.authorization)?.token;
     entry.params = Object.fromEntries([...(form ?? [])].filter(([name]) => name !== 'client_secret'));
 
     await this.#pause(this.#config.tokenEndpointLatencyMs);
@@ -396,7 +444,35 @@ class EmbeddedOAuthServer implements OAuthServer {
           break;
       }
     }
-    this.#grant(req, res, entry, form, presented);
+    await this.#grant(req, res, entry, form, presented);
+  }
+
+  /**
+   * DPoP mode: checks the request's proof (with `ath` for `accessToken`) and counts it. `undefined`
+   * when there is nothing to check: no DPoP mode, or no proof where none is required.
+   */
+  async #checkProof(req: IncomingMessage, url: URL, accessToken?: string): Promise<DpopProofCheck | undefined> {
+    const dpop = this.#config.dpop;
+    const header = req.headers.dpop;
+    // Several DPoP headers are one invalid proof (§4.3 step 1).
+    const proof = Array.isArray(header) ? header.join(', ') : header;
+    if (!dpop || (proof === undefined && !dpop.required && accessToken === undefined)) return undefined;
+    const now = Date.now();
+    // htu is compared with the URL the client addressed, so a client that says localhost is not refused.
+    const target = `http://${req.headers.host ?? new URL(this.url).host}${url.pathname}`;
+    const check = await verifyDpopProof(
+      proof,
+      { method: req.method ?? 'GET', url: target, maxAgeSeconds: dpop.maxProofAgeSeconds, now, nonce: dpop.nonces?.current(now), accessToken },
+      this.#proofJtis,
+    );
+    this.#stats.dpopProofChecked(proof !== undefined, check.ok ? undefined : check.replay ? 'replay' : check.error);
+    return check;
+  }
+
+  /** The `DPoP-Nonce` header every DPoP-mode response carries when nonces are on. */
+  #nonceHeader(): OutgoingHttpHeaders {
+    const nonces = this.#config.dpop?.nonces;
+    return nonces ? { 'dpop-nonce': nonces.current(Date.now()) } : {};
   }
 
   /** RFC 7009 revocation. */
@@ -438,17 +514,17 @@ class EmbeddedOAuthServer implements OAuthServer {
     headers: OutgoingHttpHeaders = {},
   ): void {
     this.#stats.tokenAnswered(entry, status, error);
-    sendJson(res, status, { error, error_description: description }, { 'cache-control': 'no-store', ...headers });
+    sendJson(res, status, { error, error_description: description }, { 'cache-control': 'no-store', ...this.#nonceHeader(), ...headers });
   }
 
   /** The token endpoint proper: the refresh token, client credentials and JWT bearer grants. */
-  #grant(
+  async #grant(
     req: IncomingMessage,
     res: ServerResponse,
     entry: TokenRequestEntry,
     form: URLSearchParams | undefined,
     presented: PresentedClient,
-  ): void {
+  ): Promise<void> {
     const fail = (status: number, error: string, description: string, headers?: OutgoingHttpHeaders) =>
       this.#tokenError(res, entry, status, error, description, headers);
     if (req.method !== 'POST') return fail(405, 'invalid_request', 'The token endpoint accepts POST only', { allow: 'POST, OPTIONS' });
@@ -456,9 +532,16 @@ class EmbeddedOAuthServer implements OAuthServer {
     const duplicate = findDuplicateParam(form);
     if (duplicate !== undefined) return fail(400, 'invalid_request', `The parameter ${duplicate} was sent more than once`);
     const grantType = form.get('grant_type');
+    const proof = await this.#checkProof(req, new URL(this.tokenEndpoint));
     const now = Date.now();
+    if (proof && !proof.ok) {
+      if (proof.error === 'use_dpop_nonce' && this.#config.dpop?.spendRefreshTokenBeforeNonceCheck) this.#spendRefreshToken(form, presented, now);
+      return fail(400, proof.error, proof.description);
+    }
+    const dpopJkt = proof?.jkt;
+    entry.dpopJkt = dpopJkt;
     // RFC 7523 §3.1: the assertion identifies and authenticates the client; no other authentication is needed.
-    if (grantType === JWT_BEARER && presented.method === undefined) return this.#jwtBearer(res, entry, form, now);
+    if (grantType === JWT_BEARER && presented.method === undefined) return this.#jwtBearer(res, entry, form, now, dpopJkt);
 
     const { clients, mode, reuseDetection, rotateRefreshTokens, refreshTokenTtlMs } = this.#config;
     const client = checkClient(presented, clients, mode, { endpoint: this.tokenEndpoint, now, jtis: this.#jtis });
@@ -467,13 +550,13 @@ class EmbeddedOAuthServer implements OAuthServer {
       return fail(401, 'invalid_client', client.description, presented.usedHeader ? { 'www-authenticate': `Basic realm="${REALM}"` } : {});
     }
     if (!grantType) return fail(400, 'invalid_request', 'grant_type is missing');
-    if (grantType === JWT_BEARER) return this.#jwtBearer(res, entry, form, now);
+    if (grantType === JWT_BEARER) return this.#jwtBearer(res, entry, form, now, dpopJkt);
     if (grantType === 'client_credentials') {
       if (client.client.authMethod === 'none') return fail(400, 'unauthorized_client', 'A public client cannot use client_credentials');
       const scope = parseScope(form.get('scope') ?? (mode === 'salesforce' ? 'api' : 'read write'));
       // Salesforce runs a client credentials app as its configured "run as" user: the fixture user here.
       const family = this.#startFamily(client.client.clientId, mode === 'salesforce' ? salesforceFixtures.username : client.client.clientId, scope);
-      return this.#answerTokens(res, entry, this.#grantAccess(family, client.client, scope, undefined, now));
+      return this.#answerTokens(res, entry, this.#grantAccess(family, client.client, scope, undefined, now, dpopJkt));
     }
     if (grantType !== 'refresh_token') {
       return fail(400, 'unsupported_grant_type', `Supported grants: refresh_token, client_credentials, ${JWT_BEARER}`);
@@ -490,6 +573,11 @@ class EmbeddedOAuthServer implements OAuthServer {
       return fail(400, 'invalid_grant', mode === 'salesforce' ? 'expired access/refresh token' : invalidGrantDescriptions[found.reason]);
     }
     const { family } = found.entry;
+    // RFC 9449 §5: a public client's refresh token is bound to the key of its first proof.
+    if (client.client.authMethod === 'none' && family.dpopJkt !== undefined && family.dpopJkt !== dpopJkt) {
+      return fail(400, 'invalid_grant', 'The refresh token is bound to another DPoP key');
+    }
+    if (client.client.authMethod === 'none') family.dpopJkt ??= dpopJkt;
     const requested = parseScope(form.get('scope') ?? '');
     if (requested.some((scope) => !family.scope.includes(scope))) {
       return fail(400, 'invalid_scope', 'The requested scope exceeds the scope originally granted');
@@ -499,7 +587,16 @@ class EmbeddedOAuthServer implements OAuthServer {
       found.entry.state = 'rotated';
       newRefreshToken = this.#registry.issueRefreshToken(family, refreshTokenTtlMs === undefined ? undefined : now + refreshTokenTtlMs);
     }
-    this.#answerTokens(res, entry, this.#grantAccess(family, client.client, requested.length > 0 ? requested : family.scope, newRefreshToken, now));
+    const scope = requested.length > 0 ? requested : family.scope;
+    this.#answerTokens(res, entry, this.#grantAccess(family, client.client, scope, newRefreshToken, now, dpopJkt));
+  }
+
+  /** The buggy server of `spendRefreshTokenBeforeNonceCheck`: the presented refresh token is marked used. */
+  #spendRefreshToken(form: URLSearchParams, presented: PresentedClient, now: number): void {
+    const refreshToken = form.get('grant_type') === 'refresh_token' ? form.get('refresh_token') : null;
+    if (!refreshToken || presented.clientId === undefined) return;
+    const found = this.#registry.checkRefreshToken(refreshToken, presented.clientId, now);
+    if (found.valid) found.entry.state = 'rotated';
   }
 
   /**
@@ -507,7 +604,7 @@ class EmbeddedOAuthServer implements OAuthServer {
    * key, its signature, aud (Salesforce: the login host; otherwise the token endpoint or the server),
    * sub (Salesforce: the fixture user, pre-authorized), exp and a fresh jti are checked.
    */
-  #jwtBearer(res: ServerResponse, entry: TokenRequestEntry, form: URLSearchParams, now: number): void {
+  #jwtBearer(res: ServerResponse, entry: TokenRequestEntry, form: URLSearchParams, now: number, dpopJkt: string | undefined): void {
     const fail = (status: number, error: string, description: string) => this.#tokenError(res, entry, status, error, description);
     const assertion = form.get('assertion');
     if (!assertion) return fail(400, 'invalid_request', 'assertion is missing');
@@ -533,20 +630,21 @@ class EmbeddedOAuthServer implements OAuthServer {
     if (!check.ok) return fail(400, 'invalid_grant', check.description);
     const scope = parseScope(form.get('scope') ?? (salesforce ? 'api' : 'read write'));
     const family = this.#startFamily(client.clientId, String(check.claims.sub), scope);
-    this.#answerTokens(res, entry, this.#grantAccess(family, client, scope, undefined, now));
+    this.#answerTokens(res, entry, this.#grantAccess(family, client, scope, undefined, now, dpopJkt));
   }
 
   #answerTokens(res: ServerResponse, entry: TokenRequestEntry, response: Record<string, unknown>): void {
     this.#stats.tokenSucceeded();
     this.#stats.tokenAnswered(entry, 200, undefined);
     const contentType = this.mode === 'salesforce' ? SALESFORCE_JSON : JSON_TYPE;
-    send(res, 200, { 'content-type': contentType, 'cache-control': 'no-store', pragma: 'no-cache' }, JSON.stringify(response));
+    const headers = { 'content-type': contentType, 'cache-control': 'no-store', pragma: 'no-cache', ...this.#nonceHeader() };
+    send(res, 200, headers, JSON.stringify(response));
   }
 
   async #handleApi(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const method = req.method ?? 'GET';
-    const bearer = readBearer(req.headers.authorization);
-    const entry = this.#stats.apiRequestStarted(method, url.pathname, bearer === 'malformed' ? undefined : bearer);
+    const presented = readAccessToken(req.headers.authorization);
+    const entry = this.#stats.apiRequestStarted(method, url.pathname, presented?.token);
     const reply = (status: number, headers: OutgoingHttpHeaders, body: string) => {
       this.#stats.apiAnswered(entry, status);
       send(res, status, headers, body);
@@ -575,20 +673,74 @@ class EmbeddedOAuthServer implements OAuthServer {
         'dpop-nonce': opaqueToken(),
       });
     }
-    const check = bearer === undefined || bearer === 'malformed' ? undefined : this.#registry.checkAccessToken(bearer, Date.now());
-    if (!check?.valid) {
+    const dpop = this.#config.dpop;
+    const check = presented?.token === undefined ? undefined : this.#registry.checkAccessToken(presented.token, Date.now());
+    const dpopBound = check?.valid === true && check.dpopJkt !== undefined;
+    if (dpop && (dpop.required || presented?.scheme === 'dpop' || dpopBound)) {
+      const refusal = await this.#refuseDpopAccess(req, url, presented, check);
+      if (refusal) {
+        const challenge = refusal.error === undefined ? '' : `, error="${refusal.error}", error_description="${refusal.description}"`;
+        const error = refusal.error === undefined ? {} : { error: refusal.error };
+        return replyJson(401, { ok: false, ...error, error_description: refusal.description }, {
+          'www-authenticate': `DPoP algs="${DPOP_ALGORITHMS.join(' ')}"${challenge}`,
+          ...this.#nonceHeader(),
+        });
+      }
+      entry.dpopJkt = check?.valid ? check.dpopJkt : undefined;
+      return this.#answerApi(method, url, body, replyJson, reply, 'DPoP');
+    }
+    const bearer = presented?.scheme === 'bearer' ? presented : undefined;
+    if (!check?.valid || !bearer) {
       if (this.mode === 'salesforce') return reply(401, { 'content-type': SALESFORCE_JSON }, INVALID_SESSION_BODY);
       if (bearer === undefined) {
         return replyJson(401, { ok: false, error_description: 'No access token was sent' }, { 'www-authenticate': `Bearer realm="${REALM}"` });
       }
-      const description = accessTokenDescriptions[check ? check.reason : 'malformed'];
+      const description = accessTokenDescriptions[check && !check.valid ? check.reason : 'malformed'];
       return replyJson(401, { ok: false, error: 'invalid_token', error_description: description }, {
         'www-authenticate': `Bearer realm="${REALM}", error="invalid_token", error_description="${description}"`,
       });
     }
+    this.#answerApi(method, url, body, replyJson, reply, 'Bearer');
+  }
+
+  /**
+   * DPoP mode: why the API refuses a request (RFC 9449 §7), or `undefined` when it is accepted. The
+   * proof is checked before the token, so a stale nonce is answered `use_dpop_nonce` even for an expired
+   * token: the client's retry with the nonce then learns of the expiry.
+   */
+  async #refuseDpopAccess(
+    req: IncomingMessage,
+    url: URL,
+    presented: PresentedAccessToken | undefined,
+    check: AccessTokenCheck | undefined,
+  ): Promise<{ error: string | undefined; description: string } | undefined> {
+    if (presented === undefined) return { error: undefined, description: 'No access token was sent' };
+    const invalidToken = (description: string) => ({ error: 'invalid_token', description });
+    if (presented.token === undefined) return invalidToken(accessTokenDescriptions.malformed);
+    // §7.2: a bound token sent as a bearer is refused, or the binding would be pointless.
+    if (presented.scheme !== 'dpop') return invalidToken('The access token must be sent with the DPoP scheme and a proof');
+    const proof = await this.#checkProof(req, url, presented.token);
+    if (proof && !proof.ok) return { error: proof.error, description: proof.description };
+    if (!check?.valid) return invalidToken(accessTokenDescriptions[check ? check.reason : 'malformed']);
+    if (check.dpopJkt === undefined) return invalidToken('The access token is not DPoP-bound');
+    if (check.dpopJkt !== proof?.jkt) return invalidToken('The access token is bound to another DPoP key');
+    return undefined;
+  }
+
+  /** The API's answer to an accepted request. */
+  #answerApi(
+    method: string,
+    url: URL,
+    body: Buffer,
+    replyJson: (status: number, value: unknown, headers?: OutgoingHttpHeaders) => void,
+    reply: (status: number, headers: OutgoingHttpHeaders, body: string) => void,
+    scheme: 'Bearer' | 'DPoP',
+  ): void {
+    const headers = scheme === 'DPoP' ? this.#nonceHeader() : {};
     if (url.pathname === '/api/forbidden') {
       return replyJson(403, { ok: false, error: 'insufficient_scope', scope: 'admin' }, {
-        'www-authenticate': `Bearer realm="${REALM}", error="insufficient_scope", scope="admin"`,
+        'www-authenticate': `${scheme} realm="${REALM}", error="insufficient_scope", scope="admin"`,
+        ...headers,
       });
     }
     if (url.pathname.startsWith('/services/data/')) {
@@ -597,7 +749,7 @@ class EmbeddedOAuthServer implements OAuthServer {
     }
     const echo =
       body.length === 0 ? {} : { body: body.toString('utf8'), bodySha256: createHash('sha256').update(body).digest('hex') };
-    replyJson(200, { ok: true, method, path: url.pathname, ...echo });
+    replyJson(200, { ok: true, method, path: url.pathname, ...echo }, headers);
   }
 }
 

@@ -64,6 +64,10 @@ describe('stats()', () => {
       apiRequests: 0,
       apiOk: 0,
       api401: 0,
+      dpopProofs: 0,
+      dpopNonceChallenges: 0,
+      dpopReplaysRefused: 0,
+      dpopProofsRefused: 0,
       tokenRequestLog: [],
       apiRequestLog: [],
     });

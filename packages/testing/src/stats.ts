@@ -30,6 +30,10 @@ export class StatsRecorder {
       apiRequests: 0,
       apiOk: 0,
       api401: 0,
+      dpopProofs: 0,
+      dpopNonceChallenges: 0,
+      dpopReplaysRefused: 0,
+      dpopProofsRefused: 0,
     };
   }
 
@@ -50,6 +54,7 @@ export class StatsRecorder {
       clientAuthentication: undefined,
       clientId: undefined,
       accessToken: undefined,
+      dpopJkt: undefined,
       params: {},
       status: undefined,
       error: undefined,
@@ -93,7 +98,15 @@ export class StatsRecorder {
 
   apiRequestStarted(method: string, path: string, accessToken: string | undefined): ApiRequestEntry {
     this.#counters.apiRequests++;
-    return this.#append(this.#apiLog, { at: Date.now(), method, path, accessToken, status: undefined });
+    return this.#append(this.#apiLog, { at: Date.now(), method, path, accessToken, dpopJkt: undefined, status: undefined });
+  }
+
+  /** Counts a DPoP proof check: whether a proof was sent and, when the request was refused, why. */
+  dpopProofChecked(sent: boolean, refusal: 'use_dpop_nonce' | 'invalid_dpop_proof' | 'replay' | undefined): void {
+    if (sent) this.#counters.dpopProofs++;
+    if (refusal === 'use_dpop_nonce') this.#counters.dpopNonceChallenges++;
+    if (refusal === 'invalid_dpop_proof' || refusal === 'replay') this.#counters.dpopProofsRefused++;
+    if (refusal === 'replay') this.#counters.dpopReplaysRefused++;
   }
 
   apiAnswered(entry: ApiRequestEntry, status: number): void {

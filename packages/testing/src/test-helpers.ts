@@ -1,6 +1,7 @@
 /*
  * Helpers for this package's own tests (not exported): raw HTTP calls to a running server.
  */
+import { createHash, randomUUID } from 'node:crypto';
 import { afterEach } from 'vitest';
 import { startOAuthServer } from './server.js';
 import type { OAuthServer, OAuthServerOptions } from './types.js';
@@ -34,13 +35,14 @@ async function toRaw(response: Response): Promise<RawResponse> {
   return { status: response.status, headers: response.headers, text, json };
 }
 
-/** POSTs a form to the token endpoint; `authorization` defaults to the demo client's Basic header. */
+/** POSTs a form to the token endpoint; `authorization` defaults to the demo client's Basic header; `extraHeaders` adds e.g. a DPoP proof. */
 export async function postToken(
   server: OAuthServer,
   params: Record<string, string>,
   authorization: string | null = demoBasic,
+  extraHeaders: Record<string, string> = {},
 ): Promise<RawResponse> {
-  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded;charset=UTF-8' };
+  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded;charset=UTF-8', ...extraHeaders };
   if (authorization !== null) headers.authorization = authorization;
   return toRaw(await fetch(server.tokenEndpoint, { method: 'POST', headers, body: new URLSearchParams(params) }));
 }
@@ -76,4 +78,41 @@ export function useServers(): (options?: OAuthServerOptions) => Promise<OAuthSer
     started.push(server);
     return server;
   };
+}
+
+/** A DPoP proof key of this package's tests: the key pair and its public JWK. */
+export interface ProofKey {
+  readonly alg: 'ES256' | 'EdDSA';
+  readonly privateKey: CryptoKey;
+  readonly jwk: JsonWebKey;
+}
+
+export async function createProofKey(alg: 'ES256' | 'EdDSA' = 'ES256'): Promise<ProofKey> {
+  const algorithm = alg === 'ES256' ? { name: 'ECDSA', namedCurve: 'P-256' } : { name: 'Ed25519' };
+  const pair = (await crypto.subtle.generateKey(algorithm, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const { kty, crv, x, y } = await crypto.subtle.exportKey('jwk', pair.publicKey);
+  return { alg, privateKey: pair.privateKey, jwk: y === undefined ? { kty, crv, x } : { kty, crv, x, y } };
+}
+
+const encodeJson = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+/** The access token hash of a proof's `ath` claim. */
+export const accessTokenHash = (accessToken: string): string => createHash('sha256').update(accessToken).digest('base64url');
+
+/**
+ * Signs a DPoP proof for `htm` and `htu`; `claims` and `header` override or add to the defaults
+ * (a fresh jti, iat now), so tests can break one thing at a time.
+ */
+export async function signProof(
+  key: ProofKey,
+  htm: string,
+  htu: string,
+  claims: Record<string, unknown> = {},
+  header: Record<string, unknown> = {},
+): Promise<string> {
+  const encodedHeader = encodeJson({ typ: 'dpop+jwt', alg: key.alg, jwk: key.jwk, ...header });
+  const encodedClaims = encodeJson({ htm, htu, iat: Math.floor(Date.now() / 1000), jti: randomUUID(), ...claims });
+  const algorithm = key.alg === 'ES256' ? { name: 'ECDSA', hash: 'SHA-256' } : { name: 'Ed25519' };
+  const signature = await crypto.subtle.sign(algorithm, key.privateKey, new TextEncoder().encode(`${encodedHeader}.${encodedClaims}`));
+  return `${encodedHeader}.${encodedClaims}.${Buffer.from(signature).toString('base64url')}`;
 }

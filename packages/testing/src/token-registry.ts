@@ -8,11 +8,15 @@ export interface GrantFamily {
   /** The scope granted at sign-in; refreshes may narrow it, never widen it. */
   readonly scope: readonly string[];
   revoked: boolean;
+  /** DPoP: the thumbprint of the key the family's refresh tokens are bound to (public clients only). */
+  dpopJkt: string | undefined;
 }
 
 interface AccessTokenEntry {
   readonly family: GrantFamily;
   readonly expiresAt: number;
+  /** DPoP: the thumbprint of the key the access token is bound to (`cnf.jkt`); `undefined` for a Bearer token. */
+  readonly dpopJkt: string | undefined;
   revoked: boolean;
 }
 
@@ -24,7 +28,7 @@ export interface RefreshTokenEntry {
 }
 
 export type AccessTokenCheck =
-  | { valid: true; family: GrantFamily }
+  | { valid: true; family: GrantFamily; dpopJkt: string | undefined }
   | { valid: false; reason: 'unknown' | 'expired' | 'revoked' };
 
 export type RefreshTokenCheck =
@@ -53,7 +57,7 @@ export class TokenRegistry {
     scope: readonly string[],
     { limit = Infinity, now = Date.now() }: { limit?: number; now?: number } = {},
   ): { family: GrantFamily; evicted: number } {
-    const family: GrantFamily = { clientId, subject, scope, revoked: false };
+    const family: GrantFamily = { clientId, subject, scope, revoked: false, dpopJkt: undefined };
     let evicted = 0;
     if (limit !== Infinity) {
       const live = [...this.#families].filter(
@@ -78,9 +82,9 @@ export class TokenRegistry {
     return false;
   }
 
-  issueAccessToken(family: GrantFamily, expiresAt: number, prefix = ''): string {
+  issueAccessToken(family: GrantFamily, expiresAt: number, { prefix = '', dpopJkt }: { prefix?: string; dpopJkt?: string } = {}): string {
     const token = prefix + opaqueToken();
-    this.#accessTokens.set(token, { family, expiresAt, revoked: false });
+    this.#accessTokens.set(token, { family, expiresAt, dpopJkt, revoked: false });
     return token;
   }
 
@@ -95,7 +99,7 @@ export class TokenRegistry {
     if (!entry) return { valid: false, reason: 'unknown' };
     if (entry.revoked || entry.family.revoked) return { valid: false, reason: 'revoked' };
     if (now >= entry.expiresAt) return { valid: false, reason: 'expired' };
-    return { valid: true, family: entry.family };
+    return { valid: true, family: entry.family, dpopJkt: entry.dpopJkt };
   }
 
   checkRefreshToken(token: string, clientId: string, now: number): RefreshTokenCheck {

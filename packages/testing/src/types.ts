@@ -89,6 +89,55 @@ export interface OAuthServerOptions {
    * @default 10_000
    */
   requestLogLimit?: number;
+  /**
+   * DPoP mode (RFC 9449): the token endpoint verifies `DPoP` proofs and issues sender-constrained
+   * tokens (`token_type: "DPoP"`, bound to the proof key's thumbprint, `cnf.jkt`); a public client's
+   * refresh tokens are bound to that key too. The API then wants `Authorization: DPoP <token>` with a
+   * proof carrying `ath`. `true` is `{}`: proofs required, nonces on. Not available in Salesforce mode.
+   * @default undefined (no DPoP: `Bearer` tokens, `DPoP` headers ignored)
+   * @example { nonce: { rotateEveryMs: 60_000 } }
+   */
+  dpop?: boolean | DpopServerOptions;
+}
+
+/** Options of the DPoP mode: {@link OAuthServerOptions.dpop}. */
+export interface DpopServerOptions {
+  /**
+   * Every token request must carry a proof and the API accepts DPoP-bound tokens only. With `false`
+   * a token request without a proof gets an unbound `Bearer` token, which the API accepts as before.
+   * @default true
+   */
+  required?: boolean;
+  /**
+   * Server nonces (RFC 9449 §8, §9). A proof without the current nonce is answered 400
+   * `use_dpop_nonce` by the token endpoint (the refresh token untouched) and 401
+   * `WWW-Authenticate: DPoP error="use_dpop_nonce"` by the API, each with the nonce in `DPoP-Nonce`;
+   * every other DPoP-mode response carries it too. `false` turns nonces off.
+   * @default {} (nonces on; the nonce changes only on {@link OAuthServer.rotateDpopNonce})
+   */
+  nonce?: DpopNonceOptions | false;
+  /**
+   * How far a proof's `iat` may be from the server's clock, either way, in seconds.
+   * @default 60
+   */
+  maxProofAgeSeconds?: number;
+  /**
+   * Reproduces a buggy server: on a refresh whose proof has a missing or stale nonce, the refresh
+   * token is marked used *before* the `use_dpop_nonce` answer, so the client's retry with the nonce
+   * fails with `invalid_grant` (a reuse). A client that learns the nonce before presenting a
+   * rotating refresh token never hits it.
+   * @default false
+   */
+  spendRefreshTokenBeforeNonceCheck?: boolean;
+}
+
+/** The DPoP nonce policy: {@link DpopServerOptions.nonce}. */
+export interface DpopNonceOptions {
+  /**
+   * A new nonce once the current one is this old, in milliseconds; only the current one is accepted.
+   * @default undefined (only {@link OAuthServer.rotateDpopNonce} changes it)
+   */
+  rotateEveryMs?: number;
 }
 
 /** Options of {@link OAuthServer.issue}. */
@@ -103,6 +152,14 @@ export interface IssueOptions {
    * @default 'read write' ('api refresh_token' in Salesforce mode)
    */
   scope?: string;
+  /**
+   * DPoP mode: the JWK SHA-256 thumbprint (RFC 7638) of the client's proof key, as if the sign-in's
+   * code exchange had carried a proof: the access token is bound to it (`token_type: "DPoP"`), and so
+   * is a public client's refresh token. Without it the access token is an unbound `Bearer` one and a
+   * public client's refresh token binds to the key of its first refresh's proof.
+   * @default undefined
+   */
+  dpopJkt?: string;
 }
 
 /** The kinds of token endpoint failure {@link OAuthServer.failNextTokenRequests} can inject. */
@@ -188,8 +245,10 @@ export interface TokenRequestRecord {
   readonly clientAuthentication: ClientAuthenticationMethod | undefined;
   /** The client id the request presented, if any. */
   readonly clientId: string | undefined;
-  /** The bearer token the request carried (`Authorization: Bearer …`), if any: an access token here is a leak. */
+  /** The access token the request carried (`Authorization: Bearer …` or `DPoP …`), if any: one here is a leak. */
   readonly accessToken: string | undefined;
+  /** DPoP mode: the thumbprint of the key of the request's accepted proof, if any. */
+  readonly dpopJkt: string | undefined;
   /** The form parameters, without `client_secret`. The refresh token is kept: tests check which one was sent. */
   readonly params: Readonly<Record<string, string>>;
   /** The status answered; `undefined` while pending and for `hang` and `reset`. */
@@ -208,8 +267,10 @@ export interface ApiRequestRecord {
   readonly method: string;
   /** The path, without the query string. */
   readonly path: string;
-  /** The bearer token the request carried, if any: tests check that a replay used the new one. */
+  /** The access token the request carried (Bearer or DPoP), if any: tests check that a replay used the new one. */
   readonly accessToken: string | undefined;
+  /** DPoP mode: the thumbprint of the key of the request's accepted proof, if any. */
+  readonly dpopJkt: string | undefined;
   /** The status answered; `undefined` while pending. */
   readonly status: number | undefined;
 }
@@ -245,6 +306,14 @@ export interface OAuthServerStats {
   readonly apiOk: number;
   /** Protected API requests answered 401. */
   readonly api401: number;
+  /** DPoP mode: requests to the token endpoint or the API that carried a `DPoP` proof. */
+  readonly dpopProofs: number;
+  /** DPoP mode: `use_dpop_nonce` answers (token endpoint and API): proofs with a missing or stale nonce. */
+  readonly dpopNonceChallenges: number;
+  /** DPoP mode: proofs refused because their `jti` was seen before. */
+  readonly dpopReplaysRefused: number;
+  /** DPoP mode: `invalid_dpop_proof` answers (token endpoint and API), replays included. */
+  readonly dpopProofsRefused: number;
   /** The most recent token requests, oldest first (bounded by `requestLogLimit`). */
   readonly tokenRequestLog: readonly TokenRequestRecord[];
   /** The most recent protected API requests, oldest first (bounded by `requestLogLimit`). */
@@ -293,6 +362,13 @@ export interface OAuthServer {
    * @throws RangeError for a negative or fractional count, TypeError for an unknown failure.
    */
   failNextTokenRequests(count: number, failure: TokenEndpointFailure): void;
+  /**
+   * DPoP mode with nonces: replaces the server's nonce, so every nonce a client holds is stale
+   * (a nonce rotated mid-session).
+   *
+   * @throws Error when the server runs without DPoP nonces.
+   */
+  rotateDpopNonce(): void;
   /** Drops the injected failures not yet consumed. */
   clearFailures(): void;
   /** A snapshot of the counters and request logs. */

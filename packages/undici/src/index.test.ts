@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { ErrorCode, TokenRelayError, createTokenManager, type TokenManager } from '@tokenrelay/core';
 import { describe, expect, it, vi } from 'vitest';
+import type { DpopRequest, DpopSender } from '@tokenrelay/core/kit';
 import { tokenRelayInterceptor } from './index.js';
 
 const API = 'https://api.example.test';
@@ -143,5 +144,65 @@ describe('tokenRelayInterceptor', () => {
 
   it('needs origins', () => {
     expect(() => tokenRelayInterceptor(signedIn(), {} as never)).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
+  });
+});
+
+describe('tokenRelayInterceptor with dpop', () => {
+  const nonceChallenge = ['www-authenticate', 'DPoP error="use_dpop_nonce"', 'dpop-nonce', 'n-1'].map((text) => Buffer.from(text));
+
+  /** Answers every request with a nonce challenge, or only the first when `challengeOnce`; a sender that retries once, as createDpop's. */
+  function setUpSigned(challengeOnce: boolean) {
+    const proofs: unknown[] = [];
+    const seen: Seen[] = [];
+    const next = (options: Sent, handler: FakeHandler) => {
+      proofs.push((options.headers as Record<string, unknown>).dpop);
+      const challenge = !challengeOnce || proofs.length === 1;
+      queueMicrotask(() => {
+        handler.onConnect(() => {});
+        handler.onHeaders(challenge ? 401 : 200, challenge ? nonceChallenge : [], () => {}, '');
+        handler.onData(Buffer.from(challenge ? 'challenge' : 'ok'));
+        handler.onComplete(null);
+      });
+      return true;
+    };
+    let signed = 0;
+    const dpop: DpopSender = {
+      async send<R>(request: DpopRequest<R>): Promise<R> {
+        const first = await request.attempt(`proof-${++signed}`);
+        const answer = request.answerOf(first);
+        if (answer.status !== 401 || answer.header('dpop-nonce') === undefined) return first;
+        expect(await answer.text()).toBe('challenge');
+        return request.attempt(`proof-${++signed}`);
+      },
+    };
+    const refresh = vi.fn(async () => ({ accessToken: 'v1', refreshToken: 'r1' }));
+    const dispatch = tokenRelayInterceptor(signedIn(refresh), { origins: [API], dpop })(next);
+    const handler: FakeHandler = {
+      onConnect: () => void seen.push(['connect']),
+      onHeaders: (status) => (seen.push(['headers', status]), true),
+      onData: (chunk) => (seen.push(['data', chunk.toString()]), true),
+      onComplete: () => void seen.push(['complete']),
+      onError: (error) => void seen.push(['error', error]),
+    };
+    dispatch({ origin: API, path: '/me', headers: {} }, handler);
+    const settled = () => vi.waitFor(() => expect(seen.at(-1)?.[0]).toMatch(/complete|error/));
+    return { proofs, seen, settled, refresh };
+  }
+
+  it('signs every dispatch anew, and the caller never sees a nonce challenge that a retry answered', async () => {
+    const { proofs, seen, settled } = setUpSigned(true);
+    await settled();
+
+    expect(proofs).toEqual(['proof-1', 'proof-2']);
+    expect(seen).toEqual([['connect'], ['headers', 200], ['data', 'ok'], ['complete']]);
+  });
+
+  it('hands the caller a nonce challenge that was not retried away, whole, and refreshes nothing for it', async () => {
+    const { proofs, seen, settled, refresh } = setUpSigned(false);
+    await settled();
+
+    expect(proofs).toEqual(['proof-1', 'proof-2']);
+    expect(seen).toEqual([['connect'], ['headers', 401], ['data', 'challenge'], ['complete']]);
+    expect(refresh).not.toHaveBeenCalled();
   });
 });

@@ -14,7 +14,15 @@ import {
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
-import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut } from '@tokenrelay/core/kit';
+import {
+  accessTokenIfSignedIn,
+  bearerAuthorization,
+  createOriginMatcher,
+  dpopUnsupported,
+  isSignedOut,
+  type DpopRequest,
+  type DpopSender,
+} from '@tokenrelay/core/kit';
 
 /** Options of {@link tokenRelayInterceptor}. */
 export interface TokenRelayInterceptorOptions {
@@ -35,6 +43,20 @@ export interface TokenRelayInterceptorOptions {
    * @default defaultShouldRefresh: a 401, unless its `WWW-Authenticate` names another error
    */
   shouldRefresh?: ShouldRefresh;
+  /**
+   * Puts a DPoP proof (RFC 9449) on every request this interceptor authorizes, a replay included, and
+   * retries once on a nonce challenge: `createDpop()` of `@tokenrelay/dpop`, the one whose `fetch` the
+   * refresh grant uses, so the servers' nonces are shared. Without it, a request of a DPoP-bound
+   * session (`token_type` DPoP) fails with a `CONFIGURATION_ERROR`: it would be refused without a proof.
+   * @default none: no proofs
+   * @example
+   * ```ts
+   * const dpop = createDpop()
+   * const manager = createTokenManager({ tokens, refresh: refreshTokenGrant({ tokenEndpoint, clientId, fetch: dpop.fetch }) })
+   * setGlobalDispatcher(getGlobalDispatcher().compose(tokenRelayInterceptor(manager, { origins: ['https://api.example.com'], dpop })))
+   * ```
+   */
+  dpop?: DpopSender;
 }
 
 /** The part of a dispatch handler this interceptor calls: undici's handler interface of version 6, which 7 still accepts and offers. */
@@ -74,6 +96,7 @@ type RawHeaders = ReadonlyArray<Buffer | string | ReadonlyArray<Buffer | string>
 interface DispatchOptions {
   origin?: string | URL;
   path: string;
+  method?: string;
   body?: unknown;
   headers?: unknown;
 }
@@ -93,6 +116,12 @@ interface HeldResponse {
   readonly chunks: Buffer[];
 }
 
+/** One attempt of a DPoP request as `dpop.send` sees it; `release` hands an answer held back on. */
+interface SignedAttempt {
+  readonly answer: ReturnType<DpopRequest<unknown>['answerOf']>;
+  release(): void;
+}
+
 /**
  * Builds an undici interceptor that puts `Authorization: Bearer <access token>` from `manager` on
  * requests to `origins`, and replays once, after a (single-flight) refresh, a request that failed
@@ -109,6 +138,8 @@ interface HeldResponse {
  *   are still refreshed, so the next request works, and the caller gets the failed response.
  *   Node's `fetch` hands every body to the dispatcher as an async iterable: a `fetch` POST is not
  *   replayed here (wrap that `fetch` with `withTokenRelay` of `@tokenrelay/fetch` for that).
+ * - DPoP: with the `dpop` option every request it authorizes carries a fresh proof; without it, a
+ *   request of a DPoP-bound session (`token_type` DPoP) fails with a `CONFIGURATION_ERROR`.
  * - If the refresh fails, the request fails with the `TokenRelayError` (`undici.request` rejects
  *   with it; `fetch` rejects with a `TypeError` whose `cause` is it: `isTokenRelayError` looks through
  *   `cause`).
@@ -130,6 +161,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     );
   }
   const mayCarryBearer = createOriginMatcher(options.origins, manager.tokenEndpoint);
+  const { dpop } = options;
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   // A failed response is held back (its body kept in memory) until we know whether it is replaced by a
   // replay: with the default predicate only a 401 can be; a predicate of your own may take any status ≥ 400.
@@ -158,8 +190,31 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     const fail = (error: unknown) => upstream.onError?.(error instanceof Error ? error : new Error(String(error)));
 
     const send = (accessToken: string | undefined, holdFailures: boolean) => {
-      const headers = accessToken === undefined ? request.headers : withAuthorization(request.headers, bearerAuthorization(accessToken));
-      return next({ ...request, headers }, attempt(accessToken, holdFailures));
+      const authorization = accessToken === undefined ? undefined : bearerAuthorization(accessToken, manager.tokenType);
+      const headers = authorization === undefined ? request.headers : withHeader(request.headers, 'authorization', authorization);
+      const handler = attempt(accessToken, holdFailures);
+      if (dpop === undefined) {
+        // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
+        const unsupported = authorization === undefined ? undefined : dpopUnsupported('tokenRelayInterceptor', authorization);
+        if (!unsupported) return next({ ...request, headers }, handler);
+        fail(unsupported);
+        return true;
+      }
+      // Every dispatch gets its own proof; a nonce challenge is held back until dpop.send retries or keeps it.
+      dpop
+        .send<SignedAttempt>({
+          method: request.method ?? 'GET',
+          url: url.href,
+          authorization,
+          body: request.body,
+          attempt: (proof) =>
+            new Promise((settle, reject) => {
+              next({ ...request, headers: withHeader(headers, 'dpop', proof) }, holdingNonceChallenge(handler, settle, reject));
+            }),
+          answerOf: (signed) => signed.answer,
+        })
+        .then((kept) => kept.release(), fail);
+      return true;
     };
 
     const attempt = (accessToken: string | undefined, holdFailures: boolean): DispatchHandler => {
@@ -195,11 +250,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
       };
     };
 
-    const handOver = (held: HeldResponse, trailers: RawHeaders | null) => {
-      upstream.onHeaders?.(held.status, held.headers, () => {}, held.statusText);
-      if (held.chunks.length > 0) upstream.onData?.(Buffer.concat(held.chunks));
-      upstream.onComplete?.(trailers);
-    };
+    const handOver = (held: HeldResponse, trailers: RawHeaders | null) => deliver(upstream, held, trailers);
 
     const afterFailure = async (held: HeldResponse, trailers: RawHeaders | null, tokenUsed: string) => {
       try {
@@ -219,6 +270,59 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     accessTokenIfSignedIn(manager, { signal: aborted.signal }).then((accessToken) => send(accessToken, true), fail);
     return true;
   }
+}
+
+/** Gives `handler` a response that was held back, whole. */
+function deliver(handler: DispatchHandler, held: HeldResponse, trailers: RawHeaders | null): void {
+  handler.onHeaders?.(held.status, held.headers, () => {}, held.statusText);
+  if (held.chunks.length > 0) handler.onData?.(Buffer.concat(held.chunks));
+  handler.onComplete?.(trailers);
+}
+
+/**
+ * Wraps one attempt's handler for `dpop.send`: an answer that may be a nonce challenge (a 400 or 401
+ * with `DPoP-Nonce`) is held back whole and settled at its end, so that a retry replaces it unseen;
+ * any other answer is settled at its headers and flows on to `handler` as it comes.
+ */
+function holdingNonceChallenge(handler: DispatchHandler, settle: (attempt: SignedAttempt) => void, reject: (error: Error) => void): DispatchHandler {
+  let held: HeldResponse | undefined;
+  let settled = false;
+  const answer = (status: number, headers: RawHeaders, body: string) => ({
+    status,
+    header: (name: string) => headerValue(headers, name),
+    text: () => Promise.resolve(body),
+  });
+  return {
+    onConnect: (abort, context) => handler.onConnect?.(abort, context),
+    onResponseStarted: () => handler.onResponseStarted?.(),
+    onBodySent: (size, total) => handler.onBodySent?.(size, total),
+    onUpgrade: (status, headers, socket) => handler.onUpgrade?.(status, headers, socket),
+    onHeaders(status, headers, resume, statusText) {
+      if ((status === 400 || status === 401) && headerValue(headers, 'dpop-nonce') !== undefined) {
+        held = { status, headers, statusText, chunks: [] };
+        return true;
+      }
+      settled = true;
+      settle({ answer: answer(status, headers, ''), release: () => {} });
+      return handler.onHeaders?.(status, headers, resume, statusText) ?? true;
+    },
+    onData(chunk) {
+      if (!held) return handler.onData?.(chunk) ?? true;
+      held.chunks.push(chunk);
+      return true;
+    },
+    onComplete(trailers) {
+      if (!held) return handler.onComplete?.(trailers);
+      const kept = held;
+      settled = true;
+      settle({ answer: answer(kept.status, kept.headers, Buffer.concat(kept.chunks).toString('utf8')), release: () => deliver(handler, kept, trailers) });
+    },
+    onError(error) {
+      if (settled) return handler.onError?.(error);
+      settled = true;
+      reject(error);
+    },
+  };
 }
 
 function requestUrl(request: DispatchOptions): URL | undefined {
@@ -250,12 +354,12 @@ function hasAuthorization(headers: unknown): boolean {
   return false;
 }
 
-/** `headers` plus `authorization`, in the shape they came in. */
-function withAuthorization(headers: unknown, value: string): unknown {
-  if (typeof headers !== 'object' || headers === null) return { authorization: value };
-  if (Array.isArray(headers) && typeof headers[0] !== 'object') return [...(headers as string[]), 'authorization', value];
-  if (Symbol.iterator in headers) return [...(headers as Iterable<readonly [unknown, unknown]>), ['authorization', value]];
-  return { ...headers, authorization: value };
+/** `headers` plus header `name` (lower case, not among them yet), in the shape they came in. */
+function withHeader(headers: unknown, name: string, value: string): unknown {
+  if (typeof headers !== 'object' || headers === null) return { [name]: value };
+  if (Array.isArray(headers) && typeof headers[0] !== 'object') return [...(headers as string[]), name, value];
+  if (Symbol.iterator in headers) return [...(headers as Iterable<readonly [unknown, unknown]>), [name, value]];
+  return { ...headers, [name]: value };
 }
 
 function failedResponse(held: HeldResponse, url: URL): FailedResponse {
