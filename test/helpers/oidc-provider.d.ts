@@ -15,6 +15,8 @@ declare module 'oidc-provider' {
     redirect_uris?: string[];
     grant_types?: string[];
     response_types?: string[];
+    /** The client's access tokens must be DPoP-bound (RFC 9449 §5.2). */
+    dpop_bound_access_tokens?: boolean;
   }
 
   /** What findAccount resolves to. */
@@ -35,6 +37,7 @@ declare module 'oidc-provider' {
     ttl?: Record<string, number | ((ctx: unknown, token: unknown, client: unknown) => number)>;
     features?: {
       devInteractions?: { enabled: boolean };
+      dPoP?: { enabled: boolean; nonceSecret?: Buffer; requireNonce?: (ctx: unknown) => boolean; allowReplay?: boolean };
       clientCredentials?: { enabled: boolean };
       introspection?: { enabled: boolean; allowedPolicy?: (ctx: unknown, client: unknown, token: unknown) => boolean };
       revocation?: { enabled: boolean; allowedPolicy?: (ctx: unknown, client: unknown, token: unknown) => boolean };

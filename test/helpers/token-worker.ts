@@ -4,6 +4,7 @@
  */
 import { createTokenManager, isTokenRelayError, memoryStore, refreshTokenGrant, type RefreshHandler, type TokenStore } from '@tokenrelay/core';
 import { fileStore } from '@tokenrelay/core/node';
+import { createDpop, sessionDpopKey } from '@tokenrelay/dpop';
 import { withTokenRelay } from '@tokenrelay/fetch';
 import { redisStore } from '@tokenrelay/redis';
 import { salesforceJwtBearerGrant } from '@tokenrelay/salesforce';
@@ -19,10 +20,12 @@ const gates: (() => void)[] = [];
 let api: typeof fetch | undefined;
 let apiUrl = '';
 
-function createGrant(config: WorkerConfig): RefreshHandler {
+function createGrant(config: WorkerConfig, tokenFetch: typeof fetch): RefreshHandler {
   const { clientId, salesforceJwt } = config;
-  if (salesforceJwt) return salesforceJwtBearerGrant({ loginUrl: config.apiUrl, clientId, ...salesforceJwt, fetch: loopbackOnlyFetch() });
-  return refreshTokenGrant({ tokenEndpoint: config.tokenEndpoint, clientId, clientSecret: config.clientSecret, fetch: loopbackOnlyFetch() });
+  if (salesforceJwt) return salesforceJwtBearerGrant({ loginUrl: config.apiUrl, clientId, ...salesforceJwt, fetch: tokenFetch });
+  // A DPoP session's public client has no secret: its refresh token is bound to the session's key instead.
+  if (config.dpop) return refreshTokenGrant({ tokenEndpoint: config.tokenEndpoint, clientId, fetch: tokenFetch });
+  return refreshTokenGrant({ tokenEndpoint: config.tokenEndpoint, clientId, clientSecret: config.clientSecret, fetch: tokenFetch });
 }
 
 function createStore({ store }: WorkerConfig): TokenStore {
@@ -37,7 +40,10 @@ function createStore({ store }: WorkerConfig): TokenStore {
 }
 
 function createSession(config: WorkerConfig): typeof fetch {
-  const grant = createGrant(config);
+  // DPoP: every request and token call goes through dpop.fetch, signed with the key stored with the session.
+  const dpop = config.dpop ? createDpop({ key: sessionDpopKey({ getTokens: () => manager.getTokens() }), fetch: loopbackOnlyFetch() }) : undefined;
+  const sessionFetch = dpop?.fetch ?? loopbackOnlyFetch();
+  const grant = createGrant(config, sessionFetch);
   const refresh: RefreshHandler = Object.assign(
     async (context: Parameters<RefreshHandler>[0]) => {
       // The manager calls this under the store's lock: tell the parent who holds it.
@@ -48,7 +54,7 @@ function createSession(config: WorkerConfig): typeof fetch {
     { tokenEndpoint: grant.tokenEndpoint, needsRefreshToken: grant.needsRefreshToken },
   );
   const manager = createTokenManager({ store: createStore(config), refresh });
-  return withTokenRelay(loopbackOnlyFetch(), manager, { origins: [config.apiUrl] });
+  return withTokenRelay(sessionFetch, manager, { origins: [config.apiUrl] });
 }
 
 async function fire(round: number, requests: number): Promise<string[]> {

@@ -38,6 +38,11 @@ export interface WorkerConfig {
    * it calls the token endpoint, so the parent can kill a lock holder before its token request.
    */
   gateRefreshes?: boolean;
+  /**
+   * A DPoP session of a public client (`clientSecret` unused): requests and refreshes go through
+   * createDpop with sessionDpopKey, so every worker signs with the key stored with the session.
+   */
+  dpop?: boolean;
 }
 
 /** Messages from the parent to a worker. */
