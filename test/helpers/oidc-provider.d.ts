@@ -26,6 +26,8 @@ declare module 'oidc-provider' {
   }
 
   export interface Configuration {
+    /** A factory of storage adapters, one per model (AccessToken, RefreshToken, Grant, …). */
+    adapter?: (model: string) => unknown;
     clients?: ClientMetadata[];
     findAccount?: (ctx: unknown, id: string) => Promise<Account | undefined> | Account | undefined;
     jwks?: { keys: Array<Record<string, unknown>> };
@@ -51,4 +53,9 @@ declare module 'oidc-provider' {
     callback(): (request: IncomingMessage, response: ServerResponse) => void;
     on(event: string, listener: (...args: unknown[]) => void): this;
   }
+}
+
+declare module 'oidc-provider/lib/adapters/memory_adapter.js' {
+  /** The development in-memory adapter, over a store of its own: several providers given it share their state. */
+  export function createMemoryAdapter(clockTolerance?: number): (model: string) => unknown;
 }

@@ -13,6 +13,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { ClientAuthentication, TokenSet } from '@tokenrelay/core';
 import Provider, { type Configuration } from 'oidc-provider';
+import { createMemoryAdapter } from 'oidc-provider/lib/adapters/memory_adapter.js';
 
 /** A client registered at the provider. */
 export interface OidcClient {
@@ -85,6 +86,8 @@ export interface OidcServer {
 /** One answer of the provider's token endpoint. */
 export interface TokenEndpointOutcome {
   readonly grantType: string | undefined;
+  /** The refresh token presented, if any. */
+  readonly refreshToken: string | undefined;
   readonly error: string | undefined;
 }
 
@@ -185,15 +188,18 @@ export async function startOidcServer(options: { accessTokenTtlSeconds: number }
   const httpServer = createServer();
   const issuer = await listen(httpServer);
   const grants: TokenEndpointOutcome[] = [];
-  // Providers of one process share the development in-memory adapter: a new one keeps every session.
+  // One in-memory store for every provider of this server: a provider made anew keeps every session and token.
+  const adapter = createMemoryAdapter();
   const createProvider = (dpopNonceSecret: Buffer) => {
     const provider = new Provider(issuer, configuration(dpopNonceSecret));
-    const grantType = (ctx: unknown) => (ctx as { oidc?: { params?: { grant_type?: string } } }).oidc?.params?.grant_type;
-    provider.on('grant.success', (ctx) => grants.push({ grantType: grantType(ctx), error: undefined }));
-    provider.on('grant.error', (ctx, error) => grants.push({ grantType: grantType(ctx), error: (error as { error?: string }).error }));
+    const params = (ctx: unknown) => (ctx as { oidc?: { params?: { grant_type?: string; refresh_token?: string } } }).oidc?.params;
+    const outcome = (ctx: unknown, error: string | undefined) => ({ grantType: params(ctx)?.grant_type, refreshToken: params(ctx)?.refresh_token, error });
+    provider.on('grant.success', (ctx) => grants.push(outcome(ctx, undefined)));
+    provider.on('grant.error', (ctx, error) => grants.push(outcome(ctx, (error as { error?: string }).error)));
     return provider;
   };
   const configuration = (dpopNonceSecret: Buffer): Configuration => ({
+    adapter,
     clients: [...oidcClients, dpopClient, ...machineClients, resourceServerClient].map((client) => ({
       client_id: client.clientId,
       ...(client.clientSecret === undefined ? {} : { client_secret: client.clientSecret }),
