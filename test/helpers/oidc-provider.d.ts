@@ -15,6 +15,8 @@ declare module 'oidc-provider' {
     redirect_uris?: string[];
     grant_types?: string[];
     response_types?: string[];
+    /** The client's access tokens must be DPoP-bound (RFC 9449 §5.2). */
+    dpop_bound_access_tokens?: boolean;
   }
 
   /** What findAccount resolves to. */
@@ -24,6 +26,8 @@ declare module 'oidc-provider' {
   }
 
   export interface Configuration {
+    /** A factory of storage adapters, one per model (AccessToken, RefreshToken, Grant, …). */
+    adapter?: (model: string) => unknown;
     clients?: ClientMetadata[];
     findAccount?: (ctx: unknown, id: string) => Promise<Account | undefined> | Account | undefined;
     jwks?: { keys: Array<Record<string, unknown>> };
@@ -35,6 +39,7 @@ declare module 'oidc-provider' {
     ttl?: Record<string, number | ((ctx: unknown, token: unknown, client: unknown) => number)>;
     features?: {
       devInteractions?: { enabled: boolean };
+      dPoP?: { enabled: boolean; nonceSecret?: Buffer; requireNonce?: (ctx: unknown) => boolean; allowReplay?: boolean };
       clientCredentials?: { enabled: boolean };
       introspection?: { enabled: boolean; allowedPolicy?: (ctx: unknown, client: unknown, token: unknown) => boolean };
       revocation?: { enabled: boolean; allowedPolicy?: (ctx: unknown, client: unknown, token: unknown) => boolean };
@@ -48,4 +53,9 @@ declare module 'oidc-provider' {
     callback(): (request: IncomingMessage, response: ServerResponse) => void;
     on(event: string, listener: (...args: unknown[]) => void): this;
   }
+}
+
+declare module 'oidc-provider/lib/adapters/memory_adapter.js' {
+  /** The development in-memory adapter, over a store of its own: several providers given it share their state. */
+  export function createMemoryAdapter(clockTolerance?: number): (model: string) => unknown;
 }

@@ -1,7 +1,8 @@
 /*
  * A real OpenID Provider (panva's oidc-provider, certified) on 127.0.0.1 for the interop tests,
- * with refresh-token rotation, introspection and revocation on, plus a small protected resource
- * that checks every bearer at the provider's introspection endpoint (RFC 7662).
+ * with refresh-token rotation, introspection and revocation on, DPoP nonces required of every proof
+ * and a public client whose tokens must be DPoP-bound, plus a small protected resource that checks
+ * every bearer at the provider's introspection endpoint (RFC 7662).
  *
  * signIn() drives a real authorization-code login over HTTP, as a browser would: it follows the
  * redirects with a cookie jar, fills in the provider's development login and consent forms, and
@@ -11,7 +12,8 @@ import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ClientAuthentication, TokenSet } from '@tokenrelay/core';
-import Provider from 'oidc-provider';
+import Provider, { type Configuration } from 'oidc-provider';
+import { createMemoryAdapter } from 'oidc-provider/lib/adapters/memory_adapter.js';
 
 /** A client registered at the provider. */
 export interface OidcClient {
@@ -30,6 +32,9 @@ export const oidcClients: readonly (OidcClient & { readonly authMethod: Exclude<
 /** The private key of the `private_key_jwt` machine client (its public half is registered at the provider). */
 const machineKeys = generateKeyPairSync('rsa', { modulusLength: 2048 });
 export const machineClientPrivateKey = machineKeys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+
+/** A public client whose tokens must be DPoP-bound (`dpop_bound_access_tokens`): its refresh tokens are bound to the key. */
+export const dpopClient: OidcClient = { clientId: 'public-dpop', authMethod: 'none' };
 
 /** Clients for the client credentials grant: one with a secret, one with private_key_jwt. */
 export const machineClients: readonly OidcClient[] = [
@@ -57,13 +62,33 @@ export interface OidcServer {
   readonly issuer: string;
   readonly tokenEndpoint: string;
   readonly introspectionEndpoint: string;
-  /** Logs in as `alice` with the authorization-code flow (+ PKCE) and returns the client's tokens. */
-  signIn(client: OidcClient): Promise<SignedInTokens>;
+  /**
+   * Logs in as `alice` with the authorization-code flow (+ PKCE) and returns the client's tokens.
+   * The code is exchanged through `tokenFetch` (a DPoP client's `dpop.fetch`, so the tokens are bound).
+   */
+  signIn(client: OidcClient, tokenFetch?: typeof fetch): Promise<SignedInTokens>;
+  /**
+   * Replaces the DPoP nonce secret, as a provider restarted with a new one: every nonce a client
+   * holds is refused from now on (\`use_dpop_nonce\`). Sessions, grants and tokens are kept.
+   */
+  rotateDpopNonceSecret(): void;
+  /** Every token-endpoint answer so far, in order: the grant type and the OAuth error, if any. */
+  readonly grants: readonly TokenEndpointOutcome[];
+  /** Introspects an access token (RFC 7662) as the protected resource: the provider's JSON answer. */
+  introspect(accessToken: string): Promise<{ active?: unknown; cnf?: { jkt?: unknown } }>;
   /** Revokes a token at the revocation endpoint (RFC 7009), authenticated as `client`. */
   revoke(client: OidcClient, token: string, hint: 'refresh_token' | 'access_token'): Promise<void>;
   /** A raw refresh-token grant, outside tokenrelay: the status and OAuth error the provider answers. */
   rawRefresh(client: OidcClient, refreshToken: string): Promise<{ status: number; error: string | undefined }>;
   close(): Promise<void>;
+}
+
+/** One answer of the provider's token endpoint. */
+export interface TokenEndpointOutcome {
+  readonly grantType: string | undefined;
+  /** The refresh token presented, if any. */
+  readonly refreshToken: string | undefined;
+  readonly error: string | undefined;
 }
 
 let signingKey: Record<string, unknown> | undefined;
@@ -106,11 +131,11 @@ function closeServer(server: Server): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
 }
 
-async function postForm(url: string, client: OidcClient, params: Record<string, string>): Promise<Response> {
+async function postForm(url: string, client: OidcClient, params: Record<string, string>, send: typeof fetch = fetch): Promise<Response> {
   const body = new URLSearchParams(params);
   const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
   authenticate(client, body, headers);
-  return fetch(url, { method: 'POST', body, headers, redirect: 'error' });
+  return send(url, { method: 'POST', body, headers, redirect: 'error' });
 }
 
 /** A cookie jar just good enough for the provider's interaction cookies: name, path, deletion. */
@@ -162,8 +187,20 @@ function parseForm(html: string): { action: string; fields: URLSearchParams } {
 export async function startOidcServer(options: { accessTokenTtlSeconds: number }): Promise<OidcServer> {
   const httpServer = createServer();
   const issuer = await listen(httpServer);
-  const provider = new Provider(issuer, {
-    clients: [...oidcClients, ...machineClients, resourceServerClient].map((client) => ({
+  const grants: TokenEndpointOutcome[] = [];
+  // One in-memory store for every provider of this server: a provider made anew keeps every session and token.
+  const adapter = createMemoryAdapter();
+  const createProvider = (dpopNonceSecret: Buffer) => {
+    const provider = new Provider(issuer, configuration(dpopNonceSecret));
+    const params = (ctx: unknown) => (ctx as { oidc?: { params?: { grant_type?: string; refresh_token?: string } } }).oidc?.params;
+    const outcome = (ctx: unknown, error: string | undefined) => ({ grantType: params(ctx)?.grant_type, refreshToken: params(ctx)?.refresh_token, error });
+    provider.on('grant.success', (ctx) => grants.push(outcome(ctx, undefined)));
+    provider.on('grant.error', (ctx, error) => grants.push(outcome(ctx, (error as { error?: string }).error)));
+    return provider;
+  };
+  const configuration = (dpopNonceSecret: Buffer): Configuration => ({
+    adapter,
+    clients: [...oidcClients, dpopClient, ...machineClients, resourceServerClient].map((client) => ({
       client_id: client.clientId,
       ...(client.clientSecret === undefined ? {} : { client_secret: client.clientSecret }),
       token_endpoint_auth_method: client.authMethod,
@@ -175,6 +212,7 @@ export async function startOidcServer(options: { accessTokenTtlSeconds: number }
         : machineClients.includes(client)
           ? { redirect_uris: [], grant_types: ['client_credentials'], response_types: [] }
           : { redirect_uris: [redirectUri], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] }),
+      ...(client === dpopClient ? { dpop_bound_access_tokens: true } : {}),
     })),
     findAccount: (_ctx, id) => ({ accountId: id, claims: () => ({ sub: id }) }),
     jwks: providerJwks(),
@@ -197,6 +235,8 @@ export async function startOidcServer(options: { accessTokenTtlSeconds: number }
     },
     features: {
       devInteractions: { enabled: true },
+      // Nonces required of every proof (RFC 9449 §8), replays refused.
+      dPoP: { enabled: true, nonceSecret: dpopNonceSecret, requireNonce: () => true, allowReplay: false },
       clientCredentials: { enabled: true },
       introspection: { enabled: true, allowedPolicy: () => true },
       // Each client revokes its own tokens only (a public one included: it has no secret to prove more).
@@ -207,10 +247,11 @@ export async function startOidcServer(options: { accessTokenTtlSeconds: number }
       },
     },
   });
-  httpServer.on('request', provider.callback());
+  let handle = createProvider(randomBytes(32)).callback();
+  httpServer.on('request', (request: IncomingMessage, response: ServerResponse) => handle(request, response));
   const tokenEndpoint = `${issuer}/token`;
 
-  async function signIn(client: OidcClient): Promise<SignedInTokens> {
+  async function signIn(client: OidcClient, tokenFetch?: typeof fetch): Promise<SignedInTokens> {
     const jar = new CookieJar();
     const verifier = base64url(randomBytes(32));
     const state = base64url(randomBytes(16));
@@ -260,12 +301,12 @@ export async function startOidcServer(options: { accessTokenTtlSeconds: number }
     if (!code) throw new Error(`no authorization code after ${maxLoginHops} redirects and forms`);
 
     const startedAt = Date.now();
-    const response = await postForm(tokenEndpoint, client, {
-      grant_type: 'authorization_code',
-      code,
-      redirect_uri: redirectUri,
-      code_verifier: verifier,
-    });
+    const response = await postForm(
+      tokenEndpoint,
+      client,
+      { grant_type: 'authorization_code', code, redirect_uri: redirectUri, code_verifier: verifier },
+      tokenFetch,
+    );
     const json = (await response.json()) as Record<string, unknown>;
     if (response.status !== 200 || typeof json.access_token !== 'string' || typeof json.refresh_token !== 'string') {
       throw new Error(`the code exchange failed: HTTP ${response.status} ${String(json.error)}`);
@@ -286,6 +327,15 @@ export async function startOidcServer(options: { accessTokenTtlSeconds: number }
     tokenEndpoint,
     introspectionEndpoint: `${issuer}/token/introspection`,
     signIn,
+    grants,
+    async introspect(accessToken) {
+      const response = await postForm(`${issuer}/token/introspection`, resourceServerClient, { token: accessToken, token_type_hint: 'access_token' });
+      if (response.status !== 200) throw new Error(`introspection failed: HTTP ${response.status}`);
+      return (await response.json()) as { active?: unknown; cnf?: { jkt?: unknown } };
+    },
+    rotateDpopNonceSecret() {
+      handle = createProvider(randomBytes(32)).callback();
+    },
     async revoke(client, token, hint) {
       const response = await postForm(`${issuer}/token/revocation`, client, { token, token_type_hint: hint });
       if (response.status !== 200) throw new Error(`revocation failed: HTTP ${response.status} ${await response.text()}`);
@@ -315,13 +365,7 @@ export interface ProtectedResource {
 /** Starts the protected resource on 127.0.0.1, validating tokens at `server`'s introspection endpoint. */
 export async function startProtectedResource(server: OidcServer): Promise<ProtectedResource> {
   const requests: ResourceRequest[] = [];
-  const isActive = async (accessToken: string) => {
-    const response = await postForm(server.introspectionEndpoint, resourceServerClient, {
-      token: accessToken,
-      token_type_hint: 'access_token',
-    });
-    return response.status === 200 && ((await response.json()) as { active?: unknown }).active === true;
-  };
+  const isActive = async (accessToken: string) => (await server.introspect(accessToken).catch(() => ({ active: false }))).active === true;
   const answer = async (request: IncomingMessage, response: ServerResponse) => {
     const accessToken = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
     const active = accessToken !== undefined && (await isActive(accessToken));

@@ -27,10 +27,12 @@ const gates: (() => void)[] = [];
 let api: typeof fetch | undefined;
 let apiUrl = '';
 
-function createGrant(config: WorkerConfig, fetch: typeof globalThis.fetch): RefreshHandler {
+function createGrant(config: WorkerConfig, tokenFetch: typeof fetch): RefreshHandler {
   const { clientId, salesforceJwt } = config;
-  if (salesforceJwt) return salesforceJwtBearerGrant({ loginUrl: config.apiUrl, clientId, ...salesforceJwt, fetch });
-  return refreshTokenGrant({ tokenEndpoint: config.tokenEndpoint, clientId, clientSecret: config.clientSecret, fetch });
+  if (salesforceJwt) return salesforceJwtBearerGrant({ loginUrl: config.apiUrl, clientId, ...salesforceJwt, fetch: tokenFetch });
+  // A public client (a DPoP session's, whose refresh token is bound to the session's key) has no secret.
+  const clientSecret = config.clientSecret === '' ? undefined : config.clientSecret;
+  return refreshTokenGrant({ tokenEndpoint: config.tokenEndpoint, clientId, clientSecret, fetch: tokenFetch });
 }
 
 function createStore({ store }: WorkerConfig): TokenStore {
@@ -45,10 +47,10 @@ function createStore({ store }: WorkerConfig): TokenStore {
 }
 
 function createSession(config: WorkerConfig): typeof fetch {
-  // The session's DPoP key is read from the store, through the manager made below (asked only once requests go out).
+  // DPoP: every request and token call goes through dpop.fetch, signed with the key stored with the session.
   const dpop = config.dpop ? createDpop({ key: sessionDpopKey({ getTokens: () => manager.getTokens() }), fetch: loopbackOnlyFetch() }) : undefined;
-  const fetch = dpop?.fetch ?? loopbackOnlyFetch();
-  const grant = createGrant(config, fetch);
+  const sessionFetch = dpop?.fetch ?? loopbackOnlyFetch();
+  const grant = createGrant(config, sessionFetch);
   const refresh: RefreshHandler = Object.assign(
     async (context: Parameters<RefreshHandler>[0]) => {
       // The manager calls this under the store's lock: tell the parent who holds it.
@@ -59,7 +61,7 @@ function createSession(config: WorkerConfig): typeof fetch {
     { tokenEndpoint: grant.tokenEndpoint, needsRefreshToken: grant.needsRefreshToken },
   );
   const manager = createTokenManager({ store: createStore(config), refresh });
-  return withTokenRelay(fetch, manager, { origins: [config.apiUrl] });
+  return withTokenRelay(sessionFetch, manager, { origins: [config.apiUrl] });
 }
 
 async function fire(round: number, requests: number): Promise<string[]> {

@@ -8,6 +8,8 @@ export { isLoopbackUrl, loopbackOnlyFetch } from './loopback.js';
 export type {
   ApiRequestRecord,
   ClientAuthenticationMethod,
+  DpopNonceOptions,
+  DpopServerOptions,
   IssueOptions,
   OAuthClient,
   OAuthServer,

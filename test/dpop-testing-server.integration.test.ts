@@ -1,0 +1,36 @@
+/*
+ * @tokenrelay/dpop against the testing server's DPoP mode, where it reproduces the server that spends a
+ * refresh token before it refuses the proof's nonce: the client learns the nonce first, so it never hits it.
+ */
+import { createTokenManager, refreshTokenGrant } from '@tokenrelay/core';
+import { createDpop } from '@tokenrelay/dpop';
+import { withTokenRelay } from '@tokenrelay/fetch';
+import { loopbackOnlyFetch, startOAuthServer } from '@tokenrelay/testing';
+import { expect, it } from 'vitest';
+
+it('refreshes a rotating DPoP session on a server that spends refresh tokens before its nonce check, without a reuse', async () => {
+  const server = await startOAuthServer({
+    dpop: { spendRefreshTokenBeforeNonceCheck: true },
+    rotateRefreshTokens: true,
+    clients: [{ clientId: 'spa', authMethod: 'none' }],
+  });
+  try {
+    const dpop = createDpop({ fetch: loopbackOnlyFetch() });
+    const signedIn = server.issue({ clientId: 'spa', dpopJkt: await dpop.thumbprint() });
+    const manager = createTokenManager({
+      tokens: signedIn,
+      refresh: refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'spa', fetch: dpop.fetch }),
+    });
+    const refreshed = await manager.refresh();
+    const api = withTokenRelay(dpop.fetch, manager, { origins: [server.url] });
+
+    expect((await api(`${server.url}/api/items`)).status).toBe(200);
+    expect(refreshed.refreshToken).not.toBe(signedIn.refreshToken);
+    const stats = server.stats();
+    expect(stats).toMatchObject({ tokenSuccesses: 1, refreshTokenReuses: 0, familiesRevoked: 0, apiOk: 1, api401: 0 });
+    // The one nonce refusal was the client's probe: the real refresh token was presented once, with the nonce.
+    expect(stats.tokenRequestLog.filter((entry) => entry.params.refresh_token === signedIn.refreshToken).map((entry) => entry.status)).toEqual([200]);
+  } finally {
+    await server.close();
+  }
+});
