@@ -30,17 +30,16 @@ export function parseTokenResponse(response: unknown, now: number, refuse: (prob
   if (expires_in !== undefined && expires_in !== null && (typeof expires_in !== 'number' || !Number.isFinite(expires_in) || expires_in < 0)) {
     throw refuse(`invalid expires_in (${typeof expires_in === 'string' ? 'a string' : String(expires_in)})`);
   }
-  if (refresh_token !== undefined && (typeof refresh_token !== 'string' || refresh_token === '')) throw refuse('invalid refresh_token');
-  if (scope !== undefined && typeof scope !== 'string') throw refuse('invalid scope');
-  const tokens: Record<string, unknown> = {
+  // refresh_token and scope are checked by the one token-set parser below, which drops the absent ones.
+  const tokens = {
     accessToken: access_token,
     // Bearer or DPoP in any case, or absent; a non-string (['dpop']) is refused by parseTokenSet below.
     tokenType: token_type ?? 'Bearer',
+    refreshToken: refresh_token,
+    expiresAt: typeof expires_in === 'number' ? now + expires_in * 1000 : undefined,
+    scope,
     raw: rest,
   };
-  if (refresh_token !== undefined) tokens.refreshToken = refresh_token;
-  if (typeof expires_in === 'number') tokens.expiresAt = now + expires_in * 1000;
-  if (scope !== undefined) tokens.scope = scope;
   // The one token-set parser: refuses what cannot be used (a token that cannot go in a header, an
   // expiry that overflowed to Infinity) before anything is stored.
   return parseTokenSet(tokens, (problem) => refuse(`unusable tokens: ${problem}`));
