@@ -4,7 +4,7 @@
  * list of every missed goal below it.
  */
 import { takesPart, type Contender } from './contenders/types.js';
-import { BUNDLE_SIZE_ID, goalBytes, kilobytes, type BundleReport } from './scenarios/bundle-size.js';
+import { BUNDLE_SIZE_ID, DPOP_CHECK, goalBytes, kilobytes, type BundleReport } from './scenarios/bundle-size.js';
 import type { Mode, ScenarioResult } from './scenarios/harness.js';
 import type { HotPathReport, HotPathResult } from './scenarios/hot-path.js';
 
@@ -127,6 +127,13 @@ export function renderMarkdown(
     row('What a browser ships: esbuild, minified, gzip -9 (size-limit)', goal, (contender) =>
       takesPart(contender, BUNDLE_SIZE_ID) ? bundleCell(bundle, contender.id) : '—',
     );
+    const dpop = bundle.checks.find((check) => check.name === DPOP_CHECK);
+    if (dpop) {
+      const budget = dpop.budgetBytes === undefined ? '' : ` · budget ${kilobytes(dpop.budgetBytes)} ${mark(dpop.withinBudget === true)}`;
+      row('What DPoP adds: `@tokenrelay/dpop` (`createDpop` + `browserDpopKey`), esbuild, minified, gzip -9', 'its own entry: apps without DPoP ship none of it', (contender) =>
+        contender.isTokenRelay && takesPart(contender, BUNDLE_SIZE_ID) ? `${kilobytes(dpop.bytes)}${budget}` : '— (no DPoP)',
+      );
+    }
   }
 
   const missed: string[] = [];

@@ -39,6 +39,9 @@ export const goalBytes = (bundle: BundleReport) => bundle.checks.find((check) =>
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const SIZE_LIMIT_TIMEOUT_MS = 120_000;
 
+/** The check of `@tokenrelay/dpop`'s entry: what a DPoP app ships on top of core + adapter. */
+export const DPOP_CHECK = 'tokenrelay dpop (createDpop, browserDpopKey)';
+
 /** The check names in size-limit.config.js that correspond to each contender. */
 const byContender: Record<string, string> = {
   'tokenrelay-axios': 'tokenrelay core+axios',
