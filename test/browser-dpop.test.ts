@@ -3,30 +3,17 @@
  * ask for the DPoP key at the same moment end with one key, which script cannot export, and which
  * a reload keeps.
  */
-import { fileURLToPath } from 'node:url';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { BrowserContext, Page } from 'playwright-core';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { DpopPage } from './helpers/browser-dpop-page.js';
-import { bundleScript, launchChromium, servePage, type PageServer } from './helpers/chromium.js';
+import { useChromium } from './helpers/chromium.js';
 
-let browser: Browser | undefined;
-let pageServer: PageServer | undefined;
+const chromium = useChromium(new URL('./helpers/browser-dpop-page.ts', import.meta.url));
 let context: BrowserContext | undefined;
-
-beforeAll(async () => {
-  const script = await bundleScript(fileURLToPath(new URL('./helpers/browser-dpop-page.ts', import.meta.url)));
-  pageServer = await servePage(script);
-  browser = await launchChromium();
-}, 60_000);
 
 afterEach(async () => {
   await context?.close();
   context = undefined;
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await pageServer?.close();
 });
 
 /** Calls the page's `window.tokenrelayDpop[method]()`. */
@@ -40,10 +27,9 @@ function callPage<M extends keyof DpopPage>(page: Page, method: M): Promise<Awai
 
 /** Opens `count` tabs of the page in a new context (an empty IndexedDB), all loaded before any asks for the key. */
 async function openTabs(count: number): Promise<Page[]> {
-  if (!browser || !pageServer) throw new Error('beforeAll did not finish');
-  context = await browser.newContext();
+  context = await chromium.browser().newContext();
   const pages = await Promise.all(Array.from({ length: count }, () => context!.newPage()));
-  await Promise.all(pages.map((page) => page.goto(pageServer!.url)));
+  await Promise.all(pages.map((page) => page.goto(chromium.pageUrl())));
   return pages;
 }
 
@@ -75,7 +61,7 @@ describe('browserDpopKey in real Chromium', () => {
 
     await page!.reload();
     const later = await context!.newPage();
-    await later.goto(pageServer!.url);
+    await later.goto(chromium.pageUrl());
 
     expect(await callPage(page!, 'thumbprint')).toBe(before);
     expect(await callPage(later, 'thumbprint')).toBe(before);

@@ -11,31 +11,24 @@
  * the delays between tabs in separate renderer processes (iframes of one page share one), which
  * test/browser-tabs.test.ts covers with real tabs.
  */
-import { fileURLToPath } from 'node:url';
 import { describeTokenStoreConformance, type ConformanceRunner } from '@tokenrelay/testing';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { ConformanceCase, ConformancePage, ConformanceSetup } from './helpers/browser-conformance-page.js';
-import { bundleScript, launchChromium, servePage, type PageServer } from './helpers/chromium.js';
+import { useChromium } from './helpers/chromium.js';
 
-let browser: Browser | undefined;
-let pageServer: PageServer | undefined;
+const chromium = useChromium(new URL('./helpers/browser-conformance-page.ts', import.meta.url));
 let context: BrowserContext | undefined;
 let page: Page | undefined;
 
 beforeAll(async () => {
-  const script = await bundleScript(fileURLToPath(new URL('./helpers/browser-conformance-page.ts', import.meta.url)));
-  pageServer = await servePage(script);
-  browser = await launchChromium();
-  context = await browser.newContext();
+  context = await chromium.browser().newContext();
   page = await context.newPage();
-  await page.goto(pageServer.url);
+  await page.goto(chromium.pageUrl());
 }, 60_000);
 
 afterAll(async () => {
   await context?.close();
-  await browser?.close();
-  await pageServer?.close();
 });
 
 function runInPage(which: ConformanceCase): Promise<void> {

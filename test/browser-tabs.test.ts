@@ -4,37 +4,24 @@
  * @tokenrelay/testing, whose token endpoint rotates refresh tokens and revokes the whole grant
  * on a reuse. A second refresh with the same refresh token would show as a revoked family.
  */
-import { fileURLToPath } from 'node:url';
 import { defaultClient, startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { BrowserContext, Page } from 'playwright-core';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { BurstResult, TabApi, TabConfig, TabCounters, TryLockResult } from './helpers/browser-tab-page.js';
-import { bundleScript, launchChromium, servePage, type PageServer } from './helpers/chromium.js';
+import { useChromium } from './helpers/chromium.js';
 
 const TABS = 3;
 const REQUESTS_PER_TAB = 10;
 
-let browser: Browser | undefined;
-let pageServer: PageServer | undefined;
+const chromium = useChromium(new URL('./helpers/browser-tab-page.ts', import.meta.url));
 let context: BrowserContext | undefined;
 let oauthServer: OAuthServer | undefined;
-
-beforeAll(async () => {
-  const script = await bundleScript(fileURLToPath(new URL('./helpers/browser-tab-page.ts', import.meta.url)));
-  pageServer = await servePage(script);
-  browser = await launchChromium();
-}, 60_000);
 
 afterEach(async () => {
   await context?.close();
   context = undefined;
   await oauthServer?.close();
   oauthServer = undefined;
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await pageServer?.close();
 });
 
 type TabCall =
@@ -64,8 +51,7 @@ interface SessionOptions {
 
 /** Opens the tabs of one signed-in session: the first tab signs in, the others load the session from the store. */
 async function openTabs(server: OAuthServer, options: SessionOptions, count = TABS): Promise<Page[]> {
-  if (!browser || !pageServer) throw new Error('beforeAll did not finish');
-  context = await browser.newContext();
+  context = await chromium.browser().newContext();
   const config: TabConfig = {
     key: 'tokenrelay:browser-tabs-test',
     tokenEndpoint: server.tokenEndpoint,
@@ -80,7 +66,7 @@ async function openTabs(server: OAuthServer, options: SessionOptions, count = TA
   for (let index = 0; index < count; index++) {
     const page = await context.newPage();
     page.setDefaultTimeout(20_000);
-    await page.goto(pageServer.url);
+    await page.goto(chromium.pageUrl());
     await callTab(page, { method: 'start', arg: index === 0 ? { ...config, signIn: server.issue() } : config });
     pages.push(page);
   }

@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll } from 'vitest';
 import { browserVariants } from '../../scripts/browser-variants.mjs';
 import { chromium as chromiumService, requireTestService } from './test-services.js';
 
@@ -90,4 +91,34 @@ export async function servePage(script: string): Promise<PageServer> {
         server.close(() => resolve());
       }),
   };
+}
+
+/** Chromium and a page serving one bundled script, for one test file. */
+export interface ChromiumFixture {
+  /** The browser, launched before the file's tests. */
+  browser(): Browser;
+  /** Where the page with the script is served (127.0.0.1). */
+  pageUrl(): string;
+}
+
+/**
+ * Bundles `pageScript`, serves it on 127.0.0.1 and launches Chromium before the calling test file's
+ * tests (its own `beforeAll` hooks, registered after this call, run after), and closes both after them.
+ */
+export function useChromium(pageScript: URL): ChromiumFixture {
+  let browser: Browser | undefined;
+  let server: PageServer | undefined;
+  beforeAll(async () => {
+    server = await servePage(await bundleScript(fileURLToPath(pageScript)));
+    browser = await launchChromium();
+  }, 60_000);
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+  const ready = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('useChromium: Chromium or the page server did not start');
+    return value;
+  };
+  return { browser: () => ready(browser), pageUrl: () => ready(server).url };
 }
