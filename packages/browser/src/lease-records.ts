@@ -77,7 +77,9 @@ export function storageLeaseRecords(storage: BrowserStorage, leaseKey: string): 
       return true;
     },
     async release(owner, sequence) {
-      if (read()?.owner === owner) write({ expiresAt: 0, ...(sequence === undefined ? {} : { sequence }) });
+      if (read()?.owner !== owner) return;
+      if (sequence === undefined) storage.removeItem(leaseKey);
+      else write({ expiresAt: 0, sequence });
     },
   };
 }
