@@ -1,7 +1,7 @@
 import type { StoredTokens, TokenStoreLock } from '@tokenrelay/core';
 import { ErrorCode, TokenRelayError } from '@tokenrelay/core';
 import { configurationError, delay, notifyListeners, parseStoredTokens, storeError } from '@tokenrelay/core/kit';
-import { indexedDbLeaseRecords, storageLeaseRecords } from './lease-records.js';
+import { browserLeaseRecords } from './lease-records.js';
 import { acquireLeaseLock, acquireWebLock, type HeldLock, type WebLockManager } from './locks.js';
 import { decodeRecord, encodeRecord, type StoredRecord } from './stored-tokens.js';
 import type { BrowserLockMode, BrowserStorage, BrowserStoreOptions, BrowserTokenStore } from './types.js';
@@ -82,8 +82,7 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
   const lockKind = mode === 'lease' || !locks ? 'lease' : 'web-locks';
   const leaseName = `${key}:lock`;
   // IndexedDB gives the lease a real compare-and-set; the storage lease is for pages without it.
-  const indexedDb = (globalThis as { indexedDB?: IDBFactory }).indexedDB;
-  const leases = indexedDb ? indexedDbLeaseRecords(indexedDb, leaseName) : storageLeaseRecords(storage, leaseName);
+  const leases = browserLeaseRecords(storage, leaseName);
 
   /** The newest record this store has seen from any source: its own writes, the storage, other tabs. */
   let newest: StoredRecord | undefined;

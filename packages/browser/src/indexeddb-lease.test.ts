@@ -85,3 +85,27 @@ describe('lease lock in IndexedDB, with tabs whose storage copies lag behind eac
     await lock.release();
   }, 10_000);
 });
+
+describe('lease lock where IndexedDB refuses to open (some private modes)', () => {
+  afterEach(() => {
+    vi.unstubAllGlobals();
+  });
+
+  it('keeps the lease in the storage instead', async () => {
+    const refusing = {
+      open() {
+        const request = { error: new DOMException('private mode', 'InvalidStateError') } as { onerror?: () => void };
+        setTimeout(() => request.onerror?.());
+        return request;
+      },
+    };
+    vi.stubGlobal('indexedDB', refusing);
+    const key = uniqueKey();
+    const storage = memoryStorage();
+    const tab = openStore({ key, storage, lock: 'lease' });
+
+    const lock = await tab.lock({ signal: neverAborted() });
+    expect(JSON.parse(storage.getItem(`${key}:lock`) ?? '')).toMatchObject({ owner: expect.any(String) });
+    await lock.release();
+  });
+});

@@ -47,7 +47,7 @@ function parseLease(value: unknown): Lease | undefined {
  * re-read after a settle delay, because the storage has no compare-and-set. Best effort: two tabs
  * can both win if one sees the other's write more than the settle delay late.
  */
-export function storageLeaseRecords(storage: BrowserStorage, leaseKey: string): LeaseRecords {
+function storageLeaseRecords(storage: BrowserStorage, leaseKey: string): LeaseRecords {
   const read = (): Lease | undefined => {
     try {
       return parseLease(JSON.parse(storage.getItem(leaseKey) ?? 'null'));
@@ -95,11 +95,30 @@ function requestResult<T>(request: IDBRequest<T>): Promise<T> {
 }
 
 /**
+ * The leases of a browser store: in IndexedDB where the page has it, else in `storage`. Some
+ * private modes have an `indexedDB` that refuses to open; there, too, the storage lease is the
+ * best there is.
+ */
+export function browserLeaseRecords(storage: BrowserStorage, leaseKey: string): LeaseRecords {
+  const inStorage = storageLeaseRecords(storage, leaseKey);
+  const factory = (globalThis as { indexedDB?: IDBFactory }).indexedDB;
+  if (!factory) return inStorage;
+  const inDatabase = indexedDbLeaseRecords(factory, leaseKey);
+  let chosen: Promise<LeaseRecords> | undefined;
+  const records = () => (chosen ??= inDatabase.opened().then(() => inDatabase, () => inStorage));
+  return {
+    claim: async (owner, expiresAt, signal) => (await records()).claim(owner, expiresAt, signal),
+    renew: async (owner, expiresAt) => (await records()).renew(owner, expiresAt),
+    release: async (owner, sequence) => (await records()).release(owner, sequence),
+  };
+}
+
+/**
  * Leases in IndexedDB. The browser runs the readwrite transactions of one origin's object store
  * one after the other, across all its tabs and processes, so reading and writing the lease in one
  * transaction is a real compare-and-set: no two tabs ever hold it at once.
  */
-export function indexedDbLeaseRecords(factory: IDBFactory, leaseKey: string): LeaseRecords {
+function indexedDbLeaseRecords(factory: IDBFactory, leaseKey: string): LeaseRecords & { opened(): Promise<unknown> } {
   let database: Promise<IDBDatabase> | undefined;
   const open = () => {
     database ??= (() => {
@@ -139,6 +158,7 @@ export function indexedDbLeaseRecords(factory: IDBFactory, leaseKey: string): Le
     });
   }
   return {
+    opened: open,
     claim(owner, expiresAt) {
       return update<LeaseClaim>((lease) =>
         isFree(lease, Date.now())
