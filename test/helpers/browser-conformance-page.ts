@@ -67,6 +67,23 @@ async function openFrame(frames: HTMLIFrameElement[]): Promise<ConformancePage> 
   return api;
 }
 
+/** Writes the lease `name` as another tab would, in the store's IndexedDB database of leases. */
+async function replaceLease(name: string, lease: { owner: string; expiresAt: number }): Promise<void> {
+  const request = indexedDB.open('tokenrelay-leases', 1);
+  request.onupgradeneeded = () => request.result.createObjectStore('leases');
+  const database = await new Promise<IDBDatabase>((resolve, reject) => {
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+  const transaction = database.transaction('leases', 'readwrite');
+  transaction.objectStore('leases').put(lease, name);
+  await new Promise<void>((resolve, reject) => {
+    transaction.oncomplete = () => resolve();
+    transaction.onerror = () => reject(transaction.error);
+  });
+  database.close();
+}
+
 /** A fresh session: a new key, and each `open()` a store in a new iframe, as another tab would hold. */
 function session(setup: ConformanceSetup): ConformanceSession {
   const key = `conformance-${crypto.randomUUID()}`;
@@ -82,8 +99,8 @@ function session(setup: ConformanceSetup): ConformanceSession {
     ...(setup.lock === 'lease'
       ? {
           async loseLock() {
-            // The lease ran out and another tab's expired lease replaced it.
-            localStorage.setItem(`${key}:lock`, JSON.stringify({ owner: 'another-tab', expiresAt: 0 }));
+            // The lease ran out and another tab's expired lease replaced it (in IndexedDB, where Chromium keeps leases).
+            await replaceLease(`${key}:lock`, { owner: 'another-tab', expiresAt: 0 });
           },
         }
       : {}),
@@ -91,7 +108,6 @@ function session(setup: ConformanceSetup): ConformanceSession {
       for (const store of stores) store.close();
       for (const frame of frames) frame.remove();
       localStorage.removeItem(key);
-      localStorage.removeItem(`${key}:lock`);
     },
   };
 }

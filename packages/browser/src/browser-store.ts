@@ -1,6 +1,7 @@
 import type { StoredTokens, TokenStoreLock } from '@tokenrelay/core';
 import { ErrorCode, TokenRelayError } from '@tokenrelay/core';
 import { configurationError, delay, notifyListeners, parseStoredTokens, storeError } from '@tokenrelay/core/kit';
+import { browserLeaseRecords } from './lease-records.js';
 import { acquireLeaseLock, acquireWebLock, type HeldLock, type WebLockManager } from './locks.js';
 import { decodeRecord, encodeRecord, type StoredRecord } from './stored-tokens.js';
 import type { BrowserLockMode, BrowserStorage, BrowserStoreOptions, BrowserTokenStore } from './types.js';
@@ -79,6 +80,9 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
     );
   }
   const lockKind = mode === 'lease' || !locks ? 'lease' : 'web-locks';
+  const leaseName = `${key}:lock`;
+  // IndexedDB gives the lease a real compare-and-set; the storage lease is for pages without it.
+  const leases = browserLeaseRecords(storage, leaseName);
 
   /** The newest record this store has seen from any source: its own writes, the storage, other tabs. */
   let newest: StoredRecord | undefined;
@@ -120,6 +124,11 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
       -1,
       ...markers.map(({ name }) => (name?.startsWith(sequencePrefix) ? Number(name.slice(sequencePrefix.length)) : -1)),
     );
+    await catchUpWith(announced, signal);
+  }
+
+  /** Waits until this tab's storage copy (or an announcement) has the sequence `announced` another tab wrote. */
+  async function catchUpWith(announced: number, signal?: AbortSignal): Promise<void> {
     const deadline = Date.now() + REVISION_CATCH_UP_MS;
     // Bounded by the deadline; every pass sleeps REVISION_POLL_MS.
     for (;;) {
@@ -147,6 +156,15 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
     return decodeRecord(text, key);
   }
 
+  /** The stored record; `undefined` also for a corrupt value, which a sign-in replaces. */
+  function storedRecordOrUndefined(): StoredRecord | undefined {
+    try {
+      return read();
+    } catch {
+      return undefined;
+    }
+  }
+
   /** What this tab knows to be current: its storage copy, or a newer record another tab announced. */
   function current(): StoredTokens | undefined {
     const stored = read();
@@ -158,12 +176,8 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
   }
 
   function write(value: StoredTokens | undefined): number {
-    let storedSequence = -1;
-    try {
-      storedSequence = read()?.sequence ?? -1;
-    } catch {
-      // A corrupt value is being replaced on purpose (a sign-in); its sequence is lost with it.
-    }
+    // A corrupt value is being replaced on purpose (a sign-in); its sequence is lost with it.
+    const storedSequence = storedRecordOrUndefined()?.sequence ?? -1;
     const next: StoredRecord = { sequence: Math.max(storedSequence, newest?.sequence ?? -1) + 1, value };
     const text = encodeRecord(next);
     try {
@@ -178,13 +192,26 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
 
   async function takeLock(signal: AbortSignal): Promise<HeldLock> {
     if (lockKind !== 'web-locks' || !locks) {
-      return acquireLeaseLock(storage, `${key}:lock`, signal, { lockWaitMs, lockLeaseMs, lockPollMs });
+      const lease = await acquireLeaseLock(leases, leaseName, signal, { lockWaitMs, lockLeaseMs, lockPollMs });
+      // The lease and the tokens travel apart (and storage reaches other processes late): the
+      // previous holder recorded the newest sequence it knew, which this tab must see before reading.
+      // Never record less than it was told: a tab that gave up catching up must not hide the sequence.
+      const sequenceToRecord = () => Math.max(newest?.sequence ?? -1, lease.previousSequence ?? -1);
+      const releaseLease = () => lease.release(sequenceToRecord() < 0 ? undefined : sequenceToRecord());
+      try {
+        // Nothing under the key (site data cleared) or a corrupt value: no spent token to present.
+        if (storedRecordOrUndefined() !== undefined) await catchUpWith(lease.previousSequence ?? -1, signal);
+      } catch (error) {
+        await releaseLease();
+        throw error;
+      }
+      return { signal: lease.signal, release: releaseLease };
     }
     const lock = await acquireWebLock(locks, sharedName, signal, lockWaitMs);
     try {
       await catchUpWithNewestSequence(signal);
     } catch (error) {
-      lock.release();
+      await lock.release();
       throw error;
     }
     return lock;
@@ -202,7 +229,7 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
     try {
       return await exclusive();
     } finally {
-      lock.release();
+      await lock.release();
     }
   }
 
@@ -275,7 +302,7 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
           if (held === lock) held = undefined;
           // Writes that borrowed this lock finish before it goes.
           await queue;
-          lock.release();
+          await lock.release();
         },
       } satisfies TokenStoreLock;
     },

@@ -49,6 +49,13 @@ describe('lease lock (where Web Locks are missing)', () => {
     expect(storage.getItem(`${key}:lock`)).toBeNull();
   });
 
+  it('frees the lease with the newest sequence its holder knew, for the next holder to wait for', async () => {
+    const { key, storage, tabA } = twoTabs();
+    await tabA.set({ revision: 1, tokens: { accessToken: 'access-1', refreshToken: 'refresh-1' } });
+
+    expect(JSON.parse(storage.getItem(`${key}:lock`) ?? '')).toEqual({ expiresAt: 0, sequence: 0 });
+  });
+
   it('lets only one of many tabs that ask at the same moment hold the lock', async () => {
     const key = uniqueKey();
     const storage = memoryStorage();

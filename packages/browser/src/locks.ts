@@ -1,11 +1,11 @@
 import { delay, storeError } from '@tokenrelay/core/kit';
-import type { BrowserStorage } from './types.js';
+import type { LeaseRecords } from './lease-records.js';
 
 /** A lock this tab holds. */
 export interface HeldLock {
   /** Aborted when the lock is lost while held (a lease another tab took over); never for a Web Lock. */
   readonly signal: AbortSignal;
-  release(): void;
+  release(): void | Promise<void>;
 }
 
 /** The part of the Web Locks API (`navigator.locks`) the store uses. */
@@ -19,9 +19,6 @@ export interface WebLockManager {
   /** The locks held and queued right now, as the browser (not this tab) sees them. */
   query?(): Promise<{ held?: ReadonlyArray<{ name?: string }> }>;
 }
-
-/** How long a lease writer waits before checking that its write is the one that stuck. */
-const LEASE_SETTLE_MS = 50;
 
 /** Not transient, as in every store: the wait already outlasted any refresh, so retrying would only wait again. */
 const lockTimeoutError = (name: string, timeoutMs: number) =>
@@ -71,35 +68,6 @@ export function acquireWebLock(
   });
 }
 
-interface Lease {
-  owner: string;
-  expiresAt: number;
-}
-
-function readLease(storage: BrowserStorage, leaseKey: string): Lease | undefined {
-  try {
-    const value: unknown = JSON.parse(storage.getItem(leaseKey) ?? 'null');
-    const lease = value as Partial<Lease> | null;
-    if (typeof lease?.owner === 'string' && typeof lease.expiresAt === 'number') return lease as Lease;
-  } catch {
-    // A garbled lease protects nothing; treating it as free lets the next writer replace it.
-  }
-  return undefined;
-}
-
-function writeLease(storage: BrowserStorage, leaseKey: string, lease: Lease): void {
-  try {
-    storage.setItem(leaseKey, JSON.stringify(lease));
-  } catch (cause) {
-    throw storeError(`Could not write the refresh lease "${leaseKey}"`, cause);
-  }
-}
-
-function randomOwnerId(): string {
-  // getRandomValues, not randomUUID: the lease serves insecure origins, where randomUUID does not exist.
-  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, '0')).join('');
-}
-
 /** Options of {@link acquireLeaseLock}; see `BrowserStoreOptions`. */
 export interface LeaseLockOptions {
   /** How long to wait for the lease before rejecting with `STORE_ERROR`. */
@@ -110,61 +78,73 @@ export interface LeaseLockOptions {
   readonly lockPollMs: number;
 }
 
+/** A lease this tab holds. */
+export interface HeldLease extends HeldLock {
+  /** The newest store sequence the previous holder knew when it released the lease, if it recorded one. */
+  readonly previousSequence: number | undefined;
+  /** Frees the lease, recording `sequence` (the newest this tab knows) for the next holder. */
+  release(sequence?: number): Promise<void>;
+}
+
+function randomOwnerId(): string {
+  // getRandomValues, not randomUUID: the lease serves insecure origins, where randomUUID does not exist.
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, '0')).join('');
+}
+
 /**
- * Takes a lease stored under `leaseKey`: `{ owner, expiresAt }`. A free or expired lease is
- * written with our owner id, and taken if it still names us after a short settle delay (tabs in
- * other processes see writes late, and the last write wins everywhere). It is renewed while held
- * and removed on release; a tab that dies holding it blocks the others for at most `leaseMs`.
- * Best effort: storage has no compare-and-set, so two tabs can both win if one sees the other's
- * write more than the settle delay late.
+ * Takes the lease `leaseName` in `leases`: `{ owner, expiresAt }`, claimed when free or expired.
+ * It is renewed while held and freed on release; a tab that dies holding it blocks the others for
+ * at most `leaseMs`.
  */
 export async function acquireLeaseLock(
-  storage: BrowserStorage,
-  leaseKey: string,
+  leases: LeaseRecords,
+  leaseName: string,
   signal: AbortSignal,
   { lockWaitMs: timeoutMs, lockLeaseMs: leaseMs, lockPollMs }: LeaseLockOptions,
-): Promise<HeldLock> {
+): Promise<HeldLease> {
   signal.throwIfAborted();
   const owner = randomOwnerId();
   const deadline = Date.now() + timeoutMs;
   // Bounded in time by the deadline, and so in count: every pass sleeps at least lockPollMs.
   for (;;) {
-    const lease = readLease(storage, leaseKey);
-    if (!lease || lease.expiresAt <= Date.now()) {
-      writeLease(storage, leaseKey, { owner, expiresAt: Date.now() + leaseMs });
-      await delay(LEASE_SETTLE_MS, signal);
-      if (readLease(storage, leaseKey)?.owner === owner) return holdLease(storage, leaseKey, owner, leaseMs);
+    const claim = await leases.claim(owner, Date.now() + leaseMs, signal);
+    if (claim.taken) {
+      if (!signal.aborted) return holdLease(leases, leaseName, owner, leaseMs, claim.sequence);
+      await leases.release(owner, claim.sequence);
+      signal.throwIfAborted();
     }
     const remaining = deadline - Date.now();
-    if (remaining <= 0) throw lockTimeoutError(leaseKey, timeoutMs);
+    if (remaining <= 0) throw lockTimeoutError(leaseName, timeoutMs);
     await delay(Math.min(remaining, lockPollMs * (1 + Math.random())), signal);
   }
 }
 
-function holdLease(storage: BrowserStorage, leaseKey: string, owner: string, leaseMs: number): HeldLock {
-  const ours = () => readLease(storage, leaseKey)?.owner === owner;
+function holdLease(leases: LeaseRecords, leaseName: string, owner: string, leaseMs: number, previousSequence: number | undefined): HeldLease {
   const lost = new AbortController();
   const renewal = setInterval(() => {
-    // A lease taken over (we were too slow, or the clock jumped) is not ours to extend: it is lost.
-    if (!ours()) {
-      clearInterval(renewal);
-      lost.abort(storeError(`Lost the refresh lease "${leaseKey}": another tab took it over; nothing more is written under it`));
-      return;
-    }
-    try {
-      writeLease(storage, leaseKey, { owner, expiresAt: Date.now() + leaseMs });
-    } catch {
-      // The lease still runs until its expiry; a later renewal may succeed.
-    }
+    leases.renew(owner, Date.now() + leaseMs).then(
+      (ours) => {
+        // A lease taken over (we were too slow, or the clock jumped) is not ours to extend: it is lost.
+        if (ours || released) return;
+        clearInterval(renewal);
+        lost.abort(storeError(`Lost the refresh lease "${leaseName}": another tab took it over; nothing more is written under it`));
+      },
+      () => {
+        // The lease still runs until its expiry; a later renewal may succeed.
+      },
+    );
   }, leaseMs / 3);
   let released = false;
   return {
     signal: lost.signal,
-    release() {
+    previousSequence,
+    async release(sequence) {
       if (released) return;
       released = true;
       clearInterval(renewal);
-      if (ours()) storage.removeItem(leaseKey);
+      await leases.release(owner, sequence).catch(() => {
+        // A lease that could not be freed runs out by itself within leaseMs.
+      });
     },
   };
 }

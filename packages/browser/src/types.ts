@@ -17,8 +17,9 @@ export interface BrowserStorage {
  * How tabs take turns refreshing:
  * - `'web-locks'`: the Web Locks API (`navigator.locks`). The browser grants the lock to one tab
  *   at a time and releases it by itself when the holding tab closes or crashes.
- * - `'lease'`: a best-effort lease in the storage (an owner id and an expiry, renewed while held),
- *   for browsers or pages without Web Locks. See the README for its limits.
+ * - `'lease'`: a lease (an owner id and an expiry, renewed while held) for browsers or pages
+ *   without Web Locks: in IndexedDB, taken atomically, or in the storage (best effort) where
+ *   IndexedDB is missing too. See the README.
  * - `'auto'`: Web Locks where the page has them, else the lease.
  */
 export type BrowserLockMode = 'auto' | 'web-locks' | 'lease';
