@@ -1,13 +1,11 @@
 import { ErrorCode, type StoredTokens } from '@tokenrelay/core';
 import { IDBFactory } from 'fake-indexeddb';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { memoryStorage, openStore, uniqueKey } from './test-helpers.js';
+import { memoryStorage, mostHoldersAtOnce, neverAborted, openStore, sleep, uniqueKey } from './test-helpers.js';
 
 // Each "tab" here has its own copy of the storage, as tabs in separate renderer processes have,
 // and shares one IndexedDB (fake-indexeddb), where the lease lives when the page has IndexedDB.
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const neverAborted = () => new AbortController().signal;
 
 const v1: StoredTokens = { revision: 1, tokens: { accessToken: 'access-1', refreshToken: 'refresh-1' } };
 const v2: StoredTokens = { revision: 2, tokens: { accessToken: 'access-2', refreshToken: 'refresh-2' } };
@@ -25,21 +23,8 @@ describe('lease lock in IndexedDB, with tabs whose storage copies lag behind eac
   it('lets only one of many tabs that ask at the same moment hold the lock, though no tab sees another’s storage', async () => {
     const key = uniqueKey();
     const tabs = Array.from({ length: 5 }, () => openStore({ key, storage: memoryStorage(), lock: 'lease', lockPollMs: 5 }));
-    let holders = 0;
-    let maxHolders = 0;
 
-    await Promise.all(
-      tabs.map(async (tab) => {
-        const lock = await tab.lock({ signal: neverAborted() });
-        holders++;
-        maxHolders = Math.max(maxHolders, holders);
-        await sleep(20);
-        holders--;
-        await lock.release();
-      }),
-    );
-
-    expect(maxHolders).toBe(1);
+    expect(await mostHoldersAtOnce(tabs, 20)).toBe(1);
   });
 
   /** Tab A refreshes under the lease; `propagate` delivers tab A's storage value to tab B's copy. */

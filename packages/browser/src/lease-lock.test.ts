@@ -1,12 +1,10 @@
 import { ErrorCode, type TokenStoreLock } from '@tokenrelay/core';
 import { describe, expect, it } from 'vitest';
-import { memoryStorage, openStore, uniqueKey } from './test-helpers.js';
+import { memoryStorage, mostHoldersAtOnce, neverAborted, openStore, sleep, uniqueKey } from './test-helpers.js';
 
 // test-helpers.ts hides navigator.locks, so every store here uses the storage lease: the fallback for
 // pages without Web Locks. The Web Locks path runs in real Chromium (test/browser-tabs.test.ts).
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const neverAborted = () => new AbortController().signal;
 
 /** Settles to 'pending' if `promise` has not settled within `ms`. */
 function stateAfter(promise: Promise<unknown>, ms: number): Promise<'resolved' | 'rejected' | 'pending'> {
@@ -60,21 +58,8 @@ describe('lease lock (where Web Locks are missing)', () => {
     const key = uniqueKey();
     const storage = memoryStorage();
     const tabs = Array.from({ length: 5 }, () => openStore({ key, storage, lock: 'lease' }));
-    let holders = 0;
-    let maxHolders = 0;
 
-    await Promise.all(
-      tabs.map(async (tab) => {
-        const lock = await tab.lock({ signal: neverAborted() });
-        holders++;
-        maxHolders = Math.max(maxHolders, holders);
-        await sleep(30);
-        holders--;
-        await lock.release();
-      }),
-    );
-
-    expect(maxHolders).toBe(1);
+    expect(await mostHoldersAtOnce(tabs, 30)).toBe(1);
   });
 
   it('rejects a waiting tab with a STORE_ERROR after lockWaitMs', async () => {

@@ -46,3 +46,29 @@ export function openStore(options: BrowserStoreOptions): BrowserTokenStore {
 let keyCounter = 0;
 /** A key no other test uses: BroadcastChannel names are shared by the whole process. */
 export const uniqueKey = (): string => `test-${crypto.randomUUID()}-${keyCounter++}`;
+
+/** Resolves after `ms`. */
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A signal that never aborts. */
+export const neverAborted = () => new AbortController().signal;
+
+/**
+ * Lets every tab take the lock at the same moment and hold it for `holdMs`; resolves with the most
+ * tabs that held it at once (1 for a lock that works).
+ */
+export async function mostHoldersAtOnce(tabs: readonly BrowserTokenStore[], holdMs: number): Promise<number> {
+  let holders = 0;
+  let most = 0;
+  await Promise.all(
+    tabs.map(async (tab) => {
+      const lock = await tab.lock({ signal: neverAborted() });
+      holders++;
+      most = Math.max(most, holders);
+      await sleep(holdMs);
+      holders--;
+      await lock.release();
+    }),
+  );
+  return most;
+}
