@@ -74,7 +74,7 @@ class AuthorizedRequest {
   readonly #accessToken: string;
   constructor(
     accessToken: string,
-    public replayed: boolean,
+    readonly replayed: boolean,
   ) {
     this.#accessToken = accessToken;
   }
@@ -107,10 +107,11 @@ const absoluteUrl = /^([a-z][a-z\d+\-.]*:)?\/\//i;
 function requestUrl(config: InternalAxiosRequestConfig): string {
   const url = config.url ?? '';
   const base = config.baseURL;
-  if (!base || (config.allowAbsoluteUrls !== false && absoluteUrl.test(url))) return url;
+  if (!base) return url;
+  // The common shape (`https://api.example.com` + `/items`): a path, so no scheme to look for and no trimming.
+  if (url.charCodeAt(0) === 47 && url.charCodeAt(1) !== 47 && !base.endsWith('/')) return base + url;
+  if (config.allowAbsoluteUrls !== false && absoluteUrl.test(url)) return url;
   if (!url) return base;
-  // The common shape (`https://api.example.com` + `/items`) needs no trimming.
-  if (!base.endsWith('/') && url.startsWith('/') && !url.startsWith('//')) return base + url;
   return `${base.replace(/\/+$/, '')}/${url.replace(/^\/+/, '')}`;
 }
 
@@ -251,7 +252,7 @@ export function attachTokenRelay(
     const adapter = this.adapter as OurAdapter | undefined;
     if (adapter?.[ourAdapterKey]) this.adapter = adapter[ourAdapterKey];
     const ticket = this[ticketKey];
-    if (!mayAuthorize(requestUrl(this), locationHref())) {
+    if (!mayAuthorize(requestUrl(this), locationHref)) {
       if (ticket) removeOurBearer(this);
       return data;
     }
@@ -289,7 +290,7 @@ export function attachTokenRelay(
    * token endpoint would carry it.)
    */
   const guardRedirect = (redirectOptions: Record<string, unknown>) => {
-    if (typeof redirectOptions.href === 'string' && mayAuthorize(redirectOptions.href, locationHref())) return;
+    if (typeof redirectOptions.href === 'string' && mayAuthorize(redirectOptions.href, locationHref)) return;
     const headers = (redirectOptions.headers ?? {}) as Record<string, unknown>;
     for (const name of Object.keys(headers)) if (name.toLowerCase() === 'authorization') delete headers[name];
   };
@@ -311,13 +312,18 @@ export function attachTokenRelay(
     config.beforeRedirect = hook;
   };
 
+  /** First sends with one token share one (immutable) ticket: a request that finds its token fresh allocates nothing of ours. */
+  let lastTicket: AuthorizedRequest | undefined;
+  const firstSendTicket = (accessToken: string) =>
+    lastTicket?.accessToken === accessToken ? lastTicket : (lastTicket = new AuthorizedRequest(accessToken, false));
+
   /** Sets the bearer and marks the request as ours. */
   const setBearer = (config: TrackedConfig, accessToken: string, replayed: boolean) => {
     // No bearer of ours yet: no Authorization header at all, so a plain property, as axios's own
     // `headers.set` would add, without its lookups; axios's adapters sanitize every value when they send.
     if (config[ticketKey] === undefined) config.headers.Authorization = bearerAuthorization(accessToken, manager.tokenType);
     else config.headers.set('Authorization', bearerAuthorization(accessToken, manager.tokenType));
-    config[ticketKey] = new AuthorizedRequest(accessToken, replayed);
+    config[ticketKey] = replayed ? new AuthorizedRequest(accessToken, true) : firstSendTicket(accessToken);
     guardRedirects(config);
   };
 
@@ -348,9 +354,9 @@ export function attachTokenRelay(
     if (!ticket) return undefined;
     // A redirect may end outside `origins` (or at the token endpoint): that 401 says nothing about our token.
     const reported = reportedUrl(response);
-    if (!mayAuthorize(reported ?? requestUrl(config), locationHref())) return undefined;
+    if (!mayAuthorize(reported ?? requestUrl(config), locationHref)) return undefined;
     if (!(await shouldRefresh(failedResponse(response, reported ?? instance.getUri(config))))) return undefined;
-    ticket.replayed = true;
+    config[ticketKey] = new AuthorizedRequest(ticket.accessToken, true);
     const signal = abortSignalOf(config);
     try {
       await manager.refresh({ staleAccessToken: ticket.accessToken, signal });

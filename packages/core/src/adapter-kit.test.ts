@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   accessTokenIfSignedIn,
@@ -116,6 +117,22 @@ describe('createOriginMatcher', () => {
     );
     expect(matches(url)).toBe(expected);
     if (URL.canParse(url)) expect(matches(new URL(url))).toBe(expected);
+  });
+
+  it('decides every string URL as the URL parser would, with the token endpoint on an allowed origin or elsewhere', () => {
+    const origin = fc.constantFrom('https://api.example.test', 'https://api.example.test:443', 'HTTPS://api.EXAMPLE.test', 'https://api.example.test.evil.test', 'https://api.example.test@evil.test', 'http://api.example.test', 'https://other.example.test');
+    const segment = fc.constantFrom('', 'oauth', 'token', '.', '..', '%74oken', 'to\tken', 'a\\b', 'x y', 'é', ':', '@', 'v1');
+    const path = fc.array(segment, { maxLength: 4 }).map((segments) => segments.map((name) => `/${name}`).join(''));
+    const tail = fc.constantFrom('', '?x=1', '#top', '?a#b', '\\@evil.test/', ':8443/', '.');
+    fc.assert(
+      fc.property(origin, path, tail, fc.constantFrom('https://api.example.test/oauth/token', 'https://auth.example.test/oauth/token', 'https://api.example.test'), (start, middle, end, tokenEndpoint) => {
+        const url = `${start}${middle}${end}`;
+        const matches = createOriginMatcher(['https://api.example.test', 'https://other.example.test'], tokenEndpoint);
+        const parsed = URL.canParse(url) ? new URL(url) : undefined;
+        expect(matches(url)).toBe(parsed === undefined ? false : matches(parsed));
+      }),
+      { numRuns: 2_000 },
+    );
   });
 
   it('resolves a relative string against the base it is given', () => {

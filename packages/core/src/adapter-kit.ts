@@ -109,52 +109,57 @@ export function defaultShouldRefresh(response: FailedResponse): boolean {
 const endpointKey = (url: URL) => url.origin + url.pathname;
 
 /**
- * A path the URL parser keeps exactly as written: no dot segment, percent sign, backslash or
- * character it would encode or strip. Only such a path is compared as a string.
+ * From `lastIndex` on: a path the URL parser keeps exactly as written (no dot segment, percent
+ * sign, backslash or character it would encode or strip), up to the query, the fragment or the end.
  */
-const literalPath = /^(?:\/(?!\.\.?(?:\/|$))[\w\-.~!$&'()*+,;=:@]*)*$/;
+const literalPathFrom = /(?:\/(?!\.\.?(?:[/?#]|$))[\w\-.~!$&'()*+,;=:@]*)*(?=[?#]|$)/y;
+
+/** Does the authority of `url` (which starts with an origin) end at `index`: at `/`, `?`, `#` or the end? */
+function authorityEndsAt(url: string, index: number): boolean {
+  const next = url.charCodeAt(index);
+  // Anything else (`:90`, `.`, `@`, `\`) needs the parser.
+  return next === 47 || next === 63 || next === 35 || Number.isNaN(next);
+}
 
 /**
- * The path of `url` (which starts with `origin`) when the URL parser would keep it as written;
- * `undefined` when `url` must be parsed to know its origin or path.
+ * Is the path of `url` from `start` exactly `wanted` as the URL parser would read it? `undefined`
+ * when the path must be parsed to know.
  */
-function literalPathAfter(url: string, origin: string): string | undefined {
-  const next = url.charCodeAt(origin.length);
-  // The authority ends at `/`, `?`, `#` or the end; anything else (`:90`, `.`, `@`, `\`) needs the parser.
-  if (!(next === 47 || next === 63 || next === 35 || Number.isNaN(next))) return undefined;
-  let end = url.length;
-  const query = url.indexOf('?', origin.length);
-  const fragment = url.indexOf('#', origin.length);
-  if (query !== -1) end = query;
-  if (fragment !== -1 && fragment < end) end = fragment;
-  const path = url.slice(origin.length, end);
-  if (path === '') return '/';
-  return literalPath.test(path) ? path : undefined;
+function pathIs(url: string, start: number, wanted: string): boolean | undefined {
+  literalPathFrom.lastIndex = start;
+  if (!literalPathFrom.test(url)) return undefined;
+  const length = literalPathFrom.lastIndex - start;
+  // An empty path is `/`.
+  return length === 0 ? wanted === '/' : length === wanted.length && url.startsWith(wanted, start);
 }
 
 /**
  * Builds the test an adapter runs on every request URL: may the bearer go there? True only
  * for the configured origins, and never for the token endpoint itself.
  *
- * A string URL that starts with an allowed origin (as `URL#origin` writes it) and has a plain
- * path is decided by string comparison, with no URL parsing: what every request pays. Any other
- * string is parsed against `base` (a relative URL in a browser); one that does not parse never
- * matches. A predicate `origins` always gets a parsed URL.
+ * A string URL that starts with an allowed origin (as `URL#origin` writes it) is decided by
+ * string comparison, with no URL parsing: what every request pays (its path is read only on the
+ * token endpoint's origin, and compared as a string when the parser would keep it as written).
+ * Any other string is parsed against `base` (a relative URL in a browser; a function is called
+ * only then); one that does not parse never matches. A predicate `origins` always gets a parsed URL.
  *
  * @throws TokenRelayError `CONFIGURATION_ERROR` for an empty list or an entry that is not an
  *   absolute http(s) URL.
  */
-export function createOriginMatcher(origins: Origins, tokenEndpoint?: string): (url: string | URL, base?: string) => boolean {
+export function createOriginMatcher(
+  origins: Origins,
+  tokenEndpoint?: string,
+): (url: string | URL, base?: string | (() => string | undefined)) => boolean {
   const tokenEndpointUrl = tokenEndpoint === undefined ? undefined : new URL(tokenEndpoint);
   const tokenEndpointKey = tokenEndpointUrl && endpointKey(tokenEndpointUrl);
   // Read once: a URL's getters build a new string on every call.
   const tokenEndpointOrigin = tokenEndpointUrl?.origin;
   const tokenEndpointPath = tokenEndpointUrl?.pathname;
   const notTokenEndpoint = (url: URL) => tokenEndpointKey === undefined || endpointKey(url) !== tokenEndpointKey;
-  const parse = (url: string | URL, base: string | undefined) => {
+  const parse = (url: string | URL, base: string | (() => string | undefined) | undefined) => {
     if (typeof url !== 'string') return url;
     try {
-      return new URL(url, base);
+      return new URL(url, typeof base === 'function' ? base() : base);
     } catch {
       return undefined;
     }
@@ -188,11 +193,16 @@ export function createOriginMatcher(origins: Origins, tokenEndpoint?: string): (
   const allowedList = [...allowed];
   return (url, base) => {
     if (typeof url === 'string') {
-      for (const origin of allowedList) {
-        if (!url.startsWith(origin)) continue;
-        const path = literalPathAfter(url, origin);
-        if (path === undefined) break;
-        return tokenEndpointOrigin !== origin || path !== tokenEndpointPath;
+      for (let index = 0; index < allowedList.length; index++) {
+        const origin = allowedList[index] as string;
+        // `startsWith` costs several times more: it first checks that its argument is no RegExp.
+        if (url.lastIndexOf(origin, 0) !== 0) continue;
+        if (!authorityEndsAt(url, origin.length)) break;
+        // Only the token endpoint's own origin needs its path read.
+        if (tokenEndpointOrigin !== origin) return true;
+        const isTokenEndpoint = pathIs(url, origin.length, tokenEndpointPath as string);
+        if (isTokenEndpoint === undefined) break;
+        return !isTokenEndpoint;
       }
     }
     const parsed = parse(url, base);
