@@ -114,6 +114,12 @@ const endpointKey = (url: URL) => url.origin + url.pathname;
  */
 const literalPathFrom = /(?:\/(?!\.\.?(?:[/?#]|$))[\w\-.~!$&'()*+,;=:@]*)*(?=[?#]|$)/y;
 
+/**
+ * `text.startsWith(part, index)` at a fraction of its cost on a hot path: V8's `startsWith` first
+ * checks that its argument is no RegExp.
+ */
+const startsAt = (text: string, part: string, index: number) => text.lastIndexOf(part, index) === index;
+
 /** Does the authority of `url` (which starts with an origin) end at `index`: at `/`, `?`, `#` or the end? */
 function authorityEndsAt(url: string, index: number): boolean {
   const next = url.charCodeAt(index);
@@ -130,7 +136,7 @@ function pathIs(url: string, start: number, wanted: string): boolean | undefined
   if (!literalPathFrom.test(url)) return undefined;
   const length = literalPathFrom.lastIndex - start;
   // An empty path is `/`.
-  return length === 0 ? wanted === '/' : length === wanted.length && url.startsWith(wanted, start);
+  return length === 0 ? wanted === '/' : length === wanted.length && startsAt(url, wanted, start);
 }
 
 /**
@@ -195,8 +201,7 @@ export function createOriginMatcher(
     if (typeof url === 'string') {
       for (let index = 0; index < allowedList.length; index++) {
         const origin = allowedList[index] as string;
-        // `startsWith` costs several times more: it first checks that its argument is no RegExp.
-        if (url.lastIndexOf(origin, 0) !== 0) continue;
+        if (!startsAt(url, origin, 0)) continue;
         if (!authorityEndsAt(url, origin.length)) break;
         // Only the token endpoint's own origin needs its path read.
         if (tokenEndpointOrigin !== origin) return true;
