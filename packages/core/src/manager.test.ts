@@ -33,6 +33,55 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
+describe('getAccessToken', () => {
+  it('reports every failure as a rejection, never a synchronous throw', async () => {
+    const aborted = AbortSignal.abort(new Error('gone'));
+    const signedOut = createTokenManager({ refresh: countingRefresh() });
+    const expired = createTokenManager({
+      tokens: { accessToken: 'v0', refreshToken: 'r0', expiresAt: Date.now() - 1 },
+      refresh: async () => {
+        throw new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'dead');
+      },
+      retry: false,
+    });
+    const failures = [
+      () => signedOut.getAccessToken({ signal: aborted }),
+      () => signedOut.getAccessToken(),
+      () => expired.getAccessToken(),
+    ];
+    for (const call of failures) {
+      let result: Promise<string> | undefined;
+      expect(() => (result = call())).not.toThrow();
+      await expect(result).rejects.toBeDefined();
+    }
+    await expect(expired.getAccessToken()).rejects.toMatchObject({ code: ErrorCode.SESSION_EXPIRED });
+  });
+
+  it('releases a waiter one promise step after the refresh settles', async () => {
+    const { handler, calls } = controlledRefresh();
+    const manager = createTokenManager({ tokens: { accessToken: 'v0', refreshToken: 'r0', expiresAt: Date.now() - 1 }, refresh: handler });
+    let released: string | undefined;
+    void manager.getAccessToken().then((token) => (released = token));
+    await flush();
+    let refreshed: TokenSet | undefined;
+    manager.on('refresh', (tokens) => (refreshed = tokens));
+    calls[0]?.resolve({ accessToken: 'v1', expiresAt: Date.now() + 3_600_000 });
+    // Count the microtask turns between the refresh event and the waiter's release.
+    let turns = 0;
+    while (refreshed === undefined && turns < 100) {
+      turns++;
+      await Promise.resolve();
+    }
+    let stepsAfterRefresh = 0;
+    while (released === undefined && stepsAfterRefresh < 100) {
+      stepsAfterRefresh++;
+      await Promise.resolve();
+    }
+    expect(released).toBe('v1');
+    expect(stepsAfterRefresh).toBeLessThanOrEqual(3);
+  });
+});
+
 describe('single flight', () => {
   it('makes one refresh call for many concurrent refreshes and gives every caller the new tokens', async () => {
     const { handler, calls } = controlledRefresh();

@@ -42,6 +42,8 @@ function deferred<T>(): Deferred<T> {
   return { promise, resolve, reject };
 }
 
+const accessTokenOf = (tokens: TokenSet) => tokens.accessToken;
+
 /** Two token sets are the same session state when both tokens match. */
 const sameTokens = (a: TokenSet, b: TokenSet) => a.accessToken === b.accessToken && a.refreshToken === b.refreshToken;
 
@@ -746,24 +748,30 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       return sendableNow(current);
     },
 
-    async getAccessToken({ signal }: GetAccessTokenOptions = {}) {
-      signal?.throwIfAborted();
-      if (!loaded) await abortable(ensureLoaded(), signal);
-      if (sessionExpiredError) throw failFast();
-      const before = current;
-      if (!before) {
-        if (!acquires) throw failFast();
-        if (running) return (await join(running, signal)).accessToken;
+    // Not an async function: a request released by a refresh is one promise step behind it, not
+    // three (10,000 waiters are then sent in a third of the microtasks). Every throw still rejects.
+    getAccessToken({ signal }: GetAccessTokenOptions = {}) {
+      try {
+        signal?.throwIfAborted();
+        if (!loaded) return abortable(ensureLoaded(), signal).then(() => manager.getAccessToken({ signal }));
+        if (sessionExpiredError) throw failFast();
+        const before = current;
+        if (!before) {
+          if (!acquires) throw failFast();
+          if (running) return join(running, signal).then(accessTokenOf);
+          const paused = pausedError();
+          if (paused) throw paused;
+          return join(startRefresh(undefined), signal).then(accessTokenOf);
+        }
+        const now = sendableNow(before);
+        if (now !== undefined) return Promise.resolve(now);
+        if (running) return waitWithFallback(join(running, signal), before, signal);
         const paused = pausedError();
         if (paused) throw paused;
-        return (await join(startRefresh(undefined), signal)).accessToken;
+        return waitWithFallback(join(startRefresh(before), signal), before, signal);
+      } catch (error) {
+        return Promise.reject(error);
       }
-      const now = sendableNow(before);
-      if (now !== undefined) return now;
-      if (running) return waitWithFallback(join(running, signal), before, signal);
-      const paused = pausedError();
-      if (paused) throw paused;
-      return waitWithFallback(join(startRefresh(before), signal), before, signal);
     },
 
     async refresh({ staleAccessToken, signal }: RefreshOptions = {}) {
@@ -856,17 +864,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
    * Waits for a refresh; if it fails, a request that the token it started with still covers (not
    * expired, not refused by the server) is sent with that token instead of failing.
    */
-  async function waitWithFallback(
-    waiting: Promise<TokenSet>,
-    before: TokenSet | undefined,
-    signal: AbortSignal | undefined,
-  ): Promise<string> {
-    try {
-      return (await waiting).accessToken;
-    } catch (error) {
+  function waitWithFallback(waiting: Promise<TokenSet>, before: TokenSet | undefined, signal: AbortSignal | undefined): Promise<string> {
+    return waiting.then(accessTokenOf, (error: unknown) => {
       if (before && before === current && isUsable(before) && !(signal?.aborted ?? false)) return before.accessToken;
       throw error;
-    }
+    });
   }
 
   return manager;
