@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { attachTokenRelay } from '@tokenrelay/axios';
-import { ErrorCode, createTokenManager, isTokenRelayError, refreshTokenGrant, type TokenManager } from '@tokenrelay/core';
-import { defaultClient, salesforceFixtures, startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
+import { ErrorCode, createTokenManager, isTokenRelayError, type TokenManager } from '@tokenrelay/core';
+import { salesforceFixtures, startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
 import axios, { AxiosError } from 'axios';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { defaultClientGrant } from './helpers/default-client-grant.js';
 
 const servers: OAuthServer[] = [];
 
@@ -23,11 +24,7 @@ async function startSession(options: OAuthServerOptions = {}) {
   const server = await startServer(options);
   const manager = createTokenManager({
     tokens: server.issue(),
-    refresh: refreshTokenGrant({
-      tokenEndpoint: server.tokenEndpoint,
-      clientId: defaultClient.clientId,
-      clientSecret: defaultClient.clientSecret,
-    }),
+    refresh: defaultClientGrant(server),
   });
   // proxy: false keeps the traffic on loopback whatever HTTP_PROXY says.
   const api = axios.create({ baseURL: server.url, proxy: false });
@@ -199,11 +196,7 @@ describe('attachTokenRelay: where the bearer goes, against the embedded OAuth se
     const api = axios.create({ baseURL: server.url, proxy: false });
     // Registered first, so axios runs it after tokenrelay's.
     api.interceptors.request.use((config) => ({ ...config, baseURL: elsewhere.url }) as typeof config);
-    const refresh = refreshTokenGrant({
-      tokenEndpoint: server.tokenEndpoint,
-      clientId: defaultClient.clientId,
-      clientSecret: defaultClient.clientSecret,
-    });
+    const refresh = defaultClientGrant(server);
     attachTokenRelay(api, createTokenManager({ tokens: server.issue(), refresh }));
 
     const error = await rejectionOf(api.get('/api/items'));
@@ -216,7 +209,7 @@ describe('attachTokenRelay: where the bearer goes, against the embedded OAuth se
   it('signed out, sends requests without a bearer and gives their 401 to the caller with no token call', async () => {
     const server = await startServer();
     const manager = createTokenManager({
-      refresh: refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: defaultClient.clientId, clientSecret: defaultClient.clientSecret }),
+      refresh: defaultClientGrant(server),
     });
     const api = axios.create({ baseURL: server.url, proxy: false });
     attachTokenRelay(api, manager);

@@ -5,15 +5,16 @@
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { ErrorCode, createTokenManager, findTokenRelayError, isTokenRelayError, refreshTokenGrant, type TokenManager } from '@tokenrelay/core';
+import { ErrorCode, createTokenManager, findTokenRelayError, isTokenRelayError, type TokenManager } from '@tokenrelay/core';
 import { withTokenRelay } from '@tokenrelay/fetch';
 import { tokenRelayHooks } from '@tokenrelay/got';
-import { defaultClient, loopbackOnlyFetch, startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
+import { loopbackOnlyFetch, startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
 import got from 'got';
 import ky from 'ky';
 import { createFetch } from 'ofetch';
 import createClient from 'openapi-fetch';
 import { afterEach, describe, expect, it } from 'vitest';
+import { defaultClientGrant } from './helpers/default-client-grant.js';
 
 const servers: OAuthServer[] = [];
 
@@ -93,7 +94,7 @@ async function startSession(options: OAuthServerOptions = {}): Promise<Session &
   servers.push(server);
   const manager = createTokenManager({
     tokens: server.issue(),
-    refresh: refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: defaultClient.clientId, clientSecret: defaultClient.clientSecret }),
+    refresh: defaultClientGrant(server),
   });
   const relayedFetch: RelayedFetch = withTokenRelay(loopbackOnlyFetch(), manager, { origins: [server.url] });
   return { server, manager, relayedFetch, baseUrl: server.url };

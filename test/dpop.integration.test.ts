@@ -4,16 +4,17 @@
  * server's DPoP mode on loopback: bound tokens, nonces, refresh on expiry, replayed proofs refused.
  */
 import { attachDpop, attachTokenRelay } from '@tokenrelay/axios';
-import { ErrorCode, createTokenManager, findTokenRelayError, refreshTokenGrant } from '@tokenrelay/core';
+import { ErrorCode, createTokenManager, findTokenRelayError } from '@tokenrelay/core';
 import { createDpop } from '@tokenrelay/dpop';
 import { withTokenRelay } from '@tokenrelay/fetch';
 import { tokenRelayHooks } from '@tokenrelay/got';
-import { defaultClient, startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
+import { startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
 import { tokenRelayInterceptor } from '@tokenrelay/undici';
 import axios from 'axios';
 import got from 'got';
 import { Agent, request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
+import { defaultClientGrant } from './helpers/default-client-grant.js';
 
 let server: OAuthServer | undefined;
 
@@ -27,12 +28,7 @@ async function signedIn() {
   const dpop = createDpop();
   const manager = createTokenManager({
     tokens: server.issue({ dpopJkt: await dpop.thumbprint() }),
-    refresh: refreshTokenGrant({
-      tokenEndpoint: server.tokenEndpoint,
-      clientId: defaultClient.clientId,
-      clientSecret: defaultClient.clientSecret,
-      fetch: dpop.fetch,
-    }),
+    refresh: defaultClientGrant(server, { fetch: dpop.fetch }),
   });
   return { server, dpop, manager };
 }

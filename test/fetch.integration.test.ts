@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { ErrorCode, createTokenManager, refreshTokenGrant } from '@tokenrelay/core';
+import { ErrorCode, createTokenManager } from '@tokenrelay/core';
 import { installTokenRelay, withTokenRelay } from '@tokenrelay/fetch';
-import { defaultClient, loopbackOnlyFetch, startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
+import { loopbackOnlyFetch, startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { defaultClientGrant } from './helpers/default-client-grant.js';
 
 const servers: OAuthServer[] = [];
 let restoreFetch: (() => void) | undefined;
@@ -23,11 +24,7 @@ async function startServer(options: OAuthServerOptions = {}): Promise<OAuthServe
 function signIn(server: OAuthServer) {
   return createTokenManager({
     tokens: server.issue(),
-    refresh: refreshTokenGrant({
-      tokenEndpoint: server.tokenEndpoint,
-      clientId: defaultClient.clientId,
-      clientSecret: defaultClient.clientSecret,
-    }),
+    refresh: defaultClientGrant(server),
   });
 }
 
@@ -172,7 +169,7 @@ describe('withTokenRelay: where the bearer goes, against the embedded OAuth serv
   it('signed out, sends requests without a bearer and returns their 401 with no token call', async () => {
     const server = await startServer();
     const manager = createTokenManager({
-      refresh: refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: defaultClient.clientId, clientSecret: defaultClient.clientSecret }),
+      refresh: defaultClientGrant(server),
     });
     const api = withTokenRelay(loopbackOnlyFetch(), manager, { origins: [server.url] });
 

@@ -7,14 +7,15 @@
  * refresh token would revoke the whole grant.
  */
 import { randomUUID } from 'node:crypto';
-import { createTokenManager, isTokenRelayError, refreshTokenGrant, type TokenSet } from '@tokenrelay/core';
+import { createTokenManager, isTokenRelayError, type TokenSet } from '@tokenrelay/core';
 import { withTokenRelay } from '@tokenrelay/fetch';
 import { redisStore, type RedisTokenStore } from '@tokenrelay/redis';
-import { defaultClient, loopbackOnlyFetch, startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
+import { loopbackOnlyFetch, startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
 import { presentedRefreshTokens, tokenRequestInFlight } from './helpers/token-requests.js';
+import { defaultClientGrant } from './helpers/default-client-grant.js';
 
 const REQUESTS = 5;
 
@@ -84,12 +85,7 @@ function holder(server: OAuthServer, key: string, { port = redis.port, lockLease
   stores.push(store);
   const manager = createTokenManager({
     store,
-    refresh: refreshTokenGrant({
-      tokenEndpoint: server.tokenEndpoint,
-      clientId: defaultClient.clientId,
-      clientSecret: defaultClient.clientSecret,
-      fetch: loopbackOnlyFetch(),
-    }),
+    refresh: defaultClientGrant(server, { fetch: loopbackOnlyFetch() }),
   });
   const api = withTokenRelay(loopbackOnlyFetch(), manager, { origins: [server.url] });
   return {

@@ -14,7 +14,6 @@ import {
   createTokenManager,
   isTokenRelayError,
   memoryStore,
-  refreshTokenGrant,
   type StoredTokens,
   type TokenSet,
   type TokenStore,
@@ -28,6 +27,7 @@ import {
   type TokenEndpointFailure,
 } from '@tokenrelay/testing';
 import { afterEach, describe, expect, it } from 'vitest';
+import { defaultClientGrant } from './helpers/default-client-grant.js';
 
 // Long enough that reading (and refusing) a 5 MB answer never outlasts it on a loaded machine.
 const refreshTimeoutMs = 1_500;
@@ -90,12 +90,7 @@ async function startSession(injection: Injection) {
   };
   const manager = createTokenManager({
     store,
-    refresh: refreshTokenGrant({
-      tokenEndpoint: server.tokenEndpoint,
-      clientId: defaultClient.clientId,
-      clientSecret: defaultClient.clientSecret,
-      fetch: tokenFetch,
-    }),
+    refresh: defaultClientGrant(server, { fetch: tokenFetch }),
     refreshTimeoutMs,
     lateAnswerWaitMs,
     retry,

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
-import { ErrorCode, createTokenManager, findTokenRelayError, refreshTokenGrant, type TokenManager } from '@tokenrelay/core';
+import { ErrorCode, createTokenManager, findTokenRelayError, type TokenManager } from '@tokenrelay/core';
 import { withTokenRelay } from '@tokenrelay/fetch';
-import { defaultClient, startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
+import { startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
 import { tokenRelayInterceptor } from '@tokenrelay/undici';
 import * as undici from 'undici';
 import * as undici7 from 'undici7';
 import { afterEach, describe, expect, it } from 'vitest';
+import { defaultClientGrant } from './helpers/default-client-grant.js';
 
 // Captured before any installation, as an SDK or a client made at import time holds it.
 const capturedFetch = globalThis.fetch;
@@ -28,7 +29,7 @@ async function startServer(options: OAuthServerOptions = {}): Promise<OAuthServe
 function managerFor(server: OAuthServer, signedIn = true): TokenManager {
   return createTokenManager({
     ...(signedIn ? { tokens: server.issue() } : {}),
-    refresh: refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: defaultClient.clientId, clientSecret: defaultClient.clientSecret }),
+    refresh: defaultClientGrant(server),
   });
 }
 
