@@ -7,7 +7,7 @@ import { tokenRelayInterceptor } from './index.js';
 const API = 'https://api.example.test';
 
 interface Sent {
-  origin: string;
+  origin: string | URL;
   path: string;
   headers?: unknown;
   body?: unknown;
@@ -51,7 +51,7 @@ function setUp(manager: TokenManager, statuses: number[]) {
     onComplete: () => void seen.push(['complete']),
     onError: (error) => void seen.push(['error', error]),
   };
-  const send = (options: Omit<Sent, 'origin'> & { origin?: string }) => dispatch({ origin: API, ...options }, handler);
+  const send = (options: Omit<Sent, 'origin'> & { origin?: string | URL }) => dispatch({ origin: API, ...options }, handler);
   const settled = () => vi.waitFor(() => expect(seen.at(-1)?.[0]).toMatch(/complete|error/));
   return { sent, seen, send, settled, abortCaller: (reason: Error) => abortCaller(reason) };
 }
@@ -85,6 +85,40 @@ describe('tokenRelayInterceptor', () => {
     await settled();
 
     expect(sent.map((options) => options.headers)).toEqual([undefined, own]);
+  });
+
+  it('authorizes a request to an allowed origin, written with or without a trailing slash or as a URL, and none to a lookalike', async () => {
+    const { sent, send } = setUp(signedIn(), []);
+    const origins = [API, `${API}/`, new URL(API), 'https://api.example.test.evil.test', 'https://api.example.test@evil.test', 'https://api.example.test:8443'];
+
+    for (const origin of origins) send({ origin, path: '/me' });
+    await vi.waitFor(() => expect(sent).toHaveLength(origins.length));
+
+    expect(sent.map((options) => options.headers)).toEqual([
+      { authorization: 'Bearer v0' },
+      { authorization: 'Bearer v0' },
+      { authorization: 'Bearer v0' },
+      undefined,
+      undefined,
+      undefined,
+    ]);
+  });
+
+  it('decides a request to an allowed origin without parsing its URL', async () => {
+    const { sent, send } = setUp(signedIn(), []);
+    const parse = vi.spyOn(globalThis, 'URL');
+
+    try {
+      send({ path: '/me?page=2' });
+      expect(parse).not.toHaveBeenCalled();
+      // A lookalike is not decided by its first characters: it is parsed, and refused.
+      send({ origin: 'https://api.example.test.evil.test', path: '/me' });
+      expect(parse).toHaveBeenCalled();
+    } finally {
+      parse.mockRestore();
+    }
+
+    expect(sent.map((options) => options.headers)).toEqual([{ authorization: 'Bearer v0' }, undefined]);
   });
 
   it('hands the caller one response: the replay, never the 401 it replaced', async () => {

@@ -149,15 +149,15 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
   return <D extends (options: never, handler: never) => boolean>(dispatchNext: D): D => {
     const next = dispatchNext as unknown as Dispatch;
     const dispatch = (request: DispatchOptions, handler: DispatchHandler | ControllerHandler): boolean => {
-      const url = requestUrl(request);
-      if (url === undefined || !mayCarryBearer(url) || hasAuthorization(request.headers)) return next(request, handler as DispatchHandler);
-      return relay(next, request, url, handlerOf(handler));
+      const target = requestTarget(request);
+      if (target === undefined || !mayCarryBearer(target) || hasAuthorization(request.headers)) return next(request, handler as DispatchHandler);
+      return relay(next, request, target, handlerOf(handler));
     };
     return dispatch as unknown as D;
   };
 
-  /** Sends `request` with the bearer, and on a refresh-worthy failure refreshes and replays it once. */
-  function relay(next: Dispatch, request: DispatchOptions, url: URL, upstream: DispatchHandler): boolean {
+  /** Sends `request` (to `target`, its absolute URL) with the bearer, and on a refresh-worthy failure refreshes and replays it once. */
+  function relay(next: Dispatch, request: DispatchOptions, target: string, upstream: DispatchHandler): boolean {
     const aborted = new AbortController();
     let abortAttempt: ((reason?: Error) => void) | undefined;
     let connected = false;
@@ -183,7 +183,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
       dpop
         .send<SignedAttempt>({
           method: request.method ?? 'GET',
-          url: url.href,
+          url: target,
           authorization,
           body: request.body,
           attempt: (proof) =>
@@ -217,7 +217,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
 
     const afterFailure = async (held: HeldResponse, tokenUsed: string) => {
       try {
-        if (!(await shouldRefresh(failedResponse(held, url)))) return handOver(held);
+        if (!(await shouldRefresh(failedResponse(held, target)))) return handOver(held);
         const { accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal: aborted.signal });
         if (!isReplayable(request.body)) return handOver(held);
         send(accessToken, false);
@@ -265,9 +265,21 @@ function holdingNonceChallenge(handler: DispatchHandler, settle: (attempt: Signe
   });
 }
 
-function requestUrl(request: DispatchOptions): URL | undefined {
+/**
+ * The absolute URL `request` goes to, as a string the origin check decides without parsing it:
+ * undici sends to `origin` (it refuses one with a path) and writes `path`, which starts with `/`,
+ * after it. `undefined` when there is no origin, or no URL.
+ */
+function requestTarget(request: DispatchOptions): string | undefined {
+  const { origin, path } = request;
+  if (origin === undefined) return undefined;
+  if (path.charCodeAt(0) === 47) {
+    const base = typeof origin === 'string' ? origin : origin.origin;
+    return base.charCodeAt(base.length - 1) === 47 ? base.slice(0, -1) + path : base + path;
+  }
+  // A path that is none (an absolute URL for a proxy): parsed, as undici reads it.
   try {
-    return request.origin === undefined ? undefined : new URL(request.path, request.origin);
+    return new URL(path, origin).href;
   } catch {
     return undefined;
   }
@@ -302,10 +314,10 @@ function withHeader(headers: unknown, name: string, value: string): unknown {
   return { ...headers, [name]: value };
 }
 
-function failedResponse(held: HeldResponse, url: URL): FailedResponse {
+function failedResponse(held: HeldResponse, target: string): FailedResponse {
   return {
     status: held.status,
-    url: url.href,
+    url: new URL(target).href,
     header: (name) => headerValue(held.headers, name),
     text: () => Promise.resolve(heldText(held)),
   };
