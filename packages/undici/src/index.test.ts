@@ -176,6 +176,30 @@ describe('tokenRelayInterceptor', () => {
     expect(seen.at(-1)).toEqual(['error', expect.objectContaining({ code: ErrorCode.SESSION_EXPIRED })]);
   });
 
+  it('refuses every request of a DPoP-bound session with a CONFIGURATION_ERROR, and authorizes them again once the session is not', async () => {
+    const manager = signedIn();
+    const { sent, seen, send } = setUp(manager, []);
+    const ends = () => seen.filter(([event]) => event === 'complete' || event === 'error');
+
+    send({ path: '/me' });
+    await vi.waitFor(() => expect(ends()).toHaveLength(1));
+    await manager.setTokens({ accessToken: 'd1', refreshToken: 'r1', tokenType: 'DPoP' });
+    send({ path: '/me' });
+    send({ path: '/me' });
+    await vi.waitFor(() => expect(ends()).toHaveLength(3));
+    await manager.setTokens({ accessToken: 'v2', refreshToken: 'r2', tokenType: 'Bearer' });
+    send({ path: '/me' });
+    await vi.waitFor(() => expect(ends()).toHaveLength(4));
+
+    expect(sent.map((options) => options.headers)).toEqual([{ authorization: 'Bearer v0' }, { authorization: 'Bearer v2' }]);
+    expect(ends()).toEqual([
+      ['complete'],
+      ['error', expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR, message: expect.stringMatching(/^tokenRelayInterceptor sends no DPoP proofs/) })],
+      ['error', expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR })],
+      ['complete'],
+    ]);
+  });
+
   it('needs origins', () => {
     expect(() => tokenRelayInterceptor(signedIn(), {} as never)).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
   });
