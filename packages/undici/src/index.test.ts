@@ -255,6 +255,39 @@ describe('tokenRelayInterceptor with dpop', () => {
     expect(seen).toEqual([['connect'], ['headers', 200], ['data', 'ok'], ['complete']]);
   });
 
+  it('fails a signed request with the error that broke it, once: before its answer through dpop.send, after it straight to the caller', async () => {
+    const reset = new Error('socket hang up');
+    const dispatchBreaking = (breakAfterHeaders: boolean) => {
+      const seen: Seen[] = [];
+      const next = (_options: Sent, handler: FakeHandler) => {
+        queueMicrotask(() => {
+          handler.onConnect(() => {});
+          if (breakAfterHeaders) handler.onHeaders(200, [], () => {}, '');
+          handler.onError(reset);
+        });
+        return true;
+      };
+      const dpop: DpopSender = { send: (request) => request.attempt('proof') };
+      tokenRelayInterceptor(signedIn(), { origins: [API], dpop })(next)({ origin: API, path: '/me' }, {
+        onConnect: () => void seen.push(['connect']),
+        onHeaders: (status) => (seen.push(['headers', status]), true),
+        onData: () => true,
+        onComplete: () => void seen.push(['complete']),
+        onError: (error) => void seen.push(['error', error]),
+      });
+      return seen;
+    };
+
+    const beforeAnswer = dispatchBreaking(false);
+    const afterHeaders = dispatchBreaking(true);
+
+    await vi.waitFor(() => expect(beforeAnswer).toEqual([['connect'], ['error', reset]]));
+    await vi.waitFor(() => expect(afterHeaders).toEqual([['connect'], ['headers', 200], ['error', reset]]));
+    // Nothing more comes once the send settled.
+    await new Promise(setImmediate);
+    expect([beforeAnswer.length, afterHeaders.length]).toEqual([2, 3]);
+  });
+
   it('hands the caller a nonce challenge that was not retried away, whole, and refreshes nothing for it', async () => {
     const { proofs, seen, settled, refresh } = setUpSigned(false);
     await settled();
