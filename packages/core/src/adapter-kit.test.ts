@@ -5,6 +5,7 @@ import {
   bearerAuthorization,
   createOriginMatcher,
   defaultShouldRefresh,
+  dpopUnsupported,
   isSecureOrLoopback,
   isSignedOut,
   parseWwwAuthenticate,
@@ -72,6 +73,30 @@ describe('bearerAuthorization', () => {
     expect(bearerAuthorization(token, 'DPoP')).toBe(`DPoP ${token}`);
     expect(bearerAuthorization('next')).toBe('Bearer next');
     expect(bearerAuthorization(token)).toBe(`Bearer ${token}`);
+  });
+});
+
+describe('dpopUnsupported', () => {
+  it('refuses a DPoP authorization and lets any other pass, its verdict following every change of token or type', () => {
+    const token = ['a'.repeat(600), 'b'.repeat(600)].join('.');
+    const verdict = (authorization: string) => dpopUnsupported('door', authorization)?.code;
+
+    expect(verdict(bearerAuthorization(token))).toBeUndefined();
+    expect(verdict(bearerAuthorization(token))).toBeUndefined();
+    expect(verdict(bearerAuthorization(token, 'DPoP'))).toBe(ErrorCode.CONFIGURATION_ERROR);
+    expect(verdict(bearerAuthorization(token, 'DPoP'))).toBe(ErrorCode.CONFIGURATION_ERROR);
+    expect(verdict(bearerAuthorization('next', 'Bearer'))).toBeUndefined();
+    // Values built elsewhere, equal to one checked before but not the same string.
+    expect(verdict(`DPoP ${token}`)).toBe(ErrorCode.CONFIGURATION_ERROR);
+    expect(verdict(['Bearer', token].join(' '))).toBeUndefined();
+  });
+
+  it('names the door that refuses, a fresh error each time', () => {
+    const first = dpopUnsupported('tokenRelayHooks', 'DPoP at');
+    const second = dpopUnsupported('tokenRelayHooks', 'DPoP at');
+
+    expect(first?.message).toMatch(/^tokenRelayHooks sends no DPoP proofs/);
+    expect(second).not.toBe(first);
   });
 });
 

@@ -330,13 +330,22 @@ export function bearerAuthorization(accessToken: string, tokenType?: string): st
   return lastAuthorization;
 }
 
+let lastChecked = '';
+let lastCheckedIsDpop = false;
+
 /**
  * For a door that puts no DPoP proofs on its requests: a `CONFIGURATION_ERROR` saying which doors
  * do, when the `authorization` it would send (from {@link bearerAuthorization}) is a DPoP one, which
- * the server refuses without a proof; else `undefined`.
+ * the server refuses without a proof; else `undefined`. The verdict is kept for the last value
+ * checked: it changes only with the token, and {@link bearerAuthorization} gives the same string
+ * until then, so a request checks one it was given before by identity.
  */
 export function dpopUnsupported(door: string, authorization: string): TokenRelayError | undefined {
-  return authorization.startsWith('DPoP ')
+  if (authorization !== lastChecked) {
+    lastChecked = authorization;
+    lastCheckedIsDpop = authorization.startsWith('DPoP ');
+  }
+  return lastCheckedIsDpop
     ? configurationError(
         `${door} sends no DPoP proofs, and this session's tokens are DPoP-bound: send its requests through ` +
           "@tokenrelay/fetch's withTokenRelay(dpop.fetch, manager), axios with attachTokenRelay + attachDpop, or " +

@@ -7,7 +7,7 @@ import { tokenRelayInterceptor } from './index.js';
 const API = 'https://api.example.test';
 
 interface Sent {
-  origin: string;
+  origin: string | URL;
   path: string;
   headers?: unknown;
   body?: unknown;
@@ -51,7 +51,7 @@ function setUp(manager: TokenManager, statuses: number[]) {
     onComplete: () => void seen.push(['complete']),
     onError: (error) => void seen.push(['error', error]),
   };
-  const send = (options: Omit<Sent, 'origin'> & { origin?: string }) => dispatch({ origin: API, ...options }, handler);
+  const send = (options: Omit<Sent, 'origin'> & { origin?: string | URL }) => dispatch({ origin: API, ...options }, handler);
   const settled = () => vi.waitFor(() => expect(seen.at(-1)?.[0]).toMatch(/complete|error/));
   return { sent, seen, send, settled, abortCaller: (reason: Error) => abortCaller(reason) };
 }
@@ -85,6 +85,40 @@ describe('tokenRelayInterceptor', () => {
     await settled();
 
     expect(sent.map((options) => options.headers)).toEqual([undefined, own]);
+  });
+
+  it('authorizes a request to an allowed origin, written with or without a trailing slash or as a URL, and none to a lookalike', async () => {
+    const { sent, send } = setUp(signedIn(), []);
+    const origins = [API, `${API}/`, new URL(API), 'https://api.example.test.evil.test', 'https://api.example.test@evil.test', 'https://api.example.test:8443'];
+
+    for (const origin of origins) send({ origin, path: '/me' });
+    await vi.waitFor(() => expect(sent).toHaveLength(origins.length));
+
+    expect(sent.map((options) => options.headers)).toEqual([
+      { authorization: 'Bearer v0' },
+      { authorization: 'Bearer v0' },
+      { authorization: 'Bearer v0' },
+      undefined,
+      undefined,
+      undefined,
+    ]);
+  });
+
+  it('decides a request to an allowed origin without parsing its URL', async () => {
+    const { sent, send } = setUp(signedIn(), []);
+    const parse = vi.spyOn(globalThis, 'URL');
+
+    try {
+      send({ path: '/me?page=2' });
+      expect(parse).not.toHaveBeenCalled();
+      // A lookalike is not decided by its first characters: it is parsed, and refused.
+      send({ origin: 'https://api.example.test.evil.test', path: '/me' });
+      expect(parse).toHaveBeenCalled();
+    } finally {
+      parse.mockRestore();
+    }
+
+    expect(sent.map((options) => options.headers)).toEqual([{ authorization: 'Bearer v0' }, undefined]);
   });
 
   it('hands the caller one response: the replay, never the 401 it replaced', async () => {
@@ -142,6 +176,30 @@ describe('tokenRelayInterceptor', () => {
     expect(seen.at(-1)).toEqual(['error', expect.objectContaining({ code: ErrorCode.SESSION_EXPIRED })]);
   });
 
+  it('refuses every request of a DPoP-bound session with a CONFIGURATION_ERROR, and authorizes them again once the session is not', async () => {
+    const manager = signedIn();
+    const { sent, seen, send } = setUp(manager, []);
+    const ends = () => seen.filter(([event]) => event === 'complete' || event === 'error');
+
+    send({ path: '/me' });
+    await vi.waitFor(() => expect(ends()).toHaveLength(1));
+    await manager.setTokens({ accessToken: 'd1', refreshToken: 'r1', tokenType: 'DPoP' });
+    send({ path: '/me' });
+    send({ path: '/me' });
+    await vi.waitFor(() => expect(ends()).toHaveLength(3));
+    await manager.setTokens({ accessToken: 'v2', refreshToken: 'r2', tokenType: 'Bearer' });
+    send({ path: '/me' });
+    await vi.waitFor(() => expect(ends()).toHaveLength(4));
+
+    expect(sent.map((options) => options.headers)).toEqual([{ authorization: 'Bearer v0' }, { authorization: 'Bearer v2' }]);
+    expect(ends()).toEqual([
+      ['complete'],
+      ['error', expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR, message: expect.stringMatching(/^tokenRelayInterceptor sends no DPoP proofs/) })],
+      ['error', expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR })],
+      ['complete'],
+    ]);
+  });
+
   it('needs origins', () => {
     expect(() => tokenRelayInterceptor(signedIn(), {} as never)).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
   });
@@ -195,6 +253,39 @@ describe('tokenRelayInterceptor with dpop', () => {
 
     expect(proofs).toEqual(['proof-1', 'proof-2']);
     expect(seen).toEqual([['connect'], ['headers', 200], ['data', 'ok'], ['complete']]);
+  });
+
+  it('fails a signed request with the error that broke it, once: before its answer through dpop.send, after it straight to the caller', async () => {
+    const reset = new Error('socket hang up');
+    const dispatchBreaking = (breakAfterHeaders: boolean) => {
+      const seen: Seen[] = [];
+      const next = (_options: Sent, handler: FakeHandler) => {
+        queueMicrotask(() => {
+          handler.onConnect(() => {});
+          if (breakAfterHeaders) handler.onHeaders(200, [], () => {}, '');
+          handler.onError(reset);
+        });
+        return true;
+      };
+      const dpop: DpopSender = { send: (request) => request.attempt('proof') };
+      tokenRelayInterceptor(signedIn(), { origins: [API], dpop })(next)({ origin: API, path: '/me' }, {
+        onConnect: () => void seen.push(['connect']),
+        onHeaders: (status) => (seen.push(['headers', status]), true),
+        onData: () => true,
+        onComplete: () => void seen.push(['complete']),
+        onError: (error) => void seen.push(['error', error]),
+      });
+      return seen;
+    };
+
+    const beforeAnswer = dispatchBreaking(false);
+    const afterHeaders = dispatchBreaking(true);
+
+    await vi.waitFor(() => expect(beforeAnswer).toEqual([['connect'], ['error', reset]]));
+    await vi.waitFor(() => expect(afterHeaders).toEqual([['connect'], ['headers', 200], ['error', reset]]));
+    // Nothing more comes once the send settled.
+    await new Promise(setImmediate);
+    expect([beforeAnswer.length, afterHeaders.length]).toEqual([2, 3]);
   });
 
   it('hands the caller a nonce challenge that was not retried away, whole, and refreshes nothing for it', async () => {

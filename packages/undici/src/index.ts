@@ -23,6 +23,7 @@ import {
   type DpopRequest,
   type DpopSender,
 } from '@tokenrelay/core/kit';
+import { deliver, heldText, holdingHandler, type DispatchHandler, type HeldResponse, type RawHeaders } from './holding-handler.js';
 
 /** Options of {@link tokenRelayInterceptor}. */
 export interface TokenRelayInterceptorOptions {
@@ -59,18 +60,6 @@ export interface TokenRelayInterceptorOptions {
   dpop?: DpopSender;
 }
 
-/** The part of a dispatch handler this interceptor calls: undici's handler interface of version 6, which 7 still accepts and offers. */
-interface DispatchHandler {
-  onConnect?(abort: (reason?: Error) => void, context?: unknown): void;
-  onError?(error: Error): void;
-  onUpgrade?(statusCode: number, headers: unknown, socket: unknown): void;
-  onResponseStarted?(): void;
-  onHeaders?(statusCode: number, headers: RawHeaders, resume: () => void, statusText: string): boolean;
-  onData?(chunk: Buffer): boolean;
-  onComplete?(trailers: RawHeaders | null): void;
-  onBodySent?(chunkSize: number, totalBytesSent: number): void;
-}
-
 /** Handlers of undici 7's own interface only (its interceptors' handlers): onRequestStart, onResponseStart, … */
 interface ControllerHandler {
   onRequestStart?(controller: DispatchController, context: unknown): void;
@@ -90,8 +79,6 @@ interface DispatchController {
   resume(): void;
 }
 
-type RawHeaders = ReadonlyArray<Buffer | string | ReadonlyArray<Buffer | string>>;
-
 /** What this interceptor reads of undici's dispatch options; the rest is passed on as it is. */
 interface DispatchOptions {
   origin?: string | URL;
@@ -107,14 +94,6 @@ type Dispatch = (options: DispatchOptions, handler: DispatchHandler) => boolean;
  * same type. Generic rather than tied to one undici's types, so it fits undici 6, 7 and later.
  */
 export type TokenRelayInterceptor = <D extends (options: never, handler: never) => boolean>(dispatch: D) => D;
-
-/** A failed response held back until we know whether it is handed over or replaced by a replay. */
-interface HeldResponse {
-  readonly status: number;
-  readonly headers: RawHeaders;
-  readonly statusText: string;
-  readonly chunks: Buffer[];
-}
 
 /** One attempt of a DPoP request as `dpop.send` sees it; `release` hands an answer held back on. */
 interface SignedAttempt {
@@ -170,15 +149,15 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
   return <D extends (options: never, handler: never) => boolean>(dispatchNext: D): D => {
     const next = dispatchNext as unknown as Dispatch;
     const dispatch = (request: DispatchOptions, handler: DispatchHandler | ControllerHandler): boolean => {
-      const url = requestUrl(request);
-      if (url === undefined || !mayCarryBearer(url) || hasAuthorization(request.headers)) return next(request, handler as DispatchHandler);
-      return relay(next, request, url, handlerOf(handler));
+      const target = requestTarget(request);
+      if (target === undefined || !mayCarryBearer(target) || hasAuthorization(request.headers)) return next(request, handler as DispatchHandler);
+      return relay(next, request, target, handlerOf(handler));
     };
     return dispatch as unknown as D;
   };
 
-  /** Sends `request` with the bearer, and on a refresh-worthy failure refreshes and replays it once. */
-  function relay(next: Dispatch, request: DispatchOptions, url: URL, upstream: DispatchHandler): boolean {
+  /** Sends `request` (to `target`, its absolute URL) with the bearer, and on a refresh-worthy failure refreshes and replays it once. */
+  function relay(next: Dispatch, request: DispatchOptions, target: string, upstream: DispatchHandler): boolean {
     const aborted = new AbortController();
     let abortAttempt: ((reason?: Error) => void) | undefined;
     let connected = false;
@@ -204,7 +183,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
       dpop
         .send<SignedAttempt>({
           method: request.method ?? 'GET',
-          url: url.href,
+          url: target,
           authorization,
           body: request.body,
           attempt: (proof) =>
@@ -218,8 +197,11 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     };
 
     const attempt = (accessToken: string | undefined, holdFailures: boolean): DispatchHandler => {
-      let held: HeldResponse | undefined;
-      return {
+      // Only an answer to the first send with a token may be replaced by a replay.
+      const tokenUsed = holdFailures ? accessToken : undefined;
+      return holdingHandler(upstream, {
+        holds: (status) => tokenUsed !== undefined && mayRefreshFor(status),
+        onHeld: (held) => void afterFailure(held, tokenUsed as string),
         onConnect(abortThis, context) {
           abortAttempt = abortThis;
           if (aborted.signal.aborted) return abortThis(aborted.signal.reason as Error);
@@ -227,40 +209,21 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
           connected = true;
           upstream.onConnect?.(abort, context);
         },
-        onResponseStarted: () => upstream.onResponseStarted?.(),
-        onBodySent: (size, total) => upstream.onBodySent?.(size, total),
-        onUpgrade: (status, headers, socket) => upstream.onUpgrade?.(status, headers, socket),
-        onHeaders(status, headers, resume, statusText) {
-          if (holdFailures && accessToken !== undefined && mayRefreshFor(status)) {
-            held = { status, headers, statusText, chunks: [] };
-            return true;
-          }
-          return upstream.onHeaders?.(status, headers, resume, statusText) ?? true;
-        },
-        onData(chunk) {
-          if (!held) return upstream.onData?.(chunk) ?? true;
-          held.chunks.push(chunk);
-          return true;
-        },
-        onComplete(trailers) {
-          if (held && accessToken !== undefined) void afterFailure(held, trailers, accessToken);
-          else upstream.onComplete?.(trailers);
-        },
         onError: fail,
-      };
+      });
     };
 
-    const handOver = (held: HeldResponse, trailers: RawHeaders | null) => deliver(upstream, held, trailers);
+    const handOver = (held: HeldResponse) => deliver(upstream, held);
 
-    const afterFailure = async (held: HeldResponse, trailers: RawHeaders | null, tokenUsed: string) => {
+    const afterFailure = async (held: HeldResponse, tokenUsed: string) => {
       try {
-        if (!(await shouldRefresh(failedResponse(held, url)))) return handOver(held, trailers);
+        if (!(await shouldRefresh(failedResponse(held, target)))) return handOver(held);
         const { accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal: aborted.signal });
-        if (!isReplayable(request.body)) return handOver(held, trailers);
+        if (!isReplayable(request.body)) return handOver(held);
         send(accessToken, false);
       } catch (error) {
         // Signed out meanwhile: the caller gets the server's answer as it is.
-        if (isSignedOut(error) && !aborted.signal.aborted) return handOver(held, trailers);
+        if (isSignedOut(error) && !aborted.signal.aborted) return handOver(held);
         fail(error);
       }
     };
@@ -272,62 +235,51 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
   }
 }
 
-/** Gives `handler` a response that was held back, whole. */
-function deliver(handler: DispatchHandler, held: HeldResponse, trailers: RawHeaders | null): void {
-  handler.onHeaders?.(held.status, held.headers, () => {}, held.statusText);
-  if (held.chunks.length > 0) handler.onData?.(Buffer.concat(held.chunks));
-  handler.onComplete?.(trailers);
-}
-
 /**
  * Wraps one attempt's handler for `dpop.send`: an answer that may be a nonce challenge (a 400 or 401
  * with `DPoP-Nonce`) is held back whole and settled at its end, so that a retry replaces it unseen;
  * any other answer is settled at its headers and flows on to `handler` as it comes.
  */
 function holdingNonceChallenge(handler: DispatchHandler, settle: (attempt: SignedAttempt) => void, reject: (error: Error) => void): DispatchHandler {
-  let held: HeldResponse | undefined;
   let settled = false;
   const answer = (status: number, headers: RawHeaders, body: string) => ({
     status,
     header: (name: string) => headerValue(headers, name),
     text: () => Promise.resolve(body),
   });
-  return {
-    onConnect: (abort, context) => handler.onConnect?.(abort, context),
-    onResponseStarted: () => handler.onResponseStarted?.(),
-    onBodySent: (size, total) => handler.onBodySent?.(size, total),
-    onUpgrade: (status, headers, socket) => handler.onUpgrade?.(status, headers, socket),
-    onHeaders(status, headers, resume, statusText) {
-      if ((status === 400 || status === 401) && headerValue(headers, 'dpop-nonce') !== undefined) {
-        held = { status, headers, statusText, chunks: [] };
-        return true;
-      }
+  return holdingHandler(handler, {
+    holds: (status, headers) => (status === 400 || status === 401) && headerValue(headers, 'dpop-nonce') !== undefined,
+    onPassing(status, headers) {
       settled = true;
       settle({ answer: answer(status, headers, ''), release: () => {} });
-      return handler.onHeaders?.(status, headers, resume, statusText) ?? true;
     },
-    onData(chunk) {
-      if (!held) return handler.onData?.(chunk) ?? true;
-      held.chunks.push(chunk);
-      return true;
-    },
-    onComplete(trailers) {
-      if (!held) return handler.onComplete?.(trailers);
-      const kept = held;
+    onHeld(held) {
       settled = true;
-      settle({ answer: answer(kept.status, kept.headers, Buffer.concat(kept.chunks).toString('utf8')), release: () => deliver(handler, kept, trailers) });
+      settle({ answer: answer(held.status, held.headers, heldText(held)), release: () => deliver(handler, held) });
     },
     onError(error) {
       if (settled) return handler.onError?.(error);
       settled = true;
       reject(error);
     },
-  };
+  });
 }
 
-function requestUrl(request: DispatchOptions): URL | undefined {
+/**
+ * The absolute URL `request` goes to, as a string the origin check decides without parsing it:
+ * undici sends to `origin` (it refuses one with a path) and writes `path`, which starts with `/`,
+ * after it. `undefined` when there is no origin, or no URL.
+ */
+function requestTarget(request: DispatchOptions): string | undefined {
+  const { origin, path } = request;
+  if (origin === undefined) return undefined;
+  if (path.charCodeAt(0) === 47) {
+    const base = typeof origin === 'string' ? origin : origin.origin;
+    return base.charCodeAt(base.length - 1) === 47 ? base.slice(0, -1) + path : base + path;
+  }
+  // A path that is none (an absolute URL for a proxy): parsed, as undici reads it.
   try {
-    return request.origin === undefined ? undefined : new URL(request.path, request.origin);
+    return new URL(path, origin).href;
   } catch {
     return undefined;
   }
@@ -362,12 +314,12 @@ function withHeader(headers: unknown, name: string, value: string): unknown {
   return { ...headers, [name]: value };
 }
 
-function failedResponse(held: HeldResponse, url: URL): FailedResponse {
+function failedResponse(held: HeldResponse, target: string): FailedResponse {
   return {
     status: held.status,
-    url: url.href,
+    url: new URL(target).href,
     header: (name) => headerValue(held.headers, name),
-    text: () => Promise.resolve(Buffer.concat(held.chunks).toString('utf8')),
+    text: () => Promise.resolve(heldText(held)),
   };
 }
 
