@@ -15,7 +15,7 @@ import {
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut, sendThrough } from '@tokenrelay/core/kit';
 import type { AxiosInstance, AxiosRequestTransformer, AxiosResponse, InternalAxiosRequestConfig } from 'axios';
 import { failedResponse, isOneShotBody } from './response.js';
-import { putInFrontOfRequest, requireGetAdapter, takeRequestStepsOff, type TransportStep } from './transport.js';
+import { putInFrontOfRequest, requireGetAdapter, type TransportStep } from './transport.js';
 
 export { attachDpop } from './dpop.js';
 
@@ -239,8 +239,6 @@ export function attachTokenRelay(
    * fresh token costs no interceptor and no promise of ours.
    */
   const authorizeFinal: AxiosRequestTransformer = function (this: TrackedConfig, data: unknown) {
-    // A replay, or a copy of a request, carries the steps of its first send: off, so it waits or queues only if decided anew.
-    takeRequestStepsOff(this);
     const ticket = this[ticketKey];
     if (!mayAuthorize(requestUrl(this), locationHref)) {
       if (ticket) removeOurBearer(this);

@@ -1,6 +1,6 @@
 import axios, { type AxiosAdapter, type InternalAxiosRequestConfig } from 'axios';
 import { describe, expect, it } from 'vitest';
-import { hasStep, putInFrontOfInstance, putInFrontOfRequest, takeRequestStepsOff, type TransportStep } from './transport.js';
+import { hasStep, putInFrontOfInstance, putInFrontOfRequest, type TransportStep } from './transport.js';
 
 /** A transport, and steps named by what they log, all writing to one log in the order they run. */
 function recorder() {
@@ -42,18 +42,32 @@ describe('transport steps', () => {
     expect(log).toEqual(['request', 'instance', 'transport']);
   });
 
-  it("takes a request's steps off for a replay and keeps the instance's, so a replay never stacks them", async () => {
+  it("runs a request's step for that request only: a replay or a copy (a new config, as axios makes) goes on through the instance's", async () => {
     const { log, transport, step } = recorder();
     const instance = axios.create({ adapter: transport });
     putInFrontOfInstance(instance, step('instance'));
     const config = requestConfig(instance.defaults.adapter);
     putInFrontOfRequest(config, step('first send'), instance.defaults.adapter);
 
-    takeRequestStepsOff(config);
-    putInFrontOfRequest(config, step('replay'), instance.defaults.adapter);
-    await send(config);
+    await send({ ...config });
+
+    expect(log).toEqual(['instance', 'transport']);
+  });
+
+  it("puts a replay's step in place of the one its first send left, so steps never stack", async () => {
+    const { log, transport, step } = recorder();
+    const instance = axios.create({ adapter: transport });
+    putInFrontOfInstance(instance, step('instance'));
+    const config = requestConfig(instance.defaults.adapter);
+    const firstSend = step('first send');
+    putInFrontOfRequest(config, firstSend, instance.defaults.adapter);
+
+    const replay = { ...config };
+    putInFrontOfRequest(replay, step('replay'), instance.defaults.adapter);
+    await send(replay);
 
     expect(log).toEqual(['replay', 'instance', 'transport']);
+    expect(hasStep(replay.adapter, (candidate) => candidate === firstSend)).toBe(false);
   });
 
   it('puts a request step in front of the instance adapter when the request names none, resolved as axios does', async () => {
@@ -62,10 +76,8 @@ describe('transport steps', () => {
     putInFrontOfRequest(config, step('request'), transport);
 
     await send(config);
-    takeRequestStepsOff(config);
 
     expect(log).toEqual(['request', 'transport']);
-    expect(config.adapter).toBe(transport);
   });
 
   it('takes an instance step off wherever it sits, keeping the others, and a second take-off does nothing', async () => {

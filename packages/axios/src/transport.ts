@@ -28,11 +28,11 @@ function transportOf(adapter: AdapterSetting, config: InternalAxiosRequestConfig
 /** A step in front of a transport: it gets the request and the transport to send it on (the real one, or the next step). */
 export type TransportStep = (config: InternalAxiosRequestConfig, transport: AxiosAdapter) => Promise<AxiosResponse>;
 
-/** What an adapter of ours records: its step, the adapter it is in front of, and whether it was put on one request only. */
+/** What an adapter of ours records: its step, the adapter it is in front of, and the one request it was put on, if any. */
 interface Link {
   readonly step: TransportStep;
   readonly wraps: AdapterSetting;
-  readonly oneRequest: boolean;
+  readonly request: InternalAxiosRequestConfig | undefined;
 }
 
 const linkKey: unique symbol = Symbol('tokenrelay.axios.step');
@@ -42,26 +42,32 @@ function linkOf(adapter: AdapterSetting): Link | undefined {
   return typeof adapter === 'function' ? (adapter as StepAdapter)[linkKey] : undefined;
 }
 
-function inFront(step: TransportStep, wraps: AdapterSetting, oneRequest: boolean): AxiosAdapter {
-  const link: Link = { step, wraps, oneRequest };
-  return Object.assign((config: InternalAxiosRequestConfig) => step(config, transportOf(wraps, config)), { [linkKey]: link });
+/**
+ * `step` in front of `wraps`. A step put on one request runs for that request only: a replay, or a
+ * copy, carries the adapter, but axios makes a new config for every request, and that one goes
+ * straight on, to wait or queue only if that is decided anew (by a step of its own).
+ */
+function inFront(step: TransportStep, wraps: AdapterSetting, request?: InternalAxiosRequestConfig): AxiosAdapter {
+  const link: Link = { step, wraps, request };
+  const adapter = (config: InternalAxiosRequestConfig) =>
+    request === undefined || config === request ? step(config, transportOf(wraps, config)) : transportOf(wraps, config)(config);
+  return Object.assign(adapter, { [linkKey]: link });
+}
+
+/** `adapter` without the steps put on one request in front of it; the steps of the instance stay. */
+function withoutRequestSteps(adapter: AdapterSetting): AdapterSetting {
+  // A finite chain: each link wraps an adapter that existed before it.
+  for (let link = linkOf(adapter); link?.request; link = linkOf(link.wraps)) adapter = link.wraps;
+  return adapter;
 }
 
 /**
  * Puts `step` in front of this request's transport (its config's adapter, else `instanceAdapter`):
- * axios calls it where it would call its adapter, after every interceptor and transform.
+ * axios calls it where it would call its adapter, after every interceptor and transform. It takes
+ * the place of a step an earlier send left (a replay, a copy): steps never stack.
  */
 export function putInFrontOfRequest(config: InternalAxiosRequestConfig, step: TransportStep, instanceAdapter: AdapterSetting): void {
-  config.adapter = inFront(step, config.adapter ?? instanceAdapter, true);
-}
-
-/**
- * Takes off the steps an earlier send put on this request: a replay, or a copy of a request,
- * carries them, and must wait or queue only if that is decided anew. Steps of the instance stay.
- */
-export function takeRequestStepsOff(config: InternalAxiosRequestConfig): void {
-  // A finite chain: each link wraps an adapter that existed before it.
-  for (let link = linkOf(config.adapter); link?.oneRequest; link = linkOf(link.wraps)) config.adapter = link.wraps;
+  config.adapter = inFront(step, withoutRequestSteps(config.adapter ?? instanceAdapter), config);
 }
 
 /**
@@ -70,7 +76,7 @@ export function takeRequestStepsOff(config: InternalAxiosRequestConfig): void {
  * @returns what takes the step off again, wherever it sits by then; calling it again does nothing.
  */
 export function putInFrontOfInstance(instance: AxiosInstance, step: TransportStep): () => void {
-  instance.defaults.adapter = inFront(step, instance.defaults.adapter, false);
+  instance.defaults.adapter = inFront(step, instance.defaults.adapter);
   return () => {
     instance.defaults.adapter = withoutStep(instance.defaults.adapter, step);
   };
@@ -82,7 +88,7 @@ function withoutStep(adapter: AdapterSetting, step: TransportStep): AdapterSetti
   if (link === undefined) return adapter;
   if (link.step === step) return link.wraps;
   const wraps = withoutStep(link.wraps, step);
-  return wraps === link.wraps ? adapter : inFront(link.step, wraps, link.oneRequest);
+  return wraps === link.wraps ? adapter : inFront(link.step, wraps, link.request);
 }
 
 /** Whether a step that `isStep` recognizes is in front of `adapter`'s transport. */
