@@ -1,7 +1,8 @@
 /*
- * What the axios door does at axios's transport (the adapter that sends a request): the one way
- * to put a step of ours in front of it, for the waiting and the queue (one request's) and for DPoP
- * (the instance's), and to take such steps off again.
+ * What the axios door does at axios's transport (the adapter that sends a request): the one way to
+ * put a step of ours in front of it, on one request (the waiting and the queue: it runs for that
+ * request alone, and a newer one takes its place) or on the instance (DPoP: until it is taken off).
+ * Each adapter of ours records what it wraps under one symbol, so the steps form one chain.
  */
 import { configurationError } from '@tokenrelay/core/kit';
 import axios, {
