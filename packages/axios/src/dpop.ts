@@ -1,15 +1,17 @@
 /*
  * attachDpop: DPoP proofs (RFC 9449) on an axios instance's requests, whatever its transport (Node's
- * http adapter, xhr, fetch). The instance's adapter is wrapped, so every attempt is signed as it is
- * sent, after every interceptor: with the `Authorization` attachTokenRelay set, a replay included.
+ * http adapter, xhr, fetch). A step goes in front of the instance's transport, so every attempt is
+ * signed as it is sent, after every interceptor: with the `Authorization` attachTokenRelay set, a
+ * replay included.
  */
 import { configurationError, type DpopSender } from '@tokenrelay/core/kit';
-import { isAxiosError, type AxiosAdapter, type AxiosInstance, type AxiosResponse } from 'axios';
+import { isAxiosError, type AxiosInstance, type AxiosResponse } from 'axios';
 import { failedResponse } from './response.js';
-import { requireGetAdapter, transportOf } from './transport.js';
+import { hasStep, putInFrontOfInstance, requireGetAdapter, type TransportStep } from './transport.js';
 
-/** The adapters attachDpop installed, to refuse a second attachDpop on the same instance. */
-const signedAdapters = new WeakSet<AxiosAdapter>();
+/** The steps attachDpop put in front of a transport, to refuse a second attachDpop on the same instance. */
+const signingSteps = new WeakSet<TransportStep>();
+const isSigningStep = (step: TransportStep) => signingSteps.has(step);
 
 /** One attempt's outcome: the response, and the error axios rejected with when its status failed `validateStatus`. */
 interface Attempt {
@@ -23,11 +25,11 @@ interface Attempt {
  * A nonce challenge (a 401 `DPoP error="use_dpop_nonce"`, a 400 `use_dpop_nonce`) is sent once more
  * with a new proof, unless the body is a stream; it never reaches attachTokenRelay as a 401.
  *
- * Works with any transport (it wraps `instance.defaults.adapter`), and with {@link attachTokenRelay}
- * in either order. A request that names its own `adapter` bypasses it.
+ * Works with any transport (its step goes in front of `instance.defaults.adapter`), and with
+ * {@link attachTokenRelay} in either order. A request that names its own `adapter` bypasses it.
  *
  * @param dpop what `createDpop()` of `@tokenrelay/dpop` returns
- * @returns `detach`, which puts the instance's adapter back; calling it again does nothing.
+ * @returns `detach`, which takes its step off the instance's adapter; calling it again does nothing.
  * @throws TokenRelayError `CONFIGURATION_ERROR` with axios older than 1.7 (no `axios.getAdapter`), or when
  *   `instance` already has DPoP attached.
  * @example
@@ -40,11 +42,9 @@ interface Attempt {
  */
 export function attachDpop(instance: AxiosInstance, dpop: DpopSender): () => void {
   requireGetAdapter('attachDpop');
-  const adapter = instance.defaults.adapter;
   // Twice would sign every attempt twice and retry a nonce challenge at both levels.
-  if (typeof adapter === 'function' && signedAdapters.has(adapter)) throw configurationError('attachDpop: this axios instance already has DPoP attached');
-  const signed: AxiosAdapter = async (config) => {
-    const transport = transportOf(adapter, config);
+  if (hasStep(instance.defaults.adapter, isSigningStep)) throw configurationError('attachDpop: this axios instance already has DPoP attached');
+  const sign: TransportStep = async (config, transport) => {
     const url = instance.getUri(config);
     const { response, error } = await dpop.send<Attempt>({
       method: config.method ?? 'get',
@@ -68,12 +68,6 @@ export function attachDpop(instance: AxiosInstance, dpop: DpopSender): () => voi
     if (error !== undefined) throw error;
     return response;
   };
-  signedAdapters.add(signed);
-  instance.defaults.adapter = signed;
-  let attached = true;
-  return () => {
-    if (!attached) return;
-    attached = false;
-    if (instance.defaults.adapter === signed) instance.defaults.adapter = adapter;
-  };
+  signingSteps.add(sign);
+  return putInFrontOfInstance(instance, sign);
 }

@@ -13,9 +13,9 @@ import {
   type TokenManager,
 } from '@tokenrelay/core';
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, isSignedOut, sendThrough } from '@tokenrelay/core/kit';
-import type { AxiosAdapter, AxiosInstance, AxiosRequestTransformer, AxiosResponse, InternalAxiosRequestConfig } from 'axios';
+import type { AxiosInstance, AxiosRequestTransformer, AxiosResponse, InternalAxiosRequestConfig } from 'axios';
 import { failedResponse, isOneShotBody } from './response.js';
-import { requireGetAdapter, transportOf } from './transport.js';
+import { putInFrontOfRequest, requireGetAdapter, type TransportStep } from './transport.js';
 
 export { attachDpop } from './dpop.js';
 
@@ -61,9 +61,6 @@ export interface AttachTokenRelayOptions {
 }
 
 const ticketKey: unique symbol = Symbol('tokenrelay.axios');
-/** On an adapter of ours (waiting for the token, or queueing): the transport it wraps. */
-const ourAdapterKey: unique symbol = Symbol('tokenrelay.axios.adapter');
-type OurAdapter = AxiosAdapter & { [ourAdapterKey]?: AxiosAdapter };
 
 /**
  * Marks a request we authorized. Kept on the config under a symbol because axios copies the
@@ -207,38 +204,32 @@ export function attachTokenRelay(
 
   const { queue } = options;
   requireGetAdapter('attachTokenRelay');
-  /**
-   * Puts `send` in the place of this request's transport: axios calls it where it would call its
-   * adapter, after every interceptor and transform, and `send` calls the real one.
-   */
-  const replaceTransport = (config: TrackedConfig, send: (sent: TrackedConfig, transport: AxiosAdapter) => Promise<AxiosResponse>) => {
-    const transport = transportOf(config.adapter ?? instance.defaults.adapter, config);
-    config.adapter = Object.assign((sent: TrackedConfig) => send(sent, transport), { [ourAdapterKey]: transport });
-  };
-  const queued = (sent: TrackedConfig, transport: AxiosAdapter) =>
-    queue ? sendThrough(queue, () => transport(sent), abortSignalOf(sent)) : transport(sent);
+  /** The step in front of the transport of a request released by a refresh with many others: through the queue, if any. */
+  const queued: TransportStep = (sent, transport) => (queue ? sendThrough(queue, () => transport(sent), abortSignalOf(sent)) : transport(sent));
 
   /**
-   * The token is not sendable now (expired, refused, a refresh under way) or the manager is signed
-   * out: the request waits where its transport would be called, after axios's whole pipeline, so
-   * the refresh releases it for little more than the call of its transport.
+   * The step in front of the transport of a request whose token is not sendable now (expired,
+   * refused, a refresh under way) or whose manager is signed out: it waits where its transport
+   * would be called, after axios's whole pipeline, so the refresh releases it for little more than
+   * the call of its transport.
    */
-  const sendWhenReady = (config: TrackedConfig, replayed: boolean) => {
+  const waitForToken: TransportStep = async (sent: TrackedConfig, transport) => {
+    // Aborted while waiting: this rejects with the signal's reason, which axios turns into its CanceledError.
+    const accessToken = await accessTokenIfSignedIn(manager, { signal: abortSignalOf(sent) });
+    if (accessToken === undefined) {
+      // Signed out: the request goes without a bearer and the server decides.
+      removeOurBearer(sent);
+      return transport(sent);
+    }
+    // A replay carries its replayed ticket; a first send has none yet.
+    setBearer(sent, accessToken, sent[ticketKey]?.replayed ?? false);
+    return queued(sent, transport);
+  };
+  const sendWhenReady = (config: TrackedConfig) => {
     // The redirect guard goes on now, not at the release: thousands of released requests then add
     // nothing to configs that have long been in the old heap, and the scavenger copies less.
     guardRedirects(config);
-    replaceTransport(config, async (sent, transport) => {
-      // Aborted while waiting: this rejects with the signal's reason, which axios turns into its CanceledError.
-      const accessToken = await accessTokenIfSignedIn(manager, { signal: abortSignalOf(sent) });
-      if (accessToken === undefined) {
-        // Signed out: the request goes without a bearer and the server decides.
-        removeOurBearer(sent);
-        return transport(sent);
-      }
-      setBearer(sent, accessToken, replayed);
-      // Released by a refresh with many others: through the queue, if any.
-      return queued(sent, transport);
-    });
+    putInFrontOfRequest(config, waitForToken, instance.defaults.adapter);
   };
 
   /**
@@ -248,9 +239,6 @@ export function attachTokenRelay(
    * fresh token costs no interceptor and no promise of ours.
    */
   const authorizeFinal: AxiosRequestTransformer = function (this: TrackedConfig, data: unknown) {
-    // A replay, or a copy of a request, carries the adapter of ours from its first send: unwrapped, so it waits or queues only if decided anew.
-    const adapter = this.adapter as OurAdapter | undefined;
-    if (adapter?.[ourAdapterKey]) this.adapter = adapter[ourAdapterKey];
     const ticket = this[ticketKey];
     if (!mayAuthorize(requestUrl(this), locationHref)) {
       if (ticket) removeOurBearer(this);
@@ -258,13 +246,13 @@ export function attachTokenRelay(
     }
     // Ours to set, unless the caller brought an Authorization of their own (one we set is renewed).
     if (!attached || (ticket === undefined && hasAuthorization(this.headers))) return data;
-    const replayed = ticket?.replayed ?? false;
     const accessToken = manager.currentAccessToken();
-    if (accessToken === undefined) sendWhenReady(this, replayed);
+    if (accessToken === undefined) sendWhenReady(this);
     else {
+      const replayed = ticket?.replayed ?? false;
       setBearer(this, accessToken, replayed);
       // A replay is released by a refresh with many others: through the queue, if any.
-      if (replayed && queue) replaceTransport(this, queued);
+      if (replayed && queue) putInFrontOfRequest(this, queued, instance.defaults.adapter);
     }
     return data;
   };

@@ -1,8 +1,9 @@
+import type { DpopSender, RequestQueue } from '@tokenrelay/core/kit';
 import axios, { AxiosHeaders, type AxiosAdapter } from 'axios';
 import PQueue from 'p-queue';
 import { describe, expect, it } from 'vitest';
 import { gatedManager, inFlightCounter } from '../../../test/helpers/queue-fixtures.js';
-import { attachTokenRelay } from './index.js';
+import { attachDpop, attachTokenRelay } from './index.js';
 
 const API = 'https://api.example.test';
 
@@ -59,4 +60,29 @@ describe('attachTokenRelay with a queue (p-queue)', () => {
     expect(transport.maxInFlight()).toBeLessThanOrEqual(2);
     expect(queue.size + queue.pending).toBe(0);
   });
+
+  for (const order of ['attachDpop first', 'attachTokenRelay first'] as const) {
+    it(`queues each replay once and signs each attempt once with DPoP attached too (${order})`, async () => {
+      const { manager, release } = gatedManager({ accessToken: 'v1', refreshToken: 'r1' });
+      const transport = countingAdapter((authorization) => authorization === 'Bearer v2');
+      const queued: string[] = [];
+      const pQueue = new PQueue({ concurrency: 2 });
+      const queue: RequestQueue = { add: (task) => (queued.push('task'), pQueue.add(task)) };
+      const signed: unknown[] = [];
+      const sender: DpopSender = { send: (request) => (signed.push(request.authorization), request.attempt('proof')) };
+      const api = axios.create({ baseURL: API, adapter: transport.adapter });
+      if (order === 'attachDpop first') attachDpop(api, sender);
+      attachTokenRelay(api, manager, { queue });
+      if (order === 'attachTokenRelay first') attachDpop(api, sender);
+
+      // v1 looks fresh: the first sends go out unqueued; their replays after the refresh are queued.
+      const responses = Array.from({ length: 4 }, (_, i) => api.get(`/items/${i}`));
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      release();
+
+      expect((await Promise.all(responses)).map((response) => response.status)).toEqual(Array(4).fill(200));
+      expect(queued).toHaveLength(4);
+      expect([...signed].sort()).toEqual([...Array(4).fill('Bearer v1'), ...Array(4).fill('Bearer v2')]);
+    });
+  }
 });

@@ -21,7 +21,7 @@ import {
   unwrappedFetch,
 } from '@tokenrelay/core/kit';
 import { discard, isOneShotBody, isRequest, locationOf, type FetchInit, type FetchInput, type GlobalFetch } from './fetch-values.js';
-import { sendFollowingRedirects } from './redirects.js';
+import { sendFollowingRedirects, type RedirectContext } from './redirects.js';
 
 /** Options of {@link withTokenRelay}. */
 export interface TokenRelayFetchOptions {
@@ -194,7 +194,7 @@ export function withTokenRelay<F extends FetchFunction>(
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   // Called with what its caller gave the wrapper, plus headers: whatever its own types, it takes that.
   const send = fetchImpl as unknown as GlobalFetch;
-  const redirectContext = { send, mayCarryBearer };
+  const redirectContext: RedirectContext = { send, mayCarryBearer, afterResponse };
 
   /**
    * Sends with the bearer wherever it may go. Outside a browser redirects are followed hop by hop
@@ -212,21 +212,19 @@ export function withTokenRelay<F extends FetchFunction>(
     replayInput: string | Request | undefined,
   ): Promise<Response> {
     const bearer = bearerAuthorization(accessToken, manager.tokenType);
-    const after =
-      replayInput === undefined ? undefined : (response: Response) => afterResponse(response, replayInput, init, own, href, accessToken);
-    return sendFollowingRedirects(redirectContext, input, init, withBearer(own, bearer), href, bearer, after);
+    return sendFollowingRedirects(redirectContext, input, init, withBearer(own, bearer), href, bearer, replayInput, own, accessToken);
   }
 
-  /** A response (after any redirects) as the caller gets it: a failure may still be replayed. */
+  /** A first send's response (after any redirects) as the caller gets it: a failure may still be replayed. */
   function afterResponse(
     response: Response,
-    replayInput: string | Request | undefined,
+    replayInput: string | Request,
     init: FetchInit,
     own: HeadersInit | undefined,
     href: string,
     accessToken: string,
   ): Response | Promise<Response> {
-    return response.status < 400 || replayInput === undefined ? response : afterFailure(response, replayInput, init, own, href, accessToken);
+    return response.status < 400 ? response : afterFailure(response, replayInput, init, own, href, accessToken);
   }
 
   /**

@@ -5,18 +5,20 @@
  * redirects.ts does when it finds itself in a browser.
  */
 import type { FetchInit } from './fetch-values.js';
-import type { AfterResponse, RedirectContext } from './redirects.js';
+import type { RedirectContext } from './redirects.js';
 
 /** Sends `input` with `headers`; the browser follows any redirect itself. */
 export function sendFollowingRedirects(
-  { send }: RedirectContext,
+  { send, afterResponse }: RedirectContext,
   input: string | Request,
   init: FetchInit,
   headers: HeadersInit,
-  _href: string,
+  href: string,
   _bearer: string,
-  after?: AfterResponse,
+  replayInput: string | Request | undefined,
+  own: HeadersInit | undefined,
+  accessToken: string,
 ): Promise<Response> {
   const sent = send(input, { ...init, headers });
-  return after ? sent.then(after) : sent;
+  return replayInput === undefined ? sent : sent.then((response) => afterResponse(response, replayInput, init, own, href, accessToken));
 }

@@ -1,8 +1,11 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { sendFollowingRedirects as sendInBrowserBuild } from './redirects.browser.js';
-import { sendFollowingRedirects } from './redirects.js';
+import { sendFollowingRedirects, type AfterResponse } from './redirects.js';
 
-const bearer = 'Bearer access-1';
+const accessToken = 'access-1';
+const bearer = `Bearer ${accessToken}`;
+/** What a replay of a send needs: no `replayInput`, so no `afterResponse` call. */
+const noReplay = [undefined, undefined, accessToken] as const;
 
 /** A fetch that answers every request with a redirect, and records what it was given. */
 function redirectingFetch() {
@@ -11,7 +14,8 @@ function redirectingFetch() {
     calls.push({ input, init });
     return Promise.resolve(new Response(null, { status: 302, headers: { location: 'https://elsewhere.example/next' } }));
   };
-  return { calls, context: { send, mayCarryBearer: (url: string) => url.startsWith('https://api.example/') } };
+  const afterResponse: AfterResponse = (response) => response;
+  return { calls, context: { send, mayCarryBearer: (url: string) => url.startsWith('https://api.example/'), afterResponse } };
 }
 
 describe('redirects in the browser build and in the full build', () => {
@@ -26,8 +30,8 @@ describe('redirects in the browser build and in the full build', () => {
     const full = redirectingFetch();
     const browser = redirectingFetch();
 
-    const fromFull = await sendFollowingRedirects(full.context, 'https://api.example/items', init, headers, 'https://api.example/items', bearer);
-    const fromBrowser = await sendInBrowserBuild(browser.context, 'https://api.example/items', init, headers, 'https://api.example/items', bearer);
+    const fromFull = await sendFollowingRedirects(full.context, 'https://api.example/items', init, headers, 'https://api.example/items', bearer, ...noReplay);
+    const fromBrowser = await sendInBrowserBuild(browser.context, 'https://api.example/items', init, headers, 'https://api.example/items', bearer, ...noReplay);
 
     expect(browser.calls).toEqual([{ input: 'https://api.example/items', init: { ...init, headers } }]);
     expect(full.calls).toEqual(browser.calls);
@@ -40,10 +44,41 @@ describe('redirects in the browser build and in the full build', () => {
     const send = (input: RequestInfo | URL, init?: RequestInit) =>
       answered++ === 0 ? context.send(input, init) : (calls.push({ input, init }), Promise.resolve(new Response('done')));
 
-    const response = await sendFollowingRedirects({ ...context, send }, 'https://api.example/items', undefined, { authorization: bearer }, 'https://api.example/items', bearer);
+    const response = await sendFollowingRedirects(
+      { ...context, send },
+      'https://api.example/items',
+      undefined,
+      { authorization: bearer },
+      'https://api.example/items',
+      bearer,
+      ...noReplay,
+    );
 
     expect(await response.text()).toBe('done');
     expect(calls.map(({ input }) => String(input))).toEqual(['https://api.example/items', 'https://elsewhere.example/next']);
     expect(new Headers(calls[1]?.init?.headers).has('authorization')).toBe(false);
+  });
+
+  it("hands a first send's final response to afterResponse with what its replay needs, in both builds, and a replay's to none", async () => {
+    const url = 'https://api.example/items';
+    const handed: unknown[][] = [];
+    const afterResponse: AfterResponse = (response, ...request) => (handed.push([response.status, ...request]), response);
+    const own = { accept: 'text/plain' };
+    const init = { headers: own };
+    const full = redirectingFetch();
+    let answered = 0;
+    const send = (input: RequestInfo | URL, sent?: RequestInit) =>
+      answered++ === 0 ? full.context.send(input, sent) : Promise.resolve(new Response('done', { status: 401 }));
+    const browser = { ...redirectingFetch().context, afterResponse };
+
+    await sendFollowingRedirects({ ...full.context, send, afterResponse }, url, init, {}, url, bearer, url, own, accessToken);
+    vi.stubGlobal('location', { origin: 'https://app.example', href: 'https://app.example/' });
+    await sendInBrowserBuild(browser, url, init, {}, url, bearer, url, own, accessToken);
+    await sendInBrowserBuild(browser, url, init, {}, url, bearer, ...noReplay);
+
+    expect(handed).toEqual([
+      [401, url, init, own, url, accessToken],
+      [302, url, init, own, url, accessToken],
+    ]);
   });
 });

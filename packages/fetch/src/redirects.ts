@@ -7,11 +7,27 @@
  */
 import { discard, isOneShotBody, isRequest, locationOf, type FetchInit, type GlobalFetch } from './fetch-values.js';
 
+/**
+ * What the wrapper does with the final response of a first send (after any redirects), in the same
+ * promise step. One function for every request: what it needs of the request comes as arguments
+ * (`init` and `href` as the send got them, the rest passed through), so a send allocates no closure for it.
+ */
+export type AfterResponse = (
+  response: Response,
+  replayInput: string | Request,
+  init: FetchInit,
+  own: HeadersInit | undefined,
+  href: string,
+  accessToken: string,
+) => Response | Promise<Response>;
+
 /** What the redirect following needs of the wrapper. */
 export interface RedirectContext {
   readonly send: GlobalFetch;
   /** May the bearer go to this URL? */
   readonly mayCarryBearer: (url: string) => boolean;
+  /** What a first send does with its final response. */
+  readonly afterResponse: AfterResponse;
 }
 
 /** fetch's own limit (Fetch Standard, HTTP-redirect fetch). */
@@ -75,13 +91,11 @@ async function followRedirects({ send, mayCarryBearer }: RedirectContext, respon
   return response;
 }
 
-/** What the wrapper does with the final response (after any redirects), in the same promise step. */
-export type AfterResponse = (response: Response) => Response | Promise<Response>;
-
 /**
  * Sends `input` with `headers` (which carry `bearer`); when fetch is to follow redirects and shows
- * them, follows them hop by hop. `after` runs on the final response in the step that judges the
- * redirect, so a response that is no redirect costs one promise step of ours, or none without `after`.
+ * them, follows them hop by hop. For a first send (`replayInput` given) `context.afterResponse` runs
+ * on the final response in the step that judges the redirect, with `own` and `accessToken` passed
+ * through, so a response that is no redirect costs one promise step of ours, or none for a replay.
  */
 export function sendFollowingRedirects(
   context: RedirectContext,
@@ -90,20 +104,24 @@ export function sendFollowingRedirects(
   headers: HeadersInit,
   href: string,
   bearer: string,
-  after?: AfterResponse,
+  replayInput: string | Request | undefined,
+  own: HeadersInit | undefined,
+  accessToken: string,
 ): Promise<Response> {
-  const { send } = context;
+  const { send, afterResponse } = context;
   const request = isRequest(input) ? input : undefined;
   const redirect = init?.redirect ?? (request ? request.redirect : 'follow');
   if (redirect !== 'follow' || hidesRedirects()) {
     const sent = send(input, { ...init, headers });
-    return after ? sent.then(after) : sent;
+    return replayInput === undefined ? sent : sent.then((response) => afterResponse(response, replayInput, init, own, href, accessToken));
   }
   // A 307/308 sends the body again: keep a copy of a Request's, read only if that happens.
   const spare = request?.body ? request.clone() : undefined;
   const first = { ...init, headers, redirect: 'manual' as const };
   return send(input, first).then((response) => {
-    if (!redirectStatuses.has(response.status)) return after ? after(response) : response;
+    if (!redirectStatuses.has(response.status)) {
+      return replayInput === undefined ? response : afterResponse(response, replayInput, init, own, href, accessToken);
+    }
     // The hop is built only when a redirect comes.
     const hop: Hop = {
       url: href,
@@ -112,6 +130,6 @@ export function sendFollowingRedirects(
       init: { ...first, signal: init?.signal ?? request?.signal },
     };
     const followed = followRedirects(context, response, hop, bearer);
-    return after ? followed.then(after) : followed;
+    return replayInput === undefined ? followed : followed.then((final) => afterResponse(final, replayInput, init, own, href, accessToken));
   });
 }
