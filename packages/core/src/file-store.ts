@@ -212,6 +212,9 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
   let checking: Promise<void> = Promise.resolve();
 
   async function check(): Promise<void> {
+    // A write of this store under way finishes first: the file may already hold its state (the rename
+    // is done) while `lastKey` does not know it yet, and our own write is no news.
+    await queue;
     const startedAt = operations;
     let value: StoredTokens | undefined;
     try {
