@@ -134,6 +134,8 @@ interface SignedAttempt {
  *   are still refreshed, so the next request works, and the caller gets the failed response.
  *   Node's `fetch` hands every body to the dispatcher as an async iterable: a `fetch` POST is not
  *   replayed here (wrap that `fetch` with `withTokenRelay` of `@tokenrelay/fetch` for that).
+ * - With the `queue` option, the requests that waited for a refresh, and the replays, are sent through
+ *   it, each holding its place until its exchange ends; requests whose token was fresh never wait in it.
  * - DPoP: with the `dpop` option every request it authorizes carries a fresh proof; without it, a
  *   request of a DPoP-bound session (`token_type` DPoP) fails with a `CONFIGURATION_ERROR`.
  * - If the refresh fails, the request fails with the `TokenRelayError` (`undici.request` rejects
