@@ -5,6 +5,7 @@ import { startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@to
 import { tokenRelayInterceptor } from '@tokenrelay/undici';
 import * as undici from 'undici';
 import * as undici7 from 'undici7';
+import PQueue from 'p-queue';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defaultClientGrant } from './helpers/default-client-grant.js';
 
@@ -188,5 +189,61 @@ describe('tokenRelayInterceptor on an undici 7 agent', () => {
     expect(await responses[0]?.body.json()).toMatchObject({ bodySha256: sha256(payload) });
     expect(server.stats().tokenRequests).toBe(1);
     await agent.close();
+  });
+});
+
+/** An interceptor that counts the API exchanges in flight below it, from dispatch to their end, and their peak. */
+function apiInFlightCounter() {
+  let inFlight = 0;
+  let peak = 0;
+  const interceptor: undici.Dispatcher.DispatcherComposeInterceptor = (dispatch) => (options, handler) => {
+    if (!options.path.startsWith('/api/')) return dispatch(options, handler);
+    inFlight++;
+    peak = Math.max(peak, inFlight);
+    let over = false;
+    const ended = () => {
+      if (!over) inFlight--;
+      over = true;
+    };
+    return dispatch(options, {
+      ...handler,
+      onComplete: (trailers) => (ended(), handler.onComplete?.(trailers)),
+      onError: (error) => (ended(), handler.onError?.(error)),
+      onUpgrade: (status, headers, socket) => (ended(), handler.onUpgrade?.(status, headers, socket)),
+    });
+  };
+  return { interceptor, peak: () => peak };
+}
+
+describe('tokenRelayInterceptor with a queue', () => {
+  /** Signed in with an expired token, so every request waits for the one refresh; API exchanges counted below the interceptor. */
+  async function installQueued(queue?: PQueue) {
+    const server = await startServer({ tokenEndpointLatencyMs: 50 });
+    const manager = createTokenManager({ tokens: { ...server.issue(), expiresAt: Date.now() - 1_000 }, refresh: defaultClientGrant(server) });
+    const counter = apiInFlightCounter();
+    undici.setGlobalDispatcher(originalDispatcher.compose(counter.interceptor, tokenRelayInterceptor(manager, { origins: [server.url], queue })));
+    const burst = () => Promise.all(Array.from({ length: 50 }, (_, i) => undici.request(`${server.url}/api/items/${i}?delayMs=10`)));
+    return { server, counter, burst };
+  }
+
+  it('releases 50 requests behind one refresh at most 4 at a time, each counted until its answer ends, none failed', async () => {
+    const { server, counter, burst } = await installQueued(new PQueue({ concurrency: 4 }));
+
+    const responses = await burst();
+    await Promise.all(responses.map((response) => response.body.dump()));
+
+    expect(responses.map((response) => response.statusCode)).toEqual(Array(50).fill(200));
+    expect(server.stats()).toMatchObject({ tokenRequests: 1, apiRequests: 50, apiOk: 50, api401: 0 });
+    expect(counter.peak()).toBeLessThanOrEqual(4);
+  });
+
+  it('without a queue, releases them together (the burst the queue prevents)', async () => {
+    const { server, counter, burst } = await installQueued();
+
+    const responses = await burst();
+    await Promise.all(responses.map((response) => response.body.dump()));
+
+    expect(server.stats()).toMatchObject({ tokenRequests: 1, apiOk: 50 });
+    expect(counter.peak()).toBeGreaterThan(4);
   });
 });

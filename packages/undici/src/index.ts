@@ -11,6 +11,7 @@ import {
   defaultShouldRefresh,
   type FailedResponse,
   type Origins,
+  type RequestQueue,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
@@ -20,6 +21,7 @@ import {
   createOriginMatcher,
   dpopUnsupported,
   isSignedOut,
+  sendThrough,
   type DpopRequest,
   type DpopSender,
 } from '@tokenrelay/core/kit';
@@ -58,6 +60,21 @@ export interface TokenRelayInterceptorOptions {
    * ```
    */
   dpop?: DpopSender;
+  /**
+   * Sends the requests that had to wait for a refresh, and the replays, through this queue — any
+   * object with `add(task)`, such as p-queue's `new PQueue({ concurrency: 8 })` — so that the
+   * requests released by a refresh do not hit the API in one burst. Each holds its place in the queue
+   * until its exchange ends (answered, failed, upgraded or aborted), so the queue's concurrency bounds
+   * the requests in flight. Requests that did not wait go out at once, unqueued. An aborted request
+   * leaves the queue at once.
+   * @default none: released requests go out together
+   * @example
+   * ```ts
+   * import PQueue from 'p-queue'
+   * tokenRelayInterceptor(manager, { origins: ['https://api.example.com'], queue: new PQueue({ concurrency: 8 }) })
+   * ```
+   */
+  queue?: RequestQueue;
 }
 
 /** Handlers of undici 7's own interface only (its interceptors' handlers): onRequestStart, onResponseStart, … */
@@ -117,6 +134,8 @@ interface SignedAttempt {
  *   are still refreshed, so the next request works, and the caller gets the failed response.
  *   Node's `fetch` hands every body to the dispatcher as an async iterable: a `fetch` POST is not
  *   replayed here (wrap that `fetch` with `withTokenRelay` of `@tokenrelay/fetch` for that).
+ * - With the `queue` option, the requests that waited for a refresh, and the replays, are sent through
+ *   it, each holding its place until its exchange ends; requests whose token was fresh never wait in it.
  * - DPoP: with the `dpop` option every request it authorizes carries a fresh proof; without it, a
  *   request of a DPoP-bound session (`token_type` DPoP) fails with a `CONFIGURATION_ERROR`.
  * - If the refresh fails, the request fails with the `TokenRelayError` (`undici.request` rejects
@@ -140,7 +159,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     );
   }
   const mayCarryBearer = createOriginMatcher(options.origins, manager.tokenEndpoint);
-  const { dpop } = options;
+  const { dpop, queue } = options;
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   // A failed response is held back (its body kept in memory) until we know whether it is replaced by a
   // replay: with the default predicate only a 401 can be; a predicate of your own may take any status ≥ 400.
@@ -168,14 +187,16 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     };
     const fail = (error: unknown) => upstream.onError?.(error instanceof Error ? error : new Error(String(error)));
 
-    const send = (accessToken: string | undefined, holdFailures: boolean) => {
+    // `ended`, when given, is called once this send's exchange is over, whatever ends it.
+    const send = (accessToken: string | undefined, holdFailures: boolean, ended?: () => void) => {
       const authorization = accessToken === undefined ? undefined : bearerAuthorization(accessToken, manager.tokenType);
       const headers = authorization === undefined ? request.headers : withHeader(request.headers, 'authorization', authorization);
-      const handler = attempt(accessToken, holdFailures);
+      const handler = endingWith(attempt(accessToken, holdFailures), ended);
       if (dpop === undefined) {
         // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
         const unsupported = authorization === undefined ? undefined : dpopUnsupported('tokenRelayInterceptor', authorization);
         if (!unsupported) return next({ ...request, headers }, handler);
+        ended?.();
         fail(unsupported);
         return true;
       }
@@ -192,8 +213,35 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
             }),
           answerOf: (signed) => signed.answer,
         })
-        .then((kept) => kept.release(), fail);
+        .then(
+          (kept) => kept.release(),
+          (error: unknown) => {
+            ended?.();
+            fail(error);
+          },
+        );
       return true;
+    };
+
+    // Released by a refresh with many others (a waiter, a replay): through the queue, if any. The task
+    // holds its slot until the exchange ends, so the queue bounds the requests in flight, not their starts.
+    const sendReleased = (accessToken: string, holdFailures: boolean) => {
+      if (queue === undefined) return void send(accessToken, holdFailures);
+      let sent = false;
+      sendThrough(
+        queue,
+        () =>
+          new Promise<void>((ended) => {
+            if (aborted.signal.aborted) return ended();
+            aborted.signal.addEventListener('abort', () => ended(), { once: true });
+            sent = true;
+            send(accessToken, holdFailures, ended);
+          }),
+        aborted.signal,
+      ).catch((error: unknown) => {
+        // Aborted once sent: the attempt's own abort tells the caller, once.
+        if (!sent || !aborted.signal.aborted) fail(error);
+      });
     };
 
     const attempt = (accessToken: string | undefined, holdFailures: boolean): DispatchHandler => {
@@ -220,7 +268,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
         if (!(await shouldRefresh(failedResponse(held, target)))) return handOver(held);
         const { accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal: aborted.signal });
         if (!isReplayable(request.body)) return handOver(held);
-        send(accessToken, false);
+        sendReleased(accessToken, false);
       } catch (error) {
         // Signed out meanwhile: the caller gets the server's answer as it is.
         if (isSignedOut(error) && !aborted.signal.aborted) return handOver(held);
@@ -230,7 +278,14 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
 
     const immediate = manager.currentAccessToken();
     if (immediate !== undefined) return send(immediate, true);
-    accessTokenIfSignedIn(manager, { signal: aborted.signal }).then((accessToken) => send(accessToken, true), fail);
+    // The caller gets its abort now, so it can give up while the request waits for a token or its turn in the queue.
+    connected = true;
+    upstream.onConnect?.(abort);
+    accessTokenIfSignedIn(manager, { signal: aborted.signal }).then(
+      // Signed out: not released by a refresh, so not queued.
+      (accessToken) => (accessToken === undefined ? send(undefined, true) : sendReleased(accessToken, true)),
+      fail,
+    );
     return true;
   }
 }
@@ -263,6 +318,26 @@ function holdingNonceChallenge(handler: DispatchHandler, settle: (attempt: Signe
       reject(error);
     },
   });
+}
+
+/** `handler`, telling `ended` (when given) that its dispatch's exchange is over: answered, failed or upgraded. */
+function endingWith(handler: DispatchHandler, ended: (() => void) | undefined): DispatchHandler {
+  if (ended === undefined) return handler;
+  return {
+    ...handler,
+    onUpgrade(status, headers, socket) {
+      ended();
+      handler.onUpgrade?.(status, headers, socket);
+    },
+    onComplete(trailers) {
+      ended();
+      handler.onComplete?.(trailers);
+    },
+    onError(error) {
+      ended();
+      handler.onError?.(error);
+    },
+  };
 }
 
 /**
