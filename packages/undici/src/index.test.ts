@@ -162,6 +162,30 @@ describe('tokenRelayInterceptor', () => {
     expect(sent).toHaveLength(1);
   });
 
+  it('fails a request that waited for its token with the error of a dispatcher that throws, and leaves no unhandled rejection', async () => {
+    const manager = createTokenManager({
+      tokens: { accessToken: 'v0', refreshToken: 'r0', expiresAt: Date.now() - 1 },
+      refresh: async () => ({ accessToken: 'v1', refreshToken: 'r1', expiresAt: Date.now() + 3_600_000 }),
+    });
+    const broken = new Error('dispatcher closed');
+    const dispatch = tokenRelayInterceptor(manager, { origins: [API] })((_options: Sent, _handler: FakeHandler): boolean => {
+      throw broken;
+    });
+    const errors: Error[] = [];
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const handler: FakeHandler = { onConnect() {}, onHeaders: () => true, onData: () => true, onComplete() {}, onError: (error) => void errors.push(error) };
+      dispatch({ origin: API, path: '/me' }, handler);
+      await vi.waitFor(() => expect(errors).toEqual([broken]));
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it('fails the request with SESSION_EXPIRED when the refresh token is dead', async () => {
     const { seen, send, settled } = setUp(
       signedIn(async () => {

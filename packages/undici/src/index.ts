@@ -281,11 +281,11 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     // The caller gets its abort now, so it can give up while the request waits for a token or its turn in the queue.
     connected = true;
     upstream.onConnect?.(abort);
-    accessTokenIfSignedIn(manager, { signal: aborted.signal }).then(
+    accessTokenIfSignedIn(manager, { signal: aborted.signal })
       // Signed out: not released by a refresh, so not queued.
-      (accessToken) => (accessToken === undefined ? send(undefined, true) : sendReleased(accessToken, true)),
-      fail,
-    );
+      .then((accessToken) => (accessToken === undefined ? send(undefined, true) : sendReleased(accessToken, true)))
+      // A dispatcher that throws when the request is handed to it fails the request, like any other failure.
+      .catch(fail);
     return true;
   }
 }
