@@ -106,7 +106,7 @@ function requestUrl(config: InternalAxiosRequestConfig): string {
   const base = config.baseURL;
   if (!base) return url;
   // The common shape (`https://api.example.com` + `/items`): a path, so no scheme to look for and no trimming.
-  if (url.charCodeAt(0) === 47 && url.charCodeAt(1) !== 47 && !base.endsWith('/')) return base + url;
+  if (url.charCodeAt(0) === 47 && url.charCodeAt(1) !== 47 && base.charCodeAt(base.length - 1) !== 47) return base + url;
   if (config.allowAbsoluteUrls !== false && absoluteUrl.test(url)) return url;
   if (!url) return base;
   return `${base.replace(/\/+$/, '')}/${url.replace(/^\/+/, '')}`;
