@@ -131,7 +131,9 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   return { beforeRequest: [beforeRequest], beforeRedirect: [beforeRedirect], afterResponse: [afterResponse] };
 }
 
+/** The request's URL: got's own `URL` as it is (nothing of ours changes it), a string parsed. */
 function urlOf(url: string | URL | undefined): URL | undefined {
+  if (url instanceof URL) return url;
   try {
     return url === undefined || url === '' ? undefined : new URL(url);
   } catch {
