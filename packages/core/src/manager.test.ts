@@ -155,6 +155,24 @@ describe('proactive refresh', () => {
     expect(calls).toHaveLength(1);
   });
 
+  it('sends a token with 10 s left at once while a slow refresh runs (default margin): only the last 5 s wait', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { handler, calls } = controlledRefresh();
+    const manager = createTokenManager({
+      tokens: { accessToken: 'v0', refreshToken: 'r0', expiresAt: 1_000_000 + 3_600_000 },
+      refresh: handler,
+    });
+    vi.setSystemTime(1_000_000 + 3_600_000 - 20_000);
+    expect(await manager.getAccessToken()).toBe('v0'); // inside the 30 s margin: the refresh starts in the background
+    vi.setSystemTime(1_000_000 + 3_600_000 - 10_000);
+    expect(await manager.getAccessToken()).toBe('v0'); // the refresh still runs; 10 s is plenty to reach the server
+    vi.setSystemTime(1_000_000 + 3_600_000 - 4_000);
+    const waiting = manager.getAccessToken();
+    calls[0]?.resolve({ accessToken: 'v1', expiresAt: Date.now() + 3_600_000 });
+    expect(await waiting).toBe('v1');
+    expect(calls).toHaveLength(1);
+  });
+
   it('shrinks the margin for a 1 s token so it is refreshed once per lifetime, not on every request', async () => {
     vi.useFakeTimers({ now: 0 });
     let count = 0;

@@ -44,6 +44,13 @@ function deferred<T>(): Deferred<T> {
 
 const accessTokenOf = (tokens: TokenSet) => tokens.accessToken;
 
+/**
+ * The most time a request is given to reach the server with a token that is being refreshed: a token
+ * with more left is sent at once while the refresh runs (with the default 30 s margin, a slow token
+ * endpoint stalls no request until the last 5 s).
+ */
+const SEND_WINDOW_MS = 5_000;
+
 /** Two token sets are the same session state when both tokens match. */
 const sameTokens = (a: TokenSet, b: TokenSet) => a.accessToken === b.accessToken && a.refreshToken === b.refreshToken;
 
@@ -344,13 +351,14 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   }
 
   /**
-   * Good to send without waiting for the refresh that is due: not refused, and more than half the
-   * refresh margin away from its expiry, so it cannot expire on its way to the server.
+   * Good to send without waiting for the refresh that is due: not refused, and farther from its
+   * expiry than the time a request takes to reach the server — half the refresh margin, at most
+   * {@link SEND_WINDOW_MS} — so it cannot expire on its way.
    */
   function isSendable(tokens: TokenSet): boolean {
     if (tokens.expiresAt === undefined || tokens.accessToken === refusedAccessToken || sessionExpiredError) return false;
     const lifetime = Math.max(0, tokens.expiresAt - obtainedAt);
-    return clock.now() < tokens.expiresAt - Math.min(refreshMarginMs, lifetime / 4) / 2;
+    return clock.now() < tokens.expiresAt - Math.min(Math.min(refreshMarginMs, lifetime / 4) / 2, SEND_WINDOW_MS);
   }
 
   /** The current token may still be sent: not expired by its clock, and not refused by the server. */
