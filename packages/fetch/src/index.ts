@@ -21,7 +21,7 @@ import {
   unwrappedFetch,
 } from '@tokenrelay/core/kit';
 import { discard, isOneShotBody, isRequest, locationOf, type FetchInit, type FetchInput, type GlobalFetch } from './fetch-values.js';
-import { sendFollowingRedirects, type RedirectContext } from './redirects.js';
+import { sendFollowingRedirects, type AfterResponse, type RedirectContext } from './redirects.js';
 
 /** Options of {@link withTokenRelay}. */
 export interface TokenRelayFetchOptions {
@@ -194,6 +194,9 @@ export function withTokenRelay<F extends FetchFunction>(
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   // Called with what its caller gave the wrapper, plus headers: whatever its own types, it takes that.
   const send = fetchImpl as unknown as GlobalFetch;
+  /** A first send's response (after any redirects) as the caller gets it: a failure may still be replayed. */
+  const afterResponse: AfterResponse = (response, replayInput, init, own, href, accessToken) =>
+    response.status < 400 ? response : afterFailure(response, replayInput, init, own, href, accessToken);
   const redirectContext: RedirectContext = { send, mayCarryBearer, afterResponse };
 
   /**
@@ -213,18 +216,6 @@ export function withTokenRelay<F extends FetchFunction>(
   ): Promise<Response> {
     const bearer = bearerAuthorization(accessToken, manager.tokenType);
     return sendFollowingRedirects(redirectContext, input, init, withBearer(own, bearer), href, bearer, replayInput, own, accessToken);
-  }
-
-  /** A first send's response (after any redirects) as the caller gets it: a failure may still be replayed. */
-  function afterResponse(
-    response: Response,
-    replayInput: string | Request,
-    init: FetchInit,
-    own: HeadersInit | undefined,
-    href: string,
-    accessToken: string,
-  ): Response | Promise<Response> {
-    return response.status < 400 ? response : afterFailure(response, replayInput, init, own, href, accessToken);
   }
 
   /**

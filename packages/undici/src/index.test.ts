@@ -2,27 +2,15 @@ import { Readable } from 'node:stream';
 import { ErrorCode, TokenRelayError, createTokenManager, type TokenManager } from '@tokenrelay/core';
 import { describe, expect, it, vi } from 'vitest';
 import type { DpopRequest, DpopSender } from '@tokenrelay/core/kit';
+import type { FakeHandler, Sent } from './test-helpers.js';
 import { tokenRelayInterceptor } from './index.js';
 
 const API = 'https://api.example.test';
 
-interface Sent {
-  origin: string | URL;
-  path: string;
-  headers?: unknown;
-  body?: unknown;
-}
 
 /** What the caller's handler saw, in order. */
 type Seen = [event: string, detail?: unknown];
 
-interface FakeHandler {
-  onConnect(abort: (reason?: Error) => void): void;
-  onHeaders(status: number, headers: Buffer[], resume: () => void, statusText: string): boolean;
-  onData(chunk: Buffer): boolean;
-  onComplete(trailers: null): void;
-  onError(error: Error): void;
-}
 
 /** A dispatcher that answers each request with the next status of `statuses`, and the caller's handler. */
 function setUp(manager: TokenManager, statuses: number[]) {

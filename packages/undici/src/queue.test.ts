@@ -3,24 +3,12 @@ import PQueue from 'p-queue';
 import { describe, expect, it, vi } from 'vitest';
 import type { DpopSender } from '@tokenrelay/core/kit';
 import { gatedManager } from '../../../test/helpers/queue-fixtures.js';
+import type { FakeHandler, Sent } from './test-helpers.js';
 import { tokenRelayInterceptor, type TokenRelayInterceptorOptions } from './index.js';
 
 const API = 'https://api.example.test';
 
-interface Sent {
-  origin: string;
-  path: string;
-  headers?: unknown;
-}
 
-interface FakeHandler {
-  onConnect(abort: (reason?: Error) => void): void;
-  onHeaders(status: number, headers: Buffer[], resume: () => void, statusText: string): boolean;
-  onData(chunk: Buffer): boolean;
-  onComplete(trailers: null): void;
-  onError(error: Error): void;
-  onUpgrade(status: number, headers: Buffer[], socket: unknown): void;
-}
 
 /** What one caller's handler saw, in order. */
 type Seen = [event: string, detail?: unknown][];
@@ -55,7 +43,7 @@ function countingNext() {
     if (options.path === '/hang') return true;
     setTimeout(() => {
       if (options.path === '/reset') return end(() => handler.onError(new Error('socket hang up')));
-      if (options.path === '/upgrade') return end(() => handler.onUpgrade(101, [], {}));
+      if (options.path === '/upgrade') return end(() => handler.onUpgrade?.(101, [], {}));
       const ok = options.path !== '/forbidden' && authorizationOf(options) === 'Bearer v2';
       handler.onHeaders(ok ? 200 : 401, ok ? [] : options.path === '/forbidden' ? scopeChallenge : expiredChallenge, () => {}, '');
       // The body comes later: a slot freed at the headers would let more exchanges in flight than the queue allows.
@@ -154,16 +142,21 @@ describe('tokenRelayInterceptor with a queue (p-queue)', () => {
     expect(queue.size + queue.pending).toBe(0);
   });
 
-  it('lets a dispatch aborted while queued leave at once: its handler gets the reason once, and it is never sent', async () => {
+  /** Two dispatches released by one refresh through a queue of one slot: the first sent (and hanging), the second queued. */
+  async function oneSentOneQueued() {
     const { manager, release } = gatedManager(expired);
     const queue = new PQueue({ concurrency: 1 });
     const { request, sent } = setUp(manager, { queue });
-    const reason = new Error('caller gave up');
-
     const first = request('/hang');
     const second = request('/items/1');
     release();
     await vi.waitFor(() => expect(sent).toHaveLength(1));
+    return { queue, sent, first, second };
+  }
+
+  it('lets a dispatch aborted while queued leave at once: its handler gets the reason once, and it is never sent', async () => {
+    const { queue, sent, first, second } = await oneSentOneQueued();
+    const reason = new Error('caller gave up');
     second.abort(reason);
 
     // The first still hangs, holding the one slot: the second left the queue without waiting for it.
@@ -175,15 +168,8 @@ describe('tokenRelayInterceptor with a queue (p-queue)', () => {
   });
 
   it('frees the slot of an exchange the caller aborts in flight, for the next one in the queue', async () => {
-    const { manager, release } = gatedManager(expired);
-    const queue = new PQueue({ concurrency: 1 });
-    const { request, sent } = setUp(manager, { queue });
+    const { queue, first, second } = await oneSentOneQueued();
     const reason = new Error('caller gave up');
-
-    const first = request('/hang');
-    const second = request('/items/1');
-    release();
-    await vi.waitFor(() => expect(sent).toHaveLength(1));
     first.abort(reason);
     await allEnded([first, second]);
 
