@@ -192,7 +192,16 @@ describe('tokenRelayInterceptor on an undici 7 agent', () => {
   });
 });
 
-/** An interceptor that counts the API exchanges in flight below it, from dispatch to their end, and their peak. */
+/** A dispatch handler's methods, of undici 6's interface and of 7's (which a dispatcher of Node's own undici hands on). */
+const handlerMethods = [
+  ['onConnect', 'onResponseStarted', 'onHeaders', 'onData', 'onBodySent', 'onRequestStart', 'onResponseStart', 'onResponseData'],
+  ['onComplete', 'onError', 'onUpgrade', 'onResponseEnd', 'onResponseError', 'onRequestUpgrade'],
+] as const;
+
+/**
+ * An interceptor that counts the API exchanges in flight below it, from dispatch to their end, and their peak.
+ * It hands on a handler that calls the given one's methods (a class's, too: spreading one would lose them).
+ */
 function apiInFlightCounter() {
   let inFlight = 0;
   let peak = 0;
@@ -205,12 +214,18 @@ function apiInFlightCounter() {
       if (!over) inFlight--;
       over = true;
     };
-    return dispatch(options, {
-      ...handler,
-      onComplete: (trailers) => (ended(), handler.onComplete?.(trailers)),
-      onError: (error) => (ended(), handler.onError?.(error)),
-      onUpgrade: (status, headers, socket) => (ended(), handler.onUpgrade?.(status, headers, socket)),
-    });
+    const given = handler as unknown as Record<string, (...args: unknown[]) => unknown>;
+    const counted: Record<string, (...args: unknown[]) => unknown> = {};
+    for (const [index, names] of handlerMethods.entries()) {
+      for (const name of names) {
+        if (typeof given[name] !== 'function') continue;
+        counted[name] = (...args) => {
+          if (index === 1) ended();
+          return given[name]?.(...args);
+        };
+      }
+    }
+    return dispatch(options, counted as unknown as typeof handler);
   };
   return { interceptor, peak: () => peak };
 }
