@@ -1,5 +1,5 @@
 import { abortable, delay } from './delay.js';
-import { ErrorCode, TokenRelayError, isTokenRelayError } from './errors.js';
+import { ErrorCode, TokenRelayError, configurationError, isTokenRelayError, storeError } from './errors.js';
 import { memoryStore } from './memory-store.js';
 import { expiresAtProblem, parseStoredTokens, parseTokenSet } from './token-set.js';
 import type {
@@ -16,11 +16,9 @@ import type {
 
 type Listeners = { [E in keyof TokenManagerEvents]: Set<TokenManagerEvents[E]> };
 
-const configError = (message: string) => new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message);
-
 function assertNonNegative(name: string, value: number | undefined): void {
   if (value !== undefined && !(Number.isFinite(value) && value >= 0)) {
-    throw configError(`${name} must be a number ≥ 0`);
+    throw configurationError(`${name} must be a number ≥ 0`);
   }
 }
 
@@ -92,7 +90,7 @@ interface Refresh {
  */
 export function createTokenManager(options: TokenManagerOptions): TokenManager {
   if (typeof options?.refresh !== 'function') {
-    throw configError('refresh must be a function, e.g. refreshTokenGrant()');
+    throw configurationError('refresh must be a function, e.g. refreshTokenGrant()');
   }
   assertNonNegative('refreshMarginMs', options.refreshMarginMs);
   assertNonNegative('refreshTimeoutMs', options.refreshTimeoutMs);
@@ -108,7 +106,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const initialTokens =
     options.tokens === undefined
       ? undefined
-      : parseGivenTokens(options.tokens, (problem) => configError(`tokens: ${problem}`));
+      : parseGivenTokens(options.tokens, (problem) => configurationError(`tokens: ${problem}`));
   const retry = options.retry === false ? undefined : options.retry;
   assertNonNegative('retry.retries', retry?.retries);
   assertNonNegative('retry.minDelayMs', retry?.minDelayMs);
@@ -189,20 +187,18 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     }
   }
 
-  const storeError = (action: string, cause: unknown) =>
-    isTokenRelayError(cause) && cause.code === ErrorCode.STORE_ERROR
-      ? cause
-      : new TokenRelayError(ErrorCode.STORE_ERROR, `Store ${action} failed`, { cause });
+  /** A store's failure to `action`, as a STORE_ERROR (one the store threw itself is kept as it is). */
+  const storeFailed = (action: string, cause: unknown) =>
+    isTokenRelayError(cause) && cause.code === ErrorCode.STORE_ERROR ? cause : storeError(`Store ${action} failed`, cause);
 
-  const refuseStored = (problem: string) =>
-    new TokenRelayError(ErrorCode.STORE_ERROR, `Store holds no session: ${problem}`);
+  const refuseStored = (problem: string) => storeError(`Store holds no session: ${problem}`);
 
   async function readStore(): Promise<StoredTokens | undefined> {
     let value: unknown;
     try {
       value = await store.get();
     } catch (error) {
-      throw storeError('read', error);
+      throw storeFailed('read', error);
     }
     return value === undefined ? undefined : parseStoredTokens(value, refuseStored);
   }
@@ -219,7 +215,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     try {
       written = (await store.set(value, expectedRevision === undefined ? undefined : { expectedRevision })) !== false;
     } catch (error) {
-      throw storeError('write', error);
+      throw storeFailed('write', error);
     }
     if (written) noteStored(value);
     return written;
@@ -267,7 +263,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         if (!value && initialTokens) value = await seedStore(initialTokens);
       } catch (error) {
         loading = undefined;
-        throw storeError('read', error);
+        throw storeFailed('read', error);
       }
       if (startedGeneration !== generation) return;
       adoptStored(value);
@@ -336,7 +332,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       return await (store.lock as NonNullable<TokenStore['lock']>)({ signal: controller.signal });
     } catch (error) {
       if (controller.signal.reason === tokensAnnounced && !signal.aborted) return undefined;
-      throw isTokenRelayError(error) || signal.aborted ? error : storeError('lock', error);
+      throw isTokenRelayError(error) || signal.aborted ? error : storeFailed('lock', error);
     } finally {
       lockWait = undefined;
       signal.removeEventListener('abort', onRefreshAbort);
@@ -345,9 +341,12 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   /** Fresh = not within the refresh margin of its expiry. The margin is at most a quarter of the lifetime. */
   function isFresh(tokens: TokenSet): boolean {
-    if (tokens.expiresAt === undefined) return true;
-    const lifetime = Math.max(0, tokens.expiresAt - obtainedAt);
-    return clock.now() < tokens.expiresAt - Math.min(refreshMarginMs, lifetime / 4);
+    return tokens.expiresAt === undefined || clock.now() < tokens.expiresAt - marginOf(tokens.expiresAt);
+  }
+
+  /** The refresh margin of the current token, which expires at `expiresAt`: at most a quarter of its lifetime. */
+  function marginOf(expiresAt: number): number {
+    return Math.min(refreshMarginMs, Math.max(0, expiresAt - obtainedAt) / 4);
   }
 
   /**
@@ -357,8 +356,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
    */
   function isSendable(tokens: TokenSet): boolean {
     if (tokens.expiresAt === undefined || tokens.accessToken === refusedAccessToken || sessionExpiredError) return false;
-    const lifetime = Math.max(0, tokens.expiresAt - obtainedAt);
-    return clock.now() < tokens.expiresAt - Math.min(Math.min(refreshMarginMs, lifetime / 4) / 2, SEND_WINDOW_MS);
+    return clock.now() < tokens.expiresAt - Math.min(marginOf(tokens.expiresAt) / 2, SEND_WINDOW_MS);
   }
 
   /** The current token may still be sent: not expired by its clock, and not refused by the server. */
@@ -805,7 +803,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     },
 
     async setTokens(tokens: TokenSet) {
-      const parsed = parseGivenTokens(tokens, (problem) => configError(`setTokens: ${problem}`));
+      const parsed = parseGivenTokens(tokens, (problem) => configurationError(`setTokens: ${problem}`));
       replaceSession(parsed, highestRevision + 1);
       const startedGeneration = generation;
       replacing++;
@@ -836,7 +834,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         try {
           await store.clear();
         } catch (error) {
-          throw storeError('clear', error);
+          throw storeFailed('clear', error);
         }
         if (startedGeneration === generation) noteStored(undefined);
       }).finally(() => {
