@@ -118,7 +118,8 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
   }
 
   async function catchUpWithNewestSequence(signal?: AbortSignal): Promise<void> {
-    if (!locks?.query) return;
+    // Only the Web Locks mode marks sequences (see markSequence): a lease holder would find none.
+    if (lockKind !== 'web-locks' || !locks?.query) return;
     const { held: markers = [] } = await locks.query();
     const announced = Math.max(
       -1,

@@ -6,8 +6,18 @@ import { clientAuthenticator, type ClientAuthenticationOptions } from './client-
 import { configurationError } from './errors.js';
 import { asHandler, formBuilder, type GrantEndpointOptions } from './grant.js';
 import { assertionClaims, assertionSigner, type AssertionSigningOptions } from './jwt.js';
-import { credentialGrantErrors, parseEndpoint, tokenEndpointClient, type TokenRequestOptions } from './token-request.js';
+import {
+  credentialsRejected,
+  parseEndpoint,
+  tokenEndpointClient,
+  type OAuthErrorMeaning,
+  type TokenRequestOptions,
+} from './token-request.js';
+
 import type { RefreshHandler } from './types.js';
+
+/** For grants that use the client's own credentials only: a refused grant is a refused credential too. */
+const credentialGrantErrors: OAuthErrorMeaning = { invalid_grant: credentialsRejected };
 
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 

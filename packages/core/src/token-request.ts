@@ -53,14 +53,11 @@ export interface TokenEndpointAnswer {
 /** How a grant reads the OAuth errors that mean something particular for it: the code, and what the user should do. */
 export type OAuthErrorMeaning = Readonly<Record<string, { code: ErrorCode; advice: string }>>;
 
-const credentialsRejected = { code: ErrorCode.CREDENTIALS_REJECTED, advice: 'check the client id, secret or key' };
+/** A refused client credential: what `invalid_client` and `unauthorized_client` mean for every grant. */
+export const credentialsRejected = { code: ErrorCode.CREDENTIALS_REJECTED, advice: 'check the client id, secret or key' };
 
 /** What `invalid_client` and `unauthorized_client` mean for every grant. */
 const clientErrors: OAuthErrorMeaning = { invalid_client: credentialsRejected, unauthorized_client: credentialsRejected };
-
-/** For grants that use the client's own credentials only: a refused grant is a refused credential too. */
-export const credentialGrantErrors: OAuthErrorMeaning = { invalid_grant: credentialsRejected };
-
 
 /** Parses an endpoint option: absolute, no credentials, https (or http on loopback). Checked before anything is sent. */
 export function parseEndpoint(value: string | URL, who: string, name = 'tokenEndpoint'): URL {
