@@ -185,7 +185,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
       aborted.abort(reason);
       abortAttempt?.(reason);
     };
-    const fail = (error: unknown) => upstream.onError?.(error instanceof Error ? error : new Error(String(error)));
+    const fail = (error: unknown) => upstream.onError?.(asError(error));
 
     // `ended`, when given, is called once this send's exchange is over, whatever ends it.
     const send = (accessToken: string | undefined, holdFailures: boolean, ended?: () => void) => {
@@ -196,8 +196,8 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
         // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
         const unsupported = authorization === undefined ? undefined : dpopUnsupported('tokenRelayInterceptor', authorization);
         if (!unsupported) return next({ ...request, headers }, handler);
-        ended?.();
-        fail(unsupported);
+        // Through the attempt's handler, which ends the exchange (freeing a queue slot) and tells the caller.
+        handler.onError?.(unsupported);
         return true;
       }
       // Every dispatch gets its own proof; a nonce challenge is held back until dpop.send retries or keeps it.
@@ -215,10 +215,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
         })
         .then(
           (kept) => kept.release(),
-          (error: unknown) => {
-            ended?.();
-            fail(error);
-          },
+          (error: unknown) => handler.onError?.(asError(error)),
         );
       return true;
     };
@@ -261,17 +258,15 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
       });
     };
 
-    const handOver = (held: HeldResponse) => deliver(upstream, held);
-
     const afterFailure = async (held: HeldResponse, tokenUsed: string) => {
       try {
-        if (!(await shouldRefresh(failedResponse(held, target)))) return handOver(held);
+        if (!(await shouldRefresh(failedResponse(held, target)))) return deliver(upstream, held);
         const { accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal: aborted.signal });
-        if (!isReplayable(request.body)) return handOver(held);
+        if (!isReplayable(request.body)) return deliver(upstream, held);
         sendReleased(accessToken, false);
       } catch (error) {
         // Signed out meanwhile: the caller gets the server's answer as it is.
-        if (isSignedOut(error) && !aborted.signal.aborted) return handOver(held);
+        if (isSignedOut(error) && !aborted.signal.aborted) return deliver(upstream, held);
         fail(error);
       }
     };
@@ -388,6 +383,9 @@ function withHeader(headers: unknown, name: string, value: string): unknown {
   if (Symbol.iterator in headers) return [...(headers as Iterable<readonly [unknown, unknown]>), [name, value]];
   return { ...headers, [name]: value };
 }
+
+/** What a handler's onError takes: the error itself, or one that says what was thrown. */
+const asError = (error: unknown) => (error instanceof Error ? error : new Error(String(error)));
 
 function failedResponse(held: HeldResponse, target: string): FailedResponse {
   return {
