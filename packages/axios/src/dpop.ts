@@ -30,7 +30,7 @@ interface Attempt {
  *
  * @param dpop what `createDpop()` of `@tokenrelay/dpop` returns
  * @returns `detach`, which takes its step off the instance's adapter; calling it again does nothing.
- * @throws TokenRelayError `CONFIGURATION_ERROR` with axios older than 1.7 (no `axios.getAdapter`), or when
+ * @throws TokenRelayError `CONFIGURATION_ERROR` with axios older than 1.6 (no `axios.getAdapter`), or when
  *   `instance` already has DPoP attached.
  * @example
  * ```ts

@@ -63,12 +63,13 @@ function withoutRequestSteps(adapter: AdapterSetting): AdapterSetting {
 }
 
 /**
- * Puts `step` in front of this request's transport (its config's adapter, else `instanceAdapter`):
- * axios calls it where it would call its adapter, after every interceptor and transform. It takes
- * the place of a step an earlier send left (a replay, a copy): steps never stack.
+ * Puts `step` in front of this request's transport (its config's adapter, else `instanceAdapter`,
+ * else axios's global default, as axios's own dispatch falls back): axios calls it where it would
+ * call its adapter, after every interceptor and transform. It takes the place of a step an earlier
+ * send left (a replay, a copy): steps never stack.
  */
 export function putInFrontOfRequest(config: InternalAxiosRequestConfig, step: TransportStep, instanceAdapter: AdapterSetting): void {
-  config.adapter = inFront(step, withoutRequestSteps(config.adapter ?? instanceAdapter), config);
+  config.adapter = inFront(step, withoutRequestSteps(config.adapter ?? instanceAdapter ?? axios.defaults.adapter), config);
 }
 
 /**
