@@ -360,3 +360,20 @@ export function dpopUnsupported(door: string, authorization: string): TokenRelay
  * is shared by every installed copy.
  */
 export const unwrappedFetch: unique symbol = Symbol.for('tokenrelay.unwrappedFetch');
+
+/** Is `input` (what fetch takes) a `Request`? Told by shape, so another realm's or a polyfill's counts too. */
+export function isRequest(input: string | URL | Request): input is Request {
+  return typeof input === 'object' && !(input instanceof URL) && typeof input.url === 'string';
+}
+
+/**
+ * A ReadableStream or an async iterable can be read only once: a request carrying one is never
+ * sent twice (not replayed after a refresh, not retried for a DPoP nonce).
+ */
+export function isOneShotBody(body: unknown): boolean {
+  return (
+    typeof body === 'object' &&
+    body !== null &&
+    (typeof (body as { getReader?: unknown }).getReader === 'function' || Symbol.asyncIterator in body)
+  );
+}

@@ -8,7 +8,8 @@
  *   `accessTokenIfSignedIn` and `isSignedOut` (a signed-out app sends requests without a bearer),
  *   `defaultShouldRefresh` and `parseWwwAuthenticate` (which 401s mean "refresh"),
  *   `unwrappedFetch` (how a wrapped fetch hands the token endpoint its inner fetch),
- *   `isSecureOrLoopback` and `isLoopbackHostname` (where credentials may go), `DpopSender` (what
+ *   `isSecureOrLoopback` and `isLoopbackHostname` (where credentials may go), `isRequest` and
+ *   `isOneShotBody` (what fetch was given, and whether its body can be sent twice), `DpopSender` (what
  *   attachDpop takes: `@tokenrelay/dpop`'s `createDpop()`), `dpopUnsupported` (a door without proofs
  *   refuses a DPoP-bound session).
  * - Stores: `parseStoredTokens`/`parseTokenSet` (the one parser: what a store reads back is
@@ -23,6 +24,8 @@ export {
   defaultShouldRefresh,
   dpopUnsupported,
   isLoopbackHostname,
+  isOneShotBody,
+  isRequest,
   isSecureOrLoopback,
   isSignedOut,
   parseWwwAuthenticate,

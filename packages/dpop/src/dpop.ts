@@ -3,7 +3,7 @@
  * origin, and retries once when a server asks for a nonce. The token endpoint and the APIs both go
  * through it; the manager and the doors stay as they are.
  */
-import { configurationError, parseWwwAuthenticate, type DpopRequest, type DpopSender } from '@tokenrelay/core/kit';
+import { configurationError, isOneShotBody, isRequest, parseWwwAuthenticate, type DpopRequest, type DpopSender } from '@tokenrelay/core/kit';
 import { algorithmOf, generateDpopKey, htuOf, signProof, thumbprintOf, type DpopAlgorithm, type DpopKeySource } from './proof.js';
 
 /** Options of {@link createDpop}. */
@@ -69,19 +69,6 @@ interface KnownNonce {
   /** The nonce, or `undefined` when the server answered without asking for one. */
   readonly value: string | undefined;
   readonly learnedAt: number;
-}
-
-function isRequest(input: RequestInfo | URL): input is Request {
-  return typeof input === 'object' && !(input instanceof URL) && typeof input.url === 'string';
-}
-
-/** A ReadableStream or an async iterable can be read only once: a request carrying one is never retried. */
-function isOneShotBody(body: unknown): boolean {
-  return (
-    typeof body === 'object' &&
-    body !== null &&
-    (typeof (body as { getReader?: unknown }).getReader === 'function' || Symbol.asyncIterator in body)
-  );
 }
 
 /** The form parameters of a token-endpoint body, when it is one (refreshTokenGrant sends URLSearchParams). */

@@ -16,11 +16,13 @@ import {
   accessTokenIfSignedIn,
   bearerAuthorization,
   createOriginMatcher,
+  isOneShotBody,
+  isRequest,
   isSignedOut,
   sendThrough,
   unwrappedFetch,
 } from '@tokenrelay/core/kit';
-import { discard, isOneShotBody, isRequest, locationOf, type FetchInit, type FetchInput, type GlobalFetch } from './fetch-values.js';
+import { discard, locationOf, type FetchInit, type FetchInput, type GlobalFetch } from './fetch-values.js';
 import { sendFollowingRedirects, type AfterResponse, type RedirectContext } from './redirects.js';
 
 /** Options of {@link withTokenRelay}. */

@@ -5,7 +5,8 @@
  * `redirect: 'manual'` yields an opaque response, and it follows redirects out of sight. The
  * browser build uses redirects.browser.ts instead of this file, which browsers never run.
  */
-import { discard, isOneShotBody, isRequest, locationOf, type FetchInit, type GlobalFetch } from './fetch-values.js';
+import { isOneShotBody, isRequest } from '@tokenrelay/core/kit';
+import { discard, locationOf, type FetchInit, type GlobalFetch } from './fetch-values.js';
 
 /**
  * What the wrapper does with the final response of a first send (after any redirects), in the same
