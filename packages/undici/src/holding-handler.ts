@@ -82,6 +82,6 @@ export function deliver(handler: DispatchHandler, held: HeldResponse): void {
 }
 
 /** The body of a held answer as text. */
-export function heldText(held: HeldResponse): string {
+export function heldText(held: Pick<HeldResponse, 'chunks'>): string {
   return Buffer.concat(held.chunks).toString('utf8');
 }

@@ -292,20 +292,16 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
  */
 function holdingNonceChallenge(handler: DispatchHandler, settle: (attempt: SignedAttempt) => void, reject: (error: Error) => void): DispatchHandler {
   let settled = false;
-  const answer = (status: number, headers: RawHeaders, body: string) => ({
-    status,
-    header: (name: string) => headerValue(headers, name),
-    text: () => Promise.resolve(body),
-  });
   return holdingHandler(handler, {
     holds: (status, headers) => (status === 400 || status === 401) && headerValue(headers, 'dpop-nonce') !== undefined,
     onPassing(status, headers) {
       settled = true;
-      settle({ answer: answer(status, headers, ''), release: () => {} });
+      // The body of an answer that flows on is the caller's: the answer is judged without it.
+      settle({ answer: answerOf({ status, headers, chunks: [] }), release: () => {} });
     },
     onHeld(held) {
       settled = true;
-      settle({ answer: answer(held.status, held.headers, heldText(held)), release: () => deliver(handler, held) });
+      settle({ answer: answerOf(held), release: () => deliver(handler, held) });
     },
     onError(error) {
       if (settled) return handler.onError?.(error);
@@ -387,13 +383,17 @@ function withHeader(headers: unknown, name: string, value: string): unknown {
 /** What a handler's onError takes: the error itself, or one that says what was thrown. */
 const asError = (error: unknown) => (error instanceof Error ? error : new Error(String(error)));
 
-function failedResponse(held: HeldResponse, target: string): FailedResponse {
+/** An answer as the shared pieces read it: its status, a header by name, its body as text (read only when asked). */
+function answerOf(held: Pick<HeldResponse, 'status' | 'headers' | 'chunks'>) {
   return {
     status: held.status,
-    url: new URL(target).href,
-    header: (name) => headerValue(held.headers, name),
+    header: (name: string) => headerValue(held.headers, name),
     text: () => Promise.resolve(heldText(held)),
   };
+}
+
+function failedResponse(held: HeldResponse, target: string): FailedResponse {
+  return { ...answerOf(held), url: new URL(target).href };
 }
 
 /** A header of undici's raw `[name, value, …]` list; `undefined` when absent. */
