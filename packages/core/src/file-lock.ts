@@ -8,7 +8,14 @@
  * same stale lock cannot both take it (the classic unlink-then-create race). Older generations are
  * deleted by the winner; a creator that was frozen for so long that its generation number was
  * already used and cleaned up sees a higher one right after its create and backs off.
+ *
+ * Every time the lease is judged by is the kernel's, never a process's `Date.now()`: heartbeats are
+ * writes, which the kernel stamps, and a waiter reads "now" off a file it creates. Processes on one
+ * machine may disagree about the time (libfaketime, a test's fake clock), and a lock that trusted
+ * the holder's or the waiter's clock would be taken from a live holder, or not from a dead one.
+ * A generation is its file, not its name: the lock directory can be deleted and its numbers reused.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +46,12 @@ export interface GenerationLock {
 }
 
 const LOCK_FILE = /^(\d+)\.(\d+)\.lock$/;
+
+/** What tells two files of one name apart. */
+interface FileIdentity {
+  readonly ino: number;
+  readonly dev: number;
+}
 
 interface Generation {
   readonly number: number;
@@ -93,11 +106,13 @@ export function generationLock(filePath: string, lockDirectory: string, timing: 
       if (errnoCode(error) === 'EEXIST') return undefined;
       throw error;
     }
+    const owner = Buffer.from(JSON.stringify({ pid: process.pid, hostname: hostname(), acquiredAt: new Date().toISOString() }));
     let generations: Generation[];
+    let identity: FileIdentity;
     try {
-      await handle.writeFile(JSON.stringify({ pid: process.pid, hostname: hostname(), acquiredAt: new Date().toISOString() }));
-      const now = Date.now() / 1000;
-      await handle.utimes(now, now);
+      // The write is the first heartbeat: the kernel stamps its mtime.
+      await handle.write(owner, 0, owner.length, 0);
+      identity = await handle.stat();
       generations = await listGenerations();
     } catch (error) {
       await handle.close().catch(() => undefined);
@@ -117,27 +132,39 @@ export function generationLock(filePath: string, lockDirectory: string, timing: 
         .filter((generation) => generation.number < number)
         .map((generation) => unlink(join(lockDirectory, generation.name)).catch(() => undefined)),
     );
-    return hold(number, handle);
+    return hold(number, lockPath, handle, identity, owner);
   }
 
-  function hold(generation: number, handle: FileHandle): GenerationLockHold {
+  function hold(generation: number, lockPath: string, handle: FileHandle, identity: FileIdentity, owner: Buffer): GenerationLockHold {
     let released = false;
     const lost = new AbortController();
     let heartbeat: Promise<unknown> = Promise.resolve();
-    const isOurs = async () => highest(await listGenerations())?.number === generation;
-    // The heartbeat goes through the open handle, so it only ever touches this generation's file.
+    const isOurs = async () => {
+      let onDisk: FileIdentity;
+      try {
+        onDisk = await stat(lockPath);
+      } catch (error) {
+        // Our file was deleted (the lock directory removed by hand): the lock is anyone's now.
+        if (errnoCode(error) === 'ENOENT') return false;
+        throw error;
+      }
+      // The same name can be a new file: after the directory was removed, numbering starts again at 1.
+      if (onDisk.ino !== identity.ino || onDisk.dev !== identity.dev) return false;
+      return highest(await listGenerations())?.number === generation;
+    };
+    const loseLock = () => {
+      clearInterval(renew);
+      if (!lost.signal.aborted) lost.abort(lostLock());
+    };
+    // The heartbeat goes through the open handle, so it only ever touches this generation's file, and
+    // it writes rather than sets the mtime, so the kernel's clock dates it, not this process's.
     // It also looks at the directory: a process that took over means this lock is lost.
     const renew = setInterval(() => {
       heartbeat = heartbeat.then(async () => {
         if (released || lost.signal.aborted) return;
         const ours = await isOurs().catch(() => true);
-        if (!ours) {
-          clearInterval(renew);
-          lost.abort(lostLock());
-          return;
-        }
-        const now = Date.now() / 1000;
-        await handle.utimes(now, now).catch(() => undefined);
+        if (!ours) return loseLock();
+        await handle.write(owner, 0, owner.length, 0).catch(() => undefined);
       });
     }, leaseMs / 3);
     // Renewal alone must never keep a process alive.
@@ -146,7 +173,9 @@ export function generationLock(filePath: string, lockDirectory: string, timing: 
       generation,
       signal: lost.signal,
       async assertHeld() {
-        if (lost.signal.aborted || !(await isOurs())) throw lostLock();
+        // The lock's signal learns it here too: no later step of the holder needs to find it out again.
+        if (!lost.signal.aborted && !(await isOurs())) loseLock();
+        if (lost.signal.aborted) throw lost.signal.reason;
       },
       async release() {
         if (released) return;
@@ -163,8 +192,24 @@ export function generationLock(filePath: string, lockDirectory: string, timing: 
     };
   }
 
+  /**
+   * The kernel's time now, read off a file created for the purpose: the clock that stamps every
+   * heartbeat. Only its difference from `Date.now()` is kept, once per acquire().
+   */
+  async function fileSystemClockOffset(): Promise<number> {
+    const probe = join(lockDirectory, `.clock-${process.pid}-${randomBytes(4).toString('hex')}`);
+    const handle = await open(probe, 'wx', 0o600);
+    try {
+      return (await handle.stat()).mtimeMs - Date.now();
+    } finally {
+      await handle.close().catch(() => undefined);
+      await unlink(probe).catch(() => undefined);
+    }
+  }
+
   async function acquire(signal?: AbortSignal): Promise<GenerationLockHold> {
     const deadline = Date.now() + lockWaitMs;
+    let clockOffset: number | undefined;
     try {
       await mkdir(lockDirectory, { recursive: true, mode: 0o700 });
     } catch (error) {
@@ -177,7 +222,9 @@ export function generationLock(filePath: string, lockDirectory: string, timing: 
       let busy: boolean;
       try {
         top = highest(await listGenerations());
-        busy = top !== undefined && (await stat(join(lockDirectory, top.name))).mtimeMs + top.leaseMs > Date.now();
+        const heartbeatAt = top === undefined ? 0 : (await stat(join(lockDirectory, top.name))).mtimeMs;
+        // Released (mtime 0) or never held: free, with no need to ask the kernel the time.
+        busy = heartbeatAt > 0 && heartbeatAt + (top as Generation).leaseMs > Date.now() + (clockOffset ??= await fileSystemClockOffset());
       } catch (error) {
         if (errnoCode(error) !== 'ENOENT') throw storeError(`Cannot read the lock ${lockDirectory}`, error);
         // The lock directory or its top file was removed by hand: recreate it and look again after a pause.

@@ -189,11 +189,22 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
     };
   }
 
-  /** Runs `work` under the lock (this store's, or one taken just for it), one at a time. */
-  async function underLock<T>(work: (lock: GenerationLockHold) => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` under the lock (this store's, or one taken just for it), one at a time. An
+   * `unconditional` write (sign-in, sign-out) always wins, so it never fails for a lock that is lost.
+   */
+  async function underLock<T>(work: (lock: GenerationLockHold) => Promise<T>, { unconditional }: { unconditional: boolean }): Promise<T> {
     const current = held;
-    // A lost lock is not borrowed: an unconditional write (sign-in, sign-out) takes a fresh one.
-    if (current && !current.signal.aborted) return exclusive(() => work(current));
+    // A lost lock is not borrowed: an unconditional write takes a fresh one.
+    if (current && !current.signal.aborted) {
+      try {
+        return await exclusive(() => work(current));
+      } catch (error) {
+        // The lock may be lost before its signal knows (after a freeze, the heartbeat has not run yet):
+        // the commit's check found out, nothing was written, and an unconditional write tries again under a fresh lock.
+        if (!unconditional || !current.signal.aborted) throw error;
+      }
+    }
     const lock = await takeLock();
     try {
       return await exclusive(() => work(lock));
@@ -250,7 +261,7 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
           await file.write(stored, () => lock.assertHeld());
           lastKey = stateKey(stored);
           return true;
-        });
+        }, { unconditional: expectedRevision === undefined });
       } catch (error) {
         throw wrap(error, 'write');
       }
@@ -263,7 +274,7 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
           operations++;
           await file.write(undefined, () => lock.assertHeld());
           lastKey = stateKey(undefined);
-        });
+        }, { unconditional: true });
       } catch (error) {
         throw wrap(error, 'delete');
       }
