@@ -151,6 +151,24 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     await queueIsEmpty(queue);
   });
 
+  it('holds the place of a streamed request until its body is read, and of one the caller destroys until then', async () => {
+    const { manager, release } = gatedManager(expired);
+    const queue = new PQueue({ concurrency: 1 });
+    const api = client(manager, queue);
+
+    const read = api.stream('items/1');
+    const destroyed = api.stream('hang');
+    const last = api.stream('items/3');
+    release();
+
+    expect((await read.toArray()).join('')).toBe('ok');
+    await vi.waitFor(() => expect(paths).toEqual(['/items/1', '/hang']));
+    expect(queue.pending).toBe(1);
+    destroyed.destroy();
+    expect((await last.toArray()).join('')).toBe('ok');
+    await queueIsEmpty(queue);
+  });
+
   /** Two requests released by one refresh through a queue of one place: the first sent (and hanging), the second queued. */
   async function oneSentOneQueued(signals: { first?: AbortSignal; second?: AbortSignal } = {}) {
     const { manager, release } = gatedManager(expired);
