@@ -79,6 +79,8 @@ const queuedReplay = 'tokenRelayQueuedReplay';
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer comes back as it is.
  * - Bodies got can send again (none, a string, a `Buffer`, `json`, `form`) are replayed; a stream
  *   or an iterable is never sent twice: the tokens are refreshed and the caller gets the failure.
+ * - With the `queue` option, the requests that waited for a refresh, and the replays, are sent through it,
+ *   each holding its place until its HTTP request closes; requests whose token was fresh never wait in it.
  * - They put no DPoP proofs on requests: with DPoP-bound tokens (`token_type` DPoP) a request fails
  *   with a `CONFIGURATION_ERROR` (got's `RequestError` whose `cause` is it) naming the doors that do.
  * - If the refresh fails, the request fails with got's `RequestError` whose `cause` is the
