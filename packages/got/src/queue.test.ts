@@ -11,7 +11,7 @@ import { tokenRelayHooks } from './index.js';
  * An API on 127.0.0.1 that counts the requests in flight (from arrival to the end of the answer).
  * `/hang` is never answered (it ends when the client goes), `/reset` breaks the connection, `/error`
  * answers 500, `/flaky` 503 the first time and 200 after; anything else answers after a few
- * milliseconds 200 to `Bearer v2` and 401 (an expired token) to anything else.
+ * milliseconds 200 to `Bearer v2` (`/cached` one that may be cached) and 401 (an expired token) to anything else.
  */
 let server: Server;
 let baseUrl: string;
@@ -34,7 +34,8 @@ beforeAll(async () => {
     }
     const ok = path === '/flaky' || request.headers.authorization === 'Bearer v2';
     setTimeout(() => {
-      response.writeHead(ok ? 200 : 401, ok ? {} : { 'www-authenticate': 'Bearer error="invalid_token"' });
+      const cacheable = path === '/cached' ? { 'cache-control': 'public, max-age=60' } : {};
+      response.writeHead(ok ? 200 : 401, ok ? cacheable : { 'www-authenticate': 'Bearer error="invalid_token"' });
       response.end(ok ? 'ok' : 'no');
     }, 5);
   });
@@ -148,6 +149,24 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
 
     expect(await first).toMatch(outcome);
     expect(await second).toBe('ok');
+    await queueIsEmpty(queue);
+  });
+
+  it('takes no place for a released request got answers from its cache', async () => {
+    const { manager, release, refreshes } = gatedManager(expired);
+    const queue = new PQueue({ concurrency: 1 });
+    const add = vi.spyOn(queue, 'add');
+    const api = client(manager, queue, { cache: new Map() });
+    const cached = api.get('cached').text();
+    release();
+    expect(await cached).toBe('ok');
+
+    // Expired again: the next request waits for a refresh, and is released to find its answer in got's cache.
+    await manager.setTokens(expired);
+    expect(await api.get('cached').text()).toBe('ok');
+    expect(refreshes()).toBe(2);
+    expect(paths).toEqual(['/cached']);
+    expect(add).toHaveBeenCalledTimes(1);
     await queueIsEmpty(queue);
   });
 
