@@ -116,9 +116,10 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
 
   const beforeRequest: BeforeRequestHook = async (request) => {
     // Released by a refresh: a replay, or (below) a request that had to wait for a token.
-    let released = request.context[queuedReplay] === true;
+    let released = false;
     if (queue) {
-      delete request.context[queuedReplay];
+      released = request.context[queuedReplay] === true;
+      if (released) delete request.context[queuedReplay];
       withoutQueue(request);
     }
     const url = urlOf(request.url);
