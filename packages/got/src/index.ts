@@ -11,10 +11,12 @@ import {
   defaultShouldRefresh,
   type FailedResponse,
   type Origins,
+  type RequestQueue,
   type ShouldRefresh,
   type TokenManager,
 } from '@tokenrelay/core';
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
+import { sendThroughQueue, withoutQueue } from './queue.js';
 
 /** Options of {@link tokenRelayHooks}. */
 export interface TokenRelayGotOptions {
@@ -34,6 +36,22 @@ export interface TokenRelayGotOptions {
    * @default defaultShouldRefresh: a 401, unless its `WWW-Authenticate` names another error
    */
   shouldRefresh?: ShouldRefresh;
+  /**
+   * Sends the requests that had to wait for a refresh, and the replays, through this queue — any
+   * object with `add(task)`, such as p-queue's `new PQueue({ concurrency: 8 })` — so that the
+   * requests released by a refresh do not hit the API in one burst. Each takes its place when got
+   * creates its HTTP request and holds it until that request closes (answered, failed, reset,
+   * aborted, cancelled, or ended by got's retry), so the queue's concurrency bounds the requests in
+   * flight. Requests that did not wait go out at once, unqueued; got's own retries and redirect hops
+   * of a queued request too. A request whose `signal` aborts leaves the queue at once.
+   * @default none: released requests go out together
+   * @example
+   * ```ts
+   * import PQueue from 'p-queue'
+   * tokenRelayHooks(manager, { origins: ['https://api.example.com'], queue: new PQueue({ concurrency: 8 }) })
+   * ```
+   */
+  queue?: RequestQueue;
 }
 
 /** The hooks to give got: `got.extend({ hooks: tokenRelayHooks(manager, { origins }) })`. */
@@ -49,6 +67,9 @@ export interface TokenRelayGotHooks {
  */
 const sentAccessToken = 'tokenRelayAccessToken';
 
+/** Marks, in got's per-request `context`, a replay to send through the `queue`. */
+const queuedReplay = 'tokenRelayQueuedReplay';
+
 /**
  * got hooks that put `Authorization: Bearer <access token>` from `manager` on requests to `origins`,
  * and replay once, with got's `retryWithMergedOptions` after a (single-flight) refresh, a request that
@@ -58,6 +79,8 @@ const sentAccessToken = 'tokenRelayAccessToken';
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer comes back as it is.
  * - Bodies got can send again (none, a string, a `Buffer`, `json`, `form`) are replayed; a stream
  *   or an iterable is never sent twice: the tokens are refreshed and the caller gets the failure.
+ * - With the `queue` option, the requests that waited for a refresh, and the replays, are sent through it,
+ *   each holding its place until its HTTP request closes; requests whose token was fresh never wait in it.
  * - They put no DPoP proofs on requests: with DPoP-bound tokens (`token_type` DPoP) a request fails
  *   with a `CONFIGURATION_ERROR` (got's `RequestError` whose `cause` is it) naming the doors that do.
  * - If the refresh fails, the request fails with got's `RequestError` whose `cause` is the
@@ -77,6 +100,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     );
   }
   const mayCarryBearer = createOriginMatcher(options.origins, manager.tokenEndpoint);
+  const { queue } = options;
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
 
   /** Is the request's `Authorization` header the caller's own (not one we put there)? */
@@ -91,9 +115,20 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   };
 
   const beforeRequest: BeforeRequestHook = async (request) => {
+    // Released by a refresh: a replay, or (below) a request that had to wait for a token.
+    let released = false;
+    if (queue) {
+      released = request.context[queuedReplay] === true;
+      if (released) delete request.context[queuedReplay];
+      withoutQueue(request);
+    }
     const url = urlOf(request.url);
     if (url === undefined || !mayCarryBearer(url) || hasOwnAuthorization(request)) return;
-    const accessToken = manager.currentAccessToken() ?? (await accessTokenIfSignedIn(manager, { signal: request.signal }));
+    let accessToken = manager.currentAccessToken();
+    if (accessToken === undefined) {
+      accessToken = await accessTokenIfSignedIn(manager, { signal: request.signal });
+      released = true;
+    }
     if (accessToken === undefined) return withoutOurBearer(request);
     const authorization = bearerAuthorization(accessToken, manager.tokenType);
     // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
@@ -101,6 +136,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     if (unsupported) throw unsupported;
     request.headers.authorization = authorization;
     request.context[sentAccessToken] = accessToken;
+    if (queue && released) sendThroughQueue(request, queue);
   };
 
   // got follows redirects itself, with the same headers: the bearer goes on only where it may.
@@ -125,7 +161,10 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
       throw error;
     }
     if (!isReplayable(request.body)) return response;
-    return retryWithMergedOptions({ headers: { authorization: bearerAuthorization(accessToken, manager.tokenType) }, context: { [sentAccessToken]: accessToken } });
+    return retryWithMergedOptions({
+      headers: { authorization: bearerAuthorization(accessToken, manager.tokenType) },
+      context: { [sentAccessToken]: accessToken, ...(queue && { [queuedReplay]: true }) },
+    });
   };
 
   return { beforeRequest: [beforeRequest], beforeRedirect: [beforeRedirect], afterResponse: [afterResponse] };
