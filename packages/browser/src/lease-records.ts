@@ -173,6 +173,10 @@ export function indexedDbLeaseBackend(factory: IDBFactory, leaseKey: string): Le
           db.close();
           database = undefined;
         };
+        // Closed by the browser (site data cleared, its database process gone): open again on the next call.
+        db.onclose = () => {
+          database = undefined;
+        };
         return db;
       });
     })().catch((cause: unknown) => {

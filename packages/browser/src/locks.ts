@@ -126,8 +126,10 @@ function holdLease(claimed: ClaimedLease, leaseName: string, expiresAt: number, 
     stop();
     lost.abort(storeError(`Lost the refresh lease "${leaseName}": it ran out unrenewed or another tab took it over; nothing more is written under it`));
   };
-  // A lease whose renewals keep failing (its backend broke after the claim) runs out: from then on another tab may hold it.
-  let expiry = setTimeout(lose, expiresAt - Date.now());
+  // A lease whose renewals keep failing (its backend broke after the claim) runs out, and then another
+  // tab may take it: give it up a little before, so that the two never overlap however timers round.
+  const loseBefore = (until: number) => setTimeout(lose, until - Date.now() - leaseMs / 10);
+  let expiry = loseBefore(expiresAt);
   const renewal = setInterval(() => {
     const until = Date.now() + leaseMs;
     claimed.renew(until).then(
@@ -136,7 +138,7 @@ function holdLease(claimed: ClaimedLease, leaseName: string, expiresAt: number, 
         // A lease taken over (we were too slow, or the clock jumped) is not ours to extend: it is lost.
         if (!ours) return lose();
         clearTimeout(expiry);
-        expiry = setTimeout(lose, until - Date.now());
+        expiry = loseBefore(until);
       },
       () => {
         // The lease still runs until its expiry; a later renewal may succeed.
