@@ -48,18 +48,37 @@ function openTab(door: TabDoor, options: BrowserStoreOptions): BrowserTokenStore
   return openStore({ lock: 'lease', lockPollMs: 5, ...options });
 }
 
+/**
+ * Views of one storage for tabs in separate processes: a tab sees its own writes at once and the
+ * other tabs' writes `lagMs` late. Values only; enough for the lease and its marker.
+ */
+function laggingStorage(lagMs: number) {
+  const writes = new Map<string, Array<{ value: string | null; at: number; by: number }>>();
+  let tabs = 0;
+  return function view(): BrowserStorage {
+    const me = tabs++;
+    const write = (key: string, value: string | null) => writes.set(key, [...(writes.get(key) ?? []), { value, at: Date.now(), by: me }]);
+    return {
+      getItem: (key) => (writes.get(key) ?? []).findLast(({ at, by }) => by === me || at <= Date.now() - lagMs)?.value ?? null,
+      setItem: (key, value) => write(key, value),
+      removeItem: (key) => write(key, null),
+    };
+  };
+}
+
 const leaseIn = (storage: BrowserStorage, key: string) => JSON.parse(storage.getItem(`${key}:lock`) ?? 'null') as { owner?: string } | null;
 
 /**
- * Lets every tab take the lock at the same moment and hold it for `holdMs`; a tab whose lock fails
- * only records the error. Resolves with the most tabs that held the lock at once.
+ * Lets every tab take the lock at the same moment (or `askAfterMs[tab]` later) and hold it for
+ * `holdMs`; a tab whose lock fails only records the error. Resolves with the most tabs that held the lock at once.
  */
-async function holdersAtOnce(tabs: readonly BrowserTokenStore[], holdMs: number) {
+async function holdersAtOnce(tabs: readonly BrowserTokenStore[], holdMs: number, askAfterMs: readonly number[] = []) {
   let holders = 0;
   let most = 0;
   const errors: unknown[] = [];
   await Promise.all(
-    tabs.map(async (tab) => {
+    tabs.map(async (tab, index) => {
+      await sleep(askAfterMs[index] ?? 0);
       const lock = await tab.lock({ signal: neverAborted() }).catch((error: unknown) => void errors.push(error));
       if (!lock) return;
       holders++;
@@ -104,7 +123,7 @@ describe('lease lock with tabs on different IndexedDB outcomes', () => {
     const tabs = [openTab(tabIndexedDb(shared), { key, storage }), openTab(failing, { key, storage })];
 
     for (let round = 0; round < 5; round++) {
-      const { most, errors } = await holdersAtOnce(tabs, 20);
+      const { most, errors } = await holdersAtOnce(tabs, 100);
       expect(most).toBe(1);
       for (const error of errors) expect(error).toMatchObject(transientStoreError);
     }
@@ -136,10 +155,37 @@ describe('lease lock with tabs on different IndexedDB outcomes', () => {
       failing.refuse(Infinity);
       const tabs = [openTab(failing, { key, storage }), openTab(tabIndexedDb(shared), { key, storage })];
 
-      const { most, errors } = await holdersAtOnce(tabs, 30);
+      const { most, errors } = await holdersAtOnce(tabs, 100);
       expect(most).toBe(1);
       for (const error of errors) expect(error).toMatchObject(transientStoreError);
     }
+  });
+
+  describe('with a storage that reaches each tab 40 ms late', () => {
+    /** Tab A, whose IndexedDB never opens, and tab B, the first to open IndexedDB, asking for the lock `startAfterMs` apart. */
+    function tabsOnLaggingStorage() {
+      const key = uniqueKey();
+      const view = laggingStorage(40);
+      const failing = tabIndexedDb(shared);
+      failing.refuse(Infinity);
+      return { tabA: openTab(failing, { key, storage: view() }), tabB: openTab(tabIndexedDb(shared), { key, storage: view() }) };
+    }
+
+    it('makes a tab that fell back yield when the marker of a tab that just opened IndexedDB reaches it after its claim', async () => {
+      const { tabA, tabB } = tabsOnLaggingStorage();
+
+      const { most, errors } = await holdersAtOnce([tabB, tabA], 150, [0, 20]);
+      expect(most).toBe(1);
+      expect(errors).toEqual([expect.objectContaining(transientStoreError)]);
+    });
+
+    it('makes a tab that first opens IndexedDB see a storage lease taken just before, though it reaches that tab late', async () => {
+      const { tabA, tabB } = tabsOnLaggingStorage();
+
+      const { most, errors } = await holdersAtOnce([tabA, tabB], 150, [0, 25]);
+      expect(most).toBe(1);
+      expect(errors).toEqual([]);
+    });
   });
 
   it('returns to IndexedDB after a failed open, both where it fell back and where it failed the claim', async () => {
