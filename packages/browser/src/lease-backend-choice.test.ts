@@ -59,7 +59,7 @@ function laggingStorage(lagMs: number) {
     const me = tabs++;
     const write = (key: string, value: string | null) => writes.set(key, [...(writes.get(key) ?? []), { value, at: Date.now(), by: me }]);
     return {
-      getItem: (key) => (writes.get(key) ?? []).findLast(({ at, by }) => by === me || at <= Date.now() - lagMs)?.value ?? null,
+      getItem: (key) => [...(writes.get(key) ?? [])].reverse().find(({ at, by }) => by === me || at <= Date.now() - lagMs)?.value ?? null,
       setItem: (key, value) => write(key, value),
       removeItem: (key) => write(key, null),
     };
