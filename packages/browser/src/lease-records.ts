@@ -55,7 +55,7 @@ export interface LeaseRecords {
 /** How long a storage lease writer waits before checking that its write is the one that stuck. */
 export const LEASE_SETTLE_MS = 50;
 
-export const isFree = (lease: Lease | undefined, now: number): boolean => !lease?.owner || lease.expiresAt <= now;
+const isFree = (lease: Lease | undefined, now: number): boolean => !lease?.owner || lease.expiresAt <= now;
 
 const newestSequence = (a: number | undefined, b: number | undefined) => (a === undefined ? b : b === undefined ? a : Math.max(a, b));
 
@@ -101,7 +101,7 @@ export async function claimIn(
   };
 }
 
-export function parseLease(value: unknown): Lease | undefined {
+function parseLease(value: unknown): Lease | undefined {
   const lease = value as Partial<Lease> | null | undefined;
   if (typeof lease?.expiresAt !== 'number') return undefined;
   return {
