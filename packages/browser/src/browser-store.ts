@@ -1,7 +1,7 @@
 import type { StoredTokens, TokenStoreLock } from '@tokenrelay/core';
 import { ErrorCode, TokenRelayError } from '@tokenrelay/core';
 import { configurationError, delay, notifyListeners, parseStoredTokens, storeError } from '@tokenrelay/core/kit';
-import { browserLeaseRecords } from './lease-records.js';
+import { browserLeaseRecords } from './lease-backend-choice.js';
 import { acquireLeaseLock, acquireWebLock, type HeldLock, type WebLockManager } from './locks.js';
 import { decodeRecord, encodeRecord, type StoredRecord } from './stored-tokens.js';
 import type { BrowserLockMode, BrowserStorage, BrowserStoreOptions, BrowserTokenStore } from './types.js';

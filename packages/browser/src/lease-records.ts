@@ -11,26 +11,95 @@ export interface Lease {
   readonly sequence?: number;
 }
 
-/** The outcome of a claim: whether we hold the lease now, and the sequence its previous holder recorded. */
-export interface LeaseClaim {
-  readonly taken: boolean;
-  readonly sequence: number | undefined;
+/** What a decision makes of the lease it read: what the caller learns, and the lease to write (`null` removes it). */
+export interface LeaseDecision<T> {
+  readonly result: T;
+  readonly write?: Lease | null;
+}
+
+/** Decides, from the lease as read at `now`, what to write. Pure: a backend may run it inside a transaction. */
+export type DecideLease<T> = (lease: Lease | undefined, now: number) => LeaseDecision<T>;
+
+/** One place a lease lives: in IndexedDB, or in the storage. */
+export interface LeaseBackend {
+  /**
+   * Reads the lease, runs `decide` on it and writes what it returns; resolves with its result.
+   * With `settle`, a backend without compare-and-set (the storage) waits after writing until the
+   * writes of other tabs have settled, and resolves `superseded` when another tab's write replaced ours.
+   */
+  update<T>(decide: DecideLease<T>, settle?: SettleOptions<T>): Promise<T>;
+}
+
+/** See {@link LeaseBackend.update}. */
+export interface SettleOptions<T> {
+  readonly signal: AbortSignal;
+  readonly superseded: T;
+}
+
+/** A lease this tab claimed, bound to the backend it was claimed in: renewed and released there and nowhere else. */
+export interface ClaimedLease {
+  /** The newest store sequence the previous holders recorded, if any did. */
+  readonly previousSequence: number | undefined;
+  /** Extends the lease; resolves `false` when it is no longer ours (taken over, or expired). */
+  renew(expiresAt: number): Promise<boolean>;
+  /** Frees the lease, recording `sequence` for the next holder; leaves another's lease alone. */
+  release(sequence: number | undefined): Promise<void>;
 }
 
 /** Where the leases of a store live; each call acts on the lease `leaseKey` it was made for. */
 export interface LeaseRecords {
-  /** Takes the lease for `owner` until `expiresAt` if it is free or expired. */
-  claim(owner: string, expiresAt: number, signal: AbortSignal): Promise<LeaseClaim>;
-  /** Extends `owner`'s lease; resolves `false` when the lease is no longer `owner`'s. */
-  renew(owner: string, expiresAt: number): Promise<boolean>;
-  /** Frees `owner`'s lease, recording `sequence` for the next holder; leaves another's lease alone. */
-  release(owner: string, sequence: number | undefined): Promise<void>;
+  /** Takes the lease for `owner` until `expiresAt` if it is free or expired; `undefined` when another holds it. */
+  claim(owner: string, expiresAt: number, signal: AbortSignal): Promise<ClaimedLease | undefined>;
 }
 
 /** How long a storage lease writer waits before checking that its write is the one that stuck. */
-const LEASE_SETTLE_MS = 50;
+export const LEASE_SETTLE_MS = 50;
 
-const isFree = (lease: Lease | undefined, now: number) => !lease?.owner || lease.expiresAt <= now;
+const isFree = (lease: Lease | undefined, now: number): boolean => !lease?.owner || lease.expiresAt <= now;
+
+const newestSequence = (a: number | undefined, b: number | undefined) => (a === undefined ? b : b === undefined ? a : Math.max(a, b));
+
+/**
+ * Takes a free or expired lease. `alongside` reads a lease kept elsewhere that must be free too
+ * (the storage lease of a tab that could not open IndexedDB); the next holder waits for the newer
+ * sequence of the two.
+ */
+function claimLease(owner: string, expiresAt: number, alongside?: () => Lease | undefined): DecideLease<{ previousSequence: number | undefined } | undefined> {
+  return (lease, now) => {
+    const other = alongside?.();
+    if (!isFree(lease, now) || !isFree(other, now)) return { result: undefined };
+    return { write: { owner, expiresAt }, result: { previousSequence: newestSequence(lease?.sequence, other?.sequence) } };
+  };
+}
+
+/** Extends `owner`'s lease. An expired one is lost even if nobody took it here: another tab may hold the lease in the other backend. */
+const renewLease =
+  (owner: string, expiresAt: number): DecideLease<boolean> =>
+  (lease, now) =>
+    lease?.owner === owner && lease.expiresAt > now ? { write: { owner, expiresAt }, result: true } : { result: false };
+
+/** Frees `owner`'s lease, keeping `sequence` for the next holder (nothing to keep: the lease is removed). */
+const releaseLease =
+  (owner: string, sequence: number | undefined): DecideLease<void> =>
+  (lease) =>
+    lease?.owner === owner ? { write: sequence === undefined ? null : { expiresAt: 0, sequence }, result: undefined } : { result: undefined };
+
+/** Claims the lease in `backend`; `settle` for a backend without compare-and-set, `alongside` as in {@link claimLease}. */
+export async function claimIn(
+  backend: LeaseBackend,
+  owner: string,
+  expiresAt: number,
+  { settle, alongside }: { settle?: AbortSignal; alongside?: () => Lease | undefined } = {},
+): Promise<ClaimedLease | undefined> {
+  const decide = claimLease(owner, expiresAt, alongside);
+  const claimed = await backend.update(decide, settle && { signal: settle, superseded: undefined });
+  if (!claimed) return undefined;
+  return {
+    previousSequence: claimed.previousSequence,
+    renew: (until) => backend.update(renewLease(owner, until)),
+    release: (sequence) => backend.update(releaseLease(owner, sequence)),
+  };
+}
 
 function parseLease(value: unknown): Lease | undefined {
   const lease = value as Partial<Lease> | null | undefined;
@@ -43,11 +112,12 @@ function parseLease(value: unknown): Lease | undefined {
 }
 
 /**
- * Leases in a {@link BrowserStorage}, for pages without IndexedDB (and Node tests): written, then
- * re-read after a settle delay, because the storage has no compare-and-set. Best effort: two tabs
- * can both win if one sees the other's write more than the settle delay late.
+ * The lease in a {@link BrowserStorage}, for pages without IndexedDB (and Node tests): written,
+ * then re-read after a settle delay, because the storage has no compare-and-set. Best effort: two
+ * tabs can both win if one sees the other's write more than the settle delay late. `read` gives
+ * the lease as this tab sees it now.
  */
-function storageLeaseRecords(storage: BrowserStorage, leaseKey: string): LeaseRecords {
+export function storageLeaseBackend(storage: BrowserStorage, leaseKey: string): LeaseBackend & { read(): Lease | undefined } {
   const read = (): Lease | undefined => {
     try {
       return parseLease(JSON.parse(storage.getItem(leaseKey) ?? 'null'));
@@ -56,32 +126,23 @@ function storageLeaseRecords(storage: BrowserStorage, leaseKey: string): LeaseRe
       return undefined;
     }
   };
-  const write = (lease: Lease) => {
+  const write = (lease: Lease | null) => {
     try {
-      storage.setItem(leaseKey, JSON.stringify(lease));
+      if (lease === null) storage.removeItem(leaseKey);
+      else storage.setItem(leaseKey, JSON.stringify(lease));
     } catch (cause) {
       throw storeError(`Could not write the refresh lease "${leaseKey}"`, cause);
     }
   };
-  return {
-    async claim(owner, expiresAt, signal) {
-      const before = read();
-      if (!isFree(before, Date.now())) return { taken: false, sequence: undefined };
-      write({ owner, expiresAt });
-      await delay(LEASE_SETTLE_MS, signal);
-      return { taken: read()?.owner === owner, sequence: before?.sequence };
-    },
-    async renew(owner, expiresAt) {
-      if (read()?.owner !== owner) return false;
-      write({ owner, expiresAt });
-      return true;
-    },
-    async release(owner, sequence) {
-      if (read()?.owner !== owner) return;
-      if (sequence === undefined) storage.removeItem(leaseKey);
-      else write({ expiresAt: 0, sequence });
-    },
-  };
+  async function update<T>(decide: DecideLease<T>, settle?: SettleOptions<T>): Promise<T> {
+    const decision = decide(read(), Date.now());
+    if (decision.write === undefined) return decision.result;
+    write(decision.write);
+    if (!settle) return decision.result;
+    await delay(LEASE_SETTLE_MS, settle.signal);
+    return read()?.owner === decision.write?.owner ? decision.result : settle.superseded;
+  }
+  return { read, update };
 }
 
 const DATABASE = 'tokenrelay-leases';
@@ -95,30 +156,12 @@ function requestResult<T>(request: IDBRequest<T>): Promise<T> {
 }
 
 /**
- * The leases of a browser store: in IndexedDB where the page has it, else in `storage`. Some
- * private modes have an `indexedDB` that refuses to open; there, too, the storage lease is the
- * best there is.
- */
-export function browserLeaseRecords(storage: BrowserStorage, leaseKey: string): LeaseRecords {
-  const inStorage = storageLeaseRecords(storage, leaseKey);
-  const factory = (globalThis as { indexedDB?: IDBFactory }).indexedDB;
-  if (!factory) return inStorage;
-  const inDatabase = indexedDbLeaseRecords(factory, leaseKey);
-  let chosen: Promise<LeaseRecords> | undefined;
-  const records = () => (chosen ??= inDatabase.opened().then(() => inDatabase, () => inStorage));
-  return {
-    claim: async (owner, expiresAt, signal) => (await records()).claim(owner, expiresAt, signal),
-    renew: async (owner, expiresAt) => (await records()).renew(owner, expiresAt),
-    release: async (owner, sequence) => (await records()).release(owner, sequence),
-  };
-}
-
-/**
- * Leases in IndexedDB. The browser runs the readwrite transactions of one origin's object store
+ * The lease in IndexedDB. The browser runs the readwrite transactions of one origin's object store
  * one after the other, across all its tabs and processes, so reading and writing the lease in one
- * transaction is a real compare-and-set: no two tabs ever hold it at once.
+ * transaction is a real compare-and-set: no two tabs ever hold it at once. `open` (re)opens the
+ * database; a failed open is tried again on the next call.
  */
-function indexedDbLeaseRecords(factory: IDBFactory, leaseKey: string): LeaseRecords & { opened(): Promise<unknown> } {
+export function indexedDbLeaseBackend(factory: IDBFactory, leaseKey: string): LeaseBackend & { open(): Promise<IDBDatabase> } {
   let database: Promise<IDBDatabase> | undefined;
   const open = () => {
     database ??= (() => {
@@ -130,6 +173,10 @@ function indexedDbLeaseRecords(factory: IDBFactory, leaseKey: string): LeaseReco
           db.close();
           database = undefined;
         };
+        // Closed by the browser (site data cleared, its database process gone): open again on the next call.
+        db.onclose = () => {
+          database = undefined;
+        };
         return db;
       });
     })().catch((cause: unknown) => {
@@ -138,41 +185,25 @@ function indexedDbLeaseRecords(factory: IDBFactory, leaseKey: string): LeaseReco
     });
     return database;
   };
-  /** Reads the lease and, if `decide` returns one, writes it, all in one readwrite transaction. */
-  async function update<T>(decide: (lease: Lease | undefined) => { write?: Lease; result: T }): Promise<T> {
+  async function update<T>(decide: DecideLease<T>): Promise<T> {
     const db = await open();
     return new Promise<T>((resolve, reject) => {
       let result: T;
+      const failed = () => reject(storeError(`Could not update the refresh lease "${leaseKey}"`, transaction.error));
       const transaction = db.transaction(OBJECT_STORE, 'readwrite');
       const leases = transaction.objectStore(OBJECT_STORE);
       const get = leases.get(leaseKey);
       get.onsuccess = () => {
-        const decision = decide(parseLease(get.result));
+        const decision = decide(parseLease(get.result), Date.now());
         result = decision.result;
-        if (decision.write) leases.put(decision.write, leaseKey);
+        if (decision.write === null) leases.delete(leaseKey);
+        else if (decision.write) leases.put(decision.write, leaseKey);
       };
       // Only a committed transaction counts: the lease is ours once it is durable for every tab.
       transaction.oncomplete = () => resolve(result);
-      transaction.onerror = () => reject(storeError(`Could not update the refresh lease "${leaseKey}"`, transaction.error));
-      transaction.onabort = () => reject(storeError(`Could not update the refresh lease "${leaseKey}"`, transaction.error));
+      transaction.onerror = failed;
+      transaction.onabort = failed;
     });
   }
-  return {
-    opened: open,
-    claim(owner, expiresAt) {
-      return update<LeaseClaim>((lease) =>
-        isFree(lease, Date.now())
-          ? { write: { owner, expiresAt }, result: { taken: true, sequence: lease?.sequence } }
-          : { result: { taken: false, sequence: undefined } },
-      );
-    },
-    renew(owner, expiresAt) {
-      return update((lease) => (lease?.owner === owner ? { write: { owner, expiresAt }, result: true } : { result: false }));
-    },
-    release(owner, sequence) {
-      return update((lease) =>
-        lease?.owner === owner ? { write: { expiresAt: 0, ...(sequence === undefined ? {} : { sequence }) }, result: undefined } : { result: undefined },
-      );
-    },
-  };
+  return { open, update };
 }

@@ -1,5 +1,5 @@
 import { delay, storeError } from '@tokenrelay/core/kit';
-import type { LeaseRecords } from './lease-records.js';
+import type { ClaimedLease, LeaseRecords } from './lease-records.js';
 
 /** A lock this tab holds. */
 export interface HeldLock {
@@ -107,10 +107,11 @@ export async function acquireLeaseLock(
   const deadline = Date.now() + timeoutMs;
   // Bounded in time by the deadline, and so in count: every pass sleeps at least lockPollMs.
   for (;;) {
-    const claim = await leases.claim(owner, Date.now() + leaseMs, signal);
-    if (claim.taken) {
-      if (!signal.aborted) return holdLease(leases, leaseName, owner, leaseMs, claim.sequence);
-      await leases.release(owner, claim.sequence);
+    const expiresAt = Date.now() + leaseMs;
+    const claimed = await leases.claim(owner, expiresAt, signal);
+    if (claimed) {
+      if (!signal.aborted) return holdLease(claimed, leaseName, expiresAt, leaseMs);
+      await claimed.release(claimed.previousSequence);
       signal.throwIfAborted();
     }
     const remaining = deadline - Date.now();
@@ -119,30 +120,44 @@ export async function acquireLeaseLock(
   }
 }
 
-function holdLease(leases: LeaseRecords, leaseName: string, owner: string, leaseMs: number, previousSequence: number | undefined): HeldLease {
+function holdLease(claimed: ClaimedLease, leaseName: string, expiresAt: number, leaseMs: number): HeldLease {
   const lost = new AbortController();
+  const lose = () => {
+    stop();
+    lost.abort(storeError(`Lost the refresh lease "${leaseName}": it ran out unrenewed or another tab took it over; nothing more is written under it`));
+  };
+  // A lease whose renewals keep failing (its backend broke after the claim) runs out, and then another
+  // tab may take it: give it up a little before, so that the two never overlap however timers round.
+  const loseBefore = (until: number) => setTimeout(lose, until - Date.now() - leaseMs / 10);
+  let expiry = loseBefore(expiresAt);
   const renewal = setInterval(() => {
-    leases.renew(owner, Date.now() + leaseMs).then(
+    const until = Date.now() + leaseMs;
+    claimed.renew(until).then(
       (ours) => {
+        if (released || lost.signal.aborted) return;
         // A lease taken over (we were too slow, or the clock jumped) is not ours to extend: it is lost.
-        if (ours || released) return;
-        clearInterval(renewal);
-        lost.abort(storeError(`Lost the refresh lease "${leaseName}": another tab took it over; nothing more is written under it`));
+        if (!ours) return lose();
+        clearTimeout(expiry);
+        expiry = loseBefore(until);
       },
       () => {
         // The lease still runs until its expiry; a later renewal may succeed.
       },
     );
   }, leaseMs / 3);
+  const stop = () => {
+    clearInterval(renewal);
+    clearTimeout(expiry);
+  };
   let released = false;
   return {
     signal: lost.signal,
-    previousSequence,
+    previousSequence: claimed.previousSequence,
     async release(sequence) {
       if (released) return;
       released = true;
-      clearInterval(renewal);
-      await leases.release(owner, sequence).catch(() => {
+      stop();
+      await claimed.release(sequence).catch(() => {
         // A lease that could not be freed runs out by itself within leaseMs.
       });
     },
