@@ -30,12 +30,12 @@ export interface ClientAuthenticationRequest {
 
 /**
  * A client authentication made outside this entry: `privateKeyJwt({ privateKey })` of
- * `@tokenrelay/core/grants`. Adds itself to the request and returns every secret it put there,
- * so that no error message can echo one.
+ * `@tokenrelay/core/grants`, the one method whose maker lives elsewhere. Adds itself to the request
+ * and returns every secret it put there, so that no error message can echo one.
  */
 export interface ClientAuthenticationMethod {
-  readonly method: ClientAuthentication;
-  authenticate(request: ClientAuthenticationRequest): Promise<string[]>;
+  readonly method: 'private_key_jwt';
+  authenticate(request: ClientAuthenticationRequest): Promise<readonly string[]>;
 }
 
 /** The client authentication options every grant (and `revokeToken`) takes. */
@@ -60,10 +60,13 @@ export interface ClientAuthenticationOptions {
 }
 
 /** Adds the client's authentication to a request; returns every secret it put there, for redaction. */
-export type ClientAuthenticator = (request: Omit<ClientAuthenticationRequest, 'clientId'>) => Promise<string[]>;
+export type ClientAuthenticator = (request: Omit<ClientAuthenticationRequest, 'clientId'>) => Promise<readonly string[]>;
 
 /** A {@link ClientAuthenticator} for one method, which it names. */
 export type MethodAuthenticator = ClientAuthenticator & { readonly method: ClientAuthentication };
+
+/** The methods named by a string: those this entry builds itself. */
+type NamedClientAuthentication = Exclude<ClientAuthentication, 'private_key_jwt'>;
 
 /** RFC 6749 Appendix B: application/x-www-form-urlencoded, as URLSearchParams serialises it. */
 const formEncode = (value: string) => new URLSearchParams([['', value]]).toString().slice(1);
@@ -84,25 +87,41 @@ export function clientAuthenticator(options: ClientAuthenticationOptions, who: s
     throw configError('private_key_jwt is clientAuthentication: privateKeyJwt({ privateKey }) from @tokenrelay/core/grants');
   }
   const chosen = options.clientAuthentication ?? (clientSecret ? 'client_secret_basic' : 'none');
-  const method = typeof chosen === 'object' ? chosen.method : chosen;
-  const usesSecret = method === 'client_secret_basic' || method === 'client_secret_post';
-  if (typeof chosen !== 'object' && !usesSecret && method !== 'none') throw configError(`unknown clientAuthentication "${String(method)}"`);
-  if (usesSecret && !clientSecret) throw configError(`clientAuthentication "${method}" needs a clientSecret`);
-  if (!usesSecret && clientSecret) throw configError(`clientSecret was given but clientAuthentication is "${method}"`);
-  const secret = clientSecret ?? '';
-  const credentials = `${formEncode(clientId)}:${formEncode(secret)}`;
+  // Decided once: an object is made by privateKeyJwt; anything else names a method built here.
+  if (typeof chosen !== 'object') return Object.assign(namedAuthenticator(chosen, clientId, clientSecret, configError), { method: chosen });
+  if (clientSecret) throw configError(`clientSecret was given but clientAuthentication is "${chosen.method}"`);
+  const authenticate: ClientAuthenticator = (request) => chosen.authenticate({ ...request, clientId });
+  return Object.assign(authenticate, { method: chosen.method });
+}
 
-  const authenticate: ClientAuthenticator = async (request) => {
-    const { params, headers } = request;
-    if (typeof chosen === 'object') return chosen.authenticate({ ...request, clientId });
-    if (method === 'client_secret_basic') {
-      headers.authorization = `Basic ${btoa(credentials)}`;
-      return [secret, credentials];
-    }
-    params.set('client_id', clientId);
-    if (method === 'none') return [];
-    params.set('client_secret', secret);
-    return [secret];
+/** The authenticator of a method named by a string: checks that the secret is there exactly when the method sends one. */
+function namedAuthenticator(
+  method: NamedClientAuthentication,
+  clientId: string,
+  clientSecret: string | undefined,
+  configError: (message: string) => Error,
+): ClientAuthenticator {
+  if (method === 'none') {
+    if (clientSecret) throw configError('clientSecret was given but clientAuthentication is "none"');
+    return async ({ params }) => {
+      params.set('client_id', clientId);
+      return [];
+    };
+  }
+  if (method !== 'client_secret_basic' && method !== 'client_secret_post') {
+    throw configError(`unknown clientAuthentication "${String(method satisfies never)}"`);
+  }
+  if (!clientSecret) throw configError(`clientAuthentication "${method}" needs a clientSecret`);
+  if (method === 'client_secret_post') {
+    return async ({ params }) => {
+      params.set('client_id', clientId);
+      params.set('client_secret', clientSecret);
+      return [clientSecret];
+    };
+  }
+  const credentials = `${formEncode(clientId)}:${formEncode(clientSecret)}`;
+  return async ({ headers }) => {
+    headers.authorization = `Basic ${btoa(credentials)}`;
+    return [clientSecret, credentials];
   };
-  return Object.assign(authenticate, { method });
 }

@@ -5,7 +5,7 @@
 import { clientAuthenticator, type ClientAuthenticationOptions } from './client-auth.js';
 import { configurationError } from './errors.js';
 import { asHandler, formBuilder, type GrantEndpointOptions } from './grant.js';
-import { assertionClaims, assertionSigner, type AssertionSigningOptions } from './jwt.js';
+import { assertionSigner, type AssertionSigningOptions } from './jwt.js';
 import {
   credentialsRejected,
   parseEndpoint,
@@ -119,10 +119,10 @@ export function jwtBearerGrant(options: JwtBearerGrantOptions): RefreshHandler {
   const form = formBuilder(who, ['assertion'], options);
   return asHandler(
     async ({ tokens, signal }) => {
-      const assertion = await sign(assertionClaims({ iss: clientId, sub: subject, aud: audience }, clock));
+      const { assertion, secrets } = await sign({ iss: clientId, sub: subject, aud: audience }, clock);
       return client.requestTokens(form({ grant_type: JWT_BEARER, assertion }), {
         signal,
-        secrets: [assertion, ...assertion.split('.'), tokens?.accessToken],
+        secrets: [...secrets, tokens?.accessToken],
         meanings: credentialGrantErrors,
       });
     },
