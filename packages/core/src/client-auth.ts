@@ -4,7 +4,7 @@
  * methods live here; `private_key_jwt` (RFC 7523 §2.2) needs a signer that most apps never ship,
  * so it is an object made by `privateKeyJwt` of `@tokenrelay/core/grants` and passed in.
  */
-import { configurationError } from './errors.js';
+import { configurationError, requireStringOptions } from './errors.js';
 import type { Clock } from './types.js';
 
 /**
@@ -81,7 +81,7 @@ export const clientAuthenticationParams = ['client_id', 'client_secret', 'client
 export function clientAuthenticator(options: ClientAuthenticationOptions, who: string): MethodAuthenticator {
   const { clientId, clientSecret } = options;
   const configError = (message: string) => configurationError(`${who}: ${message}`);
-  if (typeof clientId !== 'string' || clientId === '') throw configError('clientId is required');
+  requireStringOptions(who, { clientId });
   // Before 0.1.0 private_key_jwt took a `privateKey` option: point its users to the new form.
   if ((options as { privateKey?: unknown }).privateKey !== undefined || options.clientAuthentication === ('private_key_jwt' as string)) {
     throw configError('private_key_jwt is clientAuthentication: privateKeyJwt({ privateKey }) from @tokenrelay/core/grants');
