@@ -4,7 +4,7 @@
  * methods live here; `private_key_jwt` (RFC 7523 §2.2) needs a signer that most apps never ship,
  * so it is an object made by `privateKeyJwt` of `@tokenrelay/core/grants` and passed in.
  */
-import { configurationError, requireStringOptions } from './errors.js';
+import { configurationError } from './errors.js';
 import type { Clock } from './types.js';
 
 /**
@@ -59,14 +59,14 @@ export interface ClientAuthenticationOptions {
   clientAuthentication?: Exclude<ClientAuthentication, 'private_key_jwt'> | ClientAuthenticationMethod;
 }
 
+/** What a {@link ClientAuthenticator} is given: the request, whose client id it knows. */
+type AuthenticatorRequest = Omit<ClientAuthenticationRequest, 'clientId'>;
+
 /** Adds the client's authentication to a request; returns every secret it put there, for redaction. */
-export type ClientAuthenticator = (request: Omit<ClientAuthenticationRequest, 'clientId'>) => Promise<readonly string[]>;
+export type ClientAuthenticator = (request: AuthenticatorRequest) => Promise<readonly string[]>;
 
 /** A {@link ClientAuthenticator} for one method, which it names. */
 export type MethodAuthenticator = ClientAuthenticator & { readonly method: ClientAuthentication };
-
-/** The methods named by a string: those this entry builds itself. */
-type NamedClientAuthentication = Exclude<ClientAuthentication, 'private_key_jwt'>;
 
 /** RFC 6749 Appendix B: application/x-www-form-urlencoded, as URLSearchParams serialises it. */
 const formEncode = (value: string) => new URLSearchParams([['', value]]).toString().slice(1);
@@ -81,47 +81,32 @@ export const clientAuthenticationParams = ['client_id', 'client_secret', 'client
 export function clientAuthenticator(options: ClientAuthenticationOptions, who: string): MethodAuthenticator {
   const { clientId, clientSecret } = options;
   const configError = (message: string) => configurationError(`${who}: ${message}`);
-  requireStringOptions(who, { clientId });
+  if (typeof clientId !== 'string' || clientId === '') throw configError('clientId is required');
   // Before 0.1.0 private_key_jwt took a `privateKey` option: point its users to the new form.
   if ((options as { privateKey?: unknown }).privateKey !== undefined || options.clientAuthentication === ('private_key_jwt' as string)) {
     throw configError('private_key_jwt is clientAuthentication: privateKeyJwt({ privateKey }) from @tokenrelay/core/grants');
   }
   const chosen = options.clientAuthentication ?? (clientSecret ? 'client_secret_basic' : 'none');
-  // Decided once: an object is made by privateKeyJwt; anything else names a method built here.
-  if (typeof chosen !== 'object') return Object.assign(namedAuthenticator(chosen, clientId, clientSecret, configError), { method: chosen });
-  if (clientSecret) throw configError(`clientSecret was given but clientAuthentication is "${chosen.method}"`);
-  const authenticate: ClientAuthenticator = (request) => chosen.authenticate({ ...request, clientId });
-  return Object.assign(authenticate, { method: chosen.method });
-}
-
-/** The authenticator of a method named by a string: checks that the secret is there exactly when the method sends one. */
-function namedAuthenticator(
-  method: NamedClientAuthentication,
-  clientId: string,
-  clientSecret: string | undefined,
-  configError: (message: string) => Error,
-): ClientAuthenticator {
-  if (method === 'none') {
-    if (clientSecret) throw configError('clientSecret was given but clientAuthentication is "none"');
-    return async ({ params }) => {
-      params.set('client_id', clientId);
-      return [];
-    };
+  // Decided once: an object is made by privateKeyJwt, which sends no secret; a string names a method built here.
+  if (typeof chosen === 'object') {
+    if (clientSecret) throw configError(`clientSecret was given but clientAuthentication is "${chosen.method}"`);
+    return Object.assign((request: AuthenticatorRequest) => chosen.authenticate({ ...request, clientId }), { method: chosen.method });
   }
-  if (method !== 'client_secret_basic' && method !== 'client_secret_post') {
-    throw configError(`unknown clientAuthentication "${String(method satisfies never)}"`);
-  }
-  if (!clientSecret) throw configError(`clientAuthentication "${method}" needs a clientSecret`);
-  if (method === 'client_secret_post') {
-    return async ({ params }) => {
-      params.set('client_id', clientId);
-      params.set('client_secret', clientSecret);
-      return [clientSecret];
-    };
-  }
-  const credentials = `${formEncode(clientId)}:${formEncode(clientSecret)}`;
-  return async ({ headers }) => {
-    headers.authorization = `Basic ${btoa(credentials)}`;
-    return [clientSecret, credentials];
+  const usesSecret = chosen === 'client_secret_basic' || chosen === 'client_secret_post';
+  if (!usesSecret && chosen !== 'none') throw configError(`unknown clientAuthentication "${String(chosen)}"`);
+  if (usesSecret && !clientSecret) throw configError(`clientAuthentication "${chosen}" needs a clientSecret`);
+  if (!usesSecret && clientSecret) throw configError(`clientSecret was given but clientAuthentication is "${chosen}"`);
+  const secret = clientSecret ?? '';
+  const credentials = `${formEncode(clientId)}:${formEncode(secret)}`;
+  const authenticate: ClientAuthenticator = async ({ params, headers }) => {
+    if (chosen === 'client_secret_basic') {
+      headers.authorization = `Basic ${btoa(credentials)}`;
+      return [secret, credentials];
+    }
+    params.set('client_id', clientId);
+    if (chosen === 'none') return [];
+    params.set('client_secret', secret);
+    return [secret];
   };
+  return Object.assign(authenticate, { method: chosen });
 }

@@ -3,7 +3,7 @@
  * credentials (RFC 6749 §4.4) and JWT bearer (RFC 7523 §2.1). On `@tokenrelay/core/grants`.
  */
 import { clientAuthenticator, type ClientAuthenticationOptions } from './client-auth.js';
-import { configurationError, requireStringOptions } from './errors.js';
+import { configurationError } from './errors.js';
 import { asHandler, formBuilder, type GrantEndpointOptions } from './grant.js';
 import { assertionSigner, type AssertionSigningOptions } from './jwt.js';
 import {
@@ -116,7 +116,9 @@ export function jwtBearerGrant(options: JwtBearerGrantOptions): RefreshHandler {
   const who = 'jwtBearerGrant';
   const endpoint = parseEndpoint(options.tokenEndpoint, who);
   const { clientId, subject, audience, clock = Date } = options;
-  requireStringOptions(who, { clientId, subject, audience });
+  for (const [name, value] of Object.entries({ clientId, subject, audience })) {
+    if (typeof value !== 'string' || value === '') throw configurationError(`${who}: ${name} is required`);
+  }
   const sign = assertionSigner(options, who);
   // The assertion is the grant and authenticates the client (RFC 7523 §3.1): no other client authentication.
   const client = tokenEndpointClient(endpoint, async () => [], { ...options, who });

@@ -186,13 +186,6 @@ export function configurationError(message: string, cause?: unknown): TokenRelay
   return new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, message, { cause });
 }
 
-/** Throws the `CONFIGURATION_ERROR` "`who`: `name` is required" for the first option that is not a non-empty string. */
-export function requireStringOptions(who: string, options: Readonly<Record<string, unknown>>): void {
-  for (const [name, value] of Object.entries(options)) {
-    if (typeof value !== 'string' || value === '') throw configurationError(`${who}: ${name} is required`);
-  }
-}
-
 /** A `STORE_ERROR` for a store that failed to read, write or lock, keeping `cause` when there is one. */
 export function storeError(message: string, cause?: unknown): TokenRelayError {
   return new TokenRelayError(ErrorCode.STORE_ERROR, message, { cause });
