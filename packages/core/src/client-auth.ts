@@ -30,12 +30,12 @@ export interface ClientAuthenticationRequest {
 
 /**
  * A client authentication made outside this entry: `privateKeyJwt({ privateKey })` of
- * `@tokenrelay/core/grants`. Adds itself to the request and returns every secret it put there,
- * so that no error message can echo one.
+ * `@tokenrelay/core/grants`, the one method whose maker lives elsewhere. Adds itself to the request
+ * and returns every secret it put there, so that no error message can echo one.
  */
 export interface ClientAuthenticationMethod {
-  readonly method: ClientAuthentication;
-  authenticate(request: ClientAuthenticationRequest): Promise<string[]>;
+  readonly method: 'private_key_jwt';
+  authenticate(request: ClientAuthenticationRequest): Promise<readonly string[]>;
 }
 
 /** The client authentication options every grant (and `revokeToken`) takes. */
@@ -59,8 +59,11 @@ export interface ClientAuthenticationOptions {
   clientAuthentication?: Exclude<ClientAuthentication, 'private_key_jwt'> | ClientAuthenticationMethod;
 }
 
+/** What a {@link ClientAuthenticator} is given: the request, whose client id it knows. */
+type AuthenticatorRequest = Omit<ClientAuthenticationRequest, 'clientId'>;
+
 /** Adds the client's authentication to a request; returns every secret it put there, for redaction. */
-export type ClientAuthenticator = (request: Omit<ClientAuthenticationRequest, 'clientId'>) => Promise<string[]>;
+export type ClientAuthenticator = (request: AuthenticatorRequest) => Promise<readonly string[]>;
 
 /** A {@link ClientAuthenticator} for one method, which it names. */
 export type MethodAuthenticator = ClientAuthenticator & { readonly method: ClientAuthentication };
@@ -84,25 +87,26 @@ export function clientAuthenticator(options: ClientAuthenticationOptions, who: s
     throw configError('private_key_jwt is clientAuthentication: privateKeyJwt({ privateKey }) from @tokenrelay/core/grants');
   }
   const chosen = options.clientAuthentication ?? (clientSecret ? 'client_secret_basic' : 'none');
-  const method = typeof chosen === 'object' ? chosen.method : chosen;
-  const usesSecret = method === 'client_secret_basic' || method === 'client_secret_post';
-  if (typeof chosen !== 'object' && !usesSecret && method !== 'none') throw configError(`unknown clientAuthentication "${String(method)}"`);
-  if (usesSecret && !clientSecret) throw configError(`clientAuthentication "${method}" needs a clientSecret`);
-  if (!usesSecret && clientSecret) throw configError(`clientSecret was given but clientAuthentication is "${method}"`);
+  // Decided once: an object is made by privateKeyJwt, which sends no secret; a string names a method built here.
+  if (typeof chosen === 'object') {
+    if (clientSecret) throw configError(`clientSecret was given but clientAuthentication is "${chosen.method}"`);
+    return Object.assign((request: AuthenticatorRequest) => chosen.authenticate({ ...request, clientId }), { method: chosen.method });
+  }
+  const usesSecret = chosen === 'client_secret_basic' || chosen === 'client_secret_post';
+  if (!usesSecret && chosen !== 'none') throw configError(`unknown clientAuthentication "${String(chosen)}"`);
+  if (usesSecret && !clientSecret) throw configError(`clientAuthentication "${chosen}" needs a clientSecret`);
+  if (!usesSecret && clientSecret) throw configError(`clientSecret was given but clientAuthentication is "${chosen}"`);
   const secret = clientSecret ?? '';
   const credentials = `${formEncode(clientId)}:${formEncode(secret)}`;
-
-  const authenticate: ClientAuthenticator = async (request) => {
-    const { params, headers } = request;
-    if (typeof chosen === 'object') return chosen.authenticate({ ...request, clientId });
-    if (method === 'client_secret_basic') {
+  const authenticate: ClientAuthenticator = async ({ params, headers }) => {
+    if (chosen === 'client_secret_basic') {
       headers.authorization = `Basic ${btoa(credentials)}`;
       return [secret, credentials];
     }
     params.set('client_id', clientId);
-    if (method === 'none') return [];
+    if (chosen === 'none') return [];
     params.set('client_secret', secret);
     return [secret];
   };
-  return Object.assign(authenticate, { method });
+  return Object.assign(authenticate, { method: chosen });
 }

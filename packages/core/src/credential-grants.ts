@@ -5,12 +5,13 @@
 import { clientAuthenticator, type ClientAuthenticationOptions } from './client-auth.js';
 import { configurationError } from './errors.js';
 import { asHandler, formBuilder, type GrantEndpointOptions } from './grant.js';
-import { assertionClaims, assertionSigner, type AssertionSigningOptions } from './jwt.js';
+import { assertionSigner, type AssertionSigningOptions } from './jwt.js';
 import {
   credentialsRejected,
   parseEndpoint,
   tokenEndpointClient,
   type OAuthErrorMeaning,
+  type TokenEndpointClient,
   type TokenRequestOptions,
 } from './token-request.js';
 
@@ -21,13 +22,29 @@ const credentialGrantErrors: OAuthErrorMeaning = { invalid_grant: credentialsRej
 
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 
+/**
+ * The handler of a grant that asks again with the client's own credentials on every acquisition:
+ * no refresh token to send or keep, and a refused grant is a refused credential.
+ */
+function credentialGrantHandler(
+  client: TokenEndpointClient,
+  request: () => Promise<{ params: URLSearchParams; secrets: readonly string[] }>,
+): RefreshHandler {
+  return asHandler(
+    async ({ tokens, signal }) => {
+      const { params, secrets } = await request();
+      return client.requestTokens(params, { signal, secrets: [...secrets, tokens?.accessToken], meanings: credentialGrantErrors });
+    },
+    client.endpoint,
+    false,
+  );
+}
+
 /** Options of {@link clientCredentialsGrant}. */
 export interface ClientCredentialsGrantOptions extends GrantEndpointOptions, ClientAuthenticationOptions, TokenRequestOptions {}
 
 /** Options of {@link jwtBearerGrant}. */
-export interface JwtBearerGrantOptions extends AssertionSigningOptions, TokenRequestOptions {
-  /** The token endpoint; see `RefreshTokenGrantOptions.tokenEndpoint`. */
-  tokenEndpoint: string | URL;
+export interface JwtBearerGrantOptions extends GrantEndpointOptions, AssertionSigningOptions, TokenRequestOptions {
   /** The client id: the assertion's `iss`. */
   clientId: string;
   /** Whom the tokens are for: the assertion's `sub` (a user name, a service account). */
@@ -38,8 +55,6 @@ export interface JwtBearerGrantOptions extends AssertionSigningOptions, TokenReq
    * @example 'https://auth.example.com'
    */
   audience: string;
-  /** Scope to ask for, as a space-separated string or an array. */
-  scope?: string | readonly string[];
 }
 
 /**
@@ -68,16 +83,7 @@ export function clientCredentialsGrant(options: ClientCredentialsGrantOptions): 
   }
   const client = tokenEndpointClient(endpoint, authenticator, { ...options, who });
   const form = formBuilder(who, [], options);
-  return asHandler(
-    async ({ tokens, signal }) =>
-      client.requestTokens(form({ grant_type: 'client_credentials' }), {
-        signal,
-        secrets: [tokens?.accessToken],
-        meanings: credentialGrantErrors,
-      }),
-    endpoint,
-    false,
-  );
+  return credentialGrantHandler(client, async () => ({ params: form({ grant_type: 'client_credentials' }), secrets: [] }));
 }
 
 /**
@@ -117,16 +123,8 @@ export function jwtBearerGrant(options: JwtBearerGrantOptions): RefreshHandler {
   // The assertion is the grant and authenticates the client (RFC 7523 §3.1): no other client authentication.
   const client = tokenEndpointClient(endpoint, async () => [], { ...options, who });
   const form = formBuilder(who, ['assertion'], options);
-  return asHandler(
-    async ({ tokens, signal }) => {
-      const assertion = await sign(assertionClaims({ iss: clientId, sub: subject, aud: audience }, clock));
-      return client.requestTokens(form({ grant_type: JWT_BEARER, assertion }), {
-        signal,
-        secrets: [assertion, ...assertion.split('.'), tokens?.accessToken],
-        meanings: credentialGrantErrors,
-      });
-    },
-    endpoint,
-    false,
-  );
+  return credentialGrantHandler(client, async () => {
+    const { assertion, secrets } = await sign({ iss: clientId, sub: subject, aud: audience }, clock);
+    return { params: form({ grant_type: JWT_BEARER, assertion }), secrets };
+  });
 }

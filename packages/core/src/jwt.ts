@@ -72,11 +72,28 @@ function pemToDer(pem: string, who: string): ArrayBuffer {
   return der.buffer;
 }
 
+/** Who an assertion is from, about and for (RFC 7523 §3): `iss`, `sub` and `aud`. */
+export interface AssertionParties {
+  readonly iss: string;
+  readonly sub: string;
+  readonly aud: string;
+}
+
+/** A signed assertion, and every part of it a server could echo: redact these from any error. */
+export interface SignedAssertion {
+  readonly assertion: string;
+  readonly secrets: readonly string[];
+}
+
+/** Signs a fresh assertion (its own `iat`, `exp` and `jti`) for the given parties, at the clock's time. */
+export type AssertionSigner = (parties: AssertionParties, clock: Clock) => Promise<SignedAssertion>;
+
 /**
  * Checks the key options synchronously (so a wrong configuration fails when the grant is made) and
- * returns a signer that imports the key once, on first use. Error messages never hold key material.
+ * returns the one signer of both RFC 7523 assertions: the JWT bearer grant's and `private_key_jwt`'s.
+ * It imports the key once, on first use. Error messages never hold key material.
  */
-export function assertionSigner(options: AssertionSigningOptions, who: string): (claims: Record<string, unknown>) => Promise<string> {
+export function assertionSigner(options: AssertionSigningOptions, who: string): AssertionSigner {
   const { privateKey, keyId } = options;
   const configError = (message: string, cause?: unknown) => configurationError(`${who}: ${message}`, cause);
   if (options.algorithm !== undefined && !isSigningAlgorithm(options.algorithm)) {
@@ -118,16 +135,19 @@ export function assertionSigner(options: AssertionSigningOptions, who: string): 
 
   let key: Promise<CryptoKey> | undefined;
   const header = base64urlJson({ alg: algorithm, typ: 'JWT', ...(keyId === undefined ? {} : { kid: keyId }) });
-  return async (claims) => {
+  return async (parties, clock) => {
     key ??= importKey().catch((error: unknown) => {
       key = undefined;
       // WebCrypto's messages name the problem (wrong curve, bad encoding), never the key's bytes.
       throw configError(`privateKey could not be imported as a ${algorithm} signing key`, error);
     });
-    const signingInput = `${header}.${base64urlJson(claims)}`;
-    const signature = await crypto.subtle.sign(webCryptoAlgorithms[algorithm].sign, await key, new TextEncoder().encode(signingInput));
+    const signingKey = await key;
+    const signingInput = `${header}.${base64urlJson(registeredClaims(parties, clock))}`;
+    const signature = await crypto.subtle.sign(webCryptoAlgorithms[algorithm].sign, signingKey, new TextEncoder().encode(signingInput));
     // WebCrypto's ECDSA signature is already JOSE's r‖s (IEEE P1363), not DER.
-    return `${signingInput}.${base64url(new Uint8Array(signature))}`;
+    const assertion = `${signingInput}.${base64url(new Uint8Array(signature))}`;
+    // A server may echo one segment alone (the signature it refused): each is redacted on its own too.
+    return { assertion, secrets: [assertion, ...assertion.split('.')] };
   };
 }
 
@@ -140,10 +160,10 @@ function base64url(bytes: Uint8Array): string {
 const base64urlJson = (value: unknown) => base64url(new TextEncoder().encode(JSON.stringify(value)));
 
 /** Assertions live this long: well inside RFC 7523 servers' limits (Salesforce: 3 minutes, others: 5). */
-export const ASSERTION_LIFETIME_SECONDS = 120;
+const ASSERTION_LIFETIME_SECONDS = 120;
 
-/** The registered claims of a fresh assertion (RFC 7523 §3): seconds, a unique `jti`. */
-export function assertionClaims(claims: { iss: string; sub: string; aud: string }, clock: Clock): Record<string, unknown> {
+/** The claims of a fresh assertion (RFC 7523 §3): its parties, times in seconds, a unique `jti`. */
+function registeredClaims(parties: AssertionParties, clock: Clock): Record<string, unknown> {
   const iat = Math.floor(clock.now() / 1000);
-  return { ...claims, iat, exp: iat + ASSERTION_LIFETIME_SECONDS, jti: crypto.randomUUID() };
+  return { ...parties, iat, exp: iat + ASSERTION_LIFETIME_SECONDS, jti: crypto.randomUUID() };
 }

@@ -3,7 +3,7 @@
  * it needs is bundled only by the apps that import it.
  */
 import type { ClientAuthenticationMethod } from './client-auth.js';
-import { assertionClaims, assertionSigner, type AssertionSigningOptions } from './jwt.js';
+import { assertionSigner, type AssertionSigningOptions } from './jwt.js';
 
 /**
  * Client authentication with a JWT signed by the client's private key (`private_key_jwt`): each
@@ -28,11 +28,11 @@ export function privateKeyJwt(options: AssertionSigningOptions): ClientAuthentic
   return {
     method: 'private_key_jwt',
     async authenticate({ clientId, endpoint, params, clock }) {
-      const assertion = await sign(assertionClaims({ iss: clientId, sub: clientId, aud: endpoint }, clock));
+      const { assertion, secrets } = await sign({ iss: clientId, sub: clientId, aud: endpoint }, clock);
       params.set('client_id', clientId);
       params.set('client_assertion_type', 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
       params.set('client_assertion', assertion);
-      return [assertion, ...assertion.split('.')];
+      return secrets;
     },
   };
 }

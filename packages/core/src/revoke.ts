@@ -3,7 +3,7 @@
  * authentication, error codes and redaction.
  */
 import { clientAuthenticator, type ClientAuthenticationOptions } from './client-auth.js';
-import { ErrorCode, TokenRelayError } from './errors.js';
+import { configurationError } from './errors.js';
 import { parseEndpoint, tokenEndpointClient, type TokenRequestOptions } from './token-request.js';
 
 /** Options of {@link revokeToken}. */
@@ -45,7 +45,7 @@ export async function revokeToken(options: RevokeTokenOptions): Promise<void> {
   const endpoint = parseEndpoint(options.revocationEndpoint, who, 'revocationEndpoint');
   const client = tokenEndpointClient(endpoint, clientAuthenticator(options, who), { ...options, who });
   const { token, tokenTypeHint, signal = new AbortController().signal } = options;
-  if (typeof token !== 'string' || token === '') throw new TokenRelayError(ErrorCode.CONFIGURATION_ERROR, `${who}: token is required`);
+  if (typeof token !== 'string' || token === '') throw configurationError(`${who}: token is required`);
   const params = new URLSearchParams({ token });
   if (tokenTypeHint) params.set('token_type_hint', tokenTypeHint);
   const error = client.errorOf(await client.post(params, { signal, secrets: [token] }));
