@@ -1,7 +1,8 @@
 /*
- * What the fetch adapter shares of fetch's own values (its types, the page's location, discarding a
- * response), between the wrapper and the redirect following outside browsers.
+ * What the fetch adapter shares of fetch's own values (its types, what a call's arguments say, the
+ * page's location, discarding a response), between the wrapper and the sends of both builds.
  */
+import { isRequest } from '@tokenrelay/core/kit';
 
 export type FetchInput = Parameters<typeof fetch>[0];
 export type FetchInit = Parameters<typeof fetch>[1];
@@ -11,4 +12,19 @@ export const locationOf = () => (globalThis as { location?: { origin?: unknown; 
 
 export function discard(response: Response): void {
   response.body?.cancel().catch(() => {});
+}
+
+/** The URL a fetch call goes to, read once: a URL object the caller changes later does not move the request. */
+export function targetHref(input: FetchInput): string {
+  return isRequest(input) ? input.url : String(input);
+}
+
+/** The headers a fetch call sends: `init.headers`, else the Request's (fetch takes init's instead of the Request's). */
+export function headersOf(input: FetchInput, init: FetchInit): HeadersInit | undefined {
+  return init?.headers ?? (isRequest(input) ? input.headers : undefined);
+}
+
+/** The signal of a fetch call: `init.signal`, else the Request's. */
+export function signalOf(input: FetchInput, init: FetchInit): AbortSignal | undefined {
+  return init?.signal ?? (isRequest(input) ? input.signal : undefined);
 }

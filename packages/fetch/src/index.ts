@@ -22,8 +22,9 @@ import {
   sendThrough,
   unwrappedFetch,
 } from '@tokenrelay/core/kit';
-import { discard, locationOf, type FetchInit, type FetchInput, type GlobalFetch } from './fetch-values.js';
-import { sendFollowingRedirects, type AfterResponse, type RedirectContext } from './redirects.js';
+import { discard, headersOf, locationOf, signalOf, targetHref, type FetchInit, type FetchInput, type GlobalFetch } from './fetch-values.js';
+import { hasAuthorization } from './headers.js';
+import { sendFollowingRedirects, type AfterResponse, type SendContext } from './redirects.js';
 
 /** Options of {@link withTokenRelay}. */
 export interface TokenRelayFetchOptions {
@@ -93,33 +94,12 @@ function documentBase(): string | undefined {
   return typeof base === 'string' ? base : undefined;
 }
 
-/** The URL a fetch call goes to, read once: a URL object the caller changes later does not move the request. */
-function targetHref(input: FetchInput): string {
-  return isRequest(input) ? input.url : String(input);
-}
-
-/** Whether the caller's own headers (a plain object, pairs or a `Headers`) include `Authorization`. */
-function hasAuthorization(headers: HeadersInit | undefined): boolean {
-  if (headers === undefined) return false;
-  if (isPlainRecord(headers)) return Object.keys(headers).some((name) => name.toLowerCase() === 'authorization');
-  return (typeof (headers as Headers).has === 'function' ? (headers as Headers) : new Headers(headers)).has('authorization');
-}
-
-function isPlainRecord(headers: HeadersInit): headers is Record<string, string> {
-  const prototype: unknown = Object.getPrototypeOf(headers);
-  return prototype === Object.prototype || prototype === null;
-}
-
 /**
- * The caller's headers plus the bearer, in the cheapest form fetch takes: a plain object stays a
- * plain object (no `Headers` copy that fetch would copy again).
+ * A copy of a Request's body, taken before the send consumes it: the same bytes for the replay and
+ * for a 307/308 on the way. None for a body given in `init`, which is sent again as it is.
  */
-function withBearer(headers: HeadersInit | undefined, bearer: string): HeadersInit {
-  if (headers === undefined) return { authorization: bearer };
-  if (isPlainRecord(headers)) return { ...headers, authorization: bearer };
-  const copy = new Headers(headers);
-  copy.set('authorization', bearer);
-  return copy;
+function bodyCopyOf(input: string | Request, init: FetchInit): Request | undefined {
+  return isRequest(input) && (init?.body ?? undefined) === undefined && input.body !== null ? input.clone() : undefined;
 }
 
 function failedResponse(response: Response, url: string): FailedResponse {
@@ -196,48 +176,29 @@ export function withTokenRelay<F extends FetchFunction>(
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   // Called with what its caller gave the wrapper, plus headers: whatever its own types, it takes that.
   const send = fetchImpl as unknown as GlobalFetch;
-  /** A first send's response (after any redirects) as the caller gets it: a failure may still be replayed. */
-  const afterResponse: AfterResponse = (response, replayInput, init, own, href, accessToken) =>
-    response.status < 400 ? response : afterFailure(response, replayInput, init, own, href, accessToken);
-  const redirectContext: RedirectContext = { send, mayCarryBearer, afterResponse };
-
-  /**
-   * Sends with the bearer wherever it may go. Outside a browser redirects are followed hop by hop
-   * (redirects.ts); a browser follows them itself (redirects.browser.ts, the browser build's).
-   * `replayInput`: what a failed response (after any redirects) replays once the tokens are
-   * refreshed; `undefined` for a replay, which is never replayed again. A response that is neither
-   * a redirect nor a failure costs one promise step, in the client's own `then`.
-   */
-  function sendAuthorized(
-    input: string | Request,
-    init: FetchInit,
-    own: HeadersInit | undefined,
-    href: string,
-    accessToken: string,
-    replayInput: string | Request | undefined,
-  ): Promise<Response> {
-    const bearer = bearerAuthorization(accessToken, manager.tokenType);
-    return sendFollowingRedirects(redirectContext, input, init, withBearer(own, bearer), href, bearer, replayInput, own, accessToken);
-  }
+  const bearerOf = (accessToken: string) => bearerAuthorization(accessToken, manager.tokenType);
+  /** A first send's final response (after any redirects) as the caller gets it: a failure may still be replayed. */
+  const afterResponse: AfterResponse = (response, input, init, accessToken, bodyCopy) =>
+    response.status < 400 ? response : afterFailure(response, input, init, accessToken, bodyCopy);
+  /** A replay's send, and a send through the queue: its final response goes back as it is. */
+  const sendOnly: SendContext = { send, mayCarryBearer, bearerOf, afterResponse: undefined };
+  const firstSend: SendContext = { ...sendOnly, afterResponse };
 
   /**
    * Replays once after a (single-flight) refresh when the failed response says the token is no
-   * longer valid. `input` is what the replay sends (a Request's clone taken before the first send).
+   * longer valid; the replay's response goes to the caller as it is.
    */
   async function afterFailure(
     response: Response,
     input: string | Request,
     init: FetchInit,
-    own: HeadersInit | undefined,
-    href: string,
     tokenUsed: string,
+    bodyCopy: Request | undefined,
   ): Promise<Response> {
-    const answeredBy = responseUrl(response, href);
+    const answeredBy = responseUrl(response, targetHref(input));
     // A redirect may end outside `origins`: that server's 401 says nothing about our token.
     if (!mayCarryBearer(answeredBy)) return response;
-    const request = isRequest(input) ? input : undefined;
-    const signal = init?.signal ?? request?.signal ?? undefined;
-    const initBody = init?.body ?? undefined;
+    const signal = signalOf(input, init);
     let accessToken: string;
     try {
       if (!(await shouldRefresh(failedResponse(response, answeredBy)))) return response;
@@ -248,52 +209,46 @@ export function withTokenRelay<F extends FetchFunction>(
       discard(response);
       throw error;
     }
-    if (isOneShotBody(initBody)) return response;
+    if (isOneShotBody(init?.body)) return response;
     discard(response);
-    return sendThrough(options.queue, () => sendAuthorized(input, init, own, href, accessToken, undefined), signal);
+    // The replay sends the body's copy (the first send consumed the caller's), keeping one for a 307/308.
+    const replayInput = bodyCopy ?? input;
+    const replayBodyCopy = bodyCopyOf(replayInput, init);
+    return sendThrough(options.queue, () => sendFollowingRedirects(sendOnly, replayInput, init, accessToken, replayBodyCopy), signal);
   }
 
-  function sendWithBearer(
-    input: string | Request,
-    init: FetchInit,
-    own: HeadersInit | undefined,
-    href: string,
-    accessToken: string,
-    waited: boolean,
-  ): Promise<Response> {
-    const request = isRequest(input) ? input : undefined;
-    // The first send consumes the Request's body; the clone keeps the same bytes for the replay.
-    const replayInput = request && (init?.body ?? undefined) === undefined && request.body !== null ? request.clone() : input;
+  /**
+   * Sends with the bearer wherever it may go. Outside a browser redirects are followed hop by hop
+   * (redirects.ts); a browser follows them itself (redirects.browser.ts, the browser build's).
+   * A response that is neither a redirect nor a failure costs one promise step, in the client's own `then`.
+   */
+  function sendFirst(input: string | Request, init: FetchInit, accessToken: string, waited: boolean): Promise<Response> {
+    const bodyCopy = bodyCopyOf(input, init);
     const { queue } = options;
-    if (!waited || queue === undefined) return sendAuthorized(input, init, own, href, accessToken, replayInput);
+    if (!waited || queue === undefined) return sendFollowingRedirects(firstSend, input, init, accessToken, bodyCopy);
     // A request that waited for a refresh is released with many others: through the queue. Its slot is
     // freed when the response comes, not held while a failure waits for the next refresh.
-    const signal = init?.signal ?? request?.signal ?? undefined;
-    return sendThrough(queue, () => sendAuthorized(input, init, own, href, accessToken, undefined), signal).then((response) =>
-      afterResponse(response, replayInput, init, own, href, accessToken),
-    );
+    const sent = sendThrough(queue, () => sendFollowingRedirects(sendOnly, input, init, accessToken, bodyCopy), signalOf(input, init));
+    return sent.then((response) => afterResponse(response, input, init, accessToken, bodyCopy));
   }
 
-  async function sendAfterWait(input: string | Request, init: FetchInit, own: HeadersInit | undefined, href: string): Promise<Response> {
-    const signal = init?.signal ?? (isRequest(input) ? input.signal : undefined);
-    const accessToken = await accessTokenIfSignedIn(manager, { signal });
+  async function sendAfterWait(input: string | Request, init: FetchInit): Promise<Response> {
+    const accessToken = await accessTokenIfSignedIn(manager, { signal: signalOf(input, init) });
     // Signed out: the server decides (a public endpoint answers, a protected one says 401).
     if (accessToken === undefined) return send(input, init);
-    return sendWithBearer(input, init, own, href, accessToken, true);
+    return sendFirst(input, init, accessToken, true);
   }
 
   function relayFetch(input: FetchInput, init?: FetchInit): Promise<Response> {
     try {
       const href = targetHref(input);
       if (!mayCarryBearer(href, documentBase())) return send(input, init);
-      // fetch(request, init) takes init.headers instead of the Request's own headers.
-      const own = init?.headers ?? (isRequest(input) ? input.headers : undefined);
-      if (hasAuthorization(own)) return send(input, init);
+      if (hasAuthorization(headersOf(input, init))) return send(input, init);
       // Send the URL that was checked (a string: a URL object the caller changes meanwhile does not move it).
       const target = isRequest(input) ? input : href;
       const accessToken = manager.currentAccessToken();
-      if (accessToken === undefined) return sendAfterWait(target, init, own, href);
-      return sendWithBearer(target, init, own, href, accessToken, false);
+      if (accessToken === undefined) return sendAfterWait(target, init);
+      return sendFirst(target, init, accessToken, false);
     } catch (error) {
       // As fetch does: bad input rejects, never throws.
       return Promise.reject(error);

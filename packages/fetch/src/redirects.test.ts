@@ -4,8 +4,6 @@ import { sendFollowingRedirects, type AfterResponse } from './redirects.js';
 
 const accessToken = 'access-1';
 const bearer = `Bearer ${accessToken}`;
-/** What a replay of a send needs: no `replayInput`, so no `afterResponse` call. */
-const noReplay = [undefined, undefined, accessToken] as const;
 
 /** A fetch that answers every request with a redirect, and records what it was given. */
 function redirectingFetch() {
@@ -14,8 +12,15 @@ function redirectingFetch() {
     calls.push({ input, init });
     return Promise.resolve(new Response(null, { status: 302, headers: { location: 'https://elsewhere.example/next' } }));
   };
-  const afterResponse: AfterResponse = (response) => response;
-  return { calls, context: { send, mayCarryBearer: (url: string) => url.startsWith('https://api.example/'), afterResponse } };
+  return {
+    calls,
+    context: {
+      send,
+      mayCarryBearer: (url: string) => url.startsWith('https://api.example/'),
+      bearerOf: (token: string) => `Bearer ${token}`,
+      afterResponse: undefined,
+    },
+  };
 }
 
 describe('redirects in the browser build and in the full build', () => {
@@ -30,8 +35,8 @@ describe('redirects in the browser build and in the full build', () => {
     const full = redirectingFetch();
     const browser = redirectingFetch();
 
-    const fromFull = await sendFollowingRedirects(full.context, 'https://api.example/items', init, headers, 'https://api.example/items', bearer, ...noReplay);
-    const fromBrowser = await sendInBrowserBuild(browser.context, 'https://api.example/items', init, headers, 'https://api.example/items', bearer, ...noReplay);
+    const fromFull = await sendFollowingRedirects(full.context, 'https://api.example/items', init, accessToken, undefined);
+    const fromBrowser = await sendInBrowserBuild(browser.context, 'https://api.example/items', init, accessToken, undefined);
 
     expect(browser.calls).toEqual([{ input: 'https://api.example/items', init: { ...init, headers } }]);
     expect(full.calls).toEqual(browser.calls);
@@ -44,15 +49,7 @@ describe('redirects in the browser build and in the full build', () => {
     const send = (input: RequestInfo | URL, init?: RequestInit) =>
       answered++ === 0 ? context.send(input, init) : (calls.push({ input, init }), Promise.resolve(new Response('done')));
 
-    const response = await sendFollowingRedirects(
-      { ...context, send },
-      'https://api.example/items',
-      undefined,
-      { authorization: bearer },
-      'https://api.example/items',
-      bearer,
-      ...noReplay,
-    );
+    const response = await sendFollowingRedirects({ ...context, send }, 'https://api.example/items', undefined, accessToken, undefined);
 
     expect(await response.text()).toBe('done');
     expect(calls.map(({ input }) => String(input))).toEqual(['https://api.example/items', 'https://elsewhere.example/next']);
@@ -69,16 +66,16 @@ describe('redirects in the browser build and in the full build', () => {
     let answered = 0;
     const send = (input: RequestInfo | URL, sent?: RequestInit) =>
       answered++ === 0 ? full.context.send(input, sent) : Promise.resolve(new Response('done', { status: 401 }));
-    const browser = { ...redirectingFetch().context, afterResponse };
+    const browser = redirectingFetch().context;
 
-    await sendFollowingRedirects({ ...full.context, send, afterResponse }, url, init, {}, url, bearer, url, own, accessToken);
+    await sendFollowingRedirects({ ...full.context, send, afterResponse }, url, init, accessToken, undefined);
     vi.stubGlobal('location', { origin: 'https://app.example', href: 'https://app.example/' });
-    await sendInBrowserBuild(browser, url, init, {}, url, bearer, url, own, accessToken);
-    await sendInBrowserBuild(browser, url, init, {}, url, bearer, ...noReplay);
+    await sendInBrowserBuild({ ...browser, afterResponse }, url, init, accessToken, undefined);
+    await sendInBrowserBuild(browser, url, init, accessToken, undefined);
 
     expect(handed).toEqual([
-      [401, url, init, own, url, accessToken],
-      [302, url, init, own, url, accessToken],
+      [401, url, init, accessToken, undefined],
+      [302, url, init, accessToken, undefined],
     ]);
   });
 });

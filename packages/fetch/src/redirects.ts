@@ -6,29 +6,44 @@
  * browser build uses redirects.browser.ts instead of this file, which browsers never run.
  */
 import { isOneShotBody, isRequest } from '@tokenrelay/core/kit';
-import { discard, locationOf, type FetchInit, type GlobalFetch } from './fetch-values.js';
+import { discard, headersOf, locationOf, signalOf, targetHref, type FetchInit, type GlobalFetch } from './fetch-values.js';
+import { withBearer } from './headers.js';
+import { sendFollowingRedirects as sendAsGiven } from './redirects.browser.js';
+
+/*
+ * A send is given the caller's request as `input` (the URL that was checked, as a string: a URL object
+ * changed meanwhile does not move it; or a Request) and `init`, the `accessToken` it goes with (what a
+ * refresh for its failure names as stale), and `bodyCopy`: a clone of a Request's body, taken before
+ * the send consumes `input`'s, which a first send's replay sends and a 307/308 reads (through a clone
+ * of its own, so it stays whole for the replay); `undefined` without a Request body (a body given in
+ * `init` is sent again as it is). Its URL, headers and signal are read from `input` and `init` where
+ * needed (fetch-values.ts). Arguments, not an object: every request would allocate that object.
+ */
 
 /**
  * What the wrapper does with the final response of a first send (after any redirects), in the same
- * promise step. One function for every request: what it needs of the request comes as arguments
- * (`init` and `href` as the send got them, the rest passed through), so a send allocates no closure for it.
+ * promise step, with what the send was given. One function for every request, so a send allocates no closure for it.
  */
 export type AfterResponse = (
   response: Response,
-  replayInput: string | Request,
+  input: string | Request,
   init: FetchInit,
-  own: HeadersInit | undefined,
-  href: string,
   accessToken: string,
+  bodyCopy: Request | undefined,
 ) => Response | Promise<Response>;
 
-/** What the redirect following needs of the wrapper. */
-export interface RedirectContext {
+/** What a send needs of the wrapper; one per wrapper and kind of send. */
+export interface SendContext {
   readonly send: GlobalFetch;
   /** May the bearer go to this URL? */
   readonly mayCarryBearer: (url: string) => boolean;
-  /** What a first send does with its final response. */
-  readonly afterResponse: AfterResponse;
+  /** The `Authorization` value for an access token (`Bearer …`, or `DPoP …` for a DPoP-bound one). */
+  readonly bearerOf: (accessToken: string) => string;
+  /**
+   * What a first send does with its final response; `undefined` for a replay (never replayed
+   * again) and for a send through the queue (judged once it has left the queue).
+   */
+  readonly afterResponse: AfterResponse | undefined;
 }
 
 /** fetch's own limit (Fetch Standard, HTTP-redirect fetch). */
@@ -45,16 +60,22 @@ const crossOriginHeaders = ['authorization', 'cookie', 'proxy-authorization'];
  */
 const hidesRedirects = () => locationOf() !== undefined;
 
-/** One request of a redirect chain. `body` is a function when it is read only if a 307/308 needs it again. */
+/** What a 307/308 sends again: the body given in `init`, or a reader of a Request's copy, read when such a redirect first needs it. */
+type ResendableBody = BodyInit | (() => Promise<ArrayBuffer>) | undefined;
+
+/**
+ * One request of a redirect chain: `init` is what it is sent with (the first one's, without the
+ * bearer, is the template of the next); `body` what a 307/308 sends again.
+ */
 interface Hop {
-  url: string;
-  method: string;
-  body: BodyInit | (() => Promise<ArrayBuffer>) | undefined;
-  init: RequestInit & { headers: HeadersInit };
+  readonly url: string;
+  readonly method: string;
+  readonly body: ResendableBody;
+  readonly init: RequestInit;
 }
 
-/** The next request of a redirect, as fetch builds it; `undefined` when fetch would return `response` as it is. */
-async function nextHop(response: Response, hop: Hop, hops: number): Promise<Hop | undefined> {
+/** The next request of a redirect, as fetch builds it, with headers of its own; `undefined` when fetch would return `response` as it is. */
+async function nextHop(response: Response, hop: Hop, hops: number): Promise<(Hop & { readonly init: { headers: Headers } }) | undefined> {
   const location = response.headers.get('location');
   if (!redirectStatuses.has(response.status) || location === null) return undefined;
   const url = new URL(location, hop.url);
@@ -64,73 +85,71 @@ async function nextHop(response: Response, hop: Hop, hops: number): Promise<Hop 
   const toGet =
     ((response.status === 301 || response.status === 302) && hop.method === 'POST') ||
     (response.status === 303 && hop.method !== 'GET' && hop.method !== 'HEAD');
-  let { body } = hop;
+  let body: BodyInit | undefined;
   if (toGet) {
-    body = undefined;
     for (const name of requestBodyHeaders) headers.delete(name);
-  } else if (typeof body === 'function') {
-    body = await body();
-  } else if (isOneShotBody(body)) {
+  } else if (typeof hop.body === 'function') {
+    body = await hop.body();
+  } else if (isOneShotBody(hop.body)) {
     throw new TypeError('fetch failed: cannot follow a redirect with a streamed body');
+  } else {
+    body = hop.body;
   }
   if (url.origin !== new URL(hop.url).origin) for (const name of crossOriginHeaders) headers.delete(name);
-  return { url: url.href, method: toGet ? 'GET' : hop.method, body, init: { ...hop.init, headers } };
+  const method = toGet ? 'GET' : hop.method;
+  return { url: url.href, method, body, init: { ...hop.init, method, body, headers } };
 }
 
 /** Follows the redirects of `response` hop by hop, so the bearer never follows one to an origin (or the token endpoint) it may not reach. */
-async function followRedirects({ send, mayCarryBearer }: RedirectContext, response: Response, hop: Hop, bearer: string): Promise<Response> {
-  let next: Hop | undefined = hop;
-  for (let hops = 0; (next = await nextHop(response, next, hops)); hops++) {
+async function followRedirects({ send, mayCarryBearer }: SendContext, response: Response, first: Hop, bearer: string): Promise<Response> {
+  // Bounded: nextHop throws after MAX_REDIRECTS hops.
+  for (let hop = first, hops = 0; ; hops++) {
+    const next = await nextHop(response, hop, hops);
+    if (next === undefined) return response;
     discard(response);
-    const hopHeaders = new Headers(next.init.headers);
-    if (mayCarryBearer(next.url)) hopHeaders.set('authorization', bearer);
-    else hopHeaders.delete('authorization');
-    const body = typeof next.body === 'function' ? undefined : next.body;
-    response = await send(next.url, { ...next.init, method: next.method, body, headers: hopHeaders });
+    if (mayCarryBearer(next.url)) next.init.headers.set('authorization', bearer);
+    else next.init.headers.delete('authorization');
+    response = await send(next.url, next.init);
     Object.defineProperty(response, 'redirected', { value: true });
+    hop = next;
   }
-  return response;
 }
 
 /**
- * Sends `input` with `headers` (which carry `bearer`); when fetch is to follow redirects and shows
- * them, follows them hop by hop. For a first send (`replayInput` given) `context.afterResponse` runs
- * on the final response in the step that judges the redirect, with `own` and `accessToken` passed
- * through, so a response that is no redirect costs one promise step of ours, or none for a replay.
+ * The first request of a redirect chain, as the template of the next: without the bearer, with the
+ * caller's signal, and the body a 307/308 sends again: `init`'s, or read from the Request's copy.
+ */
+function firstHop(input: string | Request, init: FetchInit, bodyCopy: Request | undefined): Hop {
+  const body = init?.body ?? (bodyCopy && (() => bodyCopy.clone().arrayBuffer()));
+  const method = (init?.method ?? (isRequest(input) ? input.method : 'GET')).toUpperCase();
+  const hopInit: RequestInit = { ...init, headers: headersOf(input, init), redirect: 'manual', signal: signalOf(input, init) };
+  return { url: targetHref(input), method, body, init: hopInit };
+}
+
+/**
+ * Sends `input` with the bearer of `accessToken`; when fetch is to follow redirects and shows them,
+ * follows them hop by hop. `context.afterResponse` runs on the final response in the step that
+ * judges the redirect, so a response that is no redirect costs one promise step of ours, or none
+ * without it.
  */
 export function sendFollowingRedirects(
-  context: RedirectContext,
+  context: SendContext,
   input: string | Request,
   init: FetchInit,
-  headers: HeadersInit,
-  href: string,
-  bearer: string,
-  replayInput: string | Request | undefined,
-  own: HeadersInit | undefined,
   accessToken: string,
+  bodyCopy: Request | undefined,
 ): Promise<Response> {
-  const { send, afterResponse } = context;
-  const request = isRequest(input) ? input : undefined;
-  const redirect = init?.redirect ?? (request ? request.redirect : 'follow');
-  if (redirect !== 'follow' || hidesRedirects()) {
-    const sent = send(input, { ...init, headers });
-    return replayInput === undefined ? sent : sent.then((response) => afterResponse(response, replayInput, init, own, href, accessToken));
-  }
-  // A 307/308 sends the body again: keep a copy of a Request's, read only if that happens.
-  const spare = request?.body ? request.clone() : undefined;
-  const first = { ...init, headers, redirect: 'manual' as const };
-  return send(input, first).then((response) => {
-    if (!redirectStatuses.has(response.status)) {
-      return replayInput === undefined ? response : afterResponse(response, replayInput, init, own, href, accessToken);
-    }
-    // The hop is built only when a redirect comes.
-    const hop: Hop = {
-      url: href,
-      method: (init?.method ?? request?.method ?? 'GET').toUpperCase(),
-      body: init?.body ?? (spare ? () => spare.arrayBuffer() : undefined),
-      init: { ...first, signal: init?.signal ?? request?.signal },
-    };
-    const followed = followRedirects(context, response, hop, bearer);
-    return replayInput === undefined ? followed : followed.then((final) => afterResponse(final, replayInput, init, own, href, accessToken));
+  const redirect = init?.redirect ?? (isRequest(input) ? input.redirect : 'follow');
+  // Redirects fetch follows out of sight, or the caller's to handle: the request goes as a browser sends it.
+  if (redirect !== 'follow' || hidesRedirects()) return sendAsGiven(context, input, init, accessToken, bodyCopy);
+  // `send` is called as a plain function: a fetch may refuse a foreign `this`.
+  const { send } = context;
+  const sent = send(input, { ...init, headers: withBearer(headersOf(input, init), context.bearerOf(accessToken)), redirect: 'manual' });
+  return sent.then((response) => {
+    const { afterResponse } = context;
+    if (!redirectStatuses.has(response.status)) return afterResponse ? afterResponse(response, input, init, accessToken, bodyCopy) : response;
+    // The hop is built only when a redirect comes; followRedirects sets or drops the bearer at each hop.
+    const followed = followRedirects(context, response, firstHop(input, init, bodyCopy), context.bearerOf(accessToken));
+    return afterResponse ? followed.then((final) => afterResponse(final, input, init, accessToken, bodyCopy)) : followed;
   });
 }
