@@ -176,6 +176,26 @@ describe('createOriginMatcher', () => {
     );
   });
 
+  it('decides a URL object on an allowed origin by its href, without reading its origin or pathname', () => {
+    const matches = createOriginMatcher(['https://api.example.test'], 'https://api.example.test/oauth/token');
+    const reads: string[] = [];
+    const watched = (href: string) => {
+      const url = new URL(href);
+      for (const name of ['origin', 'pathname'] as const) {
+        const value = url[name];
+        Object.defineProperty(url, name, { get: () => (reads.push(name), value) });
+      }
+      return url;
+    };
+
+    expect(matches(watched('https://api.example.test/v1/me?page=2'))).toBe(true);
+    expect(matches(watched('https://api.example.test/oauth/token'))).toBe(false);
+    expect(reads).toEqual([]);
+    // A lookalike is not decided by its first characters: it is read, and refused.
+    expect(matches(watched('https://api.example.test.evil.test/v1/me'))).toBe(false);
+    expect(reads).toContain('origin');
+  });
+
   it('resolves a relative string against the base it is given', () => {
     const matches = createOriginMatcher(['https://app.example.test'], 'https://app.example.test/oauth/token');
     expect(matches('/v1/me', 'https://app.example.test/page')).toBe(true);
