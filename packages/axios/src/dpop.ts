@@ -7,11 +7,7 @@
 import { configurationError, type DpopSender } from '@tokenrelay/core/kit';
 import { isAxiosError, type AxiosInstance, type AxiosResponse } from 'axios';
 import { failedResponse } from './response.js';
-import { hasStep, putInFrontOfInstance, requireGetAdapter, type TransportStep } from './transport.js';
-
-/** The steps attachDpop put in front of a transport, to refuse a second attachDpop on the same instance. */
-const signingSteps = new WeakSet<TransportStep>();
-const isSigningStep = (step: TransportStep) => signingSteps.has(step);
+import { hasInstanceStep, putInFrontOfInstance, requireGetAdapter, type TransportStep } from './transport.js';
 
 /** One attempt's outcome: the response, and the error axios rejected with when its status failed `validateStatus`. */
 interface Attempt {
@@ -42,8 +38,8 @@ interface Attempt {
  */
 export function attachDpop(instance: AxiosInstance, dpop: DpopSender): () => void {
   requireGetAdapter('attachDpop');
-  // Twice would sign every attempt twice and retry a nonce challenge at both levels.
-  if (hasStep(instance.defaults.adapter, isSigningStep)) throw configurationError('attachDpop: this axios instance already has DPoP attached');
+  // Twice would sign every attempt twice and retry a nonce challenge at both levels (attachDpop's step is the only instance step).
+  if (hasInstanceStep(instance)) throw configurationError('attachDpop: this axios instance already has DPoP attached');
   const sign: TransportStep = async (config, transport) => {
     const url = instance.getUri(config);
     const { response, error } = await dpop.send<Attempt>({
@@ -68,6 +64,5 @@ export function attachDpop(instance: AxiosInstance, dpop: DpopSender): () => voi
     if (error !== undefined) throw error;
     return response;
   };
-  signingSteps.add(sign);
   return putInFrontOfInstance(instance, sign);
 }

@@ -1,6 +1,6 @@
 import axios, { type AxiosAdapter, type InternalAxiosRequestConfig } from 'axios';
 import { describe, expect, it } from 'vitest';
-import { hasStep, putInFrontOfInstance, putInFrontOfRequest, type TransportStep } from './transport.js';
+import { hasInstanceStep, putInFrontOfInstance, putInFrontOfRequest, type TransportStep } from './transport.js';
 
 /** A transport, and steps named by what they log, all writing to one log in the order they run. */
 function recorder() {
@@ -59,15 +59,16 @@ describe('transport steps', () => {
     const instance = axios.create({ adapter: transport });
     putInFrontOfInstance(instance, step('instance'));
     const config = requestConfig(instance.defaults.adapter);
-    const firstSend = step('first send');
-    putInFrontOfRequest(config, firstSend, instance.defaults.adapter);
+    putInFrontOfRequest(config, step('first send'), instance.defaults.adapter);
 
     const replay = { ...config };
     putInFrontOfRequest(replay, step('replay'), instance.defaults.adapter);
     await send(replay);
+    const replayOfReplay = { ...replay };
+    putInFrontOfRequest(replayOfReplay, step('replay of replay'), instance.defaults.adapter);
+    await send(replayOfReplay);
 
-    expect(log).toEqual(['replay', 'instance', 'transport']);
-    expect(hasStep(replay.adapter, (candidate) => candidate === firstSend)).toBe(false);
+    expect(log).toEqual(['replay', 'instance', 'transport', 'replay of replay', 'instance', 'transport']);
   });
 
   it('puts a request step in front of the instance adapter when the request names none, resolved as axios does', async () => {
@@ -80,32 +81,48 @@ describe('transport steps', () => {
     expect(log).toEqual(['request', 'transport']);
   });
 
-  it('takes an instance step off wherever it sits, keeping the others, and a second take-off does nothing', async () => {
+  it("takes the instance step off, putting back the instance's adapter exactly, and a second take-off does nothing", async () => {
     const { log, transport, step } = recorder();
     const instance = axios.create({ adapter: transport });
-    const inner = step('inner');
-    const takeInnerOff = putInFrontOfInstance(instance, inner);
-    const takeOuterOff = putInFrontOfInstance(instance, step('outer'));
-
-    takeInnerOff();
-    takeInnerOff();
-    expect(hasStep(instance.defaults.adapter, (candidate) => candidate === inner)).toBe(false);
+    const takeOff = putInFrontOfInstance(instance, step('instance'));
     await send(requestConfig(instance.defaults.adapter));
-    takeOuterOff();
 
-    expect(log).toEqual(['outer', 'transport']);
+    takeOff();
+    expect(instance.defaults.adapter).toBe(transport);
+    const again = putInFrontOfInstance(instance, step('again'));
+    takeOff();
+    await send(requestConfig(instance.defaults.adapter));
+    again();
+
+    expect(log).toEqual(['instance', 'transport', 'again', 'transport']);
     expect(instance.defaults.adapter).toBe(transport);
   });
 
-  it('finds a step anywhere in front of a transport, and none in front of a name or list axios resolves', () => {
+  it('leaves an adapter that replaced the instance step meanwhile in place when the step is taken off', () => {
     const { transport, step } = recorder();
     const instance = axios.create({ adapter: transport });
-    const inner = step('inner');
-    putInFrontOfInstance(instance, inner);
-    putInFrontOfInstance(instance, step('outer'));
+    const takeOff = putInFrontOfInstance(instance, step('instance'));
 
-    expect(hasStep(instance.defaults.adapter, (candidate) => candidate === inner)).toBe(true);
-    expect(hasStep(['xhr', 'http', 'fetch'], () => true)).toBe(false);
-    expect(hasStep('http', () => true)).toBe(false);
+    instance.defaults.adapter = 'fetch';
+    takeOff();
+
+    expect(instance.defaults.adapter).toBe('fetch');
+  });
+
+  it('tells whether an instance step is in front of the transport, and none in front of a name, a list or a request step', () => {
+    const { transport, step } = recorder();
+    const instance = axios.create({ adapter: transport });
+    expect(hasInstanceStep(instance)).toBe(false);
+
+    const takeOff = putInFrontOfInstance(instance, step('instance'));
+    expect(hasInstanceStep(instance)).toBe(true);
+    takeOff();
+    expect(hasInstanceStep(instance)).toBe(false);
+
+    const config = requestConfig(transport);
+    putInFrontOfRequest(config, step('request'), transport);
+    expect(hasInstanceStep(axios.create({ adapter: config.adapter }))).toBe(false);
+    expect(hasInstanceStep(axios.create({ adapter: ['xhr', 'http', 'fetch'] }))).toBe(false);
+    expect(hasInstanceStep(axios.create({ adapter: 'http' }))).toBe(false);
   });
 });

@@ -100,6 +100,17 @@ describe('dpopUnsupported', () => {
   });
 });
 
+/**
+ * The rule createOriginMatcher implements, written out plainly as the oracle of its property test:
+ * the URL parses, its origin is allowed, and its origin and path are not the token endpoint's.
+ */
+function mayCarryBearer(url: string, allowed: readonly string[], tokenEndpoint: string): boolean {
+  if (!URL.canParse(url)) return false;
+  const { origin, pathname } = new URL(url);
+  const endpoint = new URL(tokenEndpoint);
+  return allowed.includes(origin) && !(origin === endpoint.origin && pathname === endpoint.pathname);
+}
+
 describe('createOriginMatcher', () => {
   it('matches scheme, host and port exactly and never the token endpoint', () => {
     const matches = createOriginMatcher(['https://api.example.test/any/path'], 'https://api.example.test/oauth/token');
@@ -144,20 +155,45 @@ describe('createOriginMatcher', () => {
     if (URL.canParse(url)) expect(matches(new URL(url))).toBe(expected);
   });
 
-  it('decides every string URL as the URL parser would, with the token endpoint on an allowed origin or elsewhere', () => {
-    const origin = fc.constantFrom('https://api.example.test', 'https://api.example.test:443', 'HTTPS://api.EXAMPLE.test', 'https://api.example.test.evil.test', 'https://api.example.test@evil.test', 'http://api.example.test', 'https://other.example.test');
+  it("decides every URL, as a string, a URL object or that object's href, as its origin and path say, with the token endpoint on an allowed origin or elsewhere", () => {
+    const allowed = ['https://api.example.test', 'https://other.example.test'];
+    const origin = fc.constantFrom('https://api.example.test', 'https://api.example.test:443', 'HTTPS://api.EXAMPLE.test', 'https://api.example.test.evil.test', 'https://api.example.test@evil.test', 'https://user:pw@api.example.test', 'http://api.example.test', 'https://other.example.test');
     const segment = fc.constantFrom('', 'oauth', 'token', '.', '..', '%74oken', 'to\tken', 'a\\b', 'x y', 'é', ':', '@', 'v1');
     const path = fc.array(segment, { maxLength: 4 }).map((segments) => segments.map((name) => `/${name}`).join(''));
     const tail = fc.constantFrom('', '?x=1', '#top', '?a#b', '\\@evil.test/', ':8443/', '.');
     fc.assert(
       fc.property(origin, path, tail, fc.constantFrom('https://api.example.test/oauth/token', 'https://auth.example.test/oauth/token', 'https://api.example.test'), (start, middle, end, tokenEndpoint) => {
         const url = `${start}${middle}${end}`;
-        const matches = createOriginMatcher(['https://api.example.test', 'https://other.example.test'], tokenEndpoint);
-        const parsed = URL.canParse(url) ? new URL(url) : undefined;
-        expect(matches(url)).toBe(parsed === undefined ? false : matches(parsed));
+        const matches = createOriginMatcher(allowed, tokenEndpoint);
+        const expected = mayCarryBearer(url, allowed, tokenEndpoint);
+        expect(matches(url)).toBe(expected);
+        if (!URL.canParse(url)) return;
+        const parsed = new URL(url);
+        expect(matches(parsed)).toBe(expected);
+        expect(matches(parsed.href)).toBe(expected);
       }),
       { numRuns: 2_000 },
     );
+  });
+
+  it('decides a URL object on an allowed origin by its href, without reading its origin or pathname', () => {
+    const matches = createOriginMatcher(['https://api.example.test'], 'https://api.example.test/oauth/token');
+    const reads: string[] = [];
+    const watched = (href: string) => {
+      const url = new URL(href);
+      for (const name of ['origin', 'pathname'] as const) {
+        const value = url[name];
+        Object.defineProperty(url, name, { get: () => (reads.push(name), value) });
+      }
+      return url;
+    };
+
+    expect(matches(watched('https://api.example.test/v1/me?page=2'))).toBe(true);
+    expect(matches(watched('https://api.example.test/oauth/token'))).toBe(false);
+    expect(reads).toEqual([]);
+    // A lookalike is not decided by its first characters: it is read, and refused.
+    expect(matches(watched('https://api.example.test.evil.test/v1/me'))).toBe(false);
+    expect(reads).toContain('origin');
   });
 
   it('resolves a relative string against the base it is given', () => {

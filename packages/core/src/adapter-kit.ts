@@ -143,11 +143,12 @@ function pathIs(url: string, start: number, wanted: string): boolean | undefined
  * Builds the test an adapter runs on every request URL: may the bearer go there? True only
  * for the configured origins, and never for the token endpoint itself.
  *
- * A string URL that starts with an allowed origin (as `URL#origin` writes it) is decided by
- * string comparison, with no URL parsing: what every request pays (its path is read only on the
- * token endpoint's origin, and compared as a string when the parser would keep it as written).
- * Any other string is parsed against `base` (a relative URL in a browser; a function is called
- * only then); one that does not parse never matches. A predicate `origins` always gets a parsed URL.
+ * A URL string, or a `URL` object's `href`, that starts with an allowed origin (as `URL#origin`
+ * writes it) is decided by string comparison, with no URL parsing: what every request pays (its
+ * path is read only on the token endpoint's origin, and compared as a string when the parser would
+ * keep it as written). Any other string is parsed against `base` (a relative URL in a browser; a
+ * function is called only then); one that does not parse never matches. A predicate `origins`
+ * always gets a parsed URL: a `URL` object as it is.
  *
  * @throws TokenRelayError `CONFIGURATION_ERROR` for an empty list or an entry that is not an
  *   absolute http(s) URL.
@@ -198,17 +199,17 @@ export function createOriginMatcher(
   );
   const allowedList = [...allowed];
   return (url, base) => {
-    if (typeof url === 'string') {
-      for (let index = 0; index < allowedList.length; index++) {
-        const origin = allowedList[index] as string;
-        if (!startsAt(url, origin, 0)) continue;
-        if (!authorityEndsAt(url, origin.length)) break;
-        // Only the token endpoint's own origin needs its path read.
-        if (tokenEndpointOrigin !== origin) return true;
-        const isTokenEndpoint = pathIs(url, origin.length, tokenEndpointPath as string);
-        if (isTokenEndpoint === undefined) break;
-        return !isTokenEndpoint;
-      }
+    // A URL object's `href` is a string it keeps (its `origin` and `pathname` are built on every read), as the parser wrote it.
+    const text = typeof url === 'string' ? url : url.href;
+    for (let index = 0; index < allowedList.length; index++) {
+      const origin = allowedList[index] as string;
+      if (!startsAt(text, origin, 0)) continue;
+      if (!authorityEndsAt(text, origin.length)) break;
+      // Only the token endpoint's own origin needs its path read.
+      if (tokenEndpointOrigin !== origin) return true;
+      const isTokenEndpoint = pathIs(text, origin.length, tokenEndpointPath as string);
+      if (isTokenEndpoint === undefined) break;
+      return !isTokenEndpoint;
     }
     const parsed = parse(url, base);
     return parsed !== undefined && allowed.has(parsed.origin) && notTokenEndpoint(parsed);

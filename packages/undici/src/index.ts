@@ -177,12 +177,15 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
 
   /** Sends `request` (to `target`, its absolute URL) with the bearer, and on a refresh-worthy failure refreshes and replays it once. */
   function relay(next: Dispatch, request: DispatchOptions, target: string, upstream: DispatchHandler): boolean {
-    const aborted = new AbortController();
+    // Made when first needed: by a wait (for a token, a refresh, the queue) or the caller's abort. A
+    // request whose token is fresh and whose answer is kept never needs one.
+    let aborted: AbortController | undefined;
+    const abortController = () => (aborted ??= new AbortController());
     let abortAttempt: ((reason?: Error) => void) | undefined;
     let connected = false;
     // The caller gets one abort for the whole exchange: it ends the attempt under way, or the wait for a token.
     const abort = (reason?: Error) => {
-      aborted.abort(reason);
+      abortController().abort(reason);
       abortAttempt?.(reason);
     };
     const fail = (error: unknown) => upstream.onError?.(asError(error));
@@ -224,20 +227,21 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     // holds its slot until the exchange ends, so the queue bounds the requests in flight, not their starts.
     const sendReleased = (accessToken: string, holdFailures: boolean) => {
       if (queue === undefined) return void send(accessToken, holdFailures);
+      const signal = abortController().signal;
       let sent = false;
       sendThrough(
         queue,
         () =>
           new Promise<void>((ended) => {
-            if (aborted.signal.aborted) return ended();
-            aborted.signal.addEventListener('abort', () => ended(), { once: true });
+            if (signal.aborted) return ended();
+            signal.addEventListener('abort', () => ended(), { once: true });
             sent = true;
             send(accessToken, holdFailures, ended);
           }),
-        aborted.signal,
+        signal,
       ).catch((error: unknown) => {
         // Aborted once sent: the attempt's own abort tells the caller, once.
-        if (!sent || !aborted.signal.aborted) fail(error);
+        if (!sent || !signal.aborted) fail(error);
       });
     };
 
@@ -249,7 +253,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
         onHeld: (held) => void afterFailure(held, tokenUsed as string),
         onConnect(abortThis, context) {
           abortAttempt = abortThis;
-          if (aborted.signal.aborted) return abortThis(aborted.signal.reason as Error);
+          if (aborted?.signal.aborted) return abortThis(aborted.signal.reason as Error);
           if (connected) return;
           connected = true;
           upstream.onConnect?.(abort, context);
@@ -259,14 +263,15 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     };
 
     const afterFailure = async (held: HeldResponse, tokenUsed: string) => {
+      const signal = abortController().signal;
       try {
         if (!(await shouldRefresh(failedResponse(held, target)))) return deliver(upstream, held);
-        const { accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal: aborted.signal });
+        const { accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal });
         if (!isReplayable(request.body)) return deliver(upstream, held);
         sendReleased(accessToken, false);
       } catch (error) {
         // Signed out meanwhile: the caller gets the server's answer as it is.
-        if (isSignedOut(error) && !aborted.signal.aborted) return deliver(upstream, held);
+        if (isSignedOut(error) && !signal.aborted) return deliver(upstream, held);
         fail(error);
       }
     };
@@ -276,7 +281,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     // The caller gets its abort now, so it can give up while the request waits for a token or its turn in the queue.
     connected = true;
     upstream.onConnect?.(abort);
-    accessTokenIfSignedIn(manager, { signal: aborted.signal })
+    accessTokenIfSignedIn(manager, { signal: abortController().signal })
       // Signed out: not released by a refresh, so not queued.
       .then((accessToken) => (accessToken === undefined ? send(undefined, true) : sendReleased(accessToken, true)))
       // A dispatcher that throws when the request is handed to it fails the request, like any other failure.
