@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import PQueue from 'p-queue';
 import { describe, expect, it } from 'vitest';
 import {
   accessTokenIfSignedIn,
@@ -9,6 +10,7 @@ import {
   isSecureOrLoopback,
   isSignedOut,
   parseWwwAuthenticate,
+  queuePlace,
   type FailedResponse,
 } from './adapter-kit.js';
 import { ErrorCode, TokenRelayError } from './errors.js';
@@ -238,5 +240,41 @@ describe('accessTokenIfSignedIn', () => {
     await expect(accessTokenIfSignedIn(managerFailing(new TokenRelayError(ErrorCode.NO_TOKENS, 'none')))).resolves.toBeUndefined();
     await expect(accessTokenIfSignedIn(managerFailing(expired))).rejects.toBe(expired);
     expect(isSignedOut(expired)).toBe(false);
+  });
+});
+
+describe('queuePlace', () => {
+  it('holds a place until it is given back, once however often the give-back is called', async () => {
+    const queue = new PQueue({ concurrency: 1 });
+    const free = await queuePlace(queue, undefined);
+    let secondGranted = false;
+    const second = queuePlace(queue, undefined).then((freeSecond) => {
+      secondGranted = true;
+      return freeSecond;
+    });
+    await Promise.resolve();
+    expect(queue.pending).toBe(1);
+    expect(secondGranted).toBe(false);
+    free();
+    free();
+    const freeSecond = await second;
+    expect(queue.pending).toBe(1);
+    freeSecond();
+    await queue.onIdle();
+    expect(queue.pending).toBe(0);
+  });
+
+  it('rejects with the reason of an abort while waiting, and gives the place back at once when its turn comes', async () => {
+    const queue = new PQueue({ concurrency: 1 });
+    const free = await queuePlace(queue, undefined);
+    const controller = new AbortController();
+    const waiting = queuePlace(queue, controller.signal);
+    const reason = new Error('caller gave up');
+    controller.abort(reason);
+    await expect(waiting).rejects.toBe(reason);
+    free();
+    await queue.onIdle();
+    expect(queue.pending).toBe(0);
+    expect(queue.size).toBe(0);
   });
 });

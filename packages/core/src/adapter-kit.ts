@@ -312,6 +312,26 @@ export function sendThrough<T>(queue: RequestQueue | undefined, send: () => Prom
   return queue ? abortable(queue.add(send), signal) : send();
 }
 
+/**
+ * Waits for a place in `queue` for an exchange whose end the door sees only later (a dispatch, an
+ * HTTP request's close): resolves with the function that gives the place back, once however often it
+ * is called. Rejects at once with the signal's reason when `signal` aborts first; the place, when its
+ * turn comes, is then given back at once.
+ */
+export function queuePlace(queue: RequestQueue, signal: AbortSignal | undefined): Promise<() => void> {
+  return new Promise((granted, refused) => {
+    sendThrough(
+      queue,
+      () =>
+        new Promise<void>((free) => {
+          if (signal?.aborted) return free();
+          granted(() => free());
+        }),
+      signal,
+    ).catch(refused);
+  });
+}
+
 let lastAccessToken: string | undefined;
 let lastTokenType: string | undefined;
 let lastAuthorization = '';

@@ -9,7 +9,8 @@
  *   `defaultShouldRefresh` and `parseWwwAuthenticate` (which 401s mean "refresh"),
  *   `unwrappedFetch` (how a wrapped fetch hands the token endpoint its inner fetch),
  *   `isSecureOrLoopback` and `isLoopbackHostname` (where credentials may go), `isRequest` and
- *   `isOneShotBody` (what fetch was given, and whether its body can be sent twice), `DpopSender` (what
+ *   `isOneShotBody` (what fetch was given, and whether its body can be sent twice), `sendThrough` and
+ *   `queuePlace` (a request released by a refresh goes through the app's queue), `DpopSender` (what
  *   attachDpop takes: `@tokenrelay/dpop`'s `createDpop()`), `dpopUnsupported` (a door without proofs
  *   refuses a DPoP-bound session).
  * - Stores: `parseStoredTokens`/`parseTokenSet` (the one parser: what a store reads back is
@@ -29,6 +30,7 @@ export {
   isSecureOrLoopback,
   isSignedOut,
   parseWwwAuthenticate,
+  queuePlace,
   sendThrough,
   unwrappedFetch,
   type AuthChallenge,

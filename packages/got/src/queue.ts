@@ -7,7 +7,7 @@
  */
 import type { NormalizedOptions, RequestFunction } from 'got';
 import type { RequestQueue } from '@tokenrelay/core';
-import { sendThrough } from '@tokenrelay/core/kit';
+import { queuePlace } from '@tokenrelay/core/kit';
 
 /** The `request` function a queued attempt replaced, kept on the one that replaced it. */
 const replacedRequest = Symbol('tokenRelayReplacedRequest');
@@ -66,25 +66,6 @@ async function sendWhenQueueHasRoom(
     free();
     throw error;
   }
-}
-
-/**
- * Waits for a place in `queue`; resolves with the function that gives it back (any number of calls
- * give it back once). Rejects at once with the signal's reason when `signal` aborts first; the place,
- * when its turn comes, is then given back at once.
- */
-function queuePlace(queue: RequestQueue, signal: AbortSignal | undefined): Promise<() => void> {
-  return new Promise((granted, refused) => {
-    sendThrough(
-      queue,
-      () =>
-        new Promise<void>((free) => {
-          if (signal?.aborted) return free();
-          granted(() => free());
-        }),
-      signal,
-    ).catch(refused);
-  });
 }
 
 /** What got itself takes for an HTTP request (not a response): a stream still open for writing. */

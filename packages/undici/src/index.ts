@@ -21,7 +21,7 @@ import {
   createOriginMatcher,
   dpopUnsupported,
   isSignedOut,
-  sendThrough,
+  queuePlace,
   type DpopRequest,
   type DpopSender,
 } from '@tokenrelay/core/kit';
@@ -228,21 +228,16 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     const sendReleased = (accessToken: string, holdFailures: boolean) => {
       if (queue === undefined) return void send(accessToken, holdFailures);
       const signal = abortController().signal;
-      let sent = false;
-      sendThrough(
-        queue,
-        () =>
-          new Promise<void>((ended) => {
-            if (signal.aborted) return ended();
-            signal.addEventListener('abort', () => ended(), { once: true });
-            sent = true;
-            send(accessToken, holdFailures, ended);
-          }),
-        signal,
-      ).catch((error: unknown) => {
-        // Aborted once sent: the attempt's own abort tells the caller, once.
-        if (!sent || !signal.aborted) fail(error);
-      });
+      queuePlace(queue, signal).then((free) => {
+        // Aborted once sent: the attempt's own abort tells the caller; the place is given back.
+        signal.addEventListener('abort', free, { once: true });
+        try {
+          send(accessToken, holdFailures, free);
+        } catch (error) {
+          free();
+          fail(error);
+        }
+      }, fail);
     };
 
     const attempt = (accessToken: string | undefined, holdFailures: boolean): DispatchHandler => {
