@@ -68,7 +68,7 @@ interface Refresh {
   /** Aborted when the session is replaced (setTokens, clear): the refresh's result is then worthless. */
   readonly controller: AbortController;
   cohort: Deferred<TokenSet>;
-  /** Releases the current cohort with REFRESH_TIMEOUT while a token request is open. */
+  /** Releases the current cohort with REFRESH_TIMEOUT (see watch). */
   watchdog: ReturnType<typeof setTimeout> | undefined;
   requestOpen: boolean;
 }
@@ -193,10 +193,24 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   const refuseStored = (problem: string) => storeError(`Store holds no session: ${problem}`);
 
+  /**
+   * One store call, given up as a STORE_ERROR when it has not settled within `refreshTimeoutMs`: a
+   * hung store (a stalled network file system, a Redis that never answers) must not hang the
+   * requests, sign-ins and sign-outs queued behind it. A call given up on may still land later;
+   * the revisions of later writes and reads take that into account.
+   */
+  function storeCall<T>(action: string, call: () => T | Promise<T>): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const hung = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(storeError(`Store ${action} did not settle within ${refreshTimeoutMs} ms`)), refreshTimeoutMs);
+    });
+    return Promise.race([Promise.resolve().then(call), hung]).finally(() => clearTimeout(timer));
+  }
+
   async function readStore(): Promise<StoredTokens | undefined> {
     let value: unknown;
     try {
-      value = await store.get();
+      value = await storeCall('read', () => store.get());
     } catch (error) {
       throw storeFailed('read', error);
     }
@@ -213,7 +227,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   async function writeStore(value: StoredTokens, expectedRevision: number | undefined): Promise<boolean> {
     let written: boolean;
     try {
-      written = (await store.set(value, expectedRevision === undefined ? undefined : { expectedRevision })) !== false;
+      const options = expectedRevision === undefined ? undefined : { expectedRevision };
+      written = (await storeCall('write', () => store.set(value, options))) !== false;
     } catch (error) {
       throw storeFailed('write', error);
     }
@@ -242,14 +257,14 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   /** Writes the initial tokens to an empty store; under its lock, so a late starter never overwrites rotated tokens. */
   async function seedStore(seed: TokenSet): Promise<StoredTokens | undefined> {
-    const lock = await store.lock?.({ signal: new AbortController().signal });
+    const lock = store.lock ? await takeLock(new AbortController().signal) : undefined;
     try {
       const stored = lock ? await readStore() : undefined;
       if (stored) return stored;
       const value: StoredTokens = { tokens: seed, revision: 1 };
       return (await writeStore(value, 0)) ? value : await readStore();
     } finally {
-      await lock?.release();
+      if (lock) await releaseLock(lock);
     }
   }
 
@@ -319,6 +334,40 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   }
 
   /**
+   * Takes the store's lock, giving up with a STORE_ERROR after `lateAnswerWaitMs`: a holder's token
+   * request is awaited no longer than that, so a lock held longer belongs to a frozen holder (or a
+   * store that hangs). Also when the store ignores the abort; a lock granted after that is given back.
+   */
+  async function takeLock(signal: AbortSignal): Promise<TokenStoreLock> {
+    signal.throwIfAborted();
+    const controller = new AbortController();
+    const giveUp = () => controller.abort(signal.reason);
+    signal.addEventListener('abort', giveUp, { once: true });
+    const timer = setTimeout(() => {
+      controller.abort(storeError(`Store lock not obtained within ${lateAnswerWaitMs} ms`));
+    }, lateAnswerWaitMs);
+    const given = new Promise<never>((_, reject) => {
+      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
+    });
+    given.catch(() => undefined);
+    const taking = Promise.resolve().then(() => (store.lock as NonNullable<TokenStore['lock']>)({ signal: controller.signal }));
+    try {
+      return await Promise.race([taking, given]);
+    } catch (error) {
+      taking.then(releaseLock, () => undefined);
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', giveUp);
+    }
+  }
+
+  /** A failed or hung release is the lock's problem, not the refresh's: its lease expires on its own. */
+  async function releaseLock(lock: TokenStoreLock): Promise<void> {
+    await storeCall('lock release', () => lock.release()).catch(() => undefined);
+  }
+
+  /**
    * Takes the store's lock for a refresh of `base`. Resolves `undefined` instead when, while
    * waiting, the store announced tokens other than `base`: someone else refreshed, so the
    * waiter can use those at once instead of queueing for the lock only to find them there.
@@ -329,7 +378,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     signal.addEventListener('abort', onRefreshAbort, { once: true });
     lockWait = { base, controller };
     try {
-      return await (store.lock as NonNullable<TokenStore['lock']>)({ signal: controller.signal });
+      return await takeLock(controller.signal);
     } catch (error) {
       if (controller.signal.reason === tokensAnnounced && !signal.aborted) return undefined;
       throw isTokenRelayError(error) || signal.aborted ? error : storeFailed('lock', error);
@@ -382,13 +431,21 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const timedOut = (ms: number, inDoubt?: true) =>
     new TokenRelayError(ErrorCode.REFRESH_TIMEOUT, `No answer from the token endpoint within ${ms} ms`, { transient: true, inDoubt });
 
-  /** Arms the timeout of the current cohort while a token request is open. */
+  /**
+   * Arms the timeout of the current cohort: while a token request is open, and from the moment a
+   * caller joins, whatever the refresh waits for (the store's lock held by a frozen holder, a slow
+   * store), so no caller waits longer than `refreshTimeoutMs` for a refresh.
+   */
   function watch(refresh: Refresh): void {
-    if (!refresh.requestOpen || refresh.watchdog !== undefined) return;
+    if (refresh.watchdog !== undefined) return;
     refresh.watchdog = setTimeout(() => {
       refresh.watchdog = undefined;
-      // The request goes on, and its answer is kept when it comes.
-      const error = timedOut(refreshTimeoutMs);
+      // The refresh goes on (an open request's answer is kept when it comes); later callers join it.
+      const error = refresh.requestOpen
+        ? timedOut(refreshTimeoutMs)
+        : new TokenRelayError(ErrorCode.REFRESH_TIMEOUT, `No refresh within ${refreshTimeoutMs} ms: the store or its lock is slow`, {
+            transient: true,
+          });
       const released = refresh.cohort;
       refresh.cohort = deferred();
       released.reject(error);
@@ -611,12 +668,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       emit('refresh', keepInMemory());
       return current as TokenSet;
     } finally {
-      if (lock) {
-        // A failed release is the lock's problem, not the refresh's: its lease expires on its own.
-        await Promise.resolve()
-          .then(() => lock?.release())
-          .catch(() => undefined);
-      }
+      if (lock) await releaseLock(lock);
     }
   }
 
@@ -832,7 +884,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       replacing++;
       await enqueueWrite(async () => {
         try {
-          await store.clear();
+          await storeCall('clear', () => store.clear());
         } catch (error) {
           throw storeFailed('clear', error);
         }
