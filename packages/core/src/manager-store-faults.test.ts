@@ -44,7 +44,7 @@ function storeOfSession0(faults: Partial<TokenStore> = {}) {
 function rotatingEndpoint() {
   const presented: (string | undefined)[] = [];
   const handler: RefreshHandler = async ({ tokens }) => {
-    presented.push(tokens.refreshToken);
+    presented.push(tokens?.refreshToken);
     return session(presented.length, Date.now() + 60_000);
   };
   return { handler, presented };
