@@ -4,7 +4,7 @@
  * request, a sign-in or a sign-out, and must never make a refresh token be presented twice.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ErrorCode } from './errors.js';
+import { ErrorCode, TokenRelayError } from './errors.js';
 import { createTokenManager } from './manager.js';
 import type { RefreshHandler, StoredTokens, TokenSet, TokenStore, TokenStoreLock } from './types.js';
 
@@ -193,5 +193,96 @@ describe('a hung store never hangs a sign-in or a sign-out', () => {
     expect(await signOut.outcome()).toEqual({ value: undefined });
     expect(stored.held.value).toBeUndefined();
     await expect(manager.getAccessToken()).rejects.toMatchObject({ code: ErrorCode.NO_TOKENS });
+  });
+});
+
+describe('a sign-in or sign-out while a refused refresh reads the store', () => {
+  /** A shared store whose reads wait until the test lets them through, and a token endpoint that refuses rt.0. */
+  async function refusedWhileReading() {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0({ subscribe: () => () => undefined });
+    const get = stored.store.get;
+    const reads: { hold: boolean; waiting: (() => void)[] } = { hold: false, waiting: [] };
+    stored.store.get = () =>
+      reads.hold ? new Promise<StoredTokens | undefined>((resolve) => reads.waiting.push(() => resolve(get()))) : get();
+    const manager = createTokenManager({
+      store: stored.store,
+      refresh: async () => {
+        // The store read that follows the refusal waits for the test.
+        reads.hold = true;
+        throw new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'invalid_grant', { status: 400, oauthError: 'invalid_grant' });
+      },
+    });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+    const expiries: string[] = [];
+    manager.on('sessionExpired', (error) => expiries.push(error.code));
+    const refreshing = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(0);
+    const readDone = () => {
+      reads.hold = false;
+      for (const resolve of reads.waiting.splice(0)) resolve();
+    };
+    return { manager, stored, expiries, refreshing, readDone };
+  }
+
+  it('keeps a new sign-in alive when the refresh of the old session is refused meanwhile', async () => {
+    const { manager, expiries, refreshing, readDone } = await refusedWhileReading();
+
+    // The sign-in reads the store too (to number its revision): both reads go on together.
+    const signIn = manager.setTokens(session(7));
+    readDone();
+    await signIn;
+
+    expect(await refreshing.outcome()).toEqual({ value: session(7) });
+    expect(expiries).toEqual([]);
+    expect(await manager.getAccessToken()).toBe('at.7');
+  });
+
+  it('neither fires sessionExpired nor marks the store after a sign-out during the refused refresh', async () => {
+    const { manager, stored, expiries, refreshing, readDone } = await refusedWhileReading();
+
+    const signOut = manager.clear();
+    readDone();
+    await signOut;
+
+    expect(await refreshing.outcome()).toEqual({ code: ErrorCode.NO_TOKENS });
+    expect(expiries).toEqual([]);
+    expect(stored.held.value).toBeUndefined();
+    await expect(manager.getAccessToken()).rejects.toMatchObject({ code: ErrorCode.NO_TOKENS });
+  });
+});
+
+describe('a sign-in while a fenced refresh reads the store', () => {
+  it('keeps the new sign-in when the refresh finds another holder replaced the session and reads what it holds', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0({ subscribe: () => () => undefined });
+    const get = stored.store.get;
+    const reads: { hold: boolean; waiting: (() => void)[] } = { hold: false, waiting: [] };
+    stored.store.get = () =>
+      reads.hold ? new Promise<StoredTokens | undefined>((resolve) => reads.waiting.push(() => resolve(get()))) : get();
+    const manager = createTokenManager({
+      store: stored.store,
+      refresh: async () => {
+        // Another holder signs in another user meanwhile, without telling this one; the write that
+        // follows is fenced, and the read after it waits for the test.
+        stored.held.value = { tokens: session(5), revision: 2 };
+        reads.hold = true;
+        return session(1, Date.now() + 60_000);
+      },
+    });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+    const refreshing = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(0);
+
+    const signIn = manager.setTokens(session(7));
+    reads.hold = false;
+    for (const resolve of reads.waiting.splice(0)) resolve();
+    await signIn;
+
+    expect(await refreshing.outcome()).toEqual({ value: session(7) });
+    expect((await manager.getTokens())?.accessToken).toBe('at.7');
+    expect(stored.held.value?.tokens).toEqual(session(7));
   });
 });

@@ -623,7 +623,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           return current;
         }
         if (!replaced() && isTokenRelayError(error) && error.code === ErrorCode.SESSION_EXPIRED && !acquires) {
-          return await refreshTokenRefused(error, from, baseRevision, lock);
+          return await refreshTokenRefused(error, from, baseRevision, lock, replaced);
         }
         throw error;
       }
@@ -661,7 +661,10 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (replaced()) return settledAfterReplacement();
       if (!written) {
         // The session was replaced by another holder of the store (a sign-out or a new sign-in): it wins.
-        adoptStored(await readStore());
+        const stored = await readStore();
+        // ...unless a sign-in or sign-out here came during the read: that one is newer still.
+        if (replaced()) return settledAfterReplacement();
+        adoptStored(stored);
         if (!current || sessionExpiredError) throw failFast();
         return current;
       }
@@ -682,8 +685,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     from: TokenSet | undefined,
     baseRevision: number,
     lock: TokenStoreLock | undefined,
+    replaced: () => boolean,
   ): Promise<TokenSet> {
     const stored = store.lock || store.subscribe ? await readStore().catch(() => undefined) : undefined;
+    // A sign-in or sign-out here during the read: the refused token is no longer this session's.
+    if (replaced()) return settledAfterReplacement();
     if (store.lock || store.subscribe) {
       if (!stored) {
         adoptStored(undefined);
