@@ -286,3 +286,28 @@ describe('a sign-in while a fenced refresh reads the store', () => {
     expect(stored.held.value?.tokens).toEqual(session(7));
   });
 });
+
+describe('a store read that fails after the refresh token is refused', () => {
+  it('expires the session (sessionExpired fires) instead of taking the unreadable store for a sign-out', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0({ subscribe: () => () => undefined });
+    const get = stored.store.get;
+    let failReads = false;
+    stored.store.get = () => (failReads ? Promise.reject(new Error('connection reset')) : get());
+    const manager = createTokenManager({
+      store: stored.store,
+      refresh: async () => {
+        failReads = true;
+        throw new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'invalid_grant', { status: 400, oauthError: 'invalid_grant' });
+      },
+    });
+    await manager.getTokens();
+    const expiries: string[] = [];
+    manager.on('sessionExpired', (error) => expiries.push(error.code));
+
+    await expect(manager.refresh({ staleAccessToken: 'at.0' })).rejects.toMatchObject({ code: ErrorCode.SESSION_EXPIRED });
+
+    expect(expiries).toEqual([ErrorCode.SESSION_EXPIRED]);
+    await expect(manager.getAccessToken()).rejects.toMatchObject({ code: ErrorCode.SESSION_EXPIRED });
+  });
+});

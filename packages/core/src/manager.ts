@@ -687,10 +687,12 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     lock: TokenStoreLock | undefined,
     replaced: () => boolean,
   ): Promise<TokenSet> {
-    const stored = store.lock || store.subscribe ? await readStore().catch(() => undefined) : undefined;
+    // A store that cannot be read now tells nothing (it is not an empty one): the refusal stands.
+    const read = store.lock || store.subscribe ? await readStore().then((stored) => ({ stored }), () => undefined) : undefined;
     // A sign-in or sign-out here during the read: the refused token is no longer this session's.
     if (replaced()) return settledAfterReplacement();
-    if (store.lock || store.subscribe) {
+    if (read) {
+      const { stored } = read;
       if (!stored) {
         adoptStored(undefined);
         throw failFast();
