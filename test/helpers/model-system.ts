@@ -47,6 +47,9 @@ const apiOrigin = 'https://api.model.test';
 /** How the scripted token endpoint fails a refresh. */
 export type TokenCallFailure = 'invalid_grant' | 'unavailable' | 'invalid_client' | 'handler_crash';
 
+/** A store call the scripted store can fail once: it rejects, or it never settles (a stalled disk, a Redis that never answers). */
+export type StoreCallFault = { call: 'get' | 'set' | 'clear' | 'lock'; mode: 'reject' | 'hang' };
+
 /** How the scripted resource server answers: by the token's validity, or 403 whatever the token. */
 export type ResourceAnswer = 'by_token' | 'insufficient_scope';
 
@@ -148,6 +151,10 @@ export interface ModelCoverage {
   foreignRetries: number;
   /** Requests sent with a still-good token while a proactive refresh ran in the background. */
   sentDuringRefresh: number;
+  /** Sign-outs in this process while a refresh was in flight. */
+  signOutsDuringRefresh: number;
+  /** Store calls that rejected or never settled. */
+  storeCallFaults: number;
 }
 
 /** Options of one run, drawn by fast-check. */
@@ -191,6 +198,8 @@ export class ModelSystem {
     signedOutSends: 0,
     foreignRetries: 0,
     sentDuringRefresh: 0,
+    signOutsDuringRefresh: 0,
+    storeCallFaults: 0,
   };
 
   private readonly api: typeof fetch;
@@ -246,6 +255,19 @@ export class ModelSystem {
   private refreshEvents = 0;
   private sessionExpiredEventsThisSession = 0;
   private readonly log: string[] = [];
+  /** The next call of this kind fails (see StoreCallFault). */
+  private storeFault: StoreCallFault | undefined;
+  /** Access tokens of sessions signed out in this process: never sent again, never announced. */
+  private readonly signedOutAccessTokens = new Set<string>();
+  /** Refresh tokens of sessions signed out here whose store clear() has been issued: never written back. */
+  private readonly clearedRefreshTokens = new Set<string>();
+  private readonly signOutPending: string[] = [];
+  private signingOut: Promise<void> | undefined;
+  private everSignedOutHere = false;
+  /** A store call never settled: the drain moves the clock far enough for the manager to give up on it. */
+  private storeCallHung = false;
+  /** Until then the manager's store writes queue behind a hung store call, which it gives up at refreshTimeoutMs. */
+  private storeQueueStuckUntil = 0;
 
   constructor(private readonly config: ModelRunConfig) {
     const initial = this.issue(config.initialLifetimeMs, true);
@@ -261,6 +283,7 @@ export class ModelSystem {
       ...modelSettings,
     });
     this.manager.on('refresh', (tokens) => {
+      if (this.signedOutAccessTokens.has(tokens.accessToken)) this.violate('a refresh event announced tokens of a session signed out here');
       this.refreshEvents++;
       if (tokens.accessToken !== this.lastOwnAccessToken) this.coverage.adoptedFromOtherProcess++;
       this.refreshInFlight = false;
@@ -273,6 +296,8 @@ export class ModelSystem {
         this.callReleased = true;
         return;
       }
+      // Waiters released while the refresh waits for the store or its lock: it goes on, nothing failed yet.
+      if (error.code === ErrorCode.REFRESH_TIMEOUT && !error.inDoubt) return;
       this.lastFailedTokenCall = undefined;
       const pausing: readonly string[] = [ErrorCode.SESSION_EXPIRED, ErrorCode.NO_TOKENS, ErrorCode.STORE_ERROR];
       if (!pausing.includes(error.code)) this.lastFailedRefreshAt = Date.now();
@@ -320,7 +345,7 @@ export class ModelSystem {
     // Not while this manager's own sign-in is being written: two sign-ins racing is last-writer-wins, no guarantee.
     // Nor while a write of the manager is on its way: a sign-out between an empty store's compare-and-set and its
     // write is the one race that revisions cannot see (clear leaves no revision behind); see docs/stores.md.
-    return this.config.sharedStore && this.signingIn === undefined && this.pendingStoreWrites === 0;
+    return this.config.sharedStore && this.signingIn === undefined && this.signingOut === undefined && this.pendingStoreWrites === 0;
   }
 
   get managerHoldsLock(): boolean {
@@ -589,6 +614,65 @@ export class ModelSystem {
     await this.checkState('the next store write will fail');
   }
 
+  /** The store's next call of one kind rejects or never settles; the manager must give up on it and go on. */
+  async failNextStoreCall(fault: StoreCallFault): Promise<void> {
+    this.storeFault = fault;
+    await this.checkState(`the next store ${fault.call} will ${fault.mode}`);
+  }
+
+  /**
+   * This process signs out (clear()), also during a refresh: from now on no request may carry a token
+   * of that session, no refresh event may announce one, and once the store's clear is issued no write
+   * may put the session back.
+   */
+  async signOut(): Promise<void> {
+    if (this.refreshInFlight) this.coverage.signOutsDuringRefresh++;
+    this.everSignedOutHere = true;
+    for (const accessToken of this.accessTokens.keys()) this.signedOutAccessTokens.add(accessToken);
+    if (this.stored?.refreshToken) {
+      this.retiredRefreshTokens.add(this.stored.refreshToken);
+      this.signOutPending.push(this.stored.refreshToken);
+    }
+    this.noteRefreshSuperseded();
+    // A write of this manager still on its way lands before the clear, which is queued after it.
+    if (this.expectedWrite && (this.signingIn || this.pendingStoreWrites > 0)) this.supersededWrites.add(this.expectedWrite.accessToken);
+    this.expectedWrite = undefined;
+    this.stored = undefined;
+    this.knownAccessToken = undefined;
+    this.refreshTokenDead = false;
+    this.sessionExpired = false;
+    this.sessionExpiredEventsThisSession = 0;
+    this.refreshInFlight = false;
+    this.lastFailedRefreshAt = undefined;
+    this.storeBehind = false;
+    this.callOrphaned = this.tokenCall !== undefined;
+    const signingOut = this.manager.clear().then(
+      () => undefined,
+      (error: unknown) => {
+        // A store that fails or hangs: clear() says so, and the sign-out still holds in memory.
+        if (!isTokenRelayError(error) || error.code !== ErrorCode.STORE_ERROR) this.violate(`clear() failed with ${String(error)}`);
+      },
+    );
+    this.signingOut = signingOut;
+    void signingOut.finally(() => {
+      if (this.signingOut === signingOut) this.signingOut = undefined;
+    });
+    await this.checkState('sign out');
+  }
+
+  /** The fault armed for the next store call of this kind, as the promise the call returns; consumed once. */
+  private takeStoreFault(call: StoreCallFault['call']): Promise<never> | undefined {
+    if (this.storeFault?.call !== call) return undefined;
+    const { mode } = this.storeFault;
+    this.storeFault = undefined;
+    this.coverage.storeCallFaults++;
+    if (mode === 'hang') {
+      this.storeCallHung = true;
+      if (call !== 'lock') this.storeQueueStuckUntil = Date.now() + modelSettings.refreshTimeoutMs;
+    }
+    return mode === 'reject' ? Promise.reject(new Error(`the store's ${call} failed`)) : new Promise<never>(() => undefined);
+  }
+
   private replaceSessionElsewhere(action: Exclude<OtherProcessAction, { kind: 'refresh' }>): void {
     if (this.tokenCall) {
       this.callOrphaned = true;
@@ -649,12 +733,16 @@ export class ModelSystem {
       this.lockQueue.length > 0 ||
       this.pendingStoreWrites > 0 ||
       this.signingIn !== undefined ||
-      this.foreignRetriesPending > 0;
+      this.signingOut !== undefined ||
+      this.foreignRetriesPending > 0 ||
+      // A hung store call nobody waits for (an announcement's confirming read) is still given up on.
+      (this.storeCallHung && vi.getTimerCount() > 0);
     for (let round = 0; round < drainRounds && open(); round++) {
       if (this.lockHolder === 'other') await this.otherProcessReleases();
       if (this.tokenCall) await this.succeedTokenCall(true, 60_000);
       while (this.pendingSends.length > 0) await this.respond(0, 'by_token');
-      await this.advanceClock(modelSettings.retry.maxDelayMs);
+      // The manager gives up on a hung store call at refreshTimeoutMs (a lock at lateAnswerWaitMs).
+      await this.advanceClock(this.storeCallHung ? modelSettings.lateAnswerWaitMs : modelSettings.retry.maxDelayMs);
     }
     for (const request of this.unsettledRequests) this.violate(`request ${request.id} never settled`);
     if (this.tokenCall || this.refreshInFlight) this.violate('a refresh is still open after the drain');
@@ -675,13 +763,15 @@ export class ModelSystem {
     await flush();
     this.log.push(step);
     const held = await this.manager.getTokens();
-    // While its store write is on its way (a slow store), the manager holds the tokens it refreshed from.
-    const settled = this.pendingStoreWrites === 0;
+    // While its store write is on its way (a slow store, or one it waits for until it gives up on a hung
+    // store call), the manager holds the tokens it refreshed from.
+    const storeQueueMoving = Date.now() >= this.storeQueueStuckUntil;
+    const settled = this.pendingStoreWrites === 0 && storeQueueMoving;
     if (settled && held?.accessToken !== this.knownAccessToken) this.violate('the manager does not hold the tokens it was last given');
     if (settled && held && held.refreshToken !== this.stored?.refreshToken && this.knownAccessToken === this.stored?.accessToken) {
       this.violate('the manager holds another refresh token than the newest one issued');
     }
-    if (this.expectedWrite !== undefined && !this.storeBehind && this.pendingStoreWrites === 0) {
+    if (this.expectedWrite !== undefined && !this.storeBehind && this.pendingStoreWrites === 0 && storeQueueMoving) {
       this.violate('the manager did not store the tokens it was given');
     }
     if (this.sessionExpiredEventsThisSession > 1) this.violate('sessionExpired fired more than once in one session');
@@ -705,6 +795,8 @@ export class ModelSystem {
   private createStore(): TokenStore {
     const store: TokenStore = {
       get: () => {
+        const fault = this.takeStoreFault('get');
+        if (fault) return fault;
         // What the manager reads, it knows (and adopts, if it differs from what it had) — unless it
         // reads a store that is behind its memory, or reads only to number a sign-in.
         if (this.storeContent && !this.storeBehind && !this.managerSigningIn) {
@@ -715,6 +807,15 @@ export class ModelSystem {
       set: (value, options) => {
         // The lock must be held when the write is issued; a slow store may complete it after a loss.
         const heldLock = this.lockHolder === 'manager';
+        if (!value.sessionExpired && this.clearedRefreshTokens.has(value.tokens.refreshToken ?? '') && !this.supersededWrites.has(value.tokens.accessToken)) {
+          this.violate('the manager wrote back a session signed out here');
+        }
+        const fault = this.takeStoreFault('set');
+        if (fault) {
+          // A write that never lands is a failed one: the store stays behind the manager's memory.
+          this.noteFailedWrite(value);
+          return fault;
+        }
         const write = () => this.storeWrite(value, options?.expectedRevision, heldLock);
         if (!this.config.slowStore) return write();
         this.pendingStoreWrites++;
@@ -730,6 +831,9 @@ export class ModelSystem {
         });
       },
       clear: () => {
+        for (const refreshToken of this.signOutPending.splice(0)) this.clearedRefreshTokens.add(refreshToken);
+        const fault = this.takeStoreFault('clear');
+        if (fault) return fault;
         this.storeContent = undefined;
       },
     };
@@ -750,14 +854,7 @@ export class ModelSystem {
     }
     if (this.failingStoreWrites > 0) {
       this.failingStoreWrites--;
-      this.coverage.storeWriteFailures++;
-      if (!value.sessionExpired && this.expectedWrite) {
-        this.storeBehind = true;
-        if (!this.managerSigningIn) {
-          this.refreshesNotStored++;
-          this.refreshWriteFailed = true;
-        }
-      }
+      this.noteFailedWrite(value);
       throw new Error('the store is down');
     }
     if (expectedRevision !== undefined && expectedRevision !== (this.storeContent?.revision ?? 0)) {
@@ -788,8 +885,23 @@ export class ModelSystem {
     return true;
   }
 
+  /** A write of the manager that failed or never lands: the store stays behind its memory. */
+  private noteFailedWrite(value: StoredTokens): void {
+    this.coverage.storeWriteFailures++;
+    if (!value.sessionExpired && this.expectedWrite) {
+      this.storeBehind = true;
+      if (!this.managerSigningIn) {
+        this.refreshesNotStored++;
+        this.refreshWriteFailed = true;
+      }
+    }
+  }
+
   private acquireLock(signal: AbortSignal): Promise<TokenStoreLock> {
     if (this.lockHolder === 'manager') this.violate('the manager asked for the lock it already holds');
+    // A lock service that fails, or never answers and ignores the abort (a frozen holder whose lease never ends).
+    const fault = this.takeStoreFault('lock');
+    if (fault) return fault;
     return new Promise<TokenStoreLock>((resolve, reject) => {
       if (signal.aborted) {
         reject(signal.reason);
@@ -960,6 +1072,7 @@ export class ModelSystem {
       return;
     }
     if (this.sessionExpired) this.violate(`${what} was sent after the session expired`);
+    if (this.signedOutAccessTokens.has(accessToken)) this.violate(`${what} was sent with a token of a session signed out here`);
     // While a proactive refresh runs, a token with time to spare may still be sent; a refused one never.
     if (this.refreshInFlight && (this.rejectedAccessTokens.has(accessToken) || this.accessTokens.get(accessToken)?.expiresAt === undefined)) {
       this.violate(`${what} was sent while a refresh was in flight`);
@@ -1000,8 +1113,8 @@ export class ModelSystem {
       ErrorCode.REFRESH_TIMEOUT,
       // The store failed to write (the manager keeps the tokens in memory) or the lock was lost.
       ErrorCode.STORE_ERROR,
-      // Only after the other process signed out.
-      ...(this.isShared ? [ErrorCode.NO_TOKENS] : []),
+      // Only after a sign-out (here, or in the other process).
+      ...(this.isShared || this.everSignedOutHere ? [ErrorCode.NO_TOKENS] : []),
     ];
     if (this.lastFailedRefreshAt !== undefined && Date.now() - this.lastFailedRefreshAt < modelSettings.retry.maxPauseAfterFailureMs) {
       this.coverage.pausedRequests++;

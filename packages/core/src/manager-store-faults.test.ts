@@ -311,3 +311,27 @@ describe('a store read that fails after the refresh token is refused', () => {
     await expect(manager.getAccessToken()).rejects.toMatchObject({ code: ErrorCode.SESSION_EXPIRED });
   });
 });
+
+describe('a sign-in whose store read fails', () => {
+  it('does not take the unreadable store for an empty one: when its write fails too, the next refresh stores the rotated tokens instead of rolling back to the old session', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0();
+    const { get, set } = stored.store;
+    const faults = { reads: 0, writes: 0 };
+    stored.store.get = () => (faults.reads-- > 0 ? Promise.reject(new Error('connection reset')) : get());
+    stored.store.set = (value, options) => (faults.writes-- > 0 ? Promise.reject(new Error('disk full')) : set(value, options));
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler });
+    await manager.getTokens();
+
+    faults.reads = 1;
+    faults.writes = 1;
+    await expect(manager.setTokens(session(7))).rejects.toMatchObject({ code: ErrorCode.STORE_ERROR });
+    const refreshed = await manager.refresh({ staleAccessToken: 'at.7' });
+
+    expect(endpoint.presented).toEqual(['rt.7']);
+    expect(refreshed.accessToken).toBe('at.1');
+    expect((await manager.getTokens())?.accessToken).toBe('at.1');
+    expect(stored.held.value?.tokens.refreshToken).toBe('rt.1');
+  });
+});

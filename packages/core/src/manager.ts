@@ -870,14 +870,16 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       await enqueueWrite(async () => {
         if (startedGeneration !== generation) return;
         // One higher than any revision seen, so that no holder mistakes the new session for an old one.
-        const stored = await readStore().catch(() => undefined);
+        // A store that cannot be read now is not an empty one: `read` is undefined then.
+        const read = await readStore().then((stored) => ({ stored }), () => undefined);
         // Revisions keep growing across sign-outs, also in processes that saw fewer writes: the clock is
         // the floor, so a refresh of an old session can never find its expected revision again.
-        const revision = Math.max(highestRevision + 1, (stored?.revision ?? 0) + 1, Math.floor(clock.now()));
+        const revision = Math.max(highestRevision + 1, (read?.stored?.revision ?? 0) + 1, Math.floor(clock.now()));
         if (startedGeneration === generation) {
           // What the store held before this sign-in: if the write fails, the next refresh sees the store
-          // missed it and writes the new session first, instead of taking the old one for news.
-          noteStored(stored);
+          // missed it and writes the new session first, instead of taking the old one for news. (Unread,
+          // it is what was last known: taking it for empty would fence that write out.)
+          if (read) noteStored(read.stored);
           adopt(current, revision);
         }
         await writeStore({ tokens: parsed, revision }, undefined);
