@@ -107,6 +107,30 @@ describe('regressions found by the model', () => {
     expect(await outcome).toEqual({ error: expect.objectContaining({ code: ErrorCode.REFRESH_TIMEOUT }) });
   });
 
+  it('never sends a token the server refused while a proactive refresh is in flight', async () => {
+    // Shrunk counterexample: first token lives 8 s, advanceClock(1000), revokeAccessTokens, advanceClock(5000),
+    // startRequest, respond 401 to request 0, startRequest.
+    const manager = createTokenManager({
+      tokens: { accessToken: 'access-0', refreshToken: 'refresh-0', expiresAt: Date.now() + 8_000 },
+      // A token endpoint that has not answered yet.
+      refresh: () => new Promise(() => undefined),
+    });
+    // Inside the margin (a quarter of the 8 s lifetime) but far enough from expiry to be sent while
+    // the proactive refresh runs.
+    await vi.advanceTimersByTimeAsync(6_000);
+    expect(await manager.getAccessToken()).toBe('access-0');
+
+    // The server refuses access-0 (revoked): the request that got the 401 waits for the refresh running.
+    void manager.refresh({ staleAccessToken: 'access-0' }).catch(() => undefined);
+
+    // A new request must not go out with the refused token: it waits for the refresh as well.
+    let sent: string | undefined;
+    void manager.getAccessToken().then((token) => (sent = token), () => undefined);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent).toBeUndefined();
+    vi.clearAllTimers();
+  });
+
   it('refreshes instead of adopting tokens another process stored when they have expired meanwhile', async () => {
     // Shrunk counterexample (shared store): revokeAccessTokens, otherProcessActs(refresh, 1000 ms, unannounced),
     // advanceClock(1000), startRequest, respond 401 to request 0.

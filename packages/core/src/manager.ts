@@ -843,6 +843,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     async refresh({ staleAccessToken, signal }: RefreshOptions = {}) {
       signal?.throwIfAborted();
       if (!loaded) await abortable(ensureLoaded(), signal);
+      // Refused also while a proactive refresh runs: no request may go out with it meanwhile.
+      if (current && staleAccessToken === current.accessToken) refusedAccessToken = current.accessToken;
       if (running) return join(running, signal);
       if (sessionExpiredError) throw failFast();
       if (!current && !acquires) throw failFast();
@@ -851,7 +853,6 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (current && staleAccessToken !== undefined && staleAccessToken !== current.accessToken && isFresh(current)) {
         return current;
       }
-      if (current && staleAccessToken === current.accessToken) refusedAccessToken = current.accessToken;
       const paused = pausedError();
       if (paused) throw paused;
       return join(startRefresh(current), signal);
