@@ -3,15 +3,17 @@
  * interleavings of requests, answers (200, 401, late 401, 403), clock moves (expiry, refresh
  * timeouts, retry backoff), token endpoint outcomes (success with or without rotation,
  * invalid_grant, 503, invalid_client, a crashing handler; a slow answer that outlives the refresh
- * timeout or is given up after lateAnswerWaitMs), aborts, new sign-ins and store write failures; in
+ * timeout or is given up after lateAnswerWaitMs), aborts, new sign-ins and sign-outs (also during a
+ * refresh), store write failures and store calls (get, set, clear, lock) that reject or hang; in
  * half the runs the store's writes are slow, and in half it is shared with another process that
  * takes its lock, refreshes (announced or not), signs in and signs out — also without the lock,
  * while this manager's token call is open — and the manager's lock can be lost while it holds it.
  * After every step, and after a final drain, the invariants of test/helpers/model-system.ts must
  * hold: among them, a refresh token is presented only while it is the newest and never while an
  * earlier presentation may still be answered, a store missing the manager's write is repaired
- * before the next token call, a replaced session is never written back, and no token call comes
- * within the pause after a failed refresh.
+ * before the next token call, a replaced session is never written back, no token call comes
+ * within the pause after a failed refresh, a session signed out here is never sent, announced or
+ * written back, and no request waits for the manager longer than a bound of fake time.
  *
  * Reproducible: the seed is fixed (override with TOKENRELAY_MODEL_SEED, and the number of runs with
  * TOKENRELAY_MODEL_RUNS); a failure prints the seed, the path and the shrunk command list.

@@ -39,6 +39,13 @@ export const modelSettings = {
 /** The shortest pause the manager may take after a failed refresh (the jitter takes off at most a tenth). */
 const shortestPauseMs = modelSettings.retry.pauseAfterFailureMs * 0.9;
 
+/**
+ * The longest a request may wait for the manager before it is sent or settles: a refresh's waiters
+ * are released at refreshTimeoutMs (also while it waits for the store or its lock), and after the
+ * token answer a hung store write is given up at refreshTimeoutMs; a retry's backoff comes between.
+ */
+const longestWaitMs = 3 * modelSettings.refreshTimeoutMs;
+
 /** How long a slow store takes to write, in (fake) milliseconds. */
 const slowStoreWriteMs = 250;
 
@@ -81,6 +88,8 @@ interface ModelRequest {
   outcome: { response: Response } | { error: unknown } | undefined;
   /** The request a foreign retrying client sent again as this one. */
   readonly retryOf: number | undefined;
+  /** Since when it has waited for the manager (before its send, or after a 401 before its replay). */
+  waitingSince: number | undefined;
 }
 
 interface Send {
@@ -377,6 +386,7 @@ export class ModelSystem {
       settlements: 0,
       outcome: undefined,
       retryOf,
+      waitingSince: Date.now(),
     };
     this.requests.push(request);
     this.api(`${apiOrigin}/items/${request.id}`, { signal: request.controller.signal }).then(
@@ -422,6 +432,8 @@ export class ModelSystem {
       response = new Response(null, { status: 401, headers: { 'www-authenticate': 'Bearer error="invalid_token"' } });
     }
     send.status = response.status;
+    // A 401 sends the request back to the manager for a refresh (and its one replay).
+    if (response.status === 401 && send.request.sends.length === 1) send.request.waitingSince = Date.now();
     send.response = response;
     send.answer(response);
     await this.checkState(`respond ${response.status} to request ${send.request.id}`);
@@ -778,6 +790,11 @@ export class ModelSystem {
     if (this.sessionExpired && this.sessionExpiredEventsThisSession !== 1) {
       this.violate('the refresh token died but sessionExpired did not fire');
     }
+    for (const request of this.requests) {
+      if (request.waitingSince !== undefined && Date.now() - request.waitingSince > longestWaitMs) {
+        this.violate(`request ${request.id} waited for the manager longer than ${longestWaitMs} ms`);
+      }
+    }
     this.throwOnViolations();
   }
 
@@ -1040,6 +1057,7 @@ export class ModelSystem {
     const signal = init?.signal ?? undefined;
     return new Promise<Response>((resolve, reject) => {
       const send: Send = { request, accessToken, status: undefined, response: undefined, answer: resolve };
+      request.waitingSince = undefined;
       request.sends.push(send);
       if (signal?.aborted) {
         reject(signal.reason);
@@ -1086,6 +1104,7 @@ export class ModelSystem {
   }
 
   private settle(request: ModelRequest, outcome: { response: Response } | { error: unknown }): void {
+    request.waitingSince = undefined;
     this.retryLikeAForeignClient(request, outcome);
     request.settlements++;
     if (request.settlements > 1) this.violate(`request ${request.id} settled twice`);
