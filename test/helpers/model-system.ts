@@ -256,6 +256,8 @@ export class ModelSystem {
   private expectedWrite: TokenSet | undefined;
   /** The access token of this manager's last successful token call, to tell its refreshes from adoptions. */
   private lastOwnAccessToken: string | undefined;
+  /** The access token this manager's last successful token call replaced. */
+  private refreshedFromAccessToken: string | undefined;
   private successfulTokenCalls = 0;
   /** Successful token calls whose tokens the manager could not (failed write) or must not (lost lock) store: no refresh event. */
   private refreshesNotStored = 0;
@@ -483,6 +485,7 @@ export class ModelSystem {
     this.stored = { ...tokens, refreshToken: tokens.refreshToken ?? call.tokens.refreshToken };
     this.knownAccessToken = tokens.accessToken;
     this.lastOwnAccessToken = tokens.accessToken;
+    this.refreshedFromAccessToken = call.tokens.accessToken;
     this.successfulTokenCalls++;
     const sendsBefore = this.pendingSends.length;
     // The model's view of the store moves first; the manager's write must agree with it.
@@ -575,8 +578,10 @@ export class ModelSystem {
   async otherProcessActs(action: OtherProcessAction): Promise<void> {
     if (!this.otherProcessCanAct) return;
     // A refresh elsewhere presents what the store holds: never while this manager may have spent it
-    // (a token call of its own still open, a write of its own on its way, or memory ahead of the store).
-    const storeSettled = !this.tokenCall && this.pendingStoreWrites === 0 && !this.storeBehind;
+    // (a token call of its own still open, a write of its own on its way or queued behind a hung store
+    // call, or memory ahead of the store).
+    const storeSettled =
+      !this.tokenCall && this.pendingStoreWrites === 0 && Date.now() >= this.storeQueueStuckUntil && !this.storeBehind;
     if (action.kind === 'refresh' && (this.stored === undefined || this.refreshTokenDead || !storeSettled)) return;
     if (action.kind !== 'refresh' && !this.otherProcessCanReplaceSession) return;
     this.lockHolder = 'other';
@@ -787,7 +792,9 @@ export class ModelSystem {
       this.violate('the manager did not store the tokens it was given');
     }
     if (this.sessionExpiredEventsThisSession > 1) this.violate('sessionExpired fired more than once in one session');
-    if (this.sessionExpired && this.sessionExpiredEventsThisSession !== 1) {
+    // (After the refusal the manager reads the store, to see whether another holder rotated meanwhile:
+    // a hung read delays the event until the manager gives up on it.)
+    if (this.sessionExpired && this.sessionExpiredEventsThisSession !== 1 && storeQueueMoving) {
       this.violate('the refresh token died but sessionExpired did not fire');
     }
     for (const request of this.requests) {
@@ -1096,7 +1103,10 @@ export class ModelSystem {
       this.violate(`${what} was sent while a refresh was in flight`);
     }
     if (this.refreshInFlight) this.coverage.sentDuringRefresh++;
-    if (accessToken !== this.knownAccessToken) this.violate(`${what} was sent with a replaced access token`);
+    // The new tokens are used once stored: while the write is on its way, the token they replace may still go out.
+    const writeOnItsWay = this.pendingStoreWrites > 0 || Date.now() < this.storeQueueStuckUntil;
+    const replacedButUnstored = writeOnItsWay && accessToken === this.refreshedFromAccessToken;
+    if (accessToken !== this.knownAccessToken && !replacedButUnstored) this.violate(`${what} was sent with a replaced access token`);
     const expiresAt = this.accessTokens.get(accessToken)?.expiresAt;
     if (expiresAt !== undefined && Date.now() >= expiresAt) {
       this.violate(`${what} was sent with an access token the manager knows has expired`);
