@@ -335,3 +335,63 @@ describe('a sign-in whose store read fails', () => {
     expect(stored.held.value?.tokens.refreshToken).toBe('rt.1');
   });
 });
+
+describe('a sign-out while the manager writes tokens the store missed', () => {
+  /** A store with a lock whose writes wait for the test while `hold` is set. */
+  function heldWrites(initial: StoredTokens | undefined) {
+    const stored = storeOfSession0({ subscribe: () => () => undefined });
+    stored.held.value = initial;
+    const set = stored.store.set;
+    const writes: { hold: boolean; waiting: (() => void)[] } = { hold: false, waiting: [] };
+    stored.store.set = (value, options) =>
+      writes.hold ? new Promise<boolean>((resolve) => writes.waiting.push(() => resolve(set(value, options)))) : set(value, options);
+    const land = () => {
+      writes.hold = false;
+      for (const write of writes.waiting.splice(0)) write();
+    };
+    return { stored, writes, land };
+  }
+
+  it('leaves the store empty when clear() comes while a refresh first writes the sign-in the store missed', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    // An empty store: a clear() leaves no revision behind that could fence the late write out.
+    const { stored, writes, land } = heldWrites(undefined);
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler });
+    await manager.getTokens();
+    const set = stored.store.set;
+    stored.store.set = () => Promise.reject(new Error('disk full'));
+    await expect(manager.setTokens(session(7))).rejects.toMatchObject({ code: ErrorCode.STORE_ERROR });
+    stored.store.set = set;
+
+    // The refresh finds the store behind memory and writes the sign-in there first: that write is slow.
+    writes.hold = true;
+    const refreshing = follow(manager.refresh({ staleAccessToken: 'at.7' }));
+    await vi.advanceTimersByTimeAsync(0);
+    const signOut = follow(manager.clear());
+    await vi.advanceTimersByTimeAsync(0);
+    land();
+
+    expect(await signOut.outcome()).toEqual({ value: undefined });
+    expect(await refreshing.outcome()).toEqual({ code: ErrorCode.NO_TOKENS });
+    expect(stored.held.value).toBeUndefined();
+    expect(endpoint.presented).toEqual([]);
+  });
+
+  it('leaves the store empty when clear() comes while the first load seeds it with the initial tokens', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { stored, writes, land } = heldWrites(undefined);
+    const manager = createTokenManager({ tokens: session(0), store: stored.store, refresh: rotatingEndpoint().handler });
+
+    writes.hold = true;
+    const loading = follow(manager.getTokens());
+    await vi.advanceTimersByTimeAsync(0);
+    const signOut = follow(manager.clear());
+    await vi.advanceTimersByTimeAsync(0);
+    land();
+
+    expect(await signOut.outcome()).toEqual({ value: undefined });
+    expect(await loading.outcome()).toEqual({ value: undefined });
+    expect(stored.held.value).toBeUndefined();
+  });
+});

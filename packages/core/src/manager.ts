@@ -256,13 +256,16 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   }
 
   /** Writes the initial tokens to an empty store; under its lock, so a late starter never overwrites rotated tokens. */
-  async function seedStore(seed: TokenSet): Promise<StoredTokens | undefined> {
+  async function seedStore(seed: TokenSet, startedGeneration: number): Promise<StoredTokens | undefined> {
     const lock = store.lock ? await takeLock(new AbortController().signal) : undefined;
     try {
       const stored = lock ? await readStore() : undefined;
       if (stored) return stored;
       const value: StoredTokens = { tokens: seed, revision: 1 };
-      return (await writeStore(value, 0)) ? value : await readStore();
+      // In the queue of this manager's writes, and never after a sign-in or sign-out here: a clear()
+      // during the load must not be followed by the seed landing in the store.
+      const written = await enqueueWrite(async () => startedGeneration === generation && (await writeStore(value, 0)));
+      return written ? value : await readStore();
     } finally {
       if (lock) await releaseLock(lock);
     }
@@ -275,7 +278,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       try {
         value = await readStore();
         if (startedGeneration !== generation) return;
-        if (!value && initialTokens) value = await seedStore(initialTokens);
+        if (!value && initialTokens) value = await seedStore(initialTokens, startedGeneration);
       } catch (error) {
         loading = undefined;
         throw storeFailed('read', error);
@@ -544,9 +547,10 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     refresh: Refresh,
     lock: TokenStoreLock,
   ): Promise<TokenSet | { from: TokenSet | undefined }> {
+    const replaced = () => refresh.generation !== generation;
     const stored = await readStore();
     // Replaced here (setTokens, clear) or no longer ours to write (a lost lock): stop.
-    if (refresh.generation !== generation) return settledAfterReplacement();
+    if (replaced()) return settledAfterReplacement();
     if (lock.signal?.aborted) throw lockLost();
     const storeMissedOurWrite =
       current !== undefined && sameStored(stored, persisted) && currentRevision > (persisted?.revision ?? 0);
@@ -555,8 +559,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       // (maybe tokens we already spent). Put ours there before anything else.
       const ours = current as TokenSet;
       const value: StoredTokens = { tokens: ours, revision: (stored?.revision ?? 0) + 1 };
+      // In the queue of this manager's writes, and never after a sign-in or sign-out here, which then wins.
+      const written = await enqueueWrite(async () => !replaced() && (await writeStore(value, stored?.revision ?? 0)));
+      if (replaced()) return settledAfterReplacement();
       // Refused, or news of another session came while writing: look again.
-      if (!(await writeStore(value, stored?.revision ?? 0)) || current !== ours) return reconcileWithStore(base, refresh, lock);
+      if (!written || current !== ours) return reconcileWithStore(base, refresh, lock);
       adopt(ours, value.revision);
       return { from: ours };
     }
