@@ -300,7 +300,6 @@ export class ModelSystem {
       this.refreshInFlight = false;
     });
     this.manager.on('refreshError', (error) => {
-      this.refreshInFlight = false;
       if (error.code === ErrorCode.REFRESH_TIMEOUT && this.tokenCall) {
         // The waiters are released; the token call stays open, and its answer will still be adopted.
         this.coverage.releasedAtTimeout++;
@@ -309,6 +308,7 @@ export class ModelSystem {
       }
       // Waiters released while the refresh waits for the store or its lock: it goes on, nothing failed yet.
       if (error.code === ErrorCode.REFRESH_TIMEOUT && !error.inDoubt) return;
+      this.refreshInFlight = false;
       this.lastFailedTokenCall = undefined;
       const pausing: readonly string[] = [ErrorCode.SESSION_EXPIRED, ErrorCode.NO_TOKENS, ErrorCode.STORE_ERROR];
       if (!pausing.includes(error.code)) this.lastFailedRefreshAt = Date.now();
@@ -1038,6 +1038,8 @@ export class ModelSystem {
           if (this.tokenCall === call) {
             this.tokenCall = undefined;
             this.callReleased = false;
+            // A call for a replaced session that is given up ends its refresh quietly: the waiters get the new session.
+            if (this.callOrphaned) this.refreshInFlight = false;
             this.callOrphaned = false;
           }
           if (isTokenRelayError(signal.reason) && signal.reason.code === ErrorCode.REFRESH_TIMEOUT) {
