@@ -395,3 +395,28 @@ describe('a sign-out while the manager writes tokens the store missed', () => {
     expect(stored.held.value).toBeUndefined();
   });
 });
+
+describe('a sign-in the store missed, then another holder wrote', () => {
+  it('writes the sign-in over a refresh of the old session that another holder stored meanwhile, instead of rolling back to it', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0({ subscribe: () => () => undefined });
+    const { get, set } = stored.store;
+    const faults = { reads: 0, writes: 0 };
+    stored.store.get = () => (faults.reads-- > 0 ? Promise.reject(new Error('connection reset')) : get());
+    stored.store.set = (value, options) => (faults.writes-- > 0 ? Promise.reject(new Error('disk full')) : set(value, options));
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler });
+    await manager.getTokens();
+    faults.reads = 1;
+    faults.writes = 1;
+    await expect(manager.setTokens(session(7))).rejects.toMatchObject({ code: ErrorCode.STORE_ERROR });
+    // Another holder refreshes the old session, without telling this one.
+    stored.held.value = { tokens: session(5), revision: 2 };
+
+    const refreshed = await manager.refresh({ staleAccessToken: 'at.7' });
+
+    expect(endpoint.presented).toEqual(['rt.7']);
+    expect(refreshed.accessToken).toBe('at.1');
+    expect(stored.held.value?.tokens.refreshToken).toBe('rt.1');
+  });
+});

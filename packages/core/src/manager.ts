@@ -552,8 +552,13 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     // Replaced here (setTokens, clear) or no longer ours to write (a lost lock): stop.
     if (replaced()) return settledAfterReplacement();
     if (lock.signal?.aborted) throw lockLost();
+    // Memory ahead of the store: it holds what we replaced, or (when we could not read it before our
+    // write) tokens at a lower revision than ours, which a sign-in here outranks. An empty store is never
+    // taken for behind: a sign-out elsewhere leaves no revision to compare with.
     const storeMissedOurWrite =
-      current !== undefined && sameStored(stored, persisted) && currentRevision > (persisted?.revision ?? 0);
+      current !== undefined &&
+      currentRevision > (persisted?.revision ?? 0) &&
+      (sameStored(stored, persisted) || (stored !== undefined && currentRevision > stored.revision));
     if (storeMissedOurWrite) {
       // Our last write failed (or was withheld after a lost lock): the store holds what we replaced
       // (maybe tokens we already spent). Put ours there before anything else.
