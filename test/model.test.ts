@@ -3,15 +3,17 @@
  * interleavings of requests, answers (200, 401, late 401, 403), clock moves (expiry, refresh
  * timeouts, retry backoff), token endpoint outcomes (success with or without rotation,
  * invalid_grant, 503, invalid_client, a crashing handler; a slow answer that outlives the refresh
- * timeout or is given up after lateAnswerWaitMs), aborts, new sign-ins and store write failures; in
+ * timeout or is given up after lateAnswerWaitMs), aborts, new sign-ins and sign-outs (also during a
+ * refresh), store write failures and store calls (get, set, clear, lock) that reject or hang; in
  * half the runs the store's writes are slow, and in half it is shared with another process that
  * takes its lock, refreshes (announced or not), signs in and signs out — also without the lock,
  * while this manager's token call is open — and the manager's lock can be lost while it holds it.
  * After every step, and after a final drain, the invariants of test/helpers/model-system.ts must
  * hold: among them, a refresh token is presented only while it is the newest and never while an
  * earlier presentation may still be answered, a store missing the manager's write is repaired
- * before the next token call, a replaced session is never written back, and no token call comes
- * within the pause after a failed refresh.
+ * before the next token call, a replaced session is never written back, no token call comes
+ * within the pause after a failed refresh, a session signed out here is never sent, announced or
+ * written back, and no request waits for the manager longer than a bound of fake time.
  *
  * Reproducible: the seed is fixed (override with TOKENRELAY_MODEL_SEED, and the number of runs with
  * TOKENRELAY_MODEL_RUNS); a failure prints the seed, the path and the shrunk command list.
@@ -105,6 +107,30 @@ describe('regressions found by the model', () => {
     await vi.advanceTimersByTimeAsync(5_000);
 
     expect(await outcome).toEqual({ error: expect.objectContaining({ code: ErrorCode.REFRESH_TIMEOUT }) });
+  });
+
+  it('never sends a token the server refused while a proactive refresh is in flight', async () => {
+    // Shrunk counterexample: first token lives 8 s, advanceClock(1000), revokeAccessTokens, advanceClock(5000),
+    // startRequest, respond 401 to request 0, startRequest.
+    const manager = createTokenManager({
+      tokens: { accessToken: 'access-0', refreshToken: 'refresh-0', expiresAt: Date.now() + 8_000 },
+      // A token endpoint that has not answered yet.
+      refresh: () => new Promise(() => undefined),
+    });
+    // Inside the margin (a quarter of the 8 s lifetime) but far enough from expiry to be sent while
+    // the proactive refresh runs.
+    await vi.advanceTimersByTimeAsync(6_000);
+    expect(await manager.getAccessToken()).toBe('access-0');
+
+    // The server refuses access-0 (revoked): the request that got the 401 waits for the refresh running.
+    void manager.refresh({ staleAccessToken: 'access-0' }).catch(() => undefined);
+
+    // A new request must not go out with the refused token: it waits for the refresh as well.
+    let sent: string | undefined;
+    void manager.getAccessToken().then((token) => (sent = token), () => undefined);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sent).toBeUndefined();
+    vi.clearAllTimers();
   });
 
   it('refreshes instead of adopting tokens another process stored when they have expired meanwhile', async () => {

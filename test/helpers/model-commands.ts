@@ -1,12 +1,12 @@
 /*
  * fast-check commands over a ModelSystem (see model-system.ts). Each command is one event of the
  * outside world: a request starts, the resource server answers one pending request, the clock
- * moves, the token endpoint answers, a caller aborts, the user signs in again, or (with a shared
- * store) another process takes the store's lock, refreshes, signs in or out. The system checks its
+ * moves, the token endpoint answers, a caller aborts, the user signs in again or out, a store
+ * call fails or hangs once, or (with a shared store) another process takes the store's lock, refreshes, signs in or out. The system checks its
  * invariants after every command.
  */
 import fc from 'fast-check';
-import type { ModelSystem, OtherProcessAction, ResourceAnswer, TokenCallFailure } from './model-system.js';
+import type { ModelSystem, OtherProcessAction, ResourceAnswer, StoreCallFault, TokenCallFailure } from './model-system.js';
 
 type ModelCommand = fc.AsyncCommand<ModelSystem, ModelSystem>;
 
@@ -120,6 +120,14 @@ const loseLock = fc.constant(command('loseLock', (system) => system.managerHolds
 
 const failNextStoreWrite = fc.constant(command('failNextStoreWrite', always, (system) => system.failNextStoreWrite()));
 
+const failNextStoreCall = fc
+  .record<StoreCallFault>({ call: fc.constantFrom('get', 'set', 'clear', 'lock'), mode: fc.constantFrom('reject', 'hang') })
+  .map((fault) =>
+    command(`failNextStoreCall(${fault.call}, ${fault.mode})`, always, (system) => system.failNextStoreCall(fault)),
+  );
+
+const signOut = fc.constant(command('signOut', always, (system) => system.signOut()));
+
 /**
  * The command mix. Frequent events (requests, answers) appear more than once so that runs build
  * up queues; rare ones (sign-in) once.
@@ -142,7 +150,10 @@ export function modelCommands(maxCommands: number): fc.Arbitrary<Iterable<ModelC
       failTokenCall,
       failTokenCall,
       abortRequest,
-      signIn,
+      // A sign-out ends the interesting part of a run (requests go out without a bearer): rarer than a sign-in.
+      fc.oneof({ weight: 2, arbitrary: signIn }, { weight: 1, arbitrary: signOut }),
+      // A failed write, or any store call failing or hanging once.
+      fc.oneof(failNextStoreWrite, failNextStoreCall),
       // Shared-store runs only (their preconditions fail otherwise): the other process.
       otherProcessTakesLock,
       otherProcessReleases,
@@ -150,7 +161,6 @@ export function modelCommands(maxCommands: number): fc.Arbitrary<Iterable<ModelC
       otherProcessActs,
       otherProcessReplacesSession,
       loseLock,
-      failNextStoreWrite,
     ],
     { maxCommands, size: 'max' },
   );

@@ -39,6 +39,13 @@ export const modelSettings = {
 /** The shortest pause the manager may take after a failed refresh (the jitter takes off at most a tenth). */
 const shortestPauseMs = modelSettings.retry.pauseAfterFailureMs * 0.9;
 
+/**
+ * The longest a request may wait for the manager before it is sent or settles: a refresh's waiters
+ * are released at refreshTimeoutMs (also while it waits for the store or its lock), and after the
+ * token answer a hung store write is given up at refreshTimeoutMs; a retry's backoff comes between.
+ */
+const longestWaitMs = 3 * modelSettings.refreshTimeoutMs;
+
 /** How long a slow store takes to write, in (fake) milliseconds. */
 const slowStoreWriteMs = 250;
 
@@ -46,6 +53,9 @@ const apiOrigin = 'https://api.model.test';
 
 /** How the scripted token endpoint fails a refresh. */
 export type TokenCallFailure = 'invalid_grant' | 'unavailable' | 'invalid_client' | 'handler_crash';
+
+/** A store call the scripted store can fail once: it rejects, or it never settles (a stalled disk, a Redis that never answers). */
+export type StoreCallFault = { call: 'get' | 'set' | 'clear' | 'lock'; mode: 'reject' | 'hang' };
 
 /** How the scripted resource server answers: by the token's validity, or 403 whatever the token. */
 export type ResourceAnswer = 'by_token' | 'insufficient_scope';
@@ -78,6 +88,8 @@ interface ModelRequest {
   outcome: { response: Response } | { error: unknown } | undefined;
   /** The request a foreign retrying client sent again as this one. */
   readonly retryOf: number | undefined;
+  /** Since when it has waited for the manager (before its send, or after a 401 before its replay). */
+  waitingSince: number | undefined;
 }
 
 interface Send {
@@ -148,6 +160,10 @@ export interface ModelCoverage {
   foreignRetries: number;
   /** Requests sent with a still-good token while a proactive refresh ran in the background. */
   sentDuringRefresh: number;
+  /** Sign-outs in this process while a refresh was in flight. */
+  signOutsDuringRefresh: number;
+  /** Store calls that rejected or never settled. */
+  storeCallFaults: number;
 }
 
 /** Options of one run, drawn by fast-check. */
@@ -191,6 +207,8 @@ export class ModelSystem {
     signedOutSends: 0,
     foreignRetries: 0,
     sentDuringRefresh: 0,
+    signOutsDuringRefresh: 0,
+    storeCallFaults: 0,
   };
 
   private readonly api: typeof fetch;
@@ -238,6 +256,8 @@ export class ModelSystem {
   private expectedWrite: TokenSet | undefined;
   /** The access token of this manager's last successful token call, to tell its refreshes from adoptions. */
   private lastOwnAccessToken: string | undefined;
+  /** The access token this manager's last successful token call replaced. */
+  private refreshedFromAccessToken: string | undefined;
   private successfulTokenCalls = 0;
   /** Successful token calls whose tokens the manager could not (failed write) or must not (lost lock) store: no refresh event. */
   private refreshesNotStored = 0;
@@ -246,6 +266,19 @@ export class ModelSystem {
   private refreshEvents = 0;
   private sessionExpiredEventsThisSession = 0;
   private readonly log: string[] = [];
+  /** The next call of this kind fails (see StoreCallFault). */
+  private storeFault: StoreCallFault | undefined;
+  /** Access tokens of sessions signed out in this process: never sent again, never announced. */
+  private readonly signedOutAccessTokens = new Set<string>();
+  /** Refresh tokens of sessions signed out here whose store clear() has been issued: never written back. */
+  private readonly clearedRefreshTokens = new Set<string>();
+  private readonly signOutPending: string[] = [];
+  private signingOut: Promise<void> | undefined;
+  private everSignedOutHere = false;
+  /** A store call never settled: the drain moves the clock far enough for the manager to give up on it. */
+  private storeCallHung = false;
+  /** Until then the manager's store writes queue behind a hung store call, which it gives up at refreshTimeoutMs. */
+  private storeQueueStuckUntil = 0;
 
   constructor(private readonly config: ModelRunConfig) {
     const initial = this.issue(config.initialLifetimeMs, true);
@@ -261,18 +294,21 @@ export class ModelSystem {
       ...modelSettings,
     });
     this.manager.on('refresh', (tokens) => {
+      if (this.signedOutAccessTokens.has(tokens.accessToken)) this.violate('a refresh event announced tokens of a session signed out here');
       this.refreshEvents++;
       if (tokens.accessToken !== this.lastOwnAccessToken) this.coverage.adoptedFromOtherProcess++;
       this.refreshInFlight = false;
     });
     this.manager.on('refreshError', (error) => {
-      this.refreshInFlight = false;
       if (error.code === ErrorCode.REFRESH_TIMEOUT && this.tokenCall) {
         // The waiters are released; the token call stays open, and its answer will still be adopted.
         this.coverage.releasedAtTimeout++;
         this.callReleased = true;
         return;
       }
+      // Waiters released while the refresh waits for the store or its lock: it goes on, nothing failed yet.
+      if (error.code === ErrorCode.REFRESH_TIMEOUT && !error.inDoubt) return;
+      this.refreshInFlight = false;
       this.lastFailedTokenCall = undefined;
       const pausing: readonly string[] = [ErrorCode.SESSION_EXPIRED, ErrorCode.NO_TOKENS, ErrorCode.STORE_ERROR];
       if (!pausing.includes(error.code)) this.lastFailedRefreshAt = Date.now();
@@ -320,7 +356,7 @@ export class ModelSystem {
     // Not while this manager's own sign-in is being written: two sign-ins racing is last-writer-wins, no guarantee.
     // Nor while a write of the manager is on its way: a sign-out between an empty store's compare-and-set and its
     // write is the one race that revisions cannot see (clear leaves no revision behind); see docs/stores.md.
-    return this.config.sharedStore && this.signingIn === undefined && this.pendingStoreWrites === 0;
+    return this.config.sharedStore && this.signingIn === undefined && this.signingOut === undefined && this.pendingStoreWrites === 0;
   }
 
   get managerHoldsLock(): boolean {
@@ -352,6 +388,7 @@ export class ModelSystem {
       settlements: 0,
       outcome: undefined,
       retryOf,
+      waitingSince: Date.now(),
     };
     this.requests.push(request);
     this.api(`${apiOrigin}/items/${request.id}`, { signal: request.controller.signal }).then(
@@ -397,6 +434,8 @@ export class ModelSystem {
       response = new Response(null, { status: 401, headers: { 'www-authenticate': 'Bearer error="invalid_token"' } });
     }
     send.status = response.status;
+    // A 401 sends the request back to the manager for a refresh (and its one replay).
+    if (response.status === 401 && send.request.sends.length === 1) send.request.waitingSince = Date.now();
     send.response = response;
     send.answer(response);
     await this.checkState(`respond ${response.status} to request ${send.request.id}`);
@@ -446,6 +485,7 @@ export class ModelSystem {
     this.stored = { ...tokens, refreshToken: tokens.refreshToken ?? call.tokens.refreshToken };
     this.knownAccessToken = tokens.accessToken;
     this.lastOwnAccessToken = tokens.accessToken;
+    this.refreshedFromAccessToken = call.tokens.accessToken;
     this.successfulTokenCalls++;
     const sendsBefore = this.pendingSends.length;
     // The model's view of the store moves first; the manager's write must agree with it.
@@ -538,8 +578,10 @@ export class ModelSystem {
   async otherProcessActs(action: OtherProcessAction): Promise<void> {
     if (!this.otherProcessCanAct) return;
     // A refresh elsewhere presents what the store holds: never while this manager may have spent it
-    // (a token call of its own still open, a write of its own on its way, or memory ahead of the store).
-    const storeSettled = !this.tokenCall && this.pendingStoreWrites === 0 && !this.storeBehind;
+    // (a token call of its own still open, a write of its own on its way or queued behind a hung store
+    // call, or memory ahead of the store).
+    const storeSettled =
+      !this.tokenCall && this.pendingStoreWrites === 0 && Date.now() >= this.storeQueueStuckUntil && !this.storeBehind;
     if (action.kind === 'refresh' && (this.stored === undefined || this.refreshTokenDead || !storeSettled)) return;
     if (action.kind !== 'refresh' && !this.otherProcessCanReplaceSession) return;
     this.lockHolder = 'other';
@@ -587,6 +629,65 @@ export class ModelSystem {
   async failNextStoreWrite(): Promise<void> {
     this.failingStoreWrites = 1;
     await this.checkState('the next store write will fail');
+  }
+
+  /** The store's next call of one kind rejects or never settles; the manager must give up on it and go on. */
+  async failNextStoreCall(fault: StoreCallFault): Promise<void> {
+    this.storeFault = fault;
+    await this.checkState(`the next store ${fault.call} will ${fault.mode}`);
+  }
+
+  /**
+   * This process signs out (clear()), also during a refresh: from now on no request may carry a token
+   * of that session, no refresh event may announce one, and once the store's clear is issued no write
+   * may put the session back.
+   */
+  async signOut(): Promise<void> {
+    if (this.refreshInFlight) this.coverage.signOutsDuringRefresh++;
+    this.everSignedOutHere = true;
+    for (const accessToken of this.accessTokens.keys()) this.signedOutAccessTokens.add(accessToken);
+    if (this.stored?.refreshToken) {
+      this.retiredRefreshTokens.add(this.stored.refreshToken);
+      this.signOutPending.push(this.stored.refreshToken);
+    }
+    this.noteRefreshSuperseded();
+    // A write of this manager still on its way lands before the clear, which is queued after it.
+    if (this.expectedWrite && (this.signingIn || this.pendingStoreWrites > 0)) this.supersededWrites.add(this.expectedWrite.accessToken);
+    this.expectedWrite = undefined;
+    this.stored = undefined;
+    this.knownAccessToken = undefined;
+    this.refreshTokenDead = false;
+    this.sessionExpired = false;
+    this.sessionExpiredEventsThisSession = 0;
+    this.refreshInFlight = false;
+    this.lastFailedRefreshAt = undefined;
+    this.storeBehind = false;
+    this.callOrphaned = this.tokenCall !== undefined;
+    const signingOut = this.manager.clear().then(
+      () => undefined,
+      (error: unknown) => {
+        // A store that fails or hangs: clear() says so, and the sign-out still holds in memory.
+        if (!isTokenRelayError(error) || error.code !== ErrorCode.STORE_ERROR) this.violate(`clear() failed with ${String(error)}`);
+      },
+    );
+    this.signingOut = signingOut;
+    void signingOut.finally(() => {
+      if (this.signingOut === signingOut) this.signingOut = undefined;
+    });
+    await this.checkState('sign out');
+  }
+
+  /** The fault armed for the next store call of this kind, as the promise the call returns; consumed once. */
+  private takeStoreFault(call: StoreCallFault['call']): Promise<never> | undefined {
+    if (this.storeFault?.call !== call) return undefined;
+    const { mode } = this.storeFault;
+    this.storeFault = undefined;
+    this.coverage.storeCallFaults++;
+    if (mode === 'hang') {
+      this.storeCallHung = true;
+      if (call !== 'lock') this.storeQueueStuckUntil = Date.now() + modelSettings.refreshTimeoutMs;
+    }
+    return mode === 'reject' ? Promise.reject(new Error(`the store's ${call} failed`)) : new Promise<never>(() => undefined);
   }
 
   private replaceSessionElsewhere(action: Exclude<OtherProcessAction, { kind: 'refresh' }>): void {
@@ -649,12 +750,16 @@ export class ModelSystem {
       this.lockQueue.length > 0 ||
       this.pendingStoreWrites > 0 ||
       this.signingIn !== undefined ||
-      this.foreignRetriesPending > 0;
+      this.signingOut !== undefined ||
+      this.foreignRetriesPending > 0 ||
+      // A hung store call nobody waits for (an announcement's confirming read) is still given up on.
+      (this.storeCallHung && vi.getTimerCount() > 0);
     for (let round = 0; round < drainRounds && open(); round++) {
       if (this.lockHolder === 'other') await this.otherProcessReleases();
       if (this.tokenCall) await this.succeedTokenCall(true, 60_000);
       while (this.pendingSends.length > 0) await this.respond(0, 'by_token');
-      await this.advanceClock(modelSettings.retry.maxDelayMs);
+      // The manager gives up on a hung store call at refreshTimeoutMs (a lock at lateAnswerWaitMs).
+      await this.advanceClock(this.storeCallHung ? modelSettings.lateAnswerWaitMs : modelSettings.retry.maxDelayMs);
     }
     for (const request of this.unsettledRequests) this.violate(`request ${request.id} never settled`);
     if (this.tokenCall || this.refreshInFlight) this.violate('a refresh is still open after the drain');
@@ -675,18 +780,27 @@ export class ModelSystem {
     await flush();
     this.log.push(step);
     const held = await this.manager.getTokens();
-    // While its store write is on its way (a slow store), the manager holds the tokens it refreshed from.
-    const settled = this.pendingStoreWrites === 0;
+    // While its store write is on its way (a slow store, or one it waits for until it gives up on a hung
+    // store call), the manager holds the tokens it refreshed from.
+    const storeQueueMoving = Date.now() >= this.storeQueueStuckUntil;
+    const settled = this.pendingStoreWrites === 0 && storeQueueMoving;
     if (settled && held?.accessToken !== this.knownAccessToken) this.violate('the manager does not hold the tokens it was last given');
     if (settled && held && held.refreshToken !== this.stored?.refreshToken && this.knownAccessToken === this.stored?.accessToken) {
       this.violate('the manager holds another refresh token than the newest one issued');
     }
-    if (this.expectedWrite !== undefined && !this.storeBehind && this.pendingStoreWrites === 0) {
+    if (this.expectedWrite !== undefined && !this.storeBehind && this.pendingStoreWrites === 0 && storeQueueMoving) {
       this.violate('the manager did not store the tokens it was given');
     }
     if (this.sessionExpiredEventsThisSession > 1) this.violate('sessionExpired fired more than once in one session');
-    if (this.sessionExpired && this.sessionExpiredEventsThisSession !== 1) {
+    // (After the refusal the manager reads the store, to see whether another holder rotated meanwhile:
+    // a hung read delays the event until the manager gives up on it.)
+    if (this.sessionExpired && this.sessionExpiredEventsThisSession !== 1 && storeQueueMoving) {
       this.violate('the refresh token died but sessionExpired did not fire');
+    }
+    for (const request of this.requests) {
+      if (request.waitingSince !== undefined && Date.now() - request.waitingSince > longestWaitMs) {
+        this.violate(`request ${request.id} waited for the manager longer than ${longestWaitMs} ms`);
+      }
     }
     this.throwOnViolations();
   }
@@ -705,6 +819,8 @@ export class ModelSystem {
   private createStore(): TokenStore {
     const store: TokenStore = {
       get: () => {
+        const fault = this.takeStoreFault('get');
+        if (fault) return fault;
         // What the manager reads, it knows (and adopts, if it differs from what it had) — unless it
         // reads a store that is behind its memory, or reads only to number a sign-in.
         if (this.storeContent && !this.storeBehind && !this.managerSigningIn) {
@@ -715,6 +831,15 @@ export class ModelSystem {
       set: (value, options) => {
         // The lock must be held when the write is issued; a slow store may complete it after a loss.
         const heldLock = this.lockHolder === 'manager';
+        if (!value.sessionExpired && this.clearedRefreshTokens.has(value.tokens.refreshToken ?? '') && !this.supersededWrites.has(value.tokens.accessToken)) {
+          this.violate('the manager wrote back a session signed out here');
+        }
+        const fault = this.takeStoreFault('set');
+        if (fault) {
+          // A write that never lands is a failed one: the store stays behind the manager's memory.
+          this.noteFailedWrite(value);
+          return fault;
+        }
         const write = () => this.storeWrite(value, options?.expectedRevision, heldLock);
         if (!this.config.slowStore) return write();
         this.pendingStoreWrites++;
@@ -730,6 +855,9 @@ export class ModelSystem {
         });
       },
       clear: () => {
+        for (const refreshToken of this.signOutPending.splice(0)) this.clearedRefreshTokens.add(refreshToken);
+        const fault = this.takeStoreFault('clear');
+        if (fault) return fault;
         this.storeContent = undefined;
       },
     };
@@ -750,14 +878,7 @@ export class ModelSystem {
     }
     if (this.failingStoreWrites > 0) {
       this.failingStoreWrites--;
-      this.coverage.storeWriteFailures++;
-      if (!value.sessionExpired && this.expectedWrite) {
-        this.storeBehind = true;
-        if (!this.managerSigningIn) {
-          this.refreshesNotStored++;
-          this.refreshWriteFailed = true;
-        }
-      }
+      this.noteFailedWrite(value);
       throw new Error('the store is down');
     }
     if (expectedRevision !== undefined && expectedRevision !== (this.storeContent?.revision ?? 0)) {
@@ -788,8 +909,23 @@ export class ModelSystem {
     return true;
   }
 
+  /** A write of the manager that failed or never lands: the store stays behind its memory. */
+  private noteFailedWrite(value: StoredTokens): void {
+    this.coverage.storeWriteFailures++;
+    if (!value.sessionExpired && this.expectedWrite) {
+      this.storeBehind = true;
+      if (!this.managerSigningIn) {
+        this.refreshesNotStored++;
+        this.refreshWriteFailed = true;
+      }
+    }
+  }
+
   private acquireLock(signal: AbortSignal): Promise<TokenStoreLock> {
     if (this.lockHolder === 'manager') this.violate('the manager asked for the lock it already holds');
+    // A lock service that fails, or never answers and ignores the abort (a frozen holder whose lease never ends).
+    const fault = this.takeStoreFault('lock');
+    if (fault) return fault;
     return new Promise<TokenStoreLock>((resolve, reject) => {
       if (signal.aborted) {
         reject(signal.reason);
@@ -902,6 +1038,8 @@ export class ModelSystem {
           if (this.tokenCall === call) {
             this.tokenCall = undefined;
             this.callReleased = false;
+            // A call for a replaced session that is given up ends its refresh quietly: the waiters get the new session.
+            if (this.callOrphaned) this.refreshInFlight = false;
             this.callOrphaned = false;
           }
           if (isTokenRelayError(signal.reason) && signal.reason.code === ErrorCode.REFRESH_TIMEOUT) {
@@ -928,6 +1066,7 @@ export class ModelSystem {
     const signal = init?.signal ?? undefined;
     return new Promise<Response>((resolve, reject) => {
       const send: Send = { request, accessToken, status: undefined, response: undefined, answer: resolve };
+      request.waitingSince = undefined;
       request.sends.push(send);
       if (signal?.aborted) {
         reject(signal.reason);
@@ -960,12 +1099,16 @@ export class ModelSystem {
       return;
     }
     if (this.sessionExpired) this.violate(`${what} was sent after the session expired`);
+    if (this.signedOutAccessTokens.has(accessToken)) this.violate(`${what} was sent with a token of a session signed out here`);
     // While a proactive refresh runs, a token with time to spare may still be sent; a refused one never.
     if (this.refreshInFlight && (this.rejectedAccessTokens.has(accessToken) || this.accessTokens.get(accessToken)?.expiresAt === undefined)) {
       this.violate(`${what} was sent while a refresh was in flight`);
     }
     if (this.refreshInFlight) this.coverage.sentDuringRefresh++;
-    if (accessToken !== this.knownAccessToken) this.violate(`${what} was sent with a replaced access token`);
+    // The new tokens are used once stored: while the write is on its way, the token they replace may still go out.
+    const writeOnItsWay = this.pendingStoreWrites > 0 || Date.now() < this.storeQueueStuckUntil;
+    const replacedButUnstored = writeOnItsWay && accessToken === this.refreshedFromAccessToken;
+    if (accessToken !== this.knownAccessToken && !replacedButUnstored) this.violate(`${what} was sent with a replaced access token`);
     const expiresAt = this.accessTokens.get(accessToken)?.expiresAt;
     if (expiresAt !== undefined && Date.now() >= expiresAt) {
       this.violate(`${what} was sent with an access token the manager knows has expired`);
@@ -973,6 +1116,7 @@ export class ModelSystem {
   }
 
   private settle(request: ModelRequest, outcome: { response: Response } | { error: unknown }): void {
+    request.waitingSince = undefined;
     this.retryLikeAForeignClient(request, outcome);
     request.settlements++;
     if (request.settlements > 1) this.violate(`request ${request.id} settled twice`);
@@ -1000,8 +1144,8 @@ export class ModelSystem {
       ErrorCode.REFRESH_TIMEOUT,
       // The store failed to write (the manager keeps the tokens in memory) or the lock was lost.
       ErrorCode.STORE_ERROR,
-      // Only after the other process signed out.
-      ...(this.isShared ? [ErrorCode.NO_TOKENS] : []),
+      // Only after a sign-out (here, or in the other process).
+      ...(this.isShared || this.everSignedOutHere ? [ErrorCode.NO_TOKENS] : []),
     ];
     if (this.lastFailedRefreshAt !== undefined && Date.now() - this.lastFailedRefreshAt < modelSettings.retry.maxPauseAfterFailureMs) {
       this.coverage.pausedRequests++;

@@ -68,7 +68,7 @@ interface Refresh {
   /** Aborted when the session is replaced (setTokens, clear): the refresh's result is then worthless. */
   readonly controller: AbortController;
   cohort: Deferred<TokenSet>;
-  /** Releases the current cohort with REFRESH_TIMEOUT while a token request is open. */
+  /** Releases the current cohort with REFRESH_TIMEOUT (see watch). */
   watchdog: ReturnType<typeof setTimeout> | undefined;
   requestOpen: boolean;
 }
@@ -193,10 +193,24 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   const refuseStored = (problem: string) => storeError(`Store holds no session: ${problem}`);
 
+  /**
+   * One store call, given up as a STORE_ERROR when it has not settled within `refreshTimeoutMs`: a
+   * hung store (a stalled network file system, a Redis that never answers) must not hang the
+   * requests, sign-ins and sign-outs queued behind it. A call given up on may still land later;
+   * the revisions of later writes and reads take that into account.
+   */
+  function storeCall<T>(action: string, call: () => T | Promise<T>): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const hung = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(storeError(`Store ${action} did not settle within ${refreshTimeoutMs} ms`)), refreshTimeoutMs);
+    });
+    return Promise.race([Promise.resolve().then(call), hung]).finally(() => clearTimeout(timer));
+  }
+
   async function readStore(): Promise<StoredTokens | undefined> {
     let value: unknown;
     try {
-      value = await store.get();
+      value = await storeCall('read', () => store.get());
     } catch (error) {
       throw storeFailed('read', error);
     }
@@ -213,7 +227,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   async function writeStore(value: StoredTokens, expectedRevision: number | undefined): Promise<boolean> {
     let written: boolean;
     try {
-      written = (await store.set(value, expectedRevision === undefined ? undefined : { expectedRevision })) !== false;
+      const options = expectedRevision === undefined ? undefined : { expectedRevision };
+      written = (await storeCall('write', () => store.set(value, options))) !== false;
     } catch (error) {
       throw storeFailed('write', error);
     }
@@ -241,15 +256,18 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   }
 
   /** Writes the initial tokens to an empty store; under its lock, so a late starter never overwrites rotated tokens. */
-  async function seedStore(seed: TokenSet): Promise<StoredTokens | undefined> {
-    const lock = await store.lock?.({ signal: new AbortController().signal });
+  async function seedStore(seed: TokenSet, startedGeneration: number): Promise<StoredTokens | undefined> {
+    const lock = store.lock ? await takeLock(new AbortController().signal) : undefined;
     try {
       const stored = lock ? await readStore() : undefined;
       if (stored) return stored;
       const value: StoredTokens = { tokens: seed, revision: 1 };
-      return (await writeStore(value, 0)) ? value : await readStore();
+      // In the queue of this manager's writes, and never after a sign-in or sign-out here: a clear()
+      // during the load must not be followed by the seed landing in the store.
+      const written = await enqueueWrite(async () => startedGeneration === generation && (await writeStore(value, 0)));
+      return written ? value : await readStore();
     } finally {
-      await lock?.release();
+      if (lock) await releaseLock(lock);
     }
   }
 
@@ -260,7 +278,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       try {
         value = await readStore();
         if (startedGeneration !== generation) return;
-        if (!value && initialTokens) value = await seedStore(initialTokens);
+        if (!value && initialTokens) value = await seedStore(initialTokens, startedGeneration);
       } catch (error) {
         loading = undefined;
         throw storeFailed('read', error);
@@ -319,6 +337,40 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   }
 
   /**
+   * Takes the store's lock, giving up with a STORE_ERROR after `lateAnswerWaitMs`: a holder's token
+   * request is awaited no longer than that, so a lock held longer belongs to a frozen holder (or a
+   * store that hangs). Also when the store ignores the abort; a lock granted after that is given back.
+   */
+  async function takeLock(signal: AbortSignal): Promise<TokenStoreLock> {
+    signal.throwIfAborted();
+    const controller = new AbortController();
+    const giveUp = () => controller.abort(signal.reason);
+    signal.addEventListener('abort', giveUp, { once: true });
+    const timer = setTimeout(() => {
+      controller.abort(storeError(`Store lock not obtained within ${lateAnswerWaitMs} ms`));
+    }, lateAnswerWaitMs);
+    const given = new Promise<never>((_, reject) => {
+      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
+    });
+    given.catch(() => undefined);
+    const taking = Promise.resolve().then(() => (store.lock as NonNullable<TokenStore['lock']>)({ signal: controller.signal }));
+    try {
+      return await Promise.race([taking, given]);
+    } catch (error) {
+      taking.then(releaseLock, () => undefined);
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', giveUp);
+    }
+  }
+
+  /** A failed or hung release is the lock's problem, not the refresh's: its lease expires on its own. */
+  async function releaseLock(lock: TokenStoreLock): Promise<void> {
+    await storeCall('lock release', () => lock.release()).catch(() => undefined);
+  }
+
+  /**
    * Takes the store's lock for a refresh of `base`. Resolves `undefined` instead when, while
    * waiting, the store announced tokens other than `base`: someone else refreshed, so the
    * waiter can use those at once instead of queueing for the lock only to find them there.
@@ -329,7 +381,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     signal.addEventListener('abort', onRefreshAbort, { once: true });
     lockWait = { base, controller };
     try {
-      return await (store.lock as NonNullable<TokenStore['lock']>)({ signal: controller.signal });
+      return await takeLock(controller.signal);
     } catch (error) {
       if (controller.signal.reason === tokensAnnounced && !signal.aborted) return undefined;
       throw isTokenRelayError(error) || signal.aborted ? error : storeFailed('lock', error);
@@ -382,13 +434,21 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const timedOut = (ms: number, inDoubt?: true) =>
     new TokenRelayError(ErrorCode.REFRESH_TIMEOUT, `No answer from the token endpoint within ${ms} ms`, { transient: true, inDoubt });
 
-  /** Arms the timeout of the current cohort while a token request is open. */
+  /**
+   * Arms the timeout of the current cohort: while a token request is open, and from the moment a
+   * caller joins, whatever the refresh waits for (the store's lock held by a frozen holder, a slow
+   * store), so no caller waits longer than `refreshTimeoutMs` for a refresh.
+   */
   function watch(refresh: Refresh): void {
-    if (!refresh.requestOpen || refresh.watchdog !== undefined) return;
+    if (refresh.watchdog !== undefined) return;
     refresh.watchdog = setTimeout(() => {
       refresh.watchdog = undefined;
-      // The request goes on, and its answer is kept when it comes.
-      const error = timedOut(refreshTimeoutMs);
+      // The refresh goes on (an open request's answer is kept when it comes); later callers join it.
+      const error = refresh.requestOpen
+        ? timedOut(refreshTimeoutMs)
+        : new TokenRelayError(ErrorCode.REFRESH_TIMEOUT, `No refresh within ${refreshTimeoutMs} ms: the store or its lock is slow`, {
+            transient: true,
+          });
       const released = refresh.cohort;
       refresh.cohort = deferred();
       released.reject(error);
@@ -487,19 +547,28 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     refresh: Refresh,
     lock: TokenStoreLock,
   ): Promise<TokenSet | { from: TokenSet | undefined }> {
+    const replaced = () => refresh.generation !== generation;
     const stored = await readStore();
     // Replaced here (setTokens, clear) or no longer ours to write (a lost lock): stop.
-    if (refresh.generation !== generation) return settledAfterReplacement();
+    if (replaced()) return settledAfterReplacement();
     if (lock.signal?.aborted) throw lockLost();
+    // Memory ahead of the store: it holds what we replaced, or (when we could not read it before our
+    // write) tokens at a lower revision than ours, which a sign-in here outranks. An empty store is never
+    // taken for behind: a sign-out elsewhere leaves no revision to compare with.
     const storeMissedOurWrite =
-      current !== undefined && sameStored(stored, persisted) && currentRevision > (persisted?.revision ?? 0);
+      current !== undefined &&
+      currentRevision > (persisted?.revision ?? 0) &&
+      (sameStored(stored, persisted) || (stored !== undefined && currentRevision > stored.revision));
     if (storeMissedOurWrite) {
       // Our last write failed (or was withheld after a lost lock): the store holds what we replaced
       // (maybe tokens we already spent). Put ours there before anything else.
       const ours = current as TokenSet;
       const value: StoredTokens = { tokens: ours, revision: (stored?.revision ?? 0) + 1 };
+      // In the queue of this manager's writes, and never after a sign-in or sign-out here, which then wins.
+      const written = await enqueueWrite(async () => !replaced() && (await writeStore(value, stored?.revision ?? 0)));
+      if (replaced()) return settledAfterReplacement();
       // Refused, or news of another session came while writing: look again.
-      if (!(await writeStore(value, stored?.revision ?? 0)) || current !== ours) return reconcileWithStore(base, refresh, lock);
+      if (!written || current !== ours) return reconcileWithStore(base, refresh, lock);
       adopt(ours, value.revision);
       return { from: ours };
     }
@@ -566,7 +635,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           return current;
         }
         if (!replaced() && isTokenRelayError(error) && error.code === ErrorCode.SESSION_EXPIRED && !acquires) {
-          return await refreshTokenRefused(error, from, baseRevision, lock);
+          return await refreshTokenRefused(error, from, baseRevision, lock, replaced);
         }
         throw error;
       }
@@ -604,19 +673,17 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (replaced()) return settledAfterReplacement();
       if (!written) {
         // The session was replaced by another holder of the store (a sign-out or a new sign-in): it wins.
-        adoptStored(await readStore());
+        const stored = await readStore();
+        // ...unless a sign-in or sign-out here came during the read: that one is newer still.
+        if (replaced()) return settledAfterReplacement();
+        adoptStored(stored);
         if (!current || sessionExpiredError) throw failFast();
         return current;
       }
       emit('refresh', keepInMemory());
       return current as TokenSet;
     } finally {
-      if (lock) {
-        // A failed release is the lock's problem, not the refresh's: its lease expires on its own.
-        await Promise.resolve()
-          .then(() => lock?.release())
-          .catch(() => undefined);
-      }
+      if (lock) await releaseLock(lock);
     }
   }
 
@@ -630,9 +697,14 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     from: TokenSet | undefined,
     baseRevision: number,
     lock: TokenStoreLock | undefined,
+    replaced: () => boolean,
   ): Promise<TokenSet> {
-    const stored = store.lock || store.subscribe ? await readStore().catch(() => undefined) : undefined;
-    if (store.lock || store.subscribe) {
+    // A store that cannot be read now tells nothing (it is not an empty one): the refusal stands.
+    const read = store.lock || store.subscribe ? await readStore().then((stored) => ({ stored }), () => undefined) : undefined;
+    // A sign-in or sign-out here during the read: the refused token is no longer this session's.
+    if (replaced()) return settledAfterReplacement();
+    if (read) {
+      const { stored } = read;
       if (!stored) {
         adoptStored(undefined);
         throw failFast();
@@ -783,6 +855,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     async refresh({ staleAccessToken, signal }: RefreshOptions = {}) {
       signal?.throwIfAborted();
       if (!loaded) await abortable(ensureLoaded(), signal);
+      // Refused also while a proactive refresh runs: no request may go out with it meanwhile.
+      if (current && staleAccessToken === current.accessToken) refusedAccessToken = current.accessToken;
       if (running) return join(running, signal);
       if (sessionExpiredError) throw failFast();
       if (!current && !acquires) throw failFast();
@@ -791,7 +865,6 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (current && staleAccessToken !== undefined && staleAccessToken !== current.accessToken && isFresh(current)) {
         return current;
       }
-      if (current && staleAccessToken === current.accessToken) refusedAccessToken = current.accessToken;
       const paused = pausedError();
       if (paused) throw paused;
       return join(startRefresh(current), signal);
@@ -810,14 +883,16 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       await enqueueWrite(async () => {
         if (startedGeneration !== generation) return;
         // One higher than any revision seen, so that no holder mistakes the new session for an old one.
-        const stored = await readStore().catch(() => undefined);
+        // A store that cannot be read now is not an empty one: `read` is undefined then.
+        const read = await readStore().then((stored) => ({ stored }), () => undefined);
         // Revisions keep growing across sign-outs, also in processes that saw fewer writes: the clock is
         // the floor, so a refresh of an old session can never find its expected revision again.
-        const revision = Math.max(highestRevision + 1, (stored?.revision ?? 0) + 1, Math.floor(clock.now()));
+        const revision = Math.max(highestRevision + 1, (read?.stored?.revision ?? 0) + 1, Math.floor(clock.now()));
         if (startedGeneration === generation) {
           // What the store held before this sign-in: if the write fails, the next refresh sees the store
-          // missed it and writes the new session first, instead of taking the old one for news.
-          noteStored(stored);
+          // missed it and writes the new session first, instead of taking the old one for news. (Unread,
+          // it is what was last known: taking it for empty would fence that write out.)
+          if (read) noteStored(read.stored);
           adopt(current, revision);
         }
         await writeStore({ tokens: parsed, revision }, undefined);
@@ -832,7 +907,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       replacing++;
       await enqueueWrite(async () => {
         try {
-          await store.clear();
+          await storeCall('clear', () => store.clear());
         } catch (error) {
           throw storeFailed('clear', error);
         }

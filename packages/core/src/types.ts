@@ -237,13 +237,17 @@ export interface TokenManagerOptions {
    * proactive refresh, go out with the still-valid token). The token request itself is not
    * abandoned: it may already have spent a rotating refresh token at the server, so its answer is
    * still awaited (see `lateAnswerWaitMs`) and adopted when it comes, and later requests join it
-   * instead of presenting the same refresh token again.
+   * instead of presenting the same refresh token again. The same bound holds while a refresh waits
+   * for the store or its lock, and a store call (get, set, clear, a lock's release) that has not
+   * settled within it fails with `STORE_ERROR`, so a hung store never hangs a request, sign-in or sign-out.
    * @default 10_000
    */
   refreshTimeoutMs?: number;
   /**
    * How long a token request that outlived `refreshTimeoutMs` is still awaited before it is
    * aborted; only then may the same refresh token be presented again. At least `refreshTimeoutMs`.
+   * Also the longest wait for the store's lock: a holder that keeps it longer is taken as frozen,
+   * and the refresh fails with `STORE_ERROR`.
    * @default 60_000
    */
   lateAnswerWaitMs?: number;

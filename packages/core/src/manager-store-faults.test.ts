@@ -1,0 +1,422 @@
+/*
+ * The manager under a store that hangs: a get, set, clear, lock or release that never settles (a
+ * stalled network file system, a Redis that never answers, a frozen lock holder) must never hang a
+ * request, a sign-in or a sign-out, and must never make a refresh token be presented twice.
+ */
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { ErrorCode, TokenRelayError } from './errors.js';
+import { createTokenManager } from './manager.js';
+import type { RefreshHandler, StoredTokens, TokenSet, TokenStore, TokenStoreLock } from './types.js';
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+/** A store call that never settles, whatever signal it was given. */
+const hang = <T>() => new Promise<T>(() => undefined);
+
+const session = (n: number, expiresAt?: number): TokenSet => ({
+  accessToken: `at.${n}`,
+  refreshToken: `rt.${n}`,
+  ...(expiresAt === undefined ? {} : { expiresAt }),
+});
+
+/** A store with a lock, holding session 0 that expires in 1 s; `faults` replaces its calls. */
+function storeOfSession0(faults: Partial<TokenStore> = {}) {
+  const held: { value: StoredTokens | undefined } = { value: { tokens: session(0, Date.now() + 1_000), revision: 1 } };
+  const store: TokenStore = {
+    get: () => held.value,
+    set: (value, options) => {
+      if (options?.expectedRevision !== undefined && options.expectedRevision !== (held.value?.revision ?? 0)) return false;
+      held.value = value;
+      return true;
+    },
+    clear: () => {
+      held.value = undefined;
+    },
+    lock: async () => ({ release: () => undefined }),
+    ...faults,
+  };
+  return { held, store };
+}
+
+/** A rotating token endpoint that answers at once and records what it was given. */
+function rotatingEndpoint() {
+  const presented: (string | undefined)[] = [];
+  const handler: RefreshHandler = async ({ tokens }) => {
+    presented.push(tokens?.refreshToken);
+    return session(presented.length, Date.now() + 60_000);
+  };
+  return { handler, presented };
+}
+
+/** Follows `promise` from now on; `outcome()` says how it ended so far: its value, its error's code, or 'pending'. */
+function follow(promise: Promise<unknown>): { outcome: () => Promise<unknown> } {
+  let outcome: unknown = 'pending';
+  promise.then(
+    (value) => (outcome = { value }),
+    (error: { code?: string }) => (outcome = { code: error.code }),
+  );
+  return {
+    outcome: async () => {
+      await vi.advanceTimersByTimeAsync(0);
+      return outcome;
+    },
+  };
+}
+
+describe('a hung store never hangs a request', () => {
+  it('releases a request waiting for the store lock a frozen holder keeps, at refreshTimeoutMs, with REFRESH_TIMEOUT', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { store } = storeOfSession0({ lock: () => hang() });
+    const manager = createTokenManager({ store, refresh: rotatingEndpoint().handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    const request = follow(manager.getAccessToken());
+    await vi.advanceTimersByTimeAsync(5_000);
+
+    expect(await request.outcome()).toEqual({ code: ErrorCode.REFRESH_TIMEOUT });
+  });
+
+  it('gives up a lock that never comes after lateAnswerWaitMs, and gives back one the store grants after that', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const late: { grant?: (lock: TokenStoreLock) => void } = {};
+    let released = 0;
+    const { store } = storeOfSession0({
+      // A store that ignores the abort signal and grants the lock much later.
+      lock: () => new Promise<TokenStoreLock>((resolve) => (late.grant = resolve)),
+    });
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store, refresh: endpoint.handler, refreshTimeoutMs: 5_000, lateAnswerWaitMs: 20_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+    const errors: string[] = [];
+    manager.on('refreshError', (error) => errors.push(error.code));
+
+    manager.getAccessToken().catch(() => undefined);
+    await vi.advanceTimersByTimeAsync(20_000);
+    late.grant?.({ release: () => void released++ });
+    await vi.advanceTimersByTimeAsync(0);
+
+    expect(errors).toEqual([ErrorCode.REFRESH_TIMEOUT, ErrorCode.STORE_ERROR]);
+    expect(released).toBe(1);
+    expect(endpoint.presented).toEqual([]);
+  });
+
+  it('releases the waiters of a refresh whose lock release hangs, and refreshes again afterwards', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { store } = storeOfSession0({ lock: async () => ({ release: () => hang() }) });
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store, refresh: endpoint.handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    const first = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await first.outcome()).toEqual({ value: session(1, Date.now() - 5_000 + 60_000) });
+
+    const second = follow(manager.refresh({ staleAccessToken: 'at.1' }));
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await second.outcome()).toEqual({ value: expect.objectContaining({ accessToken: 'at.2' }) });
+    expect(endpoint.presented).toEqual(['rt.0', 'rt.1']);
+  });
+
+  it('rejects a request with STORE_ERROR when the store read at load never answers', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { store } = storeOfSession0({ get: () => hang() });
+    const manager = createTokenManager({ store, refresh: rotatingEndpoint().handler, refreshTimeoutMs: 5_000 });
+
+    const request = follow(manager.getAccessToken());
+    await vi.advanceTimersByTimeAsync(5_000);
+
+    expect(await request.outcome()).toEqual({ code: ErrorCode.STORE_ERROR });
+  });
+
+  it('keeps the rotated tokens of a refresh whose store write hangs, and presents only the new refresh token next', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const writes: { hang: boolean } = { hang: true };
+    const stored = storeOfSession0();
+    const set = stored.store.set;
+    stored.store.set = (value, options) => (writes.hang ? hang() : set(value, options));
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    const first = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await first.outcome()).toEqual({ code: ErrorCode.STORE_ERROR });
+    expect((await manager.getTokens())?.refreshToken).toBe('rt.1');
+
+    writes.hang = false;
+    const second = follow(manager.refresh({ staleAccessToken: 'at.1' }));
+    expect(await second.outcome()).toEqual({ value: expect.objectContaining({ accessToken: 'at.2' }) });
+    expect(endpoint.presented).toEqual(['rt.0', 'rt.1']);
+    expect(stored.held.value?.tokens.refreshToken).toBe('rt.2');
+  });
+});
+
+describe('a hung store never hangs a sign-in or a sign-out', () => {
+  it('signs out in memory at once when clear() hangs, rejects it with STORE_ERROR, and lets the next sign-in through', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0({ clear: () => hang() });
+    const manager = createTokenManager({ store: stored.store, refresh: rotatingEndpoint().handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+
+    const signOut = follow(manager.clear());
+    expect(manager.currentAccessToken()).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await signOut.outcome()).toEqual({ code: ErrorCode.STORE_ERROR });
+
+    const signIn = follow(manager.setTokens(session(7)));
+    expect(await signIn.outcome()).toEqual({ value: undefined });
+    expect(stored.held.value?.tokens).toEqual(session(7));
+  });
+
+  it('lets a sign-out through after a refresh whose store write hangs', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0();
+    const set = stored.store.set;
+    let hangWrites = true;
+    stored.store.set = (value, options) => (hangWrites ? hang() : set(value, options));
+    const manager = createTokenManager({ store: stored.store, refresh: rotatingEndpoint().handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+    manager.refresh({ staleAccessToken: 'at.0' }).catch(() => undefined);
+    await vi.advanceTimersByTimeAsync(0);
+    hangWrites = false;
+
+    const signOut = follow(manager.clear());
+    await vi.advanceTimersByTimeAsync(5_000);
+
+    expect(await signOut.outcome()).toEqual({ value: undefined });
+    expect(stored.held.value).toBeUndefined();
+    await expect(manager.getAccessToken()).rejects.toMatchObject({ code: ErrorCode.NO_TOKENS });
+  });
+});
+
+describe('a sign-in or sign-out while a refused refresh reads the store', () => {
+  /** A shared store whose reads wait until the test lets them through, and a token endpoint that refuses rt.0. */
+  async function refusedWhileReading() {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0({ subscribe: () => () => undefined });
+    const get = stored.store.get;
+    const reads: { hold: boolean; waiting: (() => void)[] } = { hold: false, waiting: [] };
+    stored.store.get = () =>
+      reads.hold ? new Promise<StoredTokens | undefined>((resolve) => reads.waiting.push(() => resolve(get()))) : get();
+    const manager = createTokenManager({
+      store: stored.store,
+      refresh: async () => {
+        // The store read that follows the refusal waits for the test.
+        reads.hold = true;
+        throw new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'invalid_grant', { status: 400, oauthError: 'invalid_grant' });
+      },
+    });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+    const expiries: string[] = [];
+    manager.on('sessionExpired', (error) => expiries.push(error.code));
+    const refreshing = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(0);
+    const readDone = () => {
+      reads.hold = false;
+      for (const resolve of reads.waiting.splice(0)) resolve();
+    };
+    return { manager, stored, expiries, refreshing, readDone };
+  }
+
+  it('keeps a new sign-in alive when the refresh of the old session is refused meanwhile', async () => {
+    const { manager, expiries, refreshing, readDone } = await refusedWhileReading();
+
+    // The sign-in reads the store too (to number its revision): both reads go on together.
+    const signIn = manager.setTokens(session(7));
+    readDone();
+    await signIn;
+
+    expect(await refreshing.outcome()).toEqual({ value: session(7) });
+    expect(expiries).toEqual([]);
+    expect(await manager.getAccessToken()).toBe('at.7');
+  });
+
+  it('neither fires sessionExpired nor marks the store after a sign-out during the refused refresh', async () => {
+    const { manager, stored, expiries, refreshing, readDone } = await refusedWhileReading();
+
+    const signOut = manager.clear();
+    readDone();
+    await signOut;
+
+    expect(await refreshing.outcome()).toEqual({ code: ErrorCode.NO_TOKENS });
+    expect(expiries).toEqual([]);
+    expect(stored.held.value).toBeUndefined();
+    await expect(manager.getAccessToken()).rejects.toMatchObject({ code: ErrorCode.NO_TOKENS });
+  });
+});
+
+describe('a sign-in while a fenced refresh reads the store', () => {
+  it('keeps the new sign-in when the refresh finds another holder replaced the session and reads what it holds', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0({ subscribe: () => () => undefined });
+    const get = stored.store.get;
+    const reads: { hold: boolean; waiting: (() => void)[] } = { hold: false, waiting: [] };
+    stored.store.get = () =>
+      reads.hold ? new Promise<StoredTokens | undefined>((resolve) => reads.waiting.push(() => resolve(get()))) : get();
+    const manager = createTokenManager({
+      store: stored.store,
+      refresh: async () => {
+        // Another holder signs in another user meanwhile, without telling this one; the write that
+        // follows is fenced, and the read after it waits for the test.
+        stored.held.value = { tokens: session(5), revision: 2 };
+        reads.hold = true;
+        return session(1, Date.now() + 60_000);
+      },
+    });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+    const refreshing = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(0);
+
+    const signIn = manager.setTokens(session(7));
+    reads.hold = false;
+    for (const resolve of reads.waiting.splice(0)) resolve();
+    await signIn;
+
+    expect(await refreshing.outcome()).toEqual({ value: session(7) });
+    expect((await manager.getTokens())?.accessToken).toBe('at.7');
+    expect(stored.held.value?.tokens).toEqual(session(7));
+  });
+});
+
+describe('a store read that fails after the refresh token is refused', () => {
+  it('expires the session (sessionExpired fires) instead of taking the unreadable store for a sign-out', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0({ subscribe: () => () => undefined });
+    const get = stored.store.get;
+    let failReads = false;
+    stored.store.get = () => (failReads ? Promise.reject(new Error('connection reset')) : get());
+    const manager = createTokenManager({
+      store: stored.store,
+      refresh: async () => {
+        failReads = true;
+        throw new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'invalid_grant', { status: 400, oauthError: 'invalid_grant' });
+      },
+    });
+    await manager.getTokens();
+    const expiries: string[] = [];
+    manager.on('sessionExpired', (error) => expiries.push(error.code));
+
+    await expect(manager.refresh({ staleAccessToken: 'at.0' })).rejects.toMatchObject({ code: ErrorCode.SESSION_EXPIRED });
+
+    expect(expiries).toEqual([ErrorCode.SESSION_EXPIRED]);
+    await expect(manager.getAccessToken()).rejects.toMatchObject({ code: ErrorCode.SESSION_EXPIRED });
+  });
+});
+
+describe('a sign-in whose store read fails', () => {
+  it('does not take the unreadable store for an empty one: when its write fails too, the next refresh stores the rotated tokens instead of rolling back to the old session', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0();
+    const { get, set } = stored.store;
+    const faults = { reads: 0, writes: 0 };
+    stored.store.get = () => (faults.reads-- > 0 ? Promise.reject(new Error('connection reset')) : get());
+    stored.store.set = (value, options) => (faults.writes-- > 0 ? Promise.reject(new Error('disk full')) : set(value, options));
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler });
+    await manager.getTokens();
+
+    faults.reads = 1;
+    faults.writes = 1;
+    await expect(manager.setTokens(session(7))).rejects.toMatchObject({ code: ErrorCode.STORE_ERROR });
+    const refreshed = await manager.refresh({ staleAccessToken: 'at.7' });
+
+    expect(endpoint.presented).toEqual(['rt.7']);
+    expect(refreshed.accessToken).toBe('at.1');
+    expect((await manager.getTokens())?.accessToken).toBe('at.1');
+    expect(stored.held.value?.tokens.refreshToken).toBe('rt.1');
+  });
+});
+
+describe('a sign-out while the manager writes tokens the store missed', () => {
+  /** A store with a lock whose writes wait for the test while `hold` is set. */
+  function heldWrites(initial: StoredTokens | undefined) {
+    const stored = storeOfSession0({ subscribe: () => () => undefined });
+    stored.held.value = initial;
+    const set = stored.store.set;
+    const writes: { hold: boolean; waiting: (() => void)[] } = { hold: false, waiting: [] };
+    stored.store.set = (value, options) =>
+      writes.hold ? new Promise<boolean>((resolve) => writes.waiting.push(() => resolve(set(value, options)))) : set(value, options);
+    const land = () => {
+      writes.hold = false;
+      for (const write of writes.waiting.splice(0)) write();
+    };
+    return { stored, writes, land };
+  }
+
+  it('leaves the store empty when clear() comes while a refresh first writes the sign-in the store missed', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    // An empty store: a clear() leaves no revision behind that could fence the late write out.
+    const { stored, writes, land } = heldWrites(undefined);
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler });
+    await manager.getTokens();
+    const set = stored.store.set;
+    stored.store.set = () => Promise.reject(new Error('disk full'));
+    await expect(manager.setTokens(session(7))).rejects.toMatchObject({ code: ErrorCode.STORE_ERROR });
+    stored.store.set = set;
+
+    // The refresh finds the store behind memory and writes the sign-in there first: that write is slow.
+    writes.hold = true;
+    const refreshing = follow(manager.refresh({ staleAccessToken: 'at.7' }));
+    await vi.advanceTimersByTimeAsync(0);
+    const signOut = follow(manager.clear());
+    await vi.advanceTimersByTimeAsync(0);
+    land();
+
+    expect(await signOut.outcome()).toEqual({ value: undefined });
+    expect(await refreshing.outcome()).toEqual({ code: ErrorCode.NO_TOKENS });
+    expect(stored.held.value).toBeUndefined();
+    expect(endpoint.presented).toEqual([]);
+  });
+
+  it('leaves the store empty when clear() comes while the first load seeds it with the initial tokens', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { stored, writes, land } = heldWrites(undefined);
+    const manager = createTokenManager({ tokens: session(0), store: stored.store, refresh: rotatingEndpoint().handler });
+
+    writes.hold = true;
+    const loading = follow(manager.getTokens());
+    await vi.advanceTimersByTimeAsync(0);
+    const signOut = follow(manager.clear());
+    await vi.advanceTimersByTimeAsync(0);
+    land();
+
+    expect(await signOut.outcome()).toEqual({ value: undefined });
+    expect(await loading.outcome()).toEqual({ value: undefined });
+    expect(stored.held.value).toBeUndefined();
+  });
+});
+
+describe('a sign-in the store missed, then another holder wrote', () => {
+  it('writes the sign-in over a refresh of the old session that another holder stored meanwhile, instead of rolling back to it', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0({ subscribe: () => () => undefined });
+    const { get, set } = stored.store;
+    const faults = { reads: 0, writes: 0 };
+    stored.store.get = () => (faults.reads-- > 0 ? Promise.reject(new Error('connection reset')) : get());
+    stored.store.set = (value, options) => (faults.writes-- > 0 ? Promise.reject(new Error('disk full')) : set(value, options));
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler });
+    await manager.getTokens();
+    faults.reads = 1;
+    faults.writes = 1;
+    await expect(manager.setTokens(session(7))).rejects.toMatchObject({ code: ErrorCode.STORE_ERROR });
+    // Another holder refreshes the old session, without telling this one.
+    stored.held.value = { tokens: session(5), revision: 2 };
+
+    const refreshed = await manager.refresh({ staleAccessToken: 'at.7' });
+
+    expect(endpoint.presented).toEqual(['rt.7']);
+    expect(refreshed.accessToken).toBe('at.1');
+    expect(stored.held.value?.tokens.refreshToken).toBe('rt.1');
+  });
+});
