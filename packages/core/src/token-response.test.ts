@@ -23,6 +23,10 @@ describe('tokenSetFromResponse', () => {
     expect(tokenSetFromResponse({ access_token: 'at' })).toEqual({ accessToken: 'at', tokenType: 'Bearer', raw: {} });
   });
 
+  it('leaves expiresAt out for expires_in 0, so a token that does not expire is not refreshed on every request', () => {
+    expect(tokenSetFromResponse({ access_token: 'at', expires_in: 0 }, { now: 1_000 })).toEqual({ accessToken: 'at', tokenType: 'Bearer', raw: {} });
+  });
+
   it.each([
     ['not an object', 'tok-1'],
     ['no access_token', { token_type: 'Bearer' }],

@@ -36,7 +36,9 @@ export function parseTokenResponse(response: unknown, now: number, refuse: (prob
     // Bearer or DPoP in any case, or absent; a non-string (['dpop']) is refused by parseTokenSet below.
     tokenType: token_type ?? 'Bearer',
     refreshToken: refresh_token,
-    expiresAt: typeof expires_in === 'number' ? now + expires_in * 1000 : undefined,
+    // 0 is what some servers send for a token that does not expire; taken as a lifetime, it would make
+    // every request refresh. Unknown instead: a 401 says when it ends.
+    expiresAt: typeof expires_in === 'number' && expires_in > 0 ? now + expires_in * 1000 : undefined,
     scope,
     raw: rest,
   };
@@ -49,7 +51,8 @@ export function parseTokenResponse(response: unknown, now: number, refuse: (prob
  * Turns a token response (RFC 6749 §5.1, the parsed JSON body) into a {@link TokenSet}, checked as
  * strictly as the grants check theirs: `access_token` required and sendable in an HTTP header,
  * `token_type` Bearer, DPoP or absent, `expires_in` a non-negative number whose expiry is finite,
- * `refresh_token` and `scope` strings. `expires_in` becomes `expiresAt`; `raw` keeps every other
+ * `refresh_token` and `scope` strings. `expires_in` becomes `expiresAt` (`0`, which some servers send for a
+ * token that does not expire, leaves it unknown); `raw` keeps every other
  * field (`id_token`, Salesforce's `instance_url`, …). For sign-ins tokenrelay does not make itself,
  * e.g. an authorization-code callback, before `manager.setTokens()`.
  *
