@@ -277,4 +277,11 @@ describe('queuePlace', () => {
     expect(queue.pending).toBe(0);
     expect(queue.size).toBe(0);
   });
+
+  it('rejects a signal aborted before it asks, without joining the queue', async () => {
+    const queue = new PQueue({ concurrency: 1 });
+    const reason = new Error('gone already');
+    await expect(queuePlace(queue, AbortSignal.abort(reason))).rejects.toBe(reason);
+    expect(queue.size + queue.pending).toBe(0);
+  });
 });

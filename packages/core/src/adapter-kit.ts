@@ -319,6 +319,8 @@ export function sendThrough<T>(queue: RequestQueue | undefined, send: () => Prom
  * turn comes, is then given back at once.
  */
 export function queuePlace(queue: RequestQueue, signal: AbortSignal | undefined): Promise<() => void> {
+  // Already aborted: no dead entry waits its turn in the queue.
+  if (signal?.aborted) return Promise.reject(signal.reason);
   return new Promise((granted, refused) => {
     sendThrough(
       queue,

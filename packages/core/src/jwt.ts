@@ -73,20 +73,20 @@ function pemToDer(pem: string, who: string): ArrayBuffer {
 }
 
 /** Who an assertion is from, about and for (RFC 7523 §3): `iss`, `sub` and `aud`. */
-export interface AssertionParties {
+interface AssertionParties {
   readonly iss: string;
   readonly sub: string;
   readonly aud: string;
 }
 
 /** A signed assertion, and every part of it a server could echo: redact these from any error. */
-export interface SignedAssertion {
+interface SignedAssertion {
   readonly assertion: string;
   readonly secrets: readonly string[];
 }
 
 /** Signs a fresh assertion (its own `iat`, `exp` and `jti`) for the given parties, at the clock's time. */
-export type AssertionSigner = (parties: AssertionParties, clock: Clock) => Promise<SignedAssertion>;
+type AssertionSigner = (parties: AssertionParties, clock: Clock) => Promise<SignedAssertion>;
 
 /**
  * Checks the key options synchronously (so a wrong configuration fails when the grant is made) and
