@@ -420,3 +420,66 @@ describe('a sign-in the store missed, then another holder wrote', () => {
     expect(stored.held.value?.tokens.refreshToken).toBe('rt.1');
   });
 });
+
+describe('a slow store, and the bounds of one refresh', () => {
+  it('keeps the lock of a refresh whose write was given up on until that write lands, so no other holder presents the spent refresh token', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    let landWrite: (() => void) | undefined;
+    const stored = storeOfSession0();
+    const set = stored.store.set;
+    let released = 0;
+    stored.store.lock = async () => ({ release: () => void released++ });
+    stored.store.set = (value, options) =>
+      new Promise<boolean>((landed) => {
+        landWrite = () => landed(set(value, options) as boolean);
+      });
+    const manager = createTokenManager({ store: stored.store, refresh: rotatingEndpoint().handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    const first = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(6_000);
+    expect(await first.outcome()).toEqual({ code: ErrorCode.STORE_ERROR });
+    // Given up on, but it may still land: the lock is kept.
+    expect(released).toBe(0);
+    landWrite?.();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(released).toBe(1);
+    expect(stored.held.value?.tokens.refreshToken).toBe('rt.1');
+  });
+
+  it('gives back the lock of a refresh whose write never lands after lateAnswerWaitMs', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0();
+    let released = 0;
+    stored.store.lock = async () => ({ release: () => void released++ });
+    stored.store.set = () => hang();
+    const manager = createTokenManager({ store: stored.store, refresh: rotatingEndpoint().handler, refreshTimeoutMs: 5_000, lateAnswerWaitMs: 20_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    manager.refresh({ staleAccessToken: 'at.0' }).catch(() => undefined);
+    await vi.advanceTimersByTimeAsync(6_000);
+    expect(released).toBe(0);
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(released).toBe(1);
+  });
+
+  it('gives a store 5 s per call even with refreshTimeoutMs 0', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0();
+    const { get, set } = stored.store;
+    const slowly = <T>(value: T) => new Promise<T>((settle) => setTimeout(() => settle(value), 1_000));
+    stored.store.get = () => slowly(get());
+    stored.store.set = (value, options) => slowly(set(value, options));
+    const manager = createTokenManager({ store: stored.store, refresh: rotatingEndpoint().handler, refreshTimeoutMs: 0 });
+    const loaded = follow(manager.getTokens());
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(await loaded.outcome()).toEqual({ value: session(0, 1_001_000) });
+
+    const signIn = follow(manager.setTokens(session(7, Date.now() + 60_000)));
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(await signIn.outcome()).toEqual({ value: undefined });
+    expect(stored.held.value?.tokens.accessToken).toBe('at.7');
+  });
+});

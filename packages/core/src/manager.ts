@@ -49,6 +49,9 @@ const accessTokenOf = (tokens: TokenSet) => tokens.accessToken;
  */
 const SEND_WINDOW_MS = 5_000;
 
+/** The least time a store call is given before it is given up on, whatever `refreshTimeoutMs` is. */
+const STORE_CALL_MIN_LIMIT_MS = 5_000;
+
 /** Two token sets are the same session state when both tokens match. */
 const sameTokens = (a: TokenSet, b: TokenSet) => a.accessToken === b.accessToken && a.refreshToken === b.refreshToken;
 
@@ -118,6 +121,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const acquires = refreshHandler.needsRefreshToken === false;
   const refreshMarginMs = options.refreshMarginMs ?? 30_000;
   const refreshTimeoutMs = options.refreshTimeoutMs ?? 10_000;
+  // A small refreshTimeoutMs (even 0: never hold a request) must not fail a healthy store's calls.
+  const storeCallLimitMs = Math.max(refreshTimeoutMs, STORE_CALL_MIN_LIMIT_MS);
   const lateAnswerWaitMs = Math.max(options.lateAnswerWaitMs ?? 60_000, refreshTimeoutMs);
   const retries = options.retry === false ? 0 : (retry?.retries ?? 2);
   const minDelayMs = retry?.minDelayMs ?? 200;
@@ -196,15 +201,21 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   /**
    * One store call, given up as a STORE_ERROR when it has not settled within `refreshTimeoutMs`: a
    * hung store (a stalled network file system, a Redis that never answers) must not hang the
-   * requests, sign-ins and sign-outs queued behind it. A call given up on may still land later;
-   * the revisions of later writes and reads take that into account.
+   * requests, sign-ins and sign-outs queued behind it. A call given up on may still land later: the
+   * revisions of later writes and reads take that into account, a store keeps its calls in the order
+   * they were made (docs/stores.md), and a refresh keeps its lock until its write settles (runRefresh).
+   * `givenUp` is told of a call given up on, with the promise of its settling.
    */
-  function storeCall<T>(action: string, call: () => T | Promise<T>): Promise<T> {
+  function storeCall<T>(action: string, call: () => T | Promise<T>, givenUp?: (settling: Promise<unknown>) => void): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const settling = Promise.resolve().then(call);
     const hung = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(storeError(`Store ${action} did not settle within ${refreshTimeoutMs} ms`)), refreshTimeoutMs);
+      timer = setTimeout(() => {
+        givenUp?.(settling.catch(() => undefined));
+        reject(storeError(`Store ${action} did not settle within ${storeCallLimitMs} ms`));
+      }, storeCallLimitMs);
     });
-    return Promise.race([Promise.resolve().then(call), hung]).finally(() => clearTimeout(timer));
+    return Promise.race([settling, hung]).finally(() => clearTimeout(timer));
   }
 
   async function readStore(): Promise<StoredTokens | undefined> {
@@ -224,11 +235,15 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     return result;
   }
 
-  async function writeStore(value: StoredTokens, expectedRevision: number | undefined): Promise<boolean> {
+  async function writeStore(
+    value: StoredTokens,
+    expectedRevision: number | undefined,
+    givenUp?: (settling: Promise<unknown>) => void,
+  ): Promise<boolean> {
     let written: boolean;
     try {
       const options = expectedRevision === undefined ? undefined : { expectedRevision };
-      written = (await storeCall('write', () => store.set(value, options))) !== false;
+      written = (await storeCall('write', () => store.set(value, options), givenUp)) !== false;
     } catch (error) {
       throw storeFailed('write', error);
     }
@@ -265,7 +280,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       // In the queue of this manager's writes, and never after a sign-in or sign-out here: a clear()
       // during the load must not be followed by the seed landing in the store.
       const written = await enqueueWrite(async () => startedGeneration === generation && (await writeStore(value, 0)));
-      return written ? value : await readStore();
+      if (written) return value;
+      // Signed in or out here meanwhile: the load's result is not used.
+      return startedGeneration === generation ? await readStore() : undefined;
     } finally {
       if (lock) await releaseLock(lock);
     }
@@ -437,7 +454,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   /**
    * Arms the timeout of the current cohort: while a token request is open, and from the moment a
    * caller joins, whatever the refresh waits for (the store's lock held by a frozen holder, a slow
-   * store), so no caller waits longer than `refreshTimeoutMs` for a refresh.
+   * store), so no caller waits longer than `refreshTimeoutMs` for one token request or for the store.
+   * (A retry's back-off between attempts is bounded by `maxDelayMs`.)
    */
   function watch(refresh: Refresh): void {
     if (refresh.watchdog !== undefined) return;
@@ -490,6 +508,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `refresh returned unusable tokens: ${problem}`),
       );
     } finally {
+      // The bound is per phase: a retry's back-off is bounded by maxDelayMs, the store write by its own limit.
       refresh.requestOpen = false;
       unwatch(refresh);
       clearTimeout(lateLimit);
@@ -594,6 +613,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   async function runRefresh(refresh: Refresh, base: TokenSet | undefined): Promise<TokenSet> {
     const replaced = () => refresh.generation !== generation;
     let lock: TokenStoreLock | undefined;
+    /** Our write of the new tokens, given up on but maybe still landing. */
+    let unsettledWrite: Promise<unknown> | undefined;
     let from = base;
     try {
       // This manager's own writes (a sign-in's, say) settle first, so it knows what the store holds.
@@ -663,7 +684,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       let written: boolean;
       try {
         written = await enqueueWrite(async () =>
-          replaced() ? true : writeStore({ tokens: merged, revision: newRevision }, baseRevision),
+          replaced()
+            ? true
+            : writeStore({ tokens: merged, revision: newRevision }, baseRevision, (settling) => {
+                unsettledWrite = settling;
+              }),
         );
       } catch (error) {
         // With rotation the old refresh token is already dead: the new one must never be lost.
@@ -683,7 +708,22 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       emit('refresh', keepInMemory());
       return current as TokenSet;
     } finally {
-      if (lock) await releaseLock(lock);
+      if (lock && unsettledWrite) {
+        // Our write may still land: keep the lock until it settles (at most lateAnswerWaitMs), so that no
+        // holder reads the tokens it replaces and presents their spent refresh token. The waiters go on.
+        const held = lock;
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<void>((given) => {
+          timer = setTimeout(given, lateAnswerWaitMs);
+        });
+        void Promise.race([unsettledWrite, late]).then(() => {
+          clearTimeout(timer);
+          return releaseLock(held);
+        });
+      } else if (lock) {
+        // Not awaited: the tokens are stored, and the waiters need not wait for a store round trip more.
+        void releaseLock(lock);
+      }
     }
   }
 

@@ -239,7 +239,9 @@ export interface TokenManagerOptions {
    * still awaited (see `lateAnswerWaitMs`) and adopted when it comes, and later requests join it
    * instead of presenting the same refresh token again. The same bound holds while a refresh waits
    * for the store or its lock, and a store call (get, set, clear, a lock's release) that has not
-   * settled within it fails with `STORE_ERROR`, so a hung store never hangs a request, sign-in or sign-out.
+   * settled within it (never less than 5 s) fails with `STORE_ERROR`, so a hung store never hangs a
+   * request, sign-in or sign-out. The bound is per phase: each token request, the wait for the store
+   * or its lock; a retry's back-off is bounded by `retry.maxDelayMs`.
    * @default 10_000
    */
   refreshTimeoutMs?: number;
