@@ -206,7 +206,7 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
         await releaseLease();
         throw error;
       }
-      return { signal: lease.signal, release: releaseLease };
+      return { signal: lease.signal, assertHeld: () => lease.assertHeld(), release: releaseLease };
     }
     const lock = await acquireWebLock(locks, sharedName, signal, lockWaitMs);
     try {
@@ -297,6 +297,8 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
       let released = false;
       return {
         signal: lock.signal,
+        // Only a lease can be lost; a Web Lock leaves the check out.
+        ...(lock.assertHeld && { assertHeld: lock.assertHeld }),
         async release() {
           if (released) return;
           released = true;

@@ -42,6 +42,8 @@ export interface ClaimedLease {
   readonly previousSequence: number | undefined;
   /** Extends the lease; resolves `false` when it is no longer ours (taken over, or expired). */
   renew(expiresAt: number): Promise<boolean>;
+  /** Reads the lease now: `true` while it is still ours and unexpired. Writes nothing. */
+  isHeld(): Promise<boolean>;
   /** Frees the lease, recording `sequence` for the next holder; leaves another's lease alone. */
   release(sequence: number | undefined): Promise<void>;
 }
@@ -78,6 +80,11 @@ const renewLease =
   (lease, now) =>
     lease?.owner === owner && lease.expiresAt > now ? { write: { owner, expiresAt }, result: true } : { result: false };
 
+/** Whether `owner` still holds the lease. Expired is not held, as for {@link renewLease}. */
+const leaseHeldBy =
+  (owner: string): DecideLease<boolean> =>
+  (lease, now) => ({ result: lease?.owner === owner && lease.expiresAt > now });
+
 /** Frees `owner`'s lease, keeping `sequence` for the next holder (nothing to keep: the lease is removed). */
 const releaseLease =
   (owner: string, sequence: number | undefined): DecideLease<void> =>
@@ -97,6 +104,7 @@ export async function claimIn(
   return {
     previousSequence: claimed.previousSequence,
     renew: (until) => backend.update(renewLease(owner, until)),
+    isHeld: () => backend.update(leaseHeldBy(owner)),
     release: (sequence) => backend.update(releaseLease(owner, sequence)),
   };
 }

@@ -5,6 +5,8 @@ import type { ClaimedLease, LeaseRecords } from './lease-records.js';
 export interface HeldLock {
   /** Aborted when the lock is lost while held (a lease another tab took over); never for a Web Lock. */
   readonly signal: AbortSignal;
+  /** Rejects (and aborts `signal`) unless the lease is still ours; a Web Lock, which cannot be lost, has none. */
+  assertHeld?(): Promise<void>;
   release(): void | Promise<void>;
 }
 
@@ -80,6 +82,8 @@ export interface LeaseLockOptions {
 
 /** A lease this tab holds. */
 export interface HeldLease extends HeldLock {
+  /** Reads the lease where it was claimed, for a tab that resumed (a closed lid, a frozen tab) before its renewal ran. */
+  assertHeld(): Promise<void>;
   /** The newest store sequence the previous holder knew when it released the lease, if it recorded one. */
   readonly previousSequence: number | undefined;
   /** Frees the lease, recording `sequence` (the newest this tab knows) for the next holder. */
@@ -153,6 +157,10 @@ function holdLease(claimed: ClaimedLease, leaseName: string, expiresAt: number, 
   return {
     signal: lost.signal,
     previousSequence: claimed.previousSequence,
+    async assertHeld() {
+      if (!lost.signal.aborted && !(await claimed.isHeld())) lose();
+      if (lost.signal.aborted) throw lost.signal.reason;
+    },
     async release(sequence) {
       if (released) return;
       released = true;

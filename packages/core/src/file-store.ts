@@ -81,9 +81,10 @@ export interface FileTokenStore extends TokenStore {
   /**
    * Takes the cross-process lock: waits at most `lockWaitMs`, then rejects with a `STORE_ERROR`;
    * rejects with `signal.reason` when `signal` aborts. Its `signal` aborts when a heartbeat finds
-   * that another process took the lock over (this one was frozen past its lease).
+   * that another process took the lock over (this one was frozen past its lease); its `assertHeld`
+   * looks at the lock directory at once, for a holder that resumed before its heartbeat ran.
    */
-  lock(options?: { signal?: AbortSignal }): Promise<TokenStoreLock & { readonly signal: AbortSignal }>;
+  lock(options?: { signal?: AbortSignal }): Promise<TokenStoreLock & { readonly signal: AbortSignal; assertHeld(): Promise<void> }>;
   /** Calls `listener` with what the file holds whenever another writer changes it. Returns an unsubscribe function. */
   subscribe(listener: (value: StoredTokens | undefined) => void): () => void;
   /** Stops watching, drops every listener and gives up a lock this store still holds. Idempotent. */

@@ -445,7 +445,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     return new TokenRelayError(ErrorCode.NO_TOKENS, 'No tokens; call setTokens() after sign-in');
   }
 
-  const lockLost = () => new TokenRelayError(ErrorCode.STORE_ERROR, 'Store lock lost during the refresh', { transient: true });
+  const lockLost = (cause?: unknown) =>
+    new TokenRelayError(ErrorCode.STORE_ERROR, 'Store lock lost during the refresh', { transient: true, cause });
 
   /** A token request open longer than `ms`: the first cohort's wait, or (in doubt) the whole request. */
   const timedOut = (ms: number, inDoubt?: true) =>
@@ -532,7 +533,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   ): Promise<TokenSet> {
     const attemptsAllowed = consecutiveFailures > 0 ? 0 : retries;
     for (let attemptIndex = 0; ; attemptIndex++) {
-      if (lock?.signal?.aborted) throw lockLost();
+      if (lock) await assertLockHeld(lock, refresh);
       try {
         return await tokenRequest(refresh, from);
       } catch (error) {
@@ -555,6 +556,25 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         );
       }
     }
+  }
+
+  /**
+   * Right before a token request under the store's lock: is the lock still ours? Its signal learns of
+   * a loss only from a timer, and a holder frozen past its lease resumes before any timer runs, so the
+   * store is asked (see `TokenStoreLock.assertHeld`). Any failure of the check means no token request.
+   */
+  async function assertLockHeld(lock: TokenStoreLock, refresh: Refresh): Promise<void> {
+    if (lock.signal?.aborted) throw lockLost(lock.signal.reason);
+    const { assertHeld } = lock;
+    if (!assertHeld) return;
+    try {
+      await storeCall('lock check', () => assertHeld.call(lock));
+    } catch (error) {
+      throw lockLost(error);
+    }
+    // A sign-in or sign-out here during the check: the refresh is over (see runRefresh).
+    refresh.controller.signal.throwIfAborted();
+    if (lock.signal?.aborted) throw lockLost(lock.signal.reason);
   }
 
   /**

@@ -84,6 +84,17 @@ export interface TokenStoreLock {
    * writes or announces the result of its refresh. Stores whose locks cannot be lost leave it out.
    */
   readonly signal?: AbortSignal;
+  /**
+   * Asks the store whether this lock is still held; rejects (and aborts `signal`) when it is lost.
+   * The manager calls it right before each token request under the lock, because `signal` learns of
+   * a loss only from a timer: a holder frozen past its lease (SIGSTOP, a closed laptop lid, a long GC
+   * pause) resumes with its token request next in line, before any timer runs, and would present a
+   * refresh token that the process which took the lock over has already spent — with rotation and
+   * reuse detection, revoking the whole session (RFC 9700). A rejection for any reason (the store
+   * cannot be reached, too) means no token request: the refresh fails with a transient `STORE_ERROR`
+   * and the next one starts over under the lock. Stores whose locks cannot be lost leave it out.
+   */
+  assertHeld?(): Promise<void>;
 }
 
 /**
@@ -130,7 +141,8 @@ export interface TokenStoreSetOptions {
  *   every field of the token set, unknown `raw` fields included; `undefined` after `clear`.
  * - `set` with `expectedRevision` is an atomic compare-and-set; `clear` always wins.
  * - `lock` is exclusive across every user of the store, gives up when its `signal` aborts, and
- *   aborts the lock's own `signal` when the lock is lost.
+ *   aborts the lock's own `signal` when the lock is lost; a lock that can be lost also offers
+ *   `assertHeld`, which asks the store itself and rejects once another user took the lock over.
  * - `subscribe` tells every other user of the store about each write and clear.
  */
 export interface TokenStore {

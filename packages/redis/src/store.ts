@@ -99,10 +99,12 @@ export interface RedisTokenStore extends TokenStore {
    * Takes the session's refresh lock: `SET <key>:lock <random owner> NX PX <lockLeaseMs>`,
    * renewed while held. Waits (woken by pub/sub, polling as a fallback) up to `lockWaitMs`. The
    * lock's `signal` aborts when a renewal finds another owner, or no renewal got through for a whole lease.
+   * Its `assertHeld` asks Redis at once (one GET of `<key>:lock`), for a holder that resumed from a
+   * freeze before its renewal ran: it rejects when the lock is no longer this owner's, or Redis fails.
    *
    * @throws TokenRelayError `STORE_ERROR` after `lockWaitMs`, or when Redis fails; `signal.reason` when `signal` aborts.
    */
-  lock(options: { signal: AbortSignal }): Promise<TokenStoreLock & { readonly signal: AbortSignal }>;
+  lock(options: { signal: AbortSignal }): Promise<HeldRedisLock>;
   /** Calls `listener` with what the key holds whenever another store instance writes or clears it. */
   subscribe(listener: (value: StoredTokens | undefined) => void): () => void;
   /**
@@ -142,6 +144,13 @@ function checkDuration(name: string, value: number | undefined, minimum: number)
   if (value !== undefined && !(Number.isFinite(value) && value >= minimum)) {
     throw configurationError(`redisStore: ${name} must be a finite number ≥ ${minimum}`);
   }
+}
+
+/** The lock {@link RedisTokenStore.lock} hands out. */
+interface HeldRedisLock extends TokenStoreLock {
+  readonly signal: AbortSignal;
+  assertHeld(): Promise<void>;
+  release(): Promise<void>;
 }
 
 /** The lock this store instance holds. */
@@ -302,7 +311,7 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
    * The held lock, taken by a SET sent at `askedAt`: renews its lease until released, and aborts its
    * signal when it finds the lock gone.
    */
-  function holdLock(owner: string, askedAt: number): { readonly signal: AbortSignal; release(): Promise<void> } {
+  function holdLock(owner: string, askedAt: number): HeldRedisLock {
     const lock: HeldLock = { owner, lost: new AbortController(), leaseEnd: askedAt + leaseMs };
     held = lock;
     let released = false;
@@ -344,6 +353,19 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
     schedule();
     return {
       signal: lock.lost.signal,
+      async assertHeld() {
+        if (!lock.lost.signal.aborted) {
+          let holder: string | null;
+          try {
+            holder = await client.get(lockKey);
+          } catch (error) {
+            throw redisError(`Could not check the refresh lock "${lockKey}"`, error);
+          }
+          // Another owner, or none: the lease ran out, and the lock is (or may at once be) someone else's.
+          if (holder !== owner) lose();
+        }
+        if (lock.lost.signal.aborted) throw lock.lost.signal.reason;
+      },
       async release() {
         if (released) return;
         released = true;
@@ -359,7 +381,7 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
     };
   }
 
-  async function lock({ signal }: { signal: AbortSignal }): Promise<TokenStoreLock & { readonly signal: AbortSignal }> {
+  async function lock({ signal }: { signal: AbortSignal }): Promise<HeldRedisLock> {
     signal.throwIfAborted();
     ensureSubscriber();
     const owner = randomBytes(16).toString('base64url');

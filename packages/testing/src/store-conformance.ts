@@ -240,6 +240,32 @@ export function describeTokenStoreConformance(
         check(write !== 'written', 'a holder that lost its lock still wrote');
         checkSame(await successor.get(), session(1), 'the store after the lost holder\'s write');
       });
+
+      // A holder frozen past its lease resumes before its timers run: only asking the store right
+      // before presenting the refresh token keeps it from spending a token the new holder spent.
+      test('reports through assertHeld, at once, that another holder took the lock over', async (current) => {
+        const [frozen, successor] = [await current.open(), await current.open()];
+        if (!frozen.lock || !successor.lock || !current.loseLock) return;
+        const lock = await frozen.lock({ signal: new AbortController().signal });
+        const assertHeld = lock.assertHeld?.bind(lock);
+        const whileHeld = await assertHeld?.().then(
+          () => 'resolved',
+          () => 'rejected',
+        );
+        await current.loseLock(frozen);
+        const taken = await successor.lock({ signal: AbortSignal.timeout(waitMs) });
+        const afterTakeover = await assertHeld?.().then(
+          () => 'resolved',
+          () => 'rejected',
+        );
+        const signalAborted = lock.signal?.aborted === true;
+        await taken.release();
+        await lock.release();
+        check(assertHeld !== undefined, 'a lock that can be lost has no assertHeld()');
+        check(whileHeld === 'resolved', 'assertHeld() rejected while the lock was held');
+        check(afterTakeover === 'rejected', 'assertHeld() resolved for a lock another holder took over');
+        check(signalAborted, 'assertHeld() found the lock lost, but the lock\'s signal did not abort');
+      });
     });
 
     runner.describe('subscribe', () => {
