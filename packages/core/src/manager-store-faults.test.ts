@@ -470,8 +470,8 @@ describe('a slow store, and the bounds of one refresh', () => {
     const stored = storeOfSession0();
     const { get, set } = stored.store;
     const slowly = <T>(value: T) => new Promise<T>((settle) => setTimeout(() => settle(value), 1_000));
-    stored.store.get = () => slowly(get());
-    stored.store.set = (value, options) => slowly(set(value, options));
+    stored.store.get = async () => slowly(await get());
+    stored.store.set = async (value, options) => slowly(await set(value, options));
     const manager = createTokenManager({ store: stored.store, refresh: rotatingEndpoint().handler, refreshTimeoutMs: 0 });
     const loaded = follow(manager.getTokens());
     await vi.advanceTimersByTimeAsync(1_000);
