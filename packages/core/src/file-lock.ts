@@ -194,7 +194,7 @@ export function generationLock(filePath: string, lockDirectory: string, timing: 
 
   /**
    * The kernel's time now, read off a file created for the purpose: the clock that stamps every
-   * heartbeat. Only its difference from `Date.now()` is kept, once per acquire().
+   * heartbeat. Only its difference from `Date.now()` is kept, between the passes of one acquire().
    */
   async function fileSystemClockOffset(): Promise<number> {
     const probe = join(lockDirectory, `.clock-${process.pid}-${randomBytes(4).toString('hex')}`);
@@ -223,8 +223,14 @@ export function generationLock(filePath: string, lockDirectory: string, timing: 
       try {
         top = highest(await listGenerations());
         const heartbeatAt = top === undefined ? 0 : (await stat(join(lockDirectory, top.name))).mtimeMs;
-        // Released (mtime 0) or never held: free, with no need to ask the kernel the time.
-        busy = heartbeatAt > 0 && heartbeatAt + (top as Generation).leaseMs > Date.now() + (clockOffset ??= await fileSystemClockOffset());
+        const leaseEndsAt = heartbeatAt + (top?.leaseMs ?? 0);
+        const expired = (offset: number) => leaseEndsAt <= Date.now() + offset;
+        // Released (mtime 0) or never held: free, with no need to ask the kernel the time. The offset
+        // kept from an earlier pass may only say "busy": a process clock running at another rate
+        // (libfaketime) makes it stale, so "expired" is confirmed by a fresh one before a takeover.
+        busy =
+          heartbeatAt > 0 &&
+          !((clockOffset === undefined || expired(clockOffset)) && expired((clockOffset = await fileSystemClockOffset())));
       } catch (error) {
         if (errnoCode(error) !== 'ENOENT') throw storeError(`Cannot read the lock ${lockDirectory}`, error);
         // The lock directory or its top file was removed by hand: recreate it and look again after a pause.

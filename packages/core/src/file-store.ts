@@ -72,7 +72,9 @@ export interface FileTokenStore extends TokenStore {
   /**
    * Atomically replaces the token file, under the lock: the one this process holds already (as the
    * manager does around a refresh), or one taken for the write. With `expectedRevision`, the file is
-   * re-read under the lock and written only if it holds that revision.
+   * re-read under the lock and written only if it holds that revision. Without it, writes (and
+   * `clear()`) of this store land in the order they were called: one that a later one overtook
+   * while both waited for the lock resolves `true` without writing.
    * @throws TokenRelayError `STORE_ERROR` when the lock was lost (nothing is written) or the file cannot be written.
    */
   set(value: StoredTokens, options?: TokenStoreSetOptions): Promise<boolean>;
@@ -162,6 +164,13 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
   let queue: Promise<unknown> = Promise.resolve();
   /** Bumped by every get/set/clear, so a change notification read before one of them is dropped as stale. */
   let operations = 0;
+  /**
+   * Tickets of this store's unconditional writes (sign-in, sign-out), in call order, and the latest
+   * that landed. Each write waits for the lock on its own, so a sign-in the manager gave up on may
+   * get it after a later sign-out: it must then not undo the sign-out.
+   */
+  let issued = 0;
+  let landed = 0;
   /** The state last read or written here; notifications only report a different one. */
   let lastKey: string | undefined;
   let closed = false;
@@ -254,26 +263,36 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
       const stored = parseStoredTokens(value, (problem) => storeError(`Refusing to write invalid tokens to ${filePath}: ${problem}`));
       // A refresh's write under a lock this process lost is refused: another process may hold newer tokens.
       if (expectedRevision !== undefined && held?.signal.aborted) throw held.signal.reason;
+      const unconditional = expectedRevision === undefined;
+      const ticket = unconditional ? ++issued : 0;
       operations++;
       try {
         return await underLock(async (lock) => {
-          if (expectedRevision !== undefined && ((await file.read())?.revision ?? 0) !== expectedRevision) return false;
+          if (unconditional) {
+            // A later sign-in or sign-out landed first: this one is overtaken, as if written and replaced.
+            if (ticket < landed) return true;
+          } else if (((await file.read())?.revision ?? 0) !== expectedRevision) return false;
           operations++;
           await file.write(stored, () => lock.assertHeld());
+          // Only once written: a later write that failed overtakes nothing.
+          if (unconditional) landed = ticket;
           lastKey = stateKey(stored);
           return true;
-        }, { unconditional: expectedRevision === undefined });
+        }, { unconditional });
       } catch (error) {
         throw wrap(error, 'write');
       }
     },
 
     async clear() {
+      const ticket = ++issued;
       operations++;
       try {
         await underLock(async (lock) => {
+          if (ticket < landed) return;
           operations++;
           await file.write(undefined, () => lock.assertHeld());
+          landed = ticket;
           lastKey = stateKey(undefined);
         }, { unconditional: true });
       } catch (error) {
