@@ -28,3 +28,11 @@ export function headersOf(input: FetchInput, init: FetchInit): HeadersInit | und
 export function signalOf(input: FetchInput, init: FetchInit): AbortSignal | undefined {
   return init?.signal ?? (isRequest(input) ? input.signal : undefined);
 }
+
+/**
+ * A copy of a Request's body, taken before the send consumes it: the same bytes for the replay and
+ * for a 307/308 on the way. None for a body given in `init`, which is sent again as it is.
+ */
+export function bodyCopyOf(input: FetchInput, init: FetchInit): Request | undefined {
+  return isRequest(input) && (init?.body ?? undefined) === undefined && input.body !== null ? input.clone() : undefined;
+}

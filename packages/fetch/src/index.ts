@@ -22,7 +22,7 @@ import {
   sendThrough,
   unwrappedFetch,
 } from '@tokenrelay/core/kit';
-import { discard, headersOf, locationOf, signalOf, targetHref, type FetchInit, type FetchInput, type GlobalFetch } from './fetch-values.js';
+import { bodyCopyOf, discard, headersOf, locationOf, signalOf, targetHref, type FetchInit, type FetchInput, type GlobalFetch } from './fetch-values.js';
 import { hasAuthorization } from './headers.js';
 import { sendFollowingRedirects, type AfterResponse, type SendContext } from './redirects.js';
 
@@ -92,14 +92,6 @@ export interface FetchResponse {
 function documentBase(): string | undefined {
   const base = (globalThis as { document?: { baseURI?: unknown } }).document?.baseURI ?? locationOf()?.href;
   return typeof base === 'string' ? base : undefined;
-}
-
-/**
- * A copy of a Request's body, taken before the send consumes it: the same bytes for the replay and
- * for a 307/308 on the way. None for a body given in `init`, which is sent again as it is.
- */
-function bodyCopyOf(input: string | Request, init: FetchInit): Request | undefined {
-  return isRequest(input) && (init?.body ?? undefined) === undefined && input.body !== null ? input.clone() : undefined;
 }
 
 function failedResponse(response: Response, url: string): FailedResponse {
@@ -211,10 +203,10 @@ export function withTokenRelay<F extends FetchFunction>(
     }
     if (isOneShotBody(init?.body)) return response;
     discard(response);
-    // The replay sends the body's copy (the first send consumed the caller's), keeping one for a 307/308.
+    // The replay sends the body's copy (the first send consumed the caller's); a copy of it for a 307/308 is
+    // taken only where redirects are followed hop by hop (redirects.ts).
     const replayInput = bodyCopy ?? input;
-    const replayBodyCopy = bodyCopyOf(replayInput, init);
-    return sendThrough(options.queue, () => sendFollowingRedirects(sendOnly, replayInput, init, accessToken, replayBodyCopy), signal);
+    return sendThrough(options.queue, () => sendFollowingRedirects(sendOnly, replayInput, init, accessToken, undefined), signal);
   }
 
   /**

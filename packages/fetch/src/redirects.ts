@@ -6,7 +6,7 @@
  * browser build uses redirects.browser.ts instead of this file, which browsers never run.
  */
 import { isOneShotBody, isRequest } from '@tokenrelay/core/kit';
-import { discard, headersOf, locationOf, signalOf, targetHref, type FetchInit, type GlobalFetch } from './fetch-values.js';
+import { bodyCopyOf, discard, headersOf, locationOf, signalOf, targetHref, type FetchInit, type GlobalFetch } from './fetch-values.js';
 import { withBearer } from './headers.js';
 import { sendFollowingRedirects as sendAsGiven } from './redirects.browser.js';
 
@@ -142,6 +142,8 @@ export function sendFollowingRedirects(
   const redirect = init?.redirect ?? (isRequest(input) ? input.redirect : 'follow');
   // Redirects fetch follows out of sight, or the caller's to handle: the request goes as a browser sends it.
   if (redirect !== 'follow' || hidesRedirects()) return sendAsGiven(context, input, init, accessToken, bodyCopy);
+  // A replay brings no copy of its body: a 307/308 needs one, taken before the send consumes the body.
+  bodyCopy ??= bodyCopyOf(input, init);
   // `send` is called as a plain function: a fetch may refuse a foreign `this`.
   const { send } = context;
   const sent = send(input, { ...init, headers: withBearer(headersOf(input, init), context.bearerOf(accessToken)), redirect: 'manual' });
