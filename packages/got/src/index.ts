@@ -43,7 +43,8 @@ export interface TokenRelayGotOptions {
    * creates its HTTP request and holds it until that request closes (answered, failed, reset,
    * aborted, cancelled, or ended by got's retry), so the queue's concurrency bounds the requests in
    * flight. Requests that did not wait go out at once, unqueued; got's own retries and redirect hops
-   * of a queued request too. A request whose `signal` aborts leaves the queue at once.
+   * of a queued request too. A request whose `signal` aborts leaves the queue at once; got's `timeout`
+   * does not count the wait in the queue (bound it with `signal: AbortSignal.timeout(ms)`).
    * @default none: released requests go out together
    * @example
    * ```ts
