@@ -235,6 +235,22 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     return result;
   }
 
+  /**
+   * A write of a refresh or a load, in the queue of this manager's writes, and only if no sign-in or
+   * sign-out here came since `sinceGeneration` (that one wins): resolves `false` when skipped or refused.
+   */
+  function writeUnlessReplaced(
+    sinceGeneration: number,
+    value: StoredTokens,
+    expectedRevision: number,
+    givenUp?: (settling: Promise<unknown>) => void,
+  ): Promise<boolean> {
+    return enqueueWrite(async () => sinceGeneration === generation && (await writeStore(value, expectedRevision, givenUp)));
+  }
+
+  /** What the store holds, or `undefined` when it cannot be read now (which is not an empty store). */
+  const readIfReadable = () => readStore().then((stored) => ({ stored }), () => undefined);
+
   async function writeStore(
     value: StoredTokens,
     expectedRevision: number | undefined,
@@ -279,7 +295,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       const value: StoredTokens = { tokens: seed, revision: 1 };
       // In the queue of this manager's writes, and never after a sign-in or sign-out here: a clear()
       // during the load must not be followed by the seed landing in the store.
-      const written = await enqueueWrite(async () => startedGeneration === generation && (await writeStore(value, 0)));
+      const written = await writeUnlessReplaced(startedGeneration, value, 0);
       if (written) return value;
       // Signed in or out here meanwhile: the load's result is not used.
       return startedGeneration === generation ? await readStore() : undefined;
@@ -604,7 +620,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       const ours = current as TokenSet;
       const value: StoredTokens = { tokens: ours, revision: (stored?.revision ?? 0) + 1 };
       // In the queue of this manager's writes, and never after a sign-in or sign-out here, which then wins.
-      const written = await enqueueWrite(async () => !replaced() && (await writeStore(value, stored?.revision ?? 0)));
+      const written = await writeUnlessReplaced(refresh.generation, value, stored?.revision ?? 0);
       if (replaced()) return settledAfterReplacement();
       // Refused, or news of another session came while writing: look again.
       if (!written || current !== ours) return reconcileWithStore(base, refresh, lock);
@@ -703,13 +719,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       }
       let written: boolean;
       try {
-        written = await enqueueWrite(async () =>
-          replaced()
-            ? true
-            : writeStore({ tokens: merged, revision: newRevision }, baseRevision, (settling) => {
-                unsettledWrite = settling;
-              }),
-        );
+        written = await writeUnlessReplaced(refresh.generation, { tokens: merged, revision: newRevision }, baseRevision, (settling) => {
+          unsettledWrite = settling;
+        });
       } catch (error) {
         // With rotation the old refresh token is already dead: the new one must never be lost.
         if (!replaced() && untouched()) keepInMemory();
@@ -760,7 +772,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     replaced: () => boolean,
   ): Promise<TokenSet> {
     // A store that cannot be read now tells nothing (it is not an empty one): the refusal stands.
-    const read = store.lock || store.subscribe ? await readStore().then((stored) => ({ stored }), () => undefined) : undefined;
+    const read = store.lock || store.subscribe ? await readIfReadable() : undefined;
     // A sign-in or sign-out here during the read: the refused token is no longer this session's.
     if (replaced()) return settledAfterReplacement();
     if (read) {
@@ -944,7 +956,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         if (startedGeneration !== generation) return;
         // One higher than any revision seen, so that no holder mistakes the new session for an old one.
         // A store that cannot be read now is not an empty one: `read` is undefined then.
-        const read = await readStore().then((stored) => ({ stored }), () => undefined);
+        const read = await readIfReadable();
         // Revisions keep growing across sign-outs, also in processes that saw fewer writes: the clock is
         // the floor, so a refresh of an old session can never find its expected revision again.
         const revision = Math.max(highestRevision + 1, (read?.stored?.revision ?? 0) + 1, Math.floor(clock.now()));
