@@ -91,6 +91,20 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
   let held: HeldLock | undefined;
   /** This store's reads-then-writes, one at a time. */
   let queue: Promise<unknown> = Promise.resolve();
+  /*
+   * Unconditional writes (a sign-in, a sign-out) land in the order they were called, though each
+   * waits for the lock on its own: the manager gives up on a store call after refreshTimeoutMs and
+   * makes the next one, and a sign-in still waiting must not land after a later sign-out.
+   * `issued` numbers the calls; `landed` is the newest that wrote, and an older one is skipped.
+   */
+  let issued = 0;
+  let landed = 0;
+  /** Writes `value` for the call numbered `ticket`, unless a later call already landed: that one is newer. */
+  async function writeInOrder(ticket: number, value: StoredTokens | undefined): Promise<void> {
+    if (ticket < landed) return;
+    landed = ticket;
+    await markSequence(write(value));
+  }
 
   /*
    * Web Locks live in the browser process, so every tab sees them at once, while a tab's copy of
@@ -274,21 +288,27 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
 
     async set(value, { expectedRevision } = {}) {
       const stored = parseStoredTokens(value, (problem) => storeError(`Refusing to store invalid tokens under "${key}": ${problem}`));
+      if (expectedRevision === undefined) {
+        const ticket = ++issued;
+        return underLock(async () => {
+          await writeInOrder(ticket, stored);
+          return true;
+        });
+      }
       // A refresh's write under a lost lease is refused: another tab may hold newer tokens.
-      if (expectedRevision !== undefined && held?.signal.aborted) throw held.signal.reason;
+      if (held?.signal.aborted) throw held.signal.reason;
       return underLock(async () => {
-        if (expectedRevision !== undefined) {
-          await catchUpWithNewestSequence();
-          if ((current()?.revision ?? 0) !== expectedRevision) return false;
-        }
+        await catchUpWithNewestSequence();
+        if ((current()?.revision ?? 0) !== expectedRevision) return false;
         await markSequence(write(stored));
         return true;
       });
     },
 
     clear() {
+      const ticket = ++issued;
       // A marker, not removeItem: the sequence must keep growing across a sign-out.
-      return underLock(() => markSequence(write(undefined)));
+      return underLock(() => writeInOrder(ticket, undefined));
     },
 
     async lock({ signal }) {
@@ -318,6 +338,10 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
     },
 
     close() {
+      // A lock still held goes once the writes that borrowed it finish; the holder's release() then does nothing.
+      const lock = held;
+      held = undefined;
+      if (lock) void queue.then(() => lock.release());
       releaseSequenceMarker?.();
       channel?.close();
       channel = undefined;

@@ -2,6 +2,7 @@ import { ErrorCode } from '@tokenrelay/core';
 import { forceCloseDatabase, IDBFactory } from 'fake-indexeddb';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { browserLeaseRecords } from './lease-backend-choice.js';
+import { REOPEN_AFTER_FAILURE_MS } from './lease-records.js';
 import { memoryStorage, neverAborted, openStore, sleep, uniqueKey } from './test-helpers.js';
 import type { BrowserStorage, BrowserStoreOptions, BrowserTokenStore } from './types.js';
 
@@ -93,6 +94,9 @@ async function holdersAtOnce(tabs: readonly BrowserTokenStore[], holdMs: number,
 
 const transientStoreError = { code: ErrorCode.STORE_ERROR, transient: true };
 
+/** The bounds of a claim that nobody gives up on. */
+const unbounded = () => ({ signal: neverAborted(), deadline: Date.now() + 60_000 });
+
 describe('lease lock with tabs on different IndexedDB outcomes', () => {
   let shared: IDBFactory;
   beforeEach(() => {
@@ -106,7 +110,7 @@ describe('lease lock with tabs on different IndexedDB outcomes', () => {
     const failing = tabIndexedDb(shared);
     failing.refuse(Infinity);
     const tabA = openTab(healthy, { key, storage });
-    const tabB = openTab(failing, { key, storage });
+    const tabB = openTab(failing, { key, storage, lockWaitMs: 200 });
 
     const lockA = await tabA.lock({ signal: neverAborted() });
     await expect(tabB.lock({ signal: neverAborted() })).rejects.toMatchObject(transientStoreError);
@@ -120,7 +124,7 @@ describe('lease lock with tabs on different IndexedDB outcomes', () => {
     const storage = memoryStorage();
     const failing = tabIndexedDb(shared);
     failing.refuse(Infinity);
-    const tabs = [openTab(tabIndexedDb(shared), { key, storage }), openTab(failing, { key, storage })];
+    const tabs = [openTab(tabIndexedDb(shared), { key, storage }), openTab(failing, { key, storage, lockWaitMs: 200 })];
 
     for (let round = 0; round < 5; round++) {
       const { most, errors } = await holdersAtOnce(tabs, 100);
@@ -153,7 +157,7 @@ describe('lease lock with tabs on different IndexedDB outcomes', () => {
       const storage = memoryStorage();
       const failing = tabIndexedDb(shared);
       failing.refuse(Infinity);
-      const tabs = [openTab(failing, { key, storage }), openTab(tabIndexedDb(shared), { key, storage })];
+      const tabs = [openTab(failing, { key, storage, lockWaitMs: 200 }), openTab(tabIndexedDb(shared), { key, storage })];
 
       const { most, errors } = await holdersAtOnce(tabs, 100);
       expect(most).toBe(1);
@@ -168,7 +172,7 @@ describe('lease lock with tabs on different IndexedDB outcomes', () => {
       const view = laggingStorage(40);
       const failing = tabIndexedDb(shared);
       failing.refuse(Infinity);
-      return { tabA: openTab(failing, { key, storage: view() }), tabB: openTab(tabIndexedDb(shared), { key, storage: view() }) };
+      return { tabA: openTab(failing, { key, storage: view(), lockWaitMs: 100 }), tabB: openTab(tabIndexedDb(shared), { key, storage: view() }) };
     }
 
     it('makes a tab that fell back yield when the marker of a tab that just opened IndexedDB reaches it after its claim', async () => {
@@ -188,17 +192,18 @@ describe('lease lock with tabs on different IndexedDB outcomes', () => {
     });
   });
 
-  it('returns to IndexedDB after a failed open, both where it fell back and where it failed the claim', async () => {
+  it('returns to IndexedDB a while after a failed open, both where it fell back and where it failed the claim', async () => {
     const key = uniqueKey();
     const storage = memoryStorage();
     const door = tabIndexedDb(shared);
-    const tab = openTab(door, { key, storage });
+    const tab = openTab(door, { key, storage, lockWaitMs: 300 });
 
     door.refuse(1); // no tab has opened IndexedDB yet: the storage lease
     let lock = await tab.lock({ signal: neverAborted() });
     expect(leaseIn(storage, key)).toMatchObject({ owner: expect.any(String) });
     await lock.release();
 
+    await sleep(REOPEN_AFTER_FAILURE_MS);
     lock = await tab.lock({ signal: neverAborted() });
     expect(leaseIn(storage, key)).toBeNull();
     await lock.release();
@@ -206,6 +211,7 @@ describe('lease lock with tabs on different IndexedDB outcomes', () => {
     door.breakConnections();
     door.refuse(1); // IndexedDB has held the lease: no fallback
     await expect(tab.lock({ signal: neverAborted() })).rejects.toMatchObject(transientStoreError);
+    await sleep(REOPEN_AFTER_FAILURE_MS);
     lock = await tab.lock({ signal: neverAborted() });
     expect(leaseIn(storage, key)).toBeNull();
     await lock.release();
@@ -243,14 +249,14 @@ describe('browserLeaseRecords', () => {
     vi.stubGlobal('indexedDB', tabIndexedDb(shared).factory);
     const inDatabase = browserLeaseRecords(storage, key);
 
-    const first = await inDatabase.claim('tab-b', Date.now() + 10_000, neverAborted());
+    const first = await inDatabase.claim('tab-b', 10_000, unbounded());
     await first?.release(3);
     storage.removeItem(`${key}:indexeddb`); // as if tab A fell back before tab B's marker reached it
-    const fallback = await inStorage.claim('tab-a', Date.now() + 10_000, neverAborted());
+    const fallback = await inStorage.claim('tab-a', 10_000, unbounded());
     expect(JSON.parse(storage.getItem(key) ?? 'null')).toMatchObject({ owner: 'tab-a' });
     await fallback?.release(7);
 
-    const next = await inDatabase.claim('tab-b', Date.now() + 10_000, neverAborted());
+    const next = await inDatabase.claim('tab-b', 10_000, unbounded());
     expect(next?.previousSequence).toBe(7);
   });
 
@@ -258,8 +264,8 @@ describe('browserLeaseRecords', () => {
     vi.stubGlobal('indexedDB', new IDBFactory());
     const leases = browserLeaseRecords(memoryStorage(), `${uniqueKey()}:lock`);
 
-    const claimed = await leases.claim('tab-a', Date.now() + 50, neverAborted());
+    const claimed = await leases.claim('tab-a', 50, unbounded());
     await sleep(80);
-    expect(await claimed?.renew(Date.now() + 10_000)).toBe(false);
+    expect(await claimed?.renew(10_000)).toBeUndefined();
   });
 });

@@ -11,7 +11,7 @@ import type { BrowserStorage } from './types.js';
  * origin whose IndexedDB has never opened (some private modes refuse it always). The first tab
  * that opens it writes a marker (`<leaseKey>:indexeddb`) to `storage`; from then on a tab whose open
  * fails (quota, a blocked upgrade, a hiccup) fails its claim with a transient `STORE_ERROR`, which
- * the manager retries, instead of taking the storage lease. A tab that took the storage lease
+ * the lock's wait counts as a busy lease, instead of taking the storage lease. A tab that took the storage lease
  * before the marker existed is still excluded: an IndexedDB claim also needs the storage lease free.
  * Marker and storage lease cross like Dekker's flags: each side writes its own, then reads the
  * other's after the settle delay, so at least one of two racing tabs sees the other and yields.
@@ -19,7 +19,7 @@ import type { BrowserStorage } from './types.js';
 export function browserLeaseRecords(storage: BrowserStorage, leaseKey: string): LeaseRecords {
   const inStorage = storageLeaseBackend(storage, leaseKey);
   const factory = (globalThis as { indexedDB?: IDBFactory }).indexedDB;
-  if (!factory) return { claim: (owner, expiresAt, signal) => claimIn(inStorage, owner, expiresAt, { settle: signal }) };
+  if (!factory) return { claim: (owner, leaseMs) => claimIn(inStorage, owner, leaseMs) };
   const inDatabase = indexedDbLeaseBackend(factory, leaseKey);
   const markerKey = `${leaseKey}:indexeddb`;
 
@@ -42,14 +42,15 @@ export function browserLeaseRecords(storage: BrowserStorage, leaseKey: string): 
   }
 
   return {
-    async claim(owner, expiresAt, signal) {
-      const failure = await inDatabase.open().then(
+    async claim(owner, leaseMs, bounds) {
+      const failure = await inDatabase.open(bounds).then(
         () => undefined,
         (error: unknown) => error,
       );
+      bounds.signal.throwIfAborted();
       if (failure === undefined) {
-        await mark(signal);
-        return claimIn(inDatabase, owner, expiresAt, { alongside: inStorage.read });
+        await mark(bounds.signal);
+        return claimIn(inDatabase, owner, leaseMs, inStorage.read);
       }
       if (marked()) {
         throw new TokenRelayError(
@@ -58,7 +59,7 @@ export function browserLeaseRecords(storage: BrowserStorage, leaseKey: string): 
           { transient: true, cause: failure },
         );
       }
-      const claimed = await claimIn(inStorage, owner, expiresAt, { settle: signal });
+      const claimed = await claimIn(inStorage, owner, leaseMs);
       // A tab opened IndexedDB meanwhile and may claim there without having seen our lease: yield to it.
       if (claimed && marked()) {
         await claimed.release(claimed.previousSequence);

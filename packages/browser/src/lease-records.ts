@@ -1,4 +1,4 @@
-import { delay, storeError } from '@tokenrelay/core/kit';
+import { abortable, delay, storeError } from '@tokenrelay/core/kit';
 import type { BrowserStorage } from './types.js';
 
 /**
@@ -22,36 +22,42 @@ export type DecideLease<T> = (lease: Lease | undefined, now: number) => LeaseDec
 
 /** One place a lease lives: in IndexedDB, or in the storage. */
 export interface LeaseBackend {
+  /** Reads the lease, runs `decide` on it and writes what it returns; resolves with its result. */
+  update<T>(decide: DecideLease<T>): Promise<T>;
   /**
-   * Reads the lease, runs `decide` on it and writes what it returns; resolves with its result.
-   * With `settle`, a backend without compare-and-set (the storage) waits after writing until the
-   * writes of other tabs have settled, and resolves `superseded` when another tab's write replaced ours.
+   * For a backend without compare-and-set (the storage): waits after `owner` wrote the lease until
+   * the writes of other tabs have settled; resolves whether `owner`'s write is the one that stuck.
    */
-  update<T>(decide: DecideLease<T>, settle?: SettleOptions<T>): Promise<T>;
-}
-
-/** See {@link LeaseBackend.update}. */
-export interface SettleOptions<T> {
-  readonly signal: AbortSignal;
-  readonly superseded: T;
+  settled?(owner: string): Promise<boolean>;
 }
 
 /** A lease this tab claimed, bound to the backend it was claimed in: renewed and released there and nowhere else. */
 export interface ClaimedLease {
   /** The newest store sequence the previous holders recorded, if any did. */
   readonly previousSequence: number | undefined;
-  /** Extends the lease; resolves `false` when it is no longer ours (taken over, or expired). */
-  renew(expiresAt: number): Promise<boolean>;
+  /** When the lease runs out, as written at the claim. */
+  readonly expiresAt: number;
+  /** Extends the lease to `leaseMs` from the moment it is written; resolves that expiry, or `undefined` when the lease is no longer ours (taken over, or expired). */
+  renew(leaseMs: number): Promise<number | undefined>;
   /** Reads the lease now: `true` while it is still ours and unexpired. Writes nothing. */
   isHeld(): Promise<boolean>;
   /** Frees the lease, recording `sequence` for the next holder; leaves another's lease alone. */
   release(sequence: number | undefined): Promise<void>;
 }
 
+/** What bounds a claim: the caller's signal, and the time it stops waiting for the lease. */
+export interface ClaimBounds {
+  readonly signal: AbortSignal;
+  readonly deadline: number;
+}
+
 /** Where the leases of a store live; each call acts on the lease `leaseKey` it was made for. */
 export interface LeaseRecords {
-  /** Takes the lease for `owner` until `expiresAt` if it is free or expired; `undefined` when another holds it. */
-  claim(owner: string, expiresAt: number, signal: AbortSignal): Promise<ClaimedLease | undefined>;
+  /**
+   * Takes the lease for `owner`, until `leaseMs` after the moment it is written, if it is free or
+   * expired; `undefined` when another holds it.
+   */
+  claim(owner: string, leaseMs: number, bounds: ClaimBounds): Promise<ClaimedLease | undefined>;
 }
 
 /** How long a storage lease writer waits before checking that its write is the one that stuck. */
@@ -62,23 +68,29 @@ const isFree = (lease: Lease | undefined, now: number): boolean => !lease?.owner
 const newestSequence = (a: number | undefined, b: number | undefined) => (a === undefined ? b : b === undefined ? a : Math.max(a, b));
 
 /**
- * Takes a free or expired lease. `alongside` reads a lease kept elsewhere that must be free too
- * (the storage lease of a tab that could not open IndexedDB); the next holder waits for the newer
- * sequence of the two.
+ * Takes a free or expired lease until `leaseMs` after `now`: the expiry is fixed when the lease is
+ * written, so waiting before the write (an IndexedDB open) never shortens it. `alongside` reads a
+ * lease kept elsewhere that must be free too (the storage lease of a tab that could not open
+ * IndexedDB); the next holder waits for the newer sequence of the two.
  */
-function claimLease(owner: string, expiresAt: number, alongside?: () => Lease | undefined): DecideLease<{ previousSequence: number | undefined } | undefined> {
+function claimLease(
+  owner: string,
+  leaseMs: number,
+  alongside?: () => Lease | undefined,
+): DecideLease<{ previousSequence: number | undefined; expiresAt: number } | undefined> {
   return (lease, now) => {
     const other = alongside?.();
     if (!isFree(lease, now) || !isFree(other, now)) return { result: undefined };
-    return { write: { owner, expiresAt }, result: { previousSequence: newestSequence(lease?.sequence, other?.sequence) } };
+    const expiresAt = now + leaseMs;
+    return { write: { owner, expiresAt }, result: { previousSequence: newestSequence(lease?.sequence, other?.sequence), expiresAt } };
   };
 }
 
 /** Extends `owner`'s lease. An expired one is lost even if nobody took it here: another tab may hold the lease in the other backend. */
 const renewLease =
-  (owner: string, expiresAt: number): DecideLease<boolean> =>
+  (owner: string, leaseMs: number): DecideLease<number | undefined> =>
   (lease, now) =>
-    lease?.owner === owner && lease.expiresAt > now ? { write: { owner, expiresAt }, result: true } : { result: false };
+    lease?.owner === owner && lease.expiresAt > now ? { write: { owner, expiresAt: now + leaseMs }, result: now + leaseMs } : { result: undefined };
 
 /** Whether `owner` still holds the lease. Expired is not held, as for {@link renewLease}. */
 const leaseHeldBy =
@@ -91,19 +103,20 @@ const releaseLease =
   (lease) =>
     lease?.owner === owner ? { write: sequence === undefined ? null : { expiresAt: 0, sequence }, result: undefined } : { result: undefined };
 
-/** Claims the lease in `backend`; `settle` for a backend without compare-and-set, `alongside` as in {@link claimLease}. */
+/** Claims the lease in `backend`, settling where the backend needs it; `alongside` as in {@link claimLease}. */
 export async function claimIn(
   backend: LeaseBackend,
   owner: string,
-  expiresAt: number,
-  { settle, alongside }: { settle?: AbortSignal; alongside?: () => Lease | undefined } = {},
+  leaseMs: number,
+  alongside?: () => Lease | undefined,
 ): Promise<ClaimedLease | undefined> {
-  const decide = claimLease(owner, expiresAt, alongside);
-  const claimed = await backend.update(decide, settle && { signal: settle, superseded: undefined });
-  if (!claimed) return undefined;
+  const claimed = await backend.update(claimLease(owner, leaseMs, alongside));
+  // Settled whatever the caller's signal does meanwhile: a lease written and then abandoned would
+  // block every tab for leaseMs. The caller sees its abort after the claim and releases the lease.
+  if (!claimed || (backend.settled && !(await backend.settled(owner)))) return undefined;
   return {
-    previousSequence: claimed.previousSequence,
-    renew: (until) => backend.update(renewLease(owner, until)),
+    ...claimed,
+    renew: (ms) => backend.update(renewLease(owner, ms)),
     isHeld: () => backend.update(leaseHeldBy(owner)),
     release: (sequence) => backend.update(releaseLease(owner, sequence)),
   };
@@ -142,24 +155,55 @@ export function storageLeaseBackend(storage: BrowserStorage, leaseKey: string): 
       throw storeError(`Could not write the refresh lease "${leaseKey}"`, cause);
     }
   };
-  async function update<T>(decide: DecideLease<T>, settle?: SettleOptions<T>): Promise<T> {
+  async function update<T>(decide: DecideLease<T>): Promise<T> {
     const decision = decide(read(), Date.now());
-    if (decision.write === undefined) return decision.result;
-    write(decision.write);
-    if (!settle) return decision.result;
-    await delay(LEASE_SETTLE_MS, settle.signal);
-    return read()?.owner === decision.write?.owner ? decision.result : settle.superseded;
+    if (decision.write !== undefined) write(decision.write);
+    return decision.result;
   }
-  return { read, update };
+  async function settled(owner: string): Promise<boolean> {
+    await delay(LEASE_SETTLE_MS);
+    return read()?.owner === owner;
+  }
+  return { read, update, settled };
 }
 
 const DATABASE = 'tokenrelay-leases';
 const OBJECT_STORE = 'leases';
 
-function requestResult<T>(request: IDBRequest<T>): Promise<T> {
+/** After a failed open, how long claims skip opening: where IndexedDB never opens, every poll would only fail again. */
+export const REOPEN_AFTER_FAILURE_MS = 1_000;
+
+/** Opens the database; rejects, and closes a connection that arrives later, when the open is blocked. */
+function connect(factory: IDBFactory): Promise<IDBDatabase> {
   return new Promise((resolve, reject) => {
-    request.onsuccess = () => resolve(request.result);
+    const request = factory.open(DATABASE, 1);
+    let blocked = false;
+    request.onupgradeneeded = () => request.result.createObjectStore(OBJECT_STORE);
+    request.onsuccess = () => (blocked ? request.result.close() : resolve(request.result));
     request.onerror = () => reject(request.error);
+    // A connection of an older version elsewhere that does not close would keep this open waiting for ever.
+    request.onblocked = () => {
+      blocked = true;
+      reject(new Error('the open is blocked by another connection to the database'));
+    };
+  });
+}
+
+/** `promise`, or a rejection with `timedOut()` at `deadline`. */
+function beforeDeadline<T>(promise: Promise<T>, deadline: number, timedOut: () => unknown): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(timedOut()), Math.max(0, deadline - Date.now()));
+    (timer as { unref?: () => void }).unref?.();
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
   });
 }
 
@@ -167,15 +211,20 @@ function requestResult<T>(request: IDBRequest<T>): Promise<T> {
  * The lease in IndexedDB. The browser runs the readwrite transactions of one origin's object store
  * one after the other, across all its tabs and processes, so reading and writing the lease in one
  * transaction is a real compare-and-set: no two tabs ever hold it at once. `open` (re)opens the
- * database; a failed open is tried again on the next call.
+ * database, within `bounds` when given; after a failed open it fails at once, without opening,
+ * for {@link REOPEN_AFTER_FAILURE_MS}.
  */
-export function indexedDbLeaseBackend(factory: IDBFactory, leaseKey: string): LeaseBackend & { open(): Promise<IDBDatabase> } {
+export function indexedDbLeaseBackend(factory: IDBFactory, leaseKey: string): LeaseBackend & { open(bounds?: ClaimBounds): Promise<IDBDatabase> } {
   let database: Promise<IDBDatabase> | undefined;
-  const open = () => {
-    database ??= (() => {
-      const request = factory.open(DATABASE, 1);
-      request.onupgradeneeded = () => request.result.createObjectStore(OBJECT_STORE);
-      return requestResult(request).then((db) => {
+  let lastFailure: { at: number; error: unknown } | undefined;
+  const opening = (): Promise<IDBDatabase> => {
+    const connecting: Promise<IDBDatabase> = connect(factory).then(
+      (db) => {
+        // An open given up at a claim's deadline that succeeded late: nobody waits for it.
+        if (database !== connecting) {
+          db.close();
+          throw storeError(`Gave up opening the IndexedDB database "${DATABASE}" of the refresh lease`);
+        }
         // A newer version opened elsewhere waits for every connection to close: let it, and reopen later.
         db.onversionchange = () => {
           db.close();
@@ -186,12 +235,29 @@ export function indexedDbLeaseBackend(factory: IDBFactory, leaseKey: string): Le
           database = undefined;
         };
         return db;
-      });
-    })().catch((cause: unknown) => {
-      database = undefined;
-      throw storeError(`Could not open the IndexedDB database "${DATABASE}" of the refresh lease`, cause);
-    });
-    return database;
+      },
+      (cause: unknown) => {
+        if (database === connecting) database = undefined;
+        const error = storeError(`Could not open the IndexedDB database "${DATABASE}" of the refresh lease`, cause);
+        lastFailure = { at: Date.now(), error };
+        throw error;
+      },
+    );
+    return connecting;
+  };
+  const open = (bounds?: ClaimBounds): Promise<IDBDatabase> => {
+    if (!database) {
+      if (lastFailure && Date.now() - lastFailure.at < REOPEN_AFTER_FAILURE_MS) return Promise.reject(lastFailure.error);
+      database = opening();
+    }
+    if (!bounds) return database;
+    const pending = database;
+    const timedOut = () => {
+      // A hung open is never waited for again: the next claim opens afresh.
+      if (database === pending) database = undefined;
+      return storeError(`The IndexedDB database "${DATABASE}" of the refresh lease did not open before the lock wait ran out`);
+    };
+    return abortable(beforeDeadline(pending, bounds.deadline, timedOut), bounds.signal);
   };
   async function update<T>(decide: DecideLease<T>): Promise<T> {
     const db = await open();

@@ -1,3 +1,4 @@
+import { isTokenRelayError } from '@tokenrelay/core';
 import { delay, storeError } from '@tokenrelay/core/kit';
 import type { ClaimedLease, LeaseRecords } from './lease-records.js';
 
@@ -95,10 +96,14 @@ function randomOwnerId(): string {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, '0')).join('');
 }
 
+/** Lets a Node process (tests, server rendering) exit while a lease is held, as file-lock.ts does. */
+const unref = (timer: ReturnType<typeof setTimeout>) => (timer as { unref?: () => void }).unref?.();
+
 /**
  * Takes the lease `leaseName` in `leases`: `{ owner, expiresAt }`, claimed when free or expired.
  * It is renewed while held and freed on release; a tab that dies holding it blocks the others for
- * at most `leaseMs`.
+ * at most `leaseMs`. A claim that fails transiently (IndexedDB did not open, where other tabs keep
+ * the lease) counts as a busy lease: the wait goes on, and at its end rejects with that failure.
  */
 export async function acquireLeaseLock(
   leases: LeaseRecords,
@@ -109,22 +114,34 @@ export async function acquireLeaseLock(
   signal.throwIfAborted();
   const owner = randomOwnerId();
   const deadline = Date.now() + timeoutMs;
+  let failure: { error: unknown } | undefined;
   // Bounded in time by the deadline, and so in count: every pass sleeps at least lockPollMs.
   for (;;) {
-    const expiresAt = Date.now() + leaseMs;
-    const claimed = await leases.claim(owner, expiresAt, signal);
+    const claimed = await leases.claim(owner, leaseMs, { signal, deadline }).then(
+      (lease) => {
+        failure = undefined;
+        return lease;
+      },
+      (error: unknown) => {
+        signal.throwIfAborted();
+        // A storage that cannot be written stays broken; a transient failure may pass while we wait.
+        if (!(isTokenRelayError(error) && error.transient)) throw error;
+        failure = { error };
+        return undefined;
+      },
+    );
     if (claimed) {
-      if (!signal.aborted) return holdLease(claimed, leaseName, expiresAt, leaseMs);
+      if (!signal.aborted) return holdLease(claimed, leaseName, leaseMs);
       await claimed.release(claimed.previousSequence);
       signal.throwIfAborted();
     }
     const remaining = deadline - Date.now();
-    if (remaining <= 0) throw lockTimeoutError(leaseName, timeoutMs);
+    if (remaining <= 0) throw failure ? failure.error : lockTimeoutError(leaseName, timeoutMs);
     await delay(Math.min(remaining, lockPollMs * (1 + Math.random())), signal);
   }
 }
 
-function holdLease(claimed: ClaimedLease, leaseName: string, expiresAt: number, leaseMs: number): HeldLease {
+function holdLease(claimed: ClaimedLease, leaseName: string, leaseMs: number): HeldLease {
   const lost = new AbortController();
   const lose = () => {
     stop();
@@ -132,15 +149,18 @@ function holdLease(claimed: ClaimedLease, leaseName: string, expiresAt: number, 
   };
   // A lease whose renewals keep failing (its backend broke after the claim) runs out, and then another
   // tab may take it: give it up a little before, so that the two never overlap however timers round.
-  const loseBefore = (until: number) => setTimeout(lose, until - Date.now() - leaseMs / 10);
-  let expiry = loseBefore(expiresAt);
+  const loseBefore = (until: number) => {
+    const timer = setTimeout(lose, until - Date.now() - leaseMs / 10);
+    unref(timer);
+    return timer;
+  };
+  let expiry = loseBefore(claimed.expiresAt);
   const renewal = setInterval(() => {
-    const until = Date.now() + leaseMs;
-    claimed.renew(until).then(
-      (ours) => {
+    claimed.renew(leaseMs).then(
+      (until) => {
         if (released || lost.signal.aborted) return;
         // A lease taken over (we were too slow, or the clock jumped) is not ours to extend: it is lost.
-        if (!ours) return lose();
+        if (until === undefined) return lose();
         clearTimeout(expiry);
         expiry = loseBefore(until);
       },
@@ -149,6 +169,7 @@ function holdLease(claimed: ClaimedLease, leaseName: string, expiresAt: number, 
       },
     );
   }, leaseMs / 3);
+  unref(renewal);
   const stop = () => {
     clearInterval(renewal);
     clearTimeout(expiry);

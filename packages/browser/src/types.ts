@@ -92,7 +92,8 @@ export interface BrowserTokenStore extends TokenStore {
   readonly lockKind: 'web-locks' | 'lease';
   /**
    * Stops listening to other tabs: closes the BroadcastChannel, removes the `storage` listener
-   * and drops every subscriber. The store still reads, writes and locks. Safe to call twice.
+   * and drops every subscriber. A lock still held is freed once the writes under it finish (its
+   * `release()` then does nothing). The store still reads, writes and locks. Safe to call twice.
    */
   close(): void;
 }

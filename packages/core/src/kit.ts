@@ -15,8 +15,9 @@
  *   refuses a DPoP-bound session).
  * - Stores: `parseStoredTokens`/`parseTokenSet` (the one parser: what a store reads back is
  *   checked here, so the same object round-trips the same way in every store), `storeError`.
- * - Both: `delay` (an abortable pause that cleans up after itself), `notifyListeners` (one bad
- *   listener never starves the others), `configurationError`.
+ * - Both: `delay` (an abortable pause that cleans up after itself), `abortable` (stops waiting for a
+ *   promise when a signal aborts), `notifyListeners` (one bad listener never starves the others),
+ *   `configurationError`.
  */
 export {
   accessTokenIfSignedIn,
@@ -43,5 +44,5 @@ export {
 } from './adapter-kit.js';
 export { isRecord, parseStoredTokens, parseTokenSet, tokenSetProblem } from './token-set.js';
 export { configurationError, storeError } from './errors.js';
-export { delay } from './delay.js';
+export { abortable, delay } from './delay.js';
 export { notifyListeners } from './notify.js';
