@@ -139,7 +139,9 @@ export interface TokenStoreSetOptions {
  * The contract every store keeps (the conformance suite of `@tokenrelay/testing` checks it):
  * - `get` returns what the last successful `set` wrote (tokens, revision, `sessionExpired`), with
  *   every field of the token set, unknown `raw` fields included; `undefined` after `clear`.
- * - `set` with `expectedRevision` is an atomic compare-and-set; `clear` always wins.
+ * - `set` with `expectedRevision` is an atomic compare-and-set; `clear` always wins. A handle's `set`
+ *   without `expectedRevision` and `clear` calls land in the order they were made (the manager may give
+ *   up on a slow one and make the next).
  * - `lock` is exclusive across every user of the store, gives up when its `signal` aborts, and
  *   aborts the lock's own `signal` when the lock is lost; a lock that can be lost also offers
  *   `assertHeld`, which asks the store itself and rejects once another user took the lock over.

@@ -189,6 +189,20 @@ export function describeTokenStoreConformance(
       check((await signOut.get()) === undefined, `the refresh ${written ? 'was written and ' : ''}survived the sign-out`);
     });
 
+    test('lands one handle\'s sign-ins and sign-outs in the order they were called, also when they wait for a lock', async ({ open }) => {
+      const [writer, holder] = [await open(), await open()];
+      // Held by another handle, the lock makes a store that writes under it queue these calls (file, browser).
+      const lock = await holder.lock?.({ signal: new AbortController().signal });
+      const signIn = Promise.resolve(writer.set(session(6, { tokens: { accessToken: 'signed-in' } })));
+      const signOut = Promise.resolve(writer.clear());
+      const nextSignIn = Promise.resolve(writer.set(session(8, { tokens: { accessToken: 'signed-in-again' } })));
+      const lastSignOut = Promise.resolve(writer.clear());
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      await lock?.release();
+      await Promise.all([signIn, signOut, nextSignIn, lastSignOut]);
+      check((await holder.get()) === undefined, 'a sign-in landed after the sign-out called after it');
+    });
+
     runner.describe('lock', () => {
       test('is exclusive between handles, and a waiter gets it once it is released', async ({ open }) => {
         const [a, b] = [await open(), await open()];
