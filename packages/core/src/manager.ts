@@ -288,7 +288,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   /** Writes the initial tokens to an empty store; under its lock, so a late starter never overwrites rotated tokens. */
   async function seedStore(seed: TokenSet, startedGeneration: number): Promise<StoredTokens | undefined> {
-    const lock = store.lock ? await takeLock(new AbortController().signal) : undefined;
+    const lock = store.lock ? await takeLock() : undefined;
     try {
       const stored = lock ? await readStore() : undefined;
       if (stored) return stored;
@@ -373,28 +373,21 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
    * Takes the store's lock, giving up with a STORE_ERROR after `lateAnswerWaitMs`: a holder's token
    * request is awaited no longer than that, so a lock held longer belongs to a frozen holder (or a
    * store that hangs). Also when the store ignores the abort; a lock granted after that is given back.
+   * `controller` is the wait's own: aborting it gives up the wait (the time limit aborts it too).
    */
-  async function takeLock(signal: AbortSignal): Promise<TokenStoreLock> {
-    signal.throwIfAborted();
-    const controller = new AbortController();
-    const giveUp = () => controller.abort(signal.reason);
-    signal.addEventListener('abort', giveUp, { once: true });
+  async function takeLock(controller = new AbortController()): Promise<TokenStoreLock> {
+    controller.signal.throwIfAborted();
     const timer = setTimeout(() => {
       controller.abort(storeError(`Store lock not obtained within ${lateAnswerWaitMs} ms`));
     }, lateAnswerWaitMs);
-    const given = new Promise<never>((_, reject) => {
-      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
-    });
-    given.catch(() => undefined);
     const taking = Promise.resolve().then(() => (store.lock as NonNullable<TokenStore['lock']>)({ signal: controller.signal }));
     try {
-      return await Promise.race([taking, given]);
+      return await abortable(taking, controller.signal);
     } catch (error) {
       taking.then(releaseLock, () => undefined);
       throw error;
     } finally {
       clearTimeout(timer);
-      signal.removeEventListener('abort', giveUp);
     }
   }
 
@@ -414,7 +407,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     signal.addEventListener('abort', onRefreshAbort, { once: true });
     lockWait = { base, controller };
     try {
-      return await takeLock(controller.signal);
+      return await takeLock(controller);
     } catch (error) {
       if (controller.signal.reason === tokensAnnounced && !signal.aborted) return undefined;
       throw isTokenRelayError(error) || signal.aborted ? error : storeFailed('lock', error);
