@@ -4,16 +4,15 @@
  * lock's directory removed while the lock is held, and a sign-out in a process whose lock was lost
  * while it was frozen. Real processes (node + tsx) and real files in a temp directory.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode } from '@tokenrelay/core';
 import { fileStore } from '@tokenrelay/core/node';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { startScriptProcess } from './helpers/script-process.js';
 
-const repoRoot = fileURLToPath(new URL('../', import.meta.url));
 const fileStoreSource = fileURLToPath(new URL('../packages/core/src/node.ts', import.meta.url));
 /** A clock difference far beyond any lease used here. */
 const SKEW_MS = 60_000;
@@ -44,33 +43,7 @@ function startProcess(code: string, clockOffsetMs = 0) {
     `import { fileStore } from ${JSON.stringify(fileStoreSource)};\n` +
     `const path = ${JSON.stringify(tokenPath)};\n` +
     `const realNow = Date.now; Date.now = () => realNow() + ${clockOffsetMs};\n${code}`;
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-    cwd: repoRoot,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  cleanups.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited;
-  });
-  let output = '';
-  let errors = '';
-  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (errors += chunk.toString()));
-  return {
-    child,
-    exited,
-    /** Waits until the process printed a line starting with one of `prefixes`, and returns that line. */
-    printed: (prefixes: readonly string[], timeout = 15_000) =>
-      vi.waitFor(
-        () => {
-          const line = output.split('\n').find((candidate) => prefixes.some((prefix) => candidate.startsWith(prefix)));
-          if (line === undefined) throw new Error(`the process has not printed ${prefixes.join(' or ')} yet; stderr: ${errors}`);
-          return line;
-        },
-        { timeout, interval: 20 },
-      ),
-  };
+  return startScriptProcess(script, cleanups);
 }
 
 /** A process that takes the lock, says so, and holds it (renewing it) until killed. */

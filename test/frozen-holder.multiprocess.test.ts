@@ -6,17 +6,16 @@
  * presenting the spent token, which would revoke the whole grant family (RFC 9700).
  * Real processes (node + tsx), a real token file, the testing server with rotation + reuse detection.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fileStore } from '@tokenrelay/core/node';
 import { defaultClient, startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { presentedRefreshTokens } from './helpers/token-requests.js';
+import { startScriptProcess } from './helpers/script-process.js';
 
-const repoRoot = fileURLToPath(new URL('../', import.meta.url));
 const coreSource = fileURLToPath(new URL('../packages/core/src/index.ts', import.meta.url));
 const nodeSource = fileURLToPath(new URL('../packages/core/src/node.ts', import.meta.url));
 const LEASE_MS = 600;
@@ -82,35 +81,7 @@ function startProcess(code: string, { freezeUnderLock = false } = {}) {
     });
     ${code}
     await shared.close();`;
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-    cwd: repoRoot,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  cleanups.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGCONT');
-      child.kill('SIGKILL');
-    }
-    await exited;
-  });
-  let output = '';
-  let errors = '';
-  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (errors += chunk.toString()));
-  return {
-    child,
-    /** Waits until the process printed a line starting with `prefix`, and returns that line. */
-    printed: (prefix: string, timeout = 20_000) =>
-      vi.waitFor(
-        () => {
-          const line = output.split('\n').find((candidate) => candidate.startsWith(prefix));
-          if (line === undefined) throw new Error(`the process has not printed ${prefix} yet; stdout: ${output}; stderr: ${errors}`);
-          return line;
-        },
-        { timeout, interval: 20 },
-      ),
-  };
+  return startScriptProcess(script, cleanups);
 }
 
 describe('a lock holder frozen past its lease', () => {

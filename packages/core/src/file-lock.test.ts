@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { fileStore } from './file-store.js';
+import { settledWithin } from './test-helpers.js';
 
 let directory: string;
 let tokenPath: string;
@@ -16,17 +17,6 @@ afterEach(async () => {
   vi.restoreAllMocks();
   await rm(directory, { recursive: true, force: true });
 });
-
-/** Resolves with how a promise settled within `ms` (timed by timers, never by `Date.now()`). */
-async function settledWithin(promise: Promise<unknown>, ms: number): Promise<'resolved' | 'rejected' | 'pending'> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<'pending'>((resolve) => {
-    timer = setTimeout(() => resolve('pending'), ms);
-  });
-  const outcome = await Promise.race([promise.then(() => 'resolved' as const, () => 'rejected' as const), timeout]);
-  clearTimeout(timer);
-  return outcome;
-}
 
 /** Makes this process's `Date.now()` run `rate` times as fast as real time from now on, as libfaketime with a rate does. */
 function runClockAt(rate: number): void {

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ErrorCode, isTokenRelayError } from './errors.js';
 import { fileStore } from './file-store.js';
 import { createTokenManager } from './manager.js';
+import { settledWithin } from './test-helpers.js';
 import type { StoredTokens, TokenSet } from './types.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
@@ -29,17 +30,6 @@ afterEach(async () => {
 const inAnHour = Date.now() + 3_600_000;
 const tokensOf = (n: number): TokenSet => ({ accessToken: `access-${n}`, refreshToken: `refresh-${n}`, expiresAt: inAnHour + n });
 const session = (n: number): StoredTokens => ({ revision: n + 1, tokens: tokensOf(n) });
-
-/** Resolves with how a promise settled within `ms`, so a test can assert that it is still waiting. */
-async function settledWithin(promise: Promise<unknown>, ms: number): Promise<'resolved' | 'rejected' | 'pending'> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<'pending'>((resolve) => {
-    timer = setTimeout(() => resolve('pending'), ms);
-  });
-  const outcome = await Promise.race([promise.then(() => 'resolved' as const, () => 'rejected' as const), timeout]);
-  clearTimeout(timer);
-  return outcome;
-}
 
 async function expectStoreError(promise: Promise<unknown>, message: RegExp): Promise<Error> {
   const error = await promise.then(

@@ -40,6 +40,16 @@ function storeOfSession0(faults: Partial<TokenStore> = {}) {
   return { held, store };
 }
 
+/** {@link storeOfSession0} whose next `faults.reads` reads and `faults.writes` writes fail. */
+function failingStoreOfSession0(overrides: Partial<TokenStore> = {}) {
+  const stored = storeOfSession0(overrides);
+  const { get, set } = stored.store;
+  const faults = { reads: 0, writes: 0 };
+  stored.store.get = () => (faults.reads-- > 0 ? Promise.reject(new Error('connection reset')) : get());
+  stored.store.set = (value, options) => (faults.writes-- > 0 ? Promise.reject(new Error('disk full')) : set(value, options));
+  return { stored, faults };
+}
+
 /** A rotating token endpoint that answers at once and records what it was given. */
 function rotatingEndpoint() {
   const presented: (string | undefined)[] = [];
@@ -315,11 +325,7 @@ describe('a store read that fails after the refresh token is refused', () => {
 describe('a sign-in whose store read fails', () => {
   it('does not take the unreadable store for an empty one: when its write fails too, the next refresh stores the rotated tokens instead of rolling back to the old session', async () => {
     vi.useFakeTimers({ now: 1_000_000 });
-    const stored = storeOfSession0();
-    const { get, set } = stored.store;
-    const faults = { reads: 0, writes: 0 };
-    stored.store.get = () => (faults.reads-- > 0 ? Promise.reject(new Error('connection reset')) : get());
-    stored.store.set = (value, options) => (faults.writes-- > 0 ? Promise.reject(new Error('disk full')) : set(value, options));
+    const { stored, faults } = failingStoreOfSession0();
     const endpoint = rotatingEndpoint();
     const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler });
     await manager.getTokens();
@@ -399,11 +405,7 @@ describe('a sign-out while the manager writes tokens the store missed', () => {
 describe('a sign-in the store missed, then another holder wrote', () => {
   it('writes the sign-in over a refresh of the old session that another holder stored meanwhile, instead of rolling back to it', async () => {
     vi.useFakeTimers({ now: 1_000_000 });
-    const stored = storeOfSession0({ subscribe: () => () => undefined });
-    const { get, set } = stored.store;
-    const faults = { reads: 0, writes: 0 };
-    stored.store.get = () => (faults.reads-- > 0 ? Promise.reject(new Error('connection reset')) : get());
-    stored.store.set = (value, options) => (faults.writes-- > 0 ? Promise.reject(new Error('disk full')) : set(value, options));
+    const { stored, faults } = failingStoreOfSession0({ subscribe: () => () => undefined });
     const endpoint = rotatingEndpoint();
     const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler });
     await manager.getTokens();
