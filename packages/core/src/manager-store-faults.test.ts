@@ -50,6 +50,16 @@ function failingStoreOfSession0(overrides: Partial<TokenStore> = {}) {
   return { stored, faults };
 }
 
+/** A shared {@link storeOfSession0} whose reads, while `reads.hold`, wait until the test calls `reads.waiting`. */
+function heldReadsStoreOfSession0() {
+  const stored = storeOfSession0({ subscribe: () => () => undefined });
+  const get = stored.store.get;
+  const reads: { hold: boolean; waiting: (() => void)[] } = { hold: false, waiting: [] };
+  stored.store.get = () =>
+    reads.hold ? new Promise<StoredTokens | undefined>((resolve) => reads.waiting.push(() => resolve(get()))) : get();
+  return { stored, reads };
+}
+
 /** A rotating token endpoint that answers at once and records what it was given. */
 function rotatingEndpoint() {
   const presented: (string | undefined)[] = [];
@@ -210,11 +220,7 @@ describe('a sign-in or sign-out while a refused refresh reads the store', () => 
   /** A shared store whose reads wait until the test lets them through, and a token endpoint that refuses rt.0. */
   async function refusedWhileReading() {
     vi.useFakeTimers({ now: 1_000_000 });
-    const stored = storeOfSession0({ subscribe: () => () => undefined });
-    const get = stored.store.get;
-    const reads: { hold: boolean; waiting: (() => void)[] } = { hold: false, waiting: [] };
-    stored.store.get = () =>
-      reads.hold ? new Promise<StoredTokens | undefined>((resolve) => reads.waiting.push(() => resolve(get()))) : get();
+    const { stored, reads } = heldReadsStoreOfSession0();
     const manager = createTokenManager({
       store: stored.store,
       refresh: async () => {
@@ -266,11 +272,7 @@ describe('a sign-in or sign-out while a refused refresh reads the store', () => 
 describe('a sign-in while a fenced refresh reads the store', () => {
   it('keeps the new sign-in when the refresh finds another holder replaced the session and reads what it holds', async () => {
     vi.useFakeTimers({ now: 1_000_000 });
-    const stored = storeOfSession0({ subscribe: () => () => undefined });
-    const get = stored.store.get;
-    const reads: { hold: boolean; waiting: (() => void)[] } = { hold: false, waiting: [] };
-    stored.store.get = () =>
-      reads.hold ? new Promise<StoredTokens | undefined>((resolve) => reads.waiting.push(() => resolve(get()))) : get();
+    const { stored, reads } = heldReadsStoreOfSession0();
     const manager = createTokenManager({
       store: stored.store,
       refresh: async () => {
