@@ -102,8 +102,10 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
   /** Writes `value` for the call numbered `ticket`, unless a later call already landed: that one is newer. */
   async function writeInOrder(ticket: number, value: StoredTokens | undefined): Promise<void> {
     if (ticket < landed) return;
+    const sequence = write(value);
+    // Only once written: a later call whose write failed overtakes nothing.
     landed = ticket;
-    await markSequence(write(value));
+    await markSequence(sequence);
   }
 
   /*
@@ -296,8 +298,12 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
         });
       }
       // A refresh's write under a lost lease is refused: another tab may hold newer tokens.
-      if (held?.signal.aborted) throw held.signal.reason;
+      const lock = held;
+      if (lock?.signal.aborted) throw lock.signal.reason;
       return underLock(async () => {
+        // Asked of the lease itself, not only its signal: a tab frozen past its lease resumes here before
+        // its timers run, and its copy of the storage may not have the newer tokens of the tab that took over.
+        await lock?.assertHeld?.();
         await catchUpWithNewestSequence();
         if ((current()?.revision ?? 0) !== expectedRevision) return false;
         await markSequence(write(stored));

@@ -130,4 +130,19 @@ describe('lease lock (where Web Locks are missing)', () => {
 
     expect(storage.getItem(`${key}:lock`)).toBe(other);
   });
+
+  it('refuses a refresh write under a lease another tab took over before this tab’s timers noticed', async () => {
+    const { key, storage, tabA } = twoTabs({ lockLeaseMs: 5_000 });
+    await tabA.set({ revision: 1, tokens: { accessToken: 'at-1', refreshToken: 'rt-1' } });
+    const lockA = await tabA.lock({ signal: neverAborted() });
+    // As after a freeze past the lease: another tab holds it now, and A's renewal has not run yet.
+    storage.setItem(`${key}:lock`, JSON.stringify({ owner: 'other-tab', expiresAt: Date.now() + 10_000 }));
+
+    await expect(tabA.set({ revision: 2, tokens: { accessToken: 'at-2', refreshToken: 'rt-2' } }, { expectedRevision: 1 })).rejects.toMatchObject({
+      code: ErrorCode.STORE_ERROR,
+    });
+    expect((await tabA.get())?.tokens.accessToken).toBe('at-1');
+    expect(lockA.signal?.aborted).toBe(true);
+    await lockA.release();
+  });
 });
