@@ -173,8 +173,13 @@ export function generationLock(filePath: string, lockDirectory: string, timing: 
       generation,
       signal: lost.signal,
       async assertHeld() {
-        // The lock's signal learns it here too: no later step of the holder needs to find it out again.
-        if (!lost.signal.aborted && !(await isOurs())) loseLock();
+        // A heartbeat first: a holder resumed after a freeze, its lease stale but not yet taken over, keeps it
+        // for a whole lease from now rather than from its last heartbeat. The lock's signal learns a loss here
+        // too: no later step of the holder needs to find it out again.
+        if (!lost.signal.aborted) {
+          await handle.write(owner, 0, owner.length, 0).catch(() => undefined);
+          if (!(await isOurs())) loseLock();
+        }
         if (lost.signal.aborted) throw lost.signal.reason;
       },
       async release() {
@@ -228,9 +233,11 @@ export function generationLock(filePath: string, lockDirectory: string, timing: 
         // Released (mtime 0) or never held: free, with no need to ask the kernel the time. The offset
         // kept from an earlier pass may only say "busy": a process clock running at another rate
         // (libfaketime) makes it stale, so "expired" is confirmed by a fresh one before a takeover.
-        busy =
-          heartbeatAt > 0 &&
-          !((clockOffset === undefined || expired(clockOffset)) && expired((clockOffset = await fileSystemClockOffset())));
+        busy = heartbeatAt > 0;
+        if (busy && (clockOffset === undefined || expired(clockOffset))) {
+          clockOffset = await fileSystemClockOffset();
+          busy = !expired(clockOffset);
+        }
       } catch (error) {
         if (errnoCode(error) !== 'ENOENT') throw storeError(`Cannot read the lock ${lockDirectory}`, error);
         // The lock directory or its top file was removed by hand: recreate it and look again after a pause.

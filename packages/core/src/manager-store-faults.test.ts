@@ -452,6 +452,36 @@ describe('a slow store, and the bounds of one refresh', () => {
     expect(stored.held.value?.tokens.refreshToken).toBe('rt.1');
   });
 
+  it('keeps the lock while its repair write of tokens the store missed, given up on, may still land', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const stored = storeOfSession0();
+    const set = stored.store.set;
+    let released = 0;
+    let landWrite: (() => void) | undefined;
+    const writes = { failing: 1, hanging: 0 };
+    stored.store.lock = async () => ({ release: () => void released++ });
+    stored.store.set = (value, options) => {
+      if (writes.failing-- > 0) return Promise.reject(new Error('disk full'));
+      if (writes.hanging-- > 0) return new Promise<boolean>((landed) => (landWrite = () => landed(set(value, options) as boolean)));
+      return set(value, options);
+    };
+    const manager = createTokenManager({ store: stored.store, refresh: rotatingEndpoint().handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+    // The refresh's write fails: rt.1 lives in memory only, the store still holds rt.0.
+    await expect(manager.refresh({ staleAccessToken: 'at.0' })).rejects.toMatchObject({ code: ErrorCode.STORE_ERROR });
+    expect(released).toBe(1);
+
+    // The next refresh first writes rt.1 over what the store missed; that write hangs and is given up on.
+    writes.hanging = 1;
+    manager.refresh({ staleAccessToken: 'at.1' }).catch(() => undefined);
+    await vi.advanceTimersByTimeAsync(6_000);
+    expect(released).toBe(1);
+    landWrite?.();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(released).toBe(2);
+  });
+
   it('gives back the lock of a refresh whose write never lands after lateAnswerWaitMs', async () => {
     vi.useFakeTimers({ now: 1_000_000 });
     const stored = storeOfSession0();

@@ -402,6 +402,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
    * waiter can use those at once instead of queueing for the lock only to find them there.
    */
   async function lockOrAnnouncement(base: TokenSet | undefined, signal: AbortSignal): Promise<TokenStoreLock | undefined> {
+    signal.throwIfAborted();
     const controller = new AbortController();
     const onRefreshAbort = () => controller.abort(signal.reason);
     signal.addEventListener('abort', onRefreshAbort, { once: true });
@@ -594,6 +595,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     base: TokenSet | undefined,
     refresh: Refresh,
     lock: TokenStoreLock,
+    keepLockFor: (settling: Promise<unknown>) => void,
   ): Promise<TokenSet | { from: TokenSet | undefined }> {
     const replaced = () => refresh.generation !== generation;
     const stored = await readStore();
@@ -613,10 +615,10 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       const ours = current as TokenSet;
       const value: StoredTokens = { tokens: ours, revision: (stored?.revision ?? 0) + 1 };
       // In the queue of this manager's writes, and never after a sign-in or sign-out here, which then wins.
-      const written = await writeUnlessReplaced(refresh.generation, value, stored?.revision ?? 0);
+      const written = await writeUnlessReplaced(refresh.generation, value, stored?.revision ?? 0, keepLockFor);
       if (replaced()) return settledAfterReplacement();
       // Refused, or news of another session came while writing: look again.
-      if (!written || current !== ours) return reconcileWithStore(base, refresh, lock);
+      if (!written || current !== ours) return reconcileWithStore(base, refresh, lock, keepLockFor);
       adopt(ours, value.revision);
       return { from: ours };
     }
@@ -642,8 +644,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   async function runRefresh(refresh: Refresh, base: TokenSet | undefined): Promise<TokenSet> {
     const replaced = () => refresh.generation !== generation;
     let lock: TokenStoreLock | undefined;
-    /** Our write of the new tokens, given up on but maybe still landing. */
+    /** A write of ours under the lock, given up on but maybe still landing: the lock is kept until it settles. */
     let unsettledWrite: Promise<unknown> | undefined;
+    const keepLockFor = (settling: Promise<unknown>) => {
+      unsettledWrite = settling;
+    };
     let from = base;
     try {
       // This manager's own writes (a sign-in's, say) settle first, so it knows what the store holds.
@@ -659,7 +664,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           return current as TokenSet;
         }
         if (replaced()) return settledAfterReplacement();
-        const decision = await reconcileWithStore(base, refresh, lock);
+        const decision = await reconcileWithStore(base, refresh, lock, keepLockFor);
         if (replaced()) return settledAfterReplacement();
         if (!('from' in decision)) {
           emit('refresh', decision);
@@ -712,9 +717,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       }
       let written: boolean;
       try {
-        written = await writeUnlessReplaced(refresh.generation, { tokens: merged, revision: newRevision }, baseRevision, (settling) => {
-          unsettledWrite = settling;
-        });
+        written = await writeUnlessReplaced(refresh.generation, { tokens: merged, revision: newRevision }, baseRevision, keepLockFor);
       } catch (error) {
         // With rotation the old refresh token is already dead: the new one must never be lost.
         if (!replaced() && untouched()) keepInMemory();

@@ -355,14 +355,22 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
       signal: lock.lost.signal,
       async assertHeld() {
         if (!lock.lost.signal.aborted) {
-          let holder: string | null;
+          // Renewed, not only looked at: a lock found ours with a millisecond of lease left would be taken
+          // over while the token request that follows is on its way. Owner-checked, like every renewal.
+          const startedAt = Date.now();
+          let renewed: number;
           try {
-            holder = await client.get(lockKey);
+            renewed = await redis.tokenrelayRenewLock(lockKey, owner, leaseMs);
           } catch (error) {
             throw redisError(`Could not check the refresh lock "${lockKey}"`, error);
           }
-          // Another owner, or none: the lease ran out, and the lock is (or may at once be) someone else's.
-          if (holder !== owner) lose();
+          if (renewed === 1 && startedAt - renewedAt < leaseMs) {
+            renewedAt = startedAt;
+            lock.leaseEnd = startedAt + leaseMs;
+          } else {
+            // Another owner, or none, or a whole lease without a renewal: the lock is (or may be) someone else's.
+            lose();
+          }
         }
         if (lock.lost.signal.aborted) throw lock.lost.signal.reason;
       },
