@@ -1,6 +1,7 @@
 import { ErrorCode, type StoredTokens } from '@tokenrelay/core';
 import { IDBFactory } from 'fake-indexeddb';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
+import { REOPEN_AFTER_FAILURE_MS } from './lease-records.js';
 import { memoryStorage, neverAborted, openStore, sleep, uniqueKey } from './test-helpers.js';
 import type { BrowserStorage, BrowserStoreOptions, BrowserTokenStore } from './types.js';
 
@@ -167,7 +168,7 @@ describe('IndexedDB lease', () => {
     await lockA.release();
   });
 
-  it('gives up an IndexedDB open that never completes at the end of the lock wait, and opens afresh for the next claim', async () => {
+  it('gives up an IndexedDB open that never completes at the end of the lock wait, and opens afresh for a claim after the pause that follows a failed open', async () => {
     const key = uniqueKey();
     const storage = memoryStorage();
     markIndexedDb(storage, key);
@@ -176,6 +177,7 @@ describe('IndexedDB lease', () => {
 
     const first = await outcomeWithin(tab.lock({ signal: neverAborted() }), 2_000);
     expect(first).toEqual({ error: expect.objectContaining({ code: ErrorCode.STORE_ERROR }) });
+    await sleep(REOPEN_AFTER_FAILURE_MS);
     const second = await outcomeWithin(tab.lock({ signal: neverAborted() }), 2_000);
     expect(second).toEqual({ value: expect.objectContaining({ release: expect.any(Function) }) });
     expect(door.opens).toBe(2);
@@ -204,4 +206,15 @@ describe('IndexedDB lease', () => {
     expect(leaseIn(storage, key)).toMatchObject({ owner: expect.any(String) });
     if (typeof locked === 'object' && 'value' in locked) await locked.value.release();
   });
+
+  it('takes the storage lease after a few seconds where no tab has opened IndexedDB and its open hangs, not after the whole lock wait', async () => {
+    const key = uniqueKey();
+    const storage = memoryStorage();
+    const tab = openTab(tabIndexedDb(shared, hanging), { key, storage, lockWaitMs: 60_000 });
+
+    const locked = await outcomeWithin(tab.lock({ signal: neverAborted() }), 8_000);
+    expect(locked).toEqual({ value: expect.objectContaining({ release: expect.any(Function) }) });
+    expect(leaseIn(storage, key)).toMatchObject({ owner: expect.any(String) });
+    if (typeof locked === 'object' && 'value' in locked) await locked.value.release();
+  }, 15_000);
 });

@@ -173,6 +173,9 @@ const OBJECT_STORE = 'leases';
 /** After a failed open, how long claims skip opening: where IndexedDB never opens, every poll would only fail again. */
 export const REOPEN_AFTER_FAILURE_MS = 1_000;
 
+/** The longest a claim waits for IndexedDB to open: an open that hangs counts as a failed one. */
+const OPEN_LIMIT_MS = 3_000;
+
 /** Opens the database; rejects, and closes a connection that arrives later, when the open is blocked. */
 function connect(factory: IDBFactory): Promise<IDBDatabase> {
   return new Promise((resolve, reject) => {
@@ -253,11 +256,14 @@ export function indexedDbLeaseBackend(factory: IDBFactory, leaseKey: string): Le
     if (!bounds) return database;
     const pending = database;
     const timedOut = () => {
-      // A hung open is never waited for again: the next claim opens afresh.
+      // A hung open is never waited for again, nor tried again at once: the next claim after the pause opens afresh.
       if (database === pending) database = undefined;
-      return storeError(`The IndexedDB database "${DATABASE}" of the refresh lease did not open before the lock wait ran out`);
+      const error = storeError(`The IndexedDB database "${DATABASE}" of the refresh lease did not open within ${OPEN_LIMIT_MS} ms`);
+      lastFailure = { at: Date.now(), error };
+      return error;
     };
-    return abortable(beforeDeadline(pending, bounds.deadline, timedOut), bounds.signal);
+    // An open that hangs (a known WebKit bug) costs a claim a few seconds, not the whole lock wait.
+    return abortable(beforeDeadline(pending, Math.min(bounds.deadline, Date.now() + OPEN_LIMIT_MS), timedOut), bounds.signal);
   };
   async function update<T>(decide: DecideLease<T>): Promise<T> {
     const db = await open();

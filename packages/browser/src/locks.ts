@@ -132,7 +132,8 @@ export async function acquireLeaseLock(
     );
     if (claimed) {
       if (!signal.aborted) return holdLease(claimed, leaseName, leaseMs);
-      await claimed.release(claimed.previousSequence);
+      // Given back, or left to run out: the caller gets its abort either way.
+      await claimed.release(claimed.previousSequence).catch(() => undefined);
       signal.throwIfAborted();
     }
     const remaining = deadline - Date.now();
@@ -186,9 +187,14 @@ function holdLease(claimed: ClaimedLease, leaseName: string, leaseMs: number): H
       if (released) return;
       released = true;
       stop();
-      await claimed.release(sequence).catch(() => {
-        // A lease that could not be freed runs out by itself within leaseMs.
+      // A lease that could not be freed (or whose backend hangs) runs out by itself within leaseMs.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const ranOut = new Promise<void>((given) => {
+        timer = setTimeout(given, leaseMs);
+        unref(timer);
       });
+      await Promise.race([claimed.release(sequence).catch(() => undefined), ranOut]);
+      clearTimeout(timer);
     },
   };
 }
