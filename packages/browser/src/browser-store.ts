@@ -1,6 +1,6 @@
 import type { StoredTokens, TokenStoreLock } from '@tokenrelay/core';
 import { ErrorCode, TokenRelayError } from '@tokenrelay/core';
-import { configurationError, delay, notifyListeners, parseStoredTokens, storeError } from '@tokenrelay/core/kit';
+import { configurationError, createWriteOrder, delay, notifyListeners, parseStoredTokens, storeError } from '@tokenrelay/core/kit';
 import { browserLeaseRecords } from './lease-backend-choice.js';
 import { acquireLeaseLock, acquireWebLock, type HeldLock, type WebLockManager } from './locks.js';
 import { decodeRecord, encodeRecord, type StoredRecord } from './stored-tokens.js';
@@ -91,20 +91,13 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
   let held: HeldLock | undefined;
   /** This store's reads-then-writes, one at a time. */
   let queue: Promise<unknown> = Promise.resolve();
-  /*
-   * Unconditional writes (a sign-in, a sign-out) land in the order they were called, though each
-   * waits for the lock on its own: the manager gives up on a store call after refreshTimeoutMs and
-   * makes the next one, and a sign-in still waiting must not land after a later sign-out.
-   * `issued` numbers the calls; `landed` is the newest that wrote, and an older one is skipped.
-   */
-  let issued = 0;
-  let landed = 0;
+  /** Sign-ins and sign-outs land in call order, though each waits for the lock on its own. */
+  const writeOrder = createWriteOrder();
   /** Writes `value` for the call numbered `ticket`, unless a later call already landed: that one is newer. */
   async function writeInOrder(ticket: number, value: StoredTokens | undefined): Promise<void> {
-    if (ticket < landed) return;
+    if (writeOrder.overtaken(ticket)) return;
     const sequence = write(value);
-    // Only once written: a later call whose write failed overtakes nothing.
-    landed = ticket;
+    writeOrder.landed(ticket);
     await markSequence(sequence);
   }
 
@@ -291,7 +284,7 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
     async set(value, { expectedRevision } = {}) {
       const stored = parseStoredTokens(value, (problem) => storeError(`Refusing to store invalid tokens under "${key}": ${problem}`));
       if (expectedRevision === undefined) {
-        const ticket = ++issued;
+        const ticket = writeOrder.take();
         return underLock(async () => {
           await writeInOrder(ticket, stored);
           return true;
@@ -312,7 +305,7 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
     },
 
     clear() {
-      const ticket = ++issued;
+      const ticket = writeOrder.take();
       // A marker, not removeItem: the sequence must keep growing across a sign-out.
       return underLock(() => writeInOrder(ticket, undefined));
     },

@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { configurationError, storeError, TokenRelayError } from './errors.js';
 import { generationLock, type GenerationLockHold } from './file-lock.js';
 import { watchTokenFile, type FileWatchMode } from './file-watch.js';
+import { createWriteOrder } from './write-order.js';
 import { notifyListeners } from './notify.js';
 import { tokenFile } from './token-file.js';
 import type { TokenFileFormat } from './token-file-format.js';
@@ -164,13 +165,8 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
   let queue: Promise<unknown> = Promise.resolve();
   /** Bumped by every get/set/clear, so a change notification read before one of them is dropped as stale. */
   let operations = 0;
-  /**
-   * Tickets of this store's unconditional writes (sign-in, sign-out), in call order, and the latest
-   * that landed. Each write waits for the lock on its own, so a sign-in the manager gave up on may
-   * get it after a later sign-out: it must then not undo the sign-out.
-   */
-  let issued = 0;
-  let landed = 0;
+  /** Sign-ins and sign-outs land in call order, though each waits for the lock on its own. */
+  const writeOrder = createWriteOrder();
   /** The state last read or written here; notifications only report a different one. */
   let lastKey: string | undefined;
   let closed = false;
@@ -264,18 +260,17 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
       // A refresh's write under a lock this process lost is refused: another process may hold newer tokens.
       if (expectedRevision !== undefined && held?.signal.aborted) throw held.signal.reason;
       const unconditional = expectedRevision === undefined;
-      const ticket = unconditional ? ++issued : 0;
+      const ticket = unconditional ? writeOrder.take() : 0;
       operations++;
       try {
         return await underLock(async (lock) => {
           if (unconditional) {
             // A later sign-in or sign-out landed first: this one is overtaken, as if written and replaced.
-            if (ticket < landed) return true;
+            if (writeOrder.overtaken(ticket)) return true;
           } else if (((await file.read())?.revision ?? 0) !== expectedRevision) return false;
           operations++;
           await file.write(stored, () => lock.assertHeld());
-          // Only once written: a later write that failed overtakes nothing.
-          if (unconditional) landed = ticket;
+          if (unconditional) writeOrder.landed(ticket);
           lastKey = stateKey(stored);
           return true;
         }, { unconditional });
@@ -285,14 +280,14 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
     },
 
     async clear() {
-      const ticket = ++issued;
+      const ticket = writeOrder.take();
       operations++;
       try {
         await underLock(async (lock) => {
-          if (ticket < landed) return;
+          if (writeOrder.overtaken(ticket)) return;
           operations++;
           await file.write(undefined, () => lock.assertHeld());
-          landed = ticket;
+          writeOrder.landed(ticket);
           lastKey = stateKey(undefined);
         }, { unconditional: true });
       } catch (error) {

@@ -14,7 +14,9 @@
  *   attachDpop takes: `@tokenrelay/dpop`'s `createDpop()`), `dpopUnsupported` (a door without proofs
  *   refuses a DPoP-bound session).
  * - Stores: `parseStoredTokens`/`parseTokenSet` (the one parser: what a store reads back is
- *   checked here, so the same object round-trips the same way in every store), `storeError`.
+ *   checked here, so the same object round-trips the same way in every store), `storeError`,
+ *   `createWriteOrder` (one handle's sign-ins and sign-outs land in call order, though each waits
+ *   for the lock on its own).
  * - Both: `delay` (an abortable pause that cleans up after itself), `abortable` (stops waiting for a
  *   promise when a signal aborts), `notifyListeners` (one bad listener never starves the others),
  *   `configurationError`.
@@ -46,3 +48,4 @@ export { isRecord, parseStoredTokens, parseTokenSet, tokenSetProblem } from './t
 export { configurationError, storeError } from './errors.js';
 export { abortable, delay } from './delay.js';
 export { notifyListeners } from './notify.js';
+export { createWriteOrder, type WriteOrder } from './write-order.js';
