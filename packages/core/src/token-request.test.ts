@@ -4,6 +4,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { inspect } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCode, type TokenRelayError } from './errors.js';
 import { refreshTokenGrant } from './grant.js';
@@ -110,5 +111,32 @@ describe('a token request that fails', () => {
       throw thrown;
     });
     expect(error).toMatchObject({ code: ErrorCode.NETWORK_ERROR, transient: true, inDoubt: true });
+  });
+});
+
+describe('an OAuth error answer', () => {
+  const answering = (body: unknown) => async () => Response.json(body, { status: 400 });
+
+  it.each(['toString', 'constructor', '__proto__', 'valueOf'])(
+    'named "%s", like a member of every object, is a TOKEN_ENDPOINT_ERROR naming it',
+    async (name) => {
+      const error = await refreshAt('https://auth.example.test/token', answering({ error: name }));
+      expect(error).toMatchObject({ name: 'TokenRelayError', code: ErrorCode.TOKEN_ENDPOINT_ERROR, status: 400, oauthError: name });
+    },
+  );
+
+  it('that echoes the client secret as its error code keeps the secret out of oauthError, the message and the JSON', async () => {
+    const secret = 'client-secret-echoed-back';
+    const error = await refreshTokenGrant({
+      tokenEndpoint: 'https://auth.example.test/token',
+      clientId: 'app',
+      clientSecret: secret,
+      fetch: answering({ error: secret }),
+    })({ tokens, signal }).then(
+      () => expect.unreachable('expected a rejection'),
+      (caught: unknown) => caught as TokenRelayError,
+    );
+    expect(error).toMatchObject({ code: ErrorCode.TOKEN_ENDPOINT_ERROR, oauthError: '[redacted]' });
+    expect([error.message, JSON.stringify(error), inspect(error)].join('\n')).not.toContain(secret);
   });
 });

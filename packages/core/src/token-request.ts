@@ -204,20 +204,23 @@ export function tokenEndpointClient(
   const errorOf: TokenEndpointClient['errorOf'] = (answer, meanings = {}) => {
     const { status, json, text } = answer;
     if (answer.ok && !(isRecord(json) && json.error !== undefined)) return undefined;
-    const oauthError = isRecord(json) && typeof json.error === 'string' ? json.error.slice(0, 100) : undefined;
+    const sent = isRecord(json) && typeof json.error === 'string' ? json.error : undefined;
+    // Redacted before it is cut or kept: a server may echo a secret as its `error` too.
+    const oauthError = sent && redactSecrets(sent, answer.secrets).slice(0, 100);
     // Redacted before it is cut, so a cut never leaves part of a secret behind.
     const description =
       isRecord(json) && typeof json.error_description === 'string'
         ? `: ${redactSecrets(json.error_description, answer.secrets).slice(0, 300)}`
         : '';
     const what = oauthError
-      ? `${redactSecrets(oauthError, answer.secrets)}${description}`
+      ? oauthError + description
       : text === undefined
         ? `body over ${maxResponseBytes} bytes`
         : `${answer.contentType}, not an OAuth error`;
     // The constructor leaves out the details that are undefined.
     const details = { status, oauthError };
-    const meaning = oauthError === undefined ? undefined : (meanings[oauthError] ?? clientErrors[oauthError]);
+    // Own entries only: an `error` named "toString" or "__proto__" means nothing of ours.
+    const meaning = [meanings, clientErrors].find((table) => Object.hasOwn(table, sent as string))?.[sent as string];
     const answered = `Token endpoint answered HTTP ${status} ${what}`;
     if (meaning) return new TokenRelayError(meaning.code, `${answered}; ${meaning.advice}`, details);
     return new TokenRelayError(ErrorCode.TOKEN_ENDPOINT_ERROR, answered, {
