@@ -4,6 +4,8 @@
  * assertion's signature with the client's registered public key and refuses replayed jti values.
  */
 import { generateKeyPairSync } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { ErrorCode, createTokenManager, refreshTokenGrant, type RefreshHandler } from '@tokenrelay/core';
 import { clientCredentialsGrant, jwtBearerGrant, privateKeyJwt, revokeToken, type SigningAlgorithm } from '@tokenrelay/core/grants';
 import {
@@ -18,8 +20,9 @@ import jsforce from 'jsforce';
 import { afterEach, describe, expect, it } from 'vitest';
 
 const servers: OAuthServer[] = [];
+const closers: Array<() => Promise<void>> = [];
 afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
+  await Promise.all([...servers.splice(0).map((server) => server.close()), ...closers.splice(0).map((close) => close())]);
 });
 async function start(options: OAuthServerOptions): Promise<OAuthServer> {
   const server = await startOAuthServer(options);
@@ -242,6 +245,27 @@ describe('Salesforce', () => {
     const claims = JSON.parse(Buffer.from(String(recorder.bodies[0]?.get('assertion')).split('.')[1] ?? '', 'base64url').toString());
     expect(claims).toMatchObject({ iss: jwtApp.clientId, sub: salesforceFixtures.username, aud: server.url });
     expect(claims.exp - Math.floor(Date.now() / 1000)).toBeLessThanOrEqual(180);
+  });
+
+  it("salesforceJwtBearerGrant with sessionTimeoutMs dates Salesforce's JWT bearer answer, which has no issued_at, from when it was asked", async () => {
+    // Salesforce documents its JWT bearer answer without issued_at and signature (its refresh and client credentials answers have both).
+    const answer = { access_token: '00D000000000001!jwt-session', scope: 'api', instance_url: 'https://acme.my.salesforce.com', id: 'https://login.salesforce.com/id/00D000000000001AAA/005000000000001AAA', token_type: 'Bearer' };
+    const org = createServer((req, res) => {
+      req.resume();
+      req.once('end', () => res.writeHead(200, { 'content-type': 'application/json;charset=UTF-8' }).end(JSON.stringify(answer)));
+    });
+    await new Promise<void>((resolve) => org.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise((resolve) => org.close(() => resolve())));
+    const sessionTimeoutMs = 2 * 60 * 60 * 1000;
+    const manager = createTokenManager({
+      refresh: salesforceJwtBearerGrant({ loginUrl: `http://127.0.0.1:${(org.address() as AddressInfo).port}`, clientId: 'c', username: 'etl@acme.example', privateKey: rsaPem, sessionTimeoutMs }),
+    });
+    const before = Date.now();
+    expect(await manager.getAccessToken()).toBe(answer.access_token);
+    const tokens = await manager.getTokens();
+    expect(tokens?.expiresAt).toBeGreaterThanOrEqual(before + sessionTimeoutMs);
+    expect(tokens?.expiresAt).toBeLessThanOrEqual(Date.now() + sessionTimeoutMs);
+    expect(readSalesforceSession(tokens)).toMatchObject({ instanceUrl: answer.instance_url, issuedAt: undefined });
   });
 
   it('salesforceJwtBearerGrant is refused as CREDENTIALS_REJECTED for a user that is not pre-authorized', async () => {
