@@ -203,6 +203,36 @@ describe('a manager on a grant that needs no refresh token', () => {
   });
 });
 
+describe('a manager on a grant that needs no refresh token, when a token request may have reached the server', () => {
+  it.each(['client credentials', 'JWT bearer'] as const)(
+    'asks again with %s after the connection was reset, signing nothing twice, and the request gets its token',
+    async (grantName) => {
+      const server = await start({ clients: [{ clientId: 'etl', clientSecret: 's', authMethod: 'client_secret_basic', publicKey: rsaPublicPem }] });
+      const recorder = recordingFetch();
+      const refresh =
+        grantName === 'client credentials'
+          ? clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'etl', clientSecret: 's', fetch: recorder.fetch })
+          : jwtBearerGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'etl', subject: 'svc', audience: server.tokenEndpoint, privateKey: rsaPem, fetch: recorder.fetch });
+      server.failNextTokenRequests(1, 'reset');
+      const manager = createTokenManager({ refresh });
+
+      expect(await apiAccepts(server, await manager.getAccessToken())).toBe(true);
+      expect(server.stats()).toMatchObject({ tokenRequests: 2, tokenSuccesses: 1 });
+      // The JWT bearer grant signed a new assertion (its own jti) for the second request.
+      const assertions = recorder.bodies.flatMap((body) => body.get('assertion') ?? []);
+      expect(new Set(assertions).size).toBe(assertions.length);
+    },
+  );
+
+  it('still never presents a refresh token again after a reset: the refresh token grant fails instead', async () => {
+    const server = await start({ clients: [{ clientId: 'app', clientSecret: 's', authMethod: 'client_secret_basic' }], rotateRefreshTokens: true });
+    server.failNextTokenRequests(1, 'reset');
+    const manager = createTokenManager({ tokens: server.issue(), refresh: refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'app', clientSecret: 's' }) });
+    await expect(manager.refresh()).rejects.toMatchObject({ code: ErrorCode.REFRESH_FAILED, cause: { code: ErrorCode.NETWORK_ERROR, inDoubt: true } });
+    expect(server.stats().tokenRequests).toBe(1);
+  });
+});
+
 describe('revocation', () => {
   it('revokeToken revokes a refresh token and its access tokens, authenticating the client as the grants do', async () => {
     const server = await start({ clients: [{ clientId: 'app', clientSecret: 'app secret', authMethod: 'client_secret_basic' }] });

@@ -527,9 +527,12 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     }
   }
 
-  /** A presentation of the refresh token that the server may have consumed must never be repeated. */
+  /**
+   * A presentation of the refresh token that the server may have consumed must never be repeated. A grant
+   * that presents none (client credentials, JWT bearer: a fresh assertion each time) may just ask again.
+   */
   const mayRetry = (error: unknown) =>
-    !(isTokenRelayError(error) && (error.inDoubt || error.code === ErrorCode.REFRESH_TIMEOUT)) && shouldRetry(error);
+    (acquires || !(isTokenRelayError(error) && (error.inDoubt || error.code === ErrorCode.REFRESH_TIMEOUT))) && shouldRetry(error);
 
   /**
    * Token requests under the retry policy; turns exhausted or foreign failures into REFRESH_FAILED.

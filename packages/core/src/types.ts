@@ -213,7 +213,8 @@ export interface RetryPolicy {
   /**
    * Decides whether an error is worth another attempt. A token request that may have reached the
    * server without an answer (`inDoubt`, a timeout) is never repeated within one refresh, whatever
-   * this says: a rotating server may have spent the refresh token.
+   * this says: a rotating server may have spent the refresh token. A handler with
+   * `needsRefreshToken: false` (client credentials, JWT bearer) spends nothing, so its are.
    * @default (error) => isTokenRelayError(error) && error.transient
    */
   shouldRetry?: (error: unknown) => boolean;
