@@ -140,3 +140,21 @@ describe('an OAuth error answer', () => {
     expect([error.message, JSON.stringify(error), inspect(error)].join('\n')).not.toContain(secret);
   });
 });
+
+describe('a 2xx answer that is not a usable token response', () => {
+  const secret = 'client-secret-echoed-back';
+  it.each([
+    ['as its token_type', { access_token: 'at-1', token_type: secret }],
+    ['in an expires_in array', { access_token: 'at-1', expires_in: [secret] }],
+  ])('keeps the client secret echoed %s out of the INVALID_TOKEN_RESPONSE', async (_where, body) => {
+    const endpoint = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    });
+    const error = await refreshTokenGrant({ tokenEndpoint: endpoint, clientId: 'app', clientSecret: secret })({ tokens, signal }).then(
+      () => expect.unreachable('expected a rejection'),
+      (caught: unknown) => caught as TokenRelayError,
+    );
+    expect(error).toMatchObject({ code: ErrorCode.INVALID_TOKEN_RESPONSE, status: 200 });
+    expect([error.message, JSON.stringify(error), inspect(error)].join('\n')).not.toContain(secret);
+  });
+});

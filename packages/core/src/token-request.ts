@@ -46,8 +46,8 @@ export interface TokenEndpointAnswer {
   readonly retryAfterMs: number | undefined;
   /** The clock just before the request was sent. */
   readonly startedAt: number;
-  /** Every secret the request carried, in the form it was given; redact these from anything shown. */
-  readonly secrets: readonly string[];
+  /** Every secret the request carried, in the form it was given (absent ones as `undefined`); redact these from anything shown. */
+  readonly secrets: ReadonlyArray<string | undefined>;
 }
 
 /** How a grant reads the OAuth errors that mean something particular for it: the code, and what the user should do. */
@@ -158,9 +158,7 @@ export function tokenEndpointClient(
       'content-type': 'application/x-www-form-urlencoded;charset=UTF-8',
       accept: 'application/json',
     };
-    const sent = [...secrets, ...(await authenticate({ endpoint: endpoint.href, params, headers, clock }))].filter(
-      (secret): secret is string => !!secret,
-    );
+    const sent = [...secrets, ...(await authenticate({ endpoint: endpoint.href, params, headers, clock }))];
     const fetchImpl = resolveFetch(options.fetch, who);
     const startedAt = clock.now();
     let response: Response;
@@ -234,8 +232,9 @@ export function tokenEndpointClient(
     const answer = await post(params, context);
     const error = errorOf(answer, meanings);
     if (error) throw error;
+    // The problem may quote a field of the answer (token_type, expires_in): one that echoes a secret is redacted.
     const invalid = (problem: string) =>
-      new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `Token endpoint answered HTTP ${answer.status}: ${problem}`, {
+      new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `Token endpoint answered HTTP ${answer.status}: ${redactSecrets(problem, answer.secrets)}`, {
         status: answer.status,
       });
     if (answer.text === undefined) throw invalid(`body over ${maxResponseBytes} bytes`);
