@@ -4,9 +4,14 @@
  * assertion's signature with the client's registered public key and refuses replayed jti values.
  */
 import { generateKeyPairSync } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ErrorCode, createTokenManager, refreshTokenGrant, type RefreshHandler } from '@tokenrelay/core';
+import { fileStore } from '@tokenrelay/core/node';
+import { withTokenRelay } from '@tokenrelay/fetch';
 import { clientCredentialsGrant, jwtBearerGrant, privateKeyJwt, revokeToken, type SigningAlgorithm } from '@tokenrelay/core/grants';
 import {
   createJsforceConnection,
@@ -203,6 +208,49 @@ describe('a manager on a grant that needs no refresh token', () => {
   });
 });
 
+describe('a manager on a grant that needs no refresh token, behind the fetch door', () => {
+  const grantsFor = {
+    'client credentials': (server: OAuthServer) => clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'etl', clientSecret: 's' }),
+    'JWT bearer': (server: OAuthServer) =>
+      jwtBearerGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'etl', subject: 'svc', audience: server.tokenEndpoint, privateKey: rsaPem }),
+  };
+  const startJob = async (grantName: keyof typeof grantsFor, options: OAuthServerOptions = {}) => {
+    const server = await start({ clients: [{ clientId: 'etl', clientSecret: 's', authMethod: 'client_secret_basic', publicKey: rsaPublicPem }], tokenEndpointLatencyMs: 50, ...options });
+    const manager = createTokenManager({ refresh: grantsFor[grantName](server) });
+    const api = withTokenRelay(fetch, manager, { origins: [server.url] });
+    const burst = async () => (await Promise.all(Array.from({ length: 30 }, () => api(`${server.url}/api/me`)))).map((response) => response.status);
+    return { server, burst };
+  };
+
+  it.each(Object.keys(grantsFor) as Array<keyof typeof grantsFor>)(
+    'with %s, 30 requests after the token expired make one token call between them',
+    async (grantName) => {
+      const { server, burst } = await startJob(grantName, { accessTokenTtlSeconds: 1.5 });
+      expect(await burst()).toEqual(Array(30).fill(200));
+      await new Promise((resolve) => setTimeout(resolve, 1_600));
+      server.resetStats();
+      expect(await burst()).toEqual(Array(30).fill(200));
+      expect(server.stats()).toMatchObject({ tokenRequests: 1, api401: 0, maxInFlightTokenRequests: 1 });
+    },
+  );
+
+  it.each(Object.keys(grantsFor) as Array<keyof typeof grantsFor>)(
+    'with %s, 30 requests whose fresh token is refused make one token call and are each replayed once',
+    async (grantName) => {
+      const { server, burst } = await startJob(grantName);
+      expect(await burst()).toEqual(Array(30).fill(200));
+      server.revokeAccessTokens();
+      server.resetStats();
+      expect(await burst()).toEqual(Array(30).fill(200));
+      const { tokenRequests, apiRequests, api401 } = server.stats();
+      expect(tokenRequests).toBe(1);
+      // A request sent with the refused token gets its 401 and one replay; none is sent a third time.
+      expect(apiRequests).toBe(30 + api401);
+      expect(api401).toBeLessThanOrEqual(30);
+    },
+  );
+});
+
 describe('a manager on a grant that needs no refresh token, when a token request may have reached the server', () => {
   it.each(['client credentials', 'JWT bearer'] as const)(
     'asks again with %s after the connection was reset, signing nothing twice, and the request gets its token',
@@ -364,6 +412,26 @@ describe('jsforce on a manager that needs no refresh token', () => {
     'client credentials': (server: OAuthServer) =>
       salesforceClientCredentialsGrant({ myDomainUrl: server.url, clientId: app.clientId, clientSecret: 'sf-etl-secret' }),
   };
+
+  it('a process that starts on a store holding a session takes it, with no token call (no new token pair)', async () => {
+    const server = await start({ mode: 'salesforce', clients: [app] });
+    const directory = await mkdtemp(join(tmpdir(), 'tokenrelay-sf-jwt-'));
+    closers.push(() => rm(directory, { recursive: true, force: true }));
+    const path = join(directory, 'acme-etl.json');
+    const startProcess = () => {
+      const store = fileStore(path);
+      closers.push(async () => store.close());
+      return createTokenManager({ store, refresh: grants['JWT bearer'](server) });
+    };
+
+    const first = await createJsforceConnection(startProcess(), jsforce.Connection, { version: '62.0' });
+    expect((await first.query('SELECT Id FROM Account')).totalSize).toBe(1);
+    const restarted = await createJsforceConnection(startProcess(), jsforce.Connection, { version: '62.0' });
+    expect((await restarted.query('SELECT Id FROM Account')).totalSize).toBe(1);
+
+    expect(restarted.accessToken).toBe(first.accessToken);
+    expect(server.stats()).toMatchObject({ tokenRequests: 1, tokenPairsEvicted: 0 });
+  });
 
   it.each(Object.entries(grants))(
     'creates a Connection with the %s manager\'s first session and gets one new session for 10 queries after it expires',
