@@ -158,3 +158,17 @@ describe('a 2xx answer that is not a usable token response', () => {
     expect([error.message, JSON.stringify(error), inspect(error)].join('\n')).not.toContain(secret);
   });
 });
+
+describe('a token response body', () => {
+  it('is read whole when its UTF-8 characters are split between chunks', async () => {
+    const body = Buffer.from(JSON.stringify({ access_token: 'at-2', token_type: 'Bearer', scope: 'lecture écriture 読み取り' }));
+    const split = body.indexOf(Buffer.from('é')) + 1; // between the two bytes of "é"
+    const endpoint = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write(body.subarray(0, split));
+      setTimeout(() => res.end(body.subarray(split)), 20);
+    });
+    const result = await refreshTokenGrant({ tokenEndpoint: endpoint, clientId: 'app' })({ tokens, signal });
+    expect(result).toMatchObject({ accessToken: 'at-2', scope: 'lecture écriture 読み取り' });
+  });
+});
