@@ -4,7 +4,14 @@
  * assertion's signature with the client's registered public key and refuses replayed jti values.
  */
 import { generateKeyPairSync } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ErrorCode, createTokenManager, refreshTokenGrant, type RefreshHandler } from '@tokenrelay/core';
+import { fileStore } from '@tokenrelay/core/node';
+import { withTokenRelay } from '@tokenrelay/fetch';
 import { clientCredentialsGrant, jwtBearerGrant, privateKeyJwt, revokeToken, type SigningAlgorithm } from '@tokenrelay/core/grants';
 import {
   createJsforceConnection,
@@ -18,8 +25,9 @@ import jsforce from 'jsforce';
 import { afterEach, describe, expect, it } from 'vitest';
 
 const servers: OAuthServer[] = [];
+const closers: Array<() => Promise<void>> = [];
 afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
+  await Promise.all([...servers.splice(0).map((server) => server.close()), ...closers.splice(0).map((close) => close())]);
 });
 async function start(options: OAuthServerOptions): Promise<OAuthServer> {
   const server = await startOAuthServer(options);
@@ -200,6 +208,97 @@ describe('a manager on a grant that needs no refresh token', () => {
   });
 });
 
+describe('a manager on a grant that needs no refresh token, behind the fetch door', () => {
+  const grantsFor = {
+    'client credentials': (server: OAuthServer) => clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'etl', clientSecret: 's' }),
+    'JWT bearer': (server: OAuthServer) =>
+      jwtBearerGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'etl', subject: 'svc', audience: server.tokenEndpoint, privateKey: rsaPem }),
+  };
+  const startJob = async (grantName: keyof typeof grantsFor, options: OAuthServerOptions = {}) => {
+    const server = await start({ clients: [{ clientId: 'etl', clientSecret: 's', authMethod: 'client_secret_basic', publicKey: rsaPublicPem }], tokenEndpointLatencyMs: 50, ...options });
+    const manager = createTokenManager({ refresh: grantsFor[grantName](server) });
+    const api = withTokenRelay(fetch, manager, { origins: [server.url] });
+    const burst = async () => (await Promise.all(Array.from({ length: 30 }, () => api(`${server.url}/api/me`)))).map((response) => response.status);
+    return { server, burst };
+  };
+
+  it.each(Object.keys(grantsFor) as Array<keyof typeof grantsFor>)(
+    'with %s, 30 requests after the token expired make one token call between them',
+    async (grantName) => {
+      const { server, burst } = await startJob(grantName, { accessTokenTtlSeconds: 1.5 });
+      expect(await burst()).toEqual(Array(30).fill(200));
+      await new Promise((resolve) => setTimeout(resolve, 1_600));
+      server.resetStats();
+      expect(await burst()).toEqual(Array(30).fill(200));
+      expect(server.stats()).toMatchObject({ tokenRequests: 1, api401: 0, maxInFlightTokenRequests: 1 });
+    },
+  );
+
+  it.each(Object.keys(grantsFor) as Array<keyof typeof grantsFor>)(
+    'with %s, 30 requests whose fresh token is refused make one token call and are each replayed once',
+    async (grantName) => {
+      const { server, burst } = await startJob(grantName);
+      expect(await burst()).toEqual(Array(30).fill(200));
+      server.revokeAccessTokens();
+      server.resetStats();
+      expect(await burst()).toEqual(Array(30).fill(200));
+      const { tokenRequests, apiRequests, api401 } = server.stats();
+      expect(tokenRequests).toBe(1);
+      // A request sent with the refused token gets its 401 and one replay; none is sent a third time.
+      expect(apiRequests).toBe(30 + api401);
+      expect(api401).toBeLessThanOrEqual(30);
+    },
+  );
+});
+
+describe('a manager on a grant that needs no refresh token, when a token request may have reached the server', () => {
+  it.each(['client credentials', 'JWT bearer'] as const)(
+    'asks again with %s after the connection was reset, signing nothing twice, and the request gets its token',
+    async (grantName) => {
+      const server = await start({ clients: [{ clientId: 'etl', clientSecret: 's', authMethod: 'client_secret_basic', publicKey: rsaPublicPem }] });
+      const recorder = recordingFetch();
+      const refresh =
+        grantName === 'client credentials'
+          ? clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'etl', clientSecret: 's', fetch: recorder.fetch })
+          : jwtBearerGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'etl', subject: 'svc', audience: server.tokenEndpoint, privateKey: rsaPem, fetch: recorder.fetch });
+      server.failNextTokenRequests(1, 'reset');
+      const manager = createTokenManager({ refresh });
+
+      expect(await apiAccepts(server, await manager.getAccessToken())).toBe(true);
+      expect(server.stats()).toMatchObject({ tokenRequests: 2, tokenSuccesses: 1 });
+      // The JWT bearer grant signed a new assertion (its own jti) for the second request.
+      const assertions = recorder.bodies.flatMap((body) => body.get('assertion') ?? []);
+      expect(new Set(assertions).size).toBe(assertions.length);
+    },
+  );
+
+  it.each(['client credentials', 'JWT bearer'] as const)(
+    'asks again with %s when a token request hangs past refreshTimeoutMs, instead of waiting for its late answer',
+    async (grantName) => {
+      const server = await start({ clients: [{ clientId: 'etl', clientSecret: 's', authMethod: 'client_secret_basic', publicKey: rsaPublicPem }] });
+      const refresh =
+        grantName === 'client credentials'
+          ? clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'etl', clientSecret: 's' })
+          : jwtBearerGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'etl', subject: 'svc', audience: server.tokenEndpoint, privateKey: rsaPem });
+      server.failNextTokenRequests(1, 'hang');
+      // The late answer of a hung request is awaited for a minute: far longer than this test may take.
+      const manager = createTokenManager({ refresh, refreshTimeoutMs: 500, lateAnswerWaitMs: 60_000 });
+
+      await expect(manager.getAccessToken()).rejects.toMatchObject({ code: ErrorCode.REFRESH_TIMEOUT });
+      expect(await apiAccepts(server, await manager.getAccessToken())).toBe(true);
+      expect(server.stats()).toMatchObject({ tokenRequests: 2, tokenSuccesses: 1 });
+    },
+  );
+
+  it('still never presents a refresh token again after a reset: the refresh token grant fails instead', async () => {
+    const server = await start({ clients: [{ clientId: 'app', clientSecret: 's', authMethod: 'client_secret_basic' }], rotateRefreshTokens: true });
+    server.failNextTokenRequests(1, 'reset');
+    const manager = createTokenManager({ tokens: server.issue(), refresh: refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'app', clientSecret: 's' }) });
+    await expect(manager.refresh()).rejects.toMatchObject({ code: ErrorCode.REFRESH_FAILED, cause: { code: ErrorCode.NETWORK_ERROR, inDoubt: true } });
+    expect(server.stats().tokenRequests).toBe(1);
+  });
+});
+
 describe('revocation', () => {
   it('revokeToken revokes a refresh token and its access tokens, authenticating the client as the grants do', async () => {
     const server = await start({ clients: [{ clientId: 'app', clientSecret: 'app secret', authMethod: 'client_secret_basic' }] });
@@ -242,6 +341,27 @@ describe('Salesforce', () => {
     const claims = JSON.parse(Buffer.from(String(recorder.bodies[0]?.get('assertion')).split('.')[1] ?? '', 'base64url').toString());
     expect(claims).toMatchObject({ iss: jwtApp.clientId, sub: salesforceFixtures.username, aud: server.url });
     expect(claims.exp - Math.floor(Date.now() / 1000)).toBeLessThanOrEqual(180);
+  });
+
+  it("salesforceJwtBearerGrant with sessionTimeoutMs dates Salesforce's JWT bearer answer, which has no issued_at, from when it was asked", async () => {
+    // Salesforce documents its JWT bearer answer without issued_at and signature (its refresh and client credentials answers have both).
+    const answer = { access_token: '00D000000000001!jwt-session', scope: 'api', instance_url: 'https://acme.my.salesforce.com', id: 'https://login.salesforce.com/id/00D000000000001AAA/005000000000001AAA', token_type: 'Bearer' };
+    const org = createServer((req, res) => {
+      req.resume();
+      req.once('end', () => res.writeHead(200, { 'content-type': 'application/json;charset=UTF-8' }).end(JSON.stringify(answer)));
+    });
+    await new Promise<void>((resolve) => org.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise((resolve) => org.close(() => resolve())));
+    const sessionTimeoutMs = 2 * 60 * 60 * 1000;
+    const manager = createTokenManager({
+      refresh: salesforceJwtBearerGrant({ loginUrl: `http://127.0.0.1:${(org.address() as AddressInfo).port}`, clientId: 'c', username: 'etl@acme.example', privateKey: rsaPem, sessionTimeoutMs }),
+    });
+    const before = Date.now();
+    expect(await manager.getAccessToken()).toBe(answer.access_token);
+    const tokens = await manager.getTokens();
+    expect(tokens?.expiresAt).toBeGreaterThanOrEqual(before + sessionTimeoutMs);
+    expect(tokens?.expiresAt).toBeLessThanOrEqual(Date.now() + sessionTimeoutMs);
+    expect(readSalesforceSession(tokens)).toMatchObject({ instanceUrl: answer.instance_url, issuedAt: undefined });
   });
 
   it('salesforceJwtBearerGrant is refused as CREDENTIALS_REJECTED for a user that is not pre-authorized', async () => {
@@ -310,6 +430,26 @@ describe('jsforce on a manager that needs no refresh token', () => {
     'client credentials': (server: OAuthServer) =>
       salesforceClientCredentialsGrant({ myDomainUrl: server.url, clientId: app.clientId, clientSecret: 'sf-etl-secret' }),
   };
+
+  it('a process that starts on a store holding a session takes it, with no token call (no new token pair)', async () => {
+    const server = await start({ mode: 'salesforce', clients: [app] });
+    const directory = await mkdtemp(join(tmpdir(), 'tokenrelay-sf-jwt-'));
+    closers.push(() => rm(directory, { recursive: true, force: true }));
+    const path = join(directory, 'acme-etl.json');
+    const startProcess = () => {
+      const store = fileStore(path);
+      closers.push(async () => store.close());
+      return createTokenManager({ store, refresh: grants['JWT bearer'](server) });
+    };
+
+    const first = await createJsforceConnection(startProcess(), jsforce.Connection, { version: '62.0' });
+    expect((await first.query('SELECT Id FROM Account')).totalSize).toBe(1);
+    const restarted = await createJsforceConnection(startProcess(), jsforce.Connection, { version: '62.0' });
+    expect((await restarted.query('SELECT Id FROM Account')).totalSize).toBe(1);
+
+    expect(restarted.accessToken).toBe(first.accessToken);
+    expect(server.stats()).toMatchObject({ tokenRequests: 1, tokenPairsEvicted: 0 });
+  });
 
   it.each(Object.entries(grants))(
     'creates a Connection with the %s manager\'s first session and gets one new session for 10 queries after it expires',

@@ -284,6 +284,7 @@ describe('configuration of the grants that need no refresh token', () => {
     ['a privateKey option, as before 0.1.0', () => refreshTokenGrant({ tokenEndpoint, clientId: 'c', ...{ privateKey: jwt.privateKey } }), /privateKeyJwt\(\{ privateKey \}\) from @tokenrelay\/core\/grants/],
     ['privateKeyJwt with a PKCS#1 PEM', () => privateKeyJwt({ privateKey: pkcs1 }), /PKCS#8.*openssl pkcs8/],
     ['a PKCS#1 PEM', () => jwtBearerGrant({ ...jwt, privateKey: pkcs1 }), /PKCS#8.*openssl pkcs8/],
+    ['a PKCS#8 PEM whose body is not base64 (a truncated copy)', () => jwtBearerGrant({ ...jwt, privateKey: '-----BEGIN PRIVATE KEY-----\nMIIEv=Q\n-----END PRIVATE KEY-----' }), /not a PEM PKCS#8 private key/],
     ['a public JWK', () => jwtBearerGrant({ ...jwt, privateKey: { kty: 'RSA', n: 'x', e: 'AQAB' } }), /without "d"/],
     ['a JWK whose alg contradicts algorithm', () => jwtBearerGrant({ ...jwt, privateKey: { ...jwt.privateKey, alg: 'RS256' }, algorithm: 'ES256' }), /for RS256, not for ES256/],
     ['an unknown algorithm', () => jwtBearerGrant({ ...jwt, algorithm: 'HS256' as 'RS256' }), /RS256, ES256 or PS256/],

@@ -57,16 +57,23 @@ const pemPkcs8 = /^-----BEGIN PRIVATE KEY-----([A-Za-z0-9+/=\s]+)-----END PRIVAT
 
 function pemToDer(pem: string, who: string): ArrayBuffer {
   const match = pemPkcs8.exec(pem.trim());
-  if (!match?.[1]) {
+  const notPkcs8 = () => {
     const label = /-----BEGIN ([A-Z ]+)-----/.exec(pem)?.[1];
-    throw configurationError(
+    return configurationError(
       label && label !== 'PRIVATE KEY'
         ? `${who}: privateKey is a PEM "${label}"; a PKCS#8 "PRIVATE KEY" is needed ` +
             '(convert it with `openssl pkcs8 -topk8 -nocrypt -in key.pem -out key.pkcs8.pem`)'
         : `${who}: privateKey is a string but not a PEM PKCS#8 private key (-----BEGIN PRIVATE KEY-----)`,
     );
+  };
+  if (!match?.[1]) throw notPkcs8();
+  let binary: string;
+  try {
+    binary = atob(match[1].replace(/\s+/g, ''));
+  } catch {
+    // atob's own DOMException is no TokenRelayError: a cut or mangled body (padding inside, a lost character).
+    throw notPkcs8();
   }
-  const binary = atob(match[1].replace(/\s+/g, ''));
   const der = new Uint8Array(binary.length);
   for (let index = 0; index < binary.length; index++) der[index] = binary.charCodeAt(index);
   return der.buffer;

@@ -493,15 +493,17 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   /**
    * One token request. It is never abandoned because it is slow: the cohort's watchdog releases
    * the waiters, and the request is aborted only when the session is replaced or after
-   * `lateAnswerWaitMs`, when its answer can no longer be expected.
+   * `lateAnswerWaitMs`, when its answer can no longer be expected. (A grant that presents no refresh
+   * token has no late answer to protect: it gives up with the waiters, after `refreshTimeoutMs`, and asks again.)
    */
   async function tokenRequest(refresh: Refresh, from: TokenSet | undefined): Promise<TokenSet> {
     const controller = new AbortController();
     const onReplaced = () => controller.abort(refresh.controller.signal.reason);
     refresh.controller.signal.addEventListener('abort', onReplaced, { once: true });
+    const answerWaitMs = acquires ? refreshTimeoutMs : lateAnswerWaitMs;
     const lateLimit = setTimeout(() => {
-      controller.abort(timedOut(lateAnswerWaitMs, true));
-    }, lateAnswerWaitMs);
+      controller.abort(timedOut(answerWaitMs, true));
+    }, answerWaitMs);
     const aborted = new Promise<never>((_, reject) => {
       controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
     });
@@ -527,9 +529,12 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     }
   }
 
-  /** A presentation of the refresh token that the server may have consumed must never be repeated. */
+  /**
+   * A presentation of the refresh token that the server may have consumed must never be repeated. A grant
+   * that presents none (client credentials, JWT bearer: a fresh assertion each time) may just ask again.
+   */
   const mayRetry = (error: unknown) =>
-    !(isTokenRelayError(error) && (error.inDoubt || error.code === ErrorCode.REFRESH_TIMEOUT)) && shouldRetry(error);
+    (acquires || !(isTokenRelayError(error) && (error.inDoubt || error.code === ErrorCode.REFRESH_TIMEOUT))) && shouldRetry(error);
 
   /**
    * Token requests under the retry policy; turns exhausted or foreign failures into REFRESH_FAILED.

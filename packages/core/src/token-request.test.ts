@@ -4,6 +4,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { inspect } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCode, type TokenRelayError } from './errors.js';
 import { refreshTokenGrant } from './grant.js';
@@ -110,5 +111,64 @@ describe('a token request that fails', () => {
       throw thrown;
     });
     expect(error).toMatchObject({ code: ErrorCode.NETWORK_ERROR, transient: true, inDoubt: true });
+  });
+});
+
+describe('an OAuth error answer', () => {
+  const answering = (body: unknown) => async () => Response.json(body, { status: 400 });
+
+  it.each(['toString', 'constructor', '__proto__', 'valueOf'])(
+    'named "%s", like a member of every object, is a TOKEN_ENDPOINT_ERROR naming it',
+    async (name) => {
+      const error = await refreshAt('https://auth.example.test/token', answering({ error: name }));
+      expect(error).toMatchObject({ name: 'TokenRelayError', code: ErrorCode.TOKEN_ENDPOINT_ERROR, status: 400, oauthError: name });
+    },
+  );
+
+  it('that echoes the client secret as its error code keeps the secret out of oauthError, the message and the JSON', async () => {
+    const secret = 'client-secret-echoed-back';
+    const error = await refreshTokenGrant({
+      tokenEndpoint: 'https://auth.example.test/token',
+      clientId: 'app',
+      clientSecret: secret,
+      fetch: answering({ error: secret }),
+    })({ tokens, signal }).then(
+      () => expect.unreachable('expected a rejection'),
+      (caught: unknown) => caught as TokenRelayError,
+    );
+    expect(error).toMatchObject({ code: ErrorCode.TOKEN_ENDPOINT_ERROR, oauthError: '[redacted]' });
+    expect([error.message, JSON.stringify(error), inspect(error)].join('\n')).not.toContain(secret);
+  });
+});
+
+describe('a 2xx answer that is not a usable token response', () => {
+  const secret = 'client-secret-echoed-back';
+  it.each([
+    ['as its token_type', { access_token: 'at-1', token_type: secret }],
+    ['in an expires_in array', { access_token: 'at-1', expires_in: [secret] }],
+  ])('keeps the client secret echoed %s out of the INVALID_TOKEN_RESPONSE', async (_where, body) => {
+    const endpoint = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    });
+    const error = await refreshTokenGrant({ tokenEndpoint: endpoint, clientId: 'app', clientSecret: secret })({ tokens, signal }).then(
+      () => expect.unreachable('expected a rejection'),
+      (caught: unknown) => caught as TokenRelayError,
+    );
+    expect(error).toMatchObject({ code: ErrorCode.INVALID_TOKEN_RESPONSE, status: 200 });
+    expect([error.message, JSON.stringify(error), inspect(error)].join('\n')).not.toContain(secret);
+  });
+});
+
+describe('a token response body', () => {
+  it('is read whole when its UTF-8 characters are split between chunks', async () => {
+    const body = Buffer.from(JSON.stringify({ access_token: 'at-2', token_type: 'Bearer', scope: 'lecture écriture 読み取り' }));
+    const split = body.indexOf(Buffer.from('é')) + 1; // between the two bytes of "é"
+    const endpoint = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write(body.subarray(0, split));
+      setTimeout(() => res.end(body.subarray(split)), 20);
+    });
+    const result = await refreshTokenGrant({ tokenEndpoint: endpoint, clientId: 'app' })({ tokens, signal });
+    expect(result).toMatchObject({ accessToken: 'at-2', scope: 'lecture écriture 読み取り' });
   });
 });

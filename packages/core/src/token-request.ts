@@ -46,8 +46,8 @@ export interface TokenEndpointAnswer {
   readonly retryAfterMs: number | undefined;
   /** The clock just before the request was sent. */
   readonly startedAt: number;
-  /** Every secret the request carried, in the form it was given; redact these from anything shown. */
-  readonly secrets: readonly string[];
+  /** Every secret the request carried, in the form it was given (absent ones as `undefined`); redact these from anything shown. */
+  readonly secrets: ReadonlyArray<string | undefined>;
 }
 
 /** How a grant reads the OAuth errors that mean something particular for it: the code, and what the user should do. */
@@ -91,25 +91,20 @@ async function readBody(response: Response, limit: number): Promise<string | und
   }
   if (!response.body) return '';
   const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
+  // Decoded as it streams in (a character split between chunks is held back until its end comes).
+  const decoder = new TextDecoder();
+  let text = '';
   let size = 0;
   for (;;) {
     const { done, value } = await reader.read();
-    if (done) break;
+    if (done) return text + decoder.decode();
     size += value.byteLength;
     if (size > limit) {
       reader.cancel().catch(() => undefined);
       return undefined;
     }
-    chunks.push(value);
+    text += decoder.decode(value, { stream: true });
   }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return new TextDecoder().decode(bytes);
 }
 
 function parseRetryAfter(header: string | null, now: number): number | undefined {
@@ -158,9 +153,7 @@ export function tokenEndpointClient(
       'content-type': 'application/x-www-form-urlencoded;charset=UTF-8',
       accept: 'application/json',
     };
-    const sent = [...secrets, ...(await authenticate({ endpoint: endpoint.href, params, headers, clock }))].filter(
-      (secret): secret is string => !!secret,
-    );
+    const sent = [...secrets, ...(await authenticate({ endpoint: endpoint.href, params, headers, clock }))];
     const fetchImpl = resolveFetch(options.fetch, who);
     const startedAt = clock.now();
     let response: Response;
@@ -204,20 +197,23 @@ export function tokenEndpointClient(
   const errorOf: TokenEndpointClient['errorOf'] = (answer, meanings = {}) => {
     const { status, json, text } = answer;
     if (answer.ok && !(isRecord(json) && json.error !== undefined)) return undefined;
-    const oauthError = isRecord(json) && typeof json.error === 'string' ? json.error.slice(0, 100) : undefined;
+    const sent = isRecord(json) && typeof json.error === 'string' ? json.error : undefined;
+    // Redacted before it is cut or kept: a server may echo a secret as its `error` too.
+    const oauthError = sent && redactSecrets(sent, answer.secrets).slice(0, 100);
     // Redacted before it is cut, so a cut never leaves part of a secret behind.
     const description =
       isRecord(json) && typeof json.error_description === 'string'
         ? `: ${redactSecrets(json.error_description, answer.secrets).slice(0, 300)}`
         : '';
     const what = oauthError
-      ? `${redactSecrets(oauthError, answer.secrets)}${description}`
+      ? oauthError + description
       : text === undefined
         ? `body over ${maxResponseBytes} bytes`
         : `${answer.contentType}, not an OAuth error`;
     // The constructor leaves out the details that are undefined.
     const details = { status, oauthError };
-    const meaning = oauthError === undefined ? undefined : (meanings[oauthError] ?? clientErrors[oauthError]);
+    // Own entries only: an `error` named "toString" or "__proto__" means nothing of ours.
+    const meaning = [meanings, clientErrors].find((table) => Object.hasOwn(table, sent as string))?.[sent as string];
     const answered = `Token endpoint answered HTTP ${status} ${what}`;
     if (meaning) return new TokenRelayError(meaning.code, `${answered}; ${meaning.advice}`, details);
     return new TokenRelayError(ErrorCode.TOKEN_ENDPOINT_ERROR, answered, {
@@ -231,8 +227,9 @@ export function tokenEndpointClient(
     const answer = await post(params, context);
     const error = errorOf(answer, meanings);
     if (error) throw error;
+    // The problem may quote a field of the answer (token_type, expires_in): one that echoes a secret is redacted.
     const invalid = (problem: string) =>
-      new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `Token endpoint answered HTTP ${answer.status}: ${problem}`, {
+      new TokenRelayError(ErrorCode.INVALID_TOKEN_RESPONSE, `Token endpoint answered HTTP ${answer.status}: ${redactSecrets(problem, answer.secrets)}`, {
         status: answer.status,
       });
     if (answer.text === undefined) throw invalid(`body over ${maxResponseBytes} bytes`);

@@ -30,7 +30,8 @@ export interface SalesforceRefreshGrantOptions {
   /**
    * The org's session timeout (Setup → Session Settings, or the connected app's own), in
    * milliseconds. Salesforce sends no `expires_in`, so with this the access token's `expiresAt` is
-   * `issued_at + sessionTimeoutMs` and the manager refreshes before it; without it the expiry is
+   * `issued_at + sessionTimeoutMs` (from the time the token was asked for when the answer has no
+   * `issued_at`, as Salesforce's JWT bearer answers) and the manager refreshes before it; without it the expiry is
    * unknown and only an `INVALID_SESSION_ID` answer starts a refresh. Salesforce extends a session
    * while it is used, so this is the earliest the token can expire (by Salesforce's clock).
    * @default undefined (expiry unknown)
@@ -256,6 +257,8 @@ function withSalesforceChecks(
     throw configError('verifying the response signature needs WebCrypto (globalThis.crypto.subtle), which this runtime lacks');
   }
   const handler = async (context: Parameters<RefreshHandler>[0]): Promise<TokenSet> => {
+    // Taken before the request, as core dates expires_in: latency shortens the session, never lengthens it.
+    const askedAt = Date.now();
     const tokens = await exchange(context);
     const raw = tokens.raw ?? {};
     const instanceUrl = typeof raw.instance_url === 'string' ? parseUrl(raw.instance_url) : undefined;
@@ -273,8 +276,12 @@ function withSalesforceChecks(
       }
     }
     if (sessionTimeoutMs === undefined) return tokens;
-    if (issuedAt === undefined) throw invalidResponse('without a valid issued_at, so sessionTimeoutMs cannot date the token');
-    return { ...tokens, expiresAt: issuedAt + sessionTimeoutMs };
+    // Salesforce's JWT bearer answers carry no issued_at (its refresh and client credentials answers do): the session
+    // then dates from when it was asked for. One that is there but unreadable is refused.
+    if (issuedAt === undefined && raw.issued_at !== undefined) {
+      throw invalidResponse('without a valid issued_at, so sessionTimeoutMs cannot date the token');
+    }
+    return { ...tokens, expiresAt: (issuedAt ?? askedAt) + sessionTimeoutMs };
   };
   return Object.defineProperties(handler, {
     tokenEndpoint: { value: exchange.tokenEndpoint, enumerable: true },
