@@ -192,6 +192,72 @@ describe('tokenRelayInterceptor on an undici 7 agent', () => {
   });
 });
 
+describe('tokenRelayInterceptor above a redirect follower', () => {
+  /** Dispatchers that follow redirects below the interceptor: undici 6's `maxRedirections`, undici 7's redirect interceptor composed before it. */
+  function followingBelow(manager: TokenManager, origins: string[]) {
+    const interceptor = tokenRelayInterceptor(manager, { origins });
+    const agent6 = new undici.Agent().compose(interceptor);
+    const agent7 = new undici7.Agent().compose(undici7.interceptors.redirect({ maxRedirections: 3 }), interceptor);
+    const sends = [
+      (url: string, options: { method?: 'POST'; body?: string } = {}) => undici.request(url, { ...options, dispatcher: agent6, maxRedirections: 3 }),
+      (url: string, options: { method?: 'POST'; body?: string } = {}) => undici7.request(url, { ...options, dispatcher: agent7 }),
+    ];
+    return { sends, close: () => Promise.all([agent6.close(), agent7.close()]) };
+  }
+
+  it('never lets a hop it did not judge carry the bearer to the token endpoint on the same origin: the request fails with CONFIGURATION_ERROR', async () => {
+    const server = await startServer();
+    const { sends, close } = followingBelow(managerFor(server), [server.url]);
+
+    for (const send of sends) {
+      const sent = send(`${server.url}/redirect?status=307&to=/oauth/token`, { method: 'POST', body: 'grant_type=refresh_token' });
+      await expect(sent).rejects.toMatchObject({ code: ErrorCode.CONFIGURATION_ERROR });
+    }
+
+    expect(server.stats().tokenRequestLog.map((entry) => entry.accessToken)).toEqual([]);
+    await close();
+  });
+
+  /** Signed in at `server`, refreshing at another server's token endpoint: every URL of `server` may get the bearer. */
+  async function tokenEndpointElsewhere(server: OAuthServer) {
+    const tokenServer = await startServer();
+    return createTokenManager({ tokens: server.issue(), refresh: defaultClientGrant(tokenServer) });
+  }
+
+  it('refreshes and replays only for an answer its bearer reached: not for the 401 of another origin at the end of the redirects', async () => {
+    const server = await startServer();
+    const elsewhere = await startServer();
+    const manager = await tokenEndpointElsewhere(server);
+    const refreshes: unknown[] = [];
+    manager.on('refresh', (tokens) => refreshes.push(tokens));
+    const { sends, close } = followingBelow(manager, [server.url]);
+
+    for (const send of sends) {
+      const response = await send(`${server.url}/redirect?to=${encodeURIComponent(`${elsewhere.url}/api/items`)}`);
+      await response.body.dump();
+      expect(response.statusCode).toBe(401);
+    }
+
+    expect(refreshes).toEqual([]);
+    expect(elsewhere.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined, undefined]);
+    await close();
+  });
+
+  it('lets the follower carry the bearer on hops within an origin whose every URL may have it', async () => {
+    const server = await startServer();
+    const { sends, close } = followingBelow(await tokenEndpointElsewhere(server), [server.url]);
+
+    for (const send of sends) {
+      const response = await send(`${server.url}/redirect?to=/api/items`);
+      await response.body.dump();
+      expect(response.statusCode).toBe(200);
+    }
+
+    expect(server.stats()).toMatchObject({ apiOk: 2, api401: 0 });
+    await close();
+  });
+});
+
 /** A dispatch handler's methods, of undici 6's interface and of 7's (which a dispatcher of Node's own undici hands on). */
 const handlerMethods = [
   ['onConnect', 'onResponseStarted', 'onHeaders', 'onData', 'onBodySent', 'onRequestStart', 'onResponseStart', 'onResponseData'],

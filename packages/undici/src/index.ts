@@ -18,6 +18,7 @@ import {
 import {
   accessTokenIfSignedIn,
   bearerAuthorization,
+  configurationError,
   createOriginMatcher,
   dpopUnsupported,
   isSignedOut,
@@ -125,8 +126,12 @@ interface SignedAttempt {
  * of the process is covered, clients that captured `fetch` before included.
  *
  * - Requests to other origins, to the token endpoint, and requests that already carry an
- *   `Authorization` header pass untouched. Redirects are safe by construction: fetch and undici's
- *   redirect interceptor dispatch every hop anew, and each hop is judged on its own URL.
+ *   `Authorization` header pass untouched. Redirects: fetch and undici's redirect interceptor composed
+ *   after this one dispatch every hop anew, and each hop is judged on its own URL. A redirect followed
+ *   below it (the redirect interceptor composed before it, undici 6's `maxRedirections`) sends its hops
+ *   unseen, with the bearer while they stay on one origin: where some URL of that origin may not have it
+ *   (the token endpoint's, or any with an `origins` predicate) such a hop fails with a `CONFIGURATION_ERROR`
+ *   before it is sent, and the answer of a hop the bearer did not reach is never refreshed for.
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer, a 401 included, goes
  *   back as it is: no token call.
  * - A replayed request is never replayed again. Bodies undici can send again (none, a string, a
@@ -159,6 +164,9 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     );
   }
   const mayCarryBearer = createOriginMatcher(options.origins, manager.tokenEndpoint);
+  // Origins of which every URL may get the bearer: with a list, all but the token endpoint's; with a predicate, none known.
+  const tokenEndpointOrigin = manager.tokenEndpoint === undefined ? undefined : new URL(manager.tokenEndpoint).origin;
+  const mayCarryBearerEverywhereOn = (origin: string) => typeof options.origins !== 'function' && origin !== tokenEndpointOrigin;
   const { dpop, queue } = options;
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   // A failed response is held back (its body kept in memory) until we know whether it is replaced by a
@@ -243,12 +251,21 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     const attempt = (accessToken: string | undefined, holdFailures: boolean): DispatchHandler => {
       // Only an answer to the first send with a token may be replaced by a replay.
       const tokenUsed = holdFailures ? accessToken : undefined;
+      // The URLs of the hops a redirect follower below this interceptor has sent, as it tells them at each hop's start.
+      let hops: readonly URL[] = [];
       return holdingHandler(upstream, {
-        holds: (status) => tokenUsed !== undefined && mayRefreshFor(status),
-        onHeld: (held) => void afterFailure(held, tokenUsed as string),
+        // The answer of a hop our bearer did not reach (the follower left its origin) says nothing about our token.
+        holds: (status) => tokenUsed !== undefined && mayRefreshFor(status) && withinFirstOrigin(hops),
+        onHeld: (held) => void afterFailure(held, tokenUsed as string, hops.at(-1)?.href ?? target),
         onConnect(abortThis, context) {
           abortAttempt = abortThis;
           if (aborted?.signal.aborted) return abortThis(aborted.signal.reason as Error);
+          hops = followedHops(context);
+          // A hop the follower starts carries our bearer while it stays on the first origin (undici drops it on
+          // leaving), and its URL is not told: it may go only where every URL may have the bearer.
+          if (accessToken !== undefined && hops.length > 0 && withinFirstOrigin(hops) && !mayCarryBearerEverywhereOn((hops[0] as URL).origin)) {
+            return abortThis(unjudgedHop());
+          }
           if (connected) return;
           connected = true;
           upstream.onConnect?.(abort, context);
@@ -257,10 +274,10 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
       });
     };
 
-    const afterFailure = async (held: HeldResponse, tokenUsed: string) => {
+    const afterFailure = async (held: HeldResponse, tokenUsed: string, answeredBy: string) => {
       const signal = abortController().signal;
       try {
-        if (!(await shouldRefresh(failedResponse(held, target)))) return deliver(upstream, held);
+        if (!(await shouldRefresh(failedResponse(held, answeredBy)))) return deliver(upstream, held);
         const { accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal });
         if (!isReplayable(request.body)) return deliver(upstream, held);
         sendReleased(accessToken, false);
@@ -351,6 +368,26 @@ function requestTarget(request: DispatchOptions): string | undefined {
   }
 }
 
+/**
+ * The URLs a redirect follower below this interceptor has sent a request to, the one answering last once it
+ * answers: undici's (undici 6's `maxRedirections`, the redirect interceptor composed before this one) tells its
+ * handler the `history` at each hop's start. None without such a follower.
+ */
+function followedHops(context: unknown): readonly URL[] {
+  const history = (context as { history?: unknown } | undefined)?.history;
+  return Array.isArray(history) ? (history as URL[]) : [];
+}
+
+/** Are all `hops` on the first one's origin: did the bearer, which undici drops on leaving an origin, go with each? */
+const withinFirstOrigin = (hops: readonly URL[]) => hops.every((hop) => hop.origin === hops[0]?.origin);
+
+const unjudgedHop = () =>
+  configurationError(
+    "tokenRelayInterceptor cannot judge the hops of a redirect followed below it (undici 6's maxRedirections, a redirect " +
+      'interceptor composed before it), and this one may take the bearer to the token endpoint or outside `origins`: compose ' +
+      'the redirect interceptor after it, e.g. agent.compose(tokenRelayInterceptor(manager, { origins }), interceptors.redirect({ maxRedirections: 3 }))',
+  );
+
 /** Bodies undici sends from memory, so sending them again sends the same bytes. */
 function isReplayable(body: unknown): boolean {
   return body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array;
@@ -392,8 +429,8 @@ function answerOf(held: Pick<HeldResponse, 'status' | 'headers' | 'chunks'>) {
   };
 }
 
-function failedResponse(held: HeldResponse, target: string): FailedResponse {
-  return { ...answerOf(held), url: new URL(target).href };
+function failedResponse(held: HeldResponse, url: string): FailedResponse {
+  return { ...answerOf(held), url: new URL(url).href };
 }
 
 /** A header of undici's raw `[name, value, …]` list; `undefined` when absent. */
