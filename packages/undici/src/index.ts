@@ -26,7 +26,7 @@ import {
   type DpopRequest,
   type DpopSender,
 } from '@tokenrelay/core/kit';
-import { deliver, heldText, holdingHandler, type DispatchHandler, type HeldResponse, type RawHeaders } from './holding-handler.js';
+import { holdingHandler, type DispatchHandler, type HeldResponse, type RawHeaders } from './holding-handler.js';
 
 /** Options of {@link tokenRelayInterceptor}. */
 export interface TokenRelayInterceptorOptions {
@@ -113,10 +113,11 @@ type Dispatch = (options: DispatchOptions, handler: DispatchHandler) => boolean;
  */
 export type TokenRelayInterceptor = <D extends (options: never, handler: never) => boolean>(dispatch: D) => D;
 
-/** One attempt of a DPoP request as `dpop.send` sees it; `release` hands an answer held back on. */
+/** One attempt of a DPoP request as `dpop.send` sees it; `release` hands an answer held back on, `discard` gives it up. */
 interface SignedAttempt {
   readonly answer: ReturnType<DpopRequest<unknown>['answerOf']>;
   release(): void;
+  discard(): void;
 }
 
 /**
@@ -134,6 +135,8 @@ interface SignedAttempt {
  *   before it is sent, and the answer of a hop the bearer did not reach is never refreshed for.
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer, a 401 included, goes
  *   back as it is: no token call.
+ * - A failure is judged at its headers: a replay never waits for its body (the exchange is given up),
+ *   of which no more than 64 KiB is read meanwhile, unless a `shouldRefresh` of your own reads it all.
  * - A replayed request is never replayed again. Bodies undici can send again (none, a string, a
  *   `Buffer` or `Uint8Array`) are replayed; a stream or an async iterable never twice — the tokens
  *   are still refreshed, so the next request works, and the caller gets the failed response.
@@ -169,7 +172,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
   const mayCarryBearerEverywhereOn = (origin: string) => typeof options.origins !== 'function' && origin !== tokenEndpointOrigin;
   const { dpop, queue } = options;
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
-  // A failed response is held back (its body kept in memory) until we know whether it is replaced by a
+  // A failed response is held back (the first 64 KiB of its body read) until we know whether it is replaced by a
   // replay: with the default predicate only a 401 can be; a predicate of your own may take any status ≥ 400.
   const mayRefreshFor = (status: number) => (options.shouldRefresh ? status >= 400 : status === 401);
 
@@ -223,6 +226,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
               next({ ...request, headers: withHeader(headers, 'dpop', proof) }, holdingNonceChallenge(handler, settle, reject));
             }),
           answerOf: (signed) => signed.answer,
+          discard: (signed) => signed.discard(),
         })
         .then(
           (kept) => kept.release(),
@@ -274,16 +278,19 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
       });
     };
 
+    // Decided at the failure's headers: a replay never waits for its body, which may be huge or never end.
     const afterFailure = async (held: HeldResponse, tokenUsed: string, answeredBy: string) => {
       const signal = abortController().signal;
       try {
-        if (!(await shouldRefresh(failedResponse(held, answeredBy)))) return deliver(upstream, held);
+        if (!(await shouldRefresh(failedResponse(held, answeredBy)))) return held.deliver();
         const { accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal });
-        if (!isReplayable(request.body)) return deliver(upstream, held);
+        if (!isReplayable(request.body)) return held.deliver();
+        held.discard();
         sendReleased(accessToken, false);
       } catch (error) {
         // Signed out meanwhile: the caller gets the server's answer as it is.
-        if (isSignedOut(error) && !signal.aborted) return deliver(upstream, held);
+        if (isSignedOut(error) && !signal.aborted) return held.deliver();
+        held.discard();
         fail(error);
       }
     };
@@ -304,8 +311,8 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
 
 /**
  * Wraps one attempt's handler for `dpop.send`: an answer that may be a nonce challenge (a 400 or 401
- * with `DPoP-Nonce`) is held back whole and settled at its end, so that a retry replaces it unseen;
- * any other answer is settled at its headers and flows on to `handler` as it comes.
+ * with `DPoP-Nonce`) is held back, so that a retry replaces it unseen; any other answer flows on to
+ * `handler` as it comes. Either is settled at its headers.
  */
 function holdingNonceChallenge(handler: DispatchHandler, settle: (attempt: SignedAttempt) => void, reject: (error: Error) => void): DispatchHandler {
   let settled = false;
@@ -314,11 +321,11 @@ function holdingNonceChallenge(handler: DispatchHandler, settle: (attempt: Signe
     onPassing(status, headers) {
       settled = true;
       // The body of an answer that flows on is the caller's: the answer is judged without it.
-      settle({ answer: answerOf({ status, headers, chunks: [] }), release: () => {} });
+      settle({ answer: answerOf({ status, headers, text: () => Promise.resolve('') }), release: () => {}, discard: () => {} });
     },
     onHeld(held) {
       settled = true;
-      settle({ answer: answerOf(held), release: () => deliver(handler, held) });
+      settle({ answer: answerOf(held), release: () => held.deliver(), discard: () => held.discard() });
     },
     onError(error) {
       if (settled) return handler.onError?.(error);
@@ -421,11 +428,11 @@ function withHeader(headers: unknown, name: string, value: string): unknown {
 const asError = (error: unknown) => (error instanceof Error ? error : new Error(String(error)));
 
 /** An answer as the shared pieces read it: its status, a header by name, its body as text (read only when asked). */
-function answerOf(held: Pick<HeldResponse, 'status' | 'headers' | 'chunks'>) {
+function answerOf(held: Pick<HeldResponse, 'status' | 'headers' | 'text'>) {
   return {
     status: held.status,
     header: (name: string) => headerValue(held.headers, name),
-    text: () => Promise.resolve(heldText(held)),
+    text: () => held.text(),
   };
 }
 
