@@ -266,6 +266,27 @@ describe('tokenRelayInterceptor above a redirect follower', () => {
   });
 });
 
+describe('tokenRelayInterceptor and the WWW-Authenticate of a 401', () => {
+  it("reads every WWW-Authenticate header a 401 carries, as fetch's Headers and Node's http do: no refresh for one that names another error than invalid_token", async () => {
+    const tokenServer = await startServer();
+    const api = createServer((_request, response) => {
+      response.setHeader('www-authenticate', ['Basic realm="api"', 'Bearer error="invalid_request"']);
+      response.writeHead(401).end();
+    });
+    rawServers.push(api);
+    await new Promise<void>((listening) => api.listen(0, '127.0.0.1', listening));
+    const url = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    const manager = createTokenManager({ tokens: tokenServer.issue(), refresh: defaultClientGrant(tokenServer) });
+    undici.setGlobalDispatcher(originalDispatcher.compose(tokenRelayInterceptor(manager, { origins: [url] })));
+
+    const response = await undici.request(`${url}/me`);
+    await response.body.dump();
+
+    expect(response.statusCode).toBe(401);
+    expect(tokenServer.stats().tokenRequests).toBe(0);
+  });
+});
+
 describe('tokenRelayInterceptor and a 401 whose body does not end soon', () => {
   /**
    * An API on 127.0.0.1 that answers the bearer `stale` with a 401 whose body `write` sends, and any other bearer

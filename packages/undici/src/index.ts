@@ -440,13 +440,17 @@ function failedResponse(held: HeldResponse, url: string): FailedResponse {
   return { ...answerOf(held), url: new URL(url).href };
 }
 
-/** A header of undici's raw `[name, value, …]` list; `undefined` when absent. */
+/**
+ * A header of undici's raw `[name, value, …]` list, every line of it joined with `, ` as fetch's `Headers`
+ * and Node's http join them (a second `WWW-Authenticate` may name the error); `undefined` when absent.
+ */
 function headerValue(headers: RawHeaders, name: string): string | undefined {
   const wanted = name.toLowerCase();
+  let value: string | undefined;
   for (let index = 0; index + 1 < headers.length; index += 2) {
-    if (String(headers[index]).toLowerCase() === wanted) return String(headers[index + 1]);
+    if (String(headers[index]).toLowerCase() === wanted) value = value === undefined ? String(headers[index + 1]) : `${value}, ${String(headers[index + 1])}`;
   }
-  return undefined;
+  return value;
 }
 
 /** The handler as this interceptor calls it: undici 7's own handlers speak the controller interface only. */
