@@ -6,6 +6,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { ErrorCode, createTokenManager, refreshTokenGrant } from '@tokenrelay/core';
 import { afterEach, describe, expect, it } from 'vitest';
 
@@ -91,6 +92,25 @@ describe('a token endpoint whose body never ends', () => {
 
     await waitUntil(() => endpoint.connectionsClosed[0] === true, 5_000);
     expect(endpoint.connectionsClosed).toEqual([true]);
+    expect(endpoint.presented).toEqual(['rt.0']);
+  });
+
+  it('refuses a gzip bomb (a small compressed body that inflates past maxResponseBytes) by what it inflates to', async () => {
+    // 64 MiB of spaces, some 64 KiB compressed: its Content-Length passes the limit, what it inflates to does not.
+    const bomb = gzipSync(Buffer.concat([Buffer.from('{"access_token":"at.1","padding":"'), Buffer.alloc(64 * 1024 * 1024, ' ')]));
+    const endpoint = await tokenEndpoint((response) => {
+      response.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': bomb.length }).end(bomb);
+    });
+    const manager = createTokenManager({
+      tokens: { accessToken: 'at.0', refreshToken: 'rt.0' },
+      refresh: refreshTokenGrant({ tokenEndpoint: endpoint.url, clientId: 'app', maxResponseBytes: 65_536 }),
+      retry: false,
+    });
+
+    await expect(manager.refresh({ staleAccessToken: 'at.0' })).rejects.toMatchObject({
+      code: ErrorCode.INVALID_TOKEN_RESPONSE,
+      message: expect.stringContaining('body over 65536 bytes'),
+    });
     expect(endpoint.presented).toEqual(['rt.0']);
   });
 });

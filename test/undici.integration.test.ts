@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { ErrorCode, createTokenManager, findTokenRelayError, type TokenManager } from '@tokenrelay/core';
 import { withTokenRelay } from '@tokenrelay/fetch';
 import { startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
@@ -6,18 +8,24 @@ import { tokenRelayInterceptor } from '@tokenrelay/undici';
 import * as undici from 'undici';
 import * as undici7 from 'undici7';
 import PQueue from 'p-queue';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { defaultClientGrant } from './helpers/default-client-grant.js';
 
 // Captured before any installation, as an SDK or a client made at import time holds it.
 const capturedFetch = globalThis.fetch;
 
 const servers: OAuthServer[] = [];
+/** Servers a test plays on node:http itself, for answers the OAuth server does not give. */
+const rawServers: Server[] = [];
 const originalDispatcher = undici.getGlobalDispatcher();
 
 afterEach(async () => {
   undici.setGlobalDispatcher(originalDispatcher);
   await Promise.all(servers.splice(0).map((server) => server.close()));
+  for (const server of rawServers.splice(0)) {
+    server.closeAllConnections();
+    await new Promise((closed) => server.close(closed));
+  }
 });
 
 async function startServer(options: OAuthServerOptions = {}): Promise<OAuthServer> {
@@ -189,6 +197,170 @@ describe('tokenRelayInterceptor on an undici 7 agent', () => {
     expect(await responses[0]?.body.json()).toMatchObject({ bodySha256: sha256(payload) });
     expect(server.stats().tokenRequests).toBe(1);
     await agent.close();
+  });
+});
+
+describe('tokenRelayInterceptor above a redirect follower', () => {
+  /** Dispatchers that follow redirects below the interceptor: undici 6's `maxRedirections`, undici 7's redirect interceptor composed before it. */
+  function followingBelow(manager: TokenManager, origins: string[]) {
+    const interceptor = tokenRelayInterceptor(manager, { origins });
+    const agent6 = new undici.Agent().compose(interceptor);
+    const agent7 = new undici7.Agent().compose(undici7.interceptors.redirect({ maxRedirections: 3 }), interceptor);
+    const sends = [
+      (url: string, options: { method?: 'POST'; body?: string } = {}) => undici.request(url, { ...options, dispatcher: agent6, maxRedirections: 3 }),
+      (url: string, options: { method?: 'POST'; body?: string } = {}) => undici7.request(url, { ...options, dispatcher: agent7 }),
+    ];
+    return { sends, close: () => Promise.all([agent6.close(), agent7.close()]) };
+  }
+
+  it('never lets a hop it did not judge carry the bearer to the token endpoint on the same origin: the request fails with CONFIGURATION_ERROR', async () => {
+    const server = await startServer();
+    const { sends, close } = followingBelow(managerFor(server), [server.url]);
+
+    for (const send of sends) {
+      const sent = send(`${server.url}/redirect?status=307&to=/oauth/token`, { method: 'POST', body: 'grant_type=refresh_token' });
+      await expect(sent).rejects.toMatchObject({ code: ErrorCode.CONFIGURATION_ERROR });
+    }
+
+    expect(server.stats().tokenRequestLog.map((entry) => entry.accessToken)).toEqual([]);
+    await close();
+  });
+
+  /** Signed in at `server`, refreshing at another server's token endpoint: every URL of `server` may get the bearer. */
+  async function tokenEndpointElsewhere(server: OAuthServer) {
+    const tokenServer = await startServer();
+    return createTokenManager({ tokens: server.issue(), refresh: defaultClientGrant(tokenServer) });
+  }
+
+  it('refreshes and replays only for an answer its bearer reached: not for the 401 of another origin at the end of the redirects', async () => {
+    const server = await startServer();
+    const elsewhere = await startServer();
+    const manager = await tokenEndpointElsewhere(server);
+    const refreshes: unknown[] = [];
+    manager.on('refresh', (tokens) => refreshes.push(tokens));
+    const { sends, close } = followingBelow(manager, [server.url]);
+
+    for (const send of sends) {
+      const response = await send(`${server.url}/redirect?to=${encodeURIComponent(`${elsewhere.url}/api/items`)}`);
+      await response.body.dump();
+      expect(response.statusCode).toBe(401);
+    }
+
+    expect(refreshes).toEqual([]);
+    expect(elsewhere.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined, undefined]);
+    await close();
+  });
+
+  it('lets the follower carry the bearer on hops within an origin whose every URL may have it', async () => {
+    const server = await startServer();
+    const { sends, close } = followingBelow(await tokenEndpointElsewhere(server), [server.url]);
+
+    for (const send of sends) {
+      const response = await send(`${server.url}/redirect?to=/api/items`);
+      await response.body.dump();
+      expect(response.statusCode).toBe(200);
+    }
+
+    expect(server.stats()).toMatchObject({ apiOk: 2, api401: 0 });
+    await close();
+  });
+});
+
+describe('tokenRelayInterceptor and the WWW-Authenticate of a 401', () => {
+  it("reads every WWW-Authenticate header a 401 carries, as fetch's Headers and Node's http do: no refresh for one that names another error than invalid_token", async () => {
+    const tokenServer = await startServer();
+    const api = createServer((_request, response) => {
+      response.setHeader('www-authenticate', ['Basic realm="api"', 'Bearer error="invalid_request"']);
+      response.writeHead(401).end();
+    });
+    rawServers.push(api);
+    await new Promise<void>((listening) => api.listen(0, '127.0.0.1', listening));
+    const url = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    const manager = createTokenManager({ tokens: tokenServer.issue(), refresh: defaultClientGrant(tokenServer) });
+    undici.setGlobalDispatcher(originalDispatcher.compose(tokenRelayInterceptor(manager, { origins: [url] })));
+
+    const response = await undici.request(`${url}/me`);
+    await response.body.dump();
+
+    expect(response.statusCode).toBe(401);
+    expect(tokenServer.stats().tokenRequests).toBe(0);
+  });
+});
+
+describe('tokenRelayInterceptor and a 401 whose body does not end soon', () => {
+  /**
+   * An API on 127.0.0.1 that answers the bearer `stale` with a 401 whose body `write` sends, and any other bearer
+   * with 200. Records whether each 401 was sent whole before its connection closed.
+   */
+  async function apiRefusing(stale: string, write: (response: ServerResponse) => void) {
+    const refusals: { sentWhole: boolean; closed: boolean }[] = [];
+    const api = createServer((request, response) => {
+      if (request.headers.authorization !== `Bearer ${stale}`) return response.end('ok');
+      const refusal = { sentWhole: false, closed: false };
+      refusals.push(refusal);
+      response.on('finish', () => (refusal.sentWhole = true));
+      response.on('close', () => (refusal.closed = true));
+      response.writeHead(401, { 'content-type': 'text/plain' });
+      write(response);
+    });
+    rawServers.push(api);
+    await new Promise<void>((listening) => api.listen(0, '127.0.0.1', listening));
+    return { url: `http://127.0.0.1:${(api.address() as AddressInfo).port}`, refusals };
+  }
+
+  /** Signed in with tokens of the OAuth server (its token endpoint elsewhere), the interceptor on the global dispatcher. */
+  async function installFor(origin: (stale: string) => Promise<string>) {
+    const tokenServer = await startServer();
+    const tokens = tokenServer.issue();
+    const url = await origin(tokens.accessToken);
+    const manager = createTokenManager({ tokens, refresh: defaultClientGrant(tokenServer) });
+    undici.setGlobalDispatcher(originalDispatcher.compose(tokenRelayInterceptor(manager, { origins: [url] })));
+    return { url, tokenServer };
+  }
+
+  it('refreshes and replays at the 401\'s headers, without waiting for a body that drips on, and gives that exchange up', async () => {
+    let refusals: { closed: boolean }[] = [];
+    const { url, tokenServer } = await installFor(async (stale) => {
+      const api = await apiRefusing(stale, (response) => {
+        // A kilobyte every 10 ms while the client listens, at most 10,000 times: far longer than the test may take.
+        let left = 10_000;
+        const drip = () => {
+          if (response.destroyed || left-- === 0) return;
+          response.write('x'.repeat(1024), () => setTimeout(drip, 10));
+        };
+        drip();
+      });
+      refusals = api.refusals;
+      return api.url;
+    });
+
+    const response = await undici.request(`${url}/me`);
+
+    expect([response.statusCode, await response.body.text()]).toEqual([200, 'ok']);
+    expect(tokenServer.stats().tokenRequests).toBe(1);
+    await vi.waitFor(() => expect(refusals).toEqual([expect.objectContaining({ closed: true, sentWhole: false })]));
+  });
+
+  it('reads no more of a 401 body than it holds while it decides: a 32 MiB one is never read to its end', async () => {
+    let refusals: { closed: boolean }[] = [];
+    const { url } = await installFor(async (stale) => {
+      const api = await apiRefusing(stale, (response) => {
+        // A mebibyte at a time, each once the client has taken the one before (into its socket buffers at least).
+        let left = 32;
+        const write = () => {
+          while (left-- > 0 && !response.destroyed) if (!response.write(Buffer.alloc(1024 * 1024, 'x'))) return void response.once('drain', write);
+          response.end();
+        };
+        write();
+      });
+      refusals = api.refusals;
+      return api.url;
+    });
+
+    const response = await undici.request(`${url}/me`);
+
+    expect([response.statusCode, await response.body.text()]).toEqual([200, 'ok']);
+    await vi.waitFor(() => expect(refusals).toEqual([expect.objectContaining({ closed: true, sentWhole: false })]));
   });
 });
 

@@ -4,7 +4,7 @@
  * core adapter kit; the replay is got's own `retryWithMergedOptions`, which also drops the hook for
  * the replayed request, so a replay is never replayed. All refresh logic is in core.
  */
-import type { AfterResponseHook, BeforeRedirectHook, BeforeRequestHook, NormalizedOptions, Response } from 'got';
+import type { AfterResponseHook, BeforeErrorHook, BeforeRedirectHook, BeforeRequestHook, NormalizedOptions, Response } from 'got';
 import {
   ErrorCode,
   TokenRelayError,
@@ -60,6 +60,7 @@ export interface TokenRelayGotHooks {
   beforeRequest: BeforeRequestHook[];
   beforeRedirect: BeforeRedirectHook[];
   afterResponse: AfterResponseHook[];
+  beforeError: BeforeErrorHook[];
 }
 
 /**
@@ -86,6 +87,8 @@ const queuedReplay = 'tokenRelayQueuedReplay';
  *   with a `CONFIGURATION_ERROR` (got's `RequestError` whose `cause` is it) naming the doors that do.
  * - If the refresh fails, the request fails with got's `RequestError` whose `cause` is the
  *   `TokenRelayError` (and whose `code` is its code): `findTokenRelayError(error)` returns it.
+ * - got's errors carry the request's options (`error.options`, enumerable, in their JSON too): our
+ *   bearer is taken out of them, so logging one never shows it; a caller's own `Authorization` stays.
  *
  * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid.
  * @example
@@ -105,12 +108,12 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
 
   /** Is the request's `Authorization` header the caller's own (not one we put there)? */
-  const hasOwnAuthorization = (request: NormalizedOptions) => {
+  const hasOwnAuthorization = (request: Pick<NormalizedOptions, 'headers' | 'context'>) => {
     const authorization = request.headers.authorization;
     const ours = request.context[sentAccessToken];
     return authorization !== undefined && (typeof ours !== 'string' || authorization !== bearerAuthorization(ours, manager.tokenType));
   };
-  const withoutOurBearer = (request: NormalizedOptions) => {
+  const withoutOurBearer = (request: Pick<NormalizedOptions, 'headers' | 'context'>) => {
     if (!hasOwnAuthorization(request)) delete request.headers.authorization;
     delete request.context[sentAccessToken];
   };
@@ -168,7 +171,13 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     });
   };
 
-  return { beforeRequest: [beforeRequest], beforeRedirect: [beforeRedirect], afterResponse: [afterResponse] };
+  // The options of a got error are the request's, and go wherever the error is logged: without our bearer.
+  const beforeError: BeforeErrorHook = (error) => {
+    if (error.options) withoutOurBearer(error.options);
+    return error;
+  };
+
+  return { beforeRequest: [beforeRequest], beforeRedirect: [beforeRedirect], afterResponse: [afterResponse], beforeError: [beforeError] };
 }
 
 /** The request's URL: got's own `URL` as it is (nothing of ours changes it), a string parsed. */

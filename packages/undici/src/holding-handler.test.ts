@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { deliver, heldText, holdingHandler, type DispatchHandler, type HeldResponse } from './holding-handler.js';
+import { holdingHandler, type DispatchHandler, type HeldResponse } from './holding-handler.js';
 
 /** Records every call the handler under test passes on. */
 function recorder() {
@@ -49,19 +49,67 @@ describe('holdingHandler', () => {
     expect(onHeld).not.toHaveBeenCalled();
   });
 
-  it('holds an answer it picks, hands it whole to onHeld at its end, and deliver gives it to a handler in one piece', () => {
+  it('holds an answer it picks from its headers on; deliver hands on what came of it, then the rest as it comes', () => {
+    const { seen, upstream } = recorder();
+    let held: HeldResponse | undefined;
+    const handler = holdingHandler(upstream, { holds: (status, headers) => status === 401 && headers[1] === '401', onHeld: (answer) => (held = answer) });
+
+    handler.onConnect?.(() => {}, 'ctx');
+    handler.onHeaders?.(401, ['x-status', '401'], () => {}, 'Status');
+    handler.onData?.(Buffer.from('one '));
+    expect(held).toMatchObject({ status: 401, headers: ['x-status', '401'] });
+    expect(seen).toEqual([['connect', 'ctx']]);
+
+    held?.deliver();
+    handler.onData?.(Buffer.from('two'));
+    handler.onComplete?.(['x-trailer', 'end']);
+
+    expect(seen.slice(1)).toEqual([['headers', 401, 'Status'], ['data', 'one '], ['data', 'two'], ['complete', ['x-trailer', 'end']]]);
+  });
+
+  it('gives a held answer whole to deliver once it has ended, and its text', async () => {
     const { seen, upstream } = recorder();
     let held: HeldResponse | undefined;
 
-    answer(holdingHandler(upstream, { holds: (status, headers) => status === 401 && headers[1] === '401', onHeld: (whole) => (held = whole) }), 401);
-
-    expect(seen).toEqual([['connect', 'ctx'], ['body sent', 3, 3], ['started']]);
-    expect(held).toMatchObject({ status: 401, headers: ['x-status', '401'], statusText: 'Status', trailers: ['x-trailer', 'end'] });
-    expect(heldText(held as HeldResponse)).toBe('one two');
-
-    deliver(upstream, held as HeldResponse);
+    answer(holdingHandler(upstream, { holds: () => true, onHeld: (answer) => (held = answer) }), 401);
+    expect(await held?.text()).toBe('one two');
+    held?.deliver();
 
     expect(seen.slice(3)).toEqual([['headers', 401, 'Status'], ['data', 'one two'], ['complete', ['x-trailer', 'end']]]);
+  });
+
+  it('discards a held answer by aborting its exchange, and nobody sees its end', () => {
+    const { seen, upstream } = recorder();
+    const abort = vi.fn();
+    let held: HeldResponse | undefined;
+    const handler = holdingHandler(upstream, { holds: () => true, onHeld: (answer) => (held = answer) });
+
+    handler.onConnect?.(abort, 'ctx');
+    handler.onHeaders?.(401, [], () => {}, 'Status');
+    held?.discard();
+    handler.onData?.(Buffer.from('late'));
+    handler.onError?.(new Error('aborted'));
+
+    expect(abort).toHaveBeenCalledOnce();
+    expect(seen).toEqual([['connect', 'ctx']]);
+  });
+
+  it('stops reading a held body at 64 KiB until it is delivered, or its text is asked for', () => {
+    const resume = vi.fn();
+    const held: HeldResponse[] = [];
+    const handler = () => holdingHandler(recorder().upstream, { holds: () => true, onHeld: (answer) => held.push(answer) });
+    const kilobytes = (count: number) => Buffer.alloc(count * 1024);
+
+    for (const [index, decide] of [(answer: HeldResponse) => answer.deliver(), (answer: HeldResponse) => void answer.text()].entries()) {
+      const exchange = handler();
+      exchange.onHeaders?.(401, [], resume, 'Status');
+      expect(exchange.onData?.(kilobytes(63))).toBe(true);
+      expect(exchange.onData?.(kilobytes(1))).toBe(false);
+      expect(resume).toHaveBeenCalledTimes(index);
+      decide(held[index] as HeldResponse);
+      expect(resume).toHaveBeenCalledTimes(index + 1);
+      expect(exchange.onData?.(kilobytes(64))).toBe(true);
+    }
   });
 
   it('gives connects and errors to the onConnect and onError it is given instead of upstream', () => {

@@ -1,7 +1,7 @@
 /*
  * undici's dispatch handler (its interface of version 6, which 7 still accepts and offers) and the one
- * wrapper the interceptor builds on it: a handler that holds an answer back whole, when its status and
- * headers say so, until whoever held it decides to deliver or replace it.
+ * wrapper the interceptor builds on it: a handler that holds an answer back, when its status and headers
+ * say so, until whoever held it decides to hand it on or to give it up.
  */
 
 /** The part of a dispatch handler this interceptor calls: undici's handler interface of version 6, which 7 still accepts and offers. */
@@ -19,69 +19,142 @@ export interface DispatchHandler {
 /** Headers as undici hands them to a handler: a flat `[name, value, …]` list. */
 export type RawHeaders = ReadonlyArray<Buffer | string | ReadonlyArray<Buffer | string>>;
 
-/** An answer held back whole: what the server said, to be delivered or replaced. */
+/**
+ * An answer held back from its headers on, its body still coming, until it is handed on or given up:
+ * one of the two is called once the holder has decided (whatever the body does meanwhile).
+ */
 export interface HeldResponse {
   readonly status: number;
   readonly headers: RawHeaders;
-  readonly statusText: string;
-  readonly chunks: readonly Buffer[];
-  readonly trailers: RawHeaders | null;
+  /** The body as text once it has come whole; rejects when the exchange fails first. */
+  text(): Promise<string>;
+  /** Hands the answer on to `upstream`: what has come of it at once, the rest as it comes. */
+  deliver(): void;
+  /** Gives the answer up unseen: the exchange is aborted, so the rest of its body is neither read nor waited for. */
+  discard(): void;
 }
 
-/** What {@link holdingHandler} holds, and what it does at a held answer's end and with connects and errors. */
+/** What {@link holdingHandler} holds, and what it does with a held answer and with connects and errors. */
 export interface HoldingOptions {
-  /** Is the answer with this status and these headers held back whole (else it flows on as it comes)? */
+  /** Is the answer with this status and these headers held back (else it flows on as it comes)? */
   holds(status: number, headers: RawHeaders): boolean;
-  /** A held answer, complete: the caller of {@link holdingHandler} delivers it ({@link deliver}) or replaces it. */
+  /** A held answer, at its headers: the caller of {@link holdingHandler} delivers or discards it. */
   onHeld(held: HeldResponse): void;
   /** An answer that is not held, at its headers, just before they flow on. */
   onPassing?(status: number, headers: RawHeaders): void;
   /** Replaces passing the connect on to `upstream`. */
   onConnect?(abort: (reason?: Error) => void, context?: unknown): void;
-  /** Replaces passing an error on to `upstream`. */
+  /** Replaces passing an error on to `upstream` (one of a held answer goes where the answer goes). */
   onError?(error: Error): void;
 }
 
 /**
- * A handler for one dispatch that passes everything on to `upstream`, except an answer `holds`
- * picks: that one's status, headers and body are kept, and handed whole to `onHeld` at its end.
+ * How much of a held body is read before the exchange waits for the decision: a huge or endless one costs
+ * no more memory, and a replay never waits for it. Asking for its text reads it all.
+ */
+const HELD_BODY_BYTES = 64 * 1024;
+
+/** How an exchange ended: with its trailers, or an error. */
+type Ending = { trailers: RawHeaders | null } | { error: Error };
+
+/**
+ * A handler for one dispatch that passes everything on to `upstream`, except an answer `holds` picks:
+ * that one is handed to `onHeld` at its headers and waits there, its body read up to a bound, until it is
+ * delivered or discarded.
  */
 export function holdingHandler(upstream: DispatchHandler, options: HoldingOptions): DispatchHandler {
-  let held: { status: number; headers: RawHeaders; statusText: string; chunks: Buffer[] } | undefined;
+  const onError = options.onError ?? ((error: Error) => upstream.onError?.(error));
+  const endUpstream = (ending: Ending) => ('error' in ending ? onError(ending.error) : upstream.onComplete?.(ending.trailers));
+  let abortExchange: (reason?: Error) => void = () => {};
+  // Set at the headers of an answer `holds` picks; then its body and end are its own.
+  let state: 'held' | 'delivered' | 'discarded' | undefined;
+  let chunks: Buffer[] = [];
+  let bytes = 0;
+  let readAll = false;
+  let paused = false;
+  let ended: Ending | undefined;
+  const whenEnded: Array<() => void> = [];
+  let resumeExchange = () => {};
+
+  const resumeIfPaused = () => {
+    if (!paused) return;
+    paused = false;
+    resumeExchange();
+  };
+
+  const hold = (status: number, headers: RawHeaders, resume: () => void, statusText: string): HeldResponse => {
+    state = 'held';
+    resumeExchange = resume;
+    return {
+      status,
+      headers,
+      text() {
+        readAll = true;
+        resumeIfPaused();
+        return new Promise((resolve, reject) => {
+          const settle = () => {
+            const ending = ended as Ending;
+            if ('error' in ending) reject(ending.error);
+            else resolve(Buffer.concat(chunks).toString('utf8'));
+          };
+          if (ended) settle();
+          else whenEnded.push(settle);
+        });
+      },
+      deliver() {
+        if (state !== 'held') return;
+        state = 'delivered';
+        let wantsMore = upstream.onHeaders?.(status, headers, resume, statusText) ?? true;
+        if (chunks.length > 0) wantsMore = (upstream.onData?.(Buffer.concat(chunks)) ?? true) && wantsMore;
+        chunks = [];
+        if (ended) endUpstream(ended);
+        // Paused at the bound: the rest flows once upstream wants it (when it said no, it resumes itself).
+        else if (wantsMore) resumeIfPaused();
+      },
+      discard() {
+        if (state !== 'held') return;
+        state = 'discarded';
+        chunks = [];
+        // The abort comes back as an error, which nobody sees now.
+        if (!ended) abortExchange(new Error('answer discarded'));
+      },
+    };
+  };
+
   return {
-    onConnect: options.onConnect ?? ((abort, context) => upstream.onConnect?.(abort, context)),
+    onConnect(abort, context) {
+      abortExchange = abort;
+      if (options.onConnect) options.onConnect(abort, context);
+      else upstream.onConnect?.(abort, context);
+    },
     onResponseStarted: () => upstream.onResponseStarted?.(),
     onBodySent: (size, total) => upstream.onBodySent?.(size, total),
     onUpgrade: (status, headers, socket) => upstream.onUpgrade?.(status, headers, socket),
     onHeaders(status, headers, resume, statusText) {
       if (options.holds(status, headers)) {
-        held = { status, headers, statusText, chunks: [] };
+        options.onHeld(hold(status, headers, resume, statusText));
         return true;
       }
       options.onPassing?.(status, headers);
       return upstream.onHeaders?.(status, headers, resume, statusText) ?? true;
     },
     onData(chunk) {
-      if (!held) return upstream.onData?.(chunk) ?? true;
-      held.chunks.push(chunk);
-      return true;
+      if (state === undefined || state === 'delivered') return upstream.onData?.(chunk) ?? true;
+      if (state === 'discarded') return true;
+      chunks.push(chunk);
+      bytes += chunk.byteLength;
+      // Over the bound undici stops reading, until a decision or a wish to read it all resumes it.
+      paused = !readAll && bytes >= HELD_BODY_BYTES;
+      return !paused;
     },
-    onComplete(trailers) {
-      if (held) options.onHeld({ ...held, trailers });
-      else upstream.onComplete?.(trailers);
-    },
-    onError: options.onError ?? ((error) => upstream.onError?.(error)),
+    onComplete: (trailers) => end({ trailers }),
+    onError: (error) => end({ error }),
   };
-}
 
-/** Gives `handler` an answer that was held back, whole. */
-export function deliver(handler: DispatchHandler, held: HeldResponse): void {
-  handler.onHeaders?.(held.status, held.headers, () => {}, held.statusText);
-  if (held.chunks.length > 0) handler.onData?.(Buffer.concat(held.chunks));
-  handler.onComplete?.(held.trailers);
-}
-
-/** The body of a held answer as text. */
-export function heldText(held: Pick<HeldResponse, 'chunks'>): string {
-  return Buffer.concat(held.chunks).toString('utf8');
+  function end(ending: Ending): void {
+    if (state === undefined || state === 'delivered') return void endUpstream(ending);
+    if (state === 'discarded') return;
+    ended = ending;
+    for (const settle of whenEnded.splice(0)) settle();
+  }
 }

@@ -18,6 +18,7 @@ import {
 import {
   accessTokenIfSignedIn,
   bearerAuthorization,
+  configurationError,
   createOriginMatcher,
   dpopUnsupported,
   isSignedOut,
@@ -25,7 +26,7 @@ import {
   type DpopRequest,
   type DpopSender,
 } from '@tokenrelay/core/kit';
-import { deliver, heldText, holdingHandler, type DispatchHandler, type HeldResponse, type RawHeaders } from './holding-handler.js';
+import { holdingHandler, type DispatchHandler, type HeldResponse, type RawHeaders } from './holding-handler.js';
 
 /** Options of {@link tokenRelayInterceptor}. */
 export interface TokenRelayInterceptorOptions {
@@ -112,10 +113,11 @@ type Dispatch = (options: DispatchOptions, handler: DispatchHandler) => boolean;
  */
 export type TokenRelayInterceptor = <D extends (options: never, handler: never) => boolean>(dispatch: D) => D;
 
-/** One attempt of a DPoP request as `dpop.send` sees it; `release` hands an answer held back on. */
+/** One attempt of a DPoP request as `dpop.send` sees it; `release` hands an answer held back on, `discard` gives it up. */
 interface SignedAttempt {
   readonly answer: ReturnType<DpopRequest<unknown>['answerOf']>;
   release(): void;
+  discard(): void;
 }
 
 /**
@@ -125,10 +127,16 @@ interface SignedAttempt {
  * of the process is covered, clients that captured `fetch` before included.
  *
  * - Requests to other origins, to the token endpoint, and requests that already carry an
- *   `Authorization` header pass untouched. Redirects are safe by construction: fetch and undici's
- *   redirect interceptor dispatch every hop anew, and each hop is judged on its own URL.
+ *   `Authorization` header pass untouched. Redirects: fetch and undici's redirect interceptor composed
+ *   after this one dispatch every hop anew, and each hop is judged on its own URL. A redirect followed
+ *   below it (the redirect interceptor composed before it, undici 6's `maxRedirections`) sends its hops
+ *   unseen, with the bearer while they stay on one origin: where some URL of that origin may not have it
+ *   (the token endpoint's, or any with an `origins` predicate) such a hop fails with a `CONFIGURATION_ERROR`
+ *   before it is sent, and the answer of a hop the bearer did not reach is never refreshed for.
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer, a 401 included, goes
  *   back as it is: no token call.
+ * - A failure is judged at its headers: a replay never waits for its body (the exchange is given up),
+ *   of which no more than 64 KiB is read meanwhile, unless a `shouldRefresh` of your own reads it all.
  * - A replayed request is never replayed again. Bodies undici can send again (none, a string, a
  *   `Buffer` or `Uint8Array`) are replayed; a stream or an async iterable never twice — the tokens
  *   are still refreshed, so the next request works, and the caller gets the failed response.
@@ -159,9 +167,12 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     );
   }
   const mayCarryBearer = createOriginMatcher(options.origins, manager.tokenEndpoint);
+  // Origins of which every URL may get the bearer: with a list, all but the token endpoint's; with a predicate, none known.
+  const tokenEndpointOrigin = manager.tokenEndpoint === undefined ? undefined : new URL(manager.tokenEndpoint).origin;
+  const mayCarryBearerEverywhereOn = (origin: string) => typeof options.origins !== 'function' && origin !== tokenEndpointOrigin;
   const { dpop, queue } = options;
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
-  // A failed response is held back (its body kept in memory) until we know whether it is replaced by a
+  // A failed response is held back (the first 64 KiB of its body read) until we know whether it is replaced by a
   // replay: with the default predicate only a 401 can be; a predicate of your own may take any status ≥ 400.
   const mayRefreshFor = (status: number) => (options.shouldRefresh ? status >= 400 : status === 401);
 
@@ -215,6 +226,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
               next({ ...request, headers: withHeader(headers, 'dpop', proof) }, holdingNonceChallenge(handler, settle, reject));
             }),
           answerOf: (signed) => signed.answer,
+          discard: (signed) => signed.discard(),
         })
         .then(
           (kept) => kept.release(),
@@ -243,12 +255,21 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     const attempt = (accessToken: string | undefined, holdFailures: boolean): DispatchHandler => {
       // Only an answer to the first send with a token may be replaced by a replay.
       const tokenUsed = holdFailures ? accessToken : undefined;
+      // The URLs of the hops a redirect follower below this interceptor has sent, as it tells them at each hop's start.
+      let hops: readonly URL[] = [];
       return holdingHandler(upstream, {
-        holds: (status) => tokenUsed !== undefined && mayRefreshFor(status),
-        onHeld: (held) => void afterFailure(held, tokenUsed as string),
+        // The answer of a hop our bearer did not reach (the follower left its origin) says nothing about our token.
+        holds: (status) => tokenUsed !== undefined && mayRefreshFor(status) && withinFirstOrigin(hops),
+        onHeld: (held) => void afterFailure(held, tokenUsed as string, hops.at(-1)?.href ?? target),
         onConnect(abortThis, context) {
           abortAttempt = abortThis;
           if (aborted?.signal.aborted) return abortThis(aborted.signal.reason as Error);
+          hops = followedHops(context);
+          // A hop the follower starts carries our bearer while it stays on the first origin (undici drops it on
+          // leaving), and its URL is not told: it may go only where every URL may have the bearer.
+          if (accessToken !== undefined && hops.length > 0 && withinFirstOrigin(hops) && !mayCarryBearerEverywhereOn((hops[0] as URL).origin)) {
+            return abortThis(unjudgedHop());
+          }
           if (connected) return;
           connected = true;
           upstream.onConnect?.(abort, context);
@@ -257,16 +278,19 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
       });
     };
 
-    const afterFailure = async (held: HeldResponse, tokenUsed: string) => {
+    // Decided at the failure's headers: a replay never waits for its body, which may be huge or never end.
+    const afterFailure = async (held: HeldResponse, tokenUsed: string, answeredBy: string) => {
       const signal = abortController().signal;
       try {
-        if (!(await shouldRefresh(failedResponse(held, target)))) return deliver(upstream, held);
+        if (!(await shouldRefresh(failedResponse(held, answeredBy)))) return held.deliver();
         const { accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal });
-        if (!isReplayable(request.body)) return deliver(upstream, held);
+        if (!isReplayable(request.body)) return held.deliver();
+        held.discard();
         sendReleased(accessToken, false);
       } catch (error) {
         // Signed out meanwhile: the caller gets the server's answer as it is.
-        if (isSignedOut(error) && !signal.aborted) return deliver(upstream, held);
+        if (isSignedOut(error) && !signal.aborted) return held.deliver();
+        held.discard();
         fail(error);
       }
     };
@@ -287,8 +311,8 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
 
 /**
  * Wraps one attempt's handler for `dpop.send`: an answer that may be a nonce challenge (a 400 or 401
- * with `DPoP-Nonce`) is held back whole and settled at its end, so that a retry replaces it unseen;
- * any other answer is settled at its headers and flows on to `handler` as it comes.
+ * with `DPoP-Nonce`) is held back, so that a retry replaces it unseen; any other answer flows on to
+ * `handler` as it comes. Either is settled at its headers.
  */
 function holdingNonceChallenge(handler: DispatchHandler, settle: (attempt: SignedAttempt) => void, reject: (error: Error) => void): DispatchHandler {
   let settled = false;
@@ -297,11 +321,11 @@ function holdingNonceChallenge(handler: DispatchHandler, settle: (attempt: Signe
     onPassing(status, headers) {
       settled = true;
       // The body of an answer that flows on is the caller's: the answer is judged without it.
-      settle({ answer: answerOf({ status, headers, chunks: [] }), release: () => {} });
+      settle({ answer: answerOf({ status, headers, text: () => Promise.resolve('') }), release: () => {}, discard: () => {} });
     },
     onHeld(held) {
       settled = true;
-      settle({ answer: answerOf(held), release: () => deliver(handler, held) });
+      settle({ answer: answerOf(held), release: () => held.deliver(), discard: () => held.discard() });
     },
     onError(error) {
       if (settled) return handler.onError?.(error);
@@ -351,6 +375,26 @@ function requestTarget(request: DispatchOptions): string | undefined {
   }
 }
 
+/**
+ * The URLs a redirect follower below this interceptor has sent a request to, the one answering last once it
+ * answers: undici's (undici 6's `maxRedirections`, the redirect interceptor composed before this one) tells its
+ * handler the `history` at each hop's start. None without such a follower.
+ */
+function followedHops(context: unknown): readonly URL[] {
+  const history = (context as { history?: unknown } | undefined)?.history;
+  return Array.isArray(history) ? (history as URL[]) : [];
+}
+
+/** Are all `hops` on the first one's origin: did the bearer, which undici drops on leaving an origin, go with each? */
+const withinFirstOrigin = (hops: readonly URL[]) => hops.every((hop) => hop.origin === hops[0]?.origin);
+
+const unjudgedHop = () =>
+  configurationError(
+    "tokenRelayInterceptor cannot judge the hops of a redirect followed below it (undici 6's maxRedirections, a redirect " +
+      'interceptor composed before it), and this one may take the bearer to the token endpoint or outside `origins`: compose ' +
+      'the redirect interceptor after it, e.g. agent.compose(tokenRelayInterceptor(manager, { origins }), interceptors.redirect({ maxRedirections: 3 }))',
+  );
+
 /** Bodies undici sends from memory, so sending them again sends the same bytes. */
 function isReplayable(body: unknown): boolean {
   return body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array;
@@ -384,25 +428,29 @@ function withHeader(headers: unknown, name: string, value: string): unknown {
 const asError = (error: unknown) => (error instanceof Error ? error : new Error(String(error)));
 
 /** An answer as the shared pieces read it: its status, a header by name, its body as text (read only when asked). */
-function answerOf(held: Pick<HeldResponse, 'status' | 'headers' | 'chunks'>) {
+function answerOf(held: Pick<HeldResponse, 'status' | 'headers' | 'text'>) {
   return {
     status: held.status,
     header: (name: string) => headerValue(held.headers, name),
-    text: () => Promise.resolve(heldText(held)),
+    text: () => held.text(),
   };
 }
 
-function failedResponse(held: HeldResponse, target: string): FailedResponse {
-  return { ...answerOf(held), url: new URL(target).href };
+function failedResponse(held: HeldResponse, url: string): FailedResponse {
+  return { ...answerOf(held), url: new URL(url).href };
 }
 
-/** A header of undici's raw `[name, value, …]` list; `undefined` when absent. */
+/**
+ * A header of undici's raw `[name, value, …]` list, every line of it joined with `, ` as fetch's `Headers`
+ * and Node's http join them (a second `WWW-Authenticate` may name the error); `undefined` when absent.
+ */
 function headerValue(headers: RawHeaders, name: string): string | undefined {
   const wanted = name.toLowerCase();
+  let value: string | undefined;
   for (let index = 0; index + 1 < headers.length; index += 2) {
-    if (String(headers[index]).toLowerCase() === wanted) return String(headers[index + 1]);
+    if (String(headers[index]).toLowerCase() === wanted) value = value === undefined ? String(headers[index + 1]) : `${value}, ${String(headers[index + 1])}`;
   }
-  return undefined;
+  return value;
 }
 
 /** The handler as this interceptor calls it: undici 7's own handlers speak the controller interface only. */
