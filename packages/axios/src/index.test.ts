@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import { inspect } from 'node:util';
 import { ErrorCode, TokenRelayError, createTokenManager, isTokenRelayError, type FailedResponse } from '@tokenrelay/core';
 import axios, { AxiosError, type InternalAxiosRequestConfig } from 'axios';
 import { http, HttpResponse } from 'msw';
@@ -158,6 +159,64 @@ describe('attachTokenRelay: where the bearer goes', () => {
     expect(hits.map((hit) => [hit.url, hit.authorization])).toEqual([
       [`${API}/me`, 'Bearer v1'],
       [`${OTHER}/elsewhere`, null],
+    ]);
+  });
+});
+
+describe('attachTokenRelay: what an AxiosError shows', () => {
+  /** What logging the error shows: its JSON (axios's toJSON) and its config and response as Node prints them. */
+  const shown = (error: AxiosError) =>
+    [JSON.stringify(error), inspect(error.config, { depth: 8 }), inspect(error.response?.config, { depth: 8 }), inspect(error, { depth: 1 })].join('\n');
+
+  it('leaves no access token of ours in the AxiosError of a failed request, and a retry of its config is authorized anew', async () => {
+    const { hits } = serve((hit) => (hit.url === `${API}/boom` ? new HttpResponse('boom', { status: 500 }) : acceptOnly('v1', hit)));
+    const { api } = setup();
+
+    const error = (await rejectionOf(api.get('/boom'))) as AxiosError;
+    expect(error.response?.status).toBe(500);
+    expect(shown(error)).not.toContain('Bearer v1');
+
+    await api.request({ ...error.config, url: '/again' });
+    expect(hits.map((hit) => [hit.url, hit.authorization])).toEqual([
+      [`${API}/boom`, 'Bearer v1'],
+      [`${API}/again`, 'Bearer v1'],
+    ]);
+  });
+
+  it('leaves neither token in the AxiosError of a replay that fails again', async () => {
+    serve(() => new HttpResponse('expired', { status: 401, headers: { 'WWW-Authenticate': 'Bearer error="invalid_token"' } }));
+    const { api, refreshes } = setup();
+
+    const error = (await rejectionOf(api.get('/me'))) as AxiosError;
+
+    expect(error.response?.status).toBe(401);
+    expect(refreshes()).toBe(1);
+    expect(shown(error)).not.toMatch(/Bearer v[12]/);
+  });
+
+  it("keeps the caller's own Authorization in the AxiosError", async () => {
+    serve();
+    const { api } = setup();
+
+    const error = (await rejectionOf(api.get('/me', { headers: { Authorization: 'Basic dXNlcjpwdw==' } }))) as AxiosError;
+
+    expect(error.config?.headers.get('Authorization')).toBe('Basic dXNlcjpwdw==');
+  });
+});
+
+describe('attachTokenRelay: a URL object', () => {
+  it('sends a request whose url is a URL object (axios takes one without a baseURL), with the bearer only where origins allow', async () => {
+    const { hits } = serve((hit) => acceptOnly('v1', hit));
+    const manager = createTokenManager({ tokens: { accessToken: 'v1' }, refresh: async () => ({ accessToken: 'v2' }) });
+    const api = axios.create();
+    attachTokenRelay(api, manager, { origins: [API] });
+
+    await api.get(new URL(`${API}/me`) as unknown as string);
+    await api.get(new URL(`${OTHER}/public`) as unknown as string);
+
+    expect(hits.map((hit) => [hit.url, hit.authorization])).toEqual([
+      [`${API}/me`, 'Bearer v1'],
+      [`${OTHER}/public`, null],
     ]);
   });
 });

@@ -102,8 +102,9 @@ const absoluteUrl = /^([a-z][a-z\d+\-.]*:)?\/\//i;
  * `instance.getUri` costs as much as a whole request (it re-merges the defaults).
  */
 function requestUrl(config: InternalAxiosRequestConfig): string {
-  const url = config.url ?? '';
-  const base = config.baseURL;
+  // axios takes a URL object too (it reads it as a string).
+  const url = String(config.url ?? '');
+  const base = config.baseURL && String(config.baseURL);
   if (!base) return url;
   // The common shape (`https://api.example.com` + `/items`): a path, so no scheme to look for and no trimming.
   if (url.charCodeAt(0) === 47 && url.charCodeAt(1) !== 47 && base.charCodeAt(base.length - 1) !== 47) return base + url;
@@ -148,6 +149,12 @@ function hasAuthorization(headers: InternalAxiosRequestConfig['headers']): boole
     if (name.length === 13 && name.toLowerCase() === 'authorization' && headers[name] !== undefined) return true;
   }
   return false;
+}
+
+/** An AxiosError of a request we authorized. */
+function isOurAxiosError(error: unknown): error is { config: TrackedConfig; request?: unknown } {
+  const candidate = error as { isAxiosError?: unknown; config?: TrackedConfig } | null;
+  return candidate?.isAxiosError === true && candidate.config?.[ticketKey] !== undefined;
 }
 
 function abortSignalOf(config: InternalAxiosRequestConfig): AbortSignal | undefined {
@@ -330,6 +337,21 @@ export function attachTokenRelay(
     { synchronous: true, runWhen: (config) => !authorizesFinal(config.transformRequest) },
   );
 
+  /**
+   * An AxiosError the caller gets is often logged: it keeps no token of ours, neither in its config
+   * (a retry of that config is authorized anew) nor in the request the adapter sent — Node's
+   * ClientRequest keeps its raw header block, which `console.log(error)` prints; a fetch adapter's
+   * `Request` keeps its headers.
+   */
+  const forgetOurBearer = (error: { config: TrackedConfig; request?: unknown }) => {
+    removeOurBearer(error.config);
+    const { request } = error;
+    if (typeof Request === 'function' && request instanceof Request) request.headers.delete('Authorization');
+    else if (typeof (request as { _header?: unknown } | null)?._header === 'string') {
+      Object.defineProperty(request, '_header', { enumerable: false });
+    }
+  };
+
   const mayReplay = (response: AxiosResponse): boolean => {
     const ticket = (response.config as TrackedConfig | undefined)?.[ticketKey];
     return attached && ticket !== undefined && !ticket.replayed && response.status >= 400;
@@ -364,6 +386,7 @@ export function attachTokenRelay(
     async (error: unknown) => {
       const replay = hasResponse(error) && mayReplay(error.response) ? await replayAfterRefresh(error.response) : undefined;
       if (replay) return replay;
+      if (isOurAxiosError(error)) forgetOurBearer(error);
       throw error;
     },
   );
