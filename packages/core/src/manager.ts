@@ -493,17 +493,15 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   /**
    * One token request. It is never abandoned because it is slow: the cohort's watchdog releases
    * the waiters, and the request is aborted only when the session is replaced or after
-   * `lateAnswerWaitMs`, when its answer can no longer be expected. (A grant that presents no refresh
-   * token has no late answer to protect: it gives up with the waiters, after `refreshTimeoutMs`, and asks again.)
+   * `lateAnswerWaitMs`, when its answer can no longer be expected.
    */
   async function tokenRequest(refresh: Refresh, from: TokenSet | undefined): Promise<TokenSet> {
     const controller = new AbortController();
     const onReplaced = () => controller.abort(refresh.controller.signal.reason);
     refresh.controller.signal.addEventListener('abort', onReplaced, { once: true });
-    const answerWaitMs = acquires ? refreshTimeoutMs : lateAnswerWaitMs;
     const lateLimit = setTimeout(() => {
-      controller.abort(timedOut(answerWaitMs, true));
-    }, answerWaitMs);
+      controller.abort(timedOut(lateAnswerWaitMs, true));
+    }, lateAnswerWaitMs);
     const aborted = new Promise<never>((_, reject) => {
       controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
     });

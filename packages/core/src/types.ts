@@ -47,7 +47,7 @@ export interface RefreshContext {
   readonly tokens: TokenSet | undefined;
   /**
    * Aborted when the session is replaced (sign-out, new sign-in), or when no answer came within
-   * `lateAnswerWaitMs` (`refreshTimeoutMs` for a handler with `needsRefreshToken: false`); pass it to `fetch`. A slow answer is not a reason to abort: see `refreshTimeoutMs`.
+   * `lateAnswerWaitMs`; pass it to `fetch`. A slow answer is not a reason to abort: see `refreshTimeoutMs`.
    */
   readonly signal: AbortSignal;
 }
@@ -263,8 +263,6 @@ export interface TokenManagerOptions {
   /**
    * How long a token request that outlived `refreshTimeoutMs` is still awaited before it is
    * aborted; only then may the same refresh token be presented again. At least `refreshTimeoutMs`.
-   * (A handler with `needsRefreshToken: false` presents none: its request is aborted after
-   * `refreshTimeoutMs` and asked again.)
    * Also the longest wait for the store's lock: a holder that keeps it longer is taken as frozen,
    * and the refresh fails with `STORE_ERROR`.
    * @default 60_000
