@@ -494,4 +494,33 @@ describe('grants that need no refresh token', () => {
     endpoint.calls[0]?.resolve({ accessToken: 'machine-1' });
     expect(await Promise.all(requests)).toEqual(Array.from({ length: 5 }, () => 'machine-1'));
   });
+
+  /** A handler that acquires (needsRefreshToken: false) whose first token request breaks after it was sent. */
+  function brokenOnce(tokens: TokenSet) {
+    const presented: (string | undefined)[] = [];
+    const refresh = Object.assign(
+      async ({ tokens: from }: RefreshContext) => {
+        presented.push(from?.refreshToken);
+        if (presented.length === 1) throw new TokenRelayError(ErrorCode.NETWORK_ERROR, 'socket hang up', { transient: true, inDoubt: true });
+        return { accessToken: 'machine-2' };
+      },
+      { needsRefreshToken: false as const },
+    );
+    const manager = createTokenManager({ tokens, refresh, retry: { retries: 2, minDelayMs: 0, maxDelayMs: 0 } });
+    return { manager, presented };
+  }
+
+  it('asks again after a token request that may have reached the server unanswered: it spends nothing', async () => {
+    const { manager, presented } = brokenOnce({ accessToken: 'machine-1' });
+
+    expect((await manager.refresh({ staleAccessToken: 'machine-1' })).accessToken).toBe('machine-2');
+    expect(presented).toEqual([undefined, undefined]);
+  });
+
+  it('never asks again when the tokens it is handed hold a refresh token, which a handler of its own may present', async () => {
+    const { manager, presented } = brokenOnce({ accessToken: 'at.1', refreshToken: 'rt.1' });
+
+    await expect(manager.refresh({ staleAccessToken: 'at.1' })).rejects.toMatchObject({ code: ErrorCode.REFRESH_FAILED });
+    expect(presented).toEqual(['rt.1']);
+  });
 });

@@ -529,10 +529,13 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   /**
    * A presentation of the refresh token that the server may have consumed must never be repeated. A grant
-   * that presents none (client credentials, JWT bearer: a fresh assertion each time) may just ask again.
+   * that presents none (client credentials, JWT bearer: a fresh assertion each time) may just ask again —
+   * unless the tokens it is handed hold a refresh token, which a handler of its own may present.
    */
-  const mayRetry = (error: unknown) =>
-    (acquires || !(isTokenRelayError(error) && (error.inDoubt || error.code === ErrorCode.REFRESH_TIMEOUT))) && shouldRetry(error);
+  const mayRetry = (error: unknown, from: TokenSet | undefined) =>
+    ((acquires && from?.refreshToken === undefined) ||
+      !(isTokenRelayError(error) && (error.inDoubt || error.code === ErrorCode.REFRESH_TIMEOUT))) &&
+    shouldRetry(error);
 
   /**
    * Token requests under the retry policy; turns exhausted or foreign failures into REFRESH_FAILED.
@@ -551,7 +554,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         return await tokenRequest(refresh, from);
       } catch (error) {
         if (refresh.controller.signal.aborted) throw error;
-        const retryable = attemptIndex < attemptsAllowed && mayRetry(error) && untouched();
+        const retryable = attemptIndex < attemptsAllowed && mayRetry(error, from) && untouched();
         if (retryable) {
           const backoff = Math.random() * Math.min(maxDelayMs, minDelayMs * 2 ** attemptIndex);
           const serverDelay = isTokenRelayError(error) ? error.retryAfterMs : undefined;

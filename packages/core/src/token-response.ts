@@ -25,7 +25,9 @@ export function parseTokenResponse(response: unknown, now: number, refuse: (prob
   const { access_token, refresh_token, expires_in, token_type, scope, ...rest } = response;
   if (typeof access_token !== 'string' || access_token === '') throw refuse('no access_token');
   if (token_type !== undefined && !/^(bearer|dpop)$/i.test(String(token_type))) {
-    throw refuse(`token_type "${String(token_type).slice(0, 40)}", not Bearer or DPoP`);
+    // Quoted whole or not at all: the caller redacts the secrets it sent, which a cut would break up.
+    const type = String(token_type);
+    throw refuse(`token_type ${type.length > 40 ? `of ${type.length} characters` : `"${type}"`}, not Bearer or DPoP`);
   }
   if (expires_in !== undefined && expires_in !== null && (typeof expires_in !== 'number' || !Number.isFinite(expires_in) || expires_in < 0)) {
     throw refuse(`invalid expires_in (${typeof expires_in === 'string' ? 'a string' : String(expires_in)})`);

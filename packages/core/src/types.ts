@@ -68,7 +68,8 @@ export interface RefreshHandler {
   /**
    * `false` for grants that get tokens with the client's own credentials (client credentials, JWT
    * bearer): a manager with no tokens then acquires them on the first request instead of failing
-   * with `NO_TOKENS`, and there is no refresh token to lose.
+   * with `NO_TOKENS`, and there is no refresh token to lose, so a token request that may have reached
+   * the server unanswered is asked again (unless the tokens handed to it hold a refresh token).
    * @default true
    */
   readonly needsRefreshToken?: boolean;
@@ -214,7 +215,8 @@ export interface RetryPolicy {
    * Decides whether an error is worth another attempt. A token request that may have reached the
    * server without an answer (`inDoubt`, a timeout) is never repeated within one refresh, whatever
    * this says: a rotating server may have spent the refresh token. A handler with
-   * `needsRefreshToken: false` (client credentials, JWT bearer) spends nothing, so its are.
+   * `needsRefreshToken: false` (client credentials, JWT bearer) spends nothing, so its requests are
+   * repeated — unless the tokens it is handed hold a refresh token (a handler of your own may present it).
    * @default (error) => isTokenRelayError(error) && error.transient
    */
   shouldRetry?: (error: unknown) => boolean;
