@@ -87,6 +87,33 @@ describe('redisStore when redis-server loses its data', () => {
     expect(server.stats()).toMatchObject({ refreshTokenReuses: 0, familiesRevoked: 0 });
   }, 60_000);
 
+  it('keeps the rotated refresh token a holder could not store before redis-server came back empty, and stores it before its next refresh', async () => {
+    const { server, signedIn, first, second } = await setUp();
+    server.failNextTokenRequests(1, { kind: 'slow', delayMs: 500 });
+    server.revokeAccessTokens();
+    const outcomes = first.burst();
+    await tokenRequestInFlight(server);
+    await redis.crash();
+
+    // The answer came while Redis was gone, longer than the lease: the holder keeps the tokens in memory.
+    expect(await outcomes).toEqual(Array(REQUESTS).fill('STORE_ERROR'));
+    await redis.startAgain();
+    // The session that comes back is the one the holders last saw in Redis: the sign-in's.
+    await vi.waitFor(async () => expect((await storedTokens(second.store)).refreshToken).toBe(signedIn.refreshToken), { timeout: 10_000 });
+    expect(await first.burst()).toEqual(Array(REQUESTS).fill('ok'));
+
+    // The holder's next refresh finds the store behind its memory: it stores its tokens first, then
+    // presents the refresh token they carry, never the spent one.
+    server.revokeAccessTokens();
+    expect(await first.burst()).toEqual(Array(REQUESTS).fill('ok'));
+    const presented = presentedRefreshTokens(server);
+    expect(presented).toHaveLength(2);
+    expect(presented[0]).toBe(signedIn.refreshToken);
+    expect(presented[1]).not.toBe(signedIn.refreshToken);
+    expect(server.stats()).toMatchObject({ refreshTokenReuses: 0, familiesRevoked: 0 });
+    expect(await second.burst()).toEqual(Array(REQUESTS).fill('ok'));
+  }, 60_000);
+
   it('puts the session back as soon as its pub/sub connection returns after a restart without persistence, and tells no holder it was signed out', async () => {
     const key = `tokenrelay-loss:${randomUUID()}`;
     const admin = holders.connect(redis.port);
@@ -134,4 +161,16 @@ describe('redisStore sign-out when redis-server loses its data afterwards', () =
     expect(await second.manager.getTokens()).toBeUndefined();
     expect(presentedRefreshTokens(server)).toEqual([signedIn.refreshToken]);
   }, 60_000);
+
+  it('lets a process that starts after the sign-out with initial tokens store them, as before the sign-out mark', async () => {
+    const { server, key, first } = await setUp();
+    await first.manager.clear();
+    const initial = server.issue();
+
+    const late = holders.holder(server, key, { port: redis.port, tokens: initial });
+
+    expect(await late.manager.getTokens()).toEqual(initial);
+    expect(await storedTokens(first.store)).toEqual(initial);
+    expect(await late.burst()).toEqual(Array(REQUESTS).fill('ok'));
+  }, 30_000);
 });

@@ -27,11 +27,13 @@ export interface Holder {
   burst(): Promise<string[]>;
 }
 
-/** Where a holder's Redis is, and the lease of its lock. */
+/** Where a holder's Redis is, the lease of its lock, and its initial tokens. */
 export interface HolderOptions {
   port: number;
   /** @default 10_000 */
   lockLeaseMs?: number;
+  /** The manager's `tokens`, stored if Redis holds none. @default none */
+  tokens?: TokenSet;
 }
 
 /** Makes holders and their connections; `close()` them after each test. */
@@ -52,7 +54,7 @@ export function redisHolders() {
     return client;
   }
 
-  function holder(server: OAuthServer, key: string, { port, lockLeaseMs = 10_000 }: HolderOptions): Holder {
+  function holder(server: OAuthServer, key: string, { port, lockLeaseMs = 10_000, tokens }: HolderOptions): Holder {
     const client = connect(port);
     let connectionErrors = 0;
     client.on('error', () => connectionErrors++);
@@ -61,6 +63,7 @@ export function redisHolders() {
     stores.push(store);
     const manager = createTokenManager({
       store,
+      tokens,
       refresh: defaultClientGrant(server, { fetch: loopbackOnlyFetch() }),
     });
     const api = withTokenRelay(loopbackOnlyFetch(), manager, { origins: [server.url] });
