@@ -52,14 +52,21 @@ local function isFence(lock)
 end
 local function putBack()
   local copy = ARGV[1]
-  local copyRevision = copy ~= '' and revisionOf(copy)
-  if not copyRevision then
+  if copy == '' then
     return 0
   end
   local raw = current()
   local lock = redis.call('get', KEYS[2])
+  -- The common case, decided without decoding anything: the keys hold their data, and no fence is up.
+  if raw and not isFence(lock) then
+    return 0
+  end
+  local copyRevision = revisionOf(copy)
+  if not copyRevision then
+    return 0
+  end
   if raw then
-    local restored = isFence(lock) and tonumber(string.sub(lock, #FENCE + 1))
+    local restored = tonumber(string.sub(lock, #FENCE + 1))
     local stored = revisionOf(raw)
     if not (restored and stored == restored and copyRevision > stored) then
       return 0
