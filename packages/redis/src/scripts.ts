@@ -182,17 +182,11 @@ return {1, putBackNow}`;
 /**
  * Signs out: the tokens give way to the sign-out mark, one revision above what the keys held (or, if
  * they hold nothing, above ARGV[1], the caller's copy), and the sign-out is announced. Returns the
- * mark. ARGV[1] copy; ARGV[2] channel; ARGV[3] notification.
+ * mark. ARGV[1] copy; ARGV[2] channel; ARGV[3] notification (it puts nothing back: the prelude's
+ * `putBack` is not called).
  */
-const signOutAndPublish = `
-local function revisionOf(raw)
-  local ok, decoded = pcall(cjson.decode, raw)
-  if ok and type(decoded) == 'table' and type(decoded['revision']) == 'number' then
-    return decoded['revision']
-  end
-  return nil
-end
-local raw = redis.call('get', KEYS[1]) or redis.call('get', KEYS[3]) or ARGV[1]
+const signOutAndPublish = `${prelude}
+local raw = current() or ARGV[1]
 local revision = (raw ~= '' and revisionOf(raw)) or 0
 local mark = string.format('{"revision":%.0f,"signedOut":true}', revision + 1)
 redis.call('del', KEYS[1])
