@@ -105,11 +105,6 @@ function failedResponse(response: Response, url: string): FailedResponse {
   };
 }
 
-/** Where a response came from: its own URL when the fetch tells it (after redirects), else the one requested. */
-function responseUrl(response: Response, requested: string): string {
-  return response.url || requested;
-}
-
 /**
  * Wraps a fetch so that requests to `origins` carry `Authorization: Bearer <access token>`
  * from `manager`, and a request that fails for an expired token is replayed once after a
@@ -133,6 +128,8 @@ function responseUrl(response: Response, requested: string): string {
  *   the signal's reason at once.
  * - Bad input (an invalid header, an `origins` or `shouldRefresh` that throws) rejects the
  *   returned promise, as fetch does; the wrapper never throws synchronously.
+ * - A `Request` sent without an init keeps its referrer and referrer policy, which fetch would reset
+ *   for the init that carries the bearer.
  * - Bodies: a `Request` is cloned before it is sent, and bodies given in `init` as a string,
  *   `Blob`, `ArrayBuffer`, typed array, `FormData` or `URLSearchParams` are sent again as they
  *   are. A one-shot body (`init.body` a `ReadableStream` or an async iterable) is never sent
@@ -187,7 +184,8 @@ export function withTokenRelay<F extends FetchFunction>(
     tokenUsed: string,
     bodyCopy: Request | undefined,
   ): Promise<Response> {
-    const answeredBy = responseUrl(response, targetHref(input));
+    // Where the response came from: its own URL when the fetch tells it (after redirects), else the one requested.
+    const answeredBy = response.url || targetHref(input);
     // A redirect may end outside `origins`: that server's 401 says nothing about our token.
     if (!mayCarryBearer(answeredBy)) return response;
     const signal = signalOf(input, init);
@@ -205,8 +203,7 @@ export function withTokenRelay<F extends FetchFunction>(
     discard(response);
     // The replay sends the body's copy (the first send consumed the caller's); a copy of it for a 307/308 is
     // taken only where redirects are followed hop by hop (redirects.ts).
-    const replayInput = bodyCopy ?? input;
-    return sendThrough(options.queue, () => sendFollowingRedirects(sendOnly, replayInput, init, accessToken, undefined), signal);
+    return sendThrough(options.queue, () => sendFollowingRedirects(sendOnly, bodyCopy ?? input, init, accessToken, undefined), signal);
   }
 
   /**
@@ -234,10 +231,15 @@ export function withTokenRelay<F extends FetchFunction>(
   function relayFetch(input: FetchInput, init?: FetchInit): Promise<Response> {
     try {
       const href = targetHref(input);
-      if (!mayCarryBearer(href, documentBase())) return send(input, init);
+      if (!mayCarryBearer(href, documentBase)) return send(input, init);
       if (hasAuthorization(headersOf(input, init))) return send(input, init);
       // Send the URL that was checked (a string: a URL object the caller changes meanwhile does not move it).
-      const target = isRequest(input) ? input : href;
+      let target: string | Request = href;
+      if (isRequest(input)) {
+        target = input;
+        // fetch resets a Request's referrer and referrer policy for an init with members, as the bearer's is: a Request sent without one keeps its own.
+        if (!Object.keys(init ?? {}).length) init = { referrer: input.referrer, referrerPolicy: input.referrerPolicy };
+      }
       const accessToken = manager.currentAccessToken();
       if (accessToken === undefined) return sendAfterWait(target, init);
       return sendFirst(target, init, accessToken, false);
