@@ -115,11 +115,13 @@ function failedResponse(response: Response, url: string): FailedResponse {
  * - The URL is read once, when the wrapper is called: the origin check and the send see the
  *   same URL, even if the caller changes a `URL` object afterwards.
  * - Redirects: outside a browser the wrapper follows them itself (as fetch would: at most 20,
- *   301/302 POST and 303 become a GET without a body), deciding at every hop whether the bearer
- *   may go there, so it never reaches another origin or the token endpoint. A browser follows
- *   redirects out of sight; there the browser drops `Authorization` on a cross-origin hop. In
- *   both, a failed response from a URL outside `origins` (or from the token endpoint) is returned
- *   as it is: no refresh, no replay.
+ *   301/302 POST and 303 become a GET without a body, every hop keeps the request's cache mode,
+ *   credentials, mode, referrer, referrer policy (or the one a redirect's `Referrer-Policy` names),
+ *   keepalive and signal, and integrity metadata is checked on the final response), deciding at
+ *   every hop whether the bearer may go there, so it never reaches another origin or the token
+ *   endpoint. A browser follows redirects out of sight; there the browser drops `Authorization`
+ *   on a cross-origin hop. In both, a failed response from a URL outside `origins` (or from the
+ *   token endpoint) is returned as it is: no refresh, no replay.
  * - Signed out (the manager holds no tokens: `NO_TOKENS`), a request goes without a bearer and
  *   its answer, a 401 included, goes back to the caller: no token call.
  * - A replayed request is never replayed again: if it fails too, its response is returned.

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createTokenManager } from '@tokenrelay/core';
@@ -95,6 +96,10 @@ async function sentByBoth(send: (fetchImpl: typeof fetch) => Promise<Response>) 
   return { byFetch, byWrapper, fetchHits, wrapperHits: hits };
 }
 
+/** A redirect with status `first` to one with status `second` to `/ok`. */
+const chain = (first: number, second: number) => `/hop/${first}?to=${encodeURIComponent(`/hop/${second}?to=/ok`)}`;
+const integrityOf = (body: string) => `sha256-${createHash('sha256').update(body).digest('base64')}`;
+
 describe('a Request the caller sends without an init', () => {
   it.each([
     ['outside a browser', undefined],
@@ -108,5 +113,70 @@ describe('a Request the caller sends without an init', () => {
     expect(byWrapper).toEqual(byFetch);
     expect(membersSeen(wrapperHits)).toEqual(membersSeen(fetchHits));
     expect(wrapperHits.map(({ referer, authorization }) => [referer, authorization])).toEqual([[`${api}/page`, 'Bearer v0']]);
+  });
+});
+
+describe('the requests of a redirect that the wrapper follows hop by hop, against fetch following it', () => {
+  it("keeps a Request's referrer, referrer policy and cache mode on every hop, as fetch does", async () => {
+    const { byFetch, byWrapper, fetchHits, wrapperHits } = await sentByBoth((fetchImpl) =>
+      fetchImpl(new Request(`${api}${chain(302, 307)}`, { referrer: `${api}/page`, referrerPolicy: 'unsafe-url', cache: 'no-store' })),
+    );
+
+    expect(byWrapper).toEqual(byFetch);
+    expect(membersSeen(wrapperHits)).toEqual(membersSeen(fetchHits));
+    expect(wrapperHits.map(({ referer, cacheControl }) => [referer, cacheControl])).toEqual(Array(3).fill([`${api}/page`, 'no-cache']));
+    expect(wrapperHits.map(({ authorization }) => authorization)).toEqual(Array(3).fill('Bearer v0'));
+  });
+
+  it("applies a redirect's Referrer-Policy to the next hop, as fetch does", async () => {
+    const { byFetch, byWrapper, fetchHits, wrapperHits } = await sentByBoth((fetchImpl) =>
+      fetchImpl(`${api}/hop/302?to=/ok&policy=${encodeURIComponent('no-such-policy, origin')}`, { referrer: `${api}/page`, referrerPolicy: 'unsafe-url' }),
+    );
+
+    expect(byWrapper).toEqual(byFetch);
+    expect(membersSeen(wrapperHits)).toEqual(membersSeen(fetchHits));
+    expect(wrapperHits.map(({ referer }) => referer)).toEqual([`${api}/page`, `${api}/`]);
+  });
+
+  it.each([
+    ['a Request', (url: string, integrity: string) => new Request(url, { integrity })],
+    ['init', (url: string, integrity: string) => [url, { integrity }] as const],
+  ])("checks the integrity metadata of %s against the redirect's final response only, as fetch does", async (_where, call) => {
+    for (const [body, settles] of [
+      ['ok', 'resolves'],
+      ['not ok', 'rejects'],
+    ] as const) {
+      const send = (fetchImpl: typeof fetch) => {
+        const args = call(`${api}${chain(301, 308)}`, integrityOf(body));
+        return Array.isArray(args) ? fetchImpl(args[0], args[1]) : fetchImpl(args as Request);
+      };
+      const { byFetch, byWrapper, wrapperHits } = await sentByBoth(send);
+
+      expect(byWrapper).toEqual(byFetch);
+      expect(byWrapper).toEqual(settles === 'resolves' ? { status: 200, url: `${api}/ok`, redirected: true, body: 'ok' } : { rejected: true });
+      expect(wrapperHits.map(({ path }) => path)).toEqual(['/hop/301', '/hop/308', '/ok']);
+    }
+  });
+
+  it('rejects a 302 of a POST with a stream body, as fetch does, without following it', async () => {
+    const { byFetch, byWrapper, wrapperHits } = await sentByBoth((fetchImpl) =>
+      fetchImpl(`${api}/hop/302?to=/ok`, { method: 'POST', body: new Blob(['chunk']).stream(), duplex: 'half' } as RequestInit),
+    );
+
+    expect(byWrapper).toEqual(byFetch);
+    expect(byWrapper).toEqual({ rejected: true });
+    expect(wrapperHits.map(({ path, body }) => [path, body])).toEqual([['/hop/302', 'chunk']]);
+  });
+
+  it.each([307, 308])('replays a Request body after a 401 at the end of a %i redirect, sending the same bytes on every hop', async (status) => {
+    const response = await relayFetch()(new Request(`${api}/hop/${status}?to=/upload`, { method: 'PUT', body: 'payload', cache: 'no-store' }));
+
+    expect([response.status, await response.text()]).toEqual([200, 'ok']);
+    expect(hits.map(({ path, method, authorization, cacheControl, body }) => [path, method, authorization, cacheControl, body])).toEqual([
+      [`/hop/${status}`, 'PUT', 'Bearer v0', 'no-cache', 'payload'],
+      ['/upload', 'PUT', 'Bearer v0', 'no-cache', 'payload'],
+      [`/hop/${status}`, 'PUT', 'Bearer v1', 'no-cache', 'payload'],
+      ['/upload', 'PUT', 'Bearer v1', 'no-cache', 'payload'],
+    ]);
   });
 });
