@@ -149,7 +149,8 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
 
   // got follows redirects itself, with the same headers: the bearer goes on only where it may.
   const beforeRedirect: BeforeRedirectHook = (request, response) => {
-    if (queueing && request.context[releasedByRefresh] === true) queueing.hopOf(request, response.request);
+    // Any hop may be queued: released already, or by a refresh it waits for in beforeRequest.
+    queueing?.hopOf(request, response.request);
     const url = urlOf(request.url);
     if (url === undefined || !mayCarryBearer(url)) withoutOurBearer(request);
   };

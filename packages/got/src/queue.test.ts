@@ -250,6 +250,25 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     expect(paths).toEqual(['/moved', '/held']);
   });
 
+  it('never sends the redirect hop of a request cancelled while the hop waits for a refresh that releases it into the queue', async () => {
+    const { manager, release, refreshes } = gatedManager({ accessToken: 'v2', refreshToken: 'r2', expiresAt: Date.now() + 3_600_000 });
+    const queue = new PQueue({ concurrency: 1 });
+    const api = client(manager, queue);
+    // Sent with a fresh token, unqueued; its token expires before the hop, which waits for the refresh.
+    const moved = api.get('moved', { hooks: { beforeRedirect: [() => manager.setTokens(expired)] } });
+    await vi.waitFor(() => expect(refreshes()).toBe(1));
+    const waiting = api.get('held').text();
+    moved.cancel();
+    await expect(moved).rejects.toMatchObject({ name: 'CancelError' });
+    release();
+
+    await vi.waitFor(() => expect(paths).toEqual(['/moved', '/held']));
+    answerHeld();
+    expect(await waiting).toBe('ok');
+    await queueIsEmpty(queue);
+    expect(paths).toEqual(['/moved', '/held']);
+  });
+
   it('sends a released request through the queue when a later beforeRequest hook gives it a request function of its own', async () => {
     const { manager, release } = gatedManager(expired);
     const queue = new PQueue({ concurrency: 1 });
