@@ -4,7 +4,7 @@
  * core adapter kit; the replay is got's own `retryWithMergedOptions`, which also drops the hook for
  * the replayed request, so a replay is never replayed. All refresh logic is in core.
  */
-import type { AfterResponseHook, BeforeRedirectHook, BeforeRequestHook, NormalizedOptions, Response } from 'got';
+import type { AfterResponseHook, BeforeRedirectHook, BeforeRequestHook, NormalizedOptions, Request as GotRequest, Response } from 'got';
 import {
   ErrorCode,
   TokenRelayError,
@@ -111,7 +111,9 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const mayCarryBearer = createOriginMatcher(options.origins, manager.tokenEndpoint);
   const { queue } = options;
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
-  const queueing = queue && gotQueueing(queue);
+  /** got's request of each redirect hop (by the hop's options): got sends a hop without looking whether it was cancelled meanwhile. */
+  const requestOfHop = new WeakMap<NormalizedOptions, GotRequest>();
+  const queueing = queue && gotQueueing(queue, (hop) => requestOfHop.get(hop));
 
   /** Is the request's `Authorization` header the caller's own (not one we put there)? */
   const hasOwnAuthorization = (request: NormalizedOptions) => {
@@ -132,6 +134,8 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     let accessToken = manager.currentAccessToken();
     if (accessToken === undefined) {
       accessToken = await accessTokenIfSignedIn(manager, { signal: request.signal });
+      // A hop of a request cancelled (promise.cancel()) while it waited: got would send it still. The error goes nowhere.
+      if (requestOfHop.get(request)?.destroyed) throw new Error('got ended the request while its redirect waited for a token');
       // Signed out: not released by a refresh, so not queued.
       if (accessToken === undefined) return withoutOurBearer(request);
       if (queueing) {
@@ -149,8 +153,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
 
   // got follows redirects itself, with the same headers: the bearer goes on only where it may.
   const beforeRedirect: BeforeRedirectHook = (request, response) => {
-    // Any hop may be queued: released already, or by a refresh it waits for in beforeRequest.
-    queueing?.hopOf(request, response.request);
+    requestOfHop.set(request, response.request);
     const url = urlOf(request.url);
     if (url === undefined || !mayCarryBearer(url)) withoutOurBearer(request);
   };

@@ -337,3 +337,23 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     expect(paths).toEqual(['/hang']);
   });
 });
+
+describe('tokenRelayHooks and a request cancelled while its hop waits', () => {
+  it('never sends the redirect hop of a request cancelled while the hop waits for a refresh, without a queue', async () => {
+    const { manager, release, refreshes } = gatedManager({ accessToken: 'v2', refreshToken: 'r2', expiresAt: Date.now() + 3_600_000 });
+    const api = client(manager, undefined);
+    const sent = vi.fn<RequestFunction>((url, options, callback) => httpRequest(url, options, callback));
+    // Sent with a fresh token; its token expires before the hop, which waits for the refresh.
+    const moved = api.get('moved', { request: sent, hooks: { beforeRedirect: [() => manager.setTokens(expired)] } });
+    await vi.waitFor(() => expect(refreshes()).toBe(1));
+    // Waits for the same refresh after the hop, so it is answered only after the hop would have been sent.
+    const after = api.get('items/2').text();
+    moved.cancel();
+    await expect(moved).rejects.toMatchObject({ name: 'CancelError' });
+    release();
+
+    expect(await after).toBe('ok');
+    expect(sent).toHaveBeenCalledTimes(1);
+    expect(paths).toEqual(['/moved', '/items/2']);
+  });
+});

@@ -23,24 +23,19 @@ export interface GotQueueing {
    * retry and a redirect hop. Being last, it queues whatever `request` function the hooks before it left.
    */
   queueEveryAttempt(options: NormalizedOptions): void;
-  /**
-   * Names got's request a redirect hop (`options`) belongs to: cancelled or destroyed while the hop
-   * waits, it takes the hop out of the queue at once, unsent (got does not check again before it sends a hop).
-   */
-  hopOf(options: NormalizedOptions, request: GotRequest): void;
 }
 
-/** The got door's queueing through `queue`, for one `tokenRelayHooks`. */
-export function gotQueueing(queue: RequestQueue): GotQueueing {
-  const requestOfHop = new WeakMap<NormalizedOptions, GotRequest>();
-  const step: BeforeRequestHook = (options) => sendThroughQueue(options, queue, requestOfHop.get(options));
+/**
+ * The got door's queueing through `queue`, for one `tokenRelayHooks`. `requestOfHop` names got's
+ * request a redirect hop belongs to: cancelled or destroyed while the hop waits, it takes the hop out
+ * of the queue at once, unsent (got does not check again before it sends a hop).
+ */
+export function gotQueueing(queue: RequestQueue, requestOfHop: (options: NormalizedOptions) => GotRequest | undefined): GotQueueing {
+  const step: BeforeRequestHook = (options) => sendThroughQueue(options, queue, requestOfHop(options));
   return {
     queueEveryAttempt(options) {
       const hooks = options.hooks.beforeRequest;
       if (!hooks.includes(step)) hooks.push(step);
-    },
-    hopOf(options, request) {
-      requestOfHop.set(options, request);
     },
   };
 }
