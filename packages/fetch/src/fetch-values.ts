@@ -34,5 +34,5 @@ export function signalOf(input: FetchInput, init: FetchInit): AbortSignal | unde
  * for a 307/308 on the way. None for a body given in `init`, which is sent again as it is.
  */
 export function bodyCopyOf(input: FetchInput, init: FetchInit): Request | undefined {
-  return isRequest(input) && (init?.body ?? undefined) === undefined && input.body !== null ? input.clone() : undefined;
+  return isRequest(input) && init?.body == null && input.body !== null ? input.clone() : undefined;
 }

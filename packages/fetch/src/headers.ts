@@ -20,8 +20,7 @@ function isPlainRecord(headers: HeadersInit): headers is Record<string, string> 
  * plain object (no `Headers` copy that fetch would copy again).
  */
 export function withBearer(headers: HeadersInit | undefined, bearer: string): HeadersInit {
-  if (headers === undefined) return { authorization: bearer };
-  if (isPlainRecord(headers)) return { ...headers, authorization: bearer };
+  if (headers === undefined || isPlainRecord(headers)) return { ...headers, authorization: bearer };
   const copy = new Headers(headers);
   copy.set('authorization', bearer);
   return copy;

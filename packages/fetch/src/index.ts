@@ -105,11 +105,6 @@ function failedResponse(response: Response, url: string): FailedResponse {
   };
 }
 
-/** Where a response came from: its own URL when the fetch tells it (after redirects), else the one requested. */
-function responseUrl(response: Response, requested: string): string {
-  return response.url || requested;
-}
-
 /**
  * Wraps a fetch so that requests to `origins` carry `Authorization: Bearer <access token>`
  * from `manager`, and a request that fails for an expired token is replayed once after a
@@ -120,11 +115,13 @@ function responseUrl(response: Response, requested: string): string {
  * - The URL is read once, when the wrapper is called: the origin check and the send see the
  *   same URL, even if the caller changes a `URL` object afterwards.
  * - Redirects: outside a browser the wrapper follows them itself (as fetch would: at most 20,
- *   301/302 POST and 303 become a GET without a body), deciding at every hop whether the bearer
- *   may go there, so it never reaches another origin or the token endpoint. A browser follows
- *   redirects out of sight; there the browser drops `Authorization` on a cross-origin hop. In
- *   both, a failed response from a URL outside `origins` (or from the token endpoint) is returned
- *   as it is: no refresh, no replay.
+ *   301/302 POST and 303 become a GET without a body, every hop keeps the request's cache mode,
+ *   credentials, mode, referrer, referrer policy (or the one a redirect's `Referrer-Policy` names),
+ *   keepalive and signal, and integrity metadata is checked on the final response), deciding at
+ *   every hop whether the bearer may go there, so it never reaches another origin or the token
+ *   endpoint. A browser follows redirects out of sight; there the browser drops `Authorization`
+ *   on a cross-origin hop. In both, a failed response from a URL outside `origins` (or from the
+ *   token endpoint) is returned as it is: no refresh, no replay.
  * - Signed out (the manager holds no tokens: `NO_TOKENS`), a request goes without a bearer and
  *   its answer, a 401 included, goes back to the caller: no token call.
  * - A replayed request is never replayed again: if it fails too, its response is returned.
@@ -133,6 +130,8 @@ function responseUrl(response: Response, requested: string): string {
  *   the signal's reason at once.
  * - Bad input (an invalid header, an `origins` or `shouldRefresh` that throws) rejects the
  *   returned promise, as fetch does; the wrapper never throws synchronously.
+ * - A `Request` sent without an init keeps its referrer and referrer policy, which fetch would reset
+ *   for the init that carries the bearer.
  * - Bodies: a `Request` is cloned before it is sent, and bodies given in `init` as a string,
  *   `Blob`, `ArrayBuffer`, typed array, `FormData` or `URLSearchParams` are sent again as they
  *   are. A one-shot body (`init.body` a `ReadableStream` or an async iterable) is never sent
@@ -187,7 +186,8 @@ export function withTokenRelay<F extends FetchFunction>(
     tokenUsed: string,
     bodyCopy: Request | undefined,
   ): Promise<Response> {
-    const answeredBy = responseUrl(response, targetHref(input));
+    // Where the response came from: its own URL when the fetch tells it (after redirects), else the one requested.
+    const answeredBy = response.url || targetHref(input);
     // A redirect may end outside `origins`: that server's 401 says nothing about our token.
     if (!mayCarryBearer(answeredBy)) return response;
     const signal = signalOf(input, init);
@@ -205,8 +205,7 @@ export function withTokenRelay<F extends FetchFunction>(
     discard(response);
     // The replay sends the body's copy (the first send consumed the caller's); a copy of it for a 307/308 is
     // taken only where redirects are followed hop by hop (redirects.ts).
-    const replayInput = bodyCopy ?? input;
-    return sendThrough(options.queue, () => sendFollowingRedirects(sendOnly, replayInput, init, accessToken, undefined), signal);
+    return sendThrough(options.queue, () => sendFollowingRedirects(sendOnly, bodyCopy ?? input, init, accessToken, undefined), signal);
   }
 
   /**
@@ -234,10 +233,15 @@ export function withTokenRelay<F extends FetchFunction>(
   function relayFetch(input: FetchInput, init?: FetchInit): Promise<Response> {
     try {
       const href = targetHref(input);
-      if (!mayCarryBearer(href, documentBase())) return send(input, init);
+      if (!mayCarryBearer(href, documentBase)) return send(input, init);
       if (hasAuthorization(headersOf(input, init))) return send(input, init);
       // Send the URL that was checked (a string: a URL object the caller changes meanwhile does not move it).
-      const target = isRequest(input) ? input : href;
+      let target: string | Request = href;
+      if (isRequest(input)) {
+        target = input;
+        // fetch resets a Request's referrer and referrer policy for an init with members, as the bearer's is: a Request sent without one keeps its own.
+        if (!Object.keys(init ?? {}).length) init = { referrer: input.referrer, referrerPolicy: input.referrerPolicy };
+      }
       const accessToken = manager.currentAccessToken();
       if (accessToken === undefined) return sendAfterWait(target, init);
       return sendFirst(target, init, accessToken, false);

@@ -1,4 +1,6 @@
+import { createTokenManager } from '@tokenrelay/core';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { withTokenRelay } from './index.js';
 import { sendFollowingRedirects as sendInBrowserBuild } from './redirects.browser.js';
 import { sendFollowingRedirects, type AfterResponse } from './redirects.js';
 
@@ -54,6 +56,36 @@ describe('redirects in the browser build and in the full build', () => {
     expect(await response.text()).toBe('done');
     expect(calls.map(({ input }) => String(input))).toEqual(['https://api.example/items', 'https://elsewhere.example/next']);
     expect(new Headers(calls[1]?.init?.headers).has('authorization')).toBe(false);
+  });
+
+  it.each([
+    ['without an init: all of them', undefined, {}],
+    ["with an init: init's members in their place, and the referrer fetch resets for it", { credentials: 'include' as const, cache: undefined }, { credentials: 'include', referrer: 'about:client', referrerPolicy: '' }],
+    ['with an init without members: all of them', {}, {}],
+  ])("gives every hop of a Request the members fetch keeps on a redirect, sent %s", async (_, init, changed) => {
+    const { calls, context } = redirectingFetch();
+    let answered = 0;
+    const send = (input: RequestInfo | URL, sent?: RequestInit) =>
+      answered++ < 2 ? context.send(input, sent) : (calls.push({ input, init: sent }), Promise.resolve(new Response('done')));
+    const manager = createTokenManager({ tokens: { accessToken, refreshToken: 'refresh-1' }, refresh: async () => ({ accessToken: 'access-2' }) });
+    const caller = new AbortController();
+    const request = new Request('https://api.example/items', {
+      cache: 'no-store',
+      credentials: 'omit',
+      keepalive: true,
+      mode: 'no-cors',
+      referrer: 'https://api.example/page',
+      referrerPolicy: 'origin',
+      signal: caller.signal,
+    });
+    const members = ({ cache, credentials, keepalive, mode, referrer, referrerPolicy }: Request) => ({ cache, credentials, keepalive, mode, referrer, referrerPolicy });
+
+    await withTokenRelay(send, manager, { origins: ['https://api.example'] })(request, init);
+
+    const sent = calls.map(({ input, init: sentInit }) => new Request(input as Request | string, sentInit));
+    expect(sent.map(members)).toEqual(Array(3).fill({ ...members(request), ...changed }));
+    caller.abort();
+    expect(sent.map(({ signal }) => signal.aborted)).toEqual([true, true, true]);
   });
 
   it("hands a first send's final response to afterResponse with what its replay needs, in both builds, and a replay's to none", async () => {

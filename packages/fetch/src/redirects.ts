@@ -6,7 +6,7 @@
  * browser build uses redirects.browser.ts instead of this file, which browsers never run.
  */
 import { isOneShotBody, isRequest } from '@tokenrelay/core/kit';
-import { bodyCopyOf, discard, headersOf, locationOf, signalOf, targetHref, type FetchInit, type GlobalFetch } from './fetch-values.js';
+import { bodyCopyOf, discard, headersOf, locationOf, targetHref, type FetchInit, type GlobalFetch } from './fetch-values.js';
 import { withBearer } from './headers.js';
 import { sendFollowingRedirects as sendAsGiven } from './redirects.browser.js';
 
@@ -53,6 +53,25 @@ const redirectStatuses = new Set([301, 302, 303, 307, 308]);
 const requestBodyHeaders = ['content-encoding', 'content-language', 'content-location', 'content-type'];
 /** Headers fetch (undici) drops when a redirect leaves the origin. */
 const crossOriginHeaders = ['authorization', 'cookie', 'proxy-authorization'];
+/**
+ * The members of a Request given as input that fetch sends it with and a redirect's next request
+ * keeps (HTTP-redirect fetch), beside its URL, method, headers and body. Its referrer and referrer
+ * policy come in `init` (the wrapper puts them there for a Request sent without one).
+ */
+const keptRequestMembers = ['cache', 'credentials', 'integrity', 'keepalive', 'mode', 'signal'] as const;
+/** The referrer policies a redirect's `Referrer-Policy` header may give the next request (Referrer Policy §3). */
+const referrerPolicies = new Set<string>([
+  'no-referrer',
+  'no-referrer-when-downgrade',
+  'same-origin',
+  'origin',
+  'strict-origin',
+  'origin-when-cross-origin',
+  'strict-origin-when-cross-origin',
+  'unsafe-url',
+]);
+/** The hash functions of integrity metadata (Subresource Integrity), weakest first. */
+const integrityHashes = ['sha256', 'sha384', 'sha512'];
 
 /**
  * A browser (or worker) fetch follows redirects out of sight: `redirect: 'manual'` only yields an
@@ -81,6 +100,8 @@ async function nextHop(response: Response, hop: Hop, hops: number): Promise<(Hop
   const url = new URL(location, hop.url);
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`fetch failed: redirect to ${url.protocol}`);
   if (hops >= MAX_REDIRECTS) throw new TypeError('fetch failed: redirect count exceeded');
+  // As fetch: a streamed body stops any redirect but a 303, even one that would turn the request into a GET.
+  if (response.status !== 303 && isOneShotBody(hop.body)) throw new TypeError('fetch failed: cannot follow a redirect with a streamed body');
   const headers = new Headers(hop.init.headers);
   const toGet =
     ((response.status === 301 || response.status === 302) && hop.method === 'POST') ||
@@ -88,16 +109,19 @@ async function nextHop(response: Response, hop: Hop, hops: number): Promise<(Hop
   let body: BodyInit | undefined;
   if (toGet) {
     for (const name of requestBodyHeaders) headers.delete(name);
-  } else if (typeof hop.body === 'function') {
-    body = await hop.body();
-  } else if (isOneShotBody(hop.body)) {
-    throw new TypeError('fetch failed: cannot follow a redirect with a streamed body');
   } else {
-    body = hop.body;
+    body = typeof hop.body === 'function' ? await hop.body() : hop.body;
   }
   if (url.origin !== new URL(hop.url).origin) for (const name of crossOriginHeaders) headers.delete(name);
   const method = toGet ? 'GET' : hop.method;
-  return { url: url.href, method, body, init: { ...hop.init, method, body, headers } };
+  const referrerPolicy = referrerPolicyOf(response);
+  return { url: url.href, method, body, init: { ...hop.init, method, body, headers, ...(referrerPolicy && { referrerPolicy }) } };
+}
+
+/** The referrer policy a redirect gives the next request: the last valid one its `Referrer-Policy` names, if any. */
+function referrerPolicyOf(response: Response): ReferrerPolicy | undefined {
+  const named = response.headers.get('referrer-policy')?.split(',').reverse() ?? [];
+  return named.map((policy) => policy.trim()).find((policy) => referrerPolicies.has(policy)) as ReferrerPolicy | undefined;
 }
 
 /** Follows the redirects of `response` hop by hop, so the bearer never follows one to an origin (or the token endpoint) it may not reach. */
@@ -116,14 +140,39 @@ async function followRedirects({ send, mayCarryBearer }: SendContext, response: 
 }
 
 /**
- * The first request of a redirect chain, as the template of the next: without the bearer, with the
- * caller's signal, and the body a 307/308 sends again: `init`'s, or read from the Request's copy.
+ * The first request of a redirect chain, as the template of the next: what fetch sends `input` and
+ * `init` with (the Request's members, `init`'s in their place), without the bearer and the integrity
+ * metadata (checked once, on the final response), and the body a 307/308 sends again: `init`'s, or
+ * read from the Request's copy.
  */
 function firstHop(input: string | Request, init: FetchInit, bodyCopy: Request | undefined): Hop {
+  const hopInit: Record<string, unknown> = {};
+  if (isRequest(input)) for (const name of keptRequestMembers) hopInit[name] = input[name];
+  for (const [name, value] of Object.entries(init ?? {})) if (value !== undefined) hopInit[name] = value;
+  Object.assign(hopInit, { headers: headersOf(input, init), redirect: 'manual', integrity: '' });
   const body = init?.body ?? (bodyCopy && (() => bodyCopy.clone().arrayBuffer()));
   const method = (init?.method ?? (isRequest(input) ? input.method : 'GET')).toUpperCase();
-  const hopInit: RequestInit = { ...init, headers: headersOf(input, init), redirect: 'manual', signal: signalOf(input, init) };
   return { url: targetHref(input), method, body, init: hopInit };
+}
+
+/**
+ * fetch's integrity check (Subresource Integrity) of a chain's final response: its body must match a
+ * digest of the strongest hash function `metadata` names (metadata naming none passes). Sent hop by
+ * hop, the chain goes without the metadata, which fetch would check against every redirect's body.
+ */
+async function checkIntegrity(response: Response, metadata: string): Promise<Response> {
+  const digests = metadata.split(/\s+/).flatMap((token) => {
+    // base64 or base64url, without the padding or the options after it
+    const [, hash, digest] = /^(sha(?:256|384|512))-([\w+/-]+)/i.exec(token) ?? [];
+    return hash && digest ? [{ hash: hash.toLowerCase(), digest: digest.replace(/-/g, '+').replace(/_/g, '/') }] : [];
+  });
+  const strongest = integrityHashes[Math.max(...digests.map(({ hash }) => integrityHashes.indexOf(hash)))];
+  if (strongest === undefined) return response;
+  const bytes = new Uint8Array(await crypto.subtle.digest(`SHA-${strongest.slice(3)}`, await response.clone().arrayBuffer()));
+  const actual = btoa(String.fromCharCode(...bytes)).replace(/=+$/, '');
+  if (digests.some(({ hash, digest }) => hash === strongest && digest === actual)) return response;
+  discard(response);
+  throw new TypeError('fetch failed: integrity mismatch');
 }
 
 /**
@@ -144,14 +193,18 @@ export function sendFollowingRedirects(
   if (redirect !== 'follow' || hidesRedirects()) return sendAsGiven(context, input, init, accessToken, bodyCopy);
   // A replay brings no copy of its body: a 307/308 needs one, taken before the send consumes the body.
   bodyCopy ??= bodyCopyOf(input, init);
+  const integrity = init?.integrity ?? (isRequest(input) ? input.integrity : '');
   // `send` is called as a plain function: a fetch may refuse a foreign `this`.
   const { send } = context;
-  const sent = send(input, { ...init, headers: withBearer(headersOf(input, init), context.bearerOf(accessToken)), redirect: 'manual' });
+  const headers = withBearer(headersOf(input, init), context.bearerOf(accessToken));
+  const sent = send(input, { ...init, headers, redirect: 'manual', ...(integrity && { integrity: '' }) });
   return sent.then((response) => {
     const { afterResponse } = context;
-    if (!redirectStatuses.has(response.status)) return afterResponse ? afterResponse(response, input, init, accessToken, bodyCopy) : response;
+    const redirected = redirectStatuses.has(response.status);
+    if (!redirected && !integrity) return afterResponse ? afterResponse(response, input, init, accessToken, bodyCopy) : response;
     // The hop is built only when a redirect comes; followRedirects sets or drops the bearer at each hop.
-    const followed = followRedirects(context, response, firstHop(input, init, bodyCopy), context.bearerOf(accessToken));
-    return afterResponse ? followed.then((final) => afterResponse(final, input, init, accessToken, bodyCopy)) : followed;
+    const followed = redirected ? followRedirects(context, response, firstHop(input, init, bodyCopy), context.bearerOf(accessToken)) : Promise.resolve(response);
+    const final = integrity ? followed.then((last) => checkIntegrity(last, integrity)) : followed;
+    return afterResponse ? final.then((last) => afterResponse(last, input, init, accessToken, bodyCopy)) : final;
   });
 }

@@ -4,7 +4,15 @@
  * core adapter kit; the replay is got's own `retryWithMergedOptions`, which also drops the hook for
  * the replayed request, so a replay is never replayed. All refresh logic is in core.
  */
-import type { AfterResponseHook, BeforeErrorHook, BeforeRedirectHook, BeforeRequestHook, NormalizedOptions, Response } from 'got';
+import type {
+  AfterResponseHook,
+  BeforeErrorHook,
+  BeforeRedirectHook,
+  BeforeRequestHook,
+  NormalizedOptions,
+  Request as GotRequest,
+  Response,
+} from 'got';
 import {
   ErrorCode,
   TokenRelayError,
@@ -16,7 +24,7 @@ import {
   type TokenManager,
 } from '@tokenrelay/core';
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
-import { sendThroughQueue, withoutQueue } from './queue.js';
+import { gotQueueing } from './queue.js';
 
 /** Options of {@link tokenRelayHooks}. */
 export interface TokenRelayGotOptions {
@@ -39,12 +47,16 @@ export interface TokenRelayGotOptions {
   /**
    * Sends the requests that had to wait for a refresh, and the replays, through this queue — any
    * object with `add(task)`, such as p-queue's `new PQueue({ concurrency: 8 })` — so that the
-   * requests released by a refresh do not hit the API in one burst. Each takes its place when got
-   * creates its HTTP request and holds it until that request closes (answered, failed, reset,
-   * aborted, cancelled, or ended by got's retry), so the queue's concurrency bounds the requests in
-   * flight. Requests that did not wait go out at once, unqueued; got's own retries and redirect hops
-   * of a queued request too. A request whose `signal` aborts leaves the queue at once; got's `timeout`
-   * does not count the wait in the queue (bound it with `signal: AbortSignal.timeout(ms)`).
+   * requests released by a refresh do not hit the API in one burst. Every HTTP request got sends for
+   * such a request (got's retries of it and its redirect hops included) takes a place when got
+   * creates it, after every `beforeRequest` hook, and holds it until it closes (answered, failed,
+   * reset, aborted, cancelled, or ended by got's retry or redirect), so the queue's concurrency
+   * bounds them in flight; between two of them (a retry's backoff, a redirect) none is held.
+   * Requests that did not wait go out at once, unqueued. A request whose `signal` aborts leaves the
+   * queue at once, and so does a redirect hop whose request is cancelled; got tells hooks nothing of
+   * a `promise.cancel()` before the first HTTP request exists, so a request cancelled while it waits
+   * for that keeps its entry until its turn, then gives the place back unsent. got's `timeout` does
+   * not count the wait in the queue (bound it with `signal: AbortSignal.timeout(ms)`).
    * @default none: released requests go out together
    * @example
    * ```ts
@@ -69,8 +81,11 @@ export interface TokenRelayGotHooks {
  */
 const sentAccessToken = 'tokenRelayAccessToken';
 
-/** Marks, in got's per-request `context`, a replay to send through the `queue`. */
-const queuedReplay = 'tokenRelayQueuedReplay';
+/**
+ * Marks, in got's per-request `context`, a request released by a refresh (one that waited for it, or
+ * a replay): got copies the context to its retries and redirect hops, which the `queue` takes too.
+ */
+const releasedByRefresh = 'tokenRelayReleasedByRefresh';
 
 /**
  * got hooks that put `Authorization: Bearer <access token>` from `manager` on requests to `origins`,
@@ -82,7 +97,8 @@ const queuedReplay = 'tokenRelayQueuedReplay';
  * - Bodies got can send again (none, a string, a `Buffer`, `json`, `form`) are replayed; a stream
  *   or an iterable is never sent twice: the tokens are refreshed and the caller gets the failure.
  * - With the `queue` option, the requests that waited for a refresh, and the replays, are sent through it,
- *   each holding its place until its HTTP request closes; requests whose token was fresh never wait in it.
+ *   each HTTP request of theirs (retries and redirect hops too) holding its place until it closes;
+ *   requests whose token was fresh never wait in it.
  * - They put no DPoP proofs on requests: with DPoP-bound tokens (`token_type` DPoP) a request fails
  *   with a `CONFIGURATION_ERROR` (got's `RequestError` whose `cause` is it) naming the doors that do.
  * - If the refresh fails, the request fails with got's `RequestError` whose `cause` is the
@@ -106,6 +122,9 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const mayCarryBearer = createOriginMatcher(options.origins, manager.tokenEndpoint);
   const { queue } = options;
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
+  /** got's request of each redirect hop (by the hop's options): got sends a hop without looking whether it was cancelled meanwhile. */
+  const requestOfHop = new WeakMap<NormalizedOptions, GotRequest>();
+  const queueing = queue && gotQueueing(queue, (hop) => requestOfHop.get(hop));
 
   /** Is the request's `Authorization` header the caller's own (not one we put there)? */
   const hasOwnAuthorization = (request: Pick<NormalizedOptions, 'headers' | 'context'>) => {
@@ -119,32 +138,33 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   };
 
   const beforeRequest: BeforeRequestHook = async (request) => {
-    // Released by a refresh: a replay, or (below) a request that had to wait for a token.
-    let released = false;
-    if (queue) {
-      released = request.context[queuedReplay] === true;
-      if (released) delete request.context[queuedReplay];
-      withoutQueue(request);
-    }
+    // Every attempt of a request released by a refresh goes through the queue, wherever it goes.
+    if (queueing && request.context[releasedByRefresh] === true) queueing.queueEveryAttempt(request);
     const url = urlOf(request.url);
     if (url === undefined || !mayCarryBearer(url) || hasOwnAuthorization(request)) return;
     let accessToken = manager.currentAccessToken();
     if (accessToken === undefined) {
       accessToken = await accessTokenIfSignedIn(manager, { signal: request.signal });
-      released = true;
+      // A hop of a request cancelled (promise.cancel()) while it waited: got would send it still. The error goes nowhere.
+      if (requestOfHop.get(request)?.destroyed) throw new Error('got ended the request while its redirect waited for a token');
+      // Signed out: not released by a refresh, so not queued.
+      if (accessToken === undefined) return withoutOurBearer(request);
+      if (queueing) {
+        request.context[releasedByRefresh] = true;
+        queueing.queueEveryAttempt(request);
+      }
     }
-    if (accessToken === undefined) return withoutOurBearer(request);
     const authorization = bearerAuthorization(accessToken, manager.tokenType);
     // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
     const unsupported = dpopUnsupported('tokenRelayHooks', authorization);
     if (unsupported) throw unsupported;
     request.headers.authorization = authorization;
     request.context[sentAccessToken] = accessToken;
-    if (queue && released) sendThroughQueue(request, queue);
   };
 
   // got follows redirects itself, with the same headers: the bearer goes on only where it may.
-  const beforeRedirect: BeforeRedirectHook = (request) => {
+  const beforeRedirect: BeforeRedirectHook = (request, response) => {
+    requestOfHop.set(request, response.request);
     const url = urlOf(request.url);
     if (url === undefined || !mayCarryBearer(url)) withoutOurBearer(request);
   };
@@ -167,7 +187,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     if (!isReplayable(request.body)) return response;
     return retryWithMergedOptions({
       headers: { authorization: bearerAuthorization(accessToken, manager.tokenType) },
-      context: { [sentAccessToken]: accessToken, ...(queue && { [queuedReplay]: true }) },
+      context: { [sentAccessToken]: accessToken, ...(queue && { [releasedByRefresh]: true }) },
     });
   };
 

@@ -1,7 +1,7 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createTokenManager, type TokenManager } from '@tokenrelay/core';
-import got, { type ExtendOptions } from 'got';
+import got, { type ExtendOptions, type RequestFunction } from 'got';
 import PQueue from 'p-queue';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { gatedManager } from '../../../test/helpers/queue-fixtures.js';
@@ -9,8 +9,9 @@ import { tokenRelayHooks } from './index.js';
 
 /**
  * An API on 127.0.0.1 that counts the requests in flight (from arrival to the end of the answer).
- * `/hang` is never answered (it ends when the client goes), `/reset` breaks the connection, `/error`
- * answers 500, `/flaky` 503 the first time and 200 after; anything else answers after a few
+ * `/hang` is never answered (it ends when the client goes), `/held` is answered 200 when the test
+ * calls `answerHeld()`, `/reset` breaks the connection, `/error` answers 500, `/flaky` 503 the first
+ * time and 200 after, `/moved` redirects to `/items/moved`; anything else answers after a few
  * milliseconds 200 to `Bearer v2` (`/cached` one that may be cached) and 401 (an expired token) to anything else.
  */
 let server: Server;
@@ -18,6 +19,8 @@ let baseUrl: string;
 let paths: string[] = [];
 let inFlight = 0;
 let maxInFlight = 0;
+let held: (() => void)[] = [];
+const answerHeld = () => held.splice(0).forEach((answer) => answer());
 
 beforeAll(async () => {
   server = createServer((request, response) => {
@@ -27,6 +30,8 @@ beforeAll(async () => {
     maxInFlight = Math.max(maxInFlight, inFlight);
     response.once('close', () => inFlight--);
     if (path === '/hang') return;
+    if (path === '/held') return void held.push(() => response.end('ok'));
+    if (path === '/moved') return response.writeHead(302, { location: '/items/moved' }).end();
     if (path === '/reset') return request.socket.destroy();
     if (path === '/error' || (path === '/flaky' && paths.filter((seen) => seen === path).length === 1)) {
       response.statusCode = path === '/error' ? 500 : 503;
@@ -45,6 +50,7 @@ beforeAll(async () => {
 
 beforeEach(() => {
   paths = [];
+  held = [];
   maxInFlight = inFlight;
 });
 
@@ -118,8 +124,8 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     ['an answer', (api: typeof got) => api.get('items/1').text(), 'ok', 2],
     ['a server error', (api: typeof got) => api.get('error').text(), /status code 500/, 2],
     ['a connection reset', (api: typeof got) => api.get('reset').text(), /socket hang up|ECONNRESET/, 2],
-    // The retry did not wait for a refresh: it goes out unqueued.
-    ["got's own retry", (api: typeof got) => api.get('flaky', { retry: { limit: 1, backoffLimit: 1 } }).text(), 'ok', 2],
+    // The first attempt and got's retry of it each take a place.
+    ["got's own retry", (api: typeof got) => api.get('flaky', { retry: { limit: 1, backoffLimit: 1 } }).text(), 'ok', 3],
     [
       'a later beforeRequest hook throwing',
       (api: typeof got) =>
@@ -206,6 +212,87 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     return { queue, first, second };
   }
 
+  it.each([
+    ["got's retry", 'flaky', { retry: { limit: 1, backoffLimit: 1 } }, ['/flaky', '/held', '/flaky']],
+    ['a redirect hop', 'moved', {}, ['/moved', '/held', '/items/moved']],
+  ])('sends %s of a released request through the queue again, behind the requests waiting there', async (_, path, options, sent) => {
+    const { manager, release } = gatedManager(expired);
+    const queue = new PQueue({ concurrency: 1 });
+    const api = client(manager, queue);
+    // Each with a signal: a request's wait for the token takes as many steps as the other's, so they are queued in order.
+    const first = api.get(path, { ...options, signal: new AbortController().signal }).text();
+    const waiting = api.get('held', { signal: new AbortController().signal }).text();
+    release();
+
+    // The first request's place went to the one waiting behind it, which holds it: the next request of the first waits its turn.
+    await vi.waitFor(() => expect([paths, queue.size]).toEqual([sent.slice(0, 2), 1]));
+    answerHeld();
+    expect(await first).toBe('ok');
+    expect(await waiting).toBe('ok');
+    expect(paths).toEqual(sent);
+    await queueIsEmpty(queue);
+  });
+
+  it('never sends the redirect hop of a released request cancelled while the hop waits in the queue, and gives its place back', async () => {
+    const { manager, release } = gatedManager(expired);
+    const queue = new PQueue({ concurrency: 1 });
+    const api = client(manager, queue);
+    const moved = api.get('moved', { signal: new AbortController().signal });
+    const waiting = api.get('held', { signal: new AbortController().signal }).text();
+    release();
+    await vi.waitFor(() => expect([paths, queue.size]).toEqual([['/moved', '/held'], 1]));
+
+    moved.cancel();
+    await expect(moved).rejects.toMatchObject({ name: 'CancelError' });
+    answerHeld();
+    expect(await waiting).toBe('ok');
+    await queueIsEmpty(queue);
+    expect(paths).toEqual(['/moved', '/held']);
+  });
+
+  it('never sends the redirect hop of a request cancelled while the hop waits for a refresh that releases it into the queue', async () => {
+    const { manager, release, refreshes } = gatedManager({ accessToken: 'v2', refreshToken: 'r2', expiresAt: Date.now() + 3_600_000 });
+    const queue = new PQueue({ concurrency: 1 });
+    const api = client(manager, queue);
+    // Sent with a fresh token, unqueued; its token expires before the hop, which waits for the refresh.
+    const moved = api.get('moved', { hooks: { beforeRedirect: [() => manager.setTokens(expired)] } });
+    await vi.waitFor(() => expect(refreshes()).toBe(1));
+    const waiting = api.get('held').text();
+    moved.cancel();
+    await expect(moved).rejects.toMatchObject({ name: 'CancelError' });
+    release();
+
+    await vi.waitFor(() => expect(paths).toEqual(['/moved', '/held']));
+    answerHeld();
+    expect(await waiting).toBe('ok');
+    await queueIsEmpty(queue);
+    expect(paths).toEqual(['/moved', '/held']);
+  });
+
+  it('sends a released request through the queue when a later beforeRequest hook gives it a request function of its own', async () => {
+    const { manager, release } = gatedManager(expired);
+    const queue = new PQueue({ concurrency: 1 });
+    const ownRequest = vi.fn<RequestFunction>((url, options, callback) => httpRequest(url, options, callback));
+    const api = client(manager, queue, {
+      hooks: {
+        beforeRequest: [
+          (options) => {
+            options.request = ownRequest;
+          },
+        ],
+      },
+    });
+    const first = api.get('held', { signal: new AbortController().signal }).text();
+    const second = api.get('items/2', { signal: new AbortController().signal }).text();
+    release();
+
+    await vi.waitFor(() => expect([paths, queue.size]).toEqual([['/held'], 1]));
+    answerHeld();
+    expect([await first, await second]).toEqual(['ok', 'ok']);
+    expect(ownRequest).toHaveBeenCalledTimes(2);
+    await queueIsEmpty(queue);
+  });
+
   it('lets a request whose signal aborts while it is queued leave at once, never sent', async () => {
     const abort = new AbortController();
     const { queue, first, second } = await oneSentOneQueued({ second: abort.signal });
@@ -248,5 +335,25 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     await expect(first).rejects.toMatchObject({ name: 'CancelError' });
     await queueIsEmpty(queue);
     expect(paths).toEqual(['/hang']);
+  });
+});
+
+describe('tokenRelayHooks and a request cancelled while its hop waits', () => {
+  it('never sends the redirect hop of a request cancelled while the hop waits for a refresh, without a queue', async () => {
+    const { manager, release, refreshes } = gatedManager({ accessToken: 'v2', refreshToken: 'r2', expiresAt: Date.now() + 3_600_000 });
+    const api = client(manager, undefined);
+    const sent = vi.fn<RequestFunction>((url, options, callback) => httpRequest(url, options, callback));
+    // Sent with a fresh token; its token expires before the hop, which waits for the refresh.
+    const moved = api.get('moved', { request: sent, hooks: { beforeRedirect: [() => manager.setTokens(expired)] } });
+    await vi.waitFor(() => expect(refreshes()).toBe(1));
+    // Waits for the same refresh after the hop, so it is answered only after the hop would have been sent.
+    const after = api.get('items/2').text();
+    moved.cancel();
+    await expect(moved).rejects.toMatchObject({ name: 'CancelError' });
+    release();
+
+    expect(await after).toBe('ok');
+    expect(sent).toHaveBeenCalledTimes(1);
+    expect(paths).toEqual(['/moved', '/items/2']);
   });
 });

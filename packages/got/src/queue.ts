@@ -1,11 +1,12 @@
 /*
- * The got door's `queue`: a request released by a refresh takes its place in the queue only when got
- * creates its HTTP request (after every `beforeRequest` hook), through a per-attempt `request` function,
- * and gives it back at the request's `'close'`, which Node emits however the exchange ends (answered,
- * failed, reset, aborted, destroyed by got's cancel or retry). An attempt got never sends (a later hook
- * threw or answered from a cache) never takes a place, so none can be left held.
+ * The got door's `queue`: each HTTP request of a request released by a refresh (its first, got's
+ * retries of it, its redirect hops, its replay) takes its place in the queue only when got creates it
+ * (after every `beforeRequest` hook), through a per-attempt `request` function, and gives it back at
+ * the request's `'close'`, which Node emits however the exchange ends (answered, failed, reset,
+ * aborted, destroyed by got's cancel, retry or redirect). An attempt got never sends (a later hook
+ * threw or returned an answer, or got answered from its cache) never takes a place, so none can be left held.
  */
-import type { NormalizedOptions, RequestFunction } from 'got';
+import type { BeforeRequestHook, NormalizedOptions, Request as GotRequest, RequestFunction } from 'got';
 import type { RequestQueue } from '@tokenrelay/core';
 import { queuePlace } from '@tokenrelay/core/kit';
 
@@ -14,30 +15,53 @@ const replacedRequest = Symbol('tokenRelayReplacedRequest');
 
 type QueuedRequestFunction = RequestFunction & { [replacedRequest]?: RequestFunction | undefined };
 
+/** How the got door sends through one `queue`. */
+export interface GotQueueing {
+  /**
+   * Makes got send every attempt of `options` through the queue: a `beforeRequest` hook appended once
+   * to the request's own hooks, which got runs in order (one added meanwhile included) and copies to a
+   * retry and a redirect hop. Being last, it queues whatever `request` function the hooks before it left.
+   */
+  queueEveryAttempt(options: NormalizedOptions): void;
+}
+
+/**
+ * The got door's queueing through `queue`, for one `tokenRelayHooks`. `requestOfHop` names got's
+ * request a redirect hop belongs to: cancelled or destroyed while the hop waits, it takes the hop out
+ * of the queue at once, unsent (got does not check again before it sends a hop).
+ */
+export function gotQueueing(queue: RequestQueue, requestOfHop: (options: NormalizedOptions) => GotRequest | undefined): GotQueueing {
+  const step: BeforeRequestHook = (options) => sendThroughQueue(options, queue, requestOfHop(options));
+  return {
+    queueEveryAttempt(options) {
+      const hooks = options.hooks.beforeRequest;
+      if (!hooks.includes(step)) hooks.push(step);
+    },
+  };
+}
+
 /**
  * Makes got send this attempt of `options` through `queue`: its HTTP request is created when the queue
  * has room, and holds that place until the request closes. Once only: got copies `options` to a
- * redirect or a retry, and those are sent as they are unless {@link sendThroughQueue} is called for them.
+ * redirect or a retry, which the queueing hook queues anew.
  */
-export function sendThroughQueue(options: NormalizedOptions, queue: RequestQueue): void {
-  const replaced = options.request;
+function sendThroughQueue(options: NormalizedOptions, queue: RequestQueue, hopOf: GotRequest | undefined): void {
+  const request = options.request as QueuedRequestFunction | undefined;
+  // A queued function got never called (something after the hooks threw, and got retries with a copy of
+  // the options): the attempt's own function is the one it replaced.
+  const replaced = request !== undefined && replacedRequest in request ? request[replacedRequest] : request;
   const queued: QueuedRequestFunction = (url, nativeOptions, callback) => {
     options.request = replaced;
-    return sendWhenQueueHasRoom(options, queue, () => options.getRequestFunction()?.(url, nativeOptions, callback), () =>
-      options.getFallbackRequestFunction()?.(url, nativeOptions, callback),
+    return sendWhenQueueHasRoom(
+      options,
+      queue,
+      hopOf,
+      () => options.getRequestFunction()?.(url, nativeOptions, callback),
+      () => options.getFallbackRequestFunction()?.(url, nativeOptions, callback),
     );
   };
   queued[replacedRequest] = replaced;
   options.request = queued;
-}
-
-/**
- * Puts back the `request` function of an attempt that was to be queued but never created its request
- * (a later hook threw and got retries with a copy of its options): a retry is queued only if it waits anew.
- */
-export function withoutQueue(options: NormalizedOptions): void {
-  const request = options.request as QueuedRequestFunction | undefined;
-  if (request !== undefined && replacedRequest in request) options.request = request[replacedRequest];
 }
 
 type RequestResult = ReturnType<RequestFunction>;
@@ -46,26 +70,51 @@ type Sent = NonNullable<Awaited<RequestResult>>;
 async function sendWhenQueueHasRoom(
   options: NormalizedOptions,
   queue: RequestQueue,
+  hopOf: GotRequest | undefined,
   create: () => RequestResult,
   fallback: () => RequestResult,
 ): Promise<Sent> {
-  const { signal } = options;
-  const free = await queuePlace(queue, signal);
+  const ending = endOfWait(options.signal, hopOf);
   try {
-    // Aborted as its turn came: got has ended the request already.
-    signal?.throwIfAborted();
-    // A `request` function of the caller's may answer `undefined` for got's own: created here, so its close is seen.
-    const result = (await create()) ?? (await fallback());
-    // As got's own call would fail: no request function for this URL.
-    if (result === undefined) throw new TypeError(`got has no request function for ${String(options.url)}`);
-    if (isRequest(result)) result.once('close', free);
-    // No request (a response from the caller's own `request` function): nothing of ours is in flight.
-    else free();
-    return result;
-  } catch (error) {
-    free();
-    throw error;
+    const free = await queuePlace(queue, ending.signal);
+    try {
+      // Aborted as its turn came: got has ended the request already.
+      ending.signal?.throwIfAborted();
+      // A `request` function of the caller's may answer `undefined` for got's own: created here, so its close is seen.
+      const result = (await create()) ?? (await fallback());
+      // As got's own call would fail: no request function for this URL.
+      if (result === undefined) throw new TypeError(`got has no request function for ${String(options.url)}`);
+      if (isRequest(result)) result.once('close', free);
+      // No request (a response from the caller's own `request` function): nothing of ours is in flight.
+      else free();
+      return result;
+    } catch (error) {
+      free();
+      throw error;
+    }
+  } finally {
+    ending.stop();
   }
+}
+
+/**
+ * What ends an attempt's wait in the queue: its `signal`, and for a redirect hop got's request too,
+ * closed by got's cancel or a destroyed stream. `stop` stops listening.
+ */
+function endOfWait(signal: AbortSignal | undefined, hopOf: GotRequest | undefined): { signal: AbortSignal | undefined; stop(): void } {
+  if (hopOf === undefined) return { signal, stop: () => {} };
+  const ended = new AbortController();
+  const end = () => ended.abort(signal?.aborted ? signal.reason : new Error('got ended the request while its redirect waited in the queue'));
+  if (signal?.aborted || hopOf.destroyed) end();
+  signal?.addEventListener('abort', end);
+  hopOf.once('close', end);
+  return {
+    signal: ended.signal,
+    stop: () => {
+      signal?.removeEventListener('abort', end);
+      hopOf.off('close', end);
+    },
+  };
 }
 
 /** What got itself takes for an HTTP request (not a response): a stream still open for writing. */
