@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ErrorCode, createTokenManager, findTokenRelayError, type TokenManager } from '@tokenrelay/core';
+import { ErrorCode, createTokenManager, findTokenRelayError, type Origins, type TokenManager } from '@tokenrelay/core';
 import { withTokenRelay } from '@tokenrelay/fetch';
 import { startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
 import { tokenRelayInterceptor } from '@tokenrelay/undici';
@@ -202,7 +202,7 @@ describe('tokenRelayInterceptor on an undici 7 agent', () => {
 
 describe('tokenRelayInterceptor above a redirect follower', () => {
   /** Dispatchers that follow redirects below the interceptor: undici 6's `maxRedirections`, undici 7's redirect interceptor composed before it. */
-  function followingBelow(manager: TokenManager, origins: string[]) {
+  function followingBelow(manager: TokenManager, origins: Origins) {
     const interceptor = tokenRelayInterceptor(manager, { origins });
     const agent6 = new undici.Agent().compose(interceptor);
     const agent7 = new undici7.Agent().compose(undici7.interceptors.redirect({ maxRedirections: 3 }), interceptor);
@@ -263,6 +263,70 @@ describe('tokenRelayInterceptor above a redirect follower', () => {
 
     expect(server.stats()).toMatchObject({ apiOk: 2, api401: 0 });
     await close();
+  });
+
+  it("fails a redirect from the token endpoint's origin with CONFIGURATION_ERROR at its first hop below, even one to another origin, which undici would send without the bearer: that hop is never sent", async () => {
+    const server = await startServer();
+    const elsewhere = await startServer();
+    const { sends, close } = followingBelow(managerFor(server), [server.url]);
+
+    for (const send of sends) {
+      await expect(send(`${server.url}/redirect?to=${encodeURIComponent(`${elsewhere.url}/api/items`)}`)).rejects.toMatchObject({
+        code: ErrorCode.CONFIGURATION_ERROR,
+      });
+    }
+
+    expect(elsewhere.stats().apiRequests).toBe(0);
+    await close();
+  });
+
+  it('with an origins predicate, fails every redirect followed below it with CONFIGURATION_ERROR at its first hop, within the origin or to another', async () => {
+    const server = await startServer();
+    const elsewhere = await startServer();
+    const { sends, close } = followingBelow(await tokenEndpointElsewhere(server), (url) => url.origin === server.url);
+
+    for (const send of sends) {
+      for (const to of ['/api/items', `${elsewhere.url}/api/items`]) {
+        await expect(send(`${server.url}/redirect?to=${encodeURIComponent(to)}`)).rejects.toMatchObject({ code: ErrorCode.CONFIGURATION_ERROR });
+      }
+    }
+
+    expect([server.stats().apiRequests, elsewhere.stats().apiRequests]).toEqual([0, 0]);
+    await close();
+  });
+});
+
+describe('tokenRelayInterceptor below the redirect interceptor (composed after it)', () => {
+  it('follows redirects and judges every hop: the bearer goes to neither the token endpoint on its origin nor another origin, and on within it (undici 6 and 7)', async () => {
+    const server = await startServer();
+    const elsewhere = await startServer();
+    const interceptor = tokenRelayInterceptor(managerFor(server), { origins: [server.url] });
+    const agent6 = new undici.Agent().compose(interceptor, undici.interceptors.redirect({ maxRedirections: 3 }));
+    const agent7 = new undici7.Agent().compose(interceptor, undici7.interceptors.redirect({ maxRedirections: 3 }));
+    const sends = [
+      (url: string, options: { method?: 'POST'; body?: string } = {}) => undici.request(url, { ...options, dispatcher: agent6 }),
+      (url: string, options: { method?: 'POST'; body?: string } = {}) => undici7.request(url, { ...options, dispatcher: agent7 }),
+    ];
+
+    const statuses: number[][] = [];
+    for (const send of sends) {
+      const answers = [
+        await send(`${server.url}/redirect?status=307&to=/oauth/token`, { method: 'POST', body: 'grant_type=refresh_token' }),
+        await send(`${server.url}/redirect?to=${encodeURIComponent(`${elsewhere.url}/api/items`)}`),
+        await send(`${server.url}/redirect?to=/api/items`),
+      ];
+      await Promise.all(answers.map((answer) => answer.body.dump()));
+      statuses.push(answers.map((answer) => answer.statusCode));
+    }
+
+    expect(statuses).toEqual([
+      [400, 401, 200],
+      [400, 401, 200],
+    ]);
+    expect(server.stats().tokenRequestLog.map((entry) => entry.accessToken)).toEqual([undefined, undefined]);
+    expect(elsewhere.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined, undefined]);
+    expect(server.stats()).toMatchObject({ tokenRequests: 2, apiOk: 2 });
+    await Promise.all([agent6.close(), agent7.close()]);
   });
 });
 

@@ -130,9 +130,12 @@ interface SignedAttempt {
  *   `Authorization` header pass untouched. Redirects: fetch and undici's redirect interceptor composed
  *   after this one dispatch every hop anew, and each hop is judged on its own URL. A redirect followed
  *   below it (the redirect interceptor composed before it, undici 6's `maxRedirections`) sends its hops
- *   unseen, with the bearer while they stay on one origin: where some URL of that origin may not have it
- *   (the token endpoint's, or any with an `origins` predicate) such a hop fails with a `CONFIGURATION_ERROR`
- *   before it is sent, and the answer of a hop the bearer did not reach is never refreshed for.
+ *   without it, undici keeping the bearer while they stay on the first origin, and tells it the URLs
+ *   answered so far but never the next one. So when the first URL's origin is the token endpoint's, or
+ *   `origins` is a predicate, the first redirect hop fails with a `CONFIGURATION_ERROR` before it is
+ *   sent, wherever it goes (another origin too): the request rejects, at request time, only when a server
+ *   redirects it. Otherwise the hops go on, the bearer dropped by undici on leaving the origin, and the
+ *   answer of a hop the bearer did not reach is never refreshed for.
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer, a 401 included, goes
  *   back as it is: no token call.
  * - A failure is judged at its headers: a replay never waits for its body (the exchange is given up),
