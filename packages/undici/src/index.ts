@@ -155,7 +155,8 @@ interface SignedAttempt {
  *
  * Handlers of undici 6 and 7 are both understood, so it composes on either and under Node's own fetch.
  *
- * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid.
+ * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid. Two requests fail with
+ *   it later, at request time: one of a DPoP-bound session without `dpop`, and one redirected below it (above).
  * @example
  * ```ts
  * import { getGlobalDispatcher, setGlobalDispatcher } from 'undici'
