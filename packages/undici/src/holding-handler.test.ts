@@ -94,6 +94,34 @@ describe('holdingHandler', () => {
     expect(seen).toEqual([['connect', 'ctx']]);
   });
 
+  it.each(['onHeaders', 'onData'] as const)(
+    'when upstream throws at %s of a delivered answer, aborts the exchange with that error, tells it once, and passes nothing after it',
+    (throwing) => {
+      const { seen, upstream } = recorder();
+      const broken = new Error('handler broke');
+      upstream[throwing] = () => {
+        seen.push([throwing]);
+        throw broken;
+      };
+      const abort = vi.fn();
+      let held: HeldResponse | undefined;
+      const handler = holdingHandler(upstream, { holds: () => true, onHeld: (answer) => (held = answer) });
+
+      handler.onConnect?.(abort, 'ctx');
+      handler.onHeaders?.(401, [], () => {}, 'Status');
+      handler.onData?.(Buffer.from('one '));
+      held?.deliver();
+      handler.onData?.(Buffer.from('two'));
+      handler.onComplete?.(null);
+      handler.onError?.(new Error('aborted'));
+
+      expect(abort.mock.calls).toEqual([[broken]]);
+      expect(seen.at(-2)).toEqual([throwing]);
+      expect(seen.at(-1)).toEqual(['error', 'handler broke']);
+      expect(seen.filter(([event]) => event === 'error' || event === 'complete')).toHaveLength(1);
+    },
+  );
+
   it('stops reading a held body at 64 KiB until it is delivered, or its text is asked for', () => {
     const resume = vi.fn();
     const held: HeldResponse[] = [];

@@ -82,6 +82,13 @@ export function holdingHandler(upstream: DispatchHandler, options: HoldingOption
     resumeExchange();
   };
 
+  // The abort comes back as an error, which nobody sees now.
+  const discardWith = (reason: Error) => {
+    state = 'discarded';
+    chunks = [];
+    if (!ended) abortExchange(reason);
+  };
+
   const hold = (status: number, headers: RawHeaders, resume: () => void, statusText: string): HeldResponse => {
     state = 'held';
     resumeExchange = resume;
@@ -104,19 +111,21 @@ export function holdingHandler(upstream: DispatchHandler, options: HoldingOption
       deliver() {
         if (state !== 'held') return;
         state = 'delivered';
-        let wantsMore = upstream.onHeaders?.(status, headers, resume, statusText) ?? true;
-        if (chunks.length > 0) wantsMore = (upstream.onData?.(Buffer.concat(chunks)) ?? true) && wantsMore;
-        chunks = [];
-        if (ended) endUpstream(ended);
-        // Paused at the bound: the rest flows once upstream wants it (when it said no, it resumes itself).
-        else if (wantsMore) resumeIfPaused();
+        try {
+          let wantsMore = upstream.onHeaders?.(status, headers, resume, statusText) ?? true;
+          if (chunks.length > 0) wantsMore = (upstream.onData?.(Buffer.concat(chunks)) ?? true) && wantsMore;
+          chunks = [];
+          if (ended) endUpstream(ended);
+          // Paused at the bound: the rest flows once upstream wants it (when it said no, it resumes itself).
+          else if (wantsMore) resumeIfPaused();
+        } catch (error) {
+          // As undici's own request does with a handler that throws: the exchange ends with that error, told once.
+          discardWith(asError(error));
+          onError(asError(error));
+        }
       },
       discard() {
-        if (state !== 'held') return;
-        state = 'discarded';
-        chunks = [];
-        // The abort comes back as an error, which nobody sees now.
-        if (!ended) abortExchange(new Error('answer discarded'));
+        if (state === 'held') discardWith(new Error('answer discarded'));
       },
     };
   };
@@ -158,3 +167,6 @@ export function holdingHandler(upstream: DispatchHandler, options: HoldingOption
     for (const settle of whenEnded.splice(0)) settle();
   }
 }
+
+/** What a handler's onError takes: the error itself, or one that says what was thrown. */
+export const asError = (error: unknown) => (error instanceof Error ? error : new Error(String(error)));

@@ -26,7 +26,7 @@ import {
   type DpopRequest,
   type DpopSender,
 } from '@tokenrelay/core/kit';
-import { holdingHandler, type DispatchHandler, type HeldResponse, type RawHeaders } from './holding-handler.js';
+import { asError, holdingHandler, type DispatchHandler, type HeldResponse, type RawHeaders } from './holding-handler.js';
 
 /** Options of {@link tokenRelayInterceptor}. */
 export interface TokenRelayInterceptorOptions {
@@ -203,7 +203,13 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
       abortController().abort(reason);
       abortAttempt?.(reason);
     };
-    const fail = (error: unknown) => upstream.onError?.(asError(error));
+    // The caller is told one error, as undici's own request tells its handler: after it, nothing more.
+    let failed = false;
+    const fail = (error: unknown) => {
+      if (failed) return;
+      failed = true;
+      upstream.onError?.(asError(error));
+    };
 
     // `ended`, when given, is called once this send's exchange is over, whatever ends it.
     const send = (accessToken: string | undefined, holdFailures: boolean, ended?: () => void) => {
@@ -235,7 +241,8 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
         .then(
           (kept) => kept.release(),
           (error: unknown) => handler.onError?.(asError(error)),
-        );
+        )
+        .catch(toldAlready);
       return true;
     };
 
@@ -264,7 +271,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
       return holdingHandler(upstream, {
         // The answer of a hop our bearer did not reach (the follower left its origin) says nothing about our token.
         holds: (status) => tokenUsed !== undefined && mayRefreshFor(status) && withinFirstOrigin(hops),
-        onHeld: (held) => void afterFailure(held, tokenUsed as string, hops.at(-1)?.href ?? target),
+        onHeld: (held) => void afterFailure(held, tokenUsed as string, hops.at(-1)?.href ?? target).catch(toldAlready),
         onConnect(abortThis, context) {
           abortAttempt = abortThis;
           if (aborted?.signal.aborted) return abortThis(aborted.signal.reason as Error);
@@ -312,6 +319,9 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     return true;
   }
 }
+
+/** For what the caller's own onError throws: it has been told its error, and there is nothing more to tell it. */
+const toldAlready = () => {};
 
 /**
  * Wraps one attempt's handler for `dpop.send`: an answer that may be a nonce challenge (a 400 or 401
@@ -427,9 +437,6 @@ function withHeader(headers: unknown, name: string, value: string): unknown {
   if (Symbol.iterator in headers) return [...(headers as Iterable<readonly [unknown, unknown]>), [name, value]];
   return { ...headers, [name]: value };
 }
-
-/** What a handler's onError takes: the error itself, or one that says what was thrown. */
-const asError = (error: unknown) => (error instanceof Error ? error : new Error(String(error)));
 
 /** An answer as the shared pieces read it: its status, a header by name, its body as text (read only when asked). */
 function answerOf(held: Pick<HeldResponse, 'status' | 'headers' | 'text'>) {
