@@ -310,25 +310,25 @@ describe('tokenRelayInterceptor with dpop', () => {
   });
 });
 
-describe("tokenRelayInterceptor and a caller's handler that throws", () => {
-  /**
-   * A dispatcher that answers the first request with a 401 at once and hands back its exchange, so the test plays
-   * the rest of it (what undici would send, had it not been aborted); `before` runs before it answers.
-   */
-  function answering401(before: () => Promise<void> = async () => {}) {
-    const aborts: (Error | undefined)[] = [];
-    let exchange: FakeHandler | undefined;
-    const next = (_options: Sent, handler: FakeHandler) => {
-      void before().then(() => {
-        exchange = handler;
-        handler.onConnect((reason) => void aborts.push(reason));
-        handler.onHeaders(401, [Buffer.from('www-authenticate'), Buffer.from('Bearer error="insufficient_scope"')], () => {}, '');
-      });
-      return true;
-    };
-    return { next, aborts, exchange: () => exchange };
-  }
+/**
+ * A dispatcher that answers the first request with a 401 at once and hands back its exchange, so the test plays
+ * the rest of it (what undici would send, had it not been aborted); `before` runs before it answers.
+ */
+function answering401(before: () => Promise<void> = async () => {}) {
+  const aborts: (Error | undefined)[] = [];
+  let exchange: FakeHandler | undefined;
+  const next = (_options: Sent, handler: FakeHandler) => {
+    void before().then(() => {
+      exchange = handler;
+      handler.onConnect((reason) => void aborts.push(reason));
+      handler.onHeaders(401, [Buffer.from('www-authenticate'), Buffer.from('Bearer error="insufficient_scope"')], () => {}, '');
+    });
+    return true;
+  };
+  return { next, aborts, exchange: () => exchange };
+}
 
+describe("tokenRelayInterceptor and a caller's handler that throws", () => {
   /** The caller's handler, throwing `broken` at the headers (and at the error too, when told); records what it saw. */
   function throwingAtHeaders(broken: Error, { atErrorToo = false } = {}) {
     const seen: Seen[] = [];
@@ -404,5 +404,32 @@ describe("tokenRelayInterceptor and a caller's handler that throws", () => {
 
     expect(aborts).toEqual([broken]);
     expect(seen).toEqual([['connect'], ['headers'], ['error', broken]]);
+  });
+});
+
+describe('tokenRelayInterceptor while a shouldRefresh of your own decides', () => {
+  it('gives the held answer up and fails the request with its reason when the caller aborts, though shouldRefresh never settles', async () => {
+    const { next, aborts } = answering401();
+    const seen: Seen[] = [];
+    let abortCaller: (reason?: Error) => void = () => {};
+    const handler: FakeHandler = {
+      onConnect: (abort) => {
+        abortCaller = abort;
+        seen.push(['connect']);
+      },
+      onHeaders: (status) => (seen.push(['headers', status]), true),
+      onData: () => true,
+      onComplete: () => void seen.push(['complete']),
+      onError: (error) => void seen.push(['error', error]),
+    };
+    const deciding = vi.fn(() => new Promise<boolean>(() => {}));
+    const reason = new Error('caller gave up');
+
+    tokenRelayInterceptor(signedIn(), { origins: [API], shouldRefresh: deciding })(next)({ origin: API, path: '/me' }, handler);
+    await vi.waitFor(() => expect(deciding).toHaveBeenCalledOnce());
+    abortCaller(reason);
+
+    await vi.waitFor(() => expect(seen).toEqual([['connect'], ['error', reason]]));
+    expect(aborts[0]).toBe(reason);
   });
 });

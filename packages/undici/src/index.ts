@@ -16,6 +16,7 @@ import {
   type TokenManager,
 } from '@tokenrelay/core';
 import {
+  abortable,
   accessTokenIfSignedIn,
   bearerAuthorization,
   configurationError,
@@ -43,7 +44,9 @@ export interface TokenRelayInterceptorOptions {
   origins: Origins;
   /**
    * Decides whether a failed response (status ≥ 400) means the access token is no longer valid;
-   * then the tokens are refreshed and the request replayed once.
+   * then the tokens are refreshed and the request replayed once. It must settle: the failed answer is
+   * held meanwhile, its connection paused once about 64 KiB of its body is read (all of it if you read
+   * its text). Only the caller's abort ends the wait for it.
    * @default defaultShouldRefresh: a 401, unless its `WWW-Authenticate` names another error
    */
   shouldRefresh?: ShouldRefresh;
@@ -293,7 +296,8 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     const afterFailure = async (held: HeldResponse, tokenUsed: string, answeredBy: string) => {
       const signal = abortController().signal;
       try {
-        if (!(await shouldRefresh(failedResponse(held, answeredBy)))) return held.deliver();
+        // The caller's abort gives the held answer up, though a shouldRefresh of your own has not settled.
+        if (!(await abortable(Promise.resolve(shouldRefresh(failedResponse(held, answeredBy))), signal))) return held.deliver();
         const { accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal });
         if (!isReplayable(request.body)) return held.deliver();
         held.discard();
