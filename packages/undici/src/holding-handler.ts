@@ -26,7 +26,7 @@ export type RawHeaders = ReadonlyArray<Buffer | string | ReadonlyArray<Buffer | 
 export interface HeldResponse {
   readonly status: number;
   readonly headers: RawHeaders;
-  /** The body as text once it has come whole; rejects when the exchange fails first. */
+  /** The body as text once it has come whole; rejects when the exchange fails first, or the answer is delivered or discarded first. */
   text(): Promise<string>;
   /** Hands the answer on to `upstream`: what has come of it at once, the rest as it comes. */
   deliver(): void;
@@ -73,7 +73,12 @@ export function holdingHandler(upstream: DispatchHandler, options: HoldingOption
   let readAll = false;
   let paused = false;
   let ended: Ending | undefined;
-  const whenEnded: Array<() => void> = [];
+  // Why the text of the held answer cannot be had whole: it was discarded, or delivered, before its end.
+  let textLost: Error | undefined;
+  const textWaiters: Array<(ending: Ending) => void> = [];
+  const settleText = (ending: Ending) => {
+    for (const settle of textWaiters.splice(0)) settle(ending);
+  };
   let resumeExchange = () => {};
 
   const resumeIfPaused = () => {
@@ -86,7 +91,13 @@ export function holdingHandler(upstream: DispatchHandler, options: HoldingOption
   const discardWith = (reason: Error) => {
     state = 'discarded';
     chunks = [];
-    if (!ended) abortExchange(reason);
+    if (ended) return;
+    loseText(reason);
+    abortExchange(reason);
+  };
+  const loseText = (reason: Error) => {
+    textLost = reason;
+    settleText({ error: reason });
   };
 
   const hold = (status: number, headers: RawHeaders, resume: () => void, statusText: string): HeldResponse => {
@@ -96,21 +107,20 @@ export function holdingHandler(upstream: DispatchHandler, options: HoldingOption
       status,
       headers,
       text() {
+        if (textLost) return Promise.reject(textLost);
         readAll = true;
         resumeIfPaused();
         return new Promise((resolve, reject) => {
-          const settle = () => {
-            const ending = ended as Ending;
-            if ('error' in ending) reject(ending.error);
-            else resolve(Buffer.concat(chunks).toString('utf8'));
-          };
-          if (ended) settle();
-          else whenEnded.push(settle);
+          const settle = (ending: Ending) => ('error' in ending ? reject(ending.error) : resolve(Buffer.concat(chunks).toString('utf8')));
+          if (ended) settle(ended);
+          else textWaiters.push(settle);
         });
       },
       deliver() {
         if (state !== 'held') return;
         state = 'delivered';
+        // From here its body is upstream's, not gathered: a text asked for cannot be had whole.
+        if (!ended) loseText(new Error('answer handed on before its body ended'));
         try {
           let wantsMore = upstream.onHeaders?.(status, headers, resume, statusText) ?? true;
           if (chunks.length > 0) wantsMore = (upstream.onData?.(Buffer.concat(chunks)) ?? true) && wantsMore;
@@ -164,7 +174,7 @@ export function holdingHandler(upstream: DispatchHandler, options: HoldingOption
     if (state === undefined || state === 'delivered') return void endUpstream(ending);
     if (state === 'discarded') return;
     ended = ending;
-    for (const settle of whenEnded.splice(0)) settle();
+    settleText(ending);
   }
 }
 
