@@ -356,6 +356,31 @@ describe('tokenRelayInterceptor and the WWW-Authenticate of a 401', () => {
     expect(tokenServer.stats().tokenRequests).toBe(0);
     await agent7.close();
   });
+
+  it("shows shouldRefresh a repeated header's lines joined with ', ', as fetch's Headers does, under undici 6 and 7 alike, an undici 7 interceptor below it included", async () => {
+    const tokenServer = await startServer();
+    const api = createServer((_request, response) => {
+      response.setHeader('www-authenticate', ['Basic realm="api"', 'Bearer error="invalid_request"']);
+      response.writeHead(401).end();
+    });
+    rawServers.push(api);
+    await new Promise<void>((listening) => api.listen(0, '127.0.0.1', listening));
+    const url = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    const seen: (string | undefined)[] = [];
+    const manager = createTokenManager({ tokens: tokenServer.issue(), refresh: defaultClientGrant(tokenServer) });
+    const interceptor = tokenRelayInterceptor(manager, { origins: [url], shouldRefresh: (response) => (seen.push(response.header('www-authenticate')), false) });
+    const agent6 = new undici.Agent().compose(interceptor);
+    const agent7 = new undici7.Agent().compose(interceptor);
+    const agent7Below = new undici7.Agent().compose(undici7.interceptors.retry(), interceptor);
+
+    await (await undici.request(`${url}/me`, { dispatcher: agent6 })).body.dump();
+    await (await undici7.request(`${url}/me`, { dispatcher: agent7 })).body.dump();
+    // An undici 7 interceptor below it hands each header on as a record, a repeated one's lines in an array.
+    await (await undici7.request(`${url}/me`, { dispatcher: agent7Below })).body.dump();
+
+    expect(seen).toEqual(Array(3).fill('Basic realm="api", Bearer error="invalid_request"'));
+    await Promise.all([agent6.close(), agent7.close(), agent7Below.close()]);
+  });
 });
 
 describe('tokenRelayInterceptor and a 401 whose body does not end soon', () => {

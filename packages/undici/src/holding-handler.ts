@@ -50,7 +50,8 @@ export interface HoldingOptions {
 
 /**
  * How much of a held body is read before the exchange waits for the decision: a huge or endless one costs
- * no more memory, and a replay never waits for it. Asking for its text reads it all.
+ * no more memory, and a replay never waits for it. Asking for its text reads it all. The chunk that reaches
+ * it is kept whole, so up to one chunk more is held: about 64 KiB.
  */
 const HELD_BODY_BYTES = 64 * 1024;
 

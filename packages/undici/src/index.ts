@@ -142,7 +142,7 @@ interface SignedAttempt {
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer, a 401 included, goes
  *   back as it is: no token call.
  * - A failure is judged at its headers: a replay never waits for its body (the exchange is given up),
- *   of which no more than 64 KiB is read meanwhile, unless a `shouldRefresh` of your own reads it all.
+ *   of which about 64 KiB is read meanwhile, unless a `shouldRefresh` of your own reads it all.
  * - A replayed request is never replayed again. Bodies undici can send again (none, a string, a
  *   `Buffer` or `Uint8Array`) are replayed; a stream or an async iterable never twice — the tokens
  *   are still refreshed, so the next request works, and the caller gets the failed response.
@@ -179,7 +179,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
   const mayCarryBearerEverywhereOn = (origin: string) => typeof options.origins !== 'function' && origin !== tokenEndpointOrigin;
   const { dpop, queue } = options;
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
-  // A failed response is held back (the first 64 KiB of its body read) until we know whether it is replaced by a
+  // A failed response is held back (about the first 64 KiB of its body read) until we know whether it is replaced by a
   // replay: with the default predicate only a 401 can be; a predicate of your own may take any status ≥ 400.
   const mayRefreshFor = (status: number) => (options.shouldRefresh ? status >= 400 : status === 401);
 
@@ -461,12 +461,18 @@ function failedResponse(held: HeldResponse, url: string): FailedResponse {
  */
 function headerValue(headers: RawHeaders, name: string): string | undefined {
   const wanted = name.toLowerCase();
-  let value: string | undefined;
+  const lines: string[] = [];
   for (let index = 0; index + 1 < headers.length; index += 2) {
-    if (String(headers[index]).toLowerCase() === wanted) value = value === undefined ? String(headers[index + 1]) : `${value}, ${String(headers[index + 1])}`;
+    if (String(headers[index]).toLowerCase() === wanted) lines.push(...linesOf(headers[index + 1]));
   }
-  return value;
+  return lines.length === 0 ? undefined : lines.join(', ');
 }
+
+/**
+ * The lines of one value of undici's raw header list: a line each, as undici 6 gives them, or all of a
+ * repeated header's lines in one list, as undici 7 gives them when one of its own interceptors is below.
+ */
+const linesOf = (value: RawHeaders[number] | undefined): string[] => (Array.isArray(value) ? value.map(String) : [String(value)]);
 
 /** The handler as this interceptor calls it: undici 7's own handlers speak the controller interface only. */
 function handlerOf(handler: DispatchHandler | ControllerHandler): DispatchHandler {
@@ -520,9 +526,10 @@ function headerRecord(headers: RawHeaders): Record<string, string | string[]> {
   const record: Record<string, string | string[]> = {};
   for (let index = 0; index + 1 < headers.length; index += 2) {
     const name = String(headers[index]).toLowerCase();
-    const value = String(headers[index + 1]);
-    const existing = record[name];
-    record[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
+    for (const value of linesOf(headers[index + 1])) {
+      const existing = record[name];
+      record[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
+    }
   }
   return record;
 }
