@@ -19,7 +19,6 @@ import {
   abortable,
   accessTokenIfSignedIn,
   bearerAuthorization,
-  configurationError,
   createOriginMatcher,
   dpopUnsupported,
   isSignedOut,
@@ -28,6 +27,7 @@ import {
   type DpopSender,
 } from '@tokenrelay/core/kit';
 import { asError, holdingHandler, type DispatchHandler, type HeldResponse, type RawHeaders } from './holding-handler.js';
+import { createHopGuard, followedHops, withinFirstOrigin } from './redirect-follower.js';
 
 /** Options of {@link tokenRelayInterceptor}. */
 export interface TokenRelayInterceptorOptions {
@@ -174,9 +174,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     );
   }
   const mayCarryBearer = createOriginMatcher(options.origins, manager.tokenEndpoint);
-  // Origins of which every URL may get the bearer: with a list, all but the token endpoint's; with a predicate, none known.
-  const tokenEndpointOrigin = manager.tokenEndpoint === undefined ? undefined : new URL(manager.tokenEndpoint).origin;
-  const mayCarryBearerEverywhereOn = (origin: string) => typeof options.origins !== 'function' && origin !== tokenEndpointOrigin;
+  const stopUnjudgedHop = createHopGuard(options.origins, manager.tokenEndpoint);
   const { dpop, queue } = options;
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   // A failed response is held back (about the first 64 KiB of its body read) until we know whether it is replaced by a
@@ -279,11 +277,9 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
           abortAttempt = abortThis;
           if (aborted?.signal.aborted) return abortThis(aborted.signal.reason as Error);
           hops = followedHops(context);
-          // A hop the follower starts carries our bearer while it stays on the first origin (undici drops it on
-          // leaving), and its URL is not told: it may go only where every URL may have the bearer.
-          if (accessToken !== undefined && hops.length > 0 && withinFirstOrigin(hops) && !mayCarryBearerEverywhereOn((hops[0] as URL).origin)) {
-            return abortThis(unjudgedHop());
-          }
+          // A hop a follower below starts carries our bearer while it stays on the first origin, and its URL is not told.
+          const stop = accessToken === undefined ? undefined : stopUnjudgedHop(hops);
+          if (stop) return abortThis(stop);
           if (connected) return;
           connected = true;
           upstream.onConnect?.(abort, context);
@@ -392,26 +388,6 @@ function requestTarget(request: DispatchOptions): string | undefined {
     return undefined;
   }
 }
-
-/**
- * The URLs a redirect follower below this interceptor has sent a request to, the one answering last once it
- * answers: undici's (undici 6's `maxRedirections`, the redirect interceptor composed before this one) tells its
- * handler the `history` at each hop's start. None without such a follower.
- */
-function followedHops(context: unknown): readonly URL[] {
-  const history = (context as { history?: unknown } | undefined)?.history;
-  return Array.isArray(history) ? (history as URL[]) : [];
-}
-
-/** Are all `hops` on the first one's origin: did the bearer, which undici drops on leaving an origin, go with each? */
-const withinFirstOrigin = (hops: readonly URL[]) => hops.every((hop) => hop.origin === hops[0]?.origin);
-
-const unjudgedHop = () =>
-  configurationError(
-    "tokenRelayInterceptor cannot judge the hops of a redirect followed below it (undici 6's maxRedirections, a redirect " +
-      'interceptor composed before it), and this one may take the bearer to the token endpoint or outside `origins`: compose ' +
-      'the redirect interceptor after it, e.g. agent.compose(tokenRelayInterceptor(manager, { origins }), interceptors.redirect({ maxRedirections: 3 }))',
-  );
 
 /** Bodies undici sends from memory, so sending them again sends the same bytes. */
 function isReplayable(body: unknown): boolean {
