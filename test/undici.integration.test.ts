@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ErrorCode, createTokenManager, findTokenRelayError, type TokenManager } from '@tokenrelay/core';
+import { ErrorCode, createTokenManager, findTokenRelayError, type Origins, type TokenManager } from '@tokenrelay/core';
 import { withTokenRelay } from '@tokenrelay/fetch';
 import { startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
 import { tokenRelayInterceptor } from '@tokenrelay/undici';
@@ -202,7 +202,7 @@ describe('tokenRelayInterceptor on an undici 7 agent', () => {
 
 describe('tokenRelayInterceptor above a redirect follower', () => {
   /** Dispatchers that follow redirects below the interceptor: undici 6's `maxRedirections`, undici 7's redirect interceptor composed before it. */
-  function followingBelow(manager: TokenManager, origins: string[]) {
+  function followingBelow(manager: TokenManager, origins: Origins) {
     const interceptor = tokenRelayInterceptor(manager, { origins });
     const agent6 = new undici.Agent().compose(interceptor);
     const agent7 = new undici7.Agent().compose(undici7.interceptors.redirect({ maxRedirections: 3 }), interceptor);
@@ -264,10 +264,74 @@ describe('tokenRelayInterceptor above a redirect follower', () => {
     expect(server.stats()).toMatchObject({ apiOk: 2, api401: 0 });
     await close();
   });
+
+  it("fails a redirect from the token endpoint's origin with CONFIGURATION_ERROR at its first hop below, even one to another origin, which undici would send without the bearer: that hop is never sent", async () => {
+    const server = await startServer();
+    const elsewhere = await startServer();
+    const { sends, close } = followingBelow(managerFor(server), [server.url]);
+
+    for (const send of sends) {
+      await expect(send(`${server.url}/redirect?to=${encodeURIComponent(`${elsewhere.url}/api/items`)}`)).rejects.toMatchObject({
+        code: ErrorCode.CONFIGURATION_ERROR,
+      });
+    }
+
+    expect(elsewhere.stats().apiRequests).toBe(0);
+    await close();
+  });
+
+  it('with an origins predicate, fails every redirect followed below it with CONFIGURATION_ERROR at its first hop, within the origin or to another', async () => {
+    const server = await startServer();
+    const elsewhere = await startServer();
+    const { sends, close } = followingBelow(await tokenEndpointElsewhere(server), (url) => url.origin === server.url);
+
+    for (const send of sends) {
+      for (const to of ['/api/items', `${elsewhere.url}/api/items`]) {
+        await expect(send(`${server.url}/redirect?to=${encodeURIComponent(to)}`)).rejects.toMatchObject({ code: ErrorCode.CONFIGURATION_ERROR });
+      }
+    }
+
+    expect([server.stats().apiRequests, elsewhere.stats().apiRequests]).toEqual([0, 0]);
+    await close();
+  });
+});
+
+describe('tokenRelayInterceptor below the redirect interceptor (composed after it)', () => {
+  it('follows redirects and judges every hop: the bearer goes to neither the token endpoint on its origin nor another origin, and on within it (undici 6 and 7)', async () => {
+    const server = await startServer();
+    const elsewhere = await startServer();
+    const interceptor = tokenRelayInterceptor(managerFor(server), { origins: [server.url] });
+    const agent6 = new undici.Agent().compose(interceptor, undici.interceptors.redirect({ maxRedirections: 3 }));
+    const agent7 = new undici7.Agent().compose(interceptor, undici7.interceptors.redirect({ maxRedirections: 3 }));
+    const sends = [
+      (url: string, options: { method?: 'POST'; body?: string } = {}) => undici.request(url, { ...options, dispatcher: agent6 }),
+      (url: string, options: { method?: 'POST'; body?: string } = {}) => undici7.request(url, { ...options, dispatcher: agent7 }),
+    ];
+
+    const statuses: number[][] = [];
+    for (const send of sends) {
+      const answers = [
+        await send(`${server.url}/redirect?status=307&to=/oauth/token`, { method: 'POST', body: 'grant_type=refresh_token' }),
+        await send(`${server.url}/redirect?to=${encodeURIComponent(`${elsewhere.url}/api/items`)}`),
+        await send(`${server.url}/redirect?to=/api/items`),
+      ];
+      await Promise.all(answers.map((answer) => answer.body.dump()));
+      statuses.push(answers.map((answer) => answer.statusCode));
+    }
+
+    expect(statuses).toEqual([
+      [400, 401, 200],
+      [400, 401, 200],
+    ]);
+    expect(server.stats().tokenRequestLog.map((entry) => entry.accessToken)).toEqual([undefined, undefined]);
+    expect(elsewhere.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined, undefined]);
+    expect(server.stats()).toMatchObject({ tokenRequests: 2, apiOk: 2 });
+    await Promise.all([agent6.close(), agent7.close()]);
+  });
 });
 
 describe('tokenRelayInterceptor and the WWW-Authenticate of a 401', () => {
-  it("reads every WWW-Authenticate header a 401 carries, as fetch's Headers and Node's http do: no refresh for one that names another error than invalid_token", async () => {
+  it("reads every WWW-Authenticate header a 401 carries, as fetch's Headers and Node's http do: no refresh for one that names another error than invalid_token (undici 6 and 7, fetch)", async () => {
     const tokenServer = await startServer();
     const api = createServer((_request, response) => {
       response.setHeader('www-authenticate', ['Basic realm="api"', 'Bearer error="invalid_request"']);
@@ -277,13 +341,45 @@ describe('tokenRelayInterceptor and the WWW-Authenticate of a 401', () => {
     await new Promise<void>((listening) => api.listen(0, '127.0.0.1', listening));
     const url = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
     const manager = createTokenManager({ tokens: tokenServer.issue(), refresh: defaultClientGrant(tokenServer) });
-    undici.setGlobalDispatcher(originalDispatcher.compose(tokenRelayInterceptor(manager, { origins: [url] })));
+    const interceptor = tokenRelayInterceptor(manager, { origins: [url] });
+    undici.setGlobalDispatcher(originalDispatcher.compose(interceptor));
+    const agent7 = new undici7.Agent().compose(interceptor);
 
-    const response = await undici.request(`${url}/me`);
-    await response.body.dump();
+    const statuses = [
+      await undici.request(`${url}/me`).then(async (response) => (await response.body.dump(), response.statusCode)),
+      await undici7.request(`${url}/me`, { dispatcher: agent7 }).then(async (response) => (await response.body.dump(), response.statusCode)),
+      await fetch(`${url}/me`).then(async (response) => (await response.arrayBuffer(), response.status)),
+      await undici7.fetch(`${url}/me`, { dispatcher: agent7 }).then(async (response) => (await response.arrayBuffer(), response.status)),
+    ];
 
-    expect(response.statusCode).toBe(401);
+    expect(statuses).toEqual([401, 401, 401, 401]);
     expect(tokenServer.stats().tokenRequests).toBe(0);
+    await agent7.close();
+  });
+
+  it("shows shouldRefresh a repeated header's lines joined with ', ', as fetch's Headers does, under undici 6 and 7 alike, an undici 7 interceptor below it included", async () => {
+    const tokenServer = await startServer();
+    const api = createServer((_request, response) => {
+      response.setHeader('www-authenticate', ['Basic realm="api"', 'Bearer error="invalid_request"']);
+      response.writeHead(401).end();
+    });
+    rawServers.push(api);
+    await new Promise<void>((listening) => api.listen(0, '127.0.0.1', listening));
+    const url = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    const seen: (string | undefined)[] = [];
+    const manager = createTokenManager({ tokens: tokenServer.issue(), refresh: defaultClientGrant(tokenServer) });
+    const interceptor = tokenRelayInterceptor(manager, { origins: [url], shouldRefresh: (response) => (seen.push(response.header('www-authenticate')), false) });
+    const agent6 = new undici.Agent().compose(interceptor);
+    const agent7 = new undici7.Agent().compose(interceptor);
+    const agent7Below = new undici7.Agent().compose(undici7.interceptors.retry(), interceptor);
+
+    await (await undici.request(`${url}/me`, { dispatcher: agent6 })).body.dump();
+    await (await undici7.request(`${url}/me`, { dispatcher: agent7 })).body.dump();
+    // An undici 7 interceptor below it hands each header on as a record, a repeated one's lines in an array.
+    await (await undici7.request(`${url}/me`, { dispatcher: agent7Below })).body.dump();
+
+    expect(seen).toEqual(Array(3).fill('Basic realm="api", Bearer error="invalid_request"'));
+    await Promise.all([agent6.close(), agent7.close(), agent7Below.close()]);
   });
 });
 
@@ -338,7 +434,7 @@ describe('tokenRelayInterceptor and a 401 whose body does not end soon', () => {
 
     expect([response.statusCode, await response.body.text()]).toEqual([200, 'ok']);
     expect(tokenServer.stats().tokenRequests).toBe(1);
-    await vi.waitFor(() => expect(refusals).toEqual([expect.objectContaining({ closed: true, sentWhole: false })]));
+    await vi.waitFor(() => expect(refusals).toEqual([expect.objectContaining({ closed: true, sentWhole: false })]), { timeout: 5000 });
   });
 
   it('reads no more of a 401 body than it holds while it decides: a 32 MiB one is never read to its end', async () => {
@@ -346,6 +442,9 @@ describe('tokenRelayInterceptor and a 401 whose body does not end soon', () => {
     const { url } = await installFor(async (stale) => {
       const api = await apiRefusing(stale, (response) => {
         // A mebibyte at a time, each once the client has taken the one before (into its socket buffers at least).
+        // The test assumes the loopback connection buffers (the kernel's send and receive buffers, a few MiB by
+        // default on Linux, macOS and Windows) hold far less than 32 MiB: were they larger, the server could write
+        // the whole body into them while the client reads no more than it holds, and sentWhole would be true.
         let left = 32;
         const write = () => {
           while (left-- > 0 && !response.destroyed) if (!response.write(Buffer.alloc(1024 * 1024, 'x'))) return void response.once('drain', write);
@@ -360,7 +459,7 @@ describe('tokenRelayInterceptor and a 401 whose body does not end soon', () => {
     const response = await undici.request(`${url}/me`);
 
     expect([response.statusCode, await response.body.text()]).toEqual([200, 'ok']);
-    await vi.waitFor(() => expect(refusals).toEqual([expect.objectContaining({ closed: true, sentWhole: false })]));
+    await vi.waitFor(() => expect(refusals).toEqual([expect.objectContaining({ closed: true, sentWhole: false })]), { timeout: 5000 });
   });
 });
 

@@ -94,6 +94,59 @@ describe('holdingHandler', () => {
     expect(seen).toEqual([['connect', 'ctx']]);
   });
 
+  it.each(['onHeaders', 'onData'] as const)(
+    'when upstream throws at %s of a delivered answer, aborts the exchange with that error, tells it once, and passes nothing after it',
+    (throwing) => {
+      const { seen, upstream } = recorder();
+      const broken = new Error('handler broke');
+      upstream[throwing] = () => {
+        seen.push([throwing]);
+        throw broken;
+      };
+      const abort = vi.fn();
+      let held: HeldResponse | undefined;
+      const handler = holdingHandler(upstream, { holds: () => true, onHeld: (answer) => (held = answer) });
+
+      handler.onConnect?.(abort, 'ctx');
+      handler.onHeaders?.(401, [], () => {}, 'Status');
+      handler.onData?.(Buffer.from('one '));
+      held?.deliver();
+      handler.onData?.(Buffer.from('two'));
+      handler.onComplete?.(null);
+      handler.onError?.(new Error('aborted'));
+
+      expect(abort.mock.calls).toEqual([[broken]]);
+      expect(seen.at(-2)).toEqual([throwing]);
+      expect(seen.at(-1)).toEqual(['error', 'handler broke']);
+      expect(seen.filter(([event]) => event === 'error' || event === 'complete')).toHaveLength(1);
+    },
+  );
+
+  it('rejects the text of a held answer given up, or handed on, before its body has come whole, asked before or after', async () => {
+    const outcomes: string[] = [];
+    const settledSoon = (text: Promise<string> | undefined) =>
+      Promise.race([text?.then(() => 'resolved', (error: Error) => `rejected: ${error.message}`), new Promise((pending) => setImmediate(() => pending('pending')))]);
+
+    for (const decide of ['discard', 'deliver'] as const) {
+      let held: HeldResponse | undefined;
+      const handler = holdingHandler(recorder().upstream, { holds: () => true, onHeld: (answer) => (held = answer) });
+      handler.onConnect?.(() => {}, 'ctx');
+      handler.onHeaders?.(401, [], () => {}, 'Status');
+      handler.onData?.(Buffer.from('one '));
+
+      const askedBefore = held?.text();
+      held?.[decide]();
+      outcomes.push(String(await settledSoon(askedBefore)), String(await settledSoon(held?.text())));
+    }
+
+    expect(outcomes).toEqual([
+      'rejected: answer discarded',
+      'rejected: answer discarded',
+      'rejected: answer handed on before its body ended',
+      'rejected: answer handed on before its body ended',
+    ]);
+  });
+
   it('stops reading a held body at 64 KiB until it is delivered, or its text is asked for', () => {
     const resume = vi.fn();
     const held: HeldResponse[] = [];

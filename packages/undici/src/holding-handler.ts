@@ -26,7 +26,7 @@ export type RawHeaders = ReadonlyArray<Buffer | string | ReadonlyArray<Buffer | 
 export interface HeldResponse {
   readonly status: number;
   readonly headers: RawHeaders;
-  /** The body as text once it has come whole; rejects when the exchange fails first. */
+  /** The body as text once it has come whole; rejects when the exchange fails first, or the answer is delivered or discarded first. */
   text(): Promise<string>;
   /** Hands the answer on to `upstream`: what has come of it at once, the rest as it comes. */
   deliver(): void;
@@ -50,7 +50,8 @@ export interface HoldingOptions {
 
 /**
  * How much of a held body is read before the exchange waits for the decision: a huge or endless one costs
- * no more memory, and a replay never waits for it. Asking for its text reads it all.
+ * no more memory, and a replay never waits for it. Asking for its text reads it all. The chunk that reaches
+ * it is kept whole, so up to one chunk more is held: about 64 KiB.
  */
 const HELD_BODY_BYTES = 64 * 1024;
 
@@ -73,13 +74,31 @@ export function holdingHandler(upstream: DispatchHandler, options: HoldingOption
   let readAll = false;
   let paused = false;
   let ended: Ending | undefined;
-  const whenEnded: Array<() => void> = [];
+  // Why the text of the held answer cannot be had whole: it was discarded, or delivered, before its end.
+  let textLost: Error | undefined;
+  const textWaiters: Array<(ending: Ending) => void> = [];
+  const settleText = (ending: Ending) => {
+    for (const settle of textWaiters.splice(0)) settle(ending);
+  };
   let resumeExchange = () => {};
 
   const resumeIfPaused = () => {
     if (!paused) return;
     paused = false;
     resumeExchange();
+  };
+
+  // The abort comes back as an error, which nobody sees now.
+  const discardWith = (reason: Error) => {
+    state = 'discarded';
+    chunks = [];
+    if (ended) return;
+    loseText(reason);
+    abortExchange(reason);
+  };
+  const loseText = (reason: Error) => {
+    textLost = reason;
+    settleText({ error: reason });
   };
 
   const hold = (status: number, headers: RawHeaders, resume: () => void, statusText: string): HeldResponse => {
@@ -89,34 +108,35 @@ export function holdingHandler(upstream: DispatchHandler, options: HoldingOption
       status,
       headers,
       text() {
+        if (textLost) return Promise.reject(textLost);
         readAll = true;
         resumeIfPaused();
         return new Promise((resolve, reject) => {
-          const settle = () => {
-            const ending = ended as Ending;
-            if ('error' in ending) reject(ending.error);
-            else resolve(Buffer.concat(chunks).toString('utf8'));
-          };
-          if (ended) settle();
-          else whenEnded.push(settle);
+          const settle = (ending: Ending) => ('error' in ending ? reject(ending.error) : resolve(Buffer.concat(chunks).toString('utf8')));
+          if (ended) settle(ended);
+          else textWaiters.push(settle);
         });
       },
       deliver() {
         if (state !== 'held') return;
         state = 'delivered';
-        let wantsMore = upstream.onHeaders?.(status, headers, resume, statusText) ?? true;
-        if (chunks.length > 0) wantsMore = (upstream.onData?.(Buffer.concat(chunks)) ?? true) && wantsMore;
-        chunks = [];
-        if (ended) endUpstream(ended);
-        // Paused at the bound: the rest flows once upstream wants it (when it said no, it resumes itself).
-        else if (wantsMore) resumeIfPaused();
+        // From here its body is upstream's, not gathered: a text asked for cannot be had whole.
+        if (!ended) loseText(new Error('answer handed on before its body ended'));
+        try {
+          let wantsMore = upstream.onHeaders?.(status, headers, resume, statusText) ?? true;
+          if (chunks.length > 0) wantsMore = (upstream.onData?.(Buffer.concat(chunks)) ?? true) && wantsMore;
+          chunks = [];
+          if (ended) endUpstream(ended);
+          // Paused at the bound: the rest flows once upstream wants it (when it said no, it resumes itself).
+          else if (wantsMore) resumeIfPaused();
+        } catch (error) {
+          // As undici's own request does with a handler that throws: the exchange ends with that error, told once.
+          discardWith(asError(error));
+          onError(asError(error));
+        }
       },
       discard() {
-        if (state !== 'held') return;
-        state = 'discarded';
-        chunks = [];
-        // The abort comes back as an error, which nobody sees now.
-        if (!ended) abortExchange(new Error('answer discarded'));
+        if (state === 'held') discardWith(new Error('answer discarded'));
       },
     };
   };
@@ -155,6 +175,9 @@ export function holdingHandler(upstream: DispatchHandler, options: HoldingOption
     if (state === undefined || state === 'delivered') return void endUpstream(ending);
     if (state === 'discarded') return;
     ended = ending;
-    for (const settle of whenEnded.splice(0)) settle();
+    settleText(ending);
   }
 }
+
+/** What a handler's onError takes: the error itself, or one that says what was thrown. */
+export const asError = (error: unknown) => (error instanceof Error ? error : new Error(String(error)));

@@ -309,3 +309,127 @@ describe('tokenRelayInterceptor with dpop', () => {
     expect(refresh).not.toHaveBeenCalled();
   });
 });
+
+/**
+ * A dispatcher that answers the first request with a 401 at once and hands back its exchange, so the test plays
+ * the rest of it (what undici would send, had it not been aborted); `before` runs before it answers.
+ */
+function answering401(before: () => Promise<void> = async () => {}) {
+  const aborts: (Error | undefined)[] = [];
+  let exchange: FakeHandler | undefined;
+  const next = (_options: Sent, handler: FakeHandler) => {
+    void before().then(() => {
+      exchange = handler;
+      handler.onConnect((reason) => void aborts.push(reason));
+      handler.onHeaders(401, [Buffer.from('www-authenticate'), Buffer.from('Bearer error="insufficient_scope"')], () => {}, '');
+    });
+    return true;
+  };
+  return { next, aborts, exchange: () => exchange };
+}
+
+describe("tokenRelayInterceptor and a caller's handler that throws", () => {
+  /** The caller's handler, throwing `broken` at the headers (and at the error too, when told); records what it saw. */
+  function throwingAtHeaders(broken: Error, { atErrorToo = false } = {}) {
+    const seen: Seen[] = [];
+    const handler: FakeHandler = {
+      onConnect: () => void seen.push(['connect']),
+      onHeaders: () => {
+        seen.push(['headers']);
+        throw broken;
+      },
+      onData: (chunk) => (seen.push(['data', chunk.toString()]), true),
+      onComplete: () => void seen.push(['complete']),
+      onError: (error) => {
+        seen.push(['error', error]);
+        if (atErrorToo) throw error;
+      },
+    };
+    return { handler, seen };
+  }
+
+  /** Runs `body`, then fails if a promise was rejected with nothing to catch it meanwhile. */
+  async function withoutUnhandledRejections(body: () => Promise<void>) {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await body();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  }
+
+  it('aborts the exchange of a delivered answer whose handler threw with that error, reports it once, and hands on nothing after it', async () => {
+    const { next, aborts, exchange } = answering401();
+    const broken = new Error('handler broke');
+    const { handler, seen } = throwingAtHeaders(broken);
+
+    tokenRelayInterceptor(signedIn(), { origins: [API] })(next)({ origin: API, path: '/me' }, handler);
+    await vi.waitFor(() => expect(seen).toContainEqual(['error', broken]));
+    exchange()?.onData(Buffer.from('the rest'));
+    exchange()?.onComplete(null);
+    exchange()?.onError(new Error('aborted'));
+
+    expect(aborts).toEqual([broken]);
+    expect(seen).toEqual([['connect'], ['headers'], ['error', broken]]);
+  });
+
+  it('leaves no unhandled rejection when the handler of an answer handed on after a sign-out meanwhile throws', async () => {
+    const manager = signedIn();
+    const { next, aborts } = answering401(() => manager.clear());
+    const broken = new Error('handler broke');
+    const { handler, seen } = throwingAtHeaders(broken);
+
+    await withoutUnhandledRejections(async () => {
+      tokenRelayInterceptor(manager, { origins: [API], shouldRefresh: () => true })(next)({ origin: API, path: '/me' }, handler);
+      await vi.waitFor(() => expect(seen).toContainEqual(['error', broken]));
+    });
+
+    expect(aborts).toEqual([broken]);
+    expect(seen).toEqual([['connect'], ['headers'], ['error', broken]]);
+  });
+
+  it('leaves no unhandled rejection when the handler throws at the error it is told, too', async () => {
+    const { next, aborts } = answering401();
+    const broken = new Error('handler broke');
+    const { handler, seen } = throwingAtHeaders(broken, { atErrorToo: true });
+
+    await withoutUnhandledRejections(async () => {
+      tokenRelayInterceptor(signedIn(), { origins: [API] })(next)({ origin: API, path: '/me' }, handler);
+      await vi.waitFor(() => expect(seen).toContainEqual(['error', broken]));
+    });
+
+    expect(aborts).toEqual([broken]);
+    expect(seen).toEqual([['connect'], ['headers'], ['error', broken]]);
+  });
+});
+
+describe('tokenRelayInterceptor while a shouldRefresh of your own decides', () => {
+  it('gives the held answer up and fails the request with its reason when the caller aborts, though shouldRefresh never settles', async () => {
+    const { next, aborts } = answering401();
+    const seen: Seen[] = [];
+    let abortCaller: (reason?: Error) => void = () => {};
+    const handler: FakeHandler = {
+      onConnect: (abort) => {
+        abortCaller = abort;
+        seen.push(['connect']);
+      },
+      onHeaders: (status) => (seen.push(['headers', status]), true),
+      onData: () => true,
+      onComplete: () => void seen.push(['complete']),
+      onError: (error) => void seen.push(['error', error]),
+    };
+    const deciding = vi.fn(() => new Promise<boolean>(() => {}));
+    const reason = new Error('caller gave up');
+
+    tokenRelayInterceptor(signedIn(), { origins: [API], shouldRefresh: deciding })(next)({ origin: API, path: '/me' }, handler);
+    await vi.waitFor(() => expect(deciding).toHaveBeenCalledOnce());
+    abortCaller(reason);
+
+    await vi.waitFor(() => expect(seen).toEqual([['connect'], ['error', reason]]));
+    expect(aborts[0]).toBe(reason);
+  });
+});

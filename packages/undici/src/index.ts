@@ -16,9 +16,9 @@ import {
   type TokenManager,
 } from '@tokenrelay/core';
 import {
+  abortable,
   accessTokenIfSignedIn,
   bearerAuthorization,
-  configurationError,
   createOriginMatcher,
   dpopUnsupported,
   isSignedOut,
@@ -26,7 +26,8 @@ import {
   type DpopRequest,
   type DpopSender,
 } from '@tokenrelay/core/kit';
-import { holdingHandler, type DispatchHandler, type HeldResponse, type RawHeaders } from './holding-handler.js';
+import { asError, holdingHandler, type DispatchHandler, type HeldResponse, type RawHeaders } from './holding-handler.js';
+import { createHopGuard, followedHops, withinFirstOrigin } from './redirect-follower.js';
 
 /** Options of {@link tokenRelayInterceptor}. */
 export interface TokenRelayInterceptorOptions {
@@ -43,7 +44,9 @@ export interface TokenRelayInterceptorOptions {
   origins: Origins;
   /**
    * Decides whether a failed response (status ≥ 400) means the access token is no longer valid;
-   * then the tokens are refreshed and the request replayed once.
+   * then the tokens are refreshed and the request replayed once. It must settle: the failed answer is
+   * held meanwhile, its connection paused once about 64 KiB of its body is read (all of it if you read
+   * its text). Only the caller's abort ends the wait for it.
    * @default defaultShouldRefresh: a 401, unless its `WWW-Authenticate` names another error
    */
   shouldRefresh?: ShouldRefresh;
@@ -130,13 +133,16 @@ interface SignedAttempt {
  *   `Authorization` header pass untouched. Redirects: fetch and undici's redirect interceptor composed
  *   after this one dispatch every hop anew, and each hop is judged on its own URL. A redirect followed
  *   below it (the redirect interceptor composed before it, undici 6's `maxRedirections`) sends its hops
- *   unseen, with the bearer while they stay on one origin: where some URL of that origin may not have it
- *   (the token endpoint's, or any with an `origins` predicate) such a hop fails with a `CONFIGURATION_ERROR`
- *   before it is sent, and the answer of a hop the bearer did not reach is never refreshed for.
+ *   without it, undici keeping the bearer while they stay on the first origin, and tells it the URLs
+ *   answered so far but never the next one. So when the first URL's origin is the token endpoint's, or
+ *   `origins` is a predicate, the first redirect hop fails with a `CONFIGURATION_ERROR` before it is
+ *   sent, wherever it goes (another origin too): the request rejects, at request time, only when a server
+ *   redirects it. Otherwise the hops go on, the bearer dropped by undici on leaving the origin, and the
+ *   answer of a hop the bearer did not reach is never refreshed for.
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer, a 401 included, goes
  *   back as it is: no token call.
  * - A failure is judged at its headers: a replay never waits for its body (the exchange is given up),
- *   of which no more than 64 KiB is read meanwhile, unless a `shouldRefresh` of your own reads it all.
+ *   of which about 64 KiB is read meanwhile, unless a `shouldRefresh` of your own reads it all.
  * - A replayed request is never replayed again. Bodies undici can send again (none, a string, a
  *   `Buffer` or `Uint8Array`) are replayed; a stream or an async iterable never twice — the tokens
  *   are still refreshed, so the next request works, and the caller gets the failed response.
@@ -152,7 +158,8 @@ interface SignedAttempt {
  *
  * Handlers of undici 6 and 7 are both understood, so it composes on either and under Node's own fetch.
  *
- * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid.
+ * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid. Two requests fail with
+ *   it later, at request time: one of a DPoP-bound session without `dpop`, and one redirected below it (above).
  * @example
  * ```ts
  * import { getGlobalDispatcher, setGlobalDispatcher } from 'undici'
@@ -167,12 +174,10 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     );
   }
   const mayCarryBearer = createOriginMatcher(options.origins, manager.tokenEndpoint);
-  // Origins of which every URL may get the bearer: with a list, all but the token endpoint's; with a predicate, none known.
-  const tokenEndpointOrigin = manager.tokenEndpoint === undefined ? undefined : new URL(manager.tokenEndpoint).origin;
-  const mayCarryBearerEverywhereOn = (origin: string) => typeof options.origins !== 'function' && origin !== tokenEndpointOrigin;
+  const stopUnjudgedHop = createHopGuard(options.origins, manager.tokenEndpoint);
   const { dpop, queue } = options;
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
-  // A failed response is held back (the first 64 KiB of its body read) until we know whether it is replaced by a
+  // A failed response is held back (about the first 64 KiB of its body read) until we know whether it is replaced by a
   // replay: with the default predicate only a 401 can be; a predicate of your own may take any status ≥ 400.
   const mayRefreshFor = (status: number) => (options.shouldRefresh ? status >= 400 : status === 401);
 
@@ -199,7 +204,13 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
       abortController().abort(reason);
       abortAttempt?.(reason);
     };
-    const fail = (error: unknown) => upstream.onError?.(asError(error));
+    // The caller is told one error, as undici's own request tells its handler: after it, nothing more.
+    let failed = false;
+    const fail = (error: unknown) => {
+      if (failed) return;
+      failed = true;
+      upstream.onError?.(asError(error));
+    };
 
     // `ended`, when given, is called once this send's exchange is over, whatever ends it.
     const send = (accessToken: string | undefined, holdFailures: boolean, ended?: () => void) => {
@@ -231,7 +242,8 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
         .then(
           (kept) => kept.release(),
           (error: unknown) => handler.onError?.(asError(error)),
-        );
+        )
+        .catch(toldAlready);
       return true;
     };
 
@@ -260,16 +272,14 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
       return holdingHandler(upstream, {
         // The answer of a hop our bearer did not reach (the follower left its origin) says nothing about our token.
         holds: (status) => tokenUsed !== undefined && mayRefreshFor(status) && withinFirstOrigin(hops),
-        onHeld: (held) => void afterFailure(held, tokenUsed as string, hops.at(-1)?.href ?? target),
+        onHeld: (held) => void afterFailure(held, tokenUsed as string, hops.at(-1)?.href ?? target).catch(toldAlready),
         onConnect(abortThis, context) {
           abortAttempt = abortThis;
           if (aborted?.signal.aborted) return abortThis(aborted.signal.reason as Error);
           hops = followedHops(context);
-          // A hop the follower starts carries our bearer while it stays on the first origin (undici drops it on
-          // leaving), and its URL is not told: it may go only where every URL may have the bearer.
-          if (accessToken !== undefined && hops.length > 0 && withinFirstOrigin(hops) && !mayCarryBearerEverywhereOn((hops[0] as URL).origin)) {
-            return abortThis(unjudgedHop());
-          }
+          // A hop a follower below starts carries our bearer while it stays on the first origin, and its URL is not told.
+          const stop = accessToken === undefined ? undefined : stopUnjudgedHop(hops);
+          if (stop) return abortThis(stop);
           if (connected) return;
           connected = true;
           upstream.onConnect?.(abort, context);
@@ -282,7 +292,8 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     const afterFailure = async (held: HeldResponse, tokenUsed: string, answeredBy: string) => {
       const signal = abortController().signal;
       try {
-        if (!(await shouldRefresh(failedResponse(held, answeredBy)))) return held.deliver();
+        // The caller's abort gives the held answer up, though a shouldRefresh of your own has not settled.
+        if (!(await abortable(Promise.resolve(shouldRefresh(failedResponse(held, answeredBy))), signal))) return held.deliver();
         const { accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal });
         if (!isReplayable(request.body)) return held.deliver();
         held.discard();
@@ -308,6 +319,9 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     return true;
   }
 }
+
+/** For what the caller's own onError throws: it has been told its error, and there is nothing more to tell it. */
+const toldAlready = () => {};
 
 /**
  * Wraps one attempt's handler for `dpop.send`: an answer that may be a nonce challenge (a 400 or 401
@@ -375,26 +389,6 @@ function requestTarget(request: DispatchOptions): string | undefined {
   }
 }
 
-/**
- * The URLs a redirect follower below this interceptor has sent a request to, the one answering last once it
- * answers: undici's (undici 6's `maxRedirections`, the redirect interceptor composed before this one) tells its
- * handler the `history` at each hop's start. None without such a follower.
- */
-function followedHops(context: unknown): readonly URL[] {
-  const history = (context as { history?: unknown } | undefined)?.history;
-  return Array.isArray(history) ? (history as URL[]) : [];
-}
-
-/** Are all `hops` on the first one's origin: did the bearer, which undici drops on leaving an origin, go with each? */
-const withinFirstOrigin = (hops: readonly URL[]) => hops.every((hop) => hop.origin === hops[0]?.origin);
-
-const unjudgedHop = () =>
-  configurationError(
-    "tokenRelayInterceptor cannot judge the hops of a redirect followed below it (undici 6's maxRedirections, a redirect " +
-      'interceptor composed before it), and this one may take the bearer to the token endpoint or outside `origins`: compose ' +
-      'the redirect interceptor after it, e.g. agent.compose(tokenRelayInterceptor(manager, { origins }), interceptors.redirect({ maxRedirections: 3 }))',
-  );
-
 /** Bodies undici sends from memory, so sending them again sends the same bytes. */
 function isReplayable(body: unknown): boolean {
   return body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array;
@@ -424,9 +418,6 @@ function withHeader(headers: unknown, name: string, value: string): unknown {
   return { ...headers, [name]: value };
 }
 
-/** What a handler's onError takes: the error itself, or one that says what was thrown. */
-const asError = (error: unknown) => (error instanceof Error ? error : new Error(String(error)));
-
 /** An answer as the shared pieces read it: its status, a header by name, its body as text (read only when asked). */
 function answerOf(held: Pick<HeldResponse, 'status' | 'headers' | 'text'>) {
   return {
@@ -446,12 +437,18 @@ function failedResponse(held: HeldResponse, url: string): FailedResponse {
  */
 function headerValue(headers: RawHeaders, name: string): string | undefined {
   const wanted = name.toLowerCase();
-  let value: string | undefined;
+  const lines: string[] = [];
   for (let index = 0; index + 1 < headers.length; index += 2) {
-    if (String(headers[index]).toLowerCase() === wanted) value = value === undefined ? String(headers[index + 1]) : `${value}, ${String(headers[index + 1])}`;
+    if (String(headers[index]).toLowerCase() === wanted) lines.push(...linesOf(headers[index + 1]));
   }
-  return value;
+  return lines.length === 0 ? undefined : lines.join(', ');
 }
+
+/**
+ * The lines of one value of undici's raw header list: a line each, as undici 6 gives them, or all of a
+ * repeated header's lines in one list, as undici 7 gives them when one of its own interceptors is below.
+ */
+const linesOf = (value: RawHeaders[number] | undefined): string[] => (Array.isArray(value) ? value.map(String) : [String(value)]);
 
 /** The handler as this interceptor calls it: undici 7's own handlers speak the controller interface only. */
 function handlerOf(handler: DispatchHandler | ControllerHandler): DispatchHandler {
@@ -505,9 +502,10 @@ function headerRecord(headers: RawHeaders): Record<string, string | string[]> {
   const record: Record<string, string | string[]> = {};
   for (let index = 0; index + 1 < headers.length; index += 2) {
     const name = String(headers[index]).toLowerCase();
-    const value = String(headers[index + 1]);
-    const existing = record[name];
-    record[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
+    for (const value of linesOf(headers[index + 1])) {
+      const existing = record[name];
+      record[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
+    }
   }
   return record;
 }
