@@ -7,18 +7,22 @@
  * refresh token would revoke the whole grant.
  */
 import { randomUUID } from 'node:crypto';
-import { startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
-import { redisStore } from '@tokenrelay/redis';
-import type { Redis } from 'ioredis';
+import { createTokenManager, isTokenRelayError, type TokenSet } from '@tokenrelay/core';
+import { withTokenRelay } from '@tokenrelay/fetch';
+import { redisStore, type RedisTokenStore } from '@tokenrelay/redis';
+import { loopbackOnlyFetch, startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { expectSessionLives, REQUESTS, redisHolders, storedTokens, type HolderOptions } from './helpers/redis-holders.js';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
 import { presentedRefreshTokens, tokenRequestInFlight } from './helpers/token-requests.js';
+import { defaultClientGrant } from './helpers/default-client-grant.js';
+
+const REQUESTS = 5;
 
 let redis: RedisServer;
 let oauth: OAuthServer | undefined;
-const holders = redisHolders();
-const connect = (port: number) => holders.connect(port);
+const clients: Redis[] = [];
+const stores: RedisTokenStore[] = [];
 
 beforeAll(async () => {
   redis = await startRedisServer({ persistent: true });
@@ -26,7 +30,7 @@ beforeAll(async () => {
 afterEach(async () => {
   // A test that failed while Redis was down must not leave it down for the next one.
   await redis.startAgain().catch(() => undefined);
-  await holders.close();
+  await closeConnections();
   await oauth?.close();
   oauth = undefined;
 }, 30_000);
@@ -34,16 +38,100 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-/** A fresh OAuth server and a signed-in session in Redis, held by two holders (on this file's persistent redis-server unless `port`). */
-async function setUp(options: Partial<HolderOptions> = {}) {
+/** Closes the stores, then their clients: before their servers stop, so nothing is left reconnecting. */
+async function closeConnections(): Promise<void> {
+  await Promise.all(stores.splice(0).map((store) => store.close()));
+  await Promise.all(clients.splice(0).map((client) => client.quit().catch(() => client.disconnect())));
+}
+
+/**
+ * A client of the Redis on `port`, quit after the test. ioredis' default reconnection (50 ms,
+ * 100 ms, … up to 2 s apart); one retry per command, so a command sent while Redis is gone fails
+ * after the next failed reconnection instead of queueing.
+ */
+function connect(port: number): Redis {
+  const client = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
+  // The outages are on purpose: their connection errors are what the requests report.
+  client.on('error', () => undefined);
+  clients.push(client);
+  return client;
+}
+
+/** One holder of the session: its own Redis connection, store, manager and fetch, as one process has. */
+interface Holder {
+  store: RedisTokenStore;
+  /** Loads the session from Redis, as a process does at start. */
+  load(): Promise<void>;
+  /** How many times its client failed to connect so far. */
+  connectionErrors(): number;
+  /** Fires `REQUESTS` concurrent API calls; resolves with each outcome: `ok`, `status N` or an error code. */
+  burst(): Promise<string[]>;
+}
+
+/** Where a holder's Redis is, and the lease of its lock. */
+interface HolderOptions {
+  /** @default the persistent redis-server of this file */
+  port?: number;
+  /** @default 10_000 */
+  lockLeaseMs?: number;
+}
+
+function holder(server: OAuthServer, key: string, { port = redis.port, lockLeaseMs = 10_000 }: HolderOptions = {}): Holder {
+  const client = connect(port);
+  let connectionErrors = 0;
+  client.on('error', () => connectionErrors++);
+  // Failed renewals and a broken subscriber connection are expected here: what the requests see is what counts.
+  const store = redisStore({ client, key, lockLeaseMs, onError: () => undefined });
+  stores.push(store);
+  const manager = createTokenManager({
+    store,
+    refresh: defaultClientGrant(server, { fetch: loopbackOnlyFetch() }),
+  });
+  const api = withTokenRelay(loopbackOnlyFetch(), manager, { origins: [server.url] });
+  return {
+    store,
+    async load() {
+      await manager.getTokens();
+    },
+    connectionErrors: () => connectionErrors,
+    burst: () =>
+      Promise.all(
+        Array.from({ length: REQUESTS }, async (_, index) => {
+          try {
+            const response = await api(`${server.url}/api/items/${index}`);
+            await response.body?.cancel();
+            return response.status === 200 ? 'ok' : `status ${response.status}`;
+          } catch (error) {
+            return isTokenRelayError(error) ? error.code : String(error);
+          }
+        }),
+      ),
+  };
+}
+
+/** A fresh OAuth server and a signed-in session in Redis, held by two holders. */
+async function setUp(options: HolderOptions = {}) {
   oauth = await startOAuthServer({ rotateRefreshTokens: true, reuseDetection: true });
   const key = `tokenrelay-restart:${randomUUID()}`;
-  const holderOptions = { port: redis.port, ...options };
-  const [first, second] = [holders.holder(oauth, key, holderOptions), holders.holder(oauth, key, holderOptions)];
+  const [first, second] = [holder(oauth, key, options), holder(oauth, key, options)];
   const signedIn = oauth.issue();
   await first.store.set({ revision: 1, tokens: signedIn });
   await Promise.all([first.load(), second.load()]);
   return { server: oauth, key, signedIn, first, second };
+}
+
+const storedTokens = async (store: RedisTokenStore) => (await store.get())?.tokens as TokenSet;
+
+/** One more expiry for both holders: one token request, with the refresh token Redis holds, and the family intact. */
+async function expectSessionLives(server: OAuthServer, first: Holder, second: Holder): Promise<void> {
+  const stored = await storedTokens(first.store);
+  const before = server.stats().tokenRequests;
+  server.revokeAccessTokens();
+  const outcomes = await Promise.all([first.burst(), second.burst()]);
+  expect(outcomes.flat()).toEqual(Array(2 * REQUESTS).fill('ok'));
+  expect(server.stats().tokenRequests - before).toBe(1);
+  expect(presentedRefreshTokens(server).at(-1)).toBe(stored.refreshToken);
+  expect(server.stats()).toMatchObject({ refreshTokenReuses: 0, familiesRevoked: 0 });
 }
 
 describe('redisStore through a restart of redis-server', () => {
@@ -190,7 +278,7 @@ describe('redisStore through a failover to a promoted replica', () => {
   let primary: RedisServer | undefined;
   let replica: RedisServer | undefined;
   afterEach(async () => {
-    await holders.close();
+    await closeConnections();
     await primary?.stop();
     await replica?.stop();
   });
@@ -219,7 +307,7 @@ describe('redisStore through a failover to a promoted replica', () => {
     await primary.stop();
     await admin.replicaof('NO', 'ONE');
     const promoted = { port: replica.port };
-    const [promotedFirst, promotedSecond] = [holders.holder(server, key, promoted), holders.holder(server, key, promoted)];
+    const [promotedFirst, promotedSecond] = [holder(server, key, promoted), holder(server, key, promoted)];
     await Promise.all([promotedFirst.load(), promotedSecond.load()]);
     expect((await storedTokens(promotedFirst.store)).refreshToken).toBe(rotated.refreshToken);
 

@@ -36,8 +36,7 @@ export type WorkerMessage =
   | { type: 'ready' }
   | { type: 'refreshing' }
   | { type: 'stored' }
-  | ({ type: 'burst-done' } & BurstResult)
-  | ({ type: 'steady-done' } & BurstResult);
+  | ({ type: 'burst-done' } & BurstResult);
 
 /** A running worker process. */
 export interface RedisWorker {
@@ -46,12 +45,6 @@ export interface RedisWorker {
   next<T extends WorkerMessage['type']>(type: T, timeoutMs: number): Promise<Extract<WorkerMessage, { type: T }>>;
   /** Starts a burst; read its result with `next('burst-done', …)`. */
   burst(requests: number, crash?: WorkerCrash): void;
-  /**
-   * Starts steady traffic: `concurrency` loops, each sending one request after the other with
-   * `pauseMs` between them, until `stopSteady()`; read the result with `next('steady-done', …)`.
-   */
-  steady(concurrency: number, pauseMs: number): void;
-  stopSteady(): void;
   /** Resolves with the exit code and signal; rejects after `timeoutMs`. */
   exited(timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -78,12 +71,6 @@ function startWorker(config: RedisWorkerConfig): RedisWorker {
     },
     burst(requests, crash) {
       child.send({ type: 'burst', requests, ...(crash ? { crash } : {}) });
-    },
-    steady(concurrency, pauseMs) {
-      child.send({ type: 'steady', concurrency, pauseMs });
-    },
-    stopSteady() {
-      child.send({ type: 'stop-steady' });
     },
     exited(timeoutMs) {
       const result = () => ({ code: child.exitCode, signal: child.signalCode });

@@ -32,8 +32,6 @@ export interface RedisServer {
   readonly url: string;
   /** Ends the redis-server process (SIGTERM: a persistent one syncs its file first), keeping its port and dir for `startAgain()`. */
   shutDown(): Promise<void>;
-  /** Kills redis-server with SIGKILL (a crash: nothing is saved, whatever `persistent` says), keeping its port and dir for `startAgain()`. */
-  crash(): Promise<void>;
   /** Starts redis-server again on the same port and dir, and resolves once it answers PING. */
   startAgain(): Promise<void>;
   /** Stops the server (SIGTERM, then SIGKILL after 5 s) and removes its temp dir. Safe to call twice. */
@@ -134,10 +132,6 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
         port,
         url: `redis://127.0.0.1:${port}`,
         shutDown: () => terminate(child),
-        async crash() {
-          child.kill('SIGKILL');
-          await waitForExit(child, STOP_TIMEOUT_MS);
-        },
         async startAgain() {
           if (!hasExited(child)) throw new Error('startAgain(): redis-server is still running; shutDown() first');
           const restarted = await launch(program, port, args);

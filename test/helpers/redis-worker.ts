@@ -3,9 +3,8 @@
  * (`node --import tsx test/helpers/redis-worker.ts`, spawned by redis-fleet.ts). It holds the
  * shared session through a redisStore and answers the parent over IPC:
  *   parent → { type: 'burst', requests, crash? }   fire `requests` concurrent API calls
- *   parent → { type: 'steady', concurrency, pauseMs } steady traffic until { type: 'stop-steady' }
  *   parent → { type: 'exit' }                      quit the Redis client and leave
- *   worker → { type: 'ready' } | { type: 'refreshing' } | { type: 'stored' } | { type: 'burst-done' | 'steady-done', ... }
+ *   worker → { type: 'ready' } | { type: 'refreshing' } | { type: 'stored' } | { type: 'burst-done', ... }
  * `crash` stages a crash of this worker while it holds the lock (the parent then SIGKILLs it):
  * 'before-token-request' stalls before the token request leaves, 'after-store' stalls after the
  * new tokens are stored but before the lock is released.
@@ -30,8 +29,6 @@ const stall = () => new Promise<never>(() => {});
 let crash: WorkerCrash | undefined;
 
 const client = connectRedis(config.redis);
-// A test may stop or kill redis-server under this worker: what its requests see is what counts.
-client.on('error', () => undefined);
 const store = redisStore({
   client,
   key: config.key,
@@ -71,52 +68,26 @@ const refresh: RefreshHandler = Object.assign(
 const manager = createTokenManager({ store: crashableStore, refresh });
 const api = withTokenRelay(fetch, manager, { origins: [config.apiOrigin] });
 
-/** One API call: `ok`, `status N` or the TokenRelayError code. */
-async function call(name: string): Promise<string> {
-  try {
-    const response = await api(`${config.apiOrigin}/api/items/${process.pid}-${name}`);
-    await response.body?.cancel();
-    return response.status === 200 ? 'ok' : `status ${response.status}`;
-  } catch (error) {
-    return isTokenRelayError(error) ? error.code : String(error);
-  }
-}
-
-const result = (outcomes: readonly string[]): BurstResult => {
-  const failures = outcomes.filter((outcome) => outcome !== 'ok');
-  return { ok: outcomes.length - failures.length, failures };
-};
-
 async function burst(requests: number): Promise<BurstResult> {
-  return result(await Promise.all(Array.from({ length: requests }, (_, index) => call(String(index)))));
-}
-
-let steadyRunning = false;
-
-/** Steady traffic: `concurrency` loops of one request after the other, until stopped. */
-async function steady(concurrency: number, pauseMs: number): Promise<BurstResult> {
-  steadyRunning = true;
-  const outcomes: string[] = [];
-  await Promise.all(
-    Array.from({ length: concurrency }, async (_, loop) => {
-      // Bounded by the parent's stop-steady (and by the test's timeout, which kills this process).
-      for (let index = 0; steadyRunning; index++) {
-        outcomes.push(await call(`steady-${loop}-${index}`));
-        await new Promise((resolve) => setTimeout(resolve, pauseMs));
+  const outcomes = await Promise.all(
+    Array.from({ length: requests }, async (_, index) => {
+      try {
+        const response = await api(`${config.apiOrigin}/api/items/${process.pid}-${index}`);
+        await response.body?.cancel();
+        return response.status === 200 ? 'ok' : `status ${response.status}`;
+      } catch (error) {
+        return isTokenRelayError(error) ? error.code : String(error);
       }
     }),
   );
-  return result(outcomes);
+  const failures = outcomes.filter((outcome) => outcome !== 'ok');
+  return { ok: outcomes.length - failures.length, failures };
 }
 
-process.on('message', (message: { type: string; requests?: number; crash?: WorkerCrash; concurrency?: number; pauseMs?: number }) => {
+process.on('message', (message: { type: string; requests?: number; crash?: WorkerCrash }) => {
   if (message.type === 'burst') {
     crash = message.crash;
-    void burst(message.requests ?? 1).then((outcome) => send({ type: 'burst-done', ...outcome }));
-  } else if (message.type === 'steady') {
-    void steady(message.concurrency ?? 1, message.pauseMs ?? 0).then((outcome) => send({ type: 'steady-done', ...outcome }));
-  } else if (message.type === 'stop-steady') {
-    steadyRunning = false;
+    void burst(message.requests ?? 1).then((result) => send({ type: 'burst-done', ...result }));
   } else if (message.type === 'exit') {
     // Quitting our client must be enough for the store to let the process end: nothing else is closed.
     void client.quit().then(() => process.disconnect());

@@ -40,12 +40,6 @@ export interface TokenCodec {
   encode(value: StoredTokens): string;
   /** @throws TokenRelayError `STORE_ERROR` for a value that is corrupt, of the wrong kind, or cannot be decrypted. */
   decode(raw: string): StoredTokens;
-  /**
-   * Checks a sign-out mark, `{"revision":N,"signedOut":true}` (written by the sign-out script; the
-   * same with or without encryption, as it holds nothing secret).
-   * @throws TokenRelayError `STORE_ERROR` when it is not one.
-   */
-  checkSignOutMark(raw: string): void;
 }
 
 /**
@@ -99,15 +93,10 @@ export function createTokenCodec(redisKey: string, encryption: RedisStoreEncrypt
     storeError(`The value at Redis key "${redisKey}" is corrupt (${why}); fix or delete it, then sign in again`);
 
   const parse = (value: unknown) => parseStoredTokens(value, (problem) => corrupt(`not stored tokens: ${problem}`));
-  const checkSignOutMark = (raw: string) => {
-    const mark = parseJson(raw, corrupt);
-    if (!isRecord(mark) || typeof mark.revision !== 'number' || mark.signedOut !== true) throw corrupt('not a sign-out mark');
-  };
 
   if (encryption === undefined) {
     return {
       encode: (value) => serialise(value),
-      checkSignOutMark,
       decode(raw) {
         const parsed = parseJson(raw, corrupt);
         if (isRecord(parsed) && parsed.alg !== undefined) {
@@ -130,7 +119,6 @@ export function createTokenCodec(redisKey: string, encryption: RedisStoreEncrypt
     Buffer.from(`tokenrelay-redis/v1\n${kid}\n${redisKey}\n${revision}`, 'utf8');
 
   return {
-    checkSignOutMark,
     encode(value) {
       const iv = randomBytes(IV_BYTES);
       const cipher = createCipheriv(ALGORITHM, keys.get(keyId) as Uint8Array, iv, { authTagLength: TAG_BYTES });

@@ -9,7 +9,7 @@ import type {
 import { configurationError, delay, notifyListeners, storeError } from '@tokenrelay/core/kit';
 import type { Cluster, Redis } from 'ioredis';
 import { createTokenCodec, type RedisStoreEncryption } from './codec.js';
-import { defineStoreCommands, type PutBackArguments, type SessionKeys } from './scripts.js';
+import { defineStoreCommands } from './scripts.js';
 
 /** Options of {@link redisStore}. */
 export interface RedisStoreOptions {
@@ -27,9 +27,9 @@ export interface RedisStoreOptions {
   client: Redis | Cluster;
   /**
    * The Redis key of the session's tokens, shared by every process of that session. The lock
-   * lives at `<key>:lock`, and a sign-out leaves its mark at `<key>:signed-out`. One key per session:
-   * for one user per session, put the user id in it. With a `Cluster`, the key must carry a hash tag
-   * (`{…}`), so that the tokens, their lock and the mark live in one hash slot and one script can check them.
+   * lives at `<key>:lock`. One key per session: for one user per session, put the user id in it.
+   * With a `Cluster`, the key must carry a hash tag (`{…}`), so that the tokens and their lock
+   * live in one hash slot and one script can check both.
    * @example 'tokenrelay:crm-integration'
    * @example '{tokenrelay:crm-integration}' // on a Redis Cluster
    */
@@ -70,9 +70,8 @@ export interface RedisStoreOptions {
   encryption?: RedisStoreEncryption;
   /**
    * Receives errors that happen outside any call you could catch: a failed lease renewal, a
-   * notification whose tokens cannot be read, a broken subscriber connection, and data found lost
-   * and put back (the keys had vanished without a sign-out: tell whoever runs Redis). (A lost lock
-   * also aborts the lock's `signal`, which the manager watches.) Never called with a token in the message.
+   * notification whose tokens cannot be read, a broken subscriber connection. (A lost lock also
+   * aborts the lock's `signal`, which the manager watches.) Never called with a token in the message.
    * @default logs the message with `console.warn`
    */
   onError?: (error: TokenRelayError) => void;
@@ -81,40 +80,27 @@ export interface RedisStoreOptions {
 /** A {@link TokenStore} on Redis, with the lock and the notifications. */
 export interface RedisTokenStore extends TokenStore {
   /**
-   * Reads what `key` holds, or `undefined` when signed out. Keys that hold nothing, not even a
-   * sign-out mark, after this store instance has seen the session (read, written or announced) lost
-   * their data without a sign-out: the instance puts back what it last saw there, announces it, and
-   * reports it to `onError` (see `lock` for the fence that follows). An instance that never saw the
-   * session reads them as empty.
+   * Reads what `key` holds, or `undefined` when it is empty.
    * @throws TokenRelayError `STORE_ERROR` for a corrupt value, one that cannot be decrypted, or a Redis failure.
    */
   get(): Promise<StoredTokens | undefined>;
   /**
    * Writes the tokens (encrypted, if configured) and announces the write on `channel`, in one Lua
-   * script. With `expectedRevision` the script first compares the stored revision (compare-and-set;
-   * `0` writes only over a sign-out or nothing) and, while this store holds the lock, that the lock is
-   * still its own (or vanished with lost data while its lease ran: then it takes it back). Such a write (a refresh's)
+   * script. With `expectedRevision` the script first compares the stored revision (compare-and-set)
+   * and, while this store holds the lock, that the lock is still its own. Such a write (a refresh's)
    * that cannot reach Redis is tried again every 100 ms until the lock's lease could have run out,
    * so a short outage or restart does not lose the refresh token it carries.
    * @throws TokenRelayError `STORE_ERROR` when the lock was lost (nothing is written) or Redis fails.
    */
   set(value: StoredTokens, options?: TokenStoreSetOptions): Promise<boolean>;
-  /**
-   * Signs out: replaces the tokens with a sign-out mark one revision above them at `<key>:signed-out`
-   * (so a refresh of the old session is refused, and a lost key is told apart from a sign-out), and
-   * announces it on `channel`.
-   */
+  /** Deletes `key` and announces it on `channel`. */
   clear(): Promise<void>;
   /**
    * Takes the session's refresh lock: `SET <key>:lock <random owner> NX PX <lockLeaseMs>`,
    * renewed while held. Waits (woken by pub/sub, polling as a fallback) up to `lockWaitMs`. The
    * lock's `signal` aborts when a renewal finds another owner, or no renewal got through for a whole lease.
-   * When data is found lost and put back, the lock is fenced for one lease (unless held): a holder
-   * whose lock vanished with the data takes it back (at its next renewal or write, if the keys still
-   * hold what it read under it) and stores its refresh; nobody else refreshes from the put-back copy
-   * before that, and a newer copy from another instance may still replace it.
-   * Its `assertHeld` asks Redis at once (one owner-checked renewal of `<key>:lock`), for a holder that resumed
-   * from a freeze before its renewal ran: it rejects when the lock is no longer this owner's, or Redis fails.
+   * Its `assertHeld` asks Redis at once (one GET of `<key>:lock`), for a holder that resumed from a
+   * freeze before its renewal ran: it rejects when the lock is no longer this owner's, or Redis fails.
    *
    * @throws TokenRelayError `STORE_ERROR` after `lockWaitMs`, or when Redis fails; `signal.reason` when `signal` aborts.
    */
@@ -129,9 +115,6 @@ export interface RedisTokenStore extends TokenStore {
 }
 
 type StoreEvent = 'set' | 'clear' | 'release';
-
-/** What the session's keys hold, as read: tokens, a sign-out mark, or nothing. */
-type KeysContent = { kind: 'tokens'; value: StoredTokens } | { kind: 'signed-out' | 'empty'; value: undefined };
 
 const DEFAULT_LEASE_MS = 10_000;
 const DEFAULT_WAIT_MS = 60_000;
@@ -174,11 +157,6 @@ interface HeldRedisLock extends TokenStoreLock {
 interface HeldLock {
   readonly owner: string;
   readonly lost: AbortController;
-  /**
-   * What the keys held (raw) when first read under the lock, then what our refresh wrote: if the
-   * lock vanishes with lost data, it is taken back only while the keys still hold exactly this.
-   */
-  readRaw?: string;
   /**
    * Until when the lock is ours for certain: the lease measured from before the last SET or
    * PEXPIRE that set it was sent, so Redis cannot have expired it earlier.
@@ -226,7 +204,6 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
   if (typeof channel !== 'string' || channel === '') throw configurationError('redisStore: options.channel must be a non-empty string');
 
   const lockKey = `${key}:lock`;
-  const keys: SessionKeys = [key, lockKey, `${key}:signed-out`];
   const leaseMs = options.lockLeaseMs ?? DEFAULT_LEASE_MS;
   const waitMs = options.lockWaitMs ?? DEFAULT_WAIT_MS;
   const pollMs = options.lockPollMs ?? DEFAULT_POLL_MS;
@@ -244,8 +221,6 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
   let subscriber: Redis | Cluster | undefined;
   let held: HeldLock | undefined;
   let closed = false;
-  /** What this instance last saw in the keys (read, wrote, or read after an announcement): what it puts back if they lose it. */
-  let seen: { raw: string; kind: 'tokens' | 'signed-out' } | undefined;
 
   const report = (error: TokenRelayError) => notifyListeners([onError], error);
 
@@ -255,70 +230,25 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
         'outage longer than lockLeaseMs), so another process may refresh now. Nothing more is written under it.',
     );
 
-  /** The scripts' first arguments: our copy of the keys, to put back if they lost it. */
-  const putBackArguments = (): PutBackArguments => [
-    seen?.raw ?? '',
-    seen?.kind ?? '',
-    leaseMs,
-    channel,
-    notification(seen?.kind === 'signed-out' ? 'clear' : 'set'),
-  ];
-
-  /** Reports the put-back of lost data (once per loss: the one instance whose copy landed). */
-  function reportPutBack(putBack: number): void {
-    if (putBack !== 1) return;
-    report(
-      storeError(
-        `The data at Redis key "${key}" had vanished without a sign-out (eviction, a restart without persistence, ` +
-          'FLUSHALL or a failover); this process put back what it last saw there. Keep these keys in a Redis that persists and never evicts them.',
-      ),
-    );
-  }
-
-  /** What the keys hold: tokens, signed out, or (for an instance that never saw the session) nothing. */
-  async function read(): Promise<KeysContent> {
+  async function get(): Promise<StoredTokens | undefined> {
     let raw: string | null;
-    let kind: string | null;
-    let putBack: number;
     try {
-      [raw, kind, putBack] = await redis.tokenrelayRead(...keys, ...putBackArguments());
+      raw = await client.get(key);
     } catch (error) {
       throw redisError(`Could not read Redis key "${key}"`, error);
     }
-    reportPutBack(putBack);
-    if (raw === null) return { kind: 'empty', value: undefined };
-    let result: KeysContent;
-    if (kind === 'tokens') {
-      result = { kind, value: codec.decode(raw) };
-      seen = { raw, kind };
-    } else {
-      codec.checkSignOutMark(raw);
-      result = { kind: 'signed-out', value: undefined };
-      seen = { raw, kind: 'signed-out' };
-    }
-    if (held && held.readRaw === undefined) held.readRaw = raw;
-    return result;
+    return raw === null ? undefined : codec.decode(raw);
   }
 
-  async function get(): Promise<StoredTokens | undefined> {
-    return (await read()).value;
-  }
-
-  /**
-   * Tells the listeners what the keys hold. `onlyNews`: only when that is not what this instance
-   * last saw there (an announcement missed while disconnected), never keys that hold nothing.
-   */
-  async function deliver(onlyNews = false): Promise<void> {
-    const before = seen?.raw;
-    let stored: KeysContent;
+  async function deliver(): Promise<void> {
+    let value: StoredTokens | undefined;
     try {
-      stored = await read();
+      value = await get();
     } catch (error) {
-      report(error as TokenRelayError); // read() rejects with TokenRelayErrors only.
+      report(error as TokenRelayError); // get() rejects with TokenRelayErrors only.
       return;
     }
-    if (onlyNews && (stored.kind === 'empty' || seen?.raw === before)) return;
-    notifyListeners(listeners, stored.value);
+    notifyListeners(listeners, value);
   }
 
   function onNotification(message: string): void {
@@ -338,14 +268,6 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
   /** Opens the pub/sub connection on first need. Without it, waiters still poll. */
   function ensureSubscriber(): void {
     if (subscriber || closed) return;
-    let readyBefore = false;
-    // Back after a disconnection (a restart, a failover): the data may be gone, and announcements may
-    // have been missed meanwhile. Read again: that puts lost data back; tell the listeners only what
-    // changed (never "signed out" for keys that merely hold nothing, never our own copy put back).
-    const onReady = () => {
-      if (readyBefore && !closed && listeners.size > 0) void deliver(true);
-      readyBefore = true;
-    };
     const subscribe = (connection: Redis | Cluster) =>
       connection.subscribe(channel).catch((error: unknown) => {
         if (!closed) report(redisError(`Could not subscribe to "${channel}"; waiting processes fall back to polling`, error));
@@ -355,16 +277,12 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
       // A Cluster re-subscribes through its own subscriber, and handles the failures of doing so.
       connection = client.duplicate();
       void subscribe(connection);
-      connection.on('ready', onReady);
     } else {
       // A plain connection subscribes on every `ready` itself: ioredis' own re-subscription after a
       // reconnect leaves its promise unhandled, and a close in that moment would crash the process
       // with an unhandled rejection ("Connection is closed.").
       connection = (client as Redis).duplicate({ autoResubscribe: false, lazyConnect: false });
-      connection.on('ready', () => {
-        void subscribe(connection);
-        onReady();
-      });
+      connection.on('ready', () => void subscribe(connection));
     }
     subscriber = connection;
     connection.on('error', (error: unknown) => {
@@ -390,19 +308,6 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
   }
 
   /**
-   * What `lock` may be taken back with if it vanished: what it read, while its lease certainly still runs (Redis
-   * cannot have expired it yet, so a lock that is gone vanished with lost data).
-   */
-  const takeBackWith = (lock: HeldLock, at: number) => (at < lock.leaseEnd ? (lock.readRaw ?? '') : '');
-
-  /** Renews `lock`'s lease (owner-checked), or takes it back if it vanished with lost data: 1 when it is ours. */
-  async function renewOrTakeBack(lock: HeldLock, startedAt: number): Promise<number> {
-    const [renewed, putBack] = await redis.tokenrelayRenewLock(...keys, ...putBackArguments(), lock.owner, takeBackWith(lock, startedAt));
-    reportPutBack(putBack);
-    return renewed;
-  }
-
-  /**
    * The held lock, taken by a SET sent at `askedAt`: renews its lease until released, and aborts its
    * signal when it finds the lock gone.
    */
@@ -424,7 +329,7 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
       const startedAt = Date.now();
       let renewed: number;
       try {
-        renewed = await renewOrTakeBack(lock, startedAt);
+        renewed = await redis.tokenrelayRenewLock(lockKey, owner, leaseMs);
       } catch (error) {
         if (released) return;
         // Without a renewal for a whole lease, the lock may be someone else's by now.
@@ -455,7 +360,7 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
           const startedAt = Date.now();
           let renewed: number;
           try {
-            renewed = await renewOrTakeBack(lock, startedAt);
+            renewed = await redis.tokenrelayRenewLock(lockKey, owner, leaseMs);
           } catch (error) {
             throw redisError(`Could not check the refresh lock "${lockKey}"`, error);
           }
@@ -495,13 +400,11 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
       const askedAt = Date.now();
       let acquired: number;
       let remainingLeaseMs: number;
-      let putBack: number;
       try {
-        [acquired, remainingLeaseMs, putBack] = await redis.tokenrelayAcquireLock(...keys, ...putBackArguments(), owner);
+        [acquired, remainingLeaseMs] = await redis.tokenrelayAcquireLock(lockKey, owner, leaseMs);
       } catch (error) {
         throw redisError(`Could not take the refresh lock "${lockKey}"`, error);
       }
-      reportPutBack(putBack);
       if (acquired === 1) {
         const taken = holdLock(owner, askedAt);
         // Aborted while we asked: hand the lock straight back (if that fails, its lease ends it).
@@ -530,7 +433,7 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
    * the only live one, and nobody else can refresh before the lease ends. An answer from Redis
    * (an error reply) is final.
    */
-  async function writeUnderLease<Result>(write: () => Promise<Result>, fence: HeldLock | undefined): Promise<Result> {
+  async function writeUnderLease(write: () => Promise<number>, fence: HeldLock | undefined): Promise<number> {
     // Bounded by the lease end; every pass waits WRITE_RETRY_MS.
     for (;;) {
       try {
@@ -551,24 +454,19 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
     // A refresh's write (conditional) must come from the lock holder; sign-in and sign-out always win.
     const fence = expectedRevision === undefined ? undefined : held;
     if (fence?.lost.signal.aborted) throw fence.lost.signal.reason;
-    const [result, putBack] = await writeUnderLease(
+    const result = await writeUnderLease(
       () =>
         redis.tokenrelaySetAndPublish(
-          ...keys,
-          ...putBackArguments(),
-          fence?.owner ?? '',
-          fence ? takeBackWith(fence, Date.now()) : '',
+          key,
+          lockKey,
           encoded,
+          channel,
           notification('set'),
           expectedRevision === undefined ? '' : String(expectedRevision),
+          fence?.owner ?? '',
         ),
       fence,
     );
-    reportPutBack(putBack);
-    if (result === 1) {
-      seen = { raw: encoded, kind: 'tokens' };
-      if (fence) fence.readRaw = encoded;
-    }
     if (result === -1) {
       const error = lostLock();
       if (fence && !fence.lost.signal.aborted) fence.lost.abort(error);
@@ -597,9 +495,9 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
     set,
     async clear() {
       try {
-        seen = { raw: await redis.tokenrelaySignOutAndPublish(...keys, seen?.raw ?? '', channel, notification('clear')), kind: 'signed-out' };
+        await redis.tokenrelayDeleteAndPublish(key, channel, notification('clear'));
       } catch (error) {
-        throw redisError(`Could not sign out at Redis key "${key}"`, error);
+        throw redisError(`Could not delete Redis key "${key}"`, error);
       }
     },
     lock,
