@@ -240,7 +240,8 @@ export function withTokenRelay<F extends FetchFunction>(
       if (isRequest(input)) {
         target = input;
         // fetch resets a Request's referrer and referrer policy for an init with members, as the bearer's is: a Request sent without one keeps its own.
-        if (!Object.keys(init ?? {}).length) init = { referrer: input.referrer, referrerPolicy: input.referrerPolicy };
+        // (An init whose members are all undefined is empty to fetch too.)
+        if (!Object.values(init ?? {}).some((value) => value !== undefined)) init = { referrer: input.referrer, referrerPolicy: input.referrerPolicy };
       }
       const accessToken = manager.currentAccessToken();
       if (accessToken === undefined) return sendAfterWait(target, init);

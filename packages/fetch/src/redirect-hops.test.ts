@@ -158,6 +158,19 @@ describe('the requests of a redirect that the wrapper follows hop by hop, agains
     }
   });
 
+  it.each([
+    ['a stronger hash function with no value', (good: string) => `${good} sha512-`],
+    ['a stronger hash function with a value that is no base64', (good: string) => `${good} sha512-!!!!`],
+    ['a value followed by more than its padding', (good: string) => `${good}=junk`],
+    ['options after its value', (good: string) => `${good}?opt=1`],
+    ['a hash function in upper case', (good: string) => good.replace('sha256', 'SHA256')],
+  ])('reads integrity metadata with %s as fetch does', async (_what, metadata) => {
+    const send = (fetchImpl: typeof fetch) => fetchImpl(`${api}${chain(301, 308)}`, { integrity: metadata(integrityOf('ok')) });
+    const { byFetch, byWrapper } = await sentByBoth(send);
+
+    expect(byWrapper).toEqual(byFetch);
+  });
+
   it('rejects a 302 of a POST with a stream body, as fetch does, without following it', async () => {
     const { byFetch, byWrapper, wrapperHits } = await sentByBoth((fetchImpl) =>
       fetchImpl(`${api}/hop/302?to=/ok`, { method: 'POST', body: new Blob(['chunk']).stream(), duplex: 'half' } as RequestInit),

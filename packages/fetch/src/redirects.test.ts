@@ -62,6 +62,7 @@ describe('redirects in the browser build and in the full build', () => {
     ['without an init: all of them', undefined, {}],
     ["with an init: init's members in their place, and the referrer fetch resets for it", { credentials: 'include' as const, cache: undefined }, { credentials: 'include', referrer: 'about:client', referrerPolicy: '' }],
     ['with an init without members: all of them', {}, {}],
+    ['with an init whose members are all undefined, empty to fetch too: all of them', { signal: undefined, cache: undefined }, {}],
   ])("gives every hop of a Request the members fetch keeps on a redirect, sent %s", async (_, init, changed) => {
     const { calls, context } = redirectingFetch();
     let answered = 0;
@@ -86,6 +87,31 @@ describe('redirects in the browser build and in the full build', () => {
     expect(sent.map(members)).toEqual(Array(3).fill({ ...members(request), ...changed }));
     caller.abort();
     expect(sent.map(({ signal }) => signal.aborted)).toEqual([true, true, true]);
+  });
+
+  it('frees the connection of a redirect it refuses to follow', async () => {
+    let cancelled = false;
+    const body = new ReadableStream({ cancel: () => void (cancelled = true) });
+    const send = () => Promise.resolve(new Response(body, { status: 302, headers: { location: 'ftp://api.example/file' } }));
+    const { context } = redirectingFetch();
+
+    await expect(sendFollowingRedirects({ ...context, send }, 'https://api.example/items', undefined, accessToken, undefined)).rejects.toThrow(TypeError);
+    expect(cancelled).toBe(true);
+  });
+
+  it('leaves out of every hop a Request member the runtime does not have (workerd has no credentials or mode)', async () => {
+    const { calls, context } = redirectingFetch();
+    let answered = 0;
+    const send = (input: RequestInfo | URL, sent?: RequestInit) =>
+      answered++ < 1 ? context.send(input, sent) : (calls.push({ input, init: sent }), Promise.resolve(new Response('done')));
+    const request = new Request('https://api.example/items');
+    for (const member of ['credentials', 'mode']) Object.defineProperty(request, member, { value: undefined });
+
+    await sendFollowingRedirects({ ...context, send, mayCarryBearer: () => true }, request, undefined, accessToken, undefined);
+
+    expect(calls).toHaveLength(2);
+    expect(Object.keys(calls[1]?.init ?? {})).not.toContain('credentials');
+    expect(Object.keys(calls[1]?.init ?? {})).not.toContain('mode');
   });
 
   it("hands a first send's final response to afterResponse with what its replay needs, in both builds, and a replay's to none", async () => {

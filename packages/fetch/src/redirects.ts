@@ -58,7 +58,7 @@ const crossOriginHeaders = ['authorization', 'cookie', 'proxy-authorization'];
  * keeps (HTTP-redirect fetch), beside its URL, method, headers and body. Its referrer and referrer
  * policy come in `init` (the wrapper puts them there for a Request sent without one).
  */
-const keptRequestMembers = ['cache', 'credentials', 'integrity', 'keepalive', 'mode', 'signal'] as const;
+const keptRequestMembers = ['cache', 'credentials', 'keepalive', 'mode', 'signal'] as const;
 /** The referrer policies a redirect's `Referrer-Policy` header may give the next request (Referrer Policy §3). */
 const referrerPolicies = new Set<string>([
   'no-referrer',
@@ -128,7 +128,11 @@ function referrerPolicyOf(response: Response): ReferrerPolicy | undefined {
 async function followRedirects({ send, mayCarryBearer }: SendContext, response: Response, first: Hop, bearer: string): Promise<Response> {
   // Bounded: nextHop throws after MAX_REDIRECTS hops.
   for (let hop = first, hops = 0; ; hops++) {
-    const next = await nextHop(response, hop, hops);
+    const next = await nextHop(response, hop, hops).catch((error: unknown) => {
+      // A redirect that is not followed (refused, too many) frees its connection too.
+      discard(response);
+      throw error;
+    });
     if (next === undefined) return response;
     discard(response);
     if (mayCarryBearer(next.url)) next.init.headers.set('authorization', bearer);
@@ -147,7 +151,8 @@ async function followRedirects({ send, mayCarryBearer }: SendContext, response: 
  */
 function firstHop(input: string | Request, init: FetchInit, bodyCopy: Request | undefined): Hop {
   const hopInit: Record<string, unknown> = {};
-  if (isRequest(input)) for (const name of keptRequestMembers) hopInit[name] = input[name];
+  // A member the runtime leaves out (workerd has no credentials or mode) is not sent: workerd refuses one it lacks.
+  if (isRequest(input)) for (const name of keptRequestMembers) if (input[name] !== undefined) hopInit[name] = input[name];
   for (const [name, value] of Object.entries(init ?? {})) if (value !== undefined) hopInit[name] = value;
   Object.assign(hopInit, { headers: headersOf(input, init), redirect: 'manual', integrity: '' });
   const body = init?.body ?? (bodyCopy && (() => bodyCopy.clone().arrayBuffer()));
@@ -161,10 +166,14 @@ function firstHop(input: string | Request, init: FetchInit, bodyCopy: Request | 
  * hop, the chain goes without the metadata, which fetch would check against every redirect's body.
  */
 async function checkIntegrity(response: Response, metadata: string): Promise<Response> {
-  const digests = metadata.split(/\s+/).flatMap((token) => {
-    // base64 or base64url, without the padding or the options after it
-    const [, hash, digest] = /^(sha(?:256|384|512))-([\w+/-]+)/i.exec(token) ?? [];
-    return hash && digest ? [{ hash: hash.toLowerCase(), digest: digest.replace(/-/g, '+').replace(/_/g, '/') }] : [];
+  // As Node's fetch parses it: every token that names a known hash function counts, whatever its value (an
+  // empty or garbled one, options after `?` included, then never matches).
+  const digests = metadata.split(/\s+/).flatMap((expression) => {
+    const dash = expression.indexOf('-');
+    const hash = expression.slice(0, dash).toLowerCase();
+    if (dash < 0 || !integrityHashes.includes(hash)) return [];
+    // base64 or base64url, without its padding
+    return [{ hash, digest: expression.slice(dash + 1).replace(/=+$/, '').replace(/-/g, '+').replace(/_/g, '/') }];
   });
   const strongest = integrityHashes[Math.max(...digests.map(({ hash }) => integrityHashes.indexOf(hash)))];
   if (strongest === undefined) return response;
