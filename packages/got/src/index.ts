@@ -23,7 +23,7 @@ import {
   type TokenManager,
 } from '@tokenrelay/core';
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
-import { sendWhenQueueHasRoom } from './queue.js';
+import { leaveQueue, sendWhenQueueHasRoom } from './queue.js';
 import { aroundRequestFunction, unwrapRequestFunction } from './request-function.js';
 
 /** Options of {@link tokenRelayHooks}. */
@@ -176,6 +176,9 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   // got follows redirects itself; `beforeRequest` gives each hop a bearer only where it may go.
   const beforeRedirect: BeforeRedirectHook = (request, response) => {
     requestOfHop.set(request, response.request);
+    // got leaves the 3xx behind (its body drains on its own): the place its HTTP request held goes to the hop.
+    // (Node sets `req` on the response of every client request; its typings leave it out.)
+    leaveQueue((response as { req?: object }).req);
   };
 
   const afterResponse: AfterResponseHook = async (response, retryWithMergedOptions) => {

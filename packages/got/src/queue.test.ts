@@ -11,7 +11,7 @@ import { tokenRelayHooks } from './index.js';
  * An API on 127.0.0.1 that counts the requests in flight (from arrival to the end of the answer).
  * `/hang` is never answered (it ends when the client goes), `/held` is answered 200 when the test
  * calls `answerHeld()`, `/reset` breaks the connection, `/error` answers 500, `/flaky` 503 the first
- * time and 200 after, `/moved` redirects to `/items/moved`; anything else answers after a few
+ * time and 200 after, `/moved` redirects to `/items/moved` (`/moved-dripping` too, with a body that never ends); anything else answers after a few
  * milliseconds 200 to `Bearer v2` (`/cached` one that may be cached) and 401 (an expired token) to anything else.
  */
 let server: Server;
@@ -32,6 +32,8 @@ beforeAll(async () => {
     if (path === '/hang') return;
     if (path === '/held') return void held.push(() => response.end('ok'));
     if (path === '/moved') return response.writeHead(302, { location: '/items/moved' }).end();
+    // A redirect whose body never ends (it ends when the client goes).
+    if (path === '/moved-dripping') return void response.writeHead(302, { location: '/items/moved', 'content-length': '100' }).write('x');
     if (path === '/reset') return request.socket.destroy();
     if (path === '/error' || (path === '/flaky' && paths.filter((seen) => seen === path).length === 1)) {
       response.statusCode = path === '/error' ? 500 : 503;
@@ -230,6 +232,18 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     expect(await first).toBe('ok');
     expect(await waiting).toBe('ok');
     expect(paths).toEqual(sent);
+    await queueIsEmpty(queue);
+  });
+
+  it('gives the place of a redirect whose body never ends to its hop, which would otherwise wait for it forever', async () => {
+    const { manager, release } = gatedManager(expired);
+    const queue = new PQueue({ concurrency: 1 });
+    const api = client(manager, queue, { timeout: { request: 10_000 } });
+    const moved = api.get('moved-dripping').text();
+    release();
+
+    expect(await moved).toBe('ok');
+    expect(paths).toEqual(['/moved-dripping', '/items/moved']);
     await queueIsEmpty(queue);
   });
 

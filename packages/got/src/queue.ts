@@ -27,10 +27,15 @@ export async function sendWhenQueueHasRoom(
   try {
     const free = await queuePlace(queue, ending.signal);
     try {
-      // Aborted as its turn came: got has ended the request already.
+      // Aborted as its turn came, or its request cancelled a moment before (got's 'close' comes a tick
+      // after): got has ended the request already, and does not look again before it sends a hop.
       ending.signal?.throwIfAborted();
+      if (hopOf?.destroyed) throw new Error('got ended the request while its redirect waited in the queue');
       const result = await send();
-      if (isRequest(result)) result.once('close', free);
+      if (isRequest(result)) {
+        result.once('close', free);
+        placeOf.set(result, free);
+      }
       // No request (a response from the caller's own `request` function): nothing of ours is in flight.
       else free();
       return result;
@@ -41,6 +46,18 @@ export async function sendWhenQueueHasRoom(
   } finally {
     ending.stop();
   }
+}
+
+/** The place each queued HTTP request holds, by the request: given back at its `'close'`, or earlier by {@link leaveQueue}. */
+const placeOf = new WeakMap<object, () => void>();
+
+/**
+ * Gives back the place of an HTTP request got has moved on from: at a redirect, got sends the hop at once
+ * while the 3xx's body may still be arriving (one that never ends would hold the place for good, and
+ * the hop would wait behind it forever). A request that holds no place is ignored.
+ */
+export function leaveQueue(request: object | undefined): void {
+  if (request !== undefined) placeOf.get(request)?.();
 }
 
 /**
