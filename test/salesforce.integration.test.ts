@@ -193,28 +193,6 @@ describe('a refresh that moves the org to another instance_url', () => {
   });
 });
 
-describe('a sign-in on another org while a request waits for its refresh', () => {
-  it("never sends a request built for the old org's instance to the new org's instance", async () => {
-    const oldOrg = await startOrg({ tokenEndpointLatencyMs: 300 });
-    const oldInstance = await startBrokenOrg(); // every session of the old org is invalid there now
-    const newOrg = await startOrg();
-    const signIn = oldOrg.issue();
-    const manager = createTokenManager({ tokens: { ...signIn, raw: { ...signIn.raw, instance_url: oldInstance.url } }, refresh: grantFor(oldOrg) });
-    const conn = await connectionOn(manager);
-    const otherOrg = newOrg.issue();
-    const otherSession = { ...otherOrg, raw: { ...otherOrg.raw, id: `${newOrg.url}/id/00D000000000002BBB/005000000000002BBB` } };
-    newOrg.resetStats();
-
-    const query = rejectionOf(conn.query(SOQL));
-    await vi.waitFor(() => expect(oldOrg.stats().tokenRequests).toBe(1));
-    await manager.setTokens(otherSession);
-    await query;
-
-    expect(newOrg.stats()).toMatchObject({ apiOk: 0, api401: 0 });
-    expect(oldInstance.requests.length).toBeGreaterThanOrEqual(1);
-  });
-});
-
 describe('replays after a refresh are capped at once', () => {
   /** A manager that refreshes at the embedded server but whose sessions live on `org`, which may reject them. */
   function managerOnBrokenOrg(server: OAuthServer, org: RejectingOrg): TokenManager {

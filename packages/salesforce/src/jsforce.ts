@@ -72,10 +72,8 @@ interface ConnectionState {
   handedRejections: number;
   /** A replay carrying this token was rejected, and nothing carrying it was accepted since. */
   rejectedOnReplay: string | undefined;
-  /** The instance URL a refresh moved the connection away from (its `instance_url` changed, same org). */
+  /** The instance URL a refresh moved the connection away from (its `instance_url` changed). */
   retiredInstanceUrl: string | undefined;
-  /** The org of the session the connection's token belongs to, when known (from its identity URL). */
-  sessionOrg: string | undefined;
 }
 
 const newState = (): ConnectionState => ({
@@ -88,7 +86,6 @@ const newState = (): ConnectionState => ({
   handedRejections: 0,
   rejectedOnReplay: undefined,
   retiredInstanceUrl: undefined,
-  sessionOrg: undefined,
 });
 
 const replayRejected = () =>
@@ -189,11 +186,6 @@ function moveToCurrentInstance(conn: JsforceConnection, state: ConnectionState, 
   }
 }
 
-/** The org of a session, from its identity URL (`…/id/<org id>/<user id>`), when it has one. */
-function orgOf(tokens: TokenSet): string | undefined {
-  return readSalesforceSession(tokens).identityUrl?.match(/\/id\/([^/]+)\/[^/]+\/?$/)?.[1];
-}
-
 /** Whether a refresh asked for by this connection must be refused; reads the state before any await. */
 function mustRefuse(state: ConnectionState, stale: string): boolean {
   if (state.rejectedOnReplay === stale) return true;
@@ -269,12 +261,8 @@ export function jsforceRefreshFn(manager: TokenManager): JsforceRefreshFn {
       if (tokens) return tokens;
       throw new TokenRelayError(ErrorCode.NO_TOKENS, 'The token manager holds no tokens; call setTokens() after sign-in');
     }
-    const current = await manager.getTokens();
-    if (current?.accessToken === stale) {
-      if (refuse) throw replayRejected();
-      state.sessionOrg = orgOf(current);
-    }
-    // A newer token in the manager is taken without a token call, even when refused.
+    // A newer token in the manager is taken without a token call even then.
+    if (refuse && (await manager.getTokens())?.accessToken === stale) throw replayRejected();
     return manager.refresh({ staleAccessToken: stale });
   }
 
@@ -292,14 +280,10 @@ export function jsforceRefreshFn(manager: TokenManager): JsforceRefreshFn {
     nextTokens(conn, connectionState)
       .then((tokens) => {
         const { instanceUrl } = readSalesforceSession(tokens);
-        const org = orgOf(tokens);
         if (instanceUrl !== undefined && instanceUrl !== conn.instanceUrl) {
-          // Requests built for the old instance follow their org to its new one, never to another org's
-          // instance (a sign-in of another user or org meanwhile): a pending write must not land there.
-          connectionState.retiredInstanceUrl = org !== undefined && org === connectionState.sessionOrg ? conn.instanceUrl : undefined;
+          connectionState.retiredInstanceUrl = conn.instanceUrl;
           conn.instanceUrl = instanceUrl;
         }
-        connectionState.sessionOrg = org;
         if (connectionState.handed !== tokens.accessToken) {
           connectionState.handed = tokens.accessToken;
           connectionState.handedAnswered = false;
