@@ -174,25 +174,6 @@ describe('jsforceRefreshFn with real jsforce Connections', () => {
   });
 });
 
-describe('a refresh that moves the org to another instance_url', () => {
-  it('sends the query that asked for it, and the queries that waited for it, to the new instance with the new token', async () => {
-    const server = await startOrg({ tokenEndpointLatencyMs: 50 });
-    const retired = await startBrokenOrg(); // the old instance: every session is invalid there now
-    const signIn = server.issue();
-    const manager = createTokenManager({ tokens: { ...signIn, raw: { ...signIn.raw, instance_url: retired.url } }, refresh: grantFor(server) });
-    const conn = await connectionOn(manager);
-
-    const results = await Promise.all(Array.from({ length: 5 }, () => conn.query(SOQL)));
-
-    expect(results.every((result) => result.totalSize === 1)).toBe(true);
-    expect(conn.instanceUrl).toBe(server.url);
-    expect(server.stats().tokenRequests).toBe(1);
-    // Each query reached the old instance at most once, with the token it was built with.
-    expect(retired.requests.every((request) => request.accessToken === signIn.accessToken)).toBe(true);
-    expect(retired.requests.length).toBeLessThanOrEqual(5);
-  });
-});
-
 describe('replays after a refresh are capped at once', () => {
   /** A manager that refreshes at the embedded server but whose sessions live on `org`, which may reject them. */
   function managerOnBrokenOrg(server: OAuthServer, org: RejectingOrg): TokenManager {

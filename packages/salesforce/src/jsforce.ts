@@ -72,8 +72,6 @@ interface ConnectionState {
   handedRejections: number;
   /** A replay carrying this token was rejected, and nothing carrying it was accepted since. */
   rejectedOnReplay: string | undefined;
-  /** The instance URL a refresh moved the connection away from (its `instance_url` changed). */
-  retiredInstanceUrl: string | undefined;
 }
 
 const newState = (): ConnectionState => ({
@@ -85,7 +83,6 @@ const newState = (): ConnectionState => ({
   handedAccepted: false,
   handedRejections: 0,
   rejectedOnReplay: undefined,
-  retiredInstanceUrl: undefined,
 });
 
 const replayRejected = () =>
@@ -141,7 +138,6 @@ function observeTransport(conn: JsforceConnection, state: ConnectionState): void
     // jsforce resends a rejected replay without asking for a refresh when another refresh ended
     // meanwhile. Thrown synchronously, this fails that call before anything is sent.
     if (state.exhausted.has(request)) throw replayRejected();
-    moveToCurrentInstance(conn, state, request);
     // jsforce puts conn.accessToken into the request (header, SOAP envelope) just before sending.
     const token = conn.accessToken ?? undefined;
     const replay = state.sent.has(request) || (token !== undefined && token === state.handed && !state.handedAnswered);
@@ -172,20 +168,6 @@ function observeTransport(conn: JsforceConnection, state: ConnectionState): void
   state.transport = transport;
 }
 
-/**
- * jsforce builds a request's absolute URL once, from the instance URL of that moment, and sends the same
- * request object again after a refresh (its replay, and the requests that waited for the refresh). A
- * request built for the instance a refresh moved the connection away from goes to the new one: the new
- * session is not valid at the old instance.
- */
-function moveToCurrentInstance(conn: JsforceConnection, state: ConnectionState, request: { url?: unknown }): void {
-  const retired = state.retiredInstanceUrl;
-  const { url } = request;
-  if (retired !== undefined && typeof url === 'string' && url.startsWith(`${retired}/`)) {
-    request.url = conn.instanceUrl + url.slice(retired.length);
-  }
-}
-
 /** Whether a refresh asked for by this connection must be refused; reads the state before any await. */
 function mustRefuse(state: ConnectionState, stale: string): boolean {
   if (state.rejectedOnReplay === stale) return true;
@@ -203,8 +185,7 @@ function mustRefuse(state: ConnectionState, stale: string): boolean {
  * - Otherwise the manager refreshes (one token call however many connections ask at once).
  * - jsforce then sets `conn.accessToken`, emits `'refresh'(accessToken, response)` (see
  *   {@link SalesforceTokenResponse}) and replays the request; this bridge also sets
- *   `conn.instanceUrl` from the token response's `instance_url`, and sends the replay (and the
- *   requests that waited for the refresh), built for the old instance, to the new one.
+ *   `conn.instanceUrl` from the token response's `instance_url`.
  *
  * Replays are capped at once. jsforce replays a rejected request after every refresh with no
  * limit (`HttpApi.request` → `SessionRefreshDelegate.refresh` → `this.request(request)`, recursively),
@@ -280,10 +261,7 @@ export function jsforceRefreshFn(manager: TokenManager): JsforceRefreshFn {
     nextTokens(conn, connectionState)
       .then((tokens) => {
         const { instanceUrl } = readSalesforceSession(tokens);
-        if (instanceUrl !== undefined && instanceUrl !== conn.instanceUrl) {
-          connectionState.retiredInstanceUrl = conn.instanceUrl;
-          conn.instanceUrl = instanceUrl;
-        }
+        if (instanceUrl !== undefined) conn.instanceUrl = instanceUrl;
         if (connectionState.handed !== tokens.accessToken) {
           connectionState.handed = tokens.accessToken;
           connectionState.handedAnswered = false;
