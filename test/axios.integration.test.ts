@@ -1,15 +1,20 @@
 import { createHash } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
+import { inspect } from 'node:util';
 import { attachTokenRelay } from '@tokenrelay/axios';
 import { ErrorCode, createTokenManager, isTokenRelayError, type TokenManager } from '@tokenrelay/core';
 import { salesforceFixtures, startOAuthServer, type OAuthServer, type OAuthServerOptions } from '@tokenrelay/testing';
-import axios, { AxiosError } from 'axios';
+import axios, { AxiosError, type CreateAxiosDefaults } from 'axios';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { defaultClientGrant } from './helpers/default-client-grant.js';
 
 const servers: OAuthServer[] = [];
+const closers: Array<() => Promise<void>> = [];
 
 afterEach(async () => {
+  await Promise.all(closers.splice(0).map((close) => close()));
   await Promise.all(servers.splice(0).map((server) => server.close()));
 });
 
@@ -219,5 +224,50 @@ describe('attachTokenRelay: where the bearer goes, against the embedded OAuth se
     expect((error as AxiosError).response?.status).toBe(401);
     expect(server.stats().tokenRequests).toBe(0);
     expect(server.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual([undefined]);
+  });
+});
+
+describe('attachTokenRelay: what logging an AxiosError shows, against real sockets', () => {
+  const accessToken = 'access-token-never-logged';
+
+  /** A server on 127.0.0.1 that answers 500 at once, except `/slow`, which never answers. */
+  async function startApi() {
+    const api = createServer((request, response) => {
+      if (request.url === '/slow') return;
+      response.writeHead(500).end('boom');
+    });
+    await new Promise<void>((listening) => api.listen(0, '127.0.0.1', listening));
+    const url = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    closers.push(() => new Promise<void>((closed) => (api.closeAllConnections(), api.close(() => closed()))));
+    return url;
+  }
+
+  function instanceOn(url: string, options: CreateAxiosDefaults = {}) {
+    const instance = axios.create({ baseURL: url, proxy: false, ...options });
+    attachTokenRelay(instance, createTokenManager({ tokens: { accessToken, refreshToken: 'r0' }, refresh: async () => ({ accessToken: 'two' }) }));
+    return instance;
+  }
+
+  /** Everything a logger could print of the error: its JSON, and Node's inspection at any depth. */
+  const shown = (error: unknown) => `${JSON.stringify(error)}\n${inspect(error, { depth: Infinity })}`;
+
+  it.each([
+    ['a 500', (url: string) => instanceOn(url).get('/boom')],
+    ['a 500 with redirects off', (url: string) => instanceOn(url, { maxRedirects: 0 }).get('/boom')],
+    ['a timeout', (url: string) => instanceOn(url, { timeout: 200 }).get('/slow')],
+    ['an abort in flight', (url: string) => instanceOn(url).get('/slow', { signal: AbortSignal.timeout(200) })],
+    ['a refused connection', (url: string) => instanceOn(url.replace(/:\d+$/, ':1')).get('/boom')],
+    ['a refused connection with redirects off', (url: string) => instanceOn(url.replace(/:\d+$/, ':1'), { maxRedirects: 0 }).get('/boom')],
+  ])('leaves the access token out of the AxiosError of %s, and its request still there to read', async (_what, send) => {
+    const url = await startApi();
+
+    const error = await send(url).then(
+      () => expect.unreachable('the request should have failed'),
+      (failed: unknown) => failed as AxiosError,
+    );
+
+    expect(error.isAxiosError).toBe(true);
+    expect(shown(error)).not.toContain(accessToken);
+    expect(error.request).toBeDefined();
   });
 });

@@ -152,7 +152,7 @@ function hasAuthorization(headers: InternalAxiosRequestConfig['headers']): boole
 }
 
 /** An AxiosError of a request we authorized. */
-function isOurAxiosError(error: unknown): error is { config: TrackedConfig; request?: unknown } {
+function isOurAxiosError(error: unknown): error is { config: TrackedConfig; response?: unknown } {
   const candidate = error as { isAxiosError?: unknown; config?: TrackedConfig } | null;
   return candidate?.isAxiosError === true && candidate.config?.[ticketKey] !== undefined;
 }
@@ -338,17 +338,18 @@ export function attachTokenRelay(
   );
 
   /**
-   * An AxiosError the caller gets is often logged: it keeps no token of ours, neither in its config
-   * (a retry of that config is authorized anew) nor in the request the adapter sent — Node's
-   * ClientRequest keeps its raw header block, which `console.log(error)` prints; a fetch adapter's
-   * `Request` keeps its headers.
+   * An AxiosError the caller gets is often logged: it shows no token of ours. Its config loses our
+   * header (its ticket stays: a retry of that config is authorized anew, and a replay is never
+   * replayed again); what the adapter sent (`request`: Node's ClientRequest with its raw header
+   * block, follow-redirects' request with its options, a fetch `Request`) stays readable, but out of
+   * what logging the error or its response prints.
    */
-  const forgetOurBearer = (error: { config: TrackedConfig; request?: unknown }) => {
-    removeOurBearer(error.config);
-    const { request } = error;
-    if (typeof Request === 'function' && request instanceof Request) request.headers.delete('Authorization');
-    else if (typeof (request as { _header?: unknown } | null)?._header === 'string') {
-      Object.defineProperty(request, '_header', { enumerable: false });
+  const forgetOurBearer = (error: { config: TrackedConfig; response?: unknown }) => {
+    const { config } = error;
+    const ticket = config[ticketKey];
+    if (ticket && config.headers.get('Authorization') === bearerAuthorization(ticket.accessToken, manager.tokenType)) config.headers.delete('Authorization');
+    for (const owner of [error, error.response]) {
+      if (owner && Object.hasOwn(owner, 'request')) Object.defineProperty(owner, 'request', { enumerable: false });
     }
   };
 
