@@ -6,6 +6,7 @@
  */
 import type {
   AfterResponseHook,
+  BeforeErrorHook,
   BeforeRedirectHook,
   BeforeRequestHook,
   NormalizedOptions,
@@ -23,8 +24,7 @@ import {
   type TokenManager,
 } from '@tokenrelay/core';
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
-import { leaveQueue, sendWhenQueueHasRoom } from './queue.js';
-import { aroundRequestFunction, unwrapRequestFunction } from './request-function.js';
+import { gotQueueing, leaveQueue } from './queue.js';
 
 /** Options of {@link tokenRelayHooks}. */
 export interface TokenRelayGotOptions {
@@ -72,13 +72,14 @@ export interface TokenRelayGotHooks {
   beforeRequest: BeforeRequestHook[];
   beforeRedirect: BeforeRedirectHook[];
   afterResponse: AfterResponseHook[];
+  beforeError: BeforeErrorHook[];
 }
 
-/** The bearer an attempt carries: its access token (the stale token a refresh replaces) and `Authorization` value. */
-interface Bearer {
-  accessToken: string;
-  authorization: string;
-}
+/**
+ * The access token we put on a request, kept in got's per-request `context`: it tells our bearer
+ * from an `Authorization` header of the caller's own, and is the stale token a refresh replaces.
+ */
+const sentAccessToken = 'tokenRelayAccessToken';
 
 /**
  * Marks, in got's per-request `context`, a request released by a refresh (one that waited for it, or
@@ -102,10 +103,8 @@ const releasedByRefresh = 'tokenRelayReleasedByRefresh';
  *   with a `CONFIGURATION_ERROR` (got's `RequestError` whose `cause` is it) naming the doors that do.
  * - If the refresh fails, the request fails with got's `RequestError` whose `cause` is the
  *   `TokenRelayError` (and whose `code` is its code): `findTokenRelayError(error)` returns it.
- * - got's errors carry the request's options (`error.options`, enumerable, in their JSON too), and
- *   got makes some of them without any hook (an aborted `signal`, `AbortSignal.timeout()`,
- *   `promise.cancel()`): our bearer is never in those options, only on the wire (it goes on as got
- *   creates the HTTP request), so logging a got error never shows it; a caller's own `Authorization` stays.
+ * - got's errors carry the request's options (`error.options`, enumerable, in their JSON too): our
+ *   bearer is taken out of them, so logging one never shows it; a caller's own `Authorization` stays.
  *
  * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid.
  * @example
@@ -125,82 +124,83 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   /** got's request of each redirect hop (by the hop's options): got sends a hop without looking whether it was cancelled meanwhile. */
   const requestOfHop = new WeakMap<NormalizedOptions, GotRequest>();
-  /**
-   * The bearer of each attempt (by its options), chosen by `beforeRequest`. Kept here, not in the
-   * options: got puts them on its errors, some of which no hook of ours sees.
-   */
-  const bearerOf = new WeakMap<object, Bearer>();
+  const queueing = queue && gotQueueing(queue, (hop) => requestOfHop.get(hop));
 
-  /**
-   * The last `beforeRequest` hook of every attempt (appended once to the request's own hooks, which got
-   * runs in order, one added meanwhile included, and copies to a retry and a redirect hop): it gives got
-   * a `request` function that puts the attempt's bearer on the HTTP request as got creates it, and for
-   * a request released by a refresh waits for the queue. Being last, it wraps whatever `request`
-   * function the hooks before it left, and sees an `Authorization` a later hook set.
-   */
-  const onTheWire: BeforeRequestHook = (request) => {
-    // A later hook gave the request an `Authorization` of its own: it goes as it is.
-    if (request.headers.authorization !== undefined) bearerOf.delete(request);
-    const bearer = bearerOf.get(request);
-    const queued = queue !== undefined && request.context[releasedByRefresh] === true;
-    if (bearer === undefined && !queued) return unwrapRequestFunction(request);
-    aroundRequestFunction(request, (create) => {
-      const send = () => create(bearer && { authorization: bearer.authorization });
-      return queued ? sendWhenQueueHasRoom(request, queue, requestOfHop.get(request), send) : send();
-    });
+  /** Is the request's `Authorization` header the caller's own (not one we put there)? */
+  const hasOwnAuthorization = (request: Pick<NormalizedOptions, 'headers' | 'context'>) => {
+    const authorization = request.headers.authorization;
+    const ours = request.context[sentAccessToken];
+    return authorization !== undefined && (typeof ours !== 'string' || authorization !== bearerAuthorization(ours, manager.tokenType));
+  };
+  const withoutOurBearer = (request: Pick<NormalizedOptions, 'headers' | 'context'>) => {
+    if (!hasOwnAuthorization(request)) delete request.headers.authorization;
+    delete request.context[sentAccessToken];
   };
 
   const beforeRequest: BeforeRequestHook = async (request) => {
-    const hooks = request.hooks.beforeRequest;
-    if (!hooks.includes(onTheWire)) hooks.push(onTheWire);
+    // Every attempt of a request released by a refresh goes through the queue, wherever it goes.
+    if (queueing && request.context[releasedByRefresh] === true) queueing.queueEveryAttempt(request);
     const url = urlOf(request.url);
-    // Any `Authorization` in got's options is the caller's own: ours is never put there.
-    if (url === undefined || !mayCarryBearer(url) || request.headers.authorization !== undefined) return;
+    if (url === undefined || !mayCarryBearer(url) || hasOwnAuthorization(request)) return;
     let accessToken = manager.currentAccessToken();
     if (accessToken === undefined) {
       accessToken = await accessTokenIfSignedIn(manager, { signal: request.signal });
       // A hop of a request cancelled (promise.cancel()) while it waited: got would send it still. The error goes nowhere.
       if (requestOfHop.get(request)?.destroyed) throw new Error('got ended the request while its redirect waited for a token');
-      // Signed out: no bearer, and not released by a refresh, so not queued.
-      if (accessToken === undefined) return;
-      // Every attempt of a request released by a refresh goes through the queue, wherever it goes.
-      if (queue) request.context[releasedByRefresh] = true;
+      // Signed out: not released by a refresh, so not queued.
+      if (accessToken === undefined) return withoutOurBearer(request);
+      if (queueing) {
+        request.context[releasedByRefresh] = true;
+        queueing.queueEveryAttempt(request);
+      }
     }
     const authorization = bearerAuthorization(accessToken, manager.tokenType);
     // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
     const unsupported = dpopUnsupported('tokenRelayHooks', authorization);
     if (unsupported) throw unsupported;
-    bearerOf.set(request, { accessToken, authorization });
+    request.headers.authorization = authorization;
+    request.context[sentAccessToken] = accessToken;
   };
 
-  // got follows redirects itself; `beforeRequest` gives each hop a bearer only where it may go.
+  // got follows redirects itself, with the same headers: the bearer goes on only where it may.
   const beforeRedirect: BeforeRedirectHook = (request, response) => {
     requestOfHop.set(request, response.request);
     // got leaves the 3xx behind (its body drains on its own): the place its HTTP request held goes to the hop.
     // (Node sets `req` on the response of every client request; its typings leave it out.)
     leaveQueue((response as { req?: object }).req);
+    const url = urlOf(request.url);
+    if (url === undefined || !mayCarryBearer(url)) withoutOurBearer(request);
   };
 
   const afterResponse: AfterResponseHook = async (response, retryWithMergedOptions) => {
     const request = response.request.options;
-    const tokenUsed = bearerOf.get(request)?.accessToken;
-    if (tokenUsed === undefined || response.statusCode < 400) return response;
+    const tokenUsed = request.context[sentAccessToken];
+    if (typeof tokenUsed !== 'string' || response.statusCode < 400) return response;
     const answeredBy = urlOf(response.url);
     if (answeredBy === undefined || !mayCarryBearer(answeredBy)) return response;
     if (!(await shouldRefresh(failedResponse(response, answeredBy)))) return response;
+    let accessToken: string;
     try {
-      await manager.refresh({ staleAccessToken: tokenUsed, signal: request.signal });
+      ({ accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal: request.signal }));
     } catch (error) {
       // Signed out meanwhile: the caller gets the server's answer as it is.
       if (isSignedOut(error)) return response;
       throw error;
     }
     if (!isReplayable(request.body)) return response;
-    // The replay's `beforeRequest` gives it the refreshed token.
-    return retryWithMergedOptions(queue ? { context: { [releasedByRefresh]: true } } : {});
+    return retryWithMergedOptions({
+      headers: { authorization: bearerAuthorization(accessToken, manager.tokenType) },
+      context: { [sentAccessToken]: accessToken, ...(queue && { [releasedByRefresh]: true }) },
+    });
   };
 
-  return { beforeRequest: [beforeRequest], beforeRedirect: [beforeRedirect], afterResponse: [afterResponse] };
+  // The options of a got error are the request's, and go wherever the error is logged: without our bearer.
+  const beforeError: BeforeErrorHook = (error) => {
+    if (error.options) withoutOurBearer(error.options);
+    return error;
+  };
+
+  return { beforeRequest: [beforeRequest], beforeRedirect: [beforeRedirect], afterResponse: [afterResponse], beforeError: [beforeError] };
 }
 
 /** The request's URL: got's own `URL` as it is (nothing of ours changes it), a string parsed. */
