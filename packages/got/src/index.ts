@@ -50,8 +50,9 @@ export interface TokenRelayGotOptions {
    * requests released by a refresh do not hit the API in one burst. Every HTTP request got sends for
    * such a request (got's retries of it and its redirect hops included) takes a place when got
    * creates it, after every `beforeRequest` hook, and holds it until it closes (answered, failed,
-   * reset, aborted, cancelled, or ended by got's retry or redirect), so the queue's concurrency
-   * bounds them in flight; between two of them (a retry's backoff, a redirect) none is held.
+   * reset, aborted, cancelled, or ended by got's retry) or got leaves it for a redirect's next hop
+   * (whose 3xx body may still drain), so the queue's concurrency bounds them in flight; between
+   * two of them (a retry's backoff, a redirect) none is held.
    * Requests that did not wait go out at once, unqueued. A request whose `signal` aborts leaves the
    * queue at once, and so does a redirect hop whose request is cancelled; got tells hooks nothing of
    * a `promise.cancel()` before the first HTTP request exists, so a request cancelled while it waits
