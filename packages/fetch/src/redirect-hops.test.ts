@@ -79,8 +79,12 @@ function relayFetch() {
   return withTokenRelay(fetch, manager, { origins: [api] });
 }
 
-/** What a hit shows of the request's members, without the bearer only the wrapper adds. */
-const membersSeen = (seen: Hit[]) => seen.map(({ path, method, referer, cacheControl, pragma, body }) => ({ path, method, referer, cacheControl, pragma, body }));
+/**
+ * What a hit shows of the request's members, without the bearer only the wrapper adds, and without the
+ * `Referer`: Node's own fetch sends a Request's referrer under undici 6 (Node 20, 22) and not under
+ * undici 7 (Node 24), while the wrapper always sends the one the caller gave; the tests check it apart.
+ */
+const membersSeen = (seen: Hit[]) => seen.map(({ path, method, cacheControl, pragma, body }) => ({ path, method, cacheControl, pragma, body }));
 
 /** The hits of `send`, and what it resolved or rejected with, for `fetch` itself and for the wrapper. */
 async function sentByBoth(send: (fetchImpl: typeof fetch) => Promise<Response>) {
@@ -104,7 +108,7 @@ describe('a Request the caller sends without an init', () => {
   it.each([
     ['outside a browser', undefined],
     ['in a browser, which follows redirects itself', 'browser'],
-  ])("goes with its own referrer and referrer policy beside the bearer %s, as fetch sends it", async (_where, build) => {
+  ])("goes with its own referrer and referrer policy beside the bearer %s, otherwise as fetch sends it", async (_where, build) => {
     if (build) vi.stubGlobal('location', { origin: api, href: `${api}/app` });
     const { byFetch, byWrapper, fetchHits, wrapperHits } = await sentByBoth((fetchImpl) =>
       fetchImpl(new Request(`${api}/ok`, { referrer: `${api}/page`, referrerPolicy: 'unsafe-url' })),
@@ -117,7 +121,7 @@ describe('a Request the caller sends without an init', () => {
 });
 
 describe('the requests of a redirect that the wrapper follows hop by hop, against fetch following it', () => {
-  it("keeps a Request's referrer, referrer policy and cache mode on every hop, as fetch does", async () => {
+  it("keeps a Request's referrer, referrer policy and cache mode on every hop, otherwise as fetch sends them", async () => {
     const { byFetch, byWrapper, fetchHits, wrapperHits } = await sentByBoth((fetchImpl) =>
       fetchImpl(new Request(`${api}${chain(302, 307)}`, { referrer: `${api}/page`, referrerPolicy: 'unsafe-url', cache: 'no-store' })),
     );
@@ -162,8 +166,7 @@ describe('the requests of a redirect that the wrapper follows hop by hop, agains
     ['a stronger hash function with no value', (good: string) => `${good} sha512-`],
     ['a stronger hash function with a value that is no base64', (good: string) => `${good} sha512-!!!!`],
     ['a value followed by more than its padding', (good: string) => `${good}=junk`],
-    ['options after its value', (good: string) => `${good}?opt=1`],
-    ['a hash function in upper case', (good: string) => good.replace('sha256', 'SHA256')],
+    ['a value with more padding than base64 has', (good: string) => `${good}===`],
   ])('reads integrity metadata with %s as fetch does', async (_what, metadata) => {
     const send = (fetchImpl: typeof fetch) => fetchImpl(`${api}${chain(301, 308)}`, { integrity: metadata(integrityOf('ok')) });
     const { byFetch, byWrapper } = await sentByBoth(send);

@@ -166,14 +166,15 @@ function firstHop(input: string | Request, init: FetchInit, bodyCopy: Request | 
  * hop, the chain goes without the metadata, which fetch would check against every redirect's body.
  */
 async function checkIntegrity(response: Response, metadata: string): Promise<Response> {
-  // As Node's fetch parses it: every token that names a known hash function counts, whatever its value (an
-  // empty or garbled one, options after `?` included, then never matches).
-  const digests = metadata.split(/\s+/).flatMap((expression) => {
+  // As Subresource Integrity parses it (and undici 7): every token that names a known hash function counts,
+  // whatever its value (an empty or garbled one then never matches); options after `?` are left out.
+  const digests = metadata.split(/\s+/).flatMap((token) => {
+    const [expression = ''] = token.split('?');
     const dash = expression.indexOf('-');
     const hash = expression.slice(0, dash).toLowerCase();
     if (dash < 0 || !integrityHashes.includes(hash)) return [];
-    // base64 or base64url, without its padding
-    return [{ hash, digest: expression.slice(dash + 1).replace(/=+$/, '').replace(/-/g, '+').replace(/_/g, '/') }];
+    // base64 or base64url, without its padding (two `=` at most)
+    return [{ hash, digest: expression.slice(dash + 1).replace(/={1,2}$/, '').replace(/-/g, '+').replace(/_/g, '/') }];
   });
   const strongest = integrityHashes[Math.max(...digests.map(({ hash }) => integrityHashes.indexOf(hash)))];
   if (strongest === undefined) return response;
