@@ -68,8 +68,11 @@ function client(manager: TokenManager, queue: PQueue | undefined, options: Exten
   return got.extend({ prefixUrl: baseUrl, hooks: tokenRelayHooks(manager, { origins: [baseUrl], queue }), retry: { limit: 0 } }, options);
 }
 
+/** How long a test waits for a state the server or the queue reaches: generous, for a loaded 2-core CI machine. */
+const patience = { timeout: 5_000 };
+
 /** Every place of `queue` given back, and none waiting. */
-const queueIsEmpty = (queue: PQueue) => vi.waitFor(() => expect([queue.pending, queue.size]).toEqual([0, 0]));
+const queueIsEmpty = (queue: PQueue) => vi.waitFor(() => expect([queue.pending, queue.size]).toEqual([0, 0]), patience);
 
 describe('tokenRelayHooks with a queue (p-queue)', () => {
   it('sends the requests a refresh released through the queue, never more than its concurrency in flight at the server', async () => {
@@ -108,7 +111,7 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     const api = client(manager, queue);
 
     const answers = Array.from({ length: 20 }, (_, i) => api.get(`items/${i}`).text());
-    await vi.waitFor(() => expect([paths.length, inFlight, refreshes()]).toEqual([20, 0, 1]));
+    await vi.waitFor(() => expect([paths.length, inFlight, refreshes()]).toEqual([20, 0, 1]), patience);
     expect(add).not.toHaveBeenCalled();
     maxInFlight = 0;
     release();
@@ -194,7 +197,7 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     release();
 
     expect((await read.toArray()).join('')).toBe('ok');
-    await vi.waitFor(() => expect(paths).toEqual(['/items/1', '/hang']));
+    await vi.waitFor(() => expect(paths).toEqual(['/items/1', '/hang']), patience);
     expect(queue.pending).toBe(1);
     destroyed.destroy();
     expect((await last.toArray()).join('')).toBe('ok');
@@ -210,7 +213,7 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     const first = api.get('hang', { signal: signals.first ?? new AbortController().signal });
     const second = api.get('items/2', { signal: signals.second ?? new AbortController().signal });
     release();
-    await vi.waitFor(() => expect(paths).toEqual(['/hang']));
+    await vi.waitFor(() => expect(paths).toEqual(['/hang']), patience);
     return { queue, first, second };
   }
 
@@ -227,7 +230,7 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     release();
 
     // The first request's place went to the one waiting behind it, which holds it: the next request of the first waits its turn.
-    await vi.waitFor(() => expect([paths, queue.size]).toEqual([sent.slice(0, 2), 1]));
+    await vi.waitFor(() => expect([paths, queue.size]).toEqual([sent.slice(0, 2), 1]), patience);
     answerHeld();
     expect(await first).toBe('ok');
     expect(await waiting).toBe('ok');
@@ -254,7 +257,7 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     const moved = api.get('moved', { signal: new AbortController().signal });
     const waiting = api.get('held', { signal: new AbortController().signal }).text();
     release();
-    await vi.waitFor(() => expect([paths, queue.size]).toEqual([['/moved', '/held'], 1]));
+    await vi.waitFor(() => expect([paths, queue.size]).toEqual([['/moved', '/held'], 1]), patience);
 
     moved.cancel();
     await expect(moved).rejects.toMatchObject({ name: 'CancelError' });
@@ -270,13 +273,13 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     const api = client(manager, queue);
     // Sent with a fresh token, unqueued; its token expires before the hop, which waits for the refresh.
     const moved = api.get('moved', { hooks: { beforeRedirect: [() => manager.setTokens(expired)] } });
-    await vi.waitFor(() => expect(refreshes()).toBe(1));
+    await vi.waitFor(() => expect(refreshes()).toBe(1), patience);
     const waiting = api.get('held').text();
     moved.cancel();
     await expect(moved).rejects.toMatchObject({ name: 'CancelError' });
     release();
 
-    await vi.waitFor(() => expect(paths).toEqual(['/moved', '/held']));
+    await vi.waitFor(() => expect(paths).toEqual(['/moved', '/held']), patience);
     answerHeld();
     expect(await waiting).toBe('ok');
     await queueIsEmpty(queue);
@@ -300,7 +303,7 @@ describe('tokenRelayHooks with a queue (p-queue)', () => {
     const second = api.get('items/2', { signal: new AbortController().signal }).text();
     release();
 
-    await vi.waitFor(() => expect([paths, queue.size]).toEqual([['/held'], 1]));
+    await vi.waitFor(() => expect([paths, queue.size]).toEqual([['/held'], 1]), patience);
     answerHeld();
     expect([await first, await second]).toEqual(['ok', 'ok']);
     expect(ownRequest).toHaveBeenCalledTimes(2);
@@ -359,7 +362,7 @@ describe('tokenRelayHooks and a request cancelled while its hop waits', () => {
     const sent = vi.fn<RequestFunction>((url, options, callback) => httpRequest(url, options, callback));
     // Sent with a fresh token; its token expires before the hop, which waits for the refresh.
     const moved = api.get('moved', { request: sent, hooks: { beforeRedirect: [() => manager.setTokens(expired)] } });
-    await vi.waitFor(() => expect(refreshes()).toBe(1));
+    await vi.waitFor(() => expect(refreshes()).toBe(1), patience);
     // Waits for the same refresh after the hop, so it is answered only after the hop would have been sent.
     const after = api.get('items/2').text();
     moved.cancel();
