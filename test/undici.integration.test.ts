@@ -331,15 +331,20 @@ describe('tokenRelayInterceptor below the redirect interceptor (composed after i
 });
 
 describe('tokenRelayInterceptor and the WWW-Authenticate of a 401', () => {
-  it("reads every WWW-Authenticate header a 401 carries, as fetch's Headers and Node's http do: no refresh for one that names another error than invalid_token (undici 6 and 7, fetch)", async () => {
-    const tokenServer = await startServer();
+  /** An API on 127.0.0.1 that answers every request 401 with two WWW-Authenticate lines, the second naming another error than invalid_token; its URL. */
+  async function apiWithTwoChallenges(): Promise<string> {
     const api = createServer((_request, response) => {
       response.setHeader('www-authenticate', ['Basic realm="api"', 'Bearer error="invalid_request"']);
       response.writeHead(401).end();
     });
     rawServers.push(api);
     await new Promise<void>((listening) => api.listen(0, '127.0.0.1', listening));
-    const url = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    return `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+  }
+
+  it("reads every WWW-Authenticate header a 401 carries, as fetch's Headers and Node's http do: no refresh for one that names another error than invalid_token (undici 6 and 7, fetch)", async () => {
+    const tokenServer = await startServer();
+    const url = await apiWithTwoChallenges();
     const manager = createTokenManager({ tokens: tokenServer.issue(), refresh: defaultClientGrant(tokenServer) });
     const interceptor = tokenRelayInterceptor(manager, { origins: [url] });
     undici.setGlobalDispatcher(originalDispatcher.compose(interceptor));
@@ -359,13 +364,7 @@ describe('tokenRelayInterceptor and the WWW-Authenticate of a 401', () => {
 
   it("shows shouldRefresh a repeated header's lines joined with ', ', as fetch's Headers does, under undici 6 and 7 alike, an undici 7 interceptor below it included", async () => {
     const tokenServer = await startServer();
-    const api = createServer((_request, response) => {
-      response.setHeader('www-authenticate', ['Basic realm="api"', 'Bearer error="invalid_request"']);
-      response.writeHead(401).end();
-    });
-    rawServers.push(api);
-    await new Promise<void>((listening) => api.listen(0, '127.0.0.1', listening));
-    const url = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    const url = await apiWithTwoChallenges();
     const seen: (string | undefined)[] = [];
     const manager = createTokenManager({ tokens: tokenServer.issue(), refresh: defaultClientGrant(tokenServer) });
     const interceptor = tokenRelayInterceptor(manager, { origins: [url], shouldRefresh: (response) => (seen.push(response.header('www-authenticate')), false) });
