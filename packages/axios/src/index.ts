@@ -203,9 +203,13 @@ export function attachTokenRelay(
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   let attached = true;
 
-  const removeOurBearer = (config: TrackedConfig) => {
+  /** Deletes the `Authorization` header when it is the bearer we set (a caller's own stays). */
+  const deleteOurHeader = (config: TrackedConfig) => {
     const ticket = config[ticketKey];
     if (ticket && config.headers.get('Authorization') === bearerAuthorization(ticket.accessToken, manager.tokenType)) config.headers.delete('Authorization');
+  };
+  const removeOurBearer = (config: TrackedConfig) => {
+    deleteOurHeader(config);
     delete config[ticketKey];
   };
 
@@ -345,9 +349,7 @@ export function attachTokenRelay(
    * what logging the error or its response prints.
    */
   const forgetOurBearer = (error: { config: TrackedConfig; response?: unknown }) => {
-    const { config } = error;
-    const ticket = config[ticketKey];
-    if (ticket && config.headers.get('Authorization') === bearerAuthorization(ticket.accessToken, manager.tokenType)) config.headers.delete('Authorization');
+    deleteOurHeader(error.config);
     for (const owner of [error, error.response]) {
       if (owner && Object.hasOwn(owner, 'request')) Object.defineProperty(owner, 'request', { enumerable: false });
     }
