@@ -159,12 +159,13 @@ export function generationLock(filePath: string, lockDirectory: string, timing: 
     // The heartbeat goes through the open handle, so it only ever touches this generation's file, and
     // it writes rather than sets the mtime, so the kernel's clock dates it, not this process's.
     // It also looks at the directory: a process that took over means this lock is lost.
+    const beat = () => handle.write(owner, 0, owner.length, 0).catch(() => undefined);
     const renew = setInterval(() => {
       heartbeat = heartbeat.then(async () => {
         if (released || lost.signal.aborted) return;
         const ours = await isOurs().catch(() => true);
         if (!ours) return loseLock();
-        await handle.write(owner, 0, owner.length, 0).catch(() => undefined);
+        await beat();
       });
     }, leaseMs / 3);
     // Renewal alone must never keep a process alive.
@@ -177,7 +178,9 @@ export function generationLock(filePath: string, lockDirectory: string, timing: 
         // for a whole lease from now rather than from its last heartbeat. The lock's signal learns a loss here
         // too: no later step of the holder needs to find it out again.
         if (!lost.signal.aborted) {
-          await handle.write(owner, 0, owner.length, 0).catch(() => undefined);
+          // In the heartbeats' chain, which release() waits for.
+          heartbeat = heartbeat.then(beat);
+          await heartbeat;
           if (!(await isOurs())) loseLock();
         }
         if (lost.signal.aborted) throw lost.signal.reason;
