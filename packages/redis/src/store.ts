@@ -342,13 +342,21 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
         return;
       }
       if (released) return;
+      if (applyRenewal(renewed, startedAt)) schedule();
+    }
+    /**
+     * Takes a renewal's answer: extends the lease when the lock was still ours and renewed within a
+     * lease of the last renewal; otherwise (another owner, or none, or a whole lease without a
+     * renewal: the lock is, or may be, someone else's) loses it. Returns whether it is held.
+     */
+    function applyRenewal(renewed: number, startedAt: number): boolean {
       if (renewed === 1 && startedAt - renewedAt < leaseMs) {
         renewedAt = startedAt;
         lock.leaseEnd = startedAt + leaseMs;
-        schedule();
-        return;
+        return true;
       }
       lose();
+      return false;
     }
     schedule();
     return {
@@ -364,13 +372,7 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
           } catch (error) {
             throw redisError(`Could not check the refresh lock "${lockKey}"`, error);
           }
-          if (renewed === 1 && startedAt - renewedAt < leaseMs) {
-            renewedAt = startedAt;
-            lock.leaseEnd = startedAt + leaseMs;
-          } else {
-            // Another owner, or none, or a whole lease without a renewal: the lock is (or may be) someone else's.
-            lose();
-          }
+          applyRenewal(renewed, startedAt);
         }
         if (lock.lost.signal.aborted) throw lock.lost.signal.reason;
       },
