@@ -24,7 +24,7 @@ import {
   type TokenManager,
 } from '@tokenrelay/core';
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
-import { gotQueueing, leaveQueue } from './queue.js';
+import { gotQueueing, hopOfEndedRequest, leaveQueue } from './queue.js';
 
 /** Options of {@link tokenRelayHooks}. */
 export interface TokenRelayGotOptions {
@@ -147,7 +147,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     if (accessToken === undefined) {
       accessToken = await accessTokenIfSignedIn(manager, { signal: request.signal });
       // A hop of a request cancelled (promise.cancel()) while it waited: got would send it still. The error goes nowhere.
-      if (requestOfHop.get(request)?.destroyed) throw new Error('got ended the request while its redirect waited for a token');
+      if (requestOfHop.get(request)?.destroyed) throw hopOfEndedRequest('for a token');
       // Signed out: not released by a refresh, so not queued.
       if (accessToken === undefined) return withoutOurBearer(request);
       if (queueing) {

@@ -67,6 +67,9 @@ function sendThroughQueue(options: NormalizedOptions, queue: RequestQueue, hopOf
 type RequestResult = ReturnType<RequestFunction>;
 type Sent = NonNullable<Awaited<RequestResult>>;
 
+/** Why a redirect hop is not sent: got ended the request it belongs to (cancelled, destroyed) while the hop waited `for`. */
+export const hopOfEndedRequest = (waitedFor: string) => new Error(`got ended the request while its redirect waited ${waitedFor}`);
+
 /** The place each queued HTTP request holds, by the request: given back at its `'close'`, or earlier by {@link leaveQueue}. */
 const placeOf = new WeakMap<object, () => void>();
 
@@ -93,7 +96,7 @@ async function sendWhenQueueHasRoom(
       // Aborted as its turn came, or its request cancelled a moment before (got's 'close' comes a tick
       // after): got has ended the request already, and does not look again before it sends a hop.
       ending.signal?.throwIfAborted();
-      if (hopOf?.destroyed) throw new Error('got ended the request while its redirect waited in the queue');
+      if (hopOf?.destroyed) throw hopOfEndedRequest('in the queue');
       // A `request` function of the caller's may answer `undefined` for got's own: created here, so its close is seen.
       const result = (await create()) ?? (await fallback());
       // As got's own call would fail: no request function for this URL.
@@ -121,7 +124,7 @@ async function sendWhenQueueHasRoom(
 function endOfWait(signal: AbortSignal | undefined, hopOf: GotRequest | undefined): { signal: AbortSignal | undefined; stop(): void } {
   if (hopOf === undefined) return { signal, stop: () => {} };
   const ended = new AbortController();
-  const end = () => ended.abort(signal?.aborted ? signal.reason : new Error('got ended the request while its redirect waited in the queue'));
+  const end = () => ended.abort(signal?.aborted ? signal.reason : hopOfEndedRequest('in the queue'));
   if (signal?.aborted || hopOf.destroyed) end();
   signal?.addEventListener('abort', end);
   hopOf.once('close', end);
