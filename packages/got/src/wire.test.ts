@@ -1,0 +1,161 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createTokenManager, type TokenManager } from '@tokenrelay/core';
+import got, { type BeforeRequestHook, type RequestError } from 'got';
+import type PQueue from 'p-queue';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { tokenRelayHooks } from './index.js';
+
+/**
+ * A server on 127.0.0.1 that records the `Authorization` of every request it gets. `/hang` is never
+ * answered (it ends when the client goes); anything else answers with the `Authorization`: 200, or
+ * 401 (an expired token) when `accepts` names the only one it takes and this is another.
+ */
+async function startServer({ accepts }: { accepts?: string } = {}) {
+  const seen: string[] = [];
+  const server = createServer((request, response) => {
+    const authorization = request.headers.authorization ?? 'none';
+    seen.push(`${request.url} ${authorization}`);
+    if (request.url === '/hang') return;
+    const refused = accepts !== undefined && authorization !== accepts;
+    response.writeHead(refused ? 401 : 200, refused ? { 'www-authenticate': 'Bearer error="invalid_token"' } : {}).end(authorization);
+  });
+  await new Promise<void>((listening) => server.listen(0, '127.0.0.1', listening));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const close = () => {
+    server.closeAllConnections();
+    return new Promise<void>((closed) => server.close(() => closed()));
+  };
+  running.push(close);
+  return { url, seen, close };
+}
+
+const running: (() => Promise<void>)[] = [];
+afterEach(() => Promise.all(running.splice(0).map((close) => close())));
+
+/** How long a test waits for a state the server reaches: generous, for a loaded 2-core CI machine. */
+const patience = { timeout: 5_000 };
+
+const freshManager = (accessToken = 'v2', tokenEndpoint?: string) =>
+  createTokenManager({
+    tokens: { accessToken, refreshToken: 'r1', expiresAt: Date.now() + 3_600_000 },
+    refresh: Object.assign(async () => ({ accessToken: 'v3' }), { tokenEndpoint }),
+    retry: false,
+  });
+
+/** A `beforeRequest` hook, run after ours, that sends the request to `url` instead. */
+const retargetTo =
+  (url: string): BeforeRequestHook =>
+  (options) => {
+    options.url = new URL(url);
+  };
+
+describe('tokenRelayHooks and a later beforeRequest hook that changes the URL', () => {
+  it('keeps the bearer on a request a later hook retargets to another origin it may go to', async () => {
+    const api = await startServer();
+    const other = await startServer();
+    const client = got.extend({ hooks: tokenRelayHooks(freshManager(), { origins: [api.url, other.url] }) }, { hooks: { beforeRequest: [retargetTo(`${other.url}/x`)] } });
+
+    expect(await client.get(`${api.url}/me`).text()).toBe('Bearer v2');
+    expect(other.seen).toEqual(['/x Bearer v2']);
+  });
+
+  it('keeps the bearer on the retries and redirect hops of a request it sent', async () => {
+    let attempts = 0;
+    const api = createServer((request, response) => {
+      if (request.url === '/moved') return response.writeHead(302, { location: '/flaky' }).end();
+      if (++attempts === 1) return response.writeHead(503).end();
+      response.end(request.headers.authorization ?? 'none');
+    });
+    await new Promise<void>((listening) => api.listen(0, '127.0.0.1', listening));
+    const url = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    running.push(() => new Promise<void>((closed) => api.close(() => closed())));
+    const client = got.extend({ hooks: tokenRelayHooks(freshManager(), { origins: [url] }), retry: { limit: 1, backoffLimit: 1 } });
+
+    expect(await client.get(`${url}/moved`).text()).toBe('Bearer v2');
+    expect(attempts).toBe(2);
+  });
+});
+
+describe('tokenRelayHooks and the Authorization of others', () => {
+  it('gives each of two tokenRelayHooks on one got instance its own origins and token, with one token call each', async () => {
+    const first = await startServer({ accepts: 'Bearer v2' });
+    const second = await startServer({ accepts: 'Bearer v2' });
+    const expired = { accessToken: 'v1', refreshToken: 'r1', expiresAt: Date.now() - 1_000 };
+    let refreshes = 0;
+    const managerWith = (accessToken: string) =>
+      createTokenManager({ tokens: { ...expired, accessToken }, refresh: async () => (refreshes++, { accessToken: 'v2' }), retry: false });
+    const client = got.extend(
+      { hooks: tokenRelayHooks(managerWith('v1'), { origins: [first.url] }) },
+      { hooks: tokenRelayHooks(managerWith('w1'), { origins: [second.url] }), retry: { limit: 0 } },
+    );
+
+    const answers = await Promise.all([1, 2, 3].flatMap((i) => [client.get(`${first.url}/${i}`).text(), client.get(`${second.url}/${i}`).text()]));
+
+    expect(answers).toEqual(Array(6).fill('Bearer v2'));
+    expect(refreshes).toBe(2);
+    expect([...first.seen, ...second.seen].every((seen) => seen.endsWith(' Bearer v2'))).toBe(true);
+  });
+
+  it('replays, after one token call each, the requests of two tokenRelayHooks on one got instance whose tokens expired', async () => {
+    const first = await startServer({ accepts: 'Bearer v2' });
+    const second = await startServer({ accepts: 'Bearer v2' });
+    let refreshes = 0;
+    const managerWith = (accessToken: string) =>
+      createTokenManager({ tokens: { accessToken, refreshToken: 'r1' }, refresh: async () => (refreshes++, { accessToken: 'v2' }), retry: false });
+    const client = got.extend(
+      { hooks: tokenRelayHooks(managerWith('v1'), { origins: [first.url] }) },
+      { hooks: tokenRelayHooks(managerWith('w1'), { origins: [second.url] }), retry: { limit: 0 } },
+    );
+
+    expect(await client.get(`${first.url}/a`).text()).toBe('Bearer v2');
+    expect(await client.get(`${second.url}/b`).text()).toBe('Bearer v2');
+    expect(refreshes).toBe(2);
+    expect(first.seen).toEqual(['/a Bearer v1', '/a Bearer v2']);
+    expect(second.seen).toEqual(['/b Bearer w1', '/b Bearer v2']);
+  });
+
+  it('lets an Authorization a later beforeRequest hook sets win over our bearer', async () => {
+    const api = await startServer();
+    const own: BeforeRequestHook = (options) => {
+      options.headers.authorization = 'Basic later';
+    };
+    const client = got.extend({ hooks: tokenRelayHooks(freshManager(), { origins: [api.url] }) }, { hooks: { beforeRequest: [own] } });
+
+    expect(await client.get(`${api.url}/me`).text()).toBe('Basic later');
+  });
+
+  it("lets a caller's Authorization merged into the options win over our bearer", async () => {
+    const api = await startServer();
+    const client = got.extend({ hooks: tokenRelayHooks(freshManager(), { origins: [api.url] }) }).extend({ headers: { authorization: 'Basic merged' } });
+
+    expect(await client.get(`${api.url}/me`).text()).toBe('Basic merged');
+    expect(await client.get(`${api.url}/me`, { headers: { authorization: 'Basic mine' } }).text()).toBe('Basic mine');
+  });
+});
+
+const failureOf = (request: Promise<unknown>) =>
+  request.then(
+    () => Promise.reject(new Error('expected a rejection')),
+    (error: unknown) => error as RequestError,
+  );
+
+describe("got's errors that run no beforeError hook (an aborted signal, AbortSignal.timeout, promise.cancel())", () => {
+  const client = (manager: TokenManager, url: string, queue?: PQueue) =>
+    got.extend({ hooks: tokenRelayHooks(manager, { origins: [url], queue }), retry: { limit: 0 } });
+
+  /** Until the server has got `count` requests. */
+  const arrived = (server: { seen: string[] }, count = 1) => vi.waitFor(() => expect(server.seen).toHaveLength(count), patience);
+
+  it("keeps the caller's own Authorization in the error of a request cancelled in flight", async () => {
+    const api = await startServer();
+    const request = client(freshManager('access-token-one'), api.url).get(`${api.url}/hang`, { headers: { authorization: 'Basic mine' } });
+    const failure = failureOf(request);
+    await arrived(api);
+    request.cancel();
+
+    const error = await failure;
+    expect(api.seen).toEqual(['/hang Basic mine']);
+    expect(error.options.headers.authorization).toBe('Basic mine');
+  });
+});
