@@ -24,14 +24,15 @@ import {
   type TokenManager,
 } from '@tokenrelay/core';
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
-import { gotQueueing, hopOfEndedRequest, leaveQueue } from './queue.js';
+import { createThrough, runLast } from './attempt.js';
+import { hopOfEndedRequest, leaveQueue, sendWhenQueueHasRoom } from './queue.js';
 
 /** Options of {@link tokenRelayHooks}. */
 export interface TokenRelayGotOptions {
   /**
    * Where the bearer token may be sent: origins (`https://api.example.com`) or a predicate on the
    * request URL. Requests elsewhere go untouched; the token endpoint never gets it, and a redirect
-   * to a URL outside `origins` leaves without it.
+   * to a URL outside `origins`, or a request a later `beforeRequest` hook sends there, leaves without it.
    * @example
    * ```ts
    * origins: ['https://api.example.com']
@@ -94,6 +95,8 @@ const releasedByRefresh = 'tokenRelayReleasedByRefresh';
  * failed for an expired token.
  *
  * - Requests elsewhere, and requests with an `Authorization` header of their own, go untouched.
+ * - The final URL decides: a last step of ours runs after every other `beforeRequest` hook, so a request that
+ *   a later hook sends where the bearer may not go leaves without it (and one whose `Authorization` it set, with that).
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer comes back as it is.
  * - Bodies got can send again (none, a string, a `Buffer`, `json`, `form`) are replayed; a stream
  *   or an iterable is never sent twice: the tokens are refreshed and the caller gets the failure.
@@ -125,7 +128,6 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   /** got's request of each redirect hop (by the hop's options): got sends a hop without looking whether it was cancelled meanwhile. */
   const requestOfHop = new WeakMap<NormalizedOptions, GotRequest>();
-  const queueing = queue && gotQueueing(queue, (hop) => requestOfHop.get(hop));
 
   /** Is the request's `Authorization` header the caller's own (not one we put there)? */
   const hasOwnAuthorization = (request: Pick<NormalizedOptions, 'headers' | 'context'>) => {
@@ -138,9 +140,22 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     delete request.context[sentAccessToken];
   };
 
+  /**
+   * Our last step on every HTTP request of a request we put the bearer on, or that a refresh released
+   * (see runLast). There the URL is final: a bearer that a later hook sent where it may not go comes off.
+   * With the `queue`, a request a refresh released is created when the queue has room.
+   */
+  const lastStep: BeforeRequestHook = (request) => {
+    const url = urlOf(request.url);
+    if (url === undefined || !mayCarryBearer(url)) withoutOurBearer(request);
+    if (queue !== undefined && request.context[releasedByRefresh] === true) {
+      createThrough(request, (create) => sendWhenQueueHasRoom(request, queue, requestOfHop.get(request), create));
+    }
+  };
+
   const beforeRequest: BeforeRequestHook = async (request) => {
     // Every attempt of a request released by a refresh goes through the queue, wherever it goes.
-    if (queueing && request.context[releasedByRefresh] === true) queueing.queueEveryAttempt(request);
+    if (request.context[releasedByRefresh] === true) runLast(request, lastStep);
     const url = urlOf(request.url);
     if (url === undefined || !mayCarryBearer(url) || hasOwnAuthorization(request)) return;
     let accessToken = manager.currentAccessToken();
@@ -150,10 +165,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
       if (requestOfHop.get(request)?.destroyed) throw hopOfEndedRequest('for a token');
       // Signed out: not released by a refresh, so not queued.
       if (accessToken === undefined) return withoutOurBearer(request);
-      if (queueing) {
-        request.context[releasedByRefresh] = true;
-        queueing.queueEveryAttempt(request);
-      }
+      if (queue) request.context[releasedByRefresh] = true;
     }
     const authorization = bearerAuthorization(accessToken, manager.tokenType);
     // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
@@ -161,6 +173,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     if (unsupported) throw unsupported;
     request.headers.authorization = authorization;
     request.context[sentAccessToken] = accessToken;
+    runLast(request, lastStep);
   };
 
   // got follows redirects itself, with the same headers: the bearer goes on only where it may.

@@ -51,6 +51,37 @@ const retargetTo =
   };
 
 describe('tokenRelayHooks and a later beforeRequest hook that changes the URL', () => {
+  it('sends no bearer to another origin a later hook retargets the request to', async () => {
+    const api = await startServer();
+    const elsewhere = await startServer();
+    const client = got.extend({ hooks: tokenRelayHooks(freshManager(), { origins: [api.url] }) }, { hooks: { beforeRequest: [retargetTo(`${elsewhere.url}/x`)] } });
+
+    expect(await client.get(`${api.url}/me`).text()).toBe('none');
+    expect(elsewhere.seen).toEqual(['/x none']);
+    expect(api.seen).toEqual([]);
+  });
+
+  it('sends no bearer to another origin a later hook reaches by changing prefixUrl', async () => {
+    const api = await startServer();
+    const elsewhere = await startServer();
+    const retarget: BeforeRequestHook = (options) => {
+      options.prefixUrl = `${elsewhere.url}/`;
+    };
+    const client = got.extend({ prefixUrl: api.url, hooks: tokenRelayHooks(freshManager(), { origins: [api.url] }) }, { hooks: { beforeRequest: [retarget] } });
+
+    expect(await client.get('me?page=2').text()).toBe('none');
+    expect(elsewhere.seen).toEqual(['/me?page=2 none']);
+  });
+
+  it("sends no bearer to the token endpoint on the API's origin that a later hook retargets the request to", async () => {
+    const api = await startServer();
+    const manager = freshManager('v2', `${api.url}/oauth/token`);
+    const client = got.extend({ hooks: tokenRelayHooks(manager, { origins: [api.url] }) }, { hooks: { beforeRequest: [retargetTo(`${api.url}/oauth/token`)] } });
+
+    expect(await client.post(`${api.url}/me`, { body: 'x' }).text()).toBe('none');
+    expect(api.seen).toEqual(['/oauth/token none']);
+  });
+
   it('keeps the bearer on a request a later hook retargets to another origin it may go to', async () => {
     const api = await startServer();
     const other = await startServer();
