@@ -78,10 +78,20 @@ export interface TokenRelayGotHooks {
 }
 
 /**
- * The access token we put on a request, kept in got's per-request `context`: it tells our bearer
- * from an `Authorization` header of the caller's own, and is the stale token a refresh replaces.
+ * The access token we put on a request, kept in got's per-request `context` (which got copies to a retry
+ * and a redirect hop, and which its errors show): it tells our bearer from an `Authorization` header of
+ * the caller's own, and is the stale token a refresh replaces. Its value is a private field, so logging
+ * an error (JSON or `util.inspect`) shows `{}` or `SentAccessToken {}`, never the token.
  */
-const sentAccessToken = 'tokenRelayAccessToken';
+class SentAccessToken {
+  readonly #value: string;
+  constructor(value: string) {
+    this.#value = value;
+  }
+  get value(): string {
+    return this.#value;
+  }
+}
 
 /**
  * Marks, in got's per-request `context`, a request released by a refresh (one that waited for it, or
@@ -107,8 +117,11 @@ const releasedByRefresh = 'tokenRelayReleasedByRefresh';
  *   with a `CONFIGURATION_ERROR` (got's `RequestError` whose `cause` is it) naming the doors that do.
  * - If the refresh fails, the request fails with got's `RequestError` whose `cause` is the
  *   `TokenRelayError` (and whose `code` is its code): `findTokenRelayError(error)` returns it.
- * - got's errors carry the request's options (`error.options`, enumerable, in their JSON too): our
- *   bearer is taken out of them, so logging one never shows it; a caller's own `Authorization` stays.
+ * - got's errors carry the request's options (`error.options`, enumerable, in their JSON too): our bearer
+ *   leaves them once got hands the headers over to create the HTTP request, and `beforeError` takes it out
+ *   too; the token sent is kept in `context` out of JSON's and `util.inspect`'s sight. So logging one never
+ *   shows it, the errors got makes without `beforeError` (an aborted `signal`, `AbortSignal.timeout(ms)`,
+ *   `promise.cancel()`) included; a caller's own `Authorization` stays.
  *
  * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid.
  * @example
@@ -128,29 +141,44 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   /** got's request of each redirect hop (by the hop's options): got sends a hop without looking whether it was cancelled meanwhile. */
   const requestOfHop = new WeakMap<NormalizedOptions, GotRequest>();
+  /** Where these hooks keep the access token they sent, in the request's `context`: a key of their own, so two sets never read each other's. */
+  const sentAccessToken = Symbol('tokenRelayAccessToken');
 
-  /** Is the request's `Authorization` header the caller's own (not one we put there)? */
-  const hasOwnAuthorization = (request: Pick<NormalizedOptions, 'headers' | 'context'>) => {
-    const authorization = request.headers.authorization;
-    const ours = request.context[sentAccessToken];
-    return authorization !== undefined && (typeof ours !== 'string' || authorization !== bearerAuthorization(ours, manager.tokenType));
+  type RequestOptions = Pick<NormalizedOptions, 'headers' | 'context'>;
+  const contextOf = (request: RequestOptions) => request.context as Record<symbol, SentAccessToken | undefined>;
+  const tokenSentWith = (request: RequestOptions) => contextOf(request)[sentAccessToken]?.value;
+  /** Is the request's `Authorization` header the bearer we put there? */
+  const carriesOurBearer = (request: RequestOptions) => {
+    const ours = tokenSentWith(request);
+    return ours !== undefined && request.headers.authorization === bearerAuthorization(ours, manager.tokenType);
   };
-  const withoutOurBearer = (request: Pick<NormalizedOptions, 'headers' | 'context'>) => {
-    if (!hasOwnAuthorization(request)) delete request.headers.authorization;
-    delete request.context[sentAccessToken];
+  /** Is the request's `Authorization` header the caller's own (not one we put there)? */
+  const hasOwnAuthorization = (request: RequestOptions) => request.headers.authorization !== undefined && !carriesOurBearer(request);
+  const withoutOurBearerHeader = (request: RequestOptions) => {
+    if (carriesOurBearer(request)) delete request.headers.authorization;
+  };
+  const withoutOurBearer = (request: RequestOptions) => {
+    withoutOurBearerHeader(request);
+    delete contextOf(request)[sentAccessToken];
   };
 
   /**
    * Our last step on every HTTP request of a request we put the bearer on, or that a refresh released
    * (see runLast). There the URL is final: a bearer that a later hook sent where it may not go comes off.
-   * With the `queue`, a request a refresh released is created when the queue has room.
+   * Then, once got hands the headers over to create the HTTP request, our bearer leaves got's options: got
+   * makes the errors of an aborted `signal` and of `promise.cancel()` from them without any `beforeError`
+   * hook. Our `beforeRequest` puts it back on every retry and redirect hop. With the `queue`, a request a
+   * refresh released is created when the queue has room.
    */
   const lastStep: BeforeRequestHook = (request) => {
     const url = urlOf(request.url);
     if (url === undefined || !mayCarryBearer(url)) withoutOurBearer(request);
-    if (queue !== undefined && request.context[releasedByRefresh] === true) {
-      createThrough(request, (create) => sendWhenQueueHasRoom(request, queue, requestOfHop.get(request), create));
-    }
+    const released = queue !== undefined && request.context[releasedByRefresh] === true;
+    createThrough(
+      request,
+      () => withoutOurBearerHeader(request),
+      released ? (create) => sendWhenQueueHasRoom(request, queue, requestOfHop.get(request), create) : undefined,
+    );
   };
 
   const beforeRequest: BeforeRequestHook = async (request) => {
@@ -172,7 +200,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     const unsupported = dpopUnsupported('tokenRelayHooks', authorization);
     if (unsupported) throw unsupported;
     request.headers.authorization = authorization;
-    request.context[sentAccessToken] = accessToken;
+    contextOf(request)[sentAccessToken] = new SentAccessToken(accessToken);
     runLast(request, lastStep);
   };
 
@@ -188,24 +216,21 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
 
   const afterResponse: AfterResponseHook = async (response, retryWithMergedOptions) => {
     const request = response.request.options;
-    const tokenUsed = request.context[sentAccessToken];
-    if (typeof tokenUsed !== 'string' || response.statusCode < 400) return response;
+    const tokenUsed = tokenSentWith(request);
+    if (tokenUsed === undefined || response.statusCode < 400) return response;
     const answeredBy = urlOf(response.url);
     if (answeredBy === undefined || !mayCarryBearer(answeredBy)) return response;
     if (!(await shouldRefresh(failedResponse(response, answeredBy)))) return response;
-    let accessToken: string;
     try {
-      ({ accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal: request.signal }));
+      await manager.refresh({ staleAccessToken: tokenUsed, signal: request.signal });
     } catch (error) {
       // Signed out meanwhile: the caller gets the server's answer as it is.
       if (isSignedOut(error)) return response;
       throw error;
     }
     if (!isReplayable(request.body)) return response;
-    return retryWithMergedOptions({
-      headers: { authorization: bearerAuthorization(accessToken, manager.tokenType) },
-      context: { [sentAccessToken]: accessToken, ...(queue && { [releasedByRefresh]: true }) },
-    });
+    // Our beforeRequest puts the new token on the replay, as on every attempt.
+    return retryWithMergedOptions(queue ? { context: { [releasedByRefresh]: true } } : {});
   };
 
   // The options of a got error are the request's, and go wherever the error is logged: without our bearer.

@@ -1,8 +1,9 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { inspect } from 'node:util';
 import { createTokenManager, type TokenManager } from '@tokenrelay/core';
 import got, { type BeforeRequestHook, type RequestError } from 'got';
-import type PQueue from 'p-queue';
+import PQueue from 'p-queue';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { tokenRelayHooks } from './index.js';
 
@@ -165,6 +166,10 @@ describe('tokenRelayHooks and the Authorization of others', () => {
   });
 });
 
+/** How an error of got's shows when it is logged: as JSON and inspected. */
+const logged = (error: unknown) => `${JSON.stringify(error)}\n${inspect(error, { depth: 6 })}`;
+
+/** The request's error: it must reject. */
 const failureOf = (request: Promise<unknown>) =>
   request.then(
     () => Promise.reject(new Error('expected a rejection')),
@@ -177,6 +182,104 @@ describe("got's errors that run no beforeError hook (an aborted signal, AbortSig
 
   /** Until the server has got `count` requests. */
   const arrived = (server: { seen: string[] }, count = 1) => vi.waitFor(() => expect(server.seen).toHaveLength(count), patience);
+
+  /** A manager whose token is `access-token-one` (expired if `expired`); its refresh waits for `release()`, then answers `access-token-two`. */
+  function gatedManager({ expired = false } = {}) {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let refreshes = 0;
+    const manager = createTokenManager({
+      tokens: { accessToken: 'access-token-one', refreshToken: 'r1', ...(expired && { expiresAt: Date.now() - 1_000 }) },
+      refresh: async () => {
+        refreshes++;
+        await gate;
+        return { accessToken: 'access-token-two', expiresAt: Date.now() + 3_600_000 };
+      },
+      retry: false,
+    });
+    return { manager, release, refreshes: () => refreshes };
+  }
+
+  it('leaves no access token of ours in the error of a request whose signal aborts in flight', async () => {
+    const api = await startServer();
+    const controller = new AbortController();
+    const failure = failureOf(client(freshManager('access-token-one'), api.url).get(`${api.url}/hang`, { signal: controller.signal }));
+    await arrived(api);
+    controller.abort();
+
+    const error = await failure;
+    expect(error.name).toBe('AbortError');
+    expect(api.seen).toEqual(['/hang Bearer access-token-one']);
+    expect(logged(error)).not.toContain('access-token-one');
+  });
+
+  it('leaves no access token of ours in the error of a request whose signal aborts while it waits for a refresh', async () => {
+    const api = await startServer({ accepts: 'Bearer access-token-two' });
+    const { manager, refreshes } = gatedManager();
+    const controller = new AbortController();
+    const failure = failureOf(client(manager, api.url).get(`${api.url}/me`, { signal: controller.signal }));
+    await vi.waitFor(() => expect(refreshes()).toBe(1), patience);
+    controller.abort();
+
+    const error = await failure;
+    expect(error.name).toBe('AbortError');
+    expect(api.seen).toEqual(['/me Bearer access-token-one']);
+    expect(logged(error)).not.toContain('access-token-one');
+  });
+
+  it('leaves no access token of ours in the error of a request whose AbortSignal.timeout ends it', async () => {
+    const api = await startServer();
+    const failure = failureOf(client(freshManager('access-token-one'), api.url).get(`${api.url}/hang`, { signal: AbortSignal.timeout(300) }));
+    await arrived(api);
+
+    const error = await failure;
+    expect(error.name).toBe('TimeoutError');
+    expect(logged(error)).not.toContain('access-token-one');
+  });
+
+  it('leaves no access token of ours in the error of a request cancelled in flight', async () => {
+    const api = await startServer();
+    const request = client(freshManager('access-token-one'), api.url).get(`${api.url}/hang`);
+    const failure = failureOf(request);
+    await arrived(api);
+    request.cancel();
+
+    const error = await failure;
+    expect(error.name).toBe('CancelError');
+    expect(logged(error)).not.toContain('access-token-one');
+  });
+
+  it('leaves no access token of ours in the error of a request cancelled while it waits for a refresh', async () => {
+    const api = await startServer({ accepts: 'Bearer access-token-two' });
+    const { manager, refreshes } = gatedManager();
+    const request = client(manager, api.url).get(`${api.url}/me`);
+    const failure = failureOf(request);
+    await vi.waitFor(() => expect(refreshes()).toBe(1), patience);
+    request.cancel();
+
+    const error = await failure;
+    expect(error.name).toBe('CancelError');
+    expect(logged(error)).not.toContain('access-token-one');
+  });
+
+  it('leaves no access token of ours in the error of a released request whose signal aborts while it waits in the queue', async () => {
+    const api = await startServer();
+    const { manager, release } = gatedManager({ expired: true });
+    const queued = client(manager, api.url, new PQueue({ concurrency: 1 }));
+    const controller = new AbortController();
+    const holding = queued.get(`${api.url}/hang`);
+    const failure = failureOf(queued.get(`${api.url}/me`, { signal: controller.signal }));
+    release();
+    await arrived(api);
+    controller.abort();
+
+    const error = await failure;
+    holding.cancel();
+    await holding.catch(() => {});
+    expect(error.name).toBe('AbortError');
+    expect(api.seen).toEqual(['/hang Bearer access-token-two']);
+    expect(logged(error)).not.toContain('access-token-two');
+  });
 
   it("keeps the caller's own Authorization in the error of a request cancelled in flight", async () => {
     const api = await startServer();
