@@ -229,11 +229,13 @@ describe("got's errors that run no beforeError hook (an aborted signal, AbortSig
 
   it('leaves no access token of ours in the error of a request whose AbortSignal.timeout ends it', async () => {
     const api = await startServer();
-    const failure = failureOf(client(freshManager('access-token-one'), api.url).get(`${api.url}/hang`, { signal: AbortSignal.timeout(300) }));
+    const failure = failureOf(client(freshManager('access-token-one'), api.url).get(`${api.url}/hang`, { signal: AbortSignal.timeout(1_000) }));
+    // Long enough for the request to be sent with our bearer first, on a loaded machine too.
     await arrived(api);
 
     const error = await failure;
     expect(error.name).toBe('TimeoutError');
+    expect(api.seen).toEqual(['/hang Bearer access-token-one']);
     expect(logged(error)).not.toContain('access-token-one');
   });
 
