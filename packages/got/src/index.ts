@@ -94,12 +94,6 @@ class SentAccessToken {
 }
 
 /**
- * Marks, in got's per-request `context`, a request released by a refresh (one that waited for it, or
- * a replay): got copies the context to its retries and redirect hops, which the `queue` takes too.
- */
-const releasedByRefresh = 'tokenRelayReleasedByRefresh';
-
-/**
  * got hooks that put `Authorization: Bearer <access token>` from `manager` on requests to `origins`,
  * and replay once, with got's `retryWithMergedOptions` after a (single-flight) refresh, a request that
  * failed for an expired token.
@@ -143,9 +137,15 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const requestOfHop = new WeakMap<NormalizedOptions, GotRequest>();
   /** Where these hooks keep the access token they sent, in the request's `context`: a key of their own, so two sets never read each other's. */
   const sentAccessToken = Symbol('tokenRelayAccessToken');
+  /**
+   * Marks, in got's per-request `context`, a request these hooks' refresh released (one that waited for it,
+   * or a replay): got copies the context to its retries and redirect hops, which the `queue` takes too.
+   * A key of their own: another set's released request goes through that set's queue only.
+   */
+  const releasedByRefresh = Symbol('tokenRelayReleasedByRefresh');
 
   type RequestOptions = Pick<NormalizedOptions, 'headers' | 'context'>;
-  const contextOf = (request: RequestOptions) => request.context as Record<symbol, SentAccessToken | undefined>;
+  const contextOf = (request: RequestOptions) => request.context as { [sentAccessToken]?: SentAccessToken; [releasedByRefresh]?: true };
   const tokenSentWith = (request: RequestOptions) => contextOf(request)[sentAccessToken]?.value;
   /** Is the request's `Authorization` header the bearer we put there? */
   const carriesOurBearer = (request: RequestOptions) => {
@@ -173,7 +173,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const lastStep: BeforeRequestHook = (request) => {
     const url = urlOf(request.url);
     if (url === undefined || !mayCarryBearer(url)) withoutOurBearer(request);
-    const released = queue !== undefined && request.context[releasedByRefresh] === true;
+    const released = queue !== undefined && contextOf(request)[releasedByRefresh] === true;
     createThrough(
       request,
       () => withoutOurBearerHeader(request),
@@ -183,7 +183,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
 
   const beforeRequest: BeforeRequestHook = async (request) => {
     // Every attempt of a request released by a refresh goes through the queue, wherever it goes.
-    if (request.context[releasedByRefresh] === true) runLast(request, lastStep);
+    if (contextOf(request)[releasedByRefresh] === true) runLast(request, lastStep);
     const url = urlOf(request.url);
     if (url === undefined || !mayCarryBearer(url) || hasOwnAuthorization(request)) return;
     let accessToken = manager.currentAccessToken();
@@ -193,7 +193,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
       if (requestOfHop.get(request)?.destroyed) throw hopOfEndedRequest('for a token');
       // Signed out: not released by a refresh, so not queued.
       if (accessToken === undefined) return withoutOurBearer(request);
-      if (queue) request.context[releasedByRefresh] = true;
+      if (queue) contextOf(request)[releasedByRefresh] = true;
     }
     const authorization = bearerAuthorization(accessToken, manager.tokenType);
     // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.

@@ -166,6 +166,51 @@ describe('tokenRelayHooks and the Authorization of others', () => {
   });
 });
 
+describe('two tokenRelayHooks on one got instance, each with a queue', () => {
+  /** `queue` counting the places taken in it. */
+  const counted = (queue: PQueue) => {
+    let places = 0;
+    const add = queue.add.bind(queue);
+    return Object.assign(queue, { add: ((task: () => unknown) => (places++, add(task))) as PQueue['add'], places: () => places });
+  };
+  const expiredManager = (accessToken: string) =>
+    createTokenManager({
+      tokens: { accessToken, refreshToken: 'r1', expiresAt: Date.now() - 1_000 },
+      refresh: async () => ({ accessToken: `${accessToken}-refreshed` }),
+      retry: false,
+    });
+
+  it('sends a request released by the first set through one place of a queue both sets share, never waiting for a second', async () => {
+    const first = await startServer();
+    const second = await startServer();
+    const queue = counted(new PQueue({ concurrency: 1 }));
+    const client = got.extend(
+      { hooks: tokenRelayHooks(expiredManager('v1'), { origins: [first.url], queue }) },
+      { hooks: tokenRelayHooks(freshManager('w1'), { origins: [second.url], queue }), retry: { limit: 0 } },
+    );
+
+    // The signal bounds a wait that would otherwise never end.
+    expect(await client.get(`${first.url}/x`, { signal: AbortSignal.timeout(5_000) }).text()).toBe('Bearer v1-refreshed');
+    expect(queue.places()).toBe(1);
+  });
+
+  it("sends each set's released requests through its own queue only", async () => {
+    const first = await startServer();
+    const second = await startServer();
+    const firstQueue = counted(new PQueue({ concurrency: 1 }));
+    const secondQueue = counted(new PQueue({ concurrency: 1 }));
+    const client = got.extend(
+      { hooks: tokenRelayHooks(expiredManager('v1'), { origins: [first.url], queue: firstQueue }) },
+      { hooks: tokenRelayHooks(expiredManager('w1'), { origins: [second.url], queue: secondQueue }), retry: { limit: 0 } },
+    );
+
+    expect(await client.get(`${first.url}/x`).text()).toBe('Bearer v1-refreshed');
+    expect([firstQueue.places(), secondQueue.places()]).toEqual([1, 0]);
+    expect(await client.get(`${second.url}/y`).text()).toBe('Bearer w1-refreshed');
+    expect([firstQueue.places(), secondQueue.places()]).toEqual([1, 1]);
+  });
+});
+
 /** How an error of got's shows when it is logged: as JSON and inspected. */
 const logged = (error: unknown) => `${JSON.stringify(error)}\n${inspect(error, { depth: 6 })}`;
 
