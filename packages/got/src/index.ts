@@ -172,7 +172,8 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
    */
   const lastStep: BeforeRequestHook = (request) => {
     const url = urlOf(request.url);
-    if (url === undefined || !mayCarryBearer(url)) withoutOurBearer(request);
+    // Where it may not go, or replaced or removed by a later hook: a 401 to it is no longer about our token.
+    if (url === undefined || !mayCarryBearer(url) || !carriesOurBearer(request)) withoutOurBearer(request);
     const released = queue !== undefined && contextOf(request)[releasedByRefresh] === true;
     createThrough(
       request,

@@ -44,6 +44,17 @@ const freshManager = (accessToken = 'v2', tokenEndpoint?: string) =>
     retry: false,
   });
 
+/** A manager like {@link freshManager}'s that counts its refreshes. */
+function countingManager(accessToken = 'v2') {
+  let refreshes = 0;
+  const manager = createTokenManager({
+    tokens: { accessToken, refreshToken: 'r1', expiresAt: Date.now() + 3_600_000 },
+    refresh: async () => (refreshes++, { accessToken: 'v3' }),
+    retry: false,
+  });
+  return { manager, refreshes: () => refreshes };
+}
+
 /** A `beforeRequest` hook, run after ours, that sends the request to `url` instead. */
 const retargetTo =
   (url: string): BeforeRequestHook =>
@@ -149,12 +160,44 @@ describe('tokenRelayHooks and the Authorization of others', () => {
 
   it('lets an Authorization a later beforeRequest hook sets win over our bearer', async () => {
     const api = await startServer();
+    const { manager, refreshes } = countingManager();
     const own: BeforeRequestHook = (options) => {
       options.headers.authorization = 'Basic later';
     };
-    const client = got.extend({ hooks: tokenRelayHooks(freshManager(), { origins: [api.url] }) }, { hooks: { beforeRequest: [own] } });
+    const client = got.extend({ hooks: tokenRelayHooks(manager, { origins: [api.url] }) }, { hooks: { beforeRequest: [own] } });
 
     expect(await client.get(`${api.url}/me`).text()).toBe('Basic later');
+    expect(refreshes()).toBe(0);
+    expect(api.seen).toEqual(['/me Basic later']);
+  });
+
+  it('neither refreshes nor replays when a 401 answers the Authorization a later beforeRequest hook set', async () => {
+    const api = await startServer({ accepts: 'Bearer v3' });
+    const { manager, refreshes } = countingManager();
+    const own: BeforeRequestHook = (options) => {
+      options.headers.authorization = 'Basic later';
+    };
+    const client = got.extend({ hooks: tokenRelayHooks(manager, { origins: [api.url] }), retry: { limit: 0 }, throwHttpErrors: false }, { hooks: { beforeRequest: [own] } });
+
+    expect((await client.get(`${api.url}/me`)).statusCode).toBe(401);
+    expect(refreshes()).toBe(0);
+    expect(api.seen).toEqual(['/me Basic later']);
+  });
+
+  it('neither refreshes nor replays when a 401 answers a request whose Authorization a later beforeRequest hook deleted', async () => {
+    const api = await startServer({ accepts: 'Bearer v3' });
+    const { manager, refreshes } = countingManager();
+    const withoutAuthorization: BeforeRequestHook = (options) => {
+      delete options.headers.authorization;
+    };
+    const client = got.extend(
+      { hooks: tokenRelayHooks(manager, { origins: [api.url] }), retry: { limit: 0 }, throwHttpErrors: false },
+      { hooks: { beforeRequest: [withoutAuthorization] } },
+    );
+
+    expect((await client.get(`${api.url}/me`)).statusCode).toBe(401);
+    expect(refreshes()).toBe(0);
+    expect(api.seen).toEqual(['/me none']);
   });
 
   it("lets a caller's Authorization merged into the options win over our bearer", async () => {
