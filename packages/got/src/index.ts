@@ -78,18 +78,23 @@ export interface TokenRelayGotHooks {
 }
 
 /**
- * The access token we put on a request, kept in got's per-request `context` (which got copies to a retry
- * and a redirect hop, and which its errors show): it tells our bearer from an `Authorization` header of
- * the caller's own, and is the stale token a refresh replaces. Its value is a private field, so logging
- * an error (JSON or `util.inspect`) shows `{}` or `SentAccessToken {}`, never the token.
+ * The bearer we put on a request, kept in got's per-request `context` (which got copies to a retry
+ * and a redirect hop, and which its errors show): the exact `Authorization` we set tells our bearer from one
+ * of others, and its access token is the stale one a refresh replaces. Both are private fields, so logging
+ * an error (JSON or `util.inspect`) shows `{}` or `SentBearer {}`, never the token.
  */
-class SentAccessToken {
-  readonly #value: string;
-  constructor(value: string) {
-    this.#value = value;
+class SentBearer {
+  readonly #accessToken: string;
+  readonly #authorization: string;
+  constructor(accessToken: string, authorization: string) {
+    this.#accessToken = accessToken;
+    this.#authorization = authorization;
   }
-  get value(): string {
-    return this.#value;
+  get accessToken(): string {
+    return this.#accessToken;
+  }
+  get authorization(): string {
+    return this.#authorization;
   }
 }
 
@@ -135,8 +140,8 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   /** got's request of each redirect hop (by the hop's options): got sends a hop without looking whether it was cancelled meanwhile. */
   const requestOfHop = new WeakMap<NormalizedOptions, GotRequest>();
-  /** Where these hooks keep the access token they sent, in the request's `context`: a key of their own, so two sets never read each other's. */
-  const sentAccessToken = Symbol('tokenRelayAccessToken');
+  /** Where these hooks keep the bearer they sent, in the request's `context`: a key of their own, so two sets never read each other's. */
+  const sentBearer = Symbol('tokenRelaySentBearer');
   /**
    * Marks, in got's per-request `context`, a request these hooks' refresh released (one that waited for it,
    * or a replay): got copies the context to its retries and redirect hops, which the `queue` takes too.
@@ -145,12 +150,12 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const releasedByRefresh = Symbol('tokenRelayReleasedByRefresh');
 
   type RequestOptions = Pick<NormalizedOptions, 'headers' | 'context'>;
-  const contextOf = (request: RequestOptions) => request.context as { [sentAccessToken]?: SentAccessToken; [releasedByRefresh]?: true };
-  const tokenSentWith = (request: RequestOptions) => contextOf(request)[sentAccessToken]?.value;
-  /** Is the request's `Authorization` header the bearer we put there? */
+  const contextOf = (request: RequestOptions) => request.context as { [sentBearer]?: SentBearer; [releasedByRefresh]?: true };
+  const tokenSentWith = (request: RequestOptions) => contextOf(request)[sentBearer]?.accessToken;
+  /** Is the request's `Authorization` header the very one we put there? */
   const carriesOurBearer = (request: RequestOptions) => {
-    const ours = tokenSentWith(request);
-    return ours !== undefined && request.headers.authorization === bearerAuthorization(ours, manager.tokenType);
+    const ours = contextOf(request)[sentBearer];
+    return ours !== undefined && request.headers.authorization === ours.authorization;
   };
   /** Is the request's `Authorization` header the caller's own (not one we put there)? */
   const hasOwnAuthorization = (request: RequestOptions) => request.headers.authorization !== undefined && !carriesOurBearer(request);
@@ -159,7 +164,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   };
   const withoutOurBearer = (request: RequestOptions) => {
     withoutOurBearerHeader(request);
-    delete contextOf(request)[sentAccessToken];
+    delete contextOf(request)[sentBearer];
   };
 
   /**
@@ -201,7 +206,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     const unsupported = dpopUnsupported('tokenRelayHooks', authorization);
     if (unsupported) throw unsupported;
     request.headers.authorization = authorization;
-    contextOf(request)[sentAccessToken] = new SentAccessToken(accessToken);
+    contextOf(request)[sentBearer] = new SentBearer(accessToken, authorization);
     runLast(request, lastStep);
   };
 

@@ -371,6 +371,22 @@ describe("got's errors that run no beforeError hook (an aborted signal, AbortSig
     expect(logged(error)).not.toContain('access-token-two');
   });
 
+  it('leaves no access token of ours in the error of a request whose token type changed while a later hook ran', async () => {
+    const api = await startServer();
+    const manager = freshManager('access-token-one');
+    // The session's token type changes between our beforeRequest and the request's creation; the bearer sent stays what it was.
+    const retyping: BeforeRequestHook = () => manager.setTokens({ accessToken: 'access-token-one', refreshToken: 'r1', tokenType: 'DPoP' });
+    const controller = new AbortController();
+    const retyped = got.extend(client(manager, api.url), { hooks: { beforeRequest: [retyping] } });
+    const failure = failureOf(retyped.get(`${api.url}/hang`, { signal: controller.signal }));
+    await arrived(api);
+    controller.abort();
+
+    const error = await failure;
+    expect(api.seen).toEqual(['/hang Bearer access-token-one']);
+    expect(logged(error)).not.toContain('access-token-one');
+  });
+
   it("keeps the caller's own Authorization in the error of a request cancelled in flight", async () => {
     const api = await startServer();
     const request = client(freshManager('access-token-one'), api.url).get(`${api.url}/hang`, { headers: { authorization: 'Basic mine' } });
