@@ -20,16 +20,16 @@ const replacedRequest = Symbol('tokenRelayReplacedRequest');
 
 type AttemptRequestFunction = RequestFunction & { [replacedRequest]: { request: RequestFunction | undefined; madeFor: NormalizedOptions } };
 
-/** How an attempt's HTTP request is created: `create()` makes it, at once or later (in a queue), and holds what it answers. */
-export type Creation = (create: () => RequestResult) => RequestResult;
+/** When an attempt's HTTP request is created: calls `create()`, which makes it, later (when a queue has room), and answers what it answers. */
+export type CreationSchedule = (create: () => RequestResult) => RequestResult;
 
 /**
  * Gives this attempt of `options` a `request` function of ours. When got calls it, the HTTP request is
  * created with the headers as they are at that moment, `handedOver()` is called (got's options may lose
- * what is on its way now), then `creation` creates it (at once if none). The function the hooks left
+ * what is on its way now), then `schedule` has it created (at once if none). The function the hooks left
  * (the caller's own, or got's when none) creates it, or got's fallback when that answers `undefined`.
  */
-export function createThrough(options: NormalizedOptions, handedOver: () => void, creation?: Creation): void {
+export function takeOverCreation(options: NormalizedOptions, handedOver: () => void, schedule?: CreationSchedule): void {
   const replaced = attemptsOwnRequest(options);
   const ours: AttemptRequestFunction = Object.assign(
     (url: Parameters<RequestFunction>[0], nativeOptions: Parameters<RequestFunction>[1], callback?: Parameters<RequestFunction>[2]) => {
@@ -38,7 +38,7 @@ export function createThrough(options: NormalizedOptions, handedOver: () => void
       const sentOptions = nativeOptions?.headers === options.headers ? { ...nativeOptions, headers: { ...nativeOptions.headers } } : nativeOptions;
       handedOver();
       const create = () => orFallback(options.getRequestFunction()?.(url, sentOptions, callback), () => options.getFallbackRequestFunction()?.(url, sentOptions, callback));
-      return creation ? creation(create) : create();
+      return schedule ? schedule(create) : create();
     },
     { [replacedRequest]: { request: replaced, madeFor: options } },
   );

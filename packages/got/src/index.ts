@@ -24,7 +24,8 @@ import {
   type TokenManager,
 } from '@tokenrelay/core';
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
-import { createThrough, runLast } from './attempt.js';
+import { runLast, takeOverCreation } from './attempt.js';
+import { trackOurBearer } from './bearer.js';
 import { hopOfEndedRequest, leaveQueue, sendWhenQueueHasRoom } from './queue.js';
 
 /** Options of {@link tokenRelayHooks}. */
@@ -78,27 +79,6 @@ export interface TokenRelayGotHooks {
 }
 
 /**
- * The bearer we put on a request, kept in got's per-request `context` (which got copies to a retry
- * and a redirect hop, and which its errors show): the exact `Authorization` we set tells our bearer from one
- * of others, and its access token is the stale one a refresh replaces. Both are private fields, so logging
- * an error (JSON or `util.inspect`) shows `{}` or `SentBearer {}`, never the token.
- */
-class SentBearer {
-  readonly #accessToken: string;
-  readonly #authorization: string;
-  constructor(accessToken: string, authorization: string) {
-    this.#accessToken = accessToken;
-    this.#authorization = authorization;
-  }
-  get accessToken(): string {
-    return this.#accessToken;
-  }
-  get authorization(): string {
-    return this.#authorization;
-  }
-}
-
-/**
  * got hooks that put `Authorization: Bearer <access token>` from `manager` on requests to `origins`,
  * and replay once, with got's `retryWithMergedOptions` after a (single-flight) refresh, a request that
  * failed for an expired token.
@@ -140,8 +120,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   /** got's request of each redirect hop (by the hop's options): got sends a hop without looking whether it was cancelled meanwhile. */
   const requestOfHop = new WeakMap<NormalizedOptions, GotRequest>();
-  /** Where these hooks keep the bearer they sent, in the request's `context`: a key of their own, so two sets never read each other's. */
-  const sentBearer = Symbol('tokenRelaySentBearer');
+  const ourBearer = trackOurBearer();
   /**
    * Marks, in got's per-request `context`, a request these hooks' refresh released (one that waited for it,
    * or a replay): got copies the context to its retries and redirect hops, which the `queue` takes too.
@@ -149,23 +128,8 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
    */
   const releasedByRefresh = Symbol('tokenRelayReleasedByRefresh');
 
-  type RequestOptions = Pick<NormalizedOptions, 'headers' | 'context'>;
-  const contextOf = (request: RequestOptions) => request.context as { [sentBearer]?: SentBearer; [releasedByRefresh]?: true };
-  const tokenSentWith = (request: RequestOptions) => contextOf(request)[sentBearer]?.accessToken;
-  /** Is the request's `Authorization` header the very one we put there? */
-  const carriesOurBearer = (request: RequestOptions) => {
-    const ours = contextOf(request)[sentBearer];
-    return ours !== undefined && request.headers.authorization === ours.authorization;
-  };
-  /** Is the request's `Authorization` header the caller's own (not one we put there)? */
-  const hasOwnAuthorization = (request: RequestOptions) => request.headers.authorization !== undefined && !carriesOurBearer(request);
-  const withoutOurBearerHeader = (request: RequestOptions) => {
-    if (carriesOurBearer(request)) delete request.headers.authorization;
-  };
-  const withoutOurBearer = (request: RequestOptions) => {
-    withoutOurBearerHeader(request);
-    delete contextOf(request)[sentBearer];
-  };
+  const releaseMarkOf = (request: NormalizedOptions) => request.context as { [releasedByRefresh]?: true };
+  const isReleasedByRefresh = (request: NormalizedOptions) => releaseMarkOf(request)[releasedByRefresh] === true;
 
   /**
    * Our last step on every HTTP request of a request we put the bearer on, or that a refresh released
@@ -178,51 +142,48 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const lastStep: BeforeRequestHook = (request) => {
     const url = urlOf(request.url);
     // Where it may not go, or replaced or removed by a later hook: a 401 to it is no longer about our token.
-    if (url === undefined || !mayCarryBearer(url) || !carriesOurBearer(request)) withoutOurBearer(request);
-    const released = queue !== undefined && contextOf(request)[releasedByRefresh] === true;
-    createThrough(
+    if (url === undefined || !mayCarryBearer(url) || !ourBearer.isOn(request)) ourBearer.forget(request);
+    const released = queue !== undefined && isReleasedByRefresh(request);
+    takeOverCreation(
       request,
-      () => withoutOurBearerHeader(request),
+      () => ourBearer.takeOffHeaders(request),
       released ? (create) => sendWhenQueueHasRoom(request, queue, requestOfHop.get(request), create) : undefined,
     );
   };
 
   const beforeRequest: BeforeRequestHook = async (request) => {
     // Every attempt of a request released by a refresh goes through the queue, wherever it goes.
-    if (contextOf(request)[releasedByRefresh] === true) runLast(request, lastStep);
+    if (isReleasedByRefresh(request)) runLast(request, lastStep);
     const url = urlOf(request.url);
-    if (url === undefined || !mayCarryBearer(url) || hasOwnAuthorization(request)) return;
+    if (url === undefined || !mayCarryBearer(url) || ourBearer.othersOn(request)) return;
     let accessToken = manager.currentAccessToken();
     if (accessToken === undefined) {
       accessToken = await accessTokenIfSignedIn(manager, { signal: request.signal });
       // A hop of a request cancelled (promise.cancel()) while it waited: got would send it still. The error goes nowhere.
       if (requestOfHop.get(request)?.destroyed) throw hopOfEndedRequest('for a token');
       // Signed out: not released by a refresh, so not queued.
-      if (accessToken === undefined) return withoutOurBearer(request);
-      if (queue) contextOf(request)[releasedByRefresh] = true;
+      if (accessToken === undefined) return ourBearer.forget(request);
+      if (queue) releaseMarkOf(request)[releasedByRefresh] = true;
     }
     const authorization = bearerAuthorization(accessToken, manager.tokenType);
     // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
     const unsupported = dpopUnsupported('tokenRelayHooks', authorization);
     if (unsupported) throw unsupported;
-    request.headers.authorization = authorization;
-    contextOf(request)[sentBearer] = new SentBearer(accessToken, authorization);
+    ourBearer.put(request, accessToken, authorization);
     runLast(request, lastStep);
   };
 
-  // got follows redirects itself, with the same headers: the bearer goes on only where it may.
+  // got follows redirects itself; each hop passes our beforeRequest and lastStep, which judge its URL.
   const beforeRedirect: BeforeRedirectHook = (request, response) => {
     requestOfHop.set(request, response.request);
     // got leaves the 3xx behind (its body drains on its own): the place its HTTP request held goes to the hop.
     // (Node sets `req` on the response of every client request; its typings leave it out.)
     leaveQueue((response as { req?: object }).req);
-    const url = urlOf(request.url);
-    if (url === undefined || !mayCarryBearer(url)) withoutOurBearer(request);
   };
 
   const afterResponse: AfterResponseHook = async (response, retryWithMergedOptions) => {
     const request = response.request.options;
-    const tokenUsed = tokenSentWith(request);
+    const tokenUsed = ourBearer.accessTokenSent(request);
     if (tokenUsed === undefined || response.statusCode < 400) return response;
     const answeredBy = urlOf(response.url);
     if (answeredBy === undefined || !mayCarryBearer(answeredBy)) return response;
@@ -241,7 +202,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
 
   // The options of a got error are the request's, and go wherever the error is logged: without our bearer.
   const beforeError: BeforeErrorHook = (error) => {
-    if (error.options) withoutOurBearer(error.options);
+    if (error.options) ourBearer.forget(error.options);
     return error;
   };
 
