@@ -85,7 +85,8 @@ export interface TokenRelayGotHooks {
  *
  * - Requests elsewhere, and requests with an `Authorization` header of their own, go untouched.
  * - The final URL decides: a last step of ours runs after every other `beforeRequest` hook, so a request that
- *   a later hook sends where the bearer may not go leaves without it (and one whose `Authorization` it set, with that).
+ *   a later hook sends where the bearer may not go leaves without it; one whose `Authorization` a later hook set or
+ *   deleted goes with that, and its 401 causes no refresh and no replay.
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer comes back as it is.
  * - Bodies got can send again (none, a string, a `Buffer`, `json`, `form`) are replayed; a stream
  *   or an iterable is never sent twice: the tokens are refreshed and the caller gets the failure.
@@ -98,9 +99,11 @@ export interface TokenRelayGotHooks {
  *   `TokenRelayError` (and whose `code` is its code): `findTokenRelayError(error)` returns it.
  * - got's errors carry the request's options (`error.options`, enumerable, in their JSON too): our bearer
  *   leaves them once got hands the headers over to create the HTTP request, and `beforeError` takes it out
- *   too; the token sent is kept in `context` out of JSON's and `util.inspect`'s sight. So logging one never
- *   shows it, the errors got makes without `beforeError` (an aborted `signal`, `AbortSignal.timeout(ms)`,
- *   `promise.cancel()`) included; a caller's own `Authorization` stays.
+ *   too; the token sent is kept in `context` out of JSON's and `util.inspect`'s sight. So the options of got's
+ *   errors do not show it, those got makes without `beforeError` (an aborted `signal`, `AbortSignal.timeout(ms)`,
+ *   `promise.cancel()`) included; a caller's own `Authorization` stays. Node's HTTP request keeps the raw header
+ *   it sent (a deep `util.inspect` reaches it through a custom `agent` with `keepAlive`), and a later hook that
+ *   answers the request itself leaves the bearer in that response's `request.options`.
  *
  * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid.
  * @example
