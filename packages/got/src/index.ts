@@ -24,14 +24,16 @@ import {
   type TokenManager,
 } from '@tokenrelay/core';
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
-import { gotQueueing, hopOfEndedRequest, leaveQueue } from './queue.js';
+import { runLast, takeOverCreation } from './attempt.js';
+import { trackOurBearer } from './bearer.js';
+import { hopOfEndedRequest, leaveQueue, sendWhenQueueHasRoom } from './queue.js';
 
 /** Options of {@link tokenRelayHooks}. */
 export interface TokenRelayGotOptions {
   /**
    * Where the bearer token may be sent: origins (`https://api.example.com`) or a predicate on the
    * request URL. Requests elsewhere go untouched; the token endpoint never gets it, and a redirect
-   * to a URL outside `origins` leaves without it.
+   * to a URL outside `origins`, or a request a later `beforeRequest` hook sends there, leaves without it.
    * @example
    * ```ts
    * origins: ['https://api.example.com']
@@ -77,23 +79,14 @@ export interface TokenRelayGotHooks {
 }
 
 /**
- * The access token we put on a request, kept in got's per-request `context`: it tells our bearer
- * from an `Authorization` header of the caller's own, and is the stale token a refresh replaces.
- */
-const sentAccessToken = 'tokenRelayAccessToken';
-
-/**
- * Marks, in got's per-request `context`, a request released by a refresh (one that waited for it, or
- * a replay): got copies the context to its retries and redirect hops, which the `queue` takes too.
- */
-const releasedByRefresh = 'tokenRelayReleasedByRefresh';
-
-/**
  * got hooks that put `Authorization: Bearer <access token>` from `manager` on requests to `origins`,
  * and replay once, with got's `retryWithMergedOptions` after a (single-flight) refresh, a request that
  * failed for an expired token.
  *
  * - Requests elsewhere, and requests with an `Authorization` header of their own, go untouched.
+ * - The final URL decides: a last step of ours runs after every other `beforeRequest` hook, so a request that
+ *   a later hook sends where the bearer may not go leaves without it; one whose `Authorization` a later hook set or
+ *   deleted goes with that, and its 401 causes no refresh and no replay.
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer comes back as it is.
  * - Bodies got can send again (none, a string, a `Buffer`, `json`, `form`) are replayed; a stream
  *   or an iterable is never sent twice: the tokens are refreshed and the caller gets the failure.
@@ -104,8 +97,13 @@ const releasedByRefresh = 'tokenRelayReleasedByRefresh';
  *   with a `CONFIGURATION_ERROR` (got's `RequestError` whose `cause` is it) naming the doors that do.
  * - If the refresh fails, the request fails with got's `RequestError` whose `cause` is the
  *   `TokenRelayError` (and whose `code` is its code): `findTokenRelayError(error)` returns it.
- * - got's errors carry the request's options (`error.options`, enumerable, in their JSON too): our
- *   bearer is taken out of them, so logging one never shows it; a caller's own `Authorization` stays.
+ * - got's errors carry the request's options (`error.options`, enumerable, in their JSON too): our bearer
+ *   leaves them once got hands the headers over to create the HTTP request, and `beforeError` takes it out
+ *   too; the token sent is kept in `context` out of JSON's and `util.inspect`'s sight. So the options of got's
+ *   errors do not show it, those got makes without `beforeError` (an aborted `signal`, `AbortSignal.timeout(ms)`,
+ *   `promise.cancel()`) included; a caller's own `Authorization` stays. Node's HTTP request keeps the raw header
+ *   it sent (a deep `util.inspect` reaches it through a custom `agent` with `keepAlive`), and a later hook that
+ *   answers the request itself leaves the bearer in that response's `request.options`.
  *
  * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid.
  * @example
@@ -125,79 +123,89 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const shouldRefresh = options.shouldRefresh ?? defaultShouldRefresh;
   /** got's request of each redirect hop (by the hop's options): got sends a hop without looking whether it was cancelled meanwhile. */
   const requestOfHop = new WeakMap<NormalizedOptions, GotRequest>();
-  const queueing = queue && gotQueueing(queue, (hop) => requestOfHop.get(hop));
+  const ourBearer = trackOurBearer();
+  /**
+   * Marks, in got's per-request `context`, a request these hooks' refresh released (one that waited for it,
+   * or a replay): got copies the context to its retries and redirect hops, which the `queue` takes too.
+   * A key of their own: another set's released request goes through that set's queue only.
+   */
+  const releasedByRefresh = Symbol('tokenRelayReleasedByRefresh');
 
-  /** Is the request's `Authorization` header the caller's own (not one we put there)? */
-  const hasOwnAuthorization = (request: Pick<NormalizedOptions, 'headers' | 'context'>) => {
-    const authorization = request.headers.authorization;
-    const ours = request.context[sentAccessToken];
-    return authorization !== undefined && (typeof ours !== 'string' || authorization !== bearerAuthorization(ours, manager.tokenType));
-  };
-  const withoutOurBearer = (request: Pick<NormalizedOptions, 'headers' | 'context'>) => {
-    if (!hasOwnAuthorization(request)) delete request.headers.authorization;
-    delete request.context[sentAccessToken];
+  const releaseMarkOf = (request: NormalizedOptions) => request.context as { [releasedByRefresh]?: true };
+  const isReleasedByRefresh = (request: NormalizedOptions) => releaseMarkOf(request)[releasedByRefresh] === true;
+
+  /**
+   * Our last step on every HTTP request of a request we put the bearer on, or that a refresh released
+   * (see runLast). There the URL is final: a bearer that a later hook sent where it may not go comes off.
+   * Then, once got hands the headers over to create the HTTP request, our bearer leaves got's options: got
+   * makes the errors of an aborted `signal` and of `promise.cancel()` from them without any `beforeError`
+   * hook. Our `beforeRequest` puts it back on every retry and redirect hop. With the `queue`, a request a
+   * refresh released is created when the queue has room.
+   */
+  const lastStep: BeforeRequestHook = (request) => {
+    const url = urlOf(request.url);
+    // Where it may not go, or replaced or removed by a later hook: a 401 to it is no longer about our token.
+    if (url === undefined || !mayCarryBearer(url) || !ourBearer.isOn(request)) ourBearer.forget(request);
+    const released = queue !== undefined && isReleasedByRefresh(request);
+    takeOverCreation(
+      request,
+      () => ourBearer.takeOffHeaders(request),
+      released ? (create) => sendWhenQueueHasRoom(request, queue, requestOfHop.get(request), create) : undefined,
+    );
   };
 
   const beforeRequest: BeforeRequestHook = async (request) => {
     // Every attempt of a request released by a refresh goes through the queue, wherever it goes.
-    if (queueing && request.context[releasedByRefresh] === true) queueing.queueEveryAttempt(request);
+    if (isReleasedByRefresh(request)) runLast(request, lastStep);
     const url = urlOf(request.url);
-    if (url === undefined || !mayCarryBearer(url) || hasOwnAuthorization(request)) return;
+    if (url === undefined || !mayCarryBearer(url) || ourBearer.othersOn(request)) return;
     let accessToken = manager.currentAccessToken();
     if (accessToken === undefined) {
       accessToken = await accessTokenIfSignedIn(manager, { signal: request.signal });
       // A hop of a request cancelled (promise.cancel()) while it waited: got would send it still. The error goes nowhere.
       if (requestOfHop.get(request)?.destroyed) throw hopOfEndedRequest('for a token');
       // Signed out: not released by a refresh, so not queued.
-      if (accessToken === undefined) return withoutOurBearer(request);
-      if (queueing) {
-        request.context[releasedByRefresh] = true;
-        queueing.queueEveryAttempt(request);
-      }
+      if (accessToken === undefined) return ourBearer.forget(request);
+      if (queue) releaseMarkOf(request)[releasedByRefresh] = true;
     }
     const authorization = bearerAuthorization(accessToken, manager.tokenType);
     // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
     const unsupported = dpopUnsupported('tokenRelayHooks', authorization);
     if (unsupported) throw unsupported;
-    request.headers.authorization = authorization;
-    request.context[sentAccessToken] = accessToken;
+    ourBearer.put(request, accessToken, authorization);
+    runLast(request, lastStep);
   };
 
-  // got follows redirects itself, with the same headers: the bearer goes on only where it may.
+  // got follows redirects itself; each hop passes our beforeRequest and lastStep, which judge its URL.
   const beforeRedirect: BeforeRedirectHook = (request, response) => {
     requestOfHop.set(request, response.request);
     // got leaves the 3xx behind (its body drains on its own): the place its HTTP request held goes to the hop.
     // (Node sets `req` on the response of every client request; its typings leave it out.)
     leaveQueue((response as { req?: object }).req);
-    const url = urlOf(request.url);
-    if (url === undefined || !mayCarryBearer(url)) withoutOurBearer(request);
   };
 
   const afterResponse: AfterResponseHook = async (response, retryWithMergedOptions) => {
     const request = response.request.options;
-    const tokenUsed = request.context[sentAccessToken];
-    if (typeof tokenUsed !== 'string' || response.statusCode < 400) return response;
+    const tokenUsed = ourBearer.accessTokenSent(request);
+    if (tokenUsed === undefined || response.statusCode < 400) return response;
     const answeredBy = urlOf(response.url);
     if (answeredBy === undefined || !mayCarryBearer(answeredBy)) return response;
     if (!(await shouldRefresh(failedResponse(response, answeredBy)))) return response;
-    let accessToken: string;
     try {
-      ({ accessToken } = await manager.refresh({ staleAccessToken: tokenUsed, signal: request.signal }));
+      await manager.refresh({ staleAccessToken: tokenUsed, signal: request.signal });
     } catch (error) {
       // Signed out meanwhile: the caller gets the server's answer as it is.
       if (isSignedOut(error)) return response;
       throw error;
     }
     if (!isReplayable(request.body)) return response;
-    return retryWithMergedOptions({
-      headers: { authorization: bearerAuthorization(accessToken, manager.tokenType) },
-      context: { [sentAccessToken]: accessToken, ...(queue && { [releasedByRefresh]: true }) },
-    });
+    // Our beforeRequest puts the new token on the replay, as on every attempt.
+    return retryWithMergedOptions(queue ? { context: { [releasedByRefresh]: true } } : {});
   };
 
   // The options of a got error are the request's, and go wherever the error is logged: without our bearer.
   const beforeError: BeforeErrorHook = (error) => {
-    if (error.options) withoutOurBearer(error.options);
+    if (error.options) ourBearer.forget(error.options);
     return error;
   };
 

@@ -1,68 +1,14 @@
 /*
  * The got door's `queue`: each HTTP request of a request released by a refresh (its first, got's
  * retries of it, its redirect hops, its replay) takes its place in the queue only when got creates it
- * (after every `beforeRequest` hook), through a per-attempt `request` function, and gives it back at
- * the request's `'close'`, which Node emits however the exchange ends (answered, failed, reset,
- * aborted, destroyed by got's cancel, retry or redirect). An attempt got never sends (a later hook
- * threw or returned an answer, or got answered from its cache) never takes a place, so none can be left held.
+ * (after every `beforeRequest` hook), through the attempt's `request` function (see attempt.ts), and
+ * gives it back at the request's `'close'`, which Node emits however the exchange ends (answered,
+ * failed, reset, aborted, destroyed by got's cancel, retry or redirect). An attempt got never sends (a
+ * later hook threw or returned an answer, or got answered from its cache) never takes a place, so none can be left held.
  */
-import type { BeforeRequestHook, NormalizedOptions, Request as GotRequest, RequestFunction } from 'got';
+import type { NormalizedOptions, Request as GotRequest, RequestFunction } from 'got';
 import type { RequestQueue } from '@tokenrelay/core';
 import { queuePlace } from '@tokenrelay/core/kit';
-
-/** The `request` function a queued attempt replaced, kept on the one that replaced it. */
-const replacedRequest = Symbol('tokenRelayReplacedRequest');
-
-type QueuedRequestFunction = RequestFunction & { [replacedRequest]?: RequestFunction | undefined };
-
-/** How the got door sends through one `queue`. */
-export interface GotQueueing {
-  /**
-   * Makes got send every attempt of `options` through the queue: a `beforeRequest` hook appended once
-   * to the request's own hooks, which got runs in order (one added meanwhile included) and copies to a
-   * retry and a redirect hop. Being last, it queues whatever `request` function the hooks before it left.
-   */
-  queueEveryAttempt(options: NormalizedOptions): void;
-}
-
-/**
- * The got door's queueing through `queue`, for one `tokenRelayHooks`. `requestOfHop` names got's
- * request a redirect hop belongs to: cancelled or destroyed while the hop waits, it takes the hop out
- * of the queue at once, unsent (got does not check again before it sends a hop).
- */
-export function gotQueueing(queue: RequestQueue, requestOfHop: (options: NormalizedOptions) => GotRequest | undefined): GotQueueing {
-  const step: BeforeRequestHook = (options) => sendThroughQueue(options, queue, requestOfHop(options));
-  return {
-    queueEveryAttempt(options) {
-      const hooks = options.hooks.beforeRequest;
-      if (!hooks.includes(step)) hooks.push(step);
-    },
-  };
-}
-
-/**
- * Makes got send this attempt of `options` through `queue`: its HTTP request is created when the queue
- * has room, and holds that place until the request closes. Once only: got copies `options` to a
- * redirect or a retry, which the queueing hook queues anew.
- */
-function sendThroughQueue(options: NormalizedOptions, queue: RequestQueue, hopOf: GotRequest | undefined): void {
-  const request = options.request as QueuedRequestFunction | undefined;
-  // A queued function got never called (something after the hooks threw, and got retries with a copy of
-  // the options): the attempt's own function is the one it replaced.
-  const replaced = request !== undefined && replacedRequest in request ? request[replacedRequest] : request;
-  const queued: QueuedRequestFunction = (url, nativeOptions, callback) => {
-    options.request = replaced;
-    return sendWhenQueueHasRoom(
-      options,
-      queue,
-      hopOf,
-      () => options.getRequestFunction()?.(url, nativeOptions, callback),
-      () => options.getFallbackRequestFunction()?.(url, nativeOptions, callback),
-    );
-  };
-  queued[replacedRequest] = replaced;
-  options.request = queued;
-}
 
 type RequestResult = ReturnType<RequestFunction>;
 type Sent = NonNullable<Awaited<RequestResult>>;
@@ -82,12 +28,16 @@ export function leaveQueue(request: object | undefined): void {
   if (request !== undefined) placeOf.get(request)?.();
 }
 
-async function sendWhenQueueHasRoom(
+/**
+ * Creates an attempt's HTTP request with `create` when `queue` has room for it; it holds that place until
+ * it closes. `hopOf` names got's request a redirect hop belongs to: cancelled or destroyed while the hop
+ * waits, it takes the hop out of the queue at once, unsent (got does not check again before it sends a hop).
+ */
+export async function sendWhenQueueHasRoom(
   options: NormalizedOptions,
   queue: RequestQueue,
   hopOf: GotRequest | undefined,
   create: () => RequestResult,
-  fallback: () => RequestResult,
 ): Promise<Sent> {
   const ending = endOfWait(options.signal, hopOf);
   try {
@@ -97,8 +47,7 @@ async function sendWhenQueueHasRoom(
       // after): got has ended the request already, and does not look again before it sends a hop.
       ending.signal?.throwIfAborted();
       if (hopOf?.destroyed) throw hopOfEndedRequest('in the queue');
-      // A `request` function of the caller's may answer `undefined` for got's own: created here, so its close is seen.
-      const result = (await create()) ?? (await fallback());
+      const result = await create();
       // As got's own call would fail: no request function for this URL.
       if (result === undefined) throw new TypeError(`got has no request function for ${String(options.url)}`);
       if (isRequest(result)) {
