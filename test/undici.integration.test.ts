@@ -181,6 +181,71 @@ describe('tokenRelayInterceptor on the global dispatcher', () => {
   });
 });
 
+describe('tokenRelayInterceptor and the headers undici takes', () => {
+  for (const [version, client] of [['6', undici], ['7', undici7 as unknown as typeof undici]] as const) {
+    it(`adds the bearer to headers given as a Map or a Headers, which undici ${version} takes, and replays the request after a refresh`, async () => {
+      const server = await startServer();
+      const agent = new client.Agent().compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+      server.revokeAccessTokens();
+
+      const statuses = [];
+      for (const headers of [new Map([['content-type', 'text/plain']]), new client.Headers({ 'content-type': 'text/plain' })]) {
+        const response = await client.request(`${server.url}/api/upload`, { dispatcher: agent, method: 'POST', body: payload, headers });
+        statuses.push([response.statusCode, ((await response.body.json()) as { bodySha256?: string }).bodySha256]);
+      }
+
+      expect(statuses).toEqual([
+        [200, sha256(payload)],
+        [200, sha256(payload)],
+      ]);
+      expect(server.stats().tokenRequests).toBe(1);
+      await agent.close();
+    });
+
+    it(`leaves a request whose Map of headers carries its own Authorization untouched (undici ${version})`, async () => {
+      const server = await startServer();
+      const agent = new client.Agent().compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+
+      const response = await client.request(`${server.url}/api/items`, { dispatcher: agent, headers: new Map([['Authorization', 'Bearer mine']]) });
+      await response.body.dump();
+
+      expect(response.statusCode).toBe(401);
+      expect(server.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual(['mine']);
+      expect(server.stats().tokenRequests).toBe(0);
+      await agent.close();
+    });
+  }
+});
+
+describe('tokenRelayInterceptor composed on a Pool or a Client', () => {
+  for (const [version, client] of [['6', undici], ['7', undici7 as unknown as typeof undici]] as const) {
+    it(`authorizes and replays a request that names its origin (undici ${version})`, async () => {
+      const server = await startServer();
+      const pool = new client.Pool(server.url).compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+      server.revokeAccessTokens();
+
+      const response = await pool.request({ origin: server.url, path: '/api/items', method: 'GET' });
+      await response.body.dump();
+
+      expect(response.statusCode).toBe(200);
+      expect(server.stats().tokenRequests).toBe(1);
+      await pool.close();
+    });
+
+    it(`fails a request by path alone, whose origin it cannot see, with CONFIGURATION_ERROR before it is sent, rather than send it without the bearer (undici ${version})`, async () => {
+      const server = await startServer();
+      const pool = new client.Pool(server.url).compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+      const single = new client.Client(server.url).compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+
+      await expect(pool.request({ path: '/api/items', method: 'GET' })).rejects.toMatchObject({ code: ErrorCode.CONFIGURATION_ERROR });
+      await expect(single.request({ path: '/api/items', method: 'GET' })).rejects.toMatchObject({ code: ErrorCode.CONFIGURATION_ERROR });
+
+      expect(server.stats().apiRequests).toBe(0);
+      await Promise.all([pool.close(), single.close()]);
+    });
+  }
+});
+
 describe('tokenRelayInterceptor on an undici 7 agent', () => {
   it("replays under undici 7's own retry interceptor, whose handler speaks undici 7's controller interface", async () => {
     const server = await startServer();

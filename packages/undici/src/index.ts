@@ -19,6 +19,7 @@ import {
   abortable,
   accessTokenIfSignedIn,
   bearerAuthorization,
+  configurationError,
   createOriginMatcher,
   dpopUnsupported,
   isSignedOut,
@@ -130,7 +131,9 @@ interface SignedAttempt {
  * of the process is covered, clients that captured `fetch` before included.
  *
  * - Requests to other origins, to the token endpoint, and requests that already carry an
- *   `Authorization` header pass untouched. Redirects: fetch and undici's redirect interceptor composed
+ *   `Authorization` header pass untouched. A request without `origin` (what a `Pool` or `Client`
+ *   composed with it dispatches when asked by path alone) fails with a `CONFIGURATION_ERROR`: give it
+ *   its `origin`. Redirects: fetch and undici's redirect interceptor composed
  *   after this one dispatch every hop anew, and each hop is judged on its own URL. A redirect followed
  *   below it (the redirect interceptor composed before it, undici 6's `maxRedirections`) sends its hops
  *   without it, undici keeping the bearer while they stay on the first origin, and tells it the URLs
@@ -158,8 +161,9 @@ interface SignedAttempt {
  *
  * Handlers of undici 6 and 7 are both understood, so it composes on either and under Node's own fetch.
  *
- * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid. Two requests fail with
- *   it later, at request time: one of a DPoP-bound session without `dpop`, and one redirected below it (above).
+ * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid. Three requests fail with
+ *   it later, at request time: one without `origin`, one of a DPoP-bound session without `dpop`, and one
+ *   redirected below it (above).
  * @example
  * ```ts
  * import { getGlobalDispatcher, setGlobalDispatcher } from 'undici'
@@ -185,6 +189,11 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     const next = dispatchNext as unknown as Dispatch;
     const dispatch = (request: DispatchOptions, handler: DispatchHandler | ControllerHandler): boolean => {
       const target = requestTarget(request);
+      if (target === undefined && request.origin === undefined && !hasAuthorization(request.headers)) {
+        // Sent on without the bearer, it would be answered 401 with no token call, silently: told instead.
+        handlerOf(handler).onError?.(originUnknown());
+        return true;
+      }
       if (target === undefined || !mayCarryBearer(target) || hasAuthorization(request.headers)) return next(request, handler as DispatchHandler);
       return relay(next, request, target, handlerOf(handler));
     };
@@ -320,6 +329,13 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
   }
 }
 
+/** The error of a request that does not say where it goes: what a Pool or a Client dispatches when asked by path alone. */
+const originUnknown = () =>
+  configurationError(
+    'tokenRelayInterceptor cannot tell where a request without `origin` goes (a Pool or Client it is composed on, asked by path ' +
+      'alone): give the request its origin, e.g. pool.request({ origin, path }), or compose the interceptor on an Agent or the global dispatcher',
+  );
+
 /** For what the caller's own onError throws: it has been told its error, and there is nothing more to tell it. */
 const toldAlready = () => {};
 
@@ -414,7 +430,9 @@ function hasAuthorization(headers: unknown): boolean {
 function withHeader(headers: unknown, name: string, value: string): unknown {
   if (typeof headers !== 'object' || headers === null) return { [name]: value };
   if (Array.isArray(headers) && typeof headers[0] !== 'object') return [...(headers as string[]), name, value];
-  if (Symbol.iterator in headers) return [...(headers as Iterable<readonly [unknown, unknown]>), [name, value]];
+  if (Array.isArray(headers)) return [...(headers as unknown[]), [name, value]];
+  // A Map or a Headers: undici takes such an iterable of pairs, but no array of pairs, so it becomes a flat list.
+  if (Symbol.iterator in headers) return [...[...(headers as Iterable<readonly [unknown, unknown]>)].flat(), name, value];
   return { ...headers, [name]: value };
 }
 
