@@ -172,7 +172,8 @@ export function createDpop(options: DpopOptions = {}): Dpop {
    * Learns the token endpoint's nonce with the same request minus its credentials worth protecting:
    * the refresh token is replaced by a stand-in and a client assertion (whose `jti` may be single-use)
    * is left out. A server that checks the proof first names its nonce; any other answer means the
-   * proof passed as it was.
+   * proof passed as it was, except one that is no answer to the request (a 5xx, a 429): that one is
+   * returned, as the token request's answer, and the refresh token is not presented after it.
    */
   async function learnNonce(input: RequestInfo | URL, init: RequestInit | undefined, form: URLSearchParams, method: string, url: URL) {
     const probe = new URLSearchParams(form);
@@ -183,6 +184,7 @@ export function createDpop(options: DpopOptions = {}): Dpop {
     const headers = new Headers(init?.headers);
     headers.set('dpop', await proofFor(method, url, undefined));
     const response = await fetchWith(isRequest(input) ? input.url : input, { ...init, body: probe, headers });
+    if (response.status > 499 || response.status === 429) return response;
     discard(response);
     const nonce = response.headers.get('dpop-nonce') ?? undefined;
     // No nonce asked for: the one known (or none) passed, and is fresh again.
@@ -197,7 +199,9 @@ export function createDpop(options: DpopOptions = {}): Dpop {
     const form = formOf(init?.body);
     if (form?.get('grant_type') === 'refresh_token' && form.has('refresh_token')) {
       const known = nonces.get(url.origin);
-      if (known === undefined || Date.now() - known.learnedAt > nonceMaxAgeMs) await learnNonce(input, init, form, method, url);
+      // Unanswered (an outage): that answer is the token request's, and the nonce is still to be learned.
+      const unanswered = known === undefined || Date.now() - known.learnedAt > nonceMaxAgeMs ? await learnNonce(input, init, form, method, url) : undefined;
+      if (unanswered) return unanswered;
     }
     // The first send consumes a Request's body; the clone keeps the same bytes for the one retry.
     const retryInput = request && (init?.body ?? undefined) === undefined && request.body !== null ? request.clone() : input;
