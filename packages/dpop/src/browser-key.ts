@@ -77,7 +77,7 @@ export function browserDpopKey(options: BrowserDpopKeyOptions = {}): () => Promi
       return (
         (await readOrStore(database, name, undefined)) ??
         // Made outside the transaction (which would commit while we await the key), stored only if no tab stored one meanwhile.
-        (await readOrStore(database, name, await generateDpopKey({ algorithm: options.algorithm ?? 'ES256' })))!
+        (await readOrStore(database, name, await generateDpopKey({ algorithm: options.algorithm })))!
       );
     } finally {
       database.close();

@@ -3,8 +3,8 @@
  * origin, and retries once when a server asks for a nonce. The token endpoint and the APIs both go
  * through it; the manager and the doors stay as they are.
  */
-import { configurationError, isOneShotBody, isRequest, parseWwwAuthenticate, type DpopRequest, type DpopSender } from '@tokenrelay/core/kit';
-import { algorithmOf, generateDpopKey, htuOf, signProof, thumbprintOf, type DpopAlgorithm, type DpopKeySource } from './proof.js';
+import { isOneShotBody, isRequest, parseWwwAuthenticate, type DpopRequest, type DpopSender } from '@tokenrelay/core/kit';
+import { algorithmOf, checkedAlgorithm, generateDpopKey, htuOf, signProof, thumbprintOf, type DpopAlgorithm, type DpopKeySource } from './proof.js';
 
 /** Options of {@link createDpop}. */
 export interface DpopOptions {
@@ -91,12 +91,15 @@ async function asksForNonce(answer: DpopAnswer): Promise<boolean> {
       (challenge) => challenge.scheme === 'dpop' && challenge.params.error === 'use_dpop_nonce',
     );
   }
-  if (answer.status !== 400) return false;
+  return answer.status === 400 && oauthErrorOf(await answer.text()) === 'use_dpop_nonce';
+}
+
+/** The `error` of an OAuth error body (RFC 6749 §5.2), or `undefined` when the text is none. */
+function oauthErrorOf(text: string): unknown {
   try {
-    const body: unknown = JSON.parse(await answer.text());
-    return typeof body === 'object' && body !== null && (body as { error?: unknown }).error === 'use_dpop_nonce';
+    return (JSON.parse(text) as { error?: unknown } | null)?.error;
   } catch {
-    return false;
+    return undefined;
   }
 }
 
@@ -124,10 +127,8 @@ function discard(response: Response): void {
  * ```
  */
 export function createDpop(options: DpopOptions = {}): Dpop {
-  const { algorithm = 'ES256', nonceMaxAgeMs = 60_000 } = options;
-  if (algorithm !== 'ES256' && algorithm !== 'EdDSA') {
-    throw configurationError(`createDpop: algorithm must be 'ES256' or 'EdDSA', not ${String(algorithm)}`);
-  }
+  const { nonceMaxAgeMs = 60_000 } = options;
+  const algorithm = checkedAlgorithm(options.algorithm);
   const source = options.key;
   let ownKey: Promise<CryptoKeyPair> | undefined;
   const keys = async (): Promise<CryptoKeyPair> => {
@@ -171,11 +172,13 @@ export function createDpop(options: DpopOptions = {}): Dpop {
   /**
    * Learns the token endpoint's nonce with the same request minus its credentials worth protecting:
    * the refresh token is replaced by a stand-in and a client assertion (whose `jti` may be single-use)
-   * is left out. A server that checks the proof first names its nonce; any other answer means the
-   * proof passed as it was, except one that is no answer to the request (a 5xx, a 429): that one is
-   * returned, as the token request's answer, and the refresh token is not presented after it.
+   * is left out. A server that checks the proof first names its nonce; an answer of the server
+   * itself (an OAuth error about the stand-in, even with a 5xx) means the proof passed as it was.
+   * An answer from before the server (429, 502, 503, 504, a 5xx without an OAuth error: a load
+   * balancer, a rate limit) says nothing of the proof: it is the `outage`, and the refresh token
+   * waits for the next attempt, which probes again.
    */
-  async function learnNonce(input: RequestInfo | URL, init: RequestInit | undefined, form: URLSearchParams, method: string, url: URL) {
+  async function learnNonce(input: RequestInfo | URL, init: RequestInit | undefined, form: URLSearchParams, method: string, url: URL): Promise<{ outage?: Response }> {
     const probe = new URLSearchParams(form);
     probe.set('refresh_token', PROBE_REFRESH_TOKEN);
     probe.delete('client_assertion');
@@ -184,11 +187,15 @@ export function createDpop(options: DpopOptions = {}): Dpop {
     const headers = new Headers(init?.headers);
     headers.set('dpop', await proofFor(method, url, undefined));
     const response = await fetchWith(isRequest(input) ? input.url : input, { ...init, body: probe, headers });
-    if (response.status > 499 || response.status === 429) return response;
+    const { status, headers: answered } = response;
+    // The body of a 5xx is read only to tell the server's own error from an outage.
+    const outage = status === 429 || (status >= 500 && ((status > 501 && status < 505) || typeof oauthErrorOf(await response.text()) !== 'string'));
     discard(response);
-    const nonce = response.headers.get('dpop-nonce') ?? undefined;
+    // Status and Retry-After only: nothing the probe's answer says is about the real refresh token.
+    if (outage) return { outage: new Response(null, { status, headers: { 'retry-after': answered.get('retry-after') ?? '' } }) };
     // No nonce asked for: the one known (or none) passed, and is fresh again.
-    nonces.set(url.origin, { value: nonce ?? known?.value, learnedAt: Date.now() });
+    nonces.set(url.origin, { value: answered.get('dpop-nonce') ?? known?.value, learnedAt: Date.now() });
+    return {};
   }
 
   async function dpopFetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
@@ -199,9 +206,10 @@ export function createDpop(options: DpopOptions = {}): Dpop {
     const form = formOf(init?.body);
     if (form?.get('grant_type') === 'refresh_token' && form.has('refresh_token')) {
       const known = nonces.get(url.origin);
-      // Unanswered (an outage): that answer is the token request's, and the nonce is still to be learned.
-      const unanswered = known === undefined || Date.now() - known.learnedAt > nonceMaxAgeMs ? await learnNonce(input, init, form, method, url) : undefined;
-      if (unanswered) return unanswered;
+      if (known === undefined || Date.now() - known.learnedAt > nonceMaxAgeMs) {
+        const { outage } = await learnNonce(input, init, form, method, url);
+        if (outage) return outage;
+      }
     }
     // The first send consumes a Request's body; the clone keeps the same bytes for the one retry.
     const retryInput = request && (init?.body ?? undefined) === undefined && request.body !== null ? request.clone() : input;
