@@ -181,39 +181,101 @@ describe('tokenRelayInterceptor on the global dispatcher', () => {
   });
 });
 
+/**
+ * An API on node:http that records the caller's headers of every request as they arrive (name as sent, value), in
+ * order, and the SHA-256 of its body; it takes `Bearer fresh` and answers 401 to anything else.
+ */
+async function startHeaderEchoApi() {
+  const arrivals: Array<{ headers: string[][]; bodySha256: string }> = [];
+  const api = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      const headers: string[][] = [];
+      for (let index = 0; index < request.rawHeaders.length; index += 2) {
+        const name = request.rawHeaders[index]!;
+        if (/^(x-|authorization$)/i.test(name)) headers.push([name, request.rawHeaders[index + 1]!]);
+      }
+      arrivals.push({ headers, bodySha256: sha256(Buffer.concat(chunks).toString('utf8')) });
+      response.statusCode = request.headers.authorization === 'Bearer fresh' ? 200 : 401;
+      response.end();
+    });
+  });
+  rawServers.push(api);
+  await new Promise<void>((listening) => api.listen(0, '127.0.0.1', listening));
+  return { url: `http://127.0.0.1:${(api.address() as AddressInfo).port}`, arrivals };
+}
+
+/** Every form of headers undici takes, each made anew from the same pairs (an iterator is read once). */
+const headerForms = (client: typeof undici): Array<[string, (pairs: string[][]) => unknown]> => [
+  ['a record', (pairs) => Object.fromEntries(pairs)],
+  ['a flat list', (pairs) => pairs.flat()],
+  ['a Map', (pairs) => new Map(pairs as Array<[string, string]>)],
+  ['a Headers', (pairs) => new client.Headers(pairs as Array<[string, string]>)],
+  ['a one-shot iterator (Map.entries())', (pairs) => new Map(pairs as Array<[string, string]>).entries()],
+  [
+    'a generator',
+    (pairs) =>
+      (function* () {
+        yield* pairs;
+      })(),
+  ],
+];
+
 describe('tokenRelayInterceptor and the headers undici takes', () => {
   for (const [version, client] of [['6', undici], ['7', undici7 as unknown as typeof undici]] as const) {
-    it(`adds the bearer to headers given as a Map or a Headers, which undici ${version} takes, and replays the request after a refresh`, async () => {
-      const server = await startServer();
-      const agent = new client.Agent().compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
-      server.revokeAccessTokens();
+    for (const [form, headersOf] of headerForms(client)) {
+      it(`adds the bearer after the caller's headers given as ${form}, every one kept in order, and replays the request after a refresh with them (undici ${version})`, async () => {
+        const api = await startHeaderEchoApi();
+        const refresh = vi.fn(async () => ({ accessToken: 'fresh' }));
+        const manager = createTokenManager({ tokens: { accessToken: 'stale', refreshToken: 'r' }, refresh });
+        const agent = new client.Agent().compose(tokenRelayInterceptor(manager, { origins: [api.url] }));
+        const callers = [
+          ['x-a', '1'],
+          ['x-b', '2'],
+        ];
 
-      const statuses = [];
-      for (const headers of [new Map([['content-type', 'text/plain']]), new client.Headers({ 'content-type': 'text/plain' })]) {
-        const response = await client.request(`${server.url}/api/upload`, { dispatcher: agent, method: 'POST', body: payload, headers });
-        statuses.push([response.statusCode, ((await response.body.json()) as { bodySha256?: string }).bodySha256]);
-      }
+        const headers = headersOf(callers) as Record<string, string>;
+        const response = await client.request(`${api.url}/upload`, { dispatcher: agent, method: 'POST', body: payload, headers });
+        await response.body.dump();
 
-      expect(statuses).toEqual([
-        [200, sha256(payload)],
-        [200, sha256(payload)],
-      ]);
-      expect(server.stats().tokenRequests).toBe(1);
-      await agent.close();
-    });
+        expect(response.statusCode).toBe(200);
+        expect(api.arrivals).toEqual([
+          { headers: [...callers, ['authorization', 'Bearer stale']], bodySha256: sha256(payload) },
+          { headers: [...callers, ['authorization', 'Bearer fresh']], bodySha256: sha256(payload) },
+        ]);
+        expect(refresh).toHaveBeenCalledTimes(1);
+        await agent.close();
+      });
 
-    it(`leaves a request whose Map of headers carries its own Authorization untouched (undici ${version})`, async () => {
-      const server = await startServer();
-      const agent = new client.Agent().compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+      it(`leaves a request whose headers given as ${form} carry its own Authorization untouched: they arrive as undici sends them without it (undici ${version})`, async () => {
+        const api = await startHeaderEchoApi();
+        const refresh = vi.fn(async () => ({ accessToken: 'fresh' }));
+        const manager = createTokenManager({ tokens: { accessToken: 'stale', refreshToken: 'r' }, refresh });
+        const agent = new client.Agent().compose(tokenRelayInterceptor(manager, { origins: [api.url] }));
+        const plain = new client.Agent();
+        const callers = [
+          ['x-a', '1'],
+          ['AuThorization', 'Bearer mine'],
+          ['x-b', '2'],
+        ];
 
-      const response = await client.request(`${server.url}/api/items`, { dispatcher: agent, headers: new Map([['Authorization', 'Bearer mine']]) });
-      await response.body.dump();
+        const relayed = await client.request(`${api.url}/`, { dispatcher: agent, headers: headersOf(callers) as Record<string, string> });
+        await relayed.body.dump();
+        const direct = await client.request(`${api.url}/`, { dispatcher: plain, headers: headersOf(callers) as Record<string, string> });
+        await direct.body.dump();
 
-      expect(response.statusCode).toBe(401);
-      expect(server.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual(['mine']);
-      expect(server.stats().tokenRequests).toBe(0);
-      await agent.close();
-    });
+        expect([relayed.statusCode, direct.statusCode]).toEqual([401, 401]);
+        expect(api.arrivals[0]!.headers).toEqual(api.arrivals[1]!.headers);
+        expect(api.arrivals[0]!.headers.map(([name, value]) => [name.toLowerCase(), value]).sort()).toEqual([
+          ['authorization', 'Bearer mine'],
+          ['x-a', '1'],
+          ['x-b', '2'],
+        ]);
+        expect(refresh).not.toHaveBeenCalled();
+        await Promise.all([agent.close(), plain.close()]);
+      });
+    }
   }
 });
 

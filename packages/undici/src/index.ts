@@ -187,7 +187,8 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
 
   return <D extends (options: never, handler: never) => boolean>(dispatchNext: D): D => {
     const next = dispatchNext as unknown as Dispatch;
-    const dispatch = (request: DispatchOptions, handler: DispatchHandler | ControllerHandler): boolean => {
+    const dispatch = (given: DispatchOptions, handler: DispatchHandler | ControllerHandler): boolean => {
+      const request = withListedHeaders(given);
       const target = requestTarget(request);
       if (target === undefined && request.origin === undefined && !hasAuthorization(request.headers)) {
         // Sent on without the bearer, it would be answered 401 with no token call, silently: told instead.
@@ -410,29 +411,32 @@ function isReplayable(body: unknown): boolean {
   return body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array;
 }
 
-/** undici takes headers as a record, a flat `[name, value, …]` list, or an iterable of pairs. */
-function headerPairs(headers: unknown): Iterable<readonly [unknown, unknown]> {
+/**
+ * The request with headers given as an iterable of pairs (a Map, a Headers, an iterator, which undici reads in
+ * one pass) as a flat `[name, value, …]` list, made once: a one-shot iterator read for an Authorization would
+ * be empty when sent. Every other shape undici takes is a record or a flat list already.
+ */
+function withListedHeaders(request: DispatchOptions): DispatchOptions {
+  const { headers } = request;
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers) || !(Symbol.iterator in headers)) return request;
+  return { ...request, headers: [...(headers as Iterable<readonly [unknown, unknown]>)].flat() };
+}
+
+/** The pairs of headers as {@link withListedHeaders} leaves them: a record or a flat `[name, value, …]` list. */
+function headerPairs(headers: unknown): Array<readonly [unknown, unknown]> {
   if (typeof headers !== 'object' || headers === null) return [];
-  if (Array.isArray(headers) && typeof headers[0] !== 'object') {
-    const flat = headers as unknown[];
-    return Array.from({ length: Math.floor(flat.length / 2) }, (_, index) => [flat[2 * index], flat[2 * index + 1]] as const);
-  }
-  if (Symbol.iterator in headers) return headers as Iterable<readonly [unknown, unknown]>;
-  return Object.entries(headers);
+  if (!Array.isArray(headers)) return Object.entries(headers);
+  return Array.from({ length: Math.floor(headers.length / 2) }, (_, index) => [headers[2 * index], headers[2 * index + 1]] as const);
 }
 
 function hasAuthorization(headers: unknown): boolean {
-  for (const [name] of headerPairs(headers)) if (String(name).toLowerCase() === 'authorization') return true;
-  return false;
+  return headerPairs(headers).some(([name]) => String(name).toLowerCase() === 'authorization');
 }
 
-/** `headers` plus header `name` (lower case, not among them yet), in the shape they came in. */
+/** `headers` (as {@link withListedHeaders} leaves them) plus header `name` (lower case, not among them yet), in the same shape. */
 function withHeader(headers: unknown, name: string, value: string): unknown {
   if (typeof headers !== 'object' || headers === null) return { [name]: value };
-  if (Array.isArray(headers) && typeof headers[0] !== 'object') return [...(headers as string[]), name, value];
-  if (Array.isArray(headers)) return [...(headers as unknown[]), [name, value]];
-  // A Map or a Headers: undici takes such an iterable of pairs, but no array of pairs, so it becomes a flat list.
-  if (Symbol.iterator in headers) return [...[...(headers as Iterable<readonly [unknown, unknown]>)].flat(), name, value];
+  if (Array.isArray(headers)) return [...(headers as unknown[]), name, value];
   return { ...headers, [name]: value };
 }
 
