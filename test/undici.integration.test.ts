@@ -305,6 +305,20 @@ describe('tokenRelayInterceptor composed on a Pool or a Client', () => {
       expect(server.stats().apiRequests).toBe(0);
       await Promise.all([pool.close(), single.close()]);
     });
+
+    it(`fails a request whose origin is empty or null with CONFIGURATION_ERROR before it is sent, as one by path alone (undici ${version})`, async () => {
+      const server = await startServer();
+      const pool = new client.Pool(server.url).compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+
+      for (const origin of ['', null]) {
+        await expect(pool.request({ origin: origin as unknown as string, path: '/api/items', method: 'GET' })).rejects.toMatchObject({
+          code: ErrorCode.CONFIGURATION_ERROR,
+        });
+      }
+
+      expect(server.stats().apiRequests).toBe(0);
+      await pool.close();
+    });
   }
 });
 

@@ -189,12 +189,12 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
     const next = dispatchNext as unknown as Dispatch;
     const dispatch = (given: DispatchOptions, handler: DispatchHandler | ControllerHandler): boolean => {
       const request = withListedHeaders(given);
-      const target = requestTarget(request);
-      if (target === undefined && request.origin === undefined && !hasAuthorization(request.headers)) {
+      if (!request.origin && !hasAuthorization(request.headers)) {
         // Sent on without the bearer, it would be answered 401 with no token call, silently: told instead.
         handlerOf(handler).onError?.(originUnknown());
         return true;
       }
+      const target = requestTarget(request);
       if (target === undefined || !mayCarryBearer(target) || hasAuthorization(request.headers)) return next(request, handler as DispatchHandler);
       return relay(next, request, target, handlerOf(handler));
     };
@@ -330,7 +330,7 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
   }
 }
 
-/** The error of a request that does not say where it goes: what a Pool or a Client dispatches when asked by path alone. */
+/** The error of a request that does not say where it goes (no `origin`, an empty or null one): what a Pool or a Client dispatches when asked by path alone. */
 const originUnknown = () =>
   configurationError(
     'tokenRelayInterceptor cannot tell where a request without `origin` goes (a Pool or Client it is composed on, asked by path ' +
@@ -393,7 +393,7 @@ function endingWith(handler: DispatchHandler, ended: (() => void) | undefined): 
  */
 function requestTarget(request: DispatchOptions): string | undefined {
   const { origin, path } = request;
-  if (origin === undefined) return undefined;
+  if (!origin) return undefined;
   if (path.charCodeAt(0) === 47) {
     const base = typeof origin === 'string' ? origin : origin.origin;
     return base.charCodeAt(base.length - 1) === 47 ? base.slice(0, -1) + path : base + path;
