@@ -319,6 +319,19 @@ describe('tokenRelayInterceptor composed on a Pool or a Client', () => {
       expect(server.stats().apiRequests).toBe(0);
       await pool.close();
     });
+
+    it(`passes a request by path alone that carries its own Authorization untouched (undici ${version})`, async () => {
+      const server = await startServer();
+      const pool = new client.Pool(server.url).compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+
+      const response = await pool.request({ path: '/api/items', method: 'GET', headers: { authorization: 'Bearer mine' } });
+      await response.body.dump();
+
+      expect(response.statusCode).toBe(401);
+      expect(server.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual(['mine']);
+      expect(server.stats().tokenRequests).toBe(0);
+      await pool.close();
+    });
   }
 });
 

@@ -133,7 +133,8 @@ interface SignedAttempt {
  * - Requests to other origins, to the token endpoint, and requests that already carry an
  *   `Authorization` header pass untouched. A request without `origin` (what a `Pool` or `Client`
  *   composed with it dispatches when asked by path alone) fails with a `CONFIGURATION_ERROR`: give it
- *   its `origin`. Redirects: fetch and undici's redirect interceptor composed
+ *   the `Pool`'s or `Client`'s own origin (they send to their own host whatever `origin` says, so another
+ *   origin, even one of `origins`, would take its bearer there). Redirects: fetch and undici's redirect interceptor composed
  *   after this one dispatch every hop anew, and each hop is judged on its own URL. A redirect followed
  *   below it (the redirect interceptor composed before it, undici 6's `maxRedirections`) sends its hops
  *   without it, undici keeping the bearer while they stay on the first origin, and tells it the URLs
@@ -334,7 +335,8 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
 const originUnknown = () =>
   configurationError(
     'tokenRelayInterceptor cannot tell where a request without `origin` goes (a Pool or Client it is composed on, asked by path ' +
-      'alone): give the request its origin, e.g. pool.request({ origin, path }), or compose the interceptor on an Agent or the global dispatcher',
+      "alone): give the request the Pool's or Client's own origin, e.g. pool.request({ origin: poolOrigin, path }) (it sends to its own host " +
+      'whatever origin says), or compose the interceptor on an Agent or the global dispatcher',
   );
 
 /** For what the caller's own onError throws: it has been told its error, and there is nothing more to tell it. */
