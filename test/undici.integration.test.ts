@@ -186,12 +186,12 @@ describe('tokenRelayInterceptor on the global dispatcher', () => {
  * order, and the SHA-256 of its body; it takes `Bearer fresh` and answers 401 to anything else.
  */
 async function startHeaderEchoApi() {
-  const arrivals: Array<{ headers: string[][]; bodySha256: string }> = [];
+  const arrivals: Array<{ headers: Array<[string, string]>; bodySha256: string }> = [];
   const api = createServer((request, response) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.on('end', () => {
-      const headers: string[][] = [];
+      const headers: Array<[string, string]> = [];
       for (let index = 0; index < request.rawHeaders.length; index += 2) {
         const name = request.rawHeaders[index]!;
         if (/^(x-|authorization$)/i.test(name)) headers.push([name, request.rawHeaders[index + 1]!]);
