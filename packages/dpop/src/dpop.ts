@@ -4,7 +4,7 @@
  * through it; the manager and the doors stay as they are.
  */
 import { isOneShotBody, isRequest, parseWwwAuthenticate, type DpopRequest, type DpopSender } from '@tokenrelay/core/kit';
-import { algorithmOf, checkedAlgorithm, generateDpopKey, htuOf, signProof, thumbprintOf, type DpopAlgorithm, type DpopKeySource } from './proof.js';
+import { algorithmOf, checkedAlgorithm, generateDpopKey, keptUnlessFailed, htuOf, signProof, thumbprintOf, type DpopAlgorithm, type DpopKeySource } from './proof.js';
 
 /** Options of {@link createDpop}. */
 export interface DpopOptions {
@@ -130,16 +130,10 @@ export function createDpop(options: DpopOptions = {}): Dpop {
   const { nonceMaxAgeMs = 60_000 } = options;
   const algorithm = checkedAlgorithm(options.algorithm);
   const source = options.key;
-  let ownKey: Promise<CryptoKeyPair> | undefined;
+  // A failed generation (no Ed25519 here) is not kept: every proof reports it.
+  const ownKey = keptUnlessFailed(() => generateDpopKey({ algorithm }));
   const keys = async (): Promise<CryptoKeyPair> => {
-    if (source === undefined) {
-      // A failed generation (no Ed25519 here) is not kept: every proof reports it.
-      ownKey ??= generateDpopKey({ algorithm }).catch((error: unknown) => {
-        ownKey = undefined;
-        throw error;
-      });
-      return ownKey;
-    }
+    if (source === undefined) return ownKey();
     const pair = typeof source === 'function' ? await source() : source;
     algorithmOf(pair.privateKey);
     return pair;
@@ -150,17 +144,14 @@ export function createDpop(options: DpopOptions = {}): Dpop {
   const proofFor = async (method: string, url: URL, accessToken: string | undefined) =>
     signProof(await keys(), { htm: method.toUpperCase(), htu: htuOf(url), nonce: nonces.get(url.origin)?.value, accessToken });
 
-  const noteNonce = (origin: string, nonce: string | undefined) => {
-    if (nonce !== undefined) nonces.set(origin, { value: nonce, learnedAt: Date.now() });
-  };
-
   async function send<R>(request: DpopRequest<R>): Promise<R> {
     const url = new URL(request.url, documentBase());
     const accessToken = /^dpop\s+(\S+)$/i.exec(request.authorization ?? '')?.[1];
     const attempt = async () => {
       const result = await request.attempt(await proofFor(request.method, url, accessToken));
       const answer = request.answerOf(result);
-      noteNonce(url.origin, answer.header('dpop-nonce'));
+      const nonce = answer.header('dpop-nonce');
+      if (nonce !== undefined) nonces.set(url.origin, { value: nonce, learnedAt: Date.now() });
       return { result, answer };
     };
     const first = await attempt();
@@ -176,17 +167,17 @@ export function createDpop(options: DpopOptions = {}): Dpop {
    * itself (an OAuth error about the stand-in, even with a 5xx) means the proof passed as it was.
    * An answer from before the server (429, 502, 503, 504, a 5xx without an OAuth error: a load
    * balancer, a rate limit) says nothing of the proof: it is the `outage`, and the refresh token
-   * waits for the next attempt, which probes again.
+   * waits for the next attempt, which probes again. `known` is the origin's nonce entry as it stood when
+   * the probe was decided on: kept when the answer names none.
    */
-  async function learnNonce(input: RequestInfo | URL, init: RequestInit | undefined, form: URLSearchParams, method: string, url: URL): Promise<{ outage?: Response }> {
+  async function learnNonce(init: RequestInit | undefined, form: URLSearchParams, method: string, url: URL, known: KnownNonce | undefined): Promise<{ outage?: Response }> {
     const probe = new URLSearchParams(form);
     probe.set('refresh_token', PROBE_REFRESH_TOKEN);
     probe.delete('client_assertion');
     probe.delete('client_assertion_type');
-    const known = nonces.get(url.origin);
     const headers = new Headers(init?.headers);
     headers.set('dpop', await proofFor(method, url, undefined));
-    const response = await fetchWith(isRequest(input) ? input.url : input, { ...init, body: probe, headers });
+    const response = await fetchWith(url, { ...init, body: probe, headers });
     const { status, headers: answered } = response;
     // The body of a 5xx is read only to tell the server's own error from an outage.
     const outage = status === 429 || (status >= 500 && ((status > 501 && status < 505) || typeof oauthErrorOf(await response.text()) !== 'string'));
@@ -207,7 +198,7 @@ export function createDpop(options: DpopOptions = {}): Dpop {
     if (form?.get('grant_type') === 'refresh_token' && form.has('refresh_token')) {
       const known = nonces.get(url.origin);
       if (known === undefined || Date.now() - known.learnedAt > nonceMaxAgeMs) {
-        const { outage } = await learnNonce(input, init, form, method, url);
+        const { outage } = await learnNonce(init, form, method, url, known);
         if (outage) return outage;
       }
     }

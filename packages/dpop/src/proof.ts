@@ -41,6 +41,19 @@ export function algorithmOf(key: CryptoKey): DpopAlgorithm {
 }
 
 /**
+ * A function that calls `make` once and keeps the promise it returns, unless it fails: a failure is
+ * not kept, so the next call makes a new attempt (and reports its own error).
+ */
+export function keptUnlessFailed<T>(make: () => Promise<T>): () => Promise<T> {
+  let kept: Promise<T> | undefined;
+  return () =>
+    (kept ??= make().catch((error: unknown) => {
+      kept = undefined;
+      throw error;
+    }));
+}
+
+/**
  * The algorithm asked for, `'ES256'` when none is.
  * @throws TokenRelayError `CONFIGURATION_ERROR` when it is neither `'ES256'` nor `'EdDSA'`.
  */
