@@ -34,3 +34,65 @@ it('refreshes a rotating DPoP session on a server that spends refresh tokens bef
     await server.close();
   }
 });
+
+it('never presents the refresh token after a nonce probe the server did not answer (503): the refresh fails and the next one probes again, without a reuse', async () => {
+  const server = await startOAuthServer({
+    dpop: { spendRefreshTokenBeforeNonceCheck: true },
+    rotateRefreshTokens: true,
+    clients: [{ clientId: 'spa', authMethod: 'none' }],
+  });
+  try {
+    const dpop = createDpop({ fetch: loopbackOnlyFetch() });
+    const signedIn = server.issue({ clientId: 'spa', dpopJkt: await dpop.thumbprint() });
+    const manager = createTokenManager({
+      tokens: signedIn,
+      refresh: refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'spa', fetch: dpop.fetch }),
+      // One attempt per refresh, and a short pause after the failed one, so the test goes on at once.
+      retry: { retries: 0, pauseAfterFailureMs: 1, maxPauseAfterFailureMs: 1 },
+    });
+    // The load balancer answers the probe alone; the server is back for the next request.
+    server.failNextTokenRequests(1, 'unavailable');
+
+    // Retries ran out on the outage (REFRESH_FAILED), not a dead session (SESSION_EXPIRED).
+    await expect(manager.refresh()).rejects.toMatchObject({ name: 'TokenRelayError', code: 'REFRESH_FAILED' });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const refreshed = await manager.refresh();
+
+    expect(refreshed.refreshToken).not.toBe(signedIn.refreshToken);
+    expect(server.stats()).toMatchObject({ refreshTokenReuses: 0, familiesRevoked: 0, tokenSuccesses: 1 });
+    expect(server.stats().tokenRequestLog.filter((entry) => entry.params.refresh_token === signedIn.refreshToken).map((entry) => entry.status)).toEqual([200]);
+  } finally {
+    await server.close();
+  }
+});
+
+it('retries a refresh whose nonce probe met an outage (503) within the same refresh: the retry probes again and presents the refresh token once', async () => {
+  const server = await startOAuthServer({
+    dpop: { spendRefreshTokenBeforeNonceCheck: true },
+    rotateRefreshTokens: true,
+    clients: [{ clientId: 'spa', authMethod: 'none' }],
+  });
+  try {
+    const dpop = createDpop({ fetch: loopbackOnlyFetch() });
+    const signedIn = server.issue({ clientId: 'spa', dpopJkt: await dpop.thumbprint() });
+    const manager = createTokenManager({
+      tokens: signedIn,
+      refresh: refreshTokenGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'spa', fetch: dpop.fetch }),
+      retry: { retries: 1, minDelayMs: 1, maxDelayMs: 1 },
+    });
+    server.failNextTokenRequests(1, 'unavailable');
+
+    const refreshed = await manager.refresh();
+
+    expect(refreshed.refreshToken).not.toBe(signedIn.refreshToken);
+    const log = server.stats().tokenRequestLog;
+    expect(log.map((entry) => [entry.params.refresh_token === signedIn.refreshToken ? 'refresh token' : entry.params.refresh_token, entry.status])).toEqual([
+      ['tokenrelay-dpop-nonce-probe', 503],
+      ['tokenrelay-dpop-nonce-probe', 400],
+      ['refresh token', 200],
+    ]);
+    expect(server.stats()).toMatchObject({ refreshTokenReuses: 0, familiesRevoked: 0, tokenSuccesses: 1 });
+  } finally {
+    await server.close();
+  }
+});

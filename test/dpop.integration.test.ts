@@ -12,7 +12,7 @@ import { startOAuthServer, type OAuthServer } from '@tokenrelay/testing';
 import { tokenRelayInterceptor } from '@tokenrelay/undici';
 import axios from 'axios';
 import got from 'got';
-import { Agent, request } from 'undici';
+import { Agent, interceptors, request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defaultClientGrant } from './helpers/default-client-grant.js';
 
@@ -141,6 +141,20 @@ describe('@tokenrelay/dpop with the testing server in DPoP mode', () => {
     expect(posts[2]?.dpopJkt).toBe(await dpop.thumbprint());
     expect(stats.dpopReplaysRefused).toBe(0);
     expect(stats.tokenRequestLog.filter((entry) => entry.params.refresh_token !== 'tokenrelay-dpop-nonce-probe').map((entry) => entry.status)).toEqual([200]);
+    await dispatcher.close();
+  });
+
+  it('signs every hop of a redirect within the API anew through the doors that see the hops: fetch outside a browser, undici with the redirect interceptor after it', async () => {
+    const { server, dpop, manager } = await signedIn();
+    const api = withTokenRelay(dpop.fetch, manager, { origins: [server.url] });
+    const dispatcher = new Agent().compose(tokenRelayInterceptor(manager, { origins: [server.url], dpop }), interceptors.redirect({ maxRedirections: 3 }));
+
+    const viaFetch = await api(`${server.url}/redirect?to=/api/items`);
+    const viaUndici = await request(`${server.url}/redirect?status=307&to=/api/items`, { dispatcher });
+    await viaUndici.body.dump();
+
+    expect([viaFetch.status, viaUndici.statusCode]).toEqual([200, 200]);
+    expect(server.stats().dpopProofsRefused).toBe(0);
     await dispatcher.close();
   });
 

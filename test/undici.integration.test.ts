@@ -181,6 +181,160 @@ describe('tokenRelayInterceptor on the global dispatcher', () => {
   });
 });
 
+/**
+ * An API on node:http that records the caller's headers of every request as they arrive (name as sent, value), in
+ * order, and the SHA-256 of its body; it takes `Bearer fresh` and answers 401 to anything else.
+ */
+async function startHeaderEchoApi() {
+  const arrivals: Array<{ headers: Array<[string, string]>; bodySha256: string }> = [];
+  const api = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      const headers: Array<[string, string]> = [];
+      for (let index = 0; index < request.rawHeaders.length; index += 2) {
+        const name = request.rawHeaders[index]!;
+        if (/^(x-|authorization$)/i.test(name)) headers.push([name, request.rawHeaders[index + 1]!]);
+      }
+      arrivals.push({ headers, bodySha256: sha256(Buffer.concat(chunks).toString('utf8')) });
+      response.statusCode = request.headers.authorization === 'Bearer fresh' ? 200 : 401;
+      response.end();
+    });
+  });
+  rawServers.push(api);
+  await new Promise<void>((listening) => api.listen(0, '127.0.0.1', listening));
+  return { url: `http://127.0.0.1:${(api.address() as AddressInfo).port}`, arrivals };
+}
+
+/** Every form of headers undici takes, each made anew from the same pairs (an iterator is read once). */
+const headerForms = (client: typeof undici): Array<[string, (pairs: string[][]) => unknown]> => [
+  ['a record', (pairs) => Object.fromEntries(pairs)],
+  ['a flat list', (pairs) => pairs.flat()],
+  ['a Map', (pairs) => new Map(pairs as Array<[string, string]>)],
+  ['a Headers', (pairs) => new client.Headers(pairs as Array<[string, string]>)],
+  ['a one-shot iterator (Map.entries())', (pairs) => new Map(pairs as Array<[string, string]>).entries()],
+  [
+    'a generator',
+    (pairs) =>
+      (function* () {
+        yield* pairs;
+      })(),
+  ],
+];
+
+describe('tokenRelayInterceptor and the headers undici takes', () => {
+  for (const [version, client] of [['6', undici], ['7', undici7 as unknown as typeof undici]] as const) {
+    for (const [form, headersOf] of headerForms(client)) {
+      it(`adds the bearer after the caller's headers given as ${form}, every one kept in order, and replays the request after a refresh with them (undici ${version})`, async () => {
+        const api = await startHeaderEchoApi();
+        const refresh = vi.fn(async () => ({ accessToken: 'fresh' }));
+        const manager = createTokenManager({ tokens: { accessToken: 'stale', refreshToken: 'r' }, refresh });
+        const agent = new client.Agent().compose(tokenRelayInterceptor(manager, { origins: [api.url] }));
+        const callers = [
+          ['x-a', '1'],
+          ['x-b', '2'],
+        ];
+
+        const headers = headersOf(callers) as Record<string, string>;
+        const response = await client.request(`${api.url}/upload`, { dispatcher: agent, method: 'POST', body: payload, headers });
+        await response.body.dump();
+
+        expect(response.statusCode).toBe(200);
+        expect(api.arrivals).toEqual([
+          { headers: [...callers, ['authorization', 'Bearer stale']], bodySha256: sha256(payload) },
+          { headers: [...callers, ['authorization', 'Bearer fresh']], bodySha256: sha256(payload) },
+        ]);
+        expect(refresh).toHaveBeenCalledTimes(1);
+        await agent.close();
+      });
+
+      it(`leaves a request whose headers given as ${form} carry its own Authorization untouched: they arrive as undici sends them without it (undici ${version})`, async () => {
+        const api = await startHeaderEchoApi();
+        const refresh = vi.fn(async () => ({ accessToken: 'fresh' }));
+        const manager = createTokenManager({ tokens: { accessToken: 'stale', refreshToken: 'r' }, refresh });
+        const agent = new client.Agent().compose(tokenRelayInterceptor(manager, { origins: [api.url] }));
+        const plain = new client.Agent();
+        const callers = [
+          ['x-a', '1'],
+          ['AuThorization', 'Bearer mine'],
+          ['x-b', '2'],
+        ];
+
+        const relayed = await client.request(`${api.url}/`, { dispatcher: agent, headers: headersOf(callers) as Record<string, string> });
+        await relayed.body.dump();
+        const direct = await client.request(`${api.url}/`, { dispatcher: plain, headers: headersOf(callers) as Record<string, string> });
+        await direct.body.dump();
+
+        expect([relayed.statusCode, direct.statusCode]).toEqual([401, 401]);
+        expect(api.arrivals[0]!.headers).toEqual(api.arrivals[1]!.headers);
+        expect(api.arrivals[0]!.headers.map(([name, value]) => [name.toLowerCase(), value]).sort()).toEqual([
+          ['authorization', 'Bearer mine'],
+          ['x-a', '1'],
+          ['x-b', '2'],
+        ]);
+        expect(refresh).not.toHaveBeenCalled();
+        await Promise.all([agent.close(), plain.close()]);
+      });
+    }
+  }
+});
+
+describe('tokenRelayInterceptor composed on a Pool or a Client', () => {
+  for (const [version, client] of [['6', undici], ['7', undici7 as unknown as typeof undici]] as const) {
+    it(`authorizes and replays a request that names its origin (undici ${version})`, async () => {
+      const server = await startServer();
+      const pool = new client.Pool(server.url).compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+      server.revokeAccessTokens();
+
+      const response = await pool.request({ origin: server.url, path: '/api/items', method: 'GET' });
+      await response.body.dump();
+
+      expect(response.statusCode).toBe(200);
+      expect(server.stats().tokenRequests).toBe(1);
+      await pool.close();
+    });
+
+    it(`fails a request by path alone, whose origin it cannot see, with CONFIGURATION_ERROR before it is sent, rather than send it without the bearer (undici ${version})`, async () => {
+      const server = await startServer();
+      const pool = new client.Pool(server.url).compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+      const single = new client.Client(server.url).compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+
+      await expect(pool.request({ path: '/api/items', method: 'GET' })).rejects.toMatchObject({ code: ErrorCode.CONFIGURATION_ERROR });
+      await expect(single.request({ path: '/api/items', method: 'GET' })).rejects.toMatchObject({ code: ErrorCode.CONFIGURATION_ERROR });
+
+      expect(server.stats().apiRequests).toBe(0);
+      await Promise.all([pool.close(), single.close()]);
+    });
+
+    it(`fails a request whose origin is empty or null with CONFIGURATION_ERROR before it is sent, as one by path alone (undici ${version})`, async () => {
+      const server = await startServer();
+      const pool = new client.Pool(server.url).compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+
+      for (const origin of ['', null]) {
+        await expect(pool.request({ origin: origin as unknown as string, path: '/api/items', method: 'GET' })).rejects.toMatchObject({
+          code: ErrorCode.CONFIGURATION_ERROR,
+        });
+      }
+
+      expect(server.stats().apiRequests).toBe(0);
+      await pool.close();
+    });
+
+    it(`passes a request by path alone that carries its own Authorization untouched (undici ${version})`, async () => {
+      const server = await startServer();
+      const pool = new client.Pool(server.url).compose(tokenRelayInterceptor(managerFor(server), { origins: [server.url] }));
+
+      const response = await pool.request({ path: '/api/items', method: 'GET', headers: { authorization: 'Bearer mine' } });
+      await response.body.dump();
+
+      expect(response.statusCode).toBe(401);
+      expect(server.stats().apiRequestLog.map((entry) => entry.accessToken)).toEqual(['mine']);
+      expect(server.stats().tokenRequests).toBe(0);
+      await pool.close();
+    });
+  }
+});
+
 describe('tokenRelayInterceptor on an undici 7 agent', () => {
   it("replays under undici 7's own retry interceptor, whose handler speaks undici 7's controller interface", async () => {
     const server = await startServer();

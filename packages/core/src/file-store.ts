@@ -115,7 +115,8 @@ const stateKey = (value: StoredTokens | undefined) =>
  * - A file that holds an OAuth token response (`access_token` at its top level, as Salesforce
  *   samples save it) is read as well, and written back as one: new `access_token`, the refresh
  *   token the manager keeps, `raw` fields from the same response, every other field of the old file,
- *   the expiry as `expires_at` (epoch seconds) and the revision as `tokenrelay_revision`.
+ *   the expiry as `expires_at` (epoch seconds), the revision as `tokenrelay_revision` and the
+ *   tokens' `sessionData` as `tokenrelay_session_data`.
  * - `lock()` is a cross-process lock with a lease renewed while held, so a refresh may take as
  *   long as it needs, while a holder that died is taken over after `lockLeaseMs`. With it the
  *   manager makes one token call per expiry across all processes, which rotating refresh tokens require.

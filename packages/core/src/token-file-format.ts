@@ -11,7 +11,8 @@ import type { StoredTokens } from './types.js';
 /**
  * How a token file is laid out: `'tokenrelay'` is `{ revision, sessionExpired?, tokens }`;
  * `'token-response'` is the OAuth token response (RFC 6749 §5.1) with `access_token` at the top
- * level, plus `expires_at` and tokenrelay's bookkeeping fields.
+ * level, plus `expires_at` and tokenrelay's bookkeeping fields (`tokenrelay_revision`,
+ * `tokenrelay_session_expired`, `tokenrelay_session_data`).
  */
 export type TokenFileFormat = 'tokenrelay' | 'token-response';
 
@@ -31,6 +32,7 @@ export function parseTokenFile(document: unknown, refuse: (problem: string) => E
     expires_in: _countsFromAnUnknownMoment,
     tokenrelay_revision: revision = 1,
     tokenrelay_session_expired: sessionExpired,
+    tokenrelay_session_data: sessionData,
     ...response
   } = document as Record<string, unknown>;
   const tokens = parseTokenResponse(response, 0, (problem) => refuse(`it is a token response: ${problem}`));
@@ -38,7 +40,7 @@ export function parseTokenFile(document: unknown, refuse: (problem: string) => E
     throw refuse('expires_at is not a number of epoch seconds');
   }
   const expiresAt = expiresAtSeconds === undefined ? {} : { expiresAt: Math.round(expiresAtSeconds * 1000) };
-  return parseStoredTokens({ revision, sessionExpired, tokens: { ...tokens, ...expiresAt } }, (problem) =>
+  return parseStoredTokens({ revision, sessionExpired, tokens: { ...tokens, ...expiresAt, sessionData } }, (problem) =>
     refuse(problem.startsWith('revision') ? `tokenrelay_${problem}` : problem),
   );
 }
@@ -64,6 +66,8 @@ export function tokenResponseDocument(value: StoredTokens, previous: Readonly<Re
     expires_at: tokens.expiresAt === undefined ? undefined : tokens.expiresAt / 1000,
     tokenrelay_revision: value.revision,
     tokenrelay_session_expired: value.sessionExpired ? true : undefined,
+    // The app's data for the session (e.g. the DPoP key its refresh token is bound to): a token response has no place for it.
+    tokenrelay_session_data: tokens.sessionData,
   };
   // A spread keeps each key where it first appeared: the old file's fields stay in their place (a
   // diff shows changed values only), and a new file starts with access_token as a server's answer does.

@@ -3,7 +3,7 @@
  * as they are, unreadable by script), made once and shared by every tab of the origin.
  */
 import { configurationError } from '@tokenrelay/core/kit';
-import { generateDpopKey, type DpopAlgorithm } from './proof.js';
+import { generateDpopKey, keptUnlessFailed, type DpopAlgorithm } from './proof.js';
 
 /** Options of {@link browserDpopKey}. */
 export interface BrowserDpopKeyOptions {
@@ -53,8 +53,7 @@ function readOrStore(database: IDBDatabase, name: string, candidate: CryptoKeyPa
       }
     };
     transaction.oncomplete = () => resolve(result);
-    transaction.onerror = () => reject(transaction.error);
-    transaction.onabort = () => reject(transaction.error);
+    transaction.onerror = transaction.onabort = () => reject(transaction.error);
   });
 }
 
@@ -70,24 +69,16 @@ function readOrStore(database: IDBDatabase, name: string, candidate: CryptoKeyPa
  */
 export function browserDpopKey(options: BrowserDpopKeyOptions = {}): () => Promise<CryptoKeyPair> {
   const name = options.name ?? 'default';
-  let keys: Promise<CryptoKeyPair> | undefined;
-  const load = async () => {
+  return keptUnlessFailed(async () => {
     const database = await openDatabase();
     try {
       return (
         (await readOrStore(database, name, undefined)) ??
         // Made outside the transaction (which would commit while we await the key), stored only if no tab stored one meanwhile.
-        (await readOrStore(database, name, await generateDpopKey({ algorithm: options.algorithm ?? 'ES256' })))!
+        (await readOrStore(database, name, await generateDpopKey({ algorithm: options.algorithm })))!
       );
     } finally {
       database.close();
     }
-  };
-  return () => {
-    keys ??= load().catch((error: unknown) => {
-      keys = undefined;
-      throw error;
-    });
-    return keys;
-  };
+  });
 }

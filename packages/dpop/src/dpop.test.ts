@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { ErrorCode, createTokenManager } from '@tokenrelay/core';
+import { ErrorCode, createTokenManager, refreshTokenGrant } from '@tokenrelay/core';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createDpop } from './dpop.js';
 import { generateDpopKey } from './proof.js';
@@ -336,6 +336,49 @@ describe('a refresh-token request', () => {
     ]);
     expect((await verifiedProof(sent[1]!.headers.get('dpop'))).claims).not.toHaveProperty('nonce');
   });
+
+  /** A manager refreshing `rt-secret` through `dpop.fetch` at an endpoint whose probe answer is `probeAnswer`, with one attempt per refresh. */
+  const refreshingThrough = (probeAnswer: () => Response) => {
+    const { fetch, sent } = recordingFetch((record) =>
+      new URLSearchParams(record.body).get('refresh_token') === 'rt-secret'
+        ? Response.json({ access_token: 'at-2', token_type: 'DPoP', refresh_token: 'rt-2' })
+        : probeAnswer(),
+    );
+    const manager = createTokenManager({
+      tokens: { accessToken: 'at-1', refreshToken: 'rt-secret' },
+      refresh: refreshTokenGrant({ tokenEndpoint: 'https://auth.example.test/token', clientId: 'app', fetch: createDpop({ fetch }).fetch }),
+      retry: false,
+    });
+    const presented = () => sent.map((record) => new URLSearchParams(record.body).get('refresh_token'));
+    return { manager, presented };
+  };
+
+  for (const error of ['invalid_grant', 'server_error', 'invalid_client']) {
+    it(`goes on with the refresh after a probe answered 500 {"error":"${error}"} about the stand-in: the server checked the proof and asked for no nonce, so the session neither expires nor fails`, async () => {
+      const { manager, presented } = refreshingThrough(() => Response.json({ error }, { status: 500 }));
+
+      expect((await manager.refresh()).accessToken).toBe('at-2');
+      expect(presented()).toEqual(['tokenrelay-dpop-nonce-probe', 'rt-secret']);
+    });
+  }
+
+  const outages: Array<[string, () => Response, { status: number; retryAfterMs?: number }]> = [
+    ['429 with Retry-After', () => Response.json({ error: 'temporarily_unavailable' }, { status: 429, headers: { 'retry-after': '7' } }), { status: 429, retryAfterMs: 7_000 }],
+    ['502 whatever its body says', () => Response.json({ error: 'invalid_grant' }, { status: 502 }), { status: 502 }],
+    ['503 from a load balancer', () => new Response('<h1>503 Service Unavailable</h1>', { status: 503, headers: { 'content-type': 'text/html' } }), { status: 503 }],
+    ['500 without an OAuth error', () => new Response('<h1>Internal Server Error</h1>', { status: 500, headers: { 'content-type': 'text/html' } }), { status: 500 }],
+  ];
+  for (const [what, probeAnswer, failure] of outages) {
+    it(`holds the refresh token back after a probe answered ${what}: the refresh fails as an outage, with the server's Retry-After if any, and nothing of the probe's body`, async () => {
+      const { manager, presented } = refreshingThrough(probeAnswer);
+
+      const error: unknown = await manager.refresh().catch((thrown: unknown) => thrown);
+
+      expect(error).toMatchObject({ code: ErrorCode.REFRESH_FAILED, transient: true, ...failure });
+      expect((error as { oauthError?: unknown }).oauthError).toBeUndefined();
+      expect(presented()).toEqual(['tokenrelay-dpop-nonce-probe']);
+    });
+  }
 });
 
 describe('sessionDpopKey', () => {

@@ -3,8 +3,8 @@
  * origin, and retries once when a server asks for a nonce. The token endpoint and the APIs both go
  * through it; the manager and the doors stay as they are.
  */
-import { configurationError, isOneShotBody, isRequest, parseWwwAuthenticate, type DpopRequest, type DpopSender } from '@tokenrelay/core/kit';
-import { algorithmOf, generateDpopKey, htuOf, signProof, thumbprintOf, type DpopAlgorithm, type DpopKeySource } from './proof.js';
+import { isOneShotBody, isRequest, parseWwwAuthenticate, type DpopRequest, type DpopSender } from '@tokenrelay/core/kit';
+import { algorithmOf, checkedAlgorithm, generateDpopKey, keptUnlessFailed, htuOf, signProof, thumbprintOf, type DpopAlgorithm, type DpopKeySource } from './proof.js';
 
 /** Options of {@link createDpop}. */
 export interface DpopOptions {
@@ -91,12 +91,15 @@ async function asksForNonce(answer: DpopAnswer): Promise<boolean> {
       (challenge) => challenge.scheme === 'dpop' && challenge.params.error === 'use_dpop_nonce',
     );
   }
-  if (answer.status !== 400) return false;
+  return answer.status === 400 && oauthErrorOf(await answer.text()) === 'use_dpop_nonce';
+}
+
+/** The `error` of an OAuth error body (RFC 6749 §5.2), or `undefined` when the text is none. */
+function oauthErrorOf(text: string): unknown {
   try {
-    const body: unknown = JSON.parse(await answer.text());
-    return typeof body === 'object' && body !== null && (body as { error?: unknown }).error === 'use_dpop_nonce';
+    return (JSON.parse(text) as { error?: unknown } | null)?.error;
   } catch {
-    return false;
+    return undefined;
   }
 }
 
@@ -124,21 +127,13 @@ function discard(response: Response): void {
  * ```
  */
 export function createDpop(options: DpopOptions = {}): Dpop {
-  const { algorithm = 'ES256', nonceMaxAgeMs = 60_000 } = options;
-  if (algorithm !== 'ES256' && algorithm !== 'EdDSA') {
-    throw configurationError(`createDpop: algorithm must be 'ES256' or 'EdDSA', not ${String(algorithm)}`);
-  }
+  const { nonceMaxAgeMs = 60_000 } = options;
+  const algorithm = checkedAlgorithm(options.algorithm);
   const source = options.key;
-  let ownKey: Promise<CryptoKeyPair> | undefined;
+  // A failed generation (no Ed25519 here) is not kept: every proof reports it.
+  const ownKey = keptUnlessFailed(() => generateDpopKey({ algorithm }));
   const keys = async (): Promise<CryptoKeyPair> => {
-    if (source === undefined) {
-      // A failed generation (no Ed25519 here) is not kept: every proof reports it.
-      ownKey ??= generateDpopKey({ algorithm }).catch((error: unknown) => {
-        ownKey = undefined;
-        throw error;
-      });
-      return ownKey;
-    }
+    if (source === undefined) return ownKey();
     const pair = typeof source === 'function' ? await source() : source;
     algorithmOf(pair.privateKey);
     return pair;
@@ -149,17 +144,14 @@ export function createDpop(options: DpopOptions = {}): Dpop {
   const proofFor = async (method: string, url: URL, accessToken: string | undefined) =>
     signProof(await keys(), { htm: method.toUpperCase(), htu: htuOf(url), nonce: nonces.get(url.origin)?.value, accessToken });
 
-  const noteNonce = (origin: string, nonce: string | undefined) => {
-    if (nonce !== undefined) nonces.set(origin, { value: nonce, learnedAt: Date.now() });
-  };
-
   async function send<R>(request: DpopRequest<R>): Promise<R> {
     const url = new URL(request.url, documentBase());
     const accessToken = /^dpop\s+(\S+)$/i.exec(request.authorization ?? '')?.[1];
     const attempt = async () => {
       const result = await request.attempt(await proofFor(request.method, url, accessToken));
       const answer = request.answerOf(result);
-      noteNonce(url.origin, answer.header('dpop-nonce'));
+      const nonce = answer.header('dpop-nonce');
+      if (nonce !== undefined) nonces.set(url.origin, { value: nonce, learnedAt: Date.now() });
       return { result, answer };
     };
     const first = await attempt();
@@ -171,22 +163,30 @@ export function createDpop(options: DpopOptions = {}): Dpop {
   /**
    * Learns the token endpoint's nonce with the same request minus its credentials worth protecting:
    * the refresh token is replaced by a stand-in and a client assertion (whose `jti` may be single-use)
-   * is left out. A server that checks the proof first names its nonce; any other answer means the
-   * proof passed as it was.
+   * is left out. A server that checks the proof first names its nonce; an answer of the server
+   * itself (an OAuth error about the stand-in, even with a 5xx) means the proof passed as it was.
+   * An answer from before the server (429, 502, 503, 504, a 5xx without an OAuth error: a load
+   * balancer, a rate limit) says nothing of the proof: it is the `outage`, and the refresh token
+   * waits for the next attempt, which probes again. `known` is the origin's nonce entry as it stood when
+   * the probe was decided on: kept when the answer names none.
    */
-  async function learnNonce(input: RequestInfo | URL, init: RequestInit | undefined, form: URLSearchParams, method: string, url: URL) {
+  async function learnNonce(init: RequestInit | undefined, form: URLSearchParams, method: string, url: URL, known: KnownNonce | undefined): Promise<{ outage?: Response }> {
     const probe = new URLSearchParams(form);
     probe.set('refresh_token', PROBE_REFRESH_TOKEN);
     probe.delete('client_assertion');
     probe.delete('client_assertion_type');
-    const known = nonces.get(url.origin);
     const headers = new Headers(init?.headers);
     headers.set('dpop', await proofFor(method, url, undefined));
-    const response = await fetchWith(isRequest(input) ? input.url : input, { ...init, body: probe, headers });
+    const response = await fetchWith(url, { ...init, body: probe, headers });
+    const { status, headers: answered } = response;
+    // The body of a 5xx is read only to tell the server's own error from an outage.
+    const outage = status === 429 || (status >= 500 && ((status > 501 && status < 505) || typeof oauthErrorOf(await response.text()) !== 'string'));
     discard(response);
-    const nonce = response.headers.get('dpop-nonce') ?? undefined;
+    // Status and Retry-After only: nothing the probe's answer says is about the real refresh token.
+    if (outage) return { outage: new Response(null, { status, headers: { 'retry-after': answered.get('retry-after') ?? '' } }) };
     // No nonce asked for: the one known (or none) passed, and is fresh again.
-    nonces.set(url.origin, { value: nonce ?? known?.value, learnedAt: Date.now() });
+    nonces.set(url.origin, { value: answered.get('dpop-nonce') ?? known?.value, learnedAt: Date.now() });
+    return {};
   }
 
   async function dpopFetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
@@ -197,7 +197,10 @@ export function createDpop(options: DpopOptions = {}): Dpop {
     const form = formOf(init?.body);
     if (form?.get('grant_type') === 'refresh_token' && form.has('refresh_token')) {
       const known = nonces.get(url.origin);
-      if (known === undefined || Date.now() - known.learnedAt > nonceMaxAgeMs) await learnNonce(input, init, form, method, url);
+      if (known === undefined || Date.now() - known.learnedAt > nonceMaxAgeMs) {
+        const { outage } = await learnNonce(init, form, method, url, known);
+        if (outage) return outage;
+      }
     }
     // The first send consumes a Request's body; the clone keeps the same bytes for the one retry.
     const retryInput = request && (init?.body ?? undefined) === undefined && request.body !== null ? request.clone() : input;

@@ -41,6 +41,28 @@ export function algorithmOf(key: CryptoKey): DpopAlgorithm {
 }
 
 /**
+ * A function that calls `make` once and keeps the promise it returns, unless it fails: a failure is
+ * not kept, so the next call makes a new attempt (and reports its own error).
+ */
+export function keptUnlessFailed<T>(make: () => Promise<T>): () => Promise<T> {
+  let kept: Promise<T> | undefined;
+  return () =>
+    (kept ??= make().catch((error: unknown) => {
+      kept = undefined;
+      throw error;
+    }));
+}
+
+/**
+ * The algorithm asked for, `'ES256'` when none is.
+ * @throws TokenRelayError `CONFIGURATION_ERROR` when it is neither `'ES256'` nor `'EdDSA'`.
+ */
+export function checkedAlgorithm(algorithm: DpopAlgorithm = 'ES256'): DpopAlgorithm {
+  if (!Object.hasOwn(generateParams, algorithm)) throw configurationError(`DPoP algorithm must be 'ES256' or 'EdDSA', not ${String(algorithm)}`);
+  return algorithm;
+}
+
+/**
  * A new key pair for DPoP. The private key is non-extractable unless `extractable` (needed only
  * to store it, as {@link sessionDpopKey} does).
  *
@@ -48,8 +70,7 @@ export function algorithmOf(key: CryptoKey): DpopAlgorithm {
  *   (Ed25519 is missing from some browsers and older runtimes: use ES256 there).
  */
 export async function generateDpopKey(options: { algorithm?: DpopAlgorithm; extractable?: boolean } = {}): Promise<CryptoKeyPair> {
-  const algorithm = options.algorithm ?? 'ES256';
-  if (!(algorithm in generateParams)) throw configurationError(`DPoP algorithm must be 'ES256' or 'EdDSA', not ${String(algorithm)}`);
+  const algorithm = checkedAlgorithm(options.algorithm);
   const crypto = subtle();
   try {
     return (await crypto.generateKey(generateParams[algorithm], options.extractable ?? false, ['sign', 'verify'])) as CryptoKeyPair;
@@ -85,7 +106,8 @@ export function publicJwkOf(publicKey: CryptoKey): Promise<PublicJwk> {
   if (!jwk) {
     jwk = subtle()
       .exportKey('jwk', publicKey)
-      .then(({ crv, kty, x, y }) => (y === undefined ? { crv: crv!, kty: kty!, x: x! } : { crv: crv!, kty: kty!, x: x!, y }));
+      // An Ed25519 key has no `y`: JSON.stringify leaves it out of the proof header and the thumbprint.
+      .then(({ crv, kty, x, y }) => ({ crv: crv!, kty: kty!, x: x!, y }));
     publicJwks.set(publicKey, jwk);
   }
   return jwk;
@@ -110,10 +132,8 @@ export interface ProofClaims {
 
 /** The `htu` of a URL: without query and fragment (RFC 9449 §4.2). */
 export function htuOf(url: URL): string {
-  const copy = new URL(url.href);
-  copy.search = '';
-  copy.hash = '';
-  return copy.href;
+  // A serialised URL's first '?' or '#' starts its query or fragment: elsewhere they are percent-encoded.
+  return url.href.split(/[?#]/)[0]!;
 }
 
 /**
@@ -123,14 +143,16 @@ export function htuOf(url: URL): string {
 export async function signProof(keys: CryptoKeyPair, claims: ProofClaims): Promise<string> {
   const alg = algorithmOf(keys.privateKey);
   const header = base64urlJson({ typ: 'dpop+jwt', alg, jwk: await publicJwkOf(keys.publicKey) });
-  const payload: Record<string, string | number> = {
+  const { htm, htu, accessToken, nonce } = claims;
+  // JSON.stringify leaves out the claims that are undefined: `ath` without an access token, `nonce` without one known.
+  const payload = {
     jti: crypto.randomUUID(),
-    htm: claims.htm,
-    htu: claims.htu,
+    htm,
+    htu,
     iat: Math.floor(Date.now() / 1000),
+    ath: accessToken === undefined ? undefined : await sha256(accessToken),
+    nonce,
   };
-  if (claims.accessToken !== undefined) payload.ath = await sha256(claims.accessToken);
-  if (claims.nonce !== undefined) payload.nonce = claims.nonce;
   const signingInput = `${header}.${base64urlJson(payload)}`;
   // WebCrypto's ECDSA signature is already JWS's raw r‖s (64 bytes), not DER.
   const signature = await subtle().sign(signParams[alg], keys.privateKey, textBytes(signingInput));

@@ -78,6 +78,8 @@ const session = (revision: number, extra: Partial<StoredTokens> = {}): StoredTok
     tokenType: 'Bearer',
     scope: 'read write',
     raw: { instance_url: 'https://example.my.salesforce.com', issued_at: '1700000000000', nested: { kept: [1, 'two'] } },
+    // What the app keeps with the session, e.g. @tokenrelay/dpop's key: lost, the session's refresh token is unusable.
+    sessionData: { dpopKey: { kty: 'EC', crv: 'P-256', x: 'x-coordinate', y: 'y-coordinate', d: 'private-part' }, nested: { kept: [1, 'two'] } },
   },
   ...extra,
 });
@@ -123,7 +125,7 @@ export function describeTokenStoreConformance(
       check((await store.get()) === undefined, 'get() of an empty store is not undefined');
     });
 
-    test('reads back every field it was given, unknown raw fields and sessionExpired included, from another handle', async ({ open }) => {
+    test('reads back every field it was given, unknown raw fields, the sessionData and sessionExpired included, from another handle', async ({ open }) => {
       const writer = await open();
       const value = session(3, { sessionExpired: true });
       check((await writer.set(value)) === true, 'an unconditional set() did not resolve true');

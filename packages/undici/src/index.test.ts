@@ -53,8 +53,9 @@ describe('tokenRelayInterceptor', () => {
     ['no headers', undefined, { authorization: 'Bearer v0' }],
     ['a record', { accept: 'text/plain' }, { accept: 'text/plain', authorization: 'Bearer v0' }],
     ['a flat list', ['accept', 'text/plain'], ['accept', 'text/plain', 'authorization', 'Bearer v0']],
-    ['a list of pairs', [['accept', 'text/plain']], [['accept', 'text/plain'], ['authorization', 'Bearer v0']]],
-  ])('adds the bearer to headers given as %s, in the same shape', async (_shape, headers, expected) => {
+    ['a Map', new Map([['accept', 'text/plain']]), ['accept', 'text/plain', 'authorization', 'Bearer v0']],
+    ['a one-shot iterator', new Map([['accept', 'text/plain']]).entries(), ['accept', 'text/plain', 'authorization', 'Bearer v0']],
+  ])('adds the bearer to headers given as %s, in the same shape (an iterable of pairs as a flat list)', async (_shape, headers, expected) => {
     const { sent, send, settled } = setUp(signedIn(), [200]);
 
     send({ path: '/me', headers });

@@ -19,6 +19,7 @@ import {
   abortable,
   accessTokenIfSignedIn,
   bearerAuthorization,
+  configurationError,
   createOriginMatcher,
   dpopUnsupported,
   isSignedOut,
@@ -130,7 +131,10 @@ interface SignedAttempt {
  * of the process is covered, clients that captured `fetch` before included.
  *
  * - Requests to other origins, to the token endpoint, and requests that already carry an
- *   `Authorization` header pass untouched. Redirects: fetch and undici's redirect interceptor composed
+ *   `Authorization` header pass untouched. A request without `origin` (what a `Pool` or `Client`
+ *   composed with it dispatches when asked by path alone) fails with a `CONFIGURATION_ERROR`: give it
+ *   the `Pool`'s or `Client`'s own origin (they send to their own host whatever `origin` says, so another
+ *   origin, even one of `origins`, would take its bearer there). Redirects: fetch and undici's redirect interceptor composed
  *   after this one dispatch every hop anew, and each hop is judged on its own URL. A redirect followed
  *   below it (the redirect interceptor composed before it, undici 6's `maxRedirections`) sends its hops
  *   without it, undici keeping the bearer while they stay on the first origin, and tells it the URLs
@@ -158,8 +162,9 @@ interface SignedAttempt {
  *
  * Handlers of undici 6 and 7 are both understood, so it composes on either and under Node's own fetch.
  *
- * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid. Two requests fail with
- *   it later, at request time: one of a DPoP-bound session without `dpop`, and one redirected below it (above).
+ * @throws TokenRelayError `CONFIGURATION_ERROR` when `origins` is missing or invalid. Three requests fail with
+ *   it later, at request time: one without `origin`, one of a DPoP-bound session without `dpop`, and one
+ *   redirected below it (above).
  * @example
  * ```ts
  * import { getGlobalDispatcher, setGlobalDispatcher } from 'undici'
@@ -183,7 +188,13 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
 
   return <D extends (options: never, handler: never) => boolean>(dispatchNext: D): D => {
     const next = dispatchNext as unknown as Dispatch;
-    const dispatch = (request: DispatchOptions, handler: DispatchHandler | ControllerHandler): boolean => {
+    const dispatch = (given: DispatchOptions, handler: DispatchHandler | ControllerHandler): boolean => {
+      const request = withListedHeaders(given);
+      if (!request.origin && !hasAuthorization(request.headers)) {
+        // Sent on without the bearer, it would be answered 401 with no token call, silently: told instead.
+        handlerOf(handler).onError?.(originUnknown());
+        return true;
+      }
       const target = requestTarget(request);
       if (target === undefined || !mayCarryBearer(target) || hasAuthorization(request.headers)) return next(request, handler as DispatchHandler);
       return relay(next, request, target, handlerOf(handler));
@@ -320,6 +331,14 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
   }
 }
 
+/** The error of a request that does not say where it goes (no `origin`, an empty or null one): what a Pool or a Client dispatches when asked by path alone. */
+const originUnknown = () =>
+  configurationError(
+    'tokenRelayInterceptor cannot tell where a request without `origin` goes (a Pool or Client it is composed on, asked by path ' +
+      "alone): give the request the Pool's or Client's own origin, e.g. pool.request({ origin: poolOrigin, path }) (it sends to its own host " +
+      'whatever origin says), or compose the interceptor on an Agent or the global dispatcher',
+  );
+
 /** For what the caller's own onError throws: it has been told its error, and there is nothing more to tell it. */
 const toldAlready = () => {};
 
@@ -376,7 +395,7 @@ function endingWith(handler: DispatchHandler, ended: (() => void) | undefined): 
  */
 function requestTarget(request: DispatchOptions): string | undefined {
   const { origin, path } = request;
-  if (origin === undefined) return undefined;
+  if (!origin) return undefined;
   if (path.charCodeAt(0) === 47) {
     const base = typeof origin === 'string' ? origin : origin.origin;
     return base.charCodeAt(base.length - 1) === 47 ? base.slice(0, -1) + path : base + path;
@@ -394,27 +413,32 @@ function isReplayable(body: unknown): boolean {
   return body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array;
 }
 
-/** undici takes headers as a record, a flat `[name, value, …]` list, or an iterable of pairs. */
-function headerPairs(headers: unknown): Iterable<readonly [unknown, unknown]> {
+/**
+ * The request with headers given as an iterable of pairs (a Map, a Headers, an iterator, which undici reads in
+ * one pass) as a flat `[name, value, …]` list, made once: a one-shot iterator read for an Authorization would
+ * be empty when sent. Every other shape undici takes is a record or a flat list already.
+ */
+function withListedHeaders(request: DispatchOptions): DispatchOptions {
+  const { headers } = request;
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers) || !(Symbol.iterator in headers)) return request;
+  return { ...request, headers: [...(headers as Iterable<readonly [unknown, unknown]>)].flat() };
+}
+
+/** The pairs of headers as {@link withListedHeaders} leaves them: a record or a flat `[name, value, …]` list. */
+function headerPairs(headers: unknown): Array<readonly [unknown, unknown]> {
   if (typeof headers !== 'object' || headers === null) return [];
-  if (Array.isArray(headers) && typeof headers[0] !== 'object') {
-    const flat = headers as unknown[];
-    return Array.from({ length: Math.floor(flat.length / 2) }, (_, index) => [flat[2 * index], flat[2 * index + 1]] as const);
-  }
-  if (Symbol.iterator in headers) return headers as Iterable<readonly [unknown, unknown]>;
-  return Object.entries(headers);
+  if (!Array.isArray(headers)) return Object.entries(headers);
+  return Array.from({ length: Math.floor(headers.length / 2) }, (_, index) => [headers[2 * index], headers[2 * index + 1]] as const);
 }
 
 function hasAuthorization(headers: unknown): boolean {
-  for (const [name] of headerPairs(headers)) if (String(name).toLowerCase() === 'authorization') return true;
-  return false;
+  return headerPairs(headers).some(([name]) => String(name).toLowerCase() === 'authorization');
 }
 
-/** `headers` plus header `name` (lower case, not among them yet), in the shape they came in. */
+/** `headers` (as {@link withListedHeaders} leaves them) plus header `name` (lower case, not among them yet), in the same shape. */
 function withHeader(headers: unknown, name: string, value: string): unknown {
   if (typeof headers !== 'object' || headers === null) return { [name]: value };
-  if (Array.isArray(headers) && typeof headers[0] !== 'object') return [...(headers as string[]), name, value];
-  if (Symbol.iterator in headers) return [...(headers as Iterable<readonly [unknown, unknown]>), [name, value]];
+  if (Array.isArray(headers)) return [...(headers as unknown[]), name, value];
   return { ...headers, [name]: value };
 }
 
