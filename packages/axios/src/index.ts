@@ -60,12 +60,17 @@ export interface AttachTokenRelayOptions {
   queue?: RequestQueue;
 }
 
-const ticketKey: unique symbol = Symbol('tokenrelay.axios');
+/**
+ * The config field of our mark. A string, not a symbol: axios 1.6 to 1.14 build a request's config
+ * from the string keys of the one given (mergeConfig), so a replay would lose a symbol-keyed mark
+ * and go out with the old token, unrecognised.
+ */
+const ticketKey = 'tokenRelayTicket';
 
 /**
- * Marks a request we authorized. Kept on the config under a symbol because axios copies the
- * config (so it cannot be a WeakMap key) but keeps this class instance by identity, so a replay
- * carries it. The token is a private field: logging an AxiosError does not print it again.
+ * Marks a request we authorized. Kept on the config because axios copies the config (so it cannot
+ * be a WeakMap key) but keeps this class instance by identity, so a replay carries it. The token
+ * is a private field: logging an AxiosError or its config does not print it again.
  */
 class AuthorizedRequest {
   readonly #accessToken: string;
