@@ -62,6 +62,16 @@ export default defineConfig({
         },
       },
       {
+        // The axios door against the oldest axios its peer range takes (^1.6.0), not only the newest:
+        // axios's config merging changed in between (1.6 to 1.14 drop symbol-keyed config fields).
+        extends: true,
+        resolve: { alias: [{ find: /^axios$/, replacement: 'axios16' }] },
+        test: {
+          name: 'axios 1.6',
+          include: ['packages/axios/src/**/*.test.ts'],
+        },
+      },
+      {
         extends: true,
         test: {
           name: 'integration',

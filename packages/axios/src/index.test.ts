@@ -149,6 +149,29 @@ describe('attachTokenRelay: where the bearer goes', () => {
     expect(refreshes()).toBe(0);
   });
 
+  it("leaves a request with axios's auth option (its own Basic Authorization) alone: no bearer, no refresh for its 401, no wait for a refresh", async () => {
+    const { hits } = serve();
+    const { api, refreshes } = setup();
+    const basic = `Basic ${btoa('user:pw')}`;
+
+    const error = await rejectionOf(api.get('/admin', { auth: { username: 'user', password: 'pw' } }));
+
+    expect((error as AxiosError).response?.status).toBe(401);
+    expect(hits.map((hit) => hit.authorization)).toEqual([basic]);
+    expect(refreshes()).toBe(0);
+
+    // Not ours, so it never waits for a refresh either: a refresh handler may send its token request this way.
+    const gate = deferred();
+    const waiting = setup({ gate: gate.promise });
+    const refreshing = waiting.manager.refresh();
+    const during = await rejectionOf(waiting.api.post('/oauth2/token', 'grant_type=refresh_token', { auth: { username: 'user', password: 'pw' } }));
+    expect((during as AxiosError).response?.status).toBe(401);
+    gate.resolve();
+    await refreshing;
+    expect(hits.map((hit) => hit.authorization)).toEqual([basic, basic]);
+    expect(waiting.refreshes()).toBe(1);
+  });
+
   it('strips the bearer it set when a copy of an authorized config is sent to another origin', async () => {
     const { hits } = serve(() => new HttpResponse('boom', { status: 500 }));
     const { api } = setup();

@@ -60,12 +60,17 @@ export interface AttachTokenRelayOptions {
   queue?: RequestQueue;
 }
 
-const ticketKey: unique symbol = Symbol('tokenrelay.axios');
+/**
+ * The config field of our mark. A string, not a symbol: axios 1.6 to 1.14 build a request's config
+ * from the string keys of the one given (mergeConfig), so a replay would lose a symbol-keyed mark
+ * and go out with the old token, unrecognised.
+ */
+const ticketKey = 'tokenRelayTicket';
 
 /**
- * Marks a request we authorized. Kept on the config under a symbol because axios copies the
- * config (so it cannot be a WeakMap key) but keeps this class instance by identity, so a replay
- * carries it. The token is a private field: logging an AxiosError does not print it again.
+ * Marks a request we authorized. Kept on the config because axios copies the config (so it cannot
+ * be a WeakMap key) but keeps this class instance by identity, so a replay carries it. The token
+ * is a private field: logging an AxiosError or its config does not print it again.
  */
 class AuthorizedRequest {
   readonly #accessToken: string;
@@ -166,8 +171,8 @@ function abortSignalOf(config: InternalAxiosRequestConfig): AbortSignal | undefi
  * token is no longer valid, refreshes it once (single-flight, shared by every waiting request)
  * and replays each failed request once through the same instance.
  *
- * - Requests to other origins, to the token endpoint, or with an `Authorization` header of the
- *   caller's own are sent untouched. The URL judged is the one axios finally sends, after every
+ * - Requests to other origins, to the token endpoint, or with an `Authorization` of the caller's
+ *   own (a header, or axios's `auth` option) are sent untouched. The URL judged is the one axios finally sends, after every
  *   interceptor (one registered before this one runs after it and may retarget the request): the
  *   bearer is set in the last `transformRequest` step, so request interceptors do not see it.
  * - A request whose token is not fresh goes through axios's pipeline at once and waits where its
@@ -255,8 +260,9 @@ export function attachTokenRelay(
       if (ticket) removeOurBearer(this);
       return data;
     }
-    // Ours to set, unless the caller brought an Authorization of their own (one we set is renewed).
-    if (!attached || (ticket === undefined && hasAuthorization(this.headers))) return data;
+    // Ours to set, unless the caller brought an Authorization of their own, as a header or as axios's
+    // `auth` (Basic, which axios's adapters put in place of any other): one we set is renewed.
+    if (!attached || (ticket === undefined && (hasAuthorization(this.headers) || this.auth))) return data;
     const accessToken = manager.currentAccessToken();
     if (accessToken === undefined) sendWhenReady(this);
     else {

@@ -280,6 +280,26 @@ describe('fileStore: a token file holding an OAuth token response', () => {
     expect(await readJson()).toMatchObject({ access_token: '00D000000000001!AQ0AQ-access-1', tokenrelay_revision: 2 });
   });
 
+  it("lets another tool's new sign-in that raises tokenrelay_revision win over a refresh in flight from a file without it", async () => {
+    await writeJson(salesforceSample);
+    let answer!: (tokens: TokenSet) => void;
+    const manager = createTokenManager({
+      store: fileStore(tokenPath, { watch: false }),
+      refresh: () => new Promise<TokenSet>((resolve) => (answer = resolve)),
+    });
+    const refreshing = manager.refresh({ staleAccessToken: salesforceSample.access_token });
+    await vi.waitFor(() => expect(answer).toBeDefined());
+
+    // The tool signs in anew while the token call is out, as docs/stores.md asks: tokenrelay_revision raised.
+    const signIn = { ...salesforceSample, access_token: '00D000000000001!AQ0AQ-tool', refresh_token: '5Aep861-tool', tokenrelay_revision: Date.now() };
+    await writeJson(signIn);
+    answer(salesforceRefresh(1));
+    await refreshing.catch(() => undefined);
+
+    expect(await readJson()).toMatchObject({ access_token: signIn.access_token, refresh_token: signIn.refresh_token });
+    expect((await manager.getTokens())?.refreshToken).toBe(signIn.refresh_token);
+  });
+
   it('marks an expired session with tokenrelay_session_expired and removes the mark with the next sign-in', async () => {
     await writeJson(salesforceSample);
     const store = fileStore(tokenPath, { watch: false });
