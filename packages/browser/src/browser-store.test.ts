@@ -147,6 +147,8 @@ describe('browserStore: options', () => {
     ['a lockWaitMs of 0', { key: 'k', lockWaitMs: 0 }],
     ['a lockLeaseMs that is not finite', { key: 'k', lockLeaseMs: Number.POSITIVE_INFINITY }],
     ['a negative lockPollMs', { key: 'k', lockPollMs: -1 }],
+    ['a lockWaitMs longer than a timer keeps (it would give up at once)', { key: 'k', lockWaitMs: 2 ** 31 }],
+    ['a lockLeaseMs longer than a timer keeps (it would be renewed every millisecond)', { key: 'k', lockLeaseMs: 2 ** 33 }],
   ])('throws a CONFIGURATION_ERROR for %s', (_, options) => {
     expect(() => browserStore({ storage: memoryStorage(), ...options })).toThrowError(
       expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }),

@@ -1,6 +1,6 @@
 import type { StoredTokens, TokenStoreLock } from '@tokenrelay/core';
 import { ErrorCode, TokenRelayError } from '@tokenrelay/core';
-import { configurationError, createWriteOrder, delay, notifyListeners, parseStoredTokens, storeError } from '@tokenrelay/core/kit';
+import { MAX_TIMER_MS, configurationError, createWriteOrder, delay, notifyListeners, parseStoredTokens, storeError } from '@tokenrelay/core/kit';
 import { browserLeaseRecords } from './lease-backend-choice.js';
 import { acquireLeaseLock, acquireWebLock, type HeldLock, type WebLockManager } from './locks.js';
 import { decodeRecord, encodeRecord, type StoredRecord } from './stored-tokens.js';
@@ -12,8 +12,9 @@ const REVISION_CATCH_UP_MS = 2_000;
 const REVISION_POLL_MS = 10;
 
 function assertPositive(name: string, value: number | undefined): void {
-  if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
-    throw configurationError(`browserStore: ${name} must be a finite number > 0`);
+  // A timer fires at once for a longer delay: the wait would give up, the lease be renewed, every millisecond.
+  if (value !== undefined && !(Number.isFinite(value) && value > 0 && value <= MAX_TIMER_MS)) {
+    throw configurationError(`browserStore: ${name} must be a number > 0 and ≤ ${MAX_TIMER_MS}`);
   }
 }
 

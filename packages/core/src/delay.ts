@@ -1,4 +1,10 @@
 /**
+ * The longest wait a timer keeps, in milliseconds (2^31 − 1, about 24.8 days): `setTimeout` and
+ * `setInterval` fire after 1 ms for a longer delay, so an option that sets a timer is refused above it.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
  * Resolves after `ms` milliseconds, or rejects with `signal.reason` as soon as `signal` aborts.
  * Its abort listener is removed either way, so a loop that waits on one long-lived signal many
  * times does not pile listeners up on it.

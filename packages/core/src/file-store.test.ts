@@ -183,6 +183,9 @@ describe('fileStore: the token file', () => {
       () => fileStore(tokenPath, { lockLeaseMs: 0 }),
       () => fileStore(tokenPath, { lockWaitMs: Number.NaN }),
       () => fileStore(tokenPath, { lockPollMs: -1 }),
+      // Longer than a timer keeps: the heartbeat would beat every millisecond, the wait give up at once.
+      () => fileStore(tokenPath, { lockLeaseMs: 2 ** 33 }),
+      () => fileStore(tokenPath, { watchPollMs: 2 ** 31 }),
       () => fileStore(tokenPath, { watch: 'inotify' as 'auto' }),
       () => fileStore(tokenPath, { newFileFormat: 'oauth' as 'token-response' }),
     ]) {

@@ -5,6 +5,7 @@
  * watching (file-watch.ts); this file holds them together and keeps the store contract.
  */
 import { resolve } from 'node:path';
+import { MAX_TIMER_MS } from './delay.js';
 import { configurationError, storeError, TokenRelayError } from './errors.js';
 import { generationLock, type GenerationLockHold } from './file-lock.js';
 import { watchTokenFile, type FileWatchMode } from './file-watch.js';
@@ -95,8 +96,9 @@ export interface FileTokenStore extends TokenStore {
 }
 
 function assertPositive(name: string, value: number | undefined): void {
-  if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
-    throw configurationError(`fileStore: ${name} must be a finite number > 0`);
+  // A timer fires at once for a longer delay: the heartbeat would beat every millisecond.
+  if (value !== undefined && !(Number.isFinite(value) && value > 0 && value <= MAX_TIMER_MS)) {
+    throw configurationError(`fileStore: ${name} must be a number > 0 and ≤ ${MAX_TIMER_MS}`);
   }
 }
 

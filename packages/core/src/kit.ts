@@ -46,6 +46,6 @@ export {
 } from './adapter-kit.js';
 export { isRecord, parseStoredTokens, parseTokenSet, tokenSetProblem } from './token-set.js';
 export { configurationError, storeError } from './errors.js';
-export { abortable, delay } from './delay.js';
+export { MAX_TIMER_MS, abortable, delay } from './delay.js';
 export { notifyListeners } from './notify.js';
 export { createWriteOrder, type WriteOrder } from './write-order.js';

@@ -624,6 +624,15 @@ describe('options and events', () => {
     expect(() => createTokenManager({ refresh, tokens: { accessToken: '' } })).toThrow(/accessToken/);
   });
 
+  it('refuses a wait longer than a timer can keep (2^31 ms), which would release every request and abort its token request at once', () => {
+    const refresh = countingRefresh();
+    for (const name of ['refreshTimeoutMs', 'lateAnswerWaitMs'] as const) {
+      expect(() => createTokenManager({ refresh, [name]: 2 ** 31 })).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
+      expect(() => createTokenManager({ refresh, [name]: 2 ** 31 - 1 })).not.toThrow();
+    }
+    expect(() => createTokenManager({ refresh, retry: { maxDelayMs: 2 ** 31 } })).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
+  });
+
   it('emits refresh with the new tokens and stops after unsubscribe', async () => {
     const manager = createTokenManager({ tokens: { accessToken: 'v0', refreshToken: 'r0' }, refresh: countingRefresh() });
     const listener = vi.fn();

@@ -105,6 +105,9 @@ describe('redisStore get/set/clear', () => {
       () => redisStore({ client, key: 'k', lockLeaseMs: 0 }),
       () => redisStore({ client, key: 'k', lockWaitMs: Number.NaN }),
       () => redisStore({ client, key: 'k', lockPollMs: -1 }),
+      // Longer than a timer keeps: the lease would be renewed every millisecond.
+      () => redisStore({ client, key: 'k', lockLeaseMs: 2 ** 33 }),
+      () => redisStore({ client, key: 'k', lockPollMs: 2 ** 31 }),
       () => redisStore({ client, key: 'k', encryption: { key: new Uint8Array(16) } }),
       () => redisStore({ client, key: 'k', encryption: { key: new Uint8Array(32), keyId: '' } }),
     ];

@@ -6,7 +6,7 @@ import type {
   TokenStoreLock,
   TokenStoreSetOptions,
 } from '@tokenrelay/core';
-import { configurationError, delay, notifyListeners, storeError } from '@tokenrelay/core/kit';
+import { MAX_TIMER_MS, configurationError, delay, notifyListeners, storeError } from '@tokenrelay/core/kit';
 import type { Cluster, Redis } from 'ioredis';
 import { createTokenCodec, type RedisStoreEncryption } from './codec.js';
 import { defineStoreCommands } from './scripts.js';
@@ -141,8 +141,9 @@ function redisError(what: string, error: unknown): TokenRelayError {
 }
 
 function checkDuration(name: string, value: number | undefined, minimum: number): void {
-  if (value !== undefined && !(Number.isFinite(value) && value >= minimum)) {
-    throw configurationError(`redisStore: ${name} must be a finite number ≥ ${minimum}`);
+  // A timer fires at once for a longer delay: the lease would be renewed every millisecond.
+  if (value !== undefined && !(Number.isFinite(value) && value >= minimum && value <= MAX_TIMER_MS)) {
+    throw configurationError(`redisStore: ${name} must be a number ≥ ${minimum} and ≤ ${MAX_TIMER_MS}`);
   }
 }
 
