@@ -10,6 +10,12 @@ export type GlobalFetch = (input: FetchInput, init?: FetchInit) => Promise<Respo
 
 export const locationOf = () => (globalThis as { location?: { origin?: unknown; href?: unknown } }).location;
 
+/**
+ * Answers to a redirect hop that went without our bearer (marked where hops are followed, outside a
+ * browser): their 401 says nothing about our token, so it never starts a refresh or a replay.
+ */
+export const answeredWithoutBearer = new WeakSet<Response>();
+
 export function discard(response: Response): void {
   response.body?.cancel().catch(() => {});
 }

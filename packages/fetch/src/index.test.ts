@@ -293,6 +293,42 @@ describe('redirects', () => {
     expect(refreshCalls()).toBe(0);
   });
 
+  it('never puts the bearer back on a hop after the chain left origins, nor refreshes for its 401, as fetch never restores a dropped Authorization', async () => {
+    const hits = serveRedirects();
+    // Another origin sends the request back to the API, to a URL and with a method and body of its choosing.
+    server.use(
+      http.all(`${OTHER}/bounce`, async ({ request }) => {
+        hits.push({ url: request.url, method: request.method, authorization: request.headers.get('authorization'), contentType: null, body: await request.text() });
+        return new HttpResponse(null, { status: 307, headers: { location: `${API}/account/delete` } });
+      }),
+      http.all(`${API}/account/delete`, async ({ request }) => {
+        hits.push({ url: request.url, method: request.method, authorization: request.headers.get('authorization'), contentType: null, body: await request.text() });
+        return new HttpResponse(null, { status: 401, headers: { 'WWW-Authenticate': 'Bearer error="invalid_token"' } });
+      }),
+    );
+    const fresh = countingManager();
+    const waiting = countingManager();
+    await waiting.manager.setTokens({ accessToken: 'v0', refreshToken: 'r0', expiresAt: Date.now() - 1_000 });
+    // The first request goes out at once; the second waits for a refresh and is released through a queue.
+    for (const api of [
+      withTokenRelay(fetch, fresh.manager, { origins: [API] }),
+      withTokenRelay(fetch, waiting.manager, { origins: [API], queue: { add: (task) => task() } }),
+    ]) {
+      hits.length = 0;
+      const response = await api(`${API}/hop/307?to=${OTHER}/bounce`, { method: 'POST', body: 'x=1' });
+
+      expect(response.status).toBe(401);
+      expect(hits.map((hit) => [hit.url, hit.method, hit.authorization])).toEqual([
+        [`${API}/hop/307?to=${OTHER}/bounce`, 'POST', expect.stringMatching(/^Bearer v[01]$/)],
+        [`${OTHER}/bounce`, 'POST', null],
+        [`${API}/account/delete`, 'POST', null],
+      ]);
+    }
+    expect(fresh.refreshCalls()).toBe(0);
+    // The one refresh is the one the expired token needed before the request was sent.
+    expect(waiting.refreshCalls()).toBe(1);
+  });
+
   it('follows redirects as fetch does: 303 and a 302 POST become a bodiless GET, 307 and 308 resend method and body', async () => {
     const hits = serveRedirects();
     const api = withTokenRelay(fetch, countingManager().manager, { origins: [API] });

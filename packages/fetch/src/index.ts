@@ -22,7 +22,7 @@ import {
   sendThrough,
   unwrappedFetch,
 } from '@tokenrelay/core/kit';
-import { bodyCopyOf, discard, headersOf, locationOf, signalOf, targetHref, type FetchInit, type FetchInput, type GlobalFetch } from './fetch-values.js';
+import { answeredWithoutBearer, bodyCopyOf, discard, headersOf, locationOf, signalOf, targetHref, type FetchInit, type FetchInput, type GlobalFetch } from './fetch-values.js';
 import { hasAuthorization } from './headers.js';
 import { sendFollowingRedirects, type AfterResponse, type SendContext } from './redirects.js';
 
@@ -189,7 +189,7 @@ export function withTokenRelay<F extends FetchFunction>(
     // Where the response came from: its own URL when the fetch tells it (after redirects), else the one requested.
     const answeredBy = response.url || targetHref(input);
     // A redirect may end outside `origins`: that server's 401 says nothing about our token.
-    if (!mayCarryBearer(answeredBy)) return response;
+    if (answeredWithoutBearer.has(response) || !mayCarryBearer(answeredBy)) return response;
     const signal = signalOf(input, init);
     let accessToken: string;
     try {

@@ -6,7 +6,7 @@
  * browser build uses redirects.browser.ts instead of this file, which browsers never run.
  */
 import { isOneShotBody, isRequest } from '@tokenrelay/core/kit';
-import { bodyCopyOf, discard, headersOf, locationOf, targetHref, type FetchInit, type GlobalFetch } from './fetch-values.js';
+import { answeredWithoutBearer, bodyCopyOf, discard, headersOf, locationOf, targetHref, type FetchInit, type GlobalFetch } from './fetch-values.js';
 import { withBearer } from './headers.js';
 import { sendFollowingRedirects as sendAsGiven } from './redirects.browser.js';
 
@@ -126,6 +126,9 @@ function referrerPolicyOf(response: Response): ReferrerPolicy | undefined {
 
 /** Follows the redirects of `response` hop by hop, so the bearer never follows one to an origin (or the token endpoint) it may not reach. */
 async function followRedirects({ send, mayCarryBearer }: SendContext, response: Response, first: Hop, bearer: string): Promise<Response> {
+  // As fetch, which never puts back an Authorization it dropped: once a hop may not have the bearer,
+  // no later hop gets it back (a server outside `origins` must not choose where, how and with what body it goes).
+  let carriesBearer = true;
   // Bounded: nextHop throws after MAX_REDIRECTS hops.
   for (let hop = first, hops = 0; ; hops++) {
     const next = await nextHop(response, hop, hops).catch((error: unknown) => {
@@ -135,9 +138,11 @@ async function followRedirects({ send, mayCarryBearer }: SendContext, response: 
     });
     if (next === undefined) return response;
     discard(response);
-    if (mayCarryBearer(next.url)) next.init.headers.set('authorization', bearer);
+    carriesBearer &&= mayCarryBearer(next.url);
+    if (carriesBearer) next.init.headers.set('authorization', bearer);
     else next.init.headers.delete('authorization');
     response = await send(next.url, next.init);
+    if (!carriesBearer) answeredWithoutBearer.add(response);
     Object.defineProperty(response, 'redirected', { value: true });
     hop = next;
   }
