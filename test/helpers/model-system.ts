@@ -227,6 +227,8 @@ export class ModelSystem {
   private stored: TokenSet | undefined;
   /** What the store really holds; behind `stored` after a failed or withheld write of the manager. */
   private storeContent: StoredTokens | undefined;
+  /** The highest revision the store ever held: a sign-in elsewhere goes above it, as a tokenrelay process's does. */
+  private highestStoreRevision = 0;
   /** The store holds spent tokens the manager has replaced in memory only; it must write them before its next token call. */
   private storeBehind = false;
   /** Writes of the manager the store will refuse with an error (a full disk, Redis down). */
@@ -702,7 +704,9 @@ export class ModelSystem {
       this.stored = undefined;
     }
     this.noteRefreshSuperseded();
-    this.writeStoreContent(this.stored);
+    // A sign-in elsewhere is a tokenrelay process's setTokens(): its revision is above every one it saw and
+    // never below the clock (docs/stores.md), so it never repeats the revision a refresh here was fenced with.
+    this.writeStoreContent(this.stored, action.kind === 'signIn' ? Math.max(this.highestStoreRevision + 1, Math.floor(Date.now())) : undefined);
     this.knownAccessToken = this.stored?.accessToken;
     this.sessionExpired = false;
     this.sessionExpiredEventsThisSession = 0;
@@ -728,9 +732,14 @@ export class ModelSystem {
     this.expectedWrite = tokens;
   }
 
-  /** Another writer's write: the store holds `tokens` at the next revision (or nothing). */
-  private writeStoreContent(tokens: TokenSet | undefined): void {
-    this.storeContent = tokens && { tokens, revision: (this.storeContent?.revision ?? 0) + 1 };
+  /** Another writer's write: the store holds `tokens` at `revision`, by default the next one (or nothing). */
+  private writeStoreContent(tokens: TokenSet | undefined, revision = (this.storeContent?.revision ?? 0) + 1): void {
+    this.storeContent = tokens && { tokens, revision };
+    this.noteStoreRevision();
+  }
+
+  private noteStoreRevision(): void {
+    this.highestStoreRevision = Math.max(this.highestStoreRevision, this.storeContent?.revision ?? 0);
   }
 
   // ── The end of a run ────────────────────────────────────────────────────────────────────────
@@ -889,10 +898,12 @@ export class ModelSystem {
       // The mark of a dead session: its refresh token must be one the token endpoint refused.
       if (!this.refusedRefreshTokens.has(value.tokens.refreshToken ?? '')) this.violate('the manager marked a live session dead');
       this.storeContent = value;
+      this.noteStoreRevision();
       return true;
     }
     if (this.supersededWrites.delete(value.tokens.accessToken)) {
       this.storeContent = value;
+      this.noteStoreRevision();
       return true;
     }
     const expected = this.expectedWrite;
@@ -905,6 +916,7 @@ export class ModelSystem {
       this.violate('the manager wrote a revision that does not grow');
     }
     this.storeContent = value;
+    this.noteStoreRevision();
     this.storeBehind = false;
     return true;
   }
