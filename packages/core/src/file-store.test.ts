@@ -317,6 +317,25 @@ describe('fileStore: a token file holding an OAuth token response', () => {
     expect(await store.get()).not.toHaveProperty('sessionExpired');
   });
 
+  it('writes a new sign-in as that session alone: no field of the file it replaces (another user\'s id, signature, issued_at) stays', async () => {
+    await writeJson({ ...salesforceSample, saved_by: 'nightly-export.py' });
+    const manager = createTokenManager({ store: fileStore(tokenPath, { watch: false }), refresh: async () => salesforceRefresh(9) });
+    await manager.getTokens();
+    const signedIn: TokenSet = { accessToken: 'other-user-access', refreshToken: 'other-user-refresh', raw: { instance_url: 'https://other.my.salesforce.com' } };
+
+    await manager.setTokens(signedIn);
+
+    expect(await readJson()).toEqual({
+      access_token: 'other-user-access',
+      refresh_token: 'other-user-refresh',
+      token_type: 'Bearer',
+      instance_url: 'https://other.my.salesforce.com',
+      tokenrelay_revision: expect.any(Number),
+    });
+    // Every store gives back what the sign-in wrote, and only that.
+    expect((await fileStore(tokenPath, { watch: false }).get())?.tokens).toEqual({ ...signedIn, tokenType: 'Bearer' });
+  });
+
   it('does not date a token by an expires_in it cannot date, and drops an old expiry when the new token has none', async () => {
     await writeJson({ ...salesforceSample, expires_in: 3600, expires_at: 1_764_633_600 });
     const store = fileStore(tokenPath, { watch: false });

@@ -272,7 +272,9 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
             if (writeOrder.overtaken(ticket)) return true;
           } else if (((await file.read())?.revision ?? 0) !== expectedRevision) return false;
           operations++;
-          await file.write(stored, () => lock.assertHeld());
+          // A compare-and-set continues the session it read (a refresh); an unconditional write is a new
+          // session (a sign-in), which keeps nothing of the one it replaces (its id, signature, issued_at).
+          await file.write(stored, () => lock.assertHeld(), !unconditional);
           if (unconditional) writeOrder.landed(ticket);
           lastKey = stateKey(stored);
           return true;

@@ -22,11 +22,12 @@ export interface TokenFile {
   read(): Promise<StoredTokens | undefined>;
   /**
    * Replaces the file with `value` atomically, or deletes it (`undefined`). A token-response file
-   * stays one, keeping the fields the new tokens lack; a file that does not exist or cannot be
+   * stays one, keeping the fields the new tokens lack when they continue its session (`continues`:
+   * a refresh; a sign-in is a new session, written alone); a file that does not exist or cannot be
    * parsed is written as `newFileFormat`; any other in tokenrelay's layout. `beforeCommit` runs
    * right before the rename or unlink and may throw to cancel it (the lock check).
    */
-  write(value: StoredTokens | undefined, beforeCommit: () => Promise<void>): Promise<void>;
+  write(value: StoredTokens | undefined, beforeCommit: () => Promise<void>, continues?: boolean): Promise<void>;
 }
 
 /** fsync a directory so a rename in it survives power loss; not every platform can (Windows), and that is fine. */
@@ -42,12 +43,15 @@ async function syncDirectory(path: string): Promise<void> {
   }
 }
 
-/** The JSON written for `value` over the document the file held (`undefined`: none, or unparseable). */
-function serialise(value: StoredTokens, previous: unknown, newFileFormat: TokenFileFormat): string {
+/**
+ * The JSON written for `value` over the document the file held (`undefined`: none, or unparseable);
+ * its fields are kept only when `value` `continues` its session.
+ */
+function serialise(value: StoredTokens, previous: unknown, newFileFormat: TokenFileFormat, continues: boolean): string {
   const format = previous === undefined ? newFileFormat : tokenFileFormatOf(previous);
   const document =
     format === 'token-response'
-      ? tokenResponseDocument(value, isRecord(previous) ? previous : {}, Date.now())
+      ? tokenResponseDocument(value, continues && isRecord(previous) ? previous : {}, Date.now())
       : value.sessionExpired
         ? { revision: value.revision, sessionExpired: true, tokens: value.tokens }
         : { revision: value.revision, tokens: value.tokens };
@@ -103,7 +107,7 @@ export function tokenFile(filePath: string, newFileFormat: TokenFileFormat = 'to
       return parseTokenFile(value, (problem) => corrupt(`does not hold stored tokens: ${problem}`));
     },
 
-    async write(value, beforeCommit) {
+    async write(value, beforeCommit, continues = false) {
       if (value === undefined) {
         await beforeCommit();
         await unlink(filePath).catch((error: unknown) => {
@@ -112,7 +116,7 @@ export function tokenFile(filePath: string, newFileFormat: TokenFileFormat = 'to
         await syncDirectory(directory);
         return;
       }
-      const text = serialise(value, await readDocument(filePath), newFileFormat);
+      const text = serialise(value, await readDocument(filePath), newFileFormat, continues);
       await mkdir(directory, { recursive: true, mode: 0o700 });
       // A dot name in the same directory: rename is atomic only within one file system, and watchers ignore it.
       const temporary = join(directory, `.${fileName}.${randomBytes(6).toString('hex')}.tmp`);
