@@ -16,10 +16,10 @@ import type {
 
 type Listeners = { [E in keyof TokenManagerEvents]: Set<TokenManagerEvents[E]> };
 
-/** Durations (and the retry count) up to the longest delay a timer keeps: a timer fires at once for a longer one. */
-function assertNonNegative(name: string, value: number | undefined): void {
-  if (value !== undefined && !(Number.isFinite(value) && value >= 0 && value <= MAX_TIMER_MS)) {
-    throw configurationError(`${name} must be a number from 0 to ${MAX_TIMER_MS}`);
+/** `max` bounds the options a timer waits for: a timer fires at once for a longer delay. */
+function assertNonNegative(name: string, value: number | undefined, max = Infinity): void {
+  if (value !== undefined && !(Number.isFinite(value) && value >= 0 && value <= max)) {
+    throw configurationError(`${name} must be a number ≥ 0${Number.isFinite(max) ? ` and ≤ ${max}` : ''}`);
   }
 }
 
@@ -97,8 +97,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     throw configurationError('refresh must be a function, e.g. refreshTokenGrant()');
   }
   assertNonNegative('refreshMarginMs', options.refreshMarginMs);
-  assertNonNegative('refreshTimeoutMs', options.refreshTimeoutMs);
-  assertNonNegative('lateAnswerWaitMs', options.lateAnswerWaitMs);
+  assertNonNegative('refreshTimeoutMs', options.refreshTimeoutMs, MAX_TIMER_MS);
+  assertNonNegative('lateAnswerWaitMs', options.lateAnswerWaitMs, MAX_TIMER_MS);
   const clock = options.clock ?? Date;
   /** The one check of tokens a caller gives: the shared parser, plus expiry units against the clock. */
   const parseGivenTokens = (tokens: unknown, refuse: (problem: string) => Error): TokenSet => {
@@ -114,7 +114,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const retry = options.retry === false ? undefined : options.retry;
   assertNonNegative('retry.retries', retry?.retries);
   assertNonNegative('retry.minDelayMs', retry?.minDelayMs);
-  assertNonNegative('retry.maxDelayMs', retry?.maxDelayMs);
+  assertNonNegative('retry.maxDelayMs', retry?.maxDelayMs, MAX_TIMER_MS);
   assertNonNegative('retry.pauseAfterFailureMs', retry?.pauseAfterFailureMs);
   assertNonNegative('retry.maxPauseAfterFailureMs', retry?.maxPauseAfterFailureMs);
 
