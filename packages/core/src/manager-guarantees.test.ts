@@ -361,7 +361,28 @@ describe('sign-out and a new sign-in win over a refresh in flight', () => {
     expect(shared.value?.tokens).toEqual(session(7));
     expect(await manager.getAccessToken()).toBe('at.7');
   });
+  it('never hands a waiting request the expired token of a session signed in elsewhere during its refresh: it refreshes that session first', async () => {
+    vi.useFakeTimers({ now: 10_000 });
+    // Session 0 has expired: a request waits for its refresh.
+    const shared = sharedStore({ tokens: session(0, 9_000), revision: 1 });
+    const endpoint = scriptedEndpoint();
+    const manager = createTokenManager({ store: shared.store(), refresh: endpoint.handler });
+    const token = manager.getAccessToken();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(endpoint.presented).toEqual(['rt.0']);
+
+    // Another process signs in meanwhile with a 1 s token, which expires before session 0's refresh token is refused.
+    shared.signInElsewhere(session(1, 11_000));
+    await vi.advanceTimersByTimeAsync(1_000);
+    endpoint.calls[0]?.reject(new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'invalid_grant'));
+    await vi.advanceTimersByTimeAsync(0);
+
+    expect(endpoint.presented).toEqual(['rt.0', 'rt.1']);
+    endpoint.calls[1]?.resolve(session(2, 71_000));
+    expect(await token).toBe('at.2');
+  });
 });
+
 
 describe('a dead session is shared through the store', () => {
   it('tells every holder of the store, so no other process presents the dead refresh token again', async () => {
