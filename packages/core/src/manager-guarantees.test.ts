@@ -381,6 +381,27 @@ describe('sign-out and a new sign-in win over a refresh in flight', () => {
     endpoint.calls[1]?.resolve(session(2, 71_000));
     expect(await token).toBe('at.2');
   });
+  it('never answers refresh() with the expired token of a session signed in elsewhere during the refresh: it refreshes that session first', async () => {
+    vi.useFakeTimers({ now: 10_000 });
+    const shared = sharedStore({ tokens: session(0), revision: 1 });
+    const endpoint = scriptedEndpoint();
+    const manager = createTokenManager({ store: shared.store(), refresh: endpoint.handler });
+    await manager.getAccessToken();
+    // A request's 401 refreshes session 0.
+    const refreshed = manager.refresh({ staleAccessToken: 'at.0' });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(endpoint.presented).toEqual(['rt.0']);
+
+    // Another process signs in meanwhile with a 1 s token, which expires before session 0's refresh token is refused.
+    shared.signInElsewhere(session(1, 11_000));
+    await vi.advanceTimersByTimeAsync(1_000);
+    endpoint.calls[0]?.reject(new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'invalid_grant'));
+    await vi.advanceTimersByTimeAsync(0);
+
+    expect(endpoint.presented).toEqual(['rt.0', 'rt.1']);
+    endpoint.calls[1]?.resolve(session(2, 71_000));
+    expect((await refreshed).accessToken).toBe('at.2');
+  });
 });
 
 

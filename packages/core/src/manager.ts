@@ -439,6 +439,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     return clock.now() < tokens.expiresAt - Math.min(marginOf(tokens.expiresAt) / 2, SEND_WINDOW_MS);
   }
 
+  /** Expired by its clock (a token without an expiry never is). */
+  function isExpired(tokens: TokenSet): boolean {
+    return tokens.expiresAt !== undefined && clock.now() >= tokens.expiresAt;
+  }
+
   /** The current token may still be sent: not expired by its clock, and not refused by the server. */
   function isUsable(tokens: TokenSet): boolean {
     return (
@@ -906,21 +911,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     },
 
     async refresh({ staleAccessToken, signal }: RefreshOptions = {}) {
-      signal?.throwIfAborted();
-      if (!loaded) await abortable(ensureLoaded(), signal);
-      // Refused also while a proactive refresh runs: no request may go out with it meanwhile.
-      if (current && staleAccessToken === current.accessToken) refusedAccessToken = current.accessToken;
-      if (running) return join(running, signal);
-      if (sessionExpiredError) throw failFast();
-      if (!current && !acquires) throw failFast();
-      // The failed request used an older token and a refresh already replaced it: no second refresh —
-      // unless the replacement is itself no longer fresh.
-      if (current && staleAccessToken !== undefined && staleAccessToken !== current.accessToken && isFresh(current)) {
-        return current;
-      }
-      const paused = pausedError();
-      if (paused) throw paused;
-      return join(startRefresh(current), signal);
+      const tokens = await refreshOnce(staleAccessToken, signal);
+      // As for getAccessToken: a session another holder signed in meanwhile may have expired by then; refreshed once.
+      return isExpired(tokens) ? refreshOnce(tokens.accessToken, signal) : tokens;
     },
 
     async getTokens() {
@@ -1029,14 +1022,32 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     }
   }
 
+  /** One refresh, or the one running: `manager.refresh` without its second look at an expired answer. */
+  async function refreshOnce(staleAccessToken: string | undefined, signal: AbortSignal | undefined): Promise<TokenSet> {
+    signal?.throwIfAborted();
+    if (!loaded) await abortable(ensureLoaded(), signal);
+    // Refused also while a proactive refresh runs: no request may go out with it meanwhile.
+    if (current && staleAccessToken === current.accessToken) refusedAccessToken = current.accessToken;
+    if (running) return join(running, signal);
+    if (sessionExpiredError) throw failFast();
+    if (!current && !acquires) throw failFast();
+    // The failed request used an older token and a refresh already replaced it: no second refresh —
+    // unless the replacement is itself no longer fresh.
+    if (current && staleAccessToken !== undefined && staleAccessToken !== current.accessToken && isFresh(current)) {
+      return current;
+    }
+    const paused = pausedError();
+    if (paused) throw paused;
+    return join(startRefresh(current), signal);
+  }
+
   function waitWithFallback(
     waiting: Promise<TokenSet>,
     before: TokenSet | undefined,
     signal: AbortSignal | undefined,
     askAgain: boolean,
   ): Promise<string> {
-    const expired = (tokens: TokenSet) => tokens.expiresAt !== undefined && clock.now() >= tokens.expiresAt;
-    return waiting.then((tokens) => (askAgain && expired(tokens) ? accessTokenToSend(signal, false) : tokens.accessToken), (error: unknown) => {
+    return waiting.then((tokens) => (askAgain && isExpired(tokens) ? accessTokenToSend(signal, false) : tokens.accessToken), (error: unknown) => {
       if (before && before === current && isUsable(before) && !(signal?.aborted ?? false)) return before.accessToken;
       throw error;
     });
