@@ -46,14 +46,23 @@ export interface OurBearer {
   takeOffHeaders(request: HeadersAndContext): void;
   /** Takes our bearer off the request and forgets it: the request does not count as sent with it. */
   forget(request: HeadersAndContext): void;
+  /**
+   * Forgets our bearer for this hop, which goes where it may not go, and for the rest of the request: as fetch,
+   * which never puts back an `Authorization` it dropped, no later redirect hop (nor got's retry of one) gets it
+   * back, wherever the server that chose that hop's URL sends it.
+   */
+  withhold(request: HeadersAndContext): void;
+  /** Was our bearer withheld from a hop of this request, or of one it is a redirect hop or retry of? */
+  isWithheld(request: HeadersAndContext): boolean;
 }
 
 /**
- * Tracks the bearer one set of hooks puts on got's requests, under a `context` key of this set's own, so
+ * Tracks the bearer one set of hooks puts on got's requests, under `context` keys of this set's own, so
  * two sets on one got instance never take each other's bearer for theirs.
  */
 export function trackOurBearer(): OurBearer {
   const key = Symbol('tokenRelaySentBearer');
+  const withheldKey = Symbol('tokenRelayBearerWithheld');
   const sentWith = (request: HeadersAndContext) => (request.context as { [key]?: SentBearer })[key];
   const isOn = (request: HeadersAndContext) => {
     const sent = sentWith(request);
@@ -61,6 +70,10 @@ export function trackOurBearer(): OurBearer {
   };
   const takeOffHeaders = (request: HeadersAndContext) => {
     if (isOn(request)) delete request.headers.authorization;
+  };
+  const forget = (request: HeadersAndContext) => {
+    takeOffHeaders(request);
+    delete (request.context as { [key]?: SentBearer })[key];
   };
   return {
     put(request, accessToken, authorization) {
@@ -71,9 +84,11 @@ export function trackOurBearer(): OurBearer {
     isOn,
     othersOn: (request) => request.headers.authorization !== undefined && !isOn(request),
     takeOffHeaders,
-    forget(request) {
-      takeOffHeaders(request);
-      delete (request.context as { [key]?: SentBearer })[key];
+    forget,
+    withhold(request) {
+      forget(request);
+      (request.context as { [withheldKey]?: true })[withheldKey] = true;
     },
+    isWithheld: (request) => (request.context as { [withheldKey]?: true })[withheldKey] === true,
   };
 }

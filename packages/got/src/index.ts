@@ -34,6 +34,7 @@ export interface TokenRelayGotOptions {
    * Where the bearer token may be sent: origins (`https://api.example.com`) or a predicate on the
    * request URL. Requests elsewhere go untouched; the token endpoint never gets it, and a redirect
    * to a URL outside `origins`, or a request a later `beforeRequest` hook sends there, leaves without it.
+   * Once a hop of a request went without it for its URL, no later redirect hop gets it back.
    * @example
    * ```ts
    * origins: ['https://api.example.com']
@@ -87,6 +88,10 @@ export interface TokenRelayGotHooks {
  * - The final URL decides: a last step of ours runs after every other `beforeRequest` hook, so a request that
  *   a later hook sends where the bearer may not go leaves without it; one whose `Authorization` a later hook set or
  *   deleted goes with that, and its 401 causes no refresh and no replay.
+ * - Once a hop of a request (its first included) goes without our bearer because its URL may not carry it, no
+ *   later redirect hop of it, nor got's retry of one, gets it back (as fetch never puts back an `Authorization` it
+ *   dropped): a server outside `origins` cannot send the request, its method and its body, to an API URL of its
+ *   choosing with our bearer. A 401 to such a hop causes no refresh and no replay.
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer comes back as it is.
  * - Bodies got can send again (none, a string, a `Buffer`, `json`, `form`) are replayed; a stream
  *   or an iterable is never sent twice: the tokens are refreshed and the caller gets the failure.
@@ -139,13 +144,15 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
    * (see runLast). There the URL is final: a bearer that a later hook sent where it may not go comes off.
    * Then, once got hands the headers over to create the HTTP request, our bearer leaves got's options: got
    * makes the errors of an aborted `signal` and of `promise.cancel()` from them without any `beforeError`
-   * hook. Our `beforeRequest` puts it back on every retry and redirect hop. With the `queue`, a request a
-   * refresh released is created when the queue has room.
+   * hook. Our `beforeRequest` puts it back on every retry and redirect hop, until a hop goes where it may not go.
+   * With the `queue`, a request a refresh released is created when the queue has room.
    */
   const lastStep: BeforeRequestHook = (request) => {
     const url = urlOf(request.url);
-    // Where it may not go, or replaced or removed by a later hook: a 401 to it is no longer about our token.
-    if (url === undefined || !mayCarryBearer(url) || !ourBearer.isOn(request)) ourBearer.forget(request);
+    // Where it may not go (nor may the rest of the request), or replaced or removed by a later hook: a 401 to it
+    // is no longer about our token.
+    if (url === undefined || !mayCarryBearer(url)) ourBearer.withhold(request);
+    else if (!ourBearer.isOn(request)) ourBearer.forget(request);
     const released = queue !== undefined && isReleasedByRefresh(request);
     takeOverCreation(
       request,
@@ -157,8 +164,11 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const beforeRequest: BeforeRequestHook = async (request) => {
     // Every attempt of a request released by a refresh goes through the queue, wherever it goes.
     if (isReleasedByRefresh(request)) runLast(request, lastStep);
+    // A hop after one that went where the bearer may not go: that server chose this URL, method and body.
+    if (ourBearer.isWithheld(request)) return;
     const url = urlOf(request.url);
-    if (url === undefined || !mayCarryBearer(url) || ourBearer.othersOn(request)) return;
+    if (url === undefined || !mayCarryBearer(url)) return ourBearer.withhold(request);
+    if (ourBearer.othersOn(request)) return;
     let accessToken = manager.currentAccessToken();
     if (accessToken === undefined) {
       accessToken = await accessTokenIfSignedIn(manager, { signal: request.signal });
