@@ -44,6 +44,9 @@ async function startServer({ accepts }: { accepts?: string } = {}) {
 /** The URL of `server`'s redirect to `to`. */
 const hop = (server: { url: string }, status: number, to: string) => `${server.url}/hop?status=${status}&to=${encodeURIComponent(to)}`;
 
+/** The path and query of `url`, as its server records it. */
+const pathOf = (url: string) => url.slice(new URL(url).origin.length);
+
 const running: (() => Promise<void>)[] = [];
 afterEach(() => Promise.all(running.splice(0).map((close) => close())));
 
@@ -136,9 +139,6 @@ describe('tokenRelayHooks and a later beforeRequest hook that changes the URL', 
 });
 
 describe('tokenRelayHooks and a redirect chain that left origins', () => {
-  /** The path and query of `url`, as its server records it. */
-  const pathOf = (url: string) => url.slice(new URL(url).origin.length);
-
   it.each([
     [307, 'POST /account/delete none x=1'],
     [302, 'POST /account/delete none x=1'],
@@ -316,6 +316,53 @@ describe('tokenRelayHooks and the Authorization of others', () => {
     expect((await client.get(`${api.url}/me`)).statusCode).toBe(401);
     expect(refreshes()).toBe(0);
     expect(api.seen).toEqual(['/me none']);
+  });
+
+  /** A `beforeRequest` hook that sets `Authorization` as written, not as got's lowercase key. */
+  const capitalised: BeforeRequestHook = (options) => {
+    (options.headers as Record<string, string>).Authorization = 'Basic later';
+  };
+
+  it('neither refreshes nor replays when a 401 answers an Authorization a later beforeRequest hook set with capitals', async () => {
+    const api = await startServer({ accepts: 'Bearer v3' });
+    const { manager, refreshes } = countingManager();
+    const client = got.extend({ hooks: tokenRelayHooks(manager, { origins: [api.url] }), retry: { limit: 0 }, throwHttpErrors: false }, { hooks: { beforeRequest: [capitalised] } });
+
+    expect((await client.get(`${api.url}/me`)).statusCode).toBe(401);
+    expect(refreshes()).toBe(0);
+    expect(api.seen).toEqual(['/me Basic later']);
+  });
+
+  it('sends every redirect hop with the Authorization a later beforeRequest hook set with capitals, never our bearer', async () => {
+    const api = await startServer();
+    const client = got.extend({ hooks: tokenRelayHooks(freshManager(), { origins: [api.url] }), retry: { limit: 0 } }, { hooks: { beforeRequest: [capitalised] } });
+    const first = hop(api, 302, `${api.url}/x`);
+
+    expect(await client.get(first).text()).toBe('Basic later');
+    expect(api.seen).toEqual([`${pathOf(first)} Basic later`, '/x Basic later']);
+  });
+
+  it('leaves the Authorization an earlier beforeRequest hook set with capitals, and refreshes nothing for its 401', async () => {
+    const api = await startServer({ accepts: 'Bearer v3' });
+    const { manager, refreshes } = countingManager();
+    const client = got.extend({ hooks: { beforeRequest: [capitalised] } }, { hooks: tokenRelayHooks(manager, { origins: [api.url] }), retry: { limit: 0 }, throwHttpErrors: false });
+
+    expect((await client.get(`${api.url}/me`)).statusCode).toBe(401);
+    expect(refreshes()).toBe(0);
+    expect(api.seen).toEqual(['/me Basic later']);
+  });
+
+  it("puts no bearer on the cross-origin hop (where got drops it) of a request sent with the caller's own Authorization, nor refreshes for its 401", async () => {
+    const api = await startServer();
+    const other = await startServer({ accepts: 'Bearer v3' });
+    const { manager, refreshes } = countingManager();
+    const client = got.extend({ hooks: tokenRelayHooks(manager, { origins: [api.url, other.url] }), retry: { limit: 0 }, throwHttpErrors: false });
+    const first = hop(api, 302, `${other.url}/x`);
+
+    expect((await client.get(first, { headers: { authorization: 'Basic mine' } })).statusCode).toBe(401);
+    expect(api.seen).toEqual([`${pathOf(first)} Basic mine`]);
+    expect(other.seen).toEqual(['/x none']);
+    expect(refreshes()).toBe(0);
   });
 
   it("lets a caller's Authorization merged into the options win over our bearer", async () => {
