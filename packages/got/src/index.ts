@@ -26,6 +26,7 @@ import {
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
 import { runLast, takeOverCreation } from './attempt.js';
 import { trackOurBearer } from './bearer.js';
+import { contextSlot } from './context.js';
 import { hopOfEndedRequest, leaveQueue, sendWhenQueueHasRoom } from './queue.js';
 
 /** Options of {@link tokenRelayHooks}. */
@@ -84,7 +85,9 @@ export interface TokenRelayGotHooks {
  * and replay once, with got's `retryWithMergedOptions` after a (single-flight) refresh, a request that
  * failed for an expired token.
  *
- * - Requests elsewhere, and requests with an `Authorization` header of their own, go untouched.
+ * - Requests elsewhere, and requests with an `Authorization` header of their own (in any spelling, one a hook
+ *   sets included), go untouched, and so do their later redirect hops and got's retries, a cross-origin hop
+ *   where got dropped that header included.
  * - The final URL decides: a last step of ours runs after every other `beforeRequest` hook, so a request that
  *   a later hook sends where the bearer may not go leaves without it; one whose `Authorization` a later hook set or
  *   deleted goes with that, and its 401 causes no refresh and no replay.
@@ -134,10 +137,8 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
    * or a replay): got copies the context to its retries and redirect hops, which the `queue` takes too.
    * A key of their own: another set's released request goes through that set's queue only.
    */
-  const releasedByRefresh = Symbol('tokenRelayReleasedByRefresh');
-
-  const releaseMarkOf = (request: NormalizedOptions) => request.context as { [releasedByRefresh]?: true };
-  const isReleasedByRefresh = (request: NormalizedOptions) => releaseMarkOf(request)[releasedByRefresh] === true;
+  const releasedByRefresh = contextSlot<true>('tokenRelayReleasedByRefresh');
+  const isReleasedByRefresh = (request: NormalizedOptions) => releasedByRefresh.get(request) === true;
 
   /**
    * Our last step on every HTTP request of a request we put the bearer on, or that a refresh released
@@ -149,9 +150,9 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
    */
   const lastStep: BeforeRequestHook = (request) => {
     const url = urlOf(request.url);
-    // Where it may not go (nor may the rest of the request), or replaced or removed by a later hook: a 401 to it
-    // is no longer about our token.
-    if (url === undefined || !mayCarryBearer(url)) ourBearer.withhold(request);
+    // Where it may not go, or with an Authorization a later hook set (in any spelling): nor may the rest of the
+    // request. Removed by a later hook: this hop goes without. A 401 to either is no longer about our token.
+    if (url === undefined || !mayCarryBearer(url) || ourBearer.othersOn(request)) ourBearer.withhold(request);
     else if (!ourBearer.isOn(request)) ourBearer.forget(request);
     const released = queue !== undefined && isReleasedByRefresh(request);
     takeOverCreation(
@@ -164,11 +165,11 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const beforeRequest: BeforeRequestHook = async (request) => {
     // Every attempt of a request released by a refresh goes through the queue, wherever it goes.
     if (isReleasedByRefresh(request)) runLast(request, lastStep);
-    // A hop after one that went where the bearer may not go: that server chose this URL, method and body.
+    // A hop after one that went where the bearer may not go (that server chose this URL, method and body), or
+    // with an Authorization of others (which got drops on a cross-origin hop: ours must not take its place).
     if (ourBearer.isWithheld(request)) return;
     const url = urlOf(request.url);
-    if (url === undefined || !mayCarryBearer(url)) return ourBearer.withhold(request);
-    if (ourBearer.othersOn(request)) return;
+    if (url === undefined || !mayCarryBearer(url) || ourBearer.othersOn(request)) return ourBearer.withhold(request);
     let accessToken = manager.currentAccessToken();
     if (accessToken === undefined) {
       accessToken = await accessTokenIfSignedIn(manager, { signal: request.signal });
@@ -176,7 +177,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
       if (requestOfHop.get(request)?.destroyed) throw hopOfEndedRequest('for a token');
       // Signed out: not released by a refresh, so not queued.
       if (accessToken === undefined) return ourBearer.forget(request);
-      if (queue) releaseMarkOf(request)[releasedByRefresh] = true;
+      if (queue) releasedByRefresh.set(request, true);
     }
     const authorization = bearerAuthorization(accessToken, manager.tokenType);
     // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
@@ -210,7 +211,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     }
     if (!isReplayable(request.body)) return response;
     // Our beforeRequest puts the new token on the replay, as on every attempt.
-    return retryWithMergedOptions(queue ? { context: { [releasedByRefresh]: true } } : {});
+    return retryWithMergedOptions(queue ? { context: { [releasedByRefresh.key]: true } } : {});
   };
 
   // The options of a got error are the request's, and go wherever the error is logged: without our bearer.
