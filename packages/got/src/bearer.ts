@@ -2,12 +2,15 @@
  * Which `Authorization` on a got request is ours. got's options are the request's and show in its errors
  * (`error.options`, enumerable, in their JSON too); its per-request `context`, which got copies to a retry
  * and a redirect hop, keeps the bearer we sent: the exact header, which tells ours from an `Authorization` of
- * others, and its access token, the stale one a refresh replaces.
+ * others, and its access token, the stale one a refresh replaces. got lower-cases the header names of the
+ * options it is given, not those a hook writes: an `Authorization` of others may have any spelling, and Node
+ * sends the last of several.
  */
 import type { NormalizedOptions } from 'got';
+import { contextSlot } from './context.js';
 
 /** What of a request's options the tracking reads and changes. */
-export type HeadersAndContext = Pick<NormalizedOptions, 'headers' | 'context'>;
+type HeadersAndContext = Pick<NormalizedOptions, 'headers' | 'context'>;
 
 /**
  * The bearer we sent. Its fields are private, so logging a got error (JSON or `util.inspect`) shows `{}` or
@@ -34,9 +37,9 @@ export interface OurBearer {
   put(request: HeadersAndContext, accessToken: string, authorization: string): void;
   /** The access token of the bearer we sent with the request, `undefined` if it carries none of ours. */
   accessTokenSent(request: HeadersAndContext): string | undefined;
-  /** Is the request's `Authorization` the very one we put there? */
+  /** Is the request's only `Authorization`, in any spelling, the very one we put there? */
   isOn(request: HeadersAndContext): boolean;
-  /** Does the request carry an `Authorization` of others (the caller's, or a hook's)? */
+  /** Does the request carry an `Authorization`, in any spelling, of others (the caller's, or a hook's)? */
   othersOn(request: HeadersAndContext): boolean;
   /**
    * Takes our bearer out of the request's headers, and only there: once got has handed them over to create
@@ -46,34 +49,55 @@ export interface OurBearer {
   takeOffHeaders(request: HeadersAndContext): void;
   /** Takes our bearer off the request and forgets it: the request does not count as sent with it. */
   forget(request: HeadersAndContext): void;
+  /**
+   * Forgets our bearer for this hop, which goes where it may not go or with an `Authorization` of others, and
+   * for the rest of the request: as fetch, which never puts back an `Authorization` it dropped, no later
+   * redirect hop (nor got's retry of one) gets it, wherever the server that chose that hop's URL sends it and
+   * whichever `Authorization` got dropped on the way.
+   */
+  withhold(request: HeadersAndContext): void;
+  /** Was our bearer withheld from a hop of this request, or of one it is a redirect hop or retry of? */
+  isWithheld(request: HeadersAndContext): boolean;
+}
+
+/** The names, in any spelling, under which the request's headers hold an `Authorization`. */
+function authorizationNames(request: HeadersAndContext): string[] {
+  return Object.keys(request.headers).filter((name) => name.toLowerCase() === 'authorization' && request.headers[name] !== undefined);
 }
 
 /**
- * Tracks the bearer one set of hooks puts on got's requests, under a `context` key of this set's own, so
+ * Tracks the bearer one set of hooks puts on got's requests, under `context` keys of this set's own, so
  * two sets on one got instance never take each other's bearer for theirs.
  */
 export function trackOurBearer(): OurBearer {
-  const key = Symbol('tokenRelaySentBearer');
-  const sentWith = (request: HeadersAndContext) => (request.context as { [key]?: SentBearer })[key];
-  const isOn = (request: HeadersAndContext) => {
-    const sent = sentWith(request);
-    return sent !== undefined && request.headers.authorization === sent.authorization;
+  const sent = contextSlot<SentBearer>('tokenRelaySentBearer');
+  const withheld = contextSlot<true>('tokenRelayBearerWithheld');
+  /** Is ours in the headers, under got's lowercase name (others may be there too)? */
+  const isAmongHeaders = (request: HeadersAndContext) => {
+    const bearer = sent.get(request);
+    return bearer !== undefined && request.headers.authorization === bearer.authorization;
   };
   const takeOffHeaders = (request: HeadersAndContext) => {
-    if (isOn(request)) delete request.headers.authorization;
+    if (isAmongHeaders(request)) delete request.headers.authorization;
+  };
+  const forget = (request: HeadersAndContext) => {
+    takeOffHeaders(request);
+    sent.delete(request);
   };
   return {
     put(request, accessToken, authorization) {
       request.headers.authorization = authorization;
-      (request.context as { [key]?: SentBearer })[key] = new SentBearer(accessToken, authorization);
+      sent.set(request, new SentBearer(accessToken, authorization));
     },
-    accessTokenSent: (request) => sentWith(request)?.accessToken,
-    isOn,
-    othersOn: (request) => request.headers.authorization !== undefined && !isOn(request),
+    accessTokenSent: (request) => sent.get(request)?.accessToken,
+    isOn: (request) => isAmongHeaders(request) && authorizationNames(request).length === 1,
+    othersOn: (request) => authorizationNames(request).some((name) => name !== 'authorization' || !isAmongHeaders(request)),
     takeOffHeaders,
-    forget(request) {
-      takeOffHeaders(request);
-      delete (request.context as { [key]?: SentBearer })[key];
+    forget,
+    withhold(request) {
+      forget(request);
+      withheld.set(request, true);
     },
+    isWithheld: (request) => withheld.get(request) === true,
   };
 }

@@ -26,6 +26,7 @@ import {
 import { accessTokenIfSignedIn, bearerAuthorization, createOriginMatcher, dpopUnsupported, isSignedOut } from '@tokenrelay/core/kit';
 import { runLast, takeOverCreation } from './attempt.js';
 import { trackOurBearer } from './bearer.js';
+import { contextSlot } from './context.js';
 import { hopOfEndedRequest, leaveQueue, sendWhenQueueHasRoom } from './queue.js';
 
 /** Options of {@link tokenRelayHooks}. */
@@ -34,6 +35,7 @@ export interface TokenRelayGotOptions {
    * Where the bearer token may be sent: origins (`https://api.example.com`) or a predicate on the
    * request URL. Requests elsewhere go untouched; the token endpoint never gets it, and a redirect
    * to a URL outside `origins`, or a request a later `beforeRequest` hook sends there, leaves without it.
+   * Once a hop of a request went without it for its URL, no later redirect hop gets it back.
    * @example
    * ```ts
    * origins: ['https://api.example.com']
@@ -83,10 +85,16 @@ export interface TokenRelayGotHooks {
  * and replay once, with got's `retryWithMergedOptions` after a (single-flight) refresh, a request that
  * failed for an expired token.
  *
- * - Requests elsewhere, and requests with an `Authorization` header of their own, go untouched.
+ * - Requests elsewhere, and requests with an `Authorization` header of their own (in any spelling, one a hook
+ *   sets included), go untouched, and so do their later redirect hops and got's retries, a cross-origin hop
+ *   where got dropped that header included.
  * - The final URL decides: a last step of ours runs after every other `beforeRequest` hook, so a request that
  *   a later hook sends where the bearer may not go leaves without it; one whose `Authorization` a later hook set or
  *   deleted goes with that, and its 401 causes no refresh and no replay.
+ * - Once a hop of a request (its first included) goes without our bearer because its URL may not carry it, no
+ *   later redirect hop of it, nor got's retry of one, gets it back (as fetch never puts back an `Authorization` it
+ *   dropped): a server outside `origins` cannot send the request, its method and its body, to an API URL of its
+ *   choosing with our bearer. A 401 to such a hop causes no refresh and no replay.
  * - Signed out (`NO_TOKENS`), a request goes without a bearer and its answer comes back as it is.
  * - Bodies got can send again (none, a string, a `Buffer`, `json`, `form`) are replayed; a stream
  *   or an iterable is never sent twice: the tokens are refreshed and the caller gets the failure.
@@ -129,23 +137,23 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
    * or a replay): got copies the context to its retries and redirect hops, which the `queue` takes too.
    * A key of their own: another set's released request goes through that set's queue only.
    */
-  const releasedByRefresh = Symbol('tokenRelayReleasedByRefresh');
-
-  const releaseMarkOf = (request: NormalizedOptions) => request.context as { [releasedByRefresh]?: true };
-  const isReleasedByRefresh = (request: NormalizedOptions) => releaseMarkOf(request)[releasedByRefresh] === true;
+  const releasedByRefresh = contextSlot<true>('tokenRelayReleasedByRefresh');
+  const isReleasedByRefresh = (request: NormalizedOptions) => releasedByRefresh.get(request) === true;
 
   /**
    * Our last step on every HTTP request of a request we put the bearer on, or that a refresh released
    * (see runLast). There the URL is final: a bearer that a later hook sent where it may not go comes off.
    * Then, once got hands the headers over to create the HTTP request, our bearer leaves got's options: got
    * makes the errors of an aborted `signal` and of `promise.cancel()` from them without any `beforeError`
-   * hook. Our `beforeRequest` puts it back on every retry and redirect hop. With the `queue`, a request a
-   * refresh released is created when the queue has room.
+   * hook. Our `beforeRequest` puts it back on every retry and redirect hop, until a hop goes where it may not go.
+   * With the `queue`, a request a refresh released is created when the queue has room.
    */
   const lastStep: BeforeRequestHook = (request) => {
     const url = urlOf(request.url);
-    // Where it may not go, or replaced or removed by a later hook: a 401 to it is no longer about our token.
-    if (url === undefined || !mayCarryBearer(url) || !ourBearer.isOn(request)) ourBearer.forget(request);
+    // Where it may not go, or with an Authorization a later hook set (in any spelling): nor may the rest of the
+    // request. Removed by a later hook: this hop goes without. A 401 to either is no longer about our token.
+    if (url === undefined || !mayCarryBearer(url) || ourBearer.othersOn(request)) ourBearer.withhold(request);
+    else if (!ourBearer.isOn(request)) ourBearer.forget(request);
     const released = queue !== undefined && isReleasedByRefresh(request);
     takeOverCreation(
       request,
@@ -157,8 +165,11 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
   const beforeRequest: BeforeRequestHook = async (request) => {
     // Every attempt of a request released by a refresh goes through the queue, wherever it goes.
     if (isReleasedByRefresh(request)) runLast(request, lastStep);
+    // A hop after one that went where the bearer may not go (that server chose this URL, method and body), or
+    // with an Authorization of others (which got drops on a cross-origin hop: ours must not take its place).
+    if (ourBearer.isWithheld(request)) return;
     const url = urlOf(request.url);
-    if (url === undefined || !mayCarryBearer(url) || ourBearer.othersOn(request)) return;
+    if (url === undefined || !mayCarryBearer(url) || ourBearer.othersOn(request)) return ourBearer.withhold(request);
     let accessToken = manager.currentAccessToken();
     if (accessToken === undefined) {
       accessToken = await accessTokenIfSignedIn(manager, { signal: request.signal });
@@ -166,7 +177,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
       if (requestOfHop.get(request)?.destroyed) throw hopOfEndedRequest('for a token');
       // Signed out: not released by a refresh, so not queued.
       if (accessToken === undefined) return ourBearer.forget(request);
-      if (queue) releaseMarkOf(request)[releasedByRefresh] = true;
+      if (queue) releasedByRefresh.set(request, true);
     }
     const authorization = bearerAuthorization(accessToken, manager.tokenType);
     // A DPoP-bound token without a proof would be refused: say which door carries proofs instead.
@@ -200,7 +211,7 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     }
     if (!isReplayable(request.body)) return response;
     // Our beforeRequest puts the new token on the replay, as on every attempt.
-    return retryWithMergedOptions(queue ? { context: { [releasedByRefresh]: true } } : {});
+    return retryWithMergedOptions(queue ? { context: { [releasedByRefresh.key]: true } } : {});
   };
 
   // The options of a got error are the request's, and go wherever the error is logged: without our bearer.

@@ -8,18 +8,28 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { tokenRelayHooks } from './index.js';
 
 /**
- * A server on 127.0.0.1 that records the `Authorization` of every request it gets. `/hang` is never
- * answered (it ends when the client goes); anything else answers with the `Authorization`: 200, or
- * 401 (an expired token) when `accepts` names the only one it takes and this is another.
+ * A server on 127.0.0.1 that records the `Authorization` of every request it gets (`seen`), and its method,
+ * URL, `Authorization` and body (`sent`). `/hop?status=<3xx>&to=<URL>` answers that redirect; `/hang` is never
+ * answered (it ends when the client goes); `/flaky` answers its first request 503; anything else answers with
+ * the `Authorization`: 200, or 401 (an expired token) when `accepts` names the only one it takes and this is another.
  */
 async function startServer({ accepts }: { accepts?: string } = {}) {
   const seen: string[] = [];
+  const sent: string[] = [];
   const server = createServer((request, response) => {
     const authorization = request.headers.authorization ?? 'none';
     seen.push(`${request.url} ${authorization}`);
     if (request.url === '/hang') return;
-    const refused = accepts !== undefined && authorization !== accepts;
-    response.writeHead(refused ? 401 : 200, refused ? { 'www-authenticate': 'Bearer error="invalid_token"' } : {}).end(authorization);
+    let body = '';
+    request.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+    request.on('end', () => {
+      sent.push(`${request.method} ${request.url} ${authorization} ${body}`.trimEnd());
+      const { pathname, searchParams } = new URL(request.url ?? '/', 'http://127.0.0.1');
+      if (pathname === '/hop') return response.writeHead(Number(searchParams.get('status')), { location: searchParams.get('to') ?? '/' }).end();
+      if (pathname === '/flaky' && seen.filter((line) => line.startsWith('/flaky ')).length === 1) return response.writeHead(503).end();
+      const refused = accepts !== undefined && authorization !== accepts;
+      response.writeHead(refused ? 401 : 200, refused ? { 'www-authenticate': 'Bearer error="invalid_token"' } : {}).end(authorization);
+    });
   });
   await new Promise<void>((listening) => server.listen(0, '127.0.0.1', listening));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -28,8 +38,14 @@ async function startServer({ accepts }: { accepts?: string } = {}) {
     return new Promise<void>((closed) => server.close(() => closed()));
   };
   running.push(close);
-  return { url, seen, close };
+  return { url, seen, sent, close };
 }
+
+/** The URL of `server`'s redirect to `to`. */
+const hop = (server: { url: string }, status: number, to: string) => `${server.url}/hop?status=${status}&to=${encodeURIComponent(to)}`;
+
+/** The path and query of `url`, as its server records it. */
+const pathOf = (url: string) => url.slice(new URL(url).origin.length);
 
 const running: (() => Promise<void>)[] = [];
 afterEach(() => Promise.all(running.splice(0).map((close) => close())));
@@ -122,6 +138,100 @@ describe('tokenRelayHooks and a later beforeRequest hook that changes the URL', 
   });
 });
 
+describe('tokenRelayHooks and a redirect chain that left origins', () => {
+  it.each([
+    [307, 'POST /account/delete none x=1'],
+    [302, 'POST /account/delete none x=1'],
+    [303, 'GET /account/delete none'],
+  ])(
+    'never puts the bearer back on the hop that a %i of a server outside origins sends back to the API, nor refreshes for its 401',
+    async (status, lastHop) => {
+      // The API takes only v3, the token a refresh gets.
+      const api = await startServer({ accepts: 'Bearer v3' });
+      const elsewhere = await startServer();
+      const { manager, refreshes } = countingManager();
+      const client = got.extend({ hooks: tokenRelayHooks(manager, { origins: [api.url] }), retry: { limit: 0 }, throwHttpErrors: false });
+      // The server outside origins chooses the API URL the request goes back to, with its method and body.
+      const bounce = hop(elsewhere, status, `${api.url}/account/delete`);
+      const first = hop(api, 307, bounce);
+
+      const response = await client.post(first, { body: 'x=1' });
+
+      expect(api.sent).toEqual([`POST ${pathOf(first)} Bearer v2 x=1`, lastHop]);
+      expect(elsewhere.sent).toEqual([`POST ${pathOf(bounce)} none x=1`]);
+      expect(response.statusCode).toBe(401);
+      expect(refreshes()).toBe(0);
+    },
+  );
+
+  it('never puts the bearer on the hop into origins of a request that started outside them, nor refreshes for its 401, and the next request has it', async () => {
+    const api = await startServer({ accepts: 'Bearer v2' });
+    const elsewhere = await startServer();
+    const { manager, refreshes } = countingManager();
+    const client = got.extend({ hooks: tokenRelayHooks(manager, { origins: [api.url] }), retry: { limit: 0 }, throwHttpErrors: false });
+
+    expect((await client.post(hop(elsewhere, 307, `${api.url}/account/delete`), { body: 'x=1' })).statusCode).toBe(401);
+    expect(api.sent).toEqual(['POST /account/delete none x=1']);
+    expect(refreshes()).toBe(0);
+    expect(await client.get(`${api.url}/me`).text()).toBe('Bearer v2');
+  });
+
+  it('never puts the bearer on the hop back to the API of a request a later hook sent outside origins', async () => {
+    const api = await startServer();
+    const elsewhere = await startServer();
+    // A later hook sends the first HTTP request (to /me) outside origins, whose server redirects it back to the API.
+    const retargetMe: BeforeRequestHook = (options) => {
+      if (new URL(options.url ?? '').pathname === '/me') options.url = new URL(hop(elsewhere, 307, `${api.url}/account/delete`));
+    };
+    const client = got.extend({ hooks: tokenRelayHooks(freshManager(), { origins: [api.url] }), retry: { limit: 0 } }, { hooks: { beforeRequest: [retargetMe] } });
+
+    expect(await client.post(`${api.url}/me`, { body: 'x=1' }).text()).toBe('none');
+    expect(api.sent).toEqual(['POST /account/delete none x=1']);
+  });
+
+  it("never puts the bearer on got's retries of a hop back to the API after the chain left origins", async () => {
+    const api = await startServer();
+    const elsewhere = await startServer();
+    const client = got.extend({ hooks: tokenRelayHooks(freshManager(), { origins: [api.url] }), retry: { limit: 1, backoffLimit: 1 } });
+    const first = hop(api, 302, hop(elsewhere, 302, `${api.url}/flaky`));
+
+    expect(await client.get(first).text()).toBe('none');
+    // The redirect, the hop back (answered 503) and got's retry of that hop.
+    expect(api.seen).toEqual([`${pathOf(first)} Bearer v2`, '/flaky none', '/flaky none']);
+  });
+
+  it('never puts the bearer back on the hop to the API of a request that a refresh released into the queue, after the chain left origins', async () => {
+    const api = await startServer({ accepts: 'Bearer v3' });
+    const elsewhere = await startServer();
+    const { manager, refreshes } = countingManager();
+    await manager.setTokens({ accessToken: 'v1', refreshToken: 'r1', expiresAt: Date.now() - 1_000 });
+    const client = got.extend({
+      hooks: tokenRelayHooks(manager, { origins: [api.url], queue: new PQueue({ concurrency: 1 }) }),
+      retry: { limit: 0 },
+      throwHttpErrors: false,
+    });
+    const first = hop(api, 307, hop(elsewhere, 307, `${api.url}/account/delete`));
+
+    expect((await client.post(first, { body: 'x=1' })).statusCode).toBe(401);
+    expect(api.sent).toEqual([`POST ${pathOf(first)} Bearer v3 x=1`, 'POST /account/delete none x=1']);
+    // The one refresh is the one the expired token needed before the request was sent.
+    expect(refreshes()).toBe(1);
+  });
+
+  it('replays a request whose redirect chain stayed within origins with the new bearer', async () => {
+    const api = await startServer({ accepts: 'Bearer v3' });
+    const other = await startServer({ accepts: 'Bearer v3' });
+    const { manager, refreshes } = countingManager();
+    const client = got.extend({ hooks: tokenRelayHooks(manager, { origins: [api.url, other.url] }), retry: { limit: 0 } });
+    const first = hop(api, 307, `${other.url}/account`);
+
+    expect(await client.post(first, { body: 'x=1' }).text()).toBe('Bearer v3');
+    expect(refreshes()).toBe(1);
+    expect(api.sent).toEqual([`POST ${pathOf(first)} Bearer v2 x=1`]);
+    expect(other.sent).toEqual(['POST /account Bearer v2 x=1', 'POST /account Bearer v3 x=1']);
+  });
+});
+
 describe('tokenRelayHooks and the Authorization of others', () => {
   it('gives each of two tokenRelayHooks on one got instance its own origins and token, with one token call each', async () => {
     const first = await startServer({ accepts: 'Bearer v2' });
@@ -206,6 +316,53 @@ describe('tokenRelayHooks and the Authorization of others', () => {
     expect((await client.get(`${api.url}/me`)).statusCode).toBe(401);
     expect(refreshes()).toBe(0);
     expect(api.seen).toEqual(['/me none']);
+  });
+
+  /** A `beforeRequest` hook that sets `Authorization` as written, not as got's lowercase key. */
+  const capitalised: BeforeRequestHook = (options) => {
+    (options.headers as Record<string, string>).Authorization = 'Basic later';
+  };
+
+  it('neither refreshes nor replays when a 401 answers an Authorization a later beforeRequest hook set with capitals', async () => {
+    const api = await startServer({ accepts: 'Bearer v3' });
+    const { manager, refreshes } = countingManager();
+    const client = got.extend({ hooks: tokenRelayHooks(manager, { origins: [api.url] }), retry: { limit: 0 }, throwHttpErrors: false }, { hooks: { beforeRequest: [capitalised] } });
+
+    expect((await client.get(`${api.url}/me`)).statusCode).toBe(401);
+    expect(refreshes()).toBe(0);
+    expect(api.seen).toEqual(['/me Basic later']);
+  });
+
+  it('sends every redirect hop with the Authorization a later beforeRequest hook set with capitals, never our bearer', async () => {
+    const api = await startServer();
+    const client = got.extend({ hooks: tokenRelayHooks(freshManager(), { origins: [api.url] }), retry: { limit: 0 } }, { hooks: { beforeRequest: [capitalised] } });
+    const first = hop(api, 302, `${api.url}/x`);
+
+    expect(await client.get(first).text()).toBe('Basic later');
+    expect(api.seen).toEqual([`${pathOf(first)} Basic later`, '/x Basic later']);
+  });
+
+  it('leaves the Authorization an earlier beforeRequest hook set with capitals, and refreshes nothing for its 401', async () => {
+    const api = await startServer({ accepts: 'Bearer v3' });
+    const { manager, refreshes } = countingManager();
+    const client = got.extend({ hooks: { beforeRequest: [capitalised] } }, { hooks: tokenRelayHooks(manager, { origins: [api.url] }), retry: { limit: 0 }, throwHttpErrors: false });
+
+    expect((await client.get(`${api.url}/me`)).statusCode).toBe(401);
+    expect(refreshes()).toBe(0);
+    expect(api.seen).toEqual(['/me Basic later']);
+  });
+
+  it("puts no bearer on the cross-origin hop (where got drops it) of a request sent with the caller's own Authorization, nor refreshes for its 401", async () => {
+    const api = await startServer();
+    const other = await startServer({ accepts: 'Bearer v3' });
+    const { manager, refreshes } = countingManager();
+    const client = got.extend({ hooks: tokenRelayHooks(manager, { origins: [api.url, other.url] }), retry: { limit: 0 }, throwHttpErrors: false });
+    const first = hop(api, 302, `${other.url}/x`);
+
+    expect((await client.get(first, { headers: { authorization: 'Basic mine' } })).statusCode).toBe(401);
+    expect(api.seen).toEqual([`${pathOf(first)} Basic mine`]);
+    expect(other.seen).toEqual(['/x none']);
+    expect(refreshes()).toBe(0);
   });
 
   it("lets a caller's Authorization merged into the options win over our bearer", async () => {
