@@ -30,6 +30,9 @@ const check = (name, imports, extra = {}) => ({
   ...extra,
 });
 
+// core+fetch and core+axios carry, since issue 11's names came back, the browser build's refusal of
+// clientAuthentication: 'private_key_jwt' (its explanation, about 40 B gzipped; no JWT signer): the
+// budgets grew by that much, from 10200 B and 11150 B.
 export default [
   check(
     'tokenrelay core+fetch',
@@ -37,7 +40,7 @@ export default [
       '../packages/core/src/index.ts': '{ createTokenManager, refreshTokenGrant }',
       '../packages/fetch/src/index.ts': '{ withTokenRelay }',
     },
-    { limit: '10200 B' },
+    { limit: '10240 B' },
   ),
   check(
     'tokenrelay core+axios',
@@ -45,7 +48,7 @@ export default [
       '../packages/core/src/index.ts': '{ createTokenManager, refreshTokenGrant }',
       '../packages/axios/src/index.ts': '{ attachTokenRelay }',
     },
-    { limit: '11150 B', ignore: ['axios'] },
+    { limit: '11180 B', ignore: ['axios'] },
   ),
   check(
     'tokenrelay dpop (createDpop, browserDpopKey)',
