@@ -1,6 +1,7 @@
 /*
  * Client authentication decides once what it was given: a method named by a string (built here, its
- * secret checked) or the object privateKeyJwt makes (which must come without a clientSecret).
+ * secret checked), 'private_key_jwt' with a privateKey (made by privateKeyJwt), or the object
+ * privateKeyJwt makes (which must come without a clientSecret).
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
@@ -25,6 +26,7 @@ describe('client authentication', () => {
     expect(clientAuthenticator({ clientId: 'c' }, 'test').method).toBe('none');
     expect(clientAuthenticator({ clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_post' }, 'test').method).toBe('client_secret_post');
     expect(clientAuthenticator({ clientId: 'c', clientAuthentication: privateKeyJwt({ privateKey }) }, 'test').method).toBe('private_key_jwt');
+    expect(clientAuthenticator({ clientId: 'c', clientAuthentication: 'private_key_jwt', privateKey }, 'test').method).toBe('private_key_jwt');
   });
 
   it('adds each method to the request and names what it sent as secrets', async () => {
@@ -42,6 +44,9 @@ describe('client authentication', () => {
     const signed = await authenticate({ clientId: 'c', clientAuthentication: privateKeyJwt({ privateKey }) });
     expect(signed.params).toMatchObject({ client_id: 'c', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer' });
     expect(signed.secrets[0]).toBe(signed.params.client_assertion);
+    const named = await authenticate({ clientId: 'c', clientAuthentication: 'private_key_jwt', privateKey });
+    expect(Object.keys(named.params)).toEqual(Object.keys(signed.params));
+    expect(named.secrets[0]).toBe(named.params.client_assertion);
   });
 
   it.each([
@@ -49,6 +54,12 @@ describe('client authentication', () => {
     ['a clientSecret with none', { clientId: 'c', clientSecret: 's', clientAuthentication: 'none' as const }, /clientSecret was given but clientAuthentication is "none"/],
     ['client_secret_basic without a clientSecret', { clientId: 'c', clientAuthentication: 'client_secret_basic' as const }, /"client_secret_basic" needs a clientSecret/],
     ['an unknown name', { clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_jwt' as never }, /unknown clientAuthentication "client_secret_jwt"/],
+    ["'private_key_jwt' without a privateKey", { clientId: 'c', clientAuthentication: 'private_key_jwt' } as never, /"private_key_jwt" needs a privateKey/],
+    ['a privateKey with client_secret_basic', { clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_basic', privateKey } as never, /privateKey is for clientAuthentication: 'private_key_jwt'/],
+    ['a privateKey with client_secret_post', { clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_post', privateKey } as never, /privateKey is for clientAuthentication: 'private_key_jwt'/],
+    ['a privateKey with no clientAuthentication', { clientId: 'c', privateKey } as never, /privateKey is for clientAuthentication: 'private_key_jwt'/],
+    ['a privateKey beside privateKeyJwt', { clientId: 'c', clientAuthentication: privateKeyJwt({ privateKey }), privateKey } as never, /privateKey is for clientAuthentication: 'private_key_jwt'/],
+    ['both a privateKey and a clientSecret', { clientId: 'c', clientSecret: 's', clientAuthentication: 'private_key_jwt', privateKey } as never, /clientSecret was given but clientAuthentication is "private_key_jwt"/],
     ['a value that is neither a name nor an object', { clientId: 'c', clientAuthentication: 7 as never }, /unknown clientAuthentication "7"/],
   ])('refuses %s with CONFIGURATION_ERROR when it is made', (_name, options, message) => {
     expect(() => clientAuthenticator(options, 'test')).toThrow(message);

@@ -1,10 +1,13 @@
 /*
  * Client authentication at the token endpoint (RFC 6749 §2.3): one piece for every grant and for
  * revocation, so each method is built, checked and redacted the same way everywhere. The secret
- * methods live here; `private_key_jwt` (RFC 7523 §2.2) needs a signer that most apps never ship,
- * so it is an object made by `privateKeyJwt` of `@tokenrelay/core/grants` and passed in.
+ * methods live here; `private_key_jwt` (RFC 7523 §2.2) needs a signer that an app which does not use
+ * it should not ship: it is the object `privateKeyJwt` makes, which `'private_key_jwt'` with a
+ * `privateKey` builds too (private-key-jwt-option.ts, refused in browser builds).
  */
 import { configurationError } from './errors.js';
+import type { AssertionSigningOptions } from './jwt.js';
+import { privateKeyJwtOption } from './private-key-jwt-option.js';
 import type { Clock } from './types.js';
 
 /**
@@ -29,17 +32,16 @@ export interface ClientAuthenticationRequest {
 }
 
 /**
- * A client authentication made outside this entry: `privateKeyJwt({ privateKey })` of
- * `@tokenrelay/core/grants`, the one method whose maker lives elsewhere. Adds itself to the request
- * and returns every secret it put there, so that no error message can echo one.
+ * A client authentication made as an object: `privateKeyJwt({ privateKey })`. Adds itself to the
+ * request and returns every secret it put there, so that no error message can echo one.
  */
 export interface ClientAuthenticationMethod {
   readonly method: 'private_key_jwt';
   authenticate(request: ClientAuthenticationRequest): Promise<readonly string[]>;
 }
 
-/** The client authentication options every grant (and `revokeToken`) takes. */
-export interface ClientAuthenticationOptions {
+/** Client authentication with a secret, with `client_id` alone, or with the object `privateKeyJwt` makes. */
+export interface SecretClientAuthenticationOptions {
   /** The OAuth client id. */
   clientId: string;
   /** The client secret of a confidential client (`client_secret_basic`, `client_secret_post`). */
@@ -47,17 +49,41 @@ export interface ClientAuthenticationOptions {
   /**
    * How the client authenticates: HTTP Basic (`client_secret_basic`, id and secret form-urlencoded
    * before base64 as RFC 6749 §2.3.1 requires), in the form body (`client_secret_post`), `client_id`
-   * alone (`none`, public clients), or a JWT signed with the client's private key:
-   * `privateKeyJwt({ privateKey })` from `@tokenrelay/core/grants` (`private_key_jwt`).
+   * alone (`none`, public clients), or a JWT signed with the client's private key: `'private_key_jwt'`
+   * with `privateKey` (see {@link PrivateKeyJwtClientAuthenticationOptions}), or the same as an
+   * object, `privateKeyJwt({ privateKey })`.
    * @default 'client_secret_basic' when a clientSecret is given, otherwise 'none'
-   * @example
-   * ```ts
-   * import { privateKeyJwt } from '@tokenrelay/core/grants'
-   * refreshTokenGrant({ tokenEndpoint, clientId: 'app', clientAuthentication: privateKeyJwt({ privateKey }) })
-   * ```
    */
   clientAuthentication?: Exclude<ClientAuthentication, 'private_key_jwt'> | ClientAuthenticationMethod;
+  /** Only with `clientAuthentication: 'private_key_jwt'`. */
+  privateKey?: never;
+  /** Only with `clientAuthentication: 'private_key_jwt'`. */
+  algorithm?: never;
+  /** Only with `clientAuthentication: 'private_key_jwt'`. */
+  keyId?: never;
 }
+
+/**
+ * `private_key_jwt` client authentication (RFC 7523 §2.2) named as a string: each request carries a
+ * fresh assertion signed with `privateKey` (`iss` = `sub` = clientId, `aud` = the endpoint URL, a
+ * unique `jti`), exactly as `privateKeyJwt({ privateKey, algorithm, keyId })`. Not in browser builds
+ * (`CONFIGURATION_ERROR`): a browser app is a public client, and a private key shipped to it is no secret.
+ * @example
+ * ```ts
+ * clientCredentialsGrant({ tokenEndpoint, clientId: 'worker', clientAuthentication: 'private_key_jwt', privateKey: pem, keyId: 'key-1' })
+ * ```
+ */
+export interface PrivateKeyJwtClientAuthenticationOptions extends AssertionSigningOptions {
+  /** The OAuth client id: the assertion's `iss` and `sub`. */
+  clientId: string;
+  /** A JWT signed with `privateKey`. */
+  clientAuthentication: 'private_key_jwt';
+  /** No secret with `private_key_jwt`. */
+  clientSecret?: never;
+}
+
+/** The client authentication options every grant (and `revokeToken`) takes. */
+export type ClientAuthenticationOptions = SecretClientAuthenticationOptions | PrivateKeyJwtClientAuthenticationOptions;
 
 /** What a {@link ClientAuthenticator} is given: the request, whose client id it knows. */
 type AuthenticatorRequest = Omit<ClientAuthenticationRequest, 'clientId'>;
@@ -82,11 +108,11 @@ export function clientAuthenticator(options: ClientAuthenticationOptions, who: s
   const { clientId, clientSecret } = options;
   const configError = (message: string) => configurationError(`${who}: ${message}`);
   if (typeof clientId !== 'string' || clientId === '') throw configError('clientId is required');
-  // Before 0.1.0 private_key_jwt took a `privateKey` option: point its users to the new form.
-  if ((options as { privateKey?: unknown }).privateKey !== undefined || options.clientAuthentication === ('private_key_jwt' as string)) {
-    throw configError('private_key_jwt is clientAuthentication: privateKeyJwt({ privateKey }) from @tokenrelay/core/grants');
-  }
-  const chosen = options.clientAuthentication ?? (clientSecret ? 'client_secret_basic' : 'none');
+  // 'private_key_jwt' and a privateKey become the object privateKeyJwt makes (or are refused, in a browser build).
+  const chosen =
+    options.clientAuthentication === 'private_key_jwt' || options.privateKey !== undefined
+      ? privateKeyJwtOption(options, who)
+      : (options.clientAuthentication ?? (clientSecret ? 'client_secret_basic' : 'none'));
   // Decided once: an object is made by privateKeyJwt, which sends no secret; a string names a method built here.
   if (typeof chosen === 'object') {
     if (clientSecret) throw configError(`clientSecret was given but clientAuthentication is "${chosen.method}"`);

@@ -1,7 +1,8 @@
 /*
- * @tokenrelay/core/grants: what only some apps need, so that the others do not ship it — the grants
- * without a refresh token (client credentials, JWT bearer), `private_key_jwt` client authentication
- * (with its WebCrypto JWT signer) and token revocation. `refreshTokenGrant` is on the main entry.
+ * @tokenrelay/core/grants: what only some apps need — the grants without a refresh token (client
+ * credentials, JWT bearer), `private_key_jwt` client authentication (with its WebCrypto JWT signer)
+ * and token revocation. The main entry exports them too (issue 11's names); this entry holds them
+ * alone, for bundlers and readers that want only these.
  */
 export {
   clientCredentialsGrant,
