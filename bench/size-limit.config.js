@@ -50,7 +50,7 @@ export default [
   check(
     'tokenrelay dpop (createDpop, browserDpopKey)',
     { '../packages/dpop/src/index.ts': '{ createDpop, browserDpopKey }' },
-    { limit: '3200 B' },
+    { limit: '3377 B' },
   ),
   check('tokenrelay createTokenManager', { '../packages/core/src/index.ts': '{ createTokenManager }' }),
   check('tokenrelay refreshTokenGrant', { '../packages/core/src/index.ts': '{ refreshTokenGrant }' }),

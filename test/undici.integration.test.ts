@@ -279,6 +279,56 @@ describe('tokenRelayInterceptor and the headers undici takes', () => {
   }
 });
 
+describe('tokenRelayInterceptor and headers undici refuses or reads as a record', () => {
+  for (const [version, client] of [['6', undici], ['7', undici7 as unknown as typeof undici]] as const) {
+    it(`fails a request whose iterable headers hold an entry that is no [name, value] pair as undici does without it, and sends nothing: no shifted pairs, no injected header (undici ${version})`, async () => {
+      const api = await startHeaderEchoApi();
+      const refresh = vi.fn(async () => ({ accessToken: 'fresh' }));
+      const manager = createTokenManager({ tokens: { accessToken: 'stale', refreshToken: 'r' }, refresh });
+      const agent = new client.Agent().compose(tokenRelayInterceptor(manager, { origins: [api.url] }));
+      const plain = new client.Agent();
+      // Flattened, these would be x-b: 2 and x-evil: v.
+      const malformed = () => [['x-b', '2', 'x-evil'], ['v']].values() as unknown as Record<string, string>;
+
+      const relayed: unknown = await client.request(`${api.url}/`, { dispatcher: agent, headers: malformed() }).catch((error: unknown) => error);
+      const direct: unknown = await client.request(`${api.url}/`, { dispatcher: plain, headers: malformed() }).catch((error: unknown) => error);
+
+      expect(direct).toBeInstanceOf(client.errors.InvalidArgumentError);
+      expect(relayed).toBeInstanceOf(client.errors.InvalidArgumentError);
+      expect((relayed as Error).message).toBe((direct as Error).message);
+      expect(api.arrivals).toEqual([]);
+      expect(refresh).not.toHaveBeenCalled();
+      await Promise.all([agent.close(), plain.close()]);
+    });
+  }
+
+  it('reads a plain record as a record even when Object.prototype has been given a Symbol.iterator, as undici 7 does (undici 7)', async () => {
+    const client = undici7 as unknown as typeof undici;
+    const api = await startHeaderEchoApi();
+    const manager = createTokenManager({ tokens: { accessToken: 'fresh', refreshToken: 'r' }, refresh: async () => ({ accessToken: 'fresh' }) });
+    const agent = new client.Agent().compose(tokenRelayInterceptor(manager, { origins: [api.url] }));
+    const prototype = Object.prototype as { [Symbol.iterator]?: unknown };
+    // A polluted prototype: undici 7 ignores an iterator a plain record only inherits from Object.prototype.
+    prototype[Symbol.iterator] = function* () {
+      yield ['x-evil', 'injected'];
+    };
+    try {
+      const response = await client.request(`${api.url}/`, { dispatcher: agent, headers: { 'x-a': '1' } });
+      await response.body.dump();
+    } finally {
+      delete prototype[Symbol.iterator];
+    }
+
+    expect(api.arrivals.map((arrival) => arrival.headers)).toEqual([
+      [
+        ['x-a', '1'],
+        ['authorization', 'Bearer fresh'],
+      ],
+    ]);
+    await agent.close();
+  });
+});
+
 describe('tokenRelayInterceptor composed on a Pool or a Client', () => {
   for (const [version, client] of [['6', undici], ['7', undici7 as unknown as typeof undici]] as const) {
     it(`authorizes and replays a request that names its origin (undici ${version})`, async () => {

@@ -19,7 +19,7 @@
  *   for the lock on its own).
  * - Both: `delay` (an abortable pause that cleans up after itself), `abortable` (stops waiting for a
  *   promise when a signal aborts), `notifyListeners` (one bad listener never starves the others),
- *   `configurationError`.
+ *   `configurationError`, `readBody` (a response's text, read no further than a limit).
  */
 export {
   accessTokenIfSignedIn,
@@ -47,5 +47,6 @@ export {
 export { isRecord, parseStoredTokens, parseTokenSet, tokenSetProblem } from './token-set.js';
 export { configurationError, storeError } from './errors.js';
 export { MAX_TIMER_MS, abortable, delay } from './delay.js';
+export { readBody } from './read-body.js';
 export { notifyListeners } from './notify.js';
 export { createWriteOrder, type WriteOrder } from './write-order.js';

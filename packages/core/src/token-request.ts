@@ -10,6 +10,7 @@ import { certainlyNotSent } from './not-sent.js';
 import { isRecord } from './token-set.js';
 import { parseTokenResponse } from './token-response.js';
 import type { Clock, TokenSet } from './types.js';
+import { readBody } from './read-body.js';
 
 /** The transport options every grant (and `revokeToken`) takes. */
 export interface TokenRequestOptions {
@@ -80,31 +81,6 @@ function resolveFetch(explicit: typeof fetch | undefined, who: string): typeof f
   }
   if (typeof candidate !== 'function') throw configurationError(`${who}: no fetch; pass options.fetch`);
   return candidate;
-}
-
-async function readBody(response: Response, limit: number): Promise<string | undefined> {
-  const declared = Number(response.headers.get('content-length'));
-  if (declared > limit) {
-    // Not awaited: a stream's cancel may wait on its source, and we are done with this response either way.
-    response.body?.cancel().catch(() => undefined);
-    return undefined;
-  }
-  if (!response.body) return '';
-  const reader = response.body.getReader();
-  // Decoded as it streams in (a character split between chunks is held back until its end comes).
-  const decoder = new TextDecoder();
-  let text = '';
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) return text + decoder.decode();
-    size += value.byteLength;
-    if (size > limit) {
-      reader.cancel().catch(() => undefined);
-      return undefined;
-    }
-    text += decoder.decode(value, { stream: true });
-  }
 }
 
 function parseRetryAfter(header: string | null, now: number): number | undefined {

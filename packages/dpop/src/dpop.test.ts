@@ -379,6 +379,72 @@ describe('a refresh-token request', () => {
       expect(presented()).toEqual(['tokenrelay-dpop-nonce-probe']);
     });
   }
+
+  it('goes on with the nonce after a probe answered 500 text/html with a DPoP-Nonce: the server itself asked for it (a load balancer names none)', async () => {
+    const { fetch, sent } = recordingFetch((record, index) =>
+      index === 0
+        ? new Response('<h1>Internal Server Error</h1>', { status: 500, headers: { 'content-type': 'text/html', 'dpop-nonce': 'n-5xx' } })
+        : Response.json({ access_token: 'at-2', token_type: 'DPoP', refresh_token: 'rt-2' }),
+    );
+    const manager = createTokenManager({
+      tokens: { accessToken: 'at-1', refreshToken: 'rt-secret' },
+      refresh: refreshTokenGrant({ tokenEndpoint: 'https://auth.example.test/token', clientId: 'app', fetch: createDpop({ fetch }).fetch }),
+      retry: false,
+    });
+
+    expect((await manager.refresh()).accessToken).toBe('at-2');
+    expect(sent.map((record) => new URLSearchParams(record.body).get('refresh_token'))).toEqual(['tokenrelay-dpop-nonce-probe', 'rt-secret']);
+    expect((await verifiedProof(sent[1]!.headers.get('dpop'))).claims.nonce).toBe('n-5xx');
+  });
+
+  it('answers a probe answered 503 without Retry-After with no Retry-After header either', async () => {
+    const { fetch } = recordingFetch(() => new Response('<h1>503</h1>', { status: 503, headers: { 'content-type': 'text/html' } }));
+    const response = await createDpop({ fetch }).fetch('https://auth.example.test/token', { method: 'POST', body: refreshBody() });
+
+    expect(response.status).toBe(503);
+    expect(response.headers.has('retry-after')).toBe(false);
+  });
+
+  for (const contentType of ['text/html', 'application/json']) {
+    it(`takes a probe answered 500 ${contentType} with a 1 MiB body for an outage, and reads no more than 16 KiB of it`, async () => {
+      const chunk = new TextEncoder().encode(`{"error":"x${' '.repeat(1012)}`.slice(0, 1024));
+      let pulled = 0;
+      // Pulled one KiB at a time, only when read: what is pulled is what the probe read.
+      const hugeBody = () =>
+        new ReadableStream<Uint8Array>(
+          {
+            pull(controller) {
+              if (pulled >= 1024 * 1024) return controller.close();
+              pulled += chunk.byteLength;
+              controller.enqueue(chunk);
+            },
+          },
+          { highWaterMark: 0 },
+        );
+      const { manager, presented } = refreshingThrough(() => new Response(hugeBody(), { status: 500, headers: { 'content-type': contentType } }));
+
+      const error: unknown = await manager.refresh().catch((thrown: unknown) => thrown);
+
+      expect(error).toMatchObject({ code: ErrorCode.REFRESH_FAILED, transient: true, status: 500 });
+      expect(presented()).toEqual(['tokenrelay-dpop-nonce-probe']);
+      expect(pulled).toBeLessThanOrEqual(16 * 1024 + chunk.byteLength);
+    });
+  }
+
+  it('takes a probe answered 500 whose JSON body fails midway for an outage, not a network error, and never sends the refresh token', async () => {
+    const failingBody = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('{"error":'));
+        controller.error(new TypeError('terminated'));
+      },
+    });
+    const { manager, presented } = refreshingThrough(() => new Response(failingBody, { status: 500, headers: { 'content-type': 'application/json' } }));
+
+    const error: unknown = await manager.refresh().catch((thrown: unknown) => thrown);
+
+    expect(error).toMatchObject({ code: ErrorCode.REFRESH_FAILED, transient: true, status: 500 });
+    expect(presented()).toEqual(['tokenrelay-dpop-nonce-probe']);
+  });
 });
 
 describe('sessionDpopKey', () => {

@@ -3,7 +3,7 @@
  * origin, and retries once when a server asks for a nonce. The token endpoint and the APIs both go
  * through it; the manager and the doors stay as they are.
  */
-import { isOneShotBody, isRequest, parseWwwAuthenticate, type DpopRequest, type DpopSender } from '@tokenrelay/core/kit';
+import { isOneShotBody, isRequest, parseWwwAuthenticate, readBody, type DpopRequest, type DpopSender } from '@tokenrelay/core/kit';
 import { algorithmOf, checkedAlgorithm, generateDpopKey, keptUnlessFailed, htuOf, signProof, thumbprintOf, type DpopAlgorithm, type DpopKeySource } from './proof.js';
 
 /** Options of {@link createDpop}. */
@@ -114,6 +114,20 @@ function discard(response: Response): void {
 }
 
 /**
+ * Is a nonce probe's answer from before the server (a load balancer, a proxy, a rate limit), so that it says
+ * nothing of the proof? A 429, a 502-504, or a 5xx that is neither the server's own OAuth error nor carries its
+ * `DPoP-Nonce` (a load balancer names none). Only a JSON body is read, and no more than 16 KiB of it: a proxy's
+ * error page is not read, and a body that fails or runs over is no answer of the server either.
+ */
+async function isOutage(response: Response): Promise<boolean> {
+  const { status, headers } = response;
+  if (status === 429) return true;
+  if (status < 500 || headers.has('dpop-nonce')) return false;
+  if ((status > 501 && status < 505) || !/json/i.test(headers.get('content-type') ?? '')) return true;
+  return typeof oauthErrorOf((await readBody(response, 16_384).catch(() => undefined)) ?? '') !== 'string';
+}
+
+/**
  * DPoP (RFC 9449) for a session: one key, a proof on every request, the servers' nonces.
  *
  * @example
@@ -164,8 +178,8 @@ export function createDpop(options: DpopOptions = {}): Dpop {
    * Learns the token endpoint's nonce with the same request minus its credentials worth protecting:
    * the refresh token is replaced by a stand-in and a client assertion (whose `jti` may be single-use)
    * is left out. A server that checks the proof first names its nonce; an answer of the server
-   * itself (an OAuth error about the stand-in, even with a 5xx) means the proof passed as it was.
-   * An answer from before the server (429, 502, 503, 504, a 5xx without an OAuth error: a load
+   * itself (an OAuth error about the stand-in or a `DPoP-Nonce`, even with a 5xx) means the proof passed
+   * with the nonce it names, or as it was. An answer from before the server ({@link isOutage}: a load
    * balancer, a rate limit) says nothing of the proof: it is the `outage`, and the refresh token
    * waits for the next attempt, which probes again. `known` is the origin's nonce entry as it stood when
    * the probe was decided on: kept when the answer names none.
@@ -179,11 +193,10 @@ export function createDpop(options: DpopOptions = {}): Dpop {
     headers.set('dpop', await proofFor(method, url, undefined));
     const response = await fetchWith(url, { ...init, body: probe, headers });
     const { status, headers: answered } = response;
-    // The body of a 5xx is read only to tell the server's own error from an outage.
-    const outage = status === 429 || (status >= 500 && ((status > 501 && status < 505) || typeof oauthErrorOf(await response.text()) !== 'string'));
+    const outage = await isOutage(response);
     discard(response);
-    // Status and Retry-After only: nothing the probe's answer says is about the real refresh token.
-    if (outage) return { outage: new Response(null, { status, headers: { 'retry-after': answered.get('retry-after') ?? '' } }) };
+    // Status and Retry-After (when it came) only: nothing the probe's answer says is about the real refresh token.
+    if (outage) return { outage: new Response(null, { status, headers: answered.has('retry-after') ? { 'retry-after': answered.get('retry-after')! } : {} }) };
     // No nonce asked for: the one known (or none) passed, and is fresh again.
     nonces.set(url.origin, { value: answered.get('dpop-nonce') ?? known?.value, learnedAt: Date.now() });
     return {};

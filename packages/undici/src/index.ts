@@ -189,7 +189,8 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
   return <D extends (options: never, handler: never) => boolean>(dispatchNext: D): D => {
     const next = dispatchNext as unknown as Dispatch;
     const dispatch = (given: DispatchOptions, handler: DispatchHandler | ControllerHandler): boolean => {
-      const request = withListedHeaders(given);
+      const { request, refused } = withListedHeaders(given);
+      if (refused) return next(request, handler as DispatchHandler);
       if (!request.origin && !hasAuthorization(request.headers)) {
         // Sent on without the bearer, it would be answered 401 with no token call, silently: told instead.
         handlerOf(handler).onError?.(originUnknown());
@@ -414,14 +415,33 @@ function isReplayable(body: unknown): boolean {
 }
 
 /**
+ * Are `headers` an iterable of pairs as undici 7 tells one from a record: an own `Symbol.iterator`, or one
+ * inherited from a prototype other than `Object.prototype` (one put there by prototype pollution makes no
+ * record iterable).
+ */
+function isIterableHeaders(headers: unknown): headers is Iterable<unknown> {
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) return false;
+  const prototype: unknown = Object.getPrototypeOf(headers);
+  return (
+    Object.hasOwn(headers, Symbol.iterator) ||
+    (prototype !== null && prototype !== Object.prototype && typeof (headers as { [Symbol.iterator]?: unknown })[Symbol.iterator] === 'function')
+  );
+}
+
+/**
  * The request with headers given as an iterable of pairs (a Map, a Headers, an iterator, which undici reads in
  * one pass) as a flat `[name, value, …]` list, made once: a one-shot iterator read for an Authorization would
- * be empty when sent. Every other shape undici takes is a record or a flat list already.
+ * be empty when sent. Every other shape undici takes is a record or a flat list already. `refused` when an
+ * entry is no `[name, value]` pair: flattened, it would shift every later pair (`['x-b', '2', 'x-evil'], ['v']`
+ * would send an `x-evil` header); the request then keeps the entries as an iterable, for undici to refuse it
+ * as it does without us ('headers must be in key-value pair format').
  */
-function withListedHeaders(request: DispatchOptions): DispatchOptions {
+function withListedHeaders(request: DispatchOptions): { request: DispatchOptions; refused?: true } {
   const { headers } = request;
-  if (typeof headers !== 'object' || headers === null || Array.isArray(headers) || !(Symbol.iterator in headers)) return request;
-  return { ...request, headers: [...(headers as Iterable<readonly [unknown, unknown]>)].flat() };
+  if (!isIterableHeaders(headers)) return { request };
+  const entries = [...headers];
+  if (!entries.every((entry) => Array.isArray(entry) && entry.length === 2)) return { request: { ...request, headers: entries.values() }, refused: true };
+  return { request: { ...request, headers: entries.flat() } };
 }
 
 /** The pairs of headers as {@link withListedHeaders} leaves them: a record or a flat `[name, value, …]` list. */
