@@ -186,6 +186,12 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
   // replay: with the default predicate only a 401 can be; a predicate of your own may take any status ≥ 400.
   const mayRefreshFor = (status: number) => (options.shouldRefresh ? status >= 400 : status === 401);
 
+  // The handlers of redirect chains that had a hop pass untouched (not ours to authorize). undici's redirect interceptor
+  // composed after this one dispatches every hop of a chain with one handler: as fetch, which never puts back an
+  // Authorization it dropped, no later hop gets the bearer, and its 401 starts no refresh (a server outside `origins`
+  // must not choose where, how and with what body the request goes with our bearer).
+  const chainsPassedUntouched = new WeakSet<object>();
+
   return <D extends (options: never, handler: never) => boolean>(dispatchNext: D): D => {
     const next = dispatchNext as unknown as Dispatch;
     const dispatch = (given: DispatchOptions, handler: DispatchHandler | ControllerHandler): boolean => {
@@ -196,7 +202,10 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
         return true;
       }
       const target = requestTarget(request);
-      if (target === undefined || !mayCarryBearer(target) || hasAuthorization(request.headers)) return next(request, handler as DispatchHandler);
+      if (chainsPassedUntouched.has(handler) || target === undefined || !mayCarryBearer(target) || hasAuthorization(request.headers)) {
+        chainsPassedUntouched.add(handler);
+        return next(request, handler as DispatchHandler);
+      }
       return relay(next, request, target, handlerOf(handler));
     };
     return dispatch as unknown as D;
