@@ -770,6 +770,32 @@ describe('tokenRelayInterceptor and a redirect chain that left origins', () => {
     });
   }
 
+  it("leaves a follower below it (undici 6's maxRedirections, undici 7's redirect interceptor composed before it) to drop the bearer for the rest of the chain, as it does, and refreshes for no answer after", async () => {
+    const { api, other, arrivals } = await startBouncingServers();
+    const { manager, refreshes } = countingManager();
+    const interceptor = tokenRelayInterceptor(manager, { origins: [api] });
+    const agent6 = new undici.Agent().compose(interceptor);
+    const agent7 = new undici7.Agent().compose(undici7.interceptors.redirect({ maxRedirections: 3 }), interceptor);
+
+    for (const send of [
+      () => undici.request(`${api}/hop?status=307`, { method: 'POST', body: 'x=1', dispatcher: agent6, maxRedirections: 3 }),
+      () => undici7.request(`${api}/hop?status=307`, { method: 'POST', body: 'x=1', dispatcher: agent7 }),
+    ]) {
+      arrivals.length = 0;
+      const response = await send();
+      await response.body.dump();
+
+      expect(response.statusCode).toBe(401);
+      expect(arrivals.map((arrival) => [arrival.url, arrival.method, arrival.authorization])).toEqual([
+        [`${api}/hop`, 'POST', 'Bearer v0'],
+        [`${other}/bounce`, 'POST', undefined],
+        [`${api}/account/delete`, 'POST', undefined],
+      ]);
+    }
+    expect(refreshes()).toBe(0);
+    await Promise.all([agent6.close(), agent7.close()]);
+  });
+
   it("passes on untouched every hop of a chain whose request carried its own Authorization: undici drops it on leaving the origin, and our bearer never takes its place (undici 6 and 7)", async () => {
     const { api, other, arrivals } = await startBouncingServers();
     const { manager, refreshes } = countingManager();
@@ -795,5 +821,54 @@ describe('tokenRelayInterceptor and a redirect chain that left origins', () => {
     }
     expect(refreshes()).toBe(0);
     await Promise.all([agent6.close(), agent7.close()]);
+  });
+
+  it("cannot tell a hop of fetch from a new request (fetch follows redirects itself, each hop a new dispatch): on the global dispatcher, a chain back from another origin gets the bearer again and its 401 refreshes, withTokenRelay's fetch on top included", async () => {
+    const { api, other, arrivals } = await startBouncingServers();
+    const { manager, refreshes } = countingManager();
+    undici.setGlobalDispatcher(originalDispatcher.compose(tokenRelayInterceptor(manager, { origins: [api] })));
+    const fetches = [fetch, undici.fetch, undici7.fetch, withTokenRelay(capturedFetch, manager, { origins: [api] })] as Array<typeof fetch>;
+
+    for (const send of fetches) {
+      arrivals.length = 0;
+      const response = await send(`${api}/hop?status=307`, { method: 'POST', body: 'x=1' });
+      await response.body?.cancel();
+
+      expect(response.status).toBe(401);
+      expect(arrivals.map((arrival) => [arrival.url, arrival.method, arrival.authorization])).toEqual([
+        [`${api}/hop`, 'POST', expect.stringMatching(/^Bearer v\d$/)],
+        [`${other}/bounce`, 'POST', undefined],
+        [`${api}/account/delete`, 'POST', expect.stringMatching(/^Bearer v\d$/)],
+      ]);
+    }
+    // One refresh for each return hop's 401; fetch's body is never sent twice, so none is replayed.
+    expect(refreshes()).toBe(fetches.length);
+  });
+
+  it("keeps the bearer off the rest of such a chain when withTokenRelay's fetch is sent through a dispatcher without the interceptor, the way out the docs give for fetch", async () => {
+    const { api, other, arrivals } = await startBouncingServers();
+    const { manager, refreshes } = countingManager();
+    undici.setGlobalDispatcher(originalDispatcher.compose(tokenRelayInterceptor(manager, { origins: [api] })));
+    const plain6 = new undici.Agent();
+    const plain7 = new undici7.Agent();
+
+    for (const send of [
+      // Node's fetch takes undici's `dispatcher` option, which its RequestInit type does not list.
+      () => withTokenRelay(capturedFetch, manager, { origins: [api] })(`${api}/hop?status=307`, { method: 'POST', body: 'x=1', dispatcher: plain6 } as RequestInit),
+      () => withTokenRelay(undici7.fetch, manager, { origins: [api] })(`${api}/hop?status=307`, { method: 'POST', body: 'x=1', dispatcher: plain7 }),
+    ]) {
+      arrivals.length = 0;
+      const response = await send();
+      await response.body?.cancel();
+
+      expect(response.status).toBe(401);
+      expect(arrivals.map((arrival) => [arrival.url, arrival.method, arrival.authorization])).toEqual([
+        [`${api}/hop`, 'POST', 'Bearer v0'],
+        [`${other}/bounce`, 'POST', undefined],
+        [`${api}/account/delete`, 'POST', undefined],
+      ]);
+    }
+    expect(refreshes()).toBe(0);
+    await Promise.all([plain6.close(), plain7.close()]);
   });
 });
