@@ -135,9 +135,14 @@ interface SignedAttempt {
  *   composed with it dispatches when asked by path alone) fails with a `CONFIGURATION_ERROR`: give it
  *   the `Pool`'s or `Client`'s own origin (they send to their own host whatever `origin` says, so another
  *   origin, even one of `origins`, would take its bearer there). Redirects: fetch and undici's redirect interceptor composed
- *   after this one dispatch every hop anew, and each hop is judged on its own URL. A redirect followed
- *   below it (the redirect interceptor composed before it, undici 6's `maxRedirections`) sends its hops
- *   without it, undici keeping the bearer while they stay on the first origin, and tells it the URLs
+ *   after this one dispatch every hop anew, and each hop is judged on its own URL. undici's redirect interceptor dispatches
+ *   all hops of a request with one handler: once a hop went without the bearer (another origin, the token endpoint, an
+ *   `Authorization` of the caller's), no later hop gets it back, and a 401 to one starts no refresh. fetch follows redirects
+ *   itself, each hop a new request this interceptor cannot tell from any other: a chain that left `origins` gets the bearer
+ *   back on a hop that returns to them, and its 401 refreshes (`withTokenRelay` on top too: its hops go through here); where
+ *   a server outside `origins` may redirect a `fetch`, authorize it with `withTokenRelay` through a dispatcher without this
+ *   interceptor (fetch's `dispatcher` option). A redirect followed below it (the redirect interceptor composed before it,
+ *   undici 6's `maxRedirections`) sends its hops without it, undici keeping the bearer while they stay on the first origin, and tells it the URLs
  *   answered so far but never the next one. So when the first URL's origin is the token endpoint's, or
  *   `origins` is a predicate, the first redirect hop fails with a `CONFIGURATION_ERROR` before it is
  *   sent, wherever it goes (another origin too): the request rejects, at request time, only when a server
