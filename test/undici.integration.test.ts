@@ -736,3 +736,189 @@ describe('tokenRelayInterceptor with a queue', () => {
     expect(counter.peak()).toBeGreaterThan(4);
   });
 });
+
+describe('tokenRelayInterceptor and a redirect chain that left origins', () => {
+  interface Arrival {
+    url: string;
+    method: string;
+    authorization: string | undefined;
+    body: string;
+  }
+
+  /**
+   * An API and another origin on node:http: the API's `/hop?status=` redirects with that status to the other origin's
+   * `/bounce`, which redirects with the same status back to the API's `/account/delete`, which answers 401
+   * `invalid_token`. Every arrival recorded, in order.
+   */
+  async function startBouncingServers() {
+    const arrivals: Arrival[] = [];
+    const listen = async (answer: (url: URL) => { status: number; location?: string }) => {
+      const server = createServer((request, response) => {
+        const chunks: Buffer[] = [];
+        request.on('data', (chunk: Buffer) => chunks.push(chunk));
+        request.on('end', () => {
+          const url = new URL(request.url ?? '/', origin);
+          arrivals.push({ url: `${url.origin}${url.pathname}`, method: request.method ?? '', authorization: request.headers.authorization, body: Buffer.concat(chunks).toString() });
+          const { status, location } = answer(url);
+          response.writeHead(status, { ...(location ? { location } : {}), ...(status === 401 ? { 'www-authenticate': 'Bearer error="invalid_token"' } : {}) }).end();
+        });
+      });
+      rawServers.push(server);
+      await new Promise<void>((listening) => server.listen(0, '127.0.0.1', listening));
+      const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      return origin;
+    };
+    let apiOrigin = '';
+    const otherOrigin = await listen((url) => ({ status: Number(url.searchParams.get('status')), location: `${apiOrigin}/account/delete` }));
+    apiOrigin = await listen((url) =>
+      url.pathname === '/hop'
+        ? { status: Number(url.searchParams.get('status')), location: `${otherOrigin}/bounce?status=${url.searchParams.get('status')}` }
+        : { status: 401 },
+    );
+    return { api: apiOrigin, other: otherOrigin, arrivals };
+  }
+
+  /** Signed in with a fresh token, its refreshes counted (no token endpoint: every URL of `origins` may have the bearer). */
+  function countingManager() {
+    let refreshes = 0;
+    const manager = createTokenManager({
+      tokens: { accessToken: 'v0', refreshToken: 'r0', expiresAt: Date.now() + 3_600_000 },
+      refresh: async () => ({ accessToken: `v${++refreshes}`, refreshToken: 'r', expiresAt: Date.now() + 3_600_000 }),
+    });
+    return { manager, refreshes: () => refreshes };
+  }
+
+  /** What each redirect status does to a POST on its next hop: 303 makes it a bodiless GET; undici 7 also makes a 302 POST one, undici 6 does not. */
+  const hopMethod = (status: number, version: 6 | 7) => (status === 303 || (status === 302 && version === 7) ? 'GET' : 'POST');
+
+  for (const status of [307, 302, 303]) {
+    it(`never puts the bearer back on a hop after the chain left origins, nor refreshes for its 401: the redirect interceptor composed after it, a POST redirected ${status} (undici 6 and 7)`, async () => {
+      const { api, other, arrivals } = await startBouncingServers();
+      const { manager, refreshes } = countingManager();
+      const interceptor = tokenRelayInterceptor(manager, { origins: [api] });
+      const agent6 = new undici.Agent().compose(interceptor, undici.interceptors.redirect({ maxRedirections: 3 }));
+      const agent7 = new undici7.Agent().compose(interceptor, undici7.interceptors.redirect({ maxRedirections: 3 }));
+
+      for (const [version, send] of [
+        [6, () => undici.request(`${api}/hop?status=${status}`, { method: 'POST', body: 'x=1', dispatcher: agent6 })],
+        [7, () => undici7.request(`${api}/hop?status=${status}`, { method: 'POST', body: 'x=1', dispatcher: agent7 })],
+      ] as const) {
+        arrivals.length = 0;
+        const response = await send();
+        await response.body.dump();
+
+        expect(response.statusCode).toBe(401);
+        const method = hopMethod(status, version);
+        expect(arrivals).toEqual([
+          { url: `${api}/hop`, method: 'POST', authorization: 'Bearer v0', body: 'x=1' },
+          { url: `${other}/bounce`, method, authorization: undefined, body: method === 'POST' ? 'x=1' : '' },
+          { url: `${api}/account/delete`, method, authorization: undefined, body: method === 'POST' ? 'x=1' : '' },
+        ]);
+      }
+      expect(refreshes()).toBe(0);
+      await Promise.all([agent6.close(), agent7.close()]);
+    });
+  }
+
+  it("leaves a follower below it (undici 6's maxRedirections, undici 7's redirect interceptor composed before it) to drop the bearer for the rest of the chain, as it does, and refreshes for no answer after", async () => {
+    const { api, other, arrivals } = await startBouncingServers();
+    const { manager, refreshes } = countingManager();
+    const interceptor = tokenRelayInterceptor(manager, { origins: [api] });
+    const agent6 = new undici.Agent().compose(interceptor);
+    const agent7 = new undici7.Agent().compose(undici7.interceptors.redirect({ maxRedirections: 3 }), interceptor);
+
+    for (const send of [
+      () => undici.request(`${api}/hop?status=307`, { method: 'POST', body: 'x=1', dispatcher: agent6, maxRedirections: 3 }),
+      () => undici7.request(`${api}/hop?status=307`, { method: 'POST', body: 'x=1', dispatcher: agent7 }),
+    ]) {
+      arrivals.length = 0;
+      const response = await send();
+      await response.body.dump();
+
+      expect(response.statusCode).toBe(401);
+      expect(arrivals.map((arrival) => [arrival.url, arrival.method, arrival.authorization])).toEqual([
+        [`${api}/hop`, 'POST', 'Bearer v0'],
+        [`${other}/bounce`, 'POST', undefined],
+        [`${api}/account/delete`, 'POST', undefined],
+      ]);
+    }
+    expect(refreshes()).toBe(0);
+    await Promise.all([agent6.close(), agent7.close()]);
+  });
+
+  it("passes on untouched every hop of a chain whose request carried its own Authorization: undici drops it on leaving the origin, and our bearer never takes its place (undici 6 and 7)", async () => {
+    const { api, other, arrivals } = await startBouncingServers();
+    const { manager, refreshes } = countingManager();
+    const interceptor = tokenRelayInterceptor(manager, { origins: [api] });
+    const agent6 = new undici.Agent().compose(interceptor, undici.interceptors.redirect({ maxRedirections: 3 }));
+    const agent7 = new undici7.Agent().compose(interceptor, undici7.interceptors.redirect({ maxRedirections: 3 }));
+    const options = { method: 'POST', body: 'x=1', headers: { authorization: 'Bearer mine' } } as const;
+
+    for (const send of [
+      () => undici.request(`${api}/hop?status=307`, { ...options, dispatcher: agent6 }),
+      () => undici7.request(`${api}/hop?status=307`, { ...options, dispatcher: agent7 }),
+    ]) {
+      arrivals.length = 0;
+      const response = await send();
+      await response.body.dump();
+
+      expect(response.statusCode).toBe(401);
+      expect(arrivals.map((arrival) => [arrival.url, arrival.authorization])).toEqual([
+        [`${api}/hop`, 'Bearer mine'],
+        [`${other}/bounce`, undefined],
+        [`${api}/account/delete`, undefined],
+      ]);
+    }
+    expect(refreshes()).toBe(0);
+    await Promise.all([agent6.close(), agent7.close()]);
+  });
+
+  it("cannot tell a hop of fetch from a new request (fetch follows redirects itself, each hop a new dispatch): on the global dispatcher, a chain back from another origin gets the bearer again and its 401 refreshes, withTokenRelay's fetch on top included", async () => {
+    const { api, other, arrivals } = await startBouncingServers();
+    const { manager, refreshes } = countingManager();
+    undici.setGlobalDispatcher(originalDispatcher.compose(tokenRelayInterceptor(manager, { origins: [api] })));
+    const fetches = [fetch, undici.fetch, undici7.fetch, withTokenRelay(capturedFetch, manager, { origins: [api] })] as Array<typeof fetch>;
+
+    for (const send of fetches) {
+      arrivals.length = 0;
+      const response = await send(`${api}/hop?status=307`, { method: 'POST', body: 'x=1' });
+      await response.body?.cancel();
+
+      expect(response.status).toBe(401);
+      expect(arrivals.map((arrival) => [arrival.url, arrival.method, arrival.authorization])).toEqual([
+        [`${api}/hop`, 'POST', expect.stringMatching(/^Bearer v\d$/)],
+        [`${other}/bounce`, 'POST', undefined],
+        [`${api}/account/delete`, 'POST', expect.stringMatching(/^Bearer v\d$/)],
+      ]);
+    }
+    // One refresh for each return hop's 401; fetch's body is never sent twice, so none is replayed.
+    expect(refreshes()).toBe(fetches.length);
+  });
+
+  it("keeps the bearer off the rest of such a chain when withTokenRelay's fetch is sent through a dispatcher without the interceptor, the way out the docs give for fetch", async () => {
+    const { api, other, arrivals } = await startBouncingServers();
+    const { manager, refreshes } = countingManager();
+    undici.setGlobalDispatcher(originalDispatcher.compose(tokenRelayInterceptor(manager, { origins: [api] })));
+    const plain6 = new undici.Agent();
+    const plain7 = new undici7.Agent();
+
+    for (const send of [
+      // Node's fetch takes undici's `dispatcher` option, which its RequestInit type does not list.
+      () => withTokenRelay(capturedFetch, manager, { origins: [api] })(`${api}/hop?status=307`, { method: 'POST', body: 'x=1', dispatcher: plain6 } as RequestInit),
+      () => withTokenRelay(undici7.fetch, manager, { origins: [api] })(`${api}/hop?status=307`, { method: 'POST', body: 'x=1', dispatcher: plain7 }),
+    ]) {
+      arrivals.length = 0;
+      const response = await send();
+      await response.body?.cancel();
+
+      expect(response.status).toBe(401);
+      expect(arrivals.map((arrival) => [arrival.url, arrival.method, arrival.authorization])).toEqual([
+        [`${api}/hop`, 'POST', 'Bearer v0'],
+        [`${other}/bounce`, 'POST', undefined],
+        [`${api}/account/delete`, 'POST', undefined],
+      ]);
+    }
+    expect(refreshes()).toBe(0);
+    await Promise.all([plain6.close(), plain7.close()]);
+  });
+});

@@ -76,6 +76,21 @@ describe('tokenRelayInterceptor', () => {
     expect(sent.map((options) => options.headers)).toEqual([undefined, own]);
   });
 
+  it('never authorizes a hop dispatched with the handler of a chain that had a hop it passed untouched, as undici redirects, nor refreshes for its 401', async () => {
+    const refresh = vi.fn(async () => ({ accessToken: 'v1', refreshToken: 'r1' }));
+    // undici's redirect interceptor composed after this one dispatches every hop of a chain with the same handler.
+    const { sent, send, seen, settled } = setUp(signedIn(refresh), [307, 307, 401]);
+
+    for (const origin of [API, 'https://elsewhere.example.test', API]) {
+      send({ origin, path: '/hop' });
+      await settled();
+    }
+
+    expect(sent.map((options) => options.headers)).toEqual([{ authorization: 'Bearer v0' }, undefined, undefined]);
+    expect(seen.filter(([event]) => event === 'headers')).toEqual([['headers', 307], ['headers', 307], ['headers', 401]]);
+    expect(refresh).not.toHaveBeenCalled();
+  });
+
   it('authorizes a request to an allowed origin, written with or without a trailing slash or as a URL, and none to a lookalike', async () => {
     const { sent, send } = setUp(signedIn(), []);
     const origins = [API, `${API}/`, new URL(API), 'https://api.example.test.evil.test', 'https://api.example.test@evil.test', 'https://api.example.test:8443'];

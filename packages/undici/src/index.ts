@@ -135,9 +135,14 @@ interface SignedAttempt {
  *   composed with it dispatches when asked by path alone) fails with a `CONFIGURATION_ERROR`: give it
  *   the `Pool`'s or `Client`'s own origin (they send to their own host whatever `origin` says, so another
  *   origin, even one of `origins`, would take its bearer there). Redirects: fetch and undici's redirect interceptor composed
- *   after this one dispatch every hop anew, and each hop is judged on its own URL. A redirect followed
- *   below it (the redirect interceptor composed before it, undici 6's `maxRedirections`) sends its hops
- *   without it, undici keeping the bearer while they stay on the first origin, and tells it the URLs
+ *   after this one dispatch every hop anew, and each hop is judged on its own URL. undici's redirect interceptor dispatches
+ *   all hops of a request with one handler: once a hop went without the bearer (another origin, the token endpoint, an
+ *   `Authorization` of the caller's), no later hop gets it back, and a 401 to one starts no refresh. fetch follows redirects
+ *   itself, each hop a new request this interceptor cannot tell from any other: a chain that left `origins` gets the bearer
+ *   back on a hop that returns to them, and its 401 refreshes (`withTokenRelay` on top too: its hops go through here); where
+ *   a server outside `origins` may redirect a `fetch`, authorize it with `withTokenRelay` through a dispatcher without this
+ *   interceptor (fetch's `dispatcher` option). A redirect followed below it (the redirect interceptor composed before it,
+ *   undici 6's `maxRedirections`) sends its hops without it, undici keeping the bearer while they stay on the first origin, and tells it the URLs
  *   answered so far but never the next one. So when the first URL's origin is the token endpoint's, or
  *   `origins` is a predicate, the first redirect hop fails with a `CONFIGURATION_ERROR` before it is
  *   sent, wherever it goes (another origin too): the request rejects, at request time, only when a server
@@ -186,6 +191,12 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
   // replay: with the default predicate only a 401 can be; a predicate of your own may take any status ≥ 400.
   const mayRefreshFor = (status: number) => (options.shouldRefresh ? status >= 400 : status === 401);
 
+  // The handlers of redirect chains that had a hop pass untouched (not ours to authorize). undici's redirect interceptor
+  // composed after this one dispatches every hop of a chain with one handler: as fetch, which never puts back an
+  // Authorization it dropped, no later hop gets the bearer, and its 401 starts no refresh (a server outside `origins`
+  // must not choose where, how and with what body the request goes with our bearer).
+  const chainsPassedUntouched = new WeakSet<object>();
+
   return <D extends (options: never, handler: never) => boolean>(dispatchNext: D): D => {
     const next = dispatchNext as unknown as Dispatch;
     const dispatch = (given: DispatchOptions, handler: DispatchHandler | ControllerHandler): boolean => {
@@ -197,7 +208,10 @@ export function tokenRelayInterceptor(manager: TokenManager, options: TokenRelay
         return true;
       }
       const target = requestTarget(request);
-      if (target === undefined || !mayCarryBearer(target) || hasAuthorization(request.headers)) return next(request, handler as DispatchHandler);
+      if (chainsPassedUntouched.has(handler) || target === undefined || !mayCarryBearer(target) || hasAuthorization(request.headers)) {
+        chainsPassedUntouched.add(handler);
+        return next(request, handler as DispatchHandler);
+      }
       return relay(next, request, target, handlerOf(handler));
     };
     return dispatch as unknown as D;
