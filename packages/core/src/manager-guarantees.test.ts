@@ -405,6 +405,25 @@ describe('sign-out and a new sign-in win over a refresh in flight', () => {
 });
 
 
+describe('a refresh that ends with tokens that have already expired', () => {
+  it.each([
+    ['getAccessToken', (manager: ReturnType<typeof createTokenManager>) => manager.getAccessToken()],
+    ['refresh', (manager: ReturnType<typeof createTokenManager>) => manager.refresh({ staleAccessToken: 'at.0' }).then((tokens) => tokens.accessToken)],
+  ])('looks once more, never again, for ten concurrent %s calls: two token calls, and the second answer is what they get', async (_, ask) => {
+    vi.useFakeTimers({ now: 10_000 });
+    let calls = 0;
+    // Every answer has expired before it arrives (a token endpoint whose clock is far behind ours).
+    const refresh: RefreshHandler = async () => {
+      calls++;
+      return { accessToken: `at.${calls}`, refreshToken: `rt.${calls}`, expiresAt: 5_000 };
+    };
+    const manager = createTokenManager({ tokens: { accessToken: 'at.0', refreshToken: 'rt.0', expiresAt: 9_000 }, refresh });
+    const answers = await Promise.all(Array.from({ length: 10 }, () => ask(manager)));
+    expect(calls).toBe(2);
+    expect(new Set(answers)).toEqual(new Set(['at.2']));
+  });
+});
+
 describe('a dead session is shared through the store', () => {
   it('tells every holder of the store, so no other process presents the dead refresh token again', async () => {
     const shared = sharedStore({ tokens: session(0), revision: 1 });

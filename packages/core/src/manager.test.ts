@@ -633,6 +633,12 @@ describe('options and events', () => {
     expect(() => createTokenManager({ refresh, retry: { maxDelayMs: 2 ** 31 } })).toThrow(expect.objectContaining({ code: ErrorCode.CONFIGURATION_ERROR }));
   });
 
+  it('takes a refresh margin or a pause longer than a timer keeps: no timer waits for them (a 30-day margin for year-long tokens)', () => {
+    const refresh = countingRefresh();
+    expect(() => createTokenManager({ refresh, refreshMarginMs: 30 * 86_400_000 })).not.toThrow();
+    expect(() => createTokenManager({ refresh, retry: { pauseAfterFailureMs: 2 ** 31, maxPauseAfterFailureMs: 2 ** 32 } })).not.toThrow();
+  });
+
   it('emits refresh with the new tokens and stops after unsubscribe', async () => {
     const manager = createTokenManager({ tokens: { accessToken: 'v0', refreshToken: 'r0' }, refresh: countingRefresh() });
     const listener = vi.fn();

@@ -446,12 +446,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   /** The current token may still be sent: not expired by its clock, and not refused by the server. */
   function isUsable(tokens: TokenSet): boolean {
-    return (
-      tokens.expiresAt !== undefined &&
-      clock.now() < tokens.expiresAt &&
-      tokens.accessToken !== refusedAccessToken &&
-      !sessionExpiredError
-    );
+    return tokens.expiresAt !== undefined && !isExpired(tokens) && tokens.accessToken !== refusedAccessToken && !sessionExpiredError;
   }
 
   function failFast(): TokenRelayError {
@@ -912,7 +907,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
     async refresh({ staleAccessToken, signal }: RefreshOptions = {}) {
       const tokens = await refreshOnce(staleAccessToken, signal);
-      // As for getAccessToken: a session another holder signed in meanwhile may have expired by then; refreshed once.
+      // As for getAccessToken: a session another holder signed in meanwhile may have expired by then;
+      // it is refreshed once more, and that answer returned even if it has expired too.
       return isExpired(tokens) ? refreshOnce(tokens.accessToken, signal) : tokens;
     },
 
@@ -988,15 +984,12 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   }
 
   /**
-   * Waits for a refresh; if it fails, a request that the token it started with still covers (not
-   * expired, not refused by the server) is sent with that token instead of failing.
-   */
-  /**
    * The token to send now, after the single refresh when one is due. Not an async function: a
    * request released by a refresh is one promise step behind it, not three (10,000 waiters are then
    * sent in a third of the microtasks). Every throw still rejects. `askAgain`: a refresh may end with
    * the session another holder signed in meanwhile, whose token can have expired by then: that
-   * session is refreshed first, once (a token endpoint whose answers arrive expired cannot loop it).
+   * session is refreshed once more, and that answer is sent even if it has expired too (a token
+   * endpoint whose answers arrive expired costs two token calls per wave, never a loop).
    */
   function accessTokenToSend(signal: AbortSignal | undefined, askAgain: boolean): Promise<string> {
     try {
@@ -1041,6 +1034,10 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     return join(startRefresh(current), signal);
   }
 
+  /**
+   * Waits for a refresh; if it fails, a request that the token it started with still covers (not
+   * expired, not refused by the server) is sent with that token instead of failing.
+   */
   function waitWithFallback(
     waiting: Promise<TokenSet>,
     before: TokenSet | undefined,

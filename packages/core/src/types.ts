@@ -321,7 +321,9 @@ export interface TokenManager {
    */
   currentAccessToken(): string | undefined;
   /**
-   * Refreshes the tokens: single-flight, so concurrent callers share one token-endpoint call.
+   * Refreshes the tokens: single-flight, so concurrent callers share one token-endpoint call. When
+   * that refresh ends with tokens that have already expired (another holder's sign-in, made during
+   * it, whose token expired meanwhile), they are refreshed once more, and that answer is returned.
    */
   refresh(options?: RefreshOptions): Promise<TokenSet>;
   /** The tokens held now, without refreshing. `undefined` before any are loaded or set. */
