@@ -177,6 +177,51 @@ describe('a hung store never hangs a request', () => {
   });
 });
 
+describe('the lock a refresh keeps for a write it gave up on', () => {
+  it('is taken over by the next refresh, which never asks the store again for a lock this manager holds', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const writes: { hang: boolean } = { hang: true };
+    // An exclusive lock, as every shared store's: a second lock() waits until the first is released.
+    const lock: { held: boolean; waiting: (() => void)[]; asked: number; askedWhileHeld: number } = { held: false, waiting: [], asked: 0, askedWhileHeld: 0 };
+    const stored = storeOfSession0({
+      lock: async () => {
+        lock.asked++;
+        if (lock.held) lock.askedWhileHeld++;
+        while (lock.held) await new Promise<void>((free) => lock.waiting.push(free));
+        lock.held = true;
+        return {
+          release: () => {
+            lock.held = false;
+            lock.waiting.shift()?.();
+          },
+        };
+      },
+    });
+    const set = stored.store.set;
+    stored.store.set = (value, options) => (writes.hang ? hang() : set(value, options));
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    const first = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await first.outcome()).toEqual({ code: ErrorCode.STORE_ERROR });
+
+    // The write of rt.1 may still land: the lock stays held (lateAnswerWaitMs), and this manager goes on under it.
+    writes.hang = false;
+    const second = follow(manager.refresh({ staleAccessToken: 'at.1' }));
+    expect(await second.outcome()).toEqual({ value: expect.objectContaining({ accessToken: 'at.2' }) });
+    expect(endpoint.presented).toEqual(['rt.0', 'rt.1']);
+    expect(stored.held.value?.tokens.refreshToken).toBe('rt.2');
+    expect(lock).toMatchObject({ asked: 1, askedWhileHeld: 0 });
+    // Held until the write given up on can no longer land, then released.
+    expect(lock.held).toBe(true);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(lock.held).toBe(false);
+  });
+});
+
 describe('a hung store never hangs a sign-in or a sign-out', () => {
   it('signs out in memory at once when clear() hangs, rejects it with STORE_ERROR, and lets the next sign-in through', async () => {
     vi.useFakeTimers({ now: 1_000_000 });

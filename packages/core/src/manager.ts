@@ -326,6 +326,13 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   /** A refresh waiting for the store's lock: news of other tokens ends the wait (see runRefresh). */
   let lockWait: { base: TokenSet | undefined; controller: AbortController } | undefined;
+  /**
+   * The store lock a refresh kept after it ended, for a write of its own that was given up on but may
+   * still land (see runRefresh); `settled` settles when that write can land no more. The next refresh
+   * takes it over rather than ask the store for a lock this manager already holds (which would wait
+   * for itself).
+   */
+  let keptLock: { lock: TokenStoreLock; settled: Promise<unknown> } | undefined;
   const tokensAnnounced = new Error('tokens announced');
 
   store.subscribe?.((announced) => {
@@ -656,10 +663,10 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   async function runRefresh(refresh: Refresh, base: TokenSet | undefined): Promise<TokenSet> {
     const replaced = () => refresh.generation !== generation;
     let lock: TokenStoreLock | undefined;
-    /** A write of ours under the lock, given up on but maybe still landing: the lock is kept until it settles. */
+    /** Writes of ours under the lock, given up on but maybe still landing: the lock is kept until they settle. */
     let unsettledWrite: Promise<unknown> | undefined;
     const keepLockFor = (settling: Promise<unknown>) => {
-      unsettledWrite = settling;
+      unsettledWrite = unsettledWrite ? Promise.all([unsettledWrite, settling]) : settling;
     };
     let from = base;
     try {
@@ -669,7 +676,15 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (store.lock) {
         // Several processes share this store: under its lock, re-read it, and skip the token call
         // if another holder already refreshed (rotating refresh tokens allow one use only).
-        lock = await lockOrAnnouncement(base, refresh.controller.signal);
+        const kept = keptLock;
+        if (kept && !kept.lock.signal?.aborted) {
+          // Still ours, kept for a write that may land: go on under it, and keep it as long as that write may.
+          keptLock = undefined;
+          lock = kept.lock;
+          keepLockFor(kept.settled);
+        } else {
+          lock = await lockOrAnnouncement(base, refresh.controller.signal);
+        }
         if (!lock) {
           // An announcement is only acted on when fresh (see subscribe).
           emit('refresh', current as TokenSet);
@@ -751,14 +766,17 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (lock && unsettledWrite) {
         // Our write may still land: keep the lock until it settles (at most lateAnswerWaitMs), so that no
         // holder reads the tokens it replaces and presents their spent refresh token. The waiters go on.
-        const held = lock;
         let timer: ReturnType<typeof setTimeout> | undefined;
         const late = new Promise<void>((given) => {
           timer = setTimeout(given, lateAnswerWaitMs);
         });
-        void Promise.race([unsettledWrite, late]).then(() => {
-          clearTimeout(timer);
-          return releaseLock(held);
+        const kept = { lock, settled: Promise.race([unsettledWrite, late]).finally(() => clearTimeout(timer)) };
+        keptLock = kept;
+        // Released then, unless the next refresh took it over (and with it, this duty).
+        void kept.settled.then(() => {
+          if (keptLock !== kept) return;
+          keptLock = undefined;
+          return releaseLock(kept.lock);
         });
       } else if (lock) {
         // Not awaited: the tokens are stored, and the waiters need not wait for a store round trip more.
