@@ -177,26 +177,31 @@ describe('a hung store never hangs a request', () => {
   });
 });
 
-describe('the lock a refresh keeps for a write it gave up on', () => {
-  it('is taken over by the next refresh, which never asks the store again for a lock this manager holds', async () => {
+/** An exclusive lock, as every shared store's: a lock() while it is held waits for the release; counts what it was asked. */
+function exclusiveLock() {
+  const lock = { held: false, waiting: [] as (() => void)[], asked: 0, askedWhileHeld: 0 };
+  const take = async (): Promise<TokenStoreLock> => {
+    lock.asked++;
+    if (lock.held) lock.askedWhileHeld++;
+    // Bounded by the test: each release wakes one waiter.
+    while (lock.held) await new Promise<void>((free) => lock.waiting.push(free));
+    lock.held = true;
+    return {
+      release: () => {
+        lock.held = false;
+        lock.waiting.shift()?.();
+      },
+    };
+  };
+  return { lock, take };
+}
+
+describe('this manager never asks the store for a lock it holds', () => {
+  it('the next refresh takes over the lock a refresh kept for a write it gave up on', async () => {
     vi.useFakeTimers({ now: 1_000_000 });
     const writes: { hang: boolean } = { hang: true };
-    // An exclusive lock, as every shared store's: a second lock() waits until the first is released.
-    const lock: { held: boolean; waiting: (() => void)[]; asked: number; askedWhileHeld: number } = { held: false, waiting: [], asked: 0, askedWhileHeld: 0 };
-    const stored = storeOfSession0({
-      lock: async () => {
-        lock.asked++;
-        if (lock.held) lock.askedWhileHeld++;
-        while (lock.held) await new Promise<void>((free) => lock.waiting.push(free));
-        lock.held = true;
-        return {
-          release: () => {
-            lock.held = false;
-            lock.waiting.shift()?.();
-          },
-        };
-      },
-    });
+    const { lock, take } = exclusiveLock();
+    const stored = storeOfSession0({ lock: take });
     const set = stored.store.set;
     stored.store.set = (value, options) => (writes.hang ? hang() : set(value, options));
     const endpoint = rotatingEndpoint();
@@ -219,6 +224,34 @@ describe('the lock a refresh keeps for a write it gave up on', () => {
     expect(lock.held).toBe(true);
     await vi.advanceTimersByTimeAsync(60_000);
     expect(lock.held).toBe(false);
+  });
+
+  it("a refresh of a new session waits until the replaced session's refresh gives the lock back", async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const reads: { hang: boolean } = { hang: false };
+    const { lock, take } = exclusiveLock();
+    const stored = storeOfSession0({ lock: take });
+    const get = stored.store.get;
+    stored.store.get = () => (reads.hang ? hang() : get());
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    // The refresh of session 0 holds the lock while its read of the store hangs; a sign-in replaces the session.
+    reads.hang = true;
+    const replacedRefresh = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(lock.held).toBe(true);
+    reads.hang = false;
+    await manager.setTokens(session(5, Date.now() + 60_000));
+    const refused = follow(manager.refresh({ staleAccessToken: 'at.5' }));
+    await vi.advanceTimersByTimeAsync(5_000);
+
+    expect(await refused.outcome()).toEqual({ value: expect.objectContaining({ accessToken: 'at.1' }) });
+    expect(await replacedRefresh.outcome()).not.toBe('pending');
+    expect(endpoint.presented).toEqual(['rt.5']);
+    expect(lock).toMatchObject({ asked: 2, askedWhileHeld: 0 });
   });
 });
 

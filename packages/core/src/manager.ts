@@ -333,6 +333,12 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
    * for itself).
    */
   let keptLock: { lock: TokenStoreLock; settled: Promise<unknown> } | undefined;
+  /**
+   * Settles when the last refresh has ended, its store lock released or kept. A refresh of a replaced
+   * session may still hold the lock, in a store call not yet given up on: the next refresh waits for
+   * it rather than ask the store for a lock this manager holds.
+   */
+  let lastRun: Promise<unknown> = Promise.resolve();
   const tokensAnnounced = new Error('tokens announced');
 
   store.subscribe?.((announced) => {
@@ -666,9 +672,10 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     /** Writes of ours under the lock, given up on but maybe still landing: the lock is kept until they settle. */
     let unsettledWrite: Promise<unknown> | undefined;
     const keepLockFor = (settling: Promise<unknown>) => {
-      unsettledWrite = unsettledWrite ? Promise.all([unsettledWrite, settling]) : settling;
+      unsettledWrite = Promise.all([unsettledWrite, settling]);
     };
     let from = base;
+    const previousRun = lastRun;
     try {
       // This manager's own writes (a sign-in's, say) settle first, so it knows what the store holds.
       await writes;
@@ -676,6 +683,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (store.lock) {
         // Several processes share this store: under its lock, re-read it, and skip the token call
         // if another holder already refreshed (rotating refresh tokens allow one use only).
+        // (Bounded: a replaced refresh's token request is aborted, and its store calls are limited.)
+        await abortable(previousRun, refresh.controller.signal);
+        if (replaced()) return settledAfterReplacement();
         const kept = keptLock;
         if (kept && !kept.lock.signal?.aborted) {
           // Still ours, kept for a write that may land: go on under it, and keep it as long as that write may.
@@ -838,7 +848,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       requestOpen: false,
     };
     running = refresh;
-    runRefresh(refresh, base).then(
+    lastRun = runRefresh(refresh, base).then(
       (tokens) => {
         if (running === refresh) running = undefined;
         if (refresh.generation === generation) {
