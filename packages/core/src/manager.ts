@@ -306,7 +306,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   }
 
   function ensureLoaded(): Promise<void> {
-    loading ??= (async () => {
+    if (loading) return loading;
+    loading = (async () => {
       const startedGeneration = generation;
       let value: StoredTokens | undefined;
       try {
@@ -321,6 +322,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       adoptStored(value);
       loaded = true;
     })();
+    // The load may seed the store under its lock: a refresh waits for it as for an earlier refresh.
+    chainRun(loading);
     return loading;
   }
 
@@ -332,13 +335,18 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
    * takes it over rather than ask the store for a lock this manager already holds (which would wait
    * for itself).
    */
-  let keptLock: { lock: TokenStoreLock; settled: Promise<unknown> } | undefined;
+  let keptLock: { lock: TokenStoreLock; settled: Promise<unknown>; takenOver?: boolean } | undefined;
   /**
-   * Settles when the last refresh has ended, its store lock released or kept. A refresh of a replaced
-   * session may still hold the lock, in a store call not yet given up on: the next refresh waits for
-   * it rather than ask the store for a lock this manager holds.
+   * Settles when every refresh (and the first load, which may seed the store under its lock) has
+   * ended, its store lock released or kept. A refresh of a replaced session may still hold the lock, in
+   * a store call not yet given up on: the next refresh waits for it rather than ask the store for a
+   * lock this manager holds. Every earlier one, not just the last: a refresh replaced in turn ends
+   * while the one it waited for may still hold the lock.
    */
   let lastRun: Promise<unknown> = Promise.resolve();
+  const chainRun = (run: Promise<unknown>) => {
+    lastRun = lastRun.then(() => run).catch(() => undefined);
+  };
   const tokensAnnounced = new Error('tokens announced');
 
   store.subscribe?.((announced) => {
@@ -687,12 +695,15 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         await abortable(previousRun, refresh.controller.signal);
         if (replaced()) return settledAfterReplacement();
         const kept = keptLock;
+        keptLock = undefined;
+        if (kept) kept.takenOver = true;
         if (kept && !kept.lock.signal?.aborted) {
           // Still ours, kept for a write that may land: go on under it, and keep it as long as that write may.
-          keptLock = undefined;
           lock = kept.lock;
           keepLockFor(kept.settled);
         } else {
+          // A kept lock that was lost guards nothing more: given back at once (it may hold a file or a connection).
+          if (kept) void releaseLock(kept.lock);
           lock = await lockOrAnnouncement(base, refresh.controller.signal);
         }
         if (!lock) {
@@ -779,12 +790,14 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         let timer: ReturnType<typeof setTimeout> | undefined;
         const late = new Promise<void>((given) => {
           timer = setTimeout(given, lateAnswerWaitMs);
+          // Waiting for a write must never keep a process alive.
+          (timer as { unref?: () => void }).unref?.();
         });
-        const kept = { lock, settled: Promise.race([unsettledWrite, late]).finally(() => clearTimeout(timer)) };
+        const kept: NonNullable<typeof keptLock> = { lock, settled: Promise.race([unsettledWrite, late]).finally(() => clearTimeout(timer)) };
         keptLock = kept;
         // Released then, unless the next refresh took it over (and with it, this duty).
         void kept.settled.then(() => {
-          if (keptLock !== kept) return;
+          if (kept.takenOver) return;
           keptLock = undefined;
           return releaseLock(kept.lock);
         });
@@ -848,7 +861,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       requestOpen: false,
     };
     running = refresh;
-    lastRun = runRefresh(refresh, base).then(
+    const run = runRefresh(refresh, base).then(
       (tokens) => {
         if (running === refresh) running = undefined;
         if (refresh.generation === generation) {
@@ -884,6 +897,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         refresh.cohort.reject(failure);
       },
     );
+    chainRun(run);
     return refresh;
   }
 
