@@ -12,6 +12,7 @@ import type {
   TokenSet,
   TokenStore,
   TokenStoreLock,
+  TokenStoreSetOptions,
 } from './types.js';
 
 type Listeners = { [E in keyof TokenManagerEvents]: Set<TokenManagerEvents[E]> };
@@ -134,6 +135,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const store: TokenStore = options.store ?? memoryStore(initialTokens && { tokens: initialTokens, revision: 1 });
 
   let current: TokenSet | undefined;
+  /** The last session setTokens() began, as `current` held it: while the store misses it, rewritten as a new session. */
+  let signedIn: TokenSet | undefined;
   /** The revision of `current`: the stored one, or one more when memory is ahead of a store that missed a write. */
   let currentRevision = 0;
   /** What this manager last knew the store to hold (read, written or announced). */
@@ -243,10 +246,10 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   function writeUnlessReplaced(
     sinceGeneration: number,
     value: StoredTokens,
-    expectedRevision: number,
+    options: TokenStoreSetOptions & { readonly expectedRevision: number },
     givenUp?: (settling: Promise<unknown>) => void,
   ): Promise<boolean> {
-    return enqueueWrite(async () => sinceGeneration === generation && (await writeStore(value, expectedRevision, givenUp)));
+    return enqueueWrite(async () => sinceGeneration === generation && (await writeStore(value, options, givenUp)));
   }
 
   /** What the store holds, or `undefined` when it cannot be read now (which is not an empty store). */
@@ -254,12 +257,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   async function writeStore(
     value: StoredTokens,
-    expectedRevision: number | undefined,
+    options: TokenStoreSetOptions,
     givenUp?: (settling: Promise<unknown>) => void,
   ): Promise<boolean> {
     let written: boolean;
     try {
-      const options = expectedRevision === undefined ? undefined : { expectedRevision };
       written = (await storeCall('write', () => store.set(value, options), givenUp)) !== false;
     } catch (error) {
       throw storeFailed('write', error);
@@ -296,7 +298,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       const value: StoredTokens = { tokens: seed, revision: 1 };
       // In the queue of this manager's writes, and never after a sign-in or sign-out here: a clear()
       // during the load must not be followed by the seed landing in the store.
-      const written = await writeUnlessReplaced(startedGeneration, value, 0);
+      const written = await writeUnlessReplaced(startedGeneration, value, { expectedRevision: 0 });
       if (written) return value;
       // Signed in or out here meanwhile: the load's result is not used.
       return startedGeneration === generation ? await readStore() : undefined;
@@ -648,7 +650,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       const ours = current as TokenSet;
       const value: StoredTokens = { tokens: ours, revision: (stored?.revision ?? 0) + 1 };
       // In the queue of this manager's writes, and never after a sign-in or sign-out here, which then wins.
-      const written = await writeUnlessReplaced(refresh.generation, value, stored?.revision ?? 0, keepLockFor);
+      // The sign-in itself, never written: a new session to the store, not a refresh of what it holds.
+      const options = { expectedRevision: stored?.revision ?? 0, ...(ours === signedIn && { newSession: true }) };
+      const written = await writeUnlessReplaced(refresh.generation, value, options, keepLockFor);
       if (replaced()) return settledAfterReplacement();
       // Refused, or news of another session came while writing: look again.
       if (!written || current !== ours) return reconcileWithStore(base, refresh, lock, keepLockFor);
@@ -765,7 +769,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       }
       let written: boolean;
       try {
-        written = await writeUnlessReplaced(refresh.generation, { tokens: merged, revision: newRevision }, baseRevision, keepLockFor);
+        written = await writeUnlessReplaced(refresh.generation, { tokens: merged, revision: newRevision }, { expectedRevision: baseRevision }, keepLockFor);
       } catch (error) {
         // With rotation the old refresh token is already dead: the new one must never be lost.
         if (!replaced() && untouched()) keepInMemory();
@@ -841,7 +845,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     // After losing the lock, write nothing: the next holder learns of the dead token from the server.
     if (from && !lock?.signal?.aborted) {
       const mark: StoredTokens = { tokens: from, revision: baseRevision + 1, sessionExpired: true };
-      await enqueueWrite(() => writeStore(mark, baseRevision)).catch(() => false);
+      await enqueueWrite(() => writeStore(mark, { expectedRevision: baseRevision })).catch(() => false);
     }
     throw error;
   }
@@ -966,6 +970,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     async setTokens(tokens: TokenSet) {
       const parsed = parseGivenTokens(tokens, (problem) => configurationError(`setTokens: ${problem}`));
       replaceSession(parsed, highestRevision + 1);
+      signedIn = current;
       const startedGeneration = generation;
       replacing++;
       await enqueueWrite(async () => {
@@ -983,7 +988,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           if (read) noteStored(read.stored);
           adopt(current, revision);
         }
-        await writeStore({ tokens: parsed, revision }, undefined);
+        await writeStore({ tokens: parsed, revision }, { newSession: true });
       }).finally(() => {
         replacing--;
       });
