@@ -591,6 +591,17 @@ describe('fileStore: close()', () => {
     const lock = await fileStore(tokenPath, { watch: false, lockWaitMs: 1_000 }).lock();
     await lock.release();
   });
+
+  it('ends a lock it gives up: its signal aborts, so whoever kept it goes on under it no more', async () => {
+    const store = fileStore(tokenPath, { watch: false });
+    const lock = await store.lock();
+
+    await store.close();
+
+    expect(lock.signal.aborted).toBe(true);
+    const next = await fileStore(tokenPath, { watch: false, lockWaitMs: 1_000 }).lock();
+    await next.release();
+  });
 });
 
 describe('fileStore with the token manager', () => {

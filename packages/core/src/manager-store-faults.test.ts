@@ -201,7 +201,7 @@ function exclusiveLock() {
     return {
       signal,
       release: () => {
-        lock.releases[index]++;
+        lock.releases[index] = (lock.releases[index] ?? 0) + 1;
         if (!signal.aborted) free();
       },
     };
