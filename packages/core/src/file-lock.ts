@@ -33,7 +33,7 @@ export interface GenerationLockTiming {
 /** A held generation of the lock. */
 export interface GenerationLockHold extends TokenStoreLock {
   readonly generation: number;
-  /** Aborted (with a `STORE_ERROR`) when a heartbeat finds that another process took the lock over. */
+  /** Aborted (with a `STORE_ERROR`) when a heartbeat finds that another process took the lock over, and once released. */
   readonly signal: AbortSignal;
   /** Rejects with a `STORE_ERROR` unless this generation is still the lock: checked right before each commit. */
   assertHeld(): Promise<void>;
@@ -189,6 +189,8 @@ export function generationLock(filePath: string, lockDirectory: string, timing: 
         if (released) return;
         released = true;
         clearInterval(renew);
+        // No longer held: whoever kept it (a manager, for a write it gave up on) goes on under it no more.
+        if (!lost.signal.aborted) lost.abort(storeError(`Released the lock on ${filePath}`));
         // Wait for a heartbeat in flight, or it could revive the released lock for a whole lease.
         await heartbeat;
         try {

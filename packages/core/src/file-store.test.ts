@@ -8,7 +8,7 @@ import { ErrorCode, isTokenRelayError } from './errors.js';
 import { fileStore } from './file-store.js';
 import { createTokenManager } from './manager.js';
 import { settledWithin } from './test-helpers.js';
-import type { StoredTokens, TokenSet } from './types.js';
+import type { StoredTokens, TokenSet, TokenStoreSetOptions } from './types.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const fileStoreSource = fileURLToPath(new URL('./file-store.ts', import.meta.url));
@@ -336,6 +336,40 @@ describe('fileStore: a token file holding an OAuth token response', () => {
     expect((await fileStore(tokenPath, { watch: false }).get())?.tokens).toEqual({ ...signedIn, tokenType: 'Bearer' });
   });
 
+  it("writes a sign-in whose own write failed as that session alone when the next refresh writes it first: no field of the old user's file stays", async () => {
+    await writeJson({ ...salesforceSample, saved_by: 'nightly-export.py' });
+    const inner = fileStore(tokenPath, { watch: false });
+    cleanups.push(() => inner.close());
+    const failing = { writes: 0 };
+    // The sign-in's write fails once (a full disk); the refresh then finds the store missed it and writes it first.
+    const store = { ...inner, set: (value: StoredTokens, options?: TokenStoreSetOptions) => (failing.writes-- > 0 ? Promise.reject(new Error('disk full')) : inner.set(value, options)) };
+    const presented: (string | undefined)[] = [];
+    const manager = createTokenManager({
+      store,
+      refresh: async ({ tokens }) => {
+        presented.push(tokens?.refreshToken);
+        return { accessToken: 'other-user-access-2', expiresAt: inAnHour };
+      },
+    });
+    await manager.getTokens();
+    const signedIn: TokenSet = { accessToken: 'other-user-access', refreshToken: 'other-user-refresh', raw: { instance_url: 'https://other.my.salesforce.com' } };
+    failing.writes = 1;
+    await expect(manager.setTokens(signedIn)).rejects.toMatchObject({ code: ErrorCode.STORE_ERROR });
+
+    await manager.refresh({ staleAccessToken: 'other-user-access' });
+
+    expect(presented).toEqual(['other-user-refresh']);
+    expect(await readJson()).toEqual({
+      access_token: 'other-user-access-2',
+      refresh_token: 'other-user-refresh',
+      token_type: 'Bearer',
+      instance_url: 'https://other.my.salesforce.com',
+      expires_at: expect.any(Number),
+      expires_in: expect.any(Number),
+      tokenrelay_revision: expect.any(Number),
+    });
+  });
+
   it('does not date a token by an expires_in it cannot date, and drops an old expiry when the new token has none', async () => {
     await writeJson({ ...salesforceSample, expires_in: 3600, expires_at: 1_764_633_600 });
     const store = fileStore(tokenPath, { watch: false });
@@ -556,6 +590,17 @@ describe('fileStore: close()', () => {
 
     const lock = await fileStore(tokenPath, { watch: false, lockWaitMs: 1_000 }).lock();
     await lock.release();
+  });
+
+  it('ends a lock it gives up: its signal aborts, so whoever kept it goes on under it no more', async () => {
+    const store = fileStore(tokenPath, { watch: false });
+    const lock = await store.lock();
+
+    await store.close();
+
+    expect(lock.signal.aborted).toBe(true);
+    const next = await fileStore(tokenPath, { watch: false, lockWaitMs: 1_000 }).lock();
+    await next.release();
   });
 });
 

@@ -76,7 +76,8 @@ export interface FileTokenStore extends TokenStore {
    * manager does around a refresh), or one taken for the write. With `expectedRevision`, the file is
    * re-read under the lock and written only if it holds that revision. Without it, writes (and
    * `clear()`) of this store land in the order they were called: one that a later one overtook
-   * while both waited for the lock resolves `true` without writing.
+   * while both waited for the lock resolves `true` without writing. A token-response file keeps the
+   * fields of its session the new tokens lack, unless `newSession` (a sign-in) says they begin another.
    * @throws TokenRelayError `STORE_ERROR` when the lock was lost (nothing is written) or the file cannot be written.
    */
   set(value: StoredTokens, options?: TokenStoreSetOptions): Promise<boolean>;
@@ -258,7 +259,7 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
       return value;
     },
 
-    async set(value, { expectedRevision } = {}) {
+    async set(value, { expectedRevision, newSession } = {}) {
       const stored = parseStoredTokens(value, (problem) => storeError(`Refusing to write invalid tokens to ${filePath}: ${problem}`));
       // A refresh's write under a lock this process lost is refused: another process may hold newer tokens.
       if (expectedRevision !== undefined && held?.signal.aborted) throw held.signal.reason;
@@ -272,9 +273,9 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
             if (writeOrder.overtaken(ticket)) return true;
           } else if (((await file.read())?.revision ?? 0) !== expectedRevision) return false;
           operations++;
-          // A compare-and-set continues the session it read (a refresh); an unconditional write is a new
-          // session (a sign-in), which keeps nothing of the one it replaces (its id, signature, issued_at).
-          await file.write(stored, () => lock.assertHeld(), !unconditional);
+          // A refresh continues the session the file holds; a new session (a sign-in) keeps nothing of the
+          // one it replaces (its id, signature, issued_at).
+          await file.write(stored, () => lock.assertHeld(), !newSession);
           if (unconditional) writeOrder.landed(ticket);
           lastKey = stateKey(stored);
           return true;

@@ -177,6 +177,231 @@ describe('a hung store never hangs a request', () => {
   });
 });
 
+/**
+ * An exclusive lock, as every shared store's: a lock() while it is held waits for the release; counts what
+ * it was asked, and how often each lock it gave was released. `lose(i)` ends the lease of the i-th lock
+ * (its signal aborts, the store frees it); releasing a lost lock frees nothing.
+ */
+function exclusiveLock() {
+  const lock = { held: false, waiting: [] as (() => void)[], asked: 0, askedWhileHeld: 0, releases: [] as number[] };
+  const lost: AbortController[] = [];
+  const free = () => {
+    lock.held = false;
+    lock.waiting.shift()?.();
+  };
+  const take = async (): Promise<TokenStoreLock> => {
+    lock.asked++;
+    if (lock.held) lock.askedWhileHeld++;
+    // Bounded by the test: each release wakes one waiter.
+    while (lock.held) await new Promise<void>((wake) => lock.waiting.push(wake));
+    lock.held = true;
+    const index = lost.push(new AbortController()) - 1;
+    lock.releases.push(0);
+    const { signal } = lost[index] as AbortController;
+    return {
+      signal,
+      release: () => {
+        lock.releases[index] = (lock.releases[index] ?? 0) + 1;
+        if (!signal.aborted) free();
+      },
+    };
+  };
+  const lose = (index: number) => {
+    lost[index]?.abort(new Error('lease expired'));
+    free();
+  };
+  return { lock, take, lose };
+}
+
+describe('this manager never asks the store for a lock it holds', () => {
+  it('the next refresh takes over the lock a refresh kept for a write it gave up on', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const writes: { hang: boolean } = { hang: true };
+    const { lock, take } = exclusiveLock();
+    const stored = storeOfSession0({ lock: take });
+    const set = stored.store.set;
+    stored.store.set = (value, options) => (writes.hang ? hang() : set(value, options));
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    const first = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await first.outcome()).toEqual({ code: ErrorCode.STORE_ERROR });
+
+    // The write of rt.1 may still land: the lock stays held (lateAnswerWaitMs), and this manager goes on under it.
+    writes.hang = false;
+    const second = follow(manager.refresh({ staleAccessToken: 'at.1' }));
+    expect(await second.outcome()).toEqual({ value: expect.objectContaining({ accessToken: 'at.2' }) });
+    expect(endpoint.presented).toEqual(['rt.0', 'rt.1']);
+    expect(stored.held.value?.tokens.refreshToken).toBe('rt.2');
+    expect(lock).toMatchObject({ asked: 1, askedWhileHeld: 0 });
+    // Held until the write given up on can no longer land, then released.
+    expect(lock.held).toBe(true);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(lock.held).toBe(false);
+  });
+
+  it("a refresh of a new session waits until the replaced session's refresh gives the lock back", async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const reads: { hang: boolean } = { hang: false };
+    const { lock, take } = exclusiveLock();
+    const stored = storeOfSession0({ lock: take });
+    const get = stored.store.get;
+    stored.store.get = () => (reads.hang ? hang() : get());
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    // The refresh of session 0 holds the lock while its read of the store hangs; a sign-in replaces the session.
+    reads.hang = true;
+    const replacedRefresh = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(lock.held).toBe(true);
+    reads.hang = false;
+    await manager.setTokens(session(5, Date.now() + 60_000));
+    const newSessionRefresh = follow(manager.refresh({ staleAccessToken: 'at.5' }));
+    await vi.advanceTimersByTimeAsync(5_000);
+
+    expect(await newSessionRefresh.outcome()).toEqual({ value: expect.objectContaining({ accessToken: 'at.1' }) });
+    expect(await replacedRefresh.outcome()).toEqual({ value: expect.objectContaining({ accessToken: 'at.5' }) });
+    expect(endpoint.presented).toEqual(['rt.5']);
+    expect(lock).toMatchObject({ asked: 2, askedWhileHeld: 0 });
+  });
+
+  it('a refresh after two sign-ins in a row waits until the refresh of the first session gives the lock back', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const reads: { hang: boolean } = { hang: false };
+    const { lock, take } = exclusiveLock();
+    const stored = storeOfSession0({ lock: take });
+    const get = stored.store.get;
+    stored.store.get = () => (reads.hang ? hang() : get());
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    // The refresh of session 0 holds the lock while its read hangs; the refresh of session 5 waits for it
+    // and is replaced in turn by session 6, whose refresh must wait for the first one still.
+    reads.hang = true;
+    const first = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(0);
+    reads.hang = false;
+    await manager.setTokens(session(5, Date.now() + 60_000));
+    const second = follow(manager.refresh({ staleAccessToken: 'at.5' }));
+    await vi.advanceTimersByTimeAsync(0);
+    await manager.setTokens(session(6, Date.now() + 60_000));
+    const third = follow(manager.refresh({ staleAccessToken: 'at.6' }));
+    await vi.advanceTimersByTimeAsync(5_000);
+
+    expect(await third.outcome()).toEqual({ value: expect.objectContaining({ accessToken: 'at.1' }) });
+    // The replaced refreshes were settled by the sign-ins with the new sessions.
+    expect(await first.outcome()).toEqual({ value: expect.objectContaining({ accessToken: 'at.5' }) });
+    expect(await second.outcome()).toEqual({ value: expect.objectContaining({ accessToken: 'at.6' }) });
+    expect(endpoint.presented).toEqual(['rt.6']);
+    expect(lock).toMatchObject({ asked: 2, askedWhileHeld: 0 });
+  });
+
+  it('a refresh after a sign-in during the first load waits until the load gives back the lock it took to seed the store', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const { lock, take } = exclusiveLock();
+    const stored = storeOfSession0({ lock: take });
+    stored.held.value = undefined;
+    // The first read finds the store empty; the seeding's read under the lock hangs.
+    let reads = 0;
+    const get = stored.store.get;
+    stored.store.get = () => (++reads === 2 ? hang() : get());
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({
+      store: stored.store,
+      tokens: session(0, Date.now() + 600_000),
+      refresh: endpoint.handler,
+      refreshTimeoutMs: 5_000,
+    });
+    const loading = follow(manager.getTokens());
+    await vi.advanceTimersByTimeAsync(0);
+    expect(lock.held).toBe(true);
+    await manager.setTokens(session(5, Date.now() + 600_000));
+    const refreshed = follow(manager.refresh({ staleAccessToken: 'at.5' }));
+    await vi.advanceTimersByTimeAsync(5_000);
+
+    expect(await refreshed.outcome()).toEqual({ value: expect.objectContaining({ accessToken: 'at.1' }) });
+    expect(await loading.outcome()).not.toEqual('pending');
+    expect(endpoint.presented).toEqual(['rt.5']);
+    expect(lock).toMatchObject({ asked: 2, askedWhileHeld: 0 });
+  });
+});
+
+describe('the lock a refresh kept for a write it gave up on', () => {
+  it('is released when lost, and the next refresh takes a lock of its own', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const writes: { hang: boolean } = { hang: true };
+    const { lock, take, lose } = exclusiveLock();
+    const stored = storeOfSession0({ lock: take });
+    const set = stored.store.set;
+    stored.store.set = (value, options) => (writes.hang ? hang() : set(value, options));
+    const endpoint = rotatingEndpoint();
+    const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler, refreshTimeoutMs: 5_000 });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    // Both refreshes give up on their writes and keep their locks; the first lock's lease runs out between them.
+    const first = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(5_000);
+    lose(0);
+    const second = follow(manager.refresh({ staleAccessToken: 'at.1' }));
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await first.outcome()).toEqual({ code: ErrorCode.STORE_ERROR });
+    // The second one, under a lock of its own, first writes again the tokens the store missed (which hangs too).
+    expect(await second.outcome()).not.toBe('pending');
+    expect(endpoint.presented).toEqual(['rt.0']);
+    writes.hang = false;
+    await vi.advanceTimersByTimeAsync(120_000);
+
+    // Each lock the store gave is released once (a lost one too: it may hold a file handle or a connection).
+    expect(lock.releases).toEqual([1, 1]);
+    expect(lock.held).toBe(false);
+  });
+
+  it('keeps no process alive while it waits for the write to settle', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    // The timers the manager set and has not cleared, by their delay.
+    const pending = new Map<ReturnType<typeof setTimeout>, number | undefined>();
+    const setTimer = globalThis.setTimeout;
+    const clearTimer = globalThis.clearTimeout;
+    vi.spyOn(globalThis, 'setTimeout').mockImplementation(((callback: () => void, delay?: number) => {
+      const timer = setTimer(callback, delay);
+      pending.set(timer, delay);
+      return timer;
+    }) as typeof setTimeout);
+    vi.spyOn(globalThis, 'clearTimeout').mockImplementation((timer) => {
+      pending.delete(timer as ReturnType<typeof setTimeout>);
+      clearTimer(timer);
+    });
+    const { lock, take } = exclusiveLock();
+    const stored = storeOfSession0({ lock: take, set: () => hang() });
+    const manager = createTokenManager({
+      store: stored.store,
+      refresh: rotatingEndpoint().handler,
+      refreshTimeoutMs: 5_000,
+      lateAnswerWaitMs: 3_600_000,
+    });
+    await manager.getTokens();
+    await vi.advanceTimersByTimeAsync(2_000);
+
+    const refreshed = follow(manager.refresh({ staleAccessToken: 'at.0' }));
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await refreshed.outcome()).toEqual({ code: ErrorCode.STORE_ERROR });
+    expect(lock.held).toBe(true);
+    const keeping = [...pending].filter(([, delay]) => delay === 3_600_000).map(([timer]) => timer);
+    expect(keeping).toHaveLength(1);
+    expect(keeping[0]?.hasRef()).toBe(false);
+    vi.restoreAllMocks();
+  });
+});
+
 describe('a hung store never hangs a sign-in or a sign-out', () => {
   it('signs out in memory at once when clear() hangs, rejects it with STORE_ERROR, and lets the next sign-in through', async () => {
     vi.useFakeTimers({ now: 1_000_000 });

@@ -12,6 +12,7 @@ import type {
   TokenSet,
   TokenStore,
   TokenStoreLock,
+  TokenStoreSetOptions,
 } from './types.js';
 
 type Listeners = { [E in keyof TokenManagerEvents]: Set<TokenManagerEvents[E]> };
@@ -134,6 +135,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const store: TokenStore = options.store ?? memoryStore(initialTokens && { tokens: initialTokens, revision: 1 });
 
   let current: TokenSet | undefined;
+  /** The last session setTokens() began, as `current` held it: while the store misses it, rewritten as a new session. */
+  let signedIn: TokenSet | undefined;
   /** The revision of `current`: the stored one, or one more when memory is ahead of a store that missed a write. */
   let currentRevision = 0;
   /** What this manager last knew the store to hold (read, written or announced). */
@@ -243,10 +246,10 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   function writeUnlessReplaced(
     sinceGeneration: number,
     value: StoredTokens,
-    expectedRevision: number,
+    options: TokenStoreSetOptions & { readonly expectedRevision: number },
     givenUp?: (settling: Promise<unknown>) => void,
   ): Promise<boolean> {
-    return enqueueWrite(async () => sinceGeneration === generation && (await writeStore(value, expectedRevision, givenUp)));
+    return enqueueWrite(async () => sinceGeneration === generation && (await writeStore(value, options, givenUp)));
   }
 
   /** What the store holds, or `undefined` when it cannot be read now (which is not an empty store). */
@@ -254,12 +257,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   async function writeStore(
     value: StoredTokens,
-    expectedRevision: number | undefined,
+    options: TokenStoreSetOptions,
     givenUp?: (settling: Promise<unknown>) => void,
   ): Promise<boolean> {
     let written: boolean;
     try {
-      const options = expectedRevision === undefined ? undefined : { expectedRevision };
       written = (await storeCall('write', () => store.set(value, options), givenUp)) !== false;
     } catch (error) {
       throw storeFailed('write', error);
@@ -296,7 +298,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       const value: StoredTokens = { tokens: seed, revision: 1 };
       // In the queue of this manager's writes, and never after a sign-in or sign-out here: a clear()
       // during the load must not be followed by the seed landing in the store.
-      const written = await writeUnlessReplaced(startedGeneration, value, 0);
+      const written = await writeUnlessReplaced(startedGeneration, value, { expectedRevision: 0 });
       if (written) return value;
       // Signed in or out here meanwhile: the load's result is not used.
       return startedGeneration === generation ? await readStore() : undefined;
@@ -306,7 +308,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   }
 
   function ensureLoaded(): Promise<void> {
-    loading ??= (async () => {
+    if (loading) return loading;
+    loading = (async () => {
       const startedGeneration = generation;
       let value: StoredTokens | undefined;
       try {
@@ -321,11 +324,31 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       adoptStored(value);
       loaded = true;
     })();
+    // The load may seed the store under its lock: a refresh waits for it as for an earlier refresh.
+    chainRun(loading);
     return loading;
   }
 
   /** A refresh waiting for the store's lock: news of other tokens ends the wait (see runRefresh). */
   let lockWait: { base: TokenSet | undefined; controller: AbortController } | undefined;
+  /**
+   * The store lock a refresh kept after it ended, for a write of its own that was given up on but may
+   * still land (see runRefresh); `settled` settles when that write can land no more. The next refresh
+   * takes it over rather than ask the store for a lock this manager already holds (which would wait
+   * for itself).
+   */
+  let keptLock: { lock: TokenStoreLock; settled: Promise<unknown>; takenOver?: boolean } | undefined;
+  /**
+   * Settles when every refresh (and the first load, which may seed the store under its lock) has
+   * ended, its store lock released or kept. A refresh of a replaced session may still hold the lock, in
+   * a store call not yet given up on: the next refresh waits for it rather than ask the store for a
+   * lock this manager holds. Every earlier one, not just the last: a refresh replaced in turn ends
+   * while the one it waited for may still hold the lock.
+   */
+  let lastRun: Promise<unknown> = Promise.resolve();
+  const chainRun = (run: Promise<unknown>) => {
+    lastRun = lastRun.then(() => run).catch(() => undefined);
+  };
   const tokensAnnounced = new Error('tokens announced');
 
   store.subscribe?.((announced) => {
@@ -622,7 +645,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       const ours = current as TokenSet;
       const value: StoredTokens = { tokens: ours, revision: (stored?.revision ?? 0) + 1 };
       // In the queue of this manager's writes, and never after a sign-in or sign-out here, which then wins.
-      const written = await writeUnlessReplaced(refresh.generation, value, stored?.revision ?? 0, keepLockFor);
+      // The sign-in itself, never written: a new session to the store, not a refresh of what it holds.
+      const options = { expectedRevision: stored?.revision ?? 0, ...(ours === signedIn && { newSession: true }) };
+      const written = await writeUnlessReplaced(refresh.generation, value, options, keepLockFor);
       if (replaced()) return settledAfterReplacement();
       // Refused, or news of another session came while writing: look again.
       if (!written || current !== ours) return reconcileWithStore(base, refresh, lock, keepLockFor);
@@ -651,12 +676,13 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   async function runRefresh(refresh: Refresh, base: TokenSet | undefined): Promise<TokenSet> {
     const replaced = () => refresh.generation !== generation;
     let lock: TokenStoreLock | undefined;
-    /** A write of ours under the lock, given up on but maybe still landing: the lock is kept until it settles. */
+    /** Writes of ours under the lock, given up on but maybe still landing: the lock is kept until they settle. */
     let unsettledWrite: Promise<unknown> | undefined;
     const keepLockFor = (settling: Promise<unknown>) => {
-      unsettledWrite = settling;
+      unsettledWrite = Promise.all([unsettledWrite, settling]);
     };
     let from = base;
+    const previousRun = lastRun;
     try {
       // This manager's own writes (a sign-in's, say) settle first, so it knows what the store holds.
       await writes;
@@ -664,7 +690,21 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (store.lock) {
         // Several processes share this store: under its lock, re-read it, and skip the token call
         // if another holder already refreshed (rotating refresh tokens allow one use only).
-        lock = await lockOrAnnouncement(base, refresh.controller.signal);
+        // (Bounded: a replaced refresh's token request is aborted, and its store calls are limited.)
+        await abortable(previousRun, refresh.controller.signal);
+        if (replaced()) return settledAfterReplacement();
+        const kept = keptLock;
+        keptLock = undefined;
+        if (kept) kept.takenOver = true;
+        if (kept && !kept.lock.signal?.aborted) {
+          // Still ours, kept for a write that may land: go on under it, and keep it as long as that write may.
+          lock = kept.lock;
+          keepLockFor(kept.settled);
+        } else {
+          // A kept lock that was lost guards nothing more: given back at once (it may hold a file or a connection).
+          if (kept) void releaseLock(kept.lock);
+          lock = await lockOrAnnouncement(base, refresh.controller.signal);
+        }
         if (!lock) {
           // An announcement is only acted on when fresh (see subscribe).
           emit('refresh', current as TokenSet);
@@ -724,7 +764,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       }
       let written: boolean;
       try {
-        written = await writeUnlessReplaced(refresh.generation, { tokens: merged, revision: newRevision }, baseRevision, keepLockFor);
+        written = await writeUnlessReplaced(refresh.generation, { tokens: merged, revision: newRevision }, { expectedRevision: baseRevision }, keepLockFor);
       } catch (error) {
         // With rotation the old refresh token is already dead: the new one must never be lost.
         if (!replaced() && untouched()) keepInMemory();
@@ -746,14 +786,19 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       if (lock && unsettledWrite) {
         // Our write may still land: keep the lock until it settles (at most lateAnswerWaitMs), so that no
         // holder reads the tokens it replaces and presents their spent refresh token. The waiters go on.
-        const held = lock;
         let timer: ReturnType<typeof setTimeout> | undefined;
         const late = new Promise<void>((given) => {
           timer = setTimeout(given, lateAnswerWaitMs);
+          // Waiting for a write must never keep a process alive.
+          (timer as { unref?: () => void }).unref?.();
         });
-        void Promise.race([unsettledWrite, late]).then(() => {
-          clearTimeout(timer);
-          return releaseLock(held);
+        const kept: NonNullable<typeof keptLock> = { lock, settled: Promise.race([unsettledWrite, late]).finally(() => clearTimeout(timer)) };
+        keptLock = kept;
+        // Released then, unless the next refresh took it over (and with it, this duty).
+        void kept.settled.then(() => {
+          if (kept.takenOver) return;
+          keptLock = undefined;
+          return releaseLock(kept.lock);
         });
       } else if (lock) {
         // Not awaited: the tokens are stored, and the waiters need not wait for a store round trip more.
@@ -795,7 +840,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     // After losing the lock, write nothing: the next holder learns of the dead token from the server.
     if (from && !lock?.signal?.aborted) {
       const mark: StoredTokens = { tokens: from, revision: baseRevision + 1, sessionExpired: true };
-      await enqueueWrite(() => writeStore(mark, baseRevision)).catch(() => false);
+      await enqueueWrite(() => writeStore(mark, { expectedRevision: baseRevision })).catch(() => false);
     }
     throw error;
   }
@@ -815,7 +860,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       requestOpen: false,
     };
     running = refresh;
-    runRefresh(refresh, base).then(
+    const run = runRefresh(refresh, base).then(
       (tokens) => {
         if (running === refresh) running = undefined;
         if (refresh.generation === generation) {
@@ -851,6 +896,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         refresh.cohort.reject(failure);
       },
     );
+    chainRun(run);
     return refresh;
   }
 
@@ -920,6 +966,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     async setTokens(tokens: TokenSet) {
       const parsed = parseGivenTokens(tokens, (problem) => configurationError(`setTokens: ${problem}`));
       replaceSession(parsed, highestRevision + 1);
+      signedIn = current;
       const startedGeneration = generation;
       replacing++;
       await enqueueWrite(async () => {
@@ -937,7 +984,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           if (read) noteStored(read.stored);
           adopt(current, revision);
         }
-        await writeStore({ tokens: parsed, revision }, undefined);
+        await writeStore({ tokens: parsed, revision }, { newSession: true });
       }).finally(() => {
         replacing--;
       });

@@ -129,6 +129,13 @@ export interface TokenStoreSetOptions {
    * Left out, the write is unconditional (a sign-in).
    */
   readonly expectedRevision?: number;
+  /**
+   * `true` when `value` is a new session (a sign-in), not a refresh of the one the store holds: a store
+   * that keeps fields of the stored session the new tokens lack (fileStore's token-response layout)
+   * keeps none of them then. The manager sets it for `setTokens()`, and for a sign-in the store missed
+   * that the next refresh writes first (under `expectedRevision`). Other stores may ignore it.
+   */
+  readonly newSession?: boolean;
 }
 
 /**
