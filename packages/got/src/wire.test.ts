@@ -276,6 +276,25 @@ describe('tokenRelayHooks and the Authorization of others', () => {
     expect(second.seen).toEqual(['/b Bearer w1', '/b Bearer w2']);
   });
 
+  it("puts the second set's bearer on a cross-origin hop to an origin of its own after the first set's bearer went to the first, and refreshes only its token for that hop's 401", async () => {
+    const shared = await startServer();
+    const own = await startServer({ accepts: 'Bearer v3' });
+    const first = countingManager('a2');
+    const second = countingManager('b2');
+    // The first set may send its bearer to `shared` only; the second to both, so it may follow `shared`'s redirect to `own`.
+    const client = got.extend(
+      { hooks: tokenRelayHooks(first.manager, { origins: [shared.url] }) },
+      { hooks: tokenRelayHooks(second.manager, { origins: [shared.url, own.url] }), retry: { limit: 0 } },
+    );
+    const start = hop(shared, 302, `${own.url}/me`);
+
+    expect(await client.get(start).text()).toBe('Bearer v3');
+    expect(shared.seen).toEqual([`${pathOf(start)} Bearer a2`]);
+    // The hop, answered 401, and its replay after the second set's refresh.
+    expect(own.seen).toEqual(['/me Bearer b2', '/me Bearer v3']);
+    expect([first.refreshes(), second.refreshes()]).toEqual([0, 1]);
+  });
+
   it('lets an Authorization a later beforeRequest hook sets win over our bearer', async () => {
     const api = await startServer();
     const { manager, refreshes } = countingManager();
