@@ -87,7 +87,9 @@ export interface TokenRelayGotHooks {
  *
  * - Requests elsewhere, and requests with an `Authorization` header of their own (in any spelling, one a hook
  *   sets included), go untouched, and so do their later redirect hops and got's retries, a cross-origin hop
- *   where got dropped that header included.
+ *   where got dropped that header included. The bearer of another set of these hooks on the got instance is not such a
+ *   header: a hop that carries it goes with it (a 401 to it refreshes that set's tokens), and a later hop to `origins`,
+ *   where got dropped it, gets ours.
  * - The final URL decides: a last step of ours runs after every other `beforeRequest` hook, so a request that
  *   a later hook sends where the bearer may not go leaves without it; one whose `Authorization` a later hook set or
  *   deleted goes with that, and its 401 causes no refresh and no replay.
@@ -170,6 +172,8 @@ export function tokenRelayHooks(manager: TokenManager, options: TokenRelayGotOpt
     if (ourBearer.isWithheld(request)) return;
     const url = urlOf(request.url);
     if (url === undefined || !mayCarryBearer(url) || ourBearer.othersOn(request)) return ourBearer.withhold(request);
+    // Another set's bearer goes on this hop, and its 401 is that set's; a later hop to our origins may carry ours.
+    if (ourBearer.anotherSetsOn(request)) return ourBearer.forget(request);
     let accessToken = manager.currentAccessToken();
     if (accessToken === undefined) {
       accessToken = await accessTokenIfSignedIn(manager, { signal: request.signal });

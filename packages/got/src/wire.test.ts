@@ -1,4 +1,6 @@
-import { createServer } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createServer, type RequestListener } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
 import { createTokenManager, type TokenManager } from '@tokenrelay/core';
@@ -12,11 +14,12 @@ import { tokenRelayHooks } from './index.js';
  * URL, `Authorization` and body (`sent`). `/hop?status=<3xx>&to=<URL>` answers that redirect; `/hang` is never
  * answered (it ends when the client goes); `/flaky` answers its first request 503; anything else answers with
  * the `Authorization`: 200, or 401 (an expired token) when `accepts` names the only one it takes and this is another.
+ * With `tls`, it serves https, with {@link loopbackTls}'s certificate.
  */
-async function startServer({ accepts }: { accepts?: string } = {}) {
+async function startServer({ accepts, tls = false }: { accepts?: string; tls?: boolean } = {}) {
   const seen: string[] = [];
   const sent: string[] = [];
-  const server = createServer((request, response) => {
+  const listener: RequestListener = (request, response) => {
     const authorization = request.headers.authorization ?? 'none';
     seen.push(`${request.url} ${authorization}`);
     if (request.url === '/hang') return;
@@ -30,9 +33,10 @@ async function startServer({ accepts }: { accepts?: string } = {}) {
       const refused = accepts !== undefined && authorization !== accepts;
       response.writeHead(refused ? 401 : 200, refused ? { 'www-authenticate': 'Bearer error="invalid_token"' } : {}).end(authorization);
     });
-  });
+  };
+  const server = tls ? createTlsServer({ key: loopbackTls, cert: loopbackTls }, listener) : createServer(listener);
   await new Promise<void>((listening) => server.listen(0, '127.0.0.1', listening));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const close = () => {
     server.closeAllConnections();
     return new Promise<void>((closed) => server.close(() => closed()));
@@ -40,6 +44,9 @@ async function startServer({ accepts }: { accepts?: string } = {}) {
   running.push(close);
   return { url, seen, sent, close };
 }
+
+/** A self-signed certificate for 127.0.0.1 and its key, for an https server (`startServer({ tls: true })`); got trusts it with `https: { certificateAuthority: loopbackTls }`. */
+const loopbackTls = readFileSync(new URL('fixtures/loopback-tls.pem', import.meta.url));
 
 /** The URL of `server`'s redirect to `to`. */
 const hop = (server: { url: string }, status: number, to: string) => `${server.url}/hop?status=${status}&to=${encodeURIComponent(to)}`;
@@ -189,6 +196,27 @@ describe('tokenRelayHooks and a redirect chain that left origins', () => {
     expect(api.sent).toEqual(['POST /account/delete none x=1']);
   });
 
+  it('never puts the bearer on the https hop of a request that started over http on the same host when origins lists only https, nor refreshes for its 401', async () => {
+    const api = await startServer({ accepts: 'Bearer v2', tls: true });
+    const plain = await startServer();
+    const { manager, refreshes } = countingManager();
+    const client = got.extend({
+      hooks: tokenRelayHooks(manager, { origins: [api.url] }),
+      https: { certificateAuthority: loopbackTls },
+      retry: { limit: 0 },
+      throwHttpErrors: false,
+    });
+    // The same host over http: a man in the middle of that plaintext hop chooses where its redirect goes.
+    const upgrade = hop(plain, 301, `${api.url}/me`);
+
+    expect((await client.get(upgrade)).statusCode).toBe(401);
+    expect(plain.seen).toEqual([`${pathOf(upgrade)} none`]);
+    expect(api.seen).toEqual(['/me none']);
+    expect(refreshes()).toBe(0);
+    // Sent over https from the start, the request carries it.
+    expect(await client.get(`${api.url}/me`).text()).toBe('Bearer v2');
+  });
+
   it("never puts the bearer on got's retries of a hop back to the API after the chain left origins", async () => {
     const api = await startServer();
     const elsewhere = await startServer();
@@ -274,6 +302,25 @@ describe('tokenRelayHooks and the Authorization of others', () => {
     expect(refreshes).toBe(2);
     expect(first.seen).toEqual(['/a Bearer v1', '/a Bearer v2']);
     expect(second.seen).toEqual(['/b Bearer w1', '/b Bearer w2']);
+  });
+
+  it("puts the second set's bearer on a cross-origin hop to an origin of its own after the first set's bearer went to the first, and refreshes only its token for that hop's 401", async () => {
+    const shared = await startServer();
+    const own = await startServer({ accepts: 'Bearer v3' });
+    const first = countingManager('a2');
+    const second = countingManager('b2');
+    // The first set may send its bearer to `shared` only; the second to both, so it may follow `shared`'s redirect to `own`.
+    const client = got.extend(
+      { hooks: tokenRelayHooks(first.manager, { origins: [shared.url] }) },
+      { hooks: tokenRelayHooks(second.manager, { origins: [shared.url, own.url] }), retry: { limit: 0 } },
+    );
+    const start = hop(shared, 302, `${own.url}/me`);
+
+    expect(await client.get(start).text()).toBe('Bearer v3');
+    expect(shared.seen).toEqual([`${pathOf(start)} Bearer a2`]);
+    // The hop, answered 401, and its replay after the second set's refresh.
+    expect(own.seen).toEqual(['/me Bearer b2', '/me Bearer v3']);
+    expect([first.refreshes(), second.refreshes()]).toEqual([0, 1]);
   });
 
   it('lets an Authorization a later beforeRequest hook sets win over our bearer', async () => {
