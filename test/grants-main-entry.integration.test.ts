@@ -119,6 +119,16 @@ describe("clientCredentialsGrant from @tokenrelay/core, as issue 11 wrote it", (
     expect(clientAssertion(recorder.bodies[0]).header).toEqual({ alg: 'RS256', typ: 'JWT' });
   });
 
+  it("authenticates with private_key_jwt when given only a privateKey, as a clientSecret alone means client_secret_basic", async () => {
+    const server = await start({ clients: [{ clientId: 'worker', authMethod: 'private_key_jwt', publicKey: ecPublicJwk }] });
+    const recorder = recordingFetch();
+    const grant = clientCredentialsGrant({ tokenEndpoint: server.tokenEndpoint, clientId: 'worker', privateKey: ecPem, algorithm: 'ES256', keyId: 'k1', fetch: recorder.fetch });
+    const tokens = await grant({ tokens: undefined, signal });
+    expect(await apiAccepts(server, tokens.accessToken)).toBe(true);
+    expect(server.stats().tokenRequestLog[0]?.clientAuthentication).toBe('private_key_jwt');
+    expect(clientAssertion(recorder.bodies[0]).header).toEqual({ alg: 'ES256', typ: 'JWT', kid: 'k1' });
+  });
+
   it("is refused as CREDENTIALS_REJECTED when the server holds another key, with no part of the assertion in the error", async () => {
     const server = await start({ clients: [{ clientId: 'worker', authMethod: 'private_key_jwt', publicKey: ecPublicJwk }] });
     const recorder = recordingFetch();
@@ -210,16 +220,25 @@ describe("revokeToken from @tokenrelay/core with clientAuthentication: 'private_
   });
 });
 
-describe("the string form's configuration errors", () => {
-  const tokenEndpoint = 'https://auth.example.test/oauth/token';
+describe("the key options' configuration errors", () => {
+  type Endpoints = { tokenEndpoint: string; revocationEndpoint: string; fetch: typeof fetch };
   it.each([
-    ["'private_key_jwt' without a privateKey", () => clientCredentialsGrant({ tokenEndpoint, clientId: 'c', clientAuthentication: 'private_key_jwt' } as never), /"private_key_jwt" needs a privateKey/],
-    ['a privateKey with client_secret_basic', () => refreshTokenGrant({ tokenEndpoint, clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_basic', privateKey: rsaPem } as never), /privateKey is for clientAuthentication: 'private_key_jwt'/],
-    ['a privateKey with client_secret_post', () => revokeToken({ revocationEndpoint: tokenEndpoint, token: 't', clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_post', privateKey: rsaPem } as never), /privateKey is for clientAuthentication: 'private_key_jwt'/],
-    ['both a privateKey and a clientSecret', () => clientCredentialsGrant({ tokenEndpoint, clientId: 'c', clientSecret: 's', clientAuthentication: 'private_key_jwt', privateKey: rsaPem } as never), /clientSecret was given but clientAuthentication is "private_key_jwt"/],
-  ])('refuses %s with CONFIGURATION_ERROR before anything is sent', async (_name, make, message) => {
+    ["'private_key_jwt' without a privateKey", (at: Endpoints) => clientCredentialsGrant({ ...at, clientId: 'c', clientAuthentication: 'private_key_jwt' }), /"private_key_jwt" needs a privateKey/],
+    ['a privateKey with client_secret_basic', (at: Endpoints) => refreshTokenGrant({ ...at, clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_basic', privateKey: rsaPem }), /privateKey is for clientAuthentication: 'private_key_jwt'/],
+    ['a privateKey with client_secret_post', (at: Endpoints) => revokeToken({ ...at, token: 't', clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_post', privateKey: rsaPem }), /privateKey is for clientAuthentication: 'private_key_jwt'/],
+    ['both a privateKey and a clientSecret', (at: Endpoints) => clientCredentialsGrant({ ...at, clientId: 'c', clientSecret: 's', clientAuthentication: 'private_key_jwt', privateKey: rsaPem }), /clientSecret was given but clientAuthentication is "private_key_jwt"/],
+    ['a privateKey beside a clientSecret, no method named', (at: Endpoints) => clientCredentialsGrant({ ...at, clientId: 'c', clientSecret: 's', privateKey: rsaPem }), /privateKey is for clientAuthentication: 'private_key_jwt'/],
+    ['a keyId without a privateKey', (at: Endpoints) => refreshTokenGrant({ ...at, clientId: 'c', clientSecret: 's', keyId: 'k1' }), /keyId is for clientAuthentication: 'private_key_jwt'/],
+    ['a keyId beside privateKeyJwt(…), where it would send no kid', (at: Endpoints) => clientCredentialsGrant({ ...at, clientId: 'c', clientAuthentication: privateKeyJwt({ privateKey: rsaPem }), keyId: 'k1' }), /keyId is for clientAuthentication: 'private_key_jwt'/],
+    ['an algorithm without a privateKey', (at: Endpoints) => revokeToken({ ...at, token: 't', clientId: 'c', algorithm: 'ES256' }), /"private_key_jwt" needs a privateKey/],
+  ])('refuses %s with CONFIGURATION_ERROR, and the server sees no request', async (_name, make, message) => {
+    const server = await start({ clients: [{ clientId: 'c', clientSecret: 's', authMethod: 'client_secret_basic' }] });
+    const recorder = recordingFetch();
+    const at = { tokenEndpoint: server.tokenEndpoint, revocationEndpoint: server.revocationEndpoint, fetch: recorder.fetch };
     // revokeToken is async: its configuration error rejects; the grants throw when they are made.
-    const outcome = await (async () => make())().then(() => undefined, (error: unknown) => error);
+    const outcome = await (async () => make(at))().then(() => undefined, (error: unknown) => error);
     expect(outcome).toMatchObject({ code: ErrorCode.CONFIGURATION_ERROR, message: expect.stringMatching(message) });
+    expect(recorder.bodies).toEqual([]);
+    expect(server.stats()).toMatchObject({ tokenRequests: 0, revocations: 0 });
   });
 });

@@ -1,7 +1,8 @@
 /*
  * Client authentication decides once what it was given: a method named by a string (built here, its
- * secret checked), 'private_key_jwt' with a privateKey (made by privateKeyJwt), or the object
- * privateKeyJwt makes (which must come without a clientSecret).
+ * secret checked), 'private_key_jwt' with a privateKey (made by privateKeyJwt; the default when a
+ * privateKey is given), or the object privateKeyJwt makes (which must come without a clientSecret).
+ * The key's options (privateKey, algorithm, keyId) beside any other method are refused, not dropped.
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
@@ -23,6 +24,7 @@ async function authenticate(options: ClientAuthenticationOptions) {
 describe('client authentication', () => {
   it('names its method: the string given, the default, or private_key_jwt for privateKeyJwt', () => {
     expect(clientAuthenticator({ clientId: 'c', clientSecret: 's' }, 'test').method).toBe('client_secret_basic');
+    expect(clientAuthenticator({ clientId: 'c', privateKey }, 'test').method).toBe('private_key_jwt');
     expect(clientAuthenticator({ clientId: 'c' }, 'test').method).toBe('none');
     expect(clientAuthenticator({ clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_post' }, 'test').method).toBe('client_secret_post');
     expect(clientAuthenticator({ clientId: 'c', clientAuthentication: privateKeyJwt({ privateKey }) }, 'test').method).toBe('private_key_jwt');
@@ -54,12 +56,15 @@ describe('client authentication', () => {
     ['a clientSecret with none', { clientId: 'c', clientSecret: 's', clientAuthentication: 'none' as const }, /clientSecret was given but clientAuthentication is "none"/],
     ['client_secret_basic without a clientSecret', { clientId: 'c', clientAuthentication: 'client_secret_basic' as const }, /"client_secret_basic" needs a clientSecret/],
     ['an unknown name', { clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_jwt' as never }, /unknown clientAuthentication "client_secret_jwt"/],
-    ["'private_key_jwt' without a privateKey", { clientId: 'c', clientAuthentication: 'private_key_jwt' } as never, /"private_key_jwt" needs a privateKey/],
-    ['a privateKey with client_secret_basic', { clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_basic', privateKey } as never, /privateKey is for clientAuthentication: 'private_key_jwt'/],
-    ['a privateKey with client_secret_post', { clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_post', privateKey } as never, /privateKey is for clientAuthentication: 'private_key_jwt'/],
-    ['a privateKey with no clientAuthentication', { clientId: 'c', privateKey } as never, /privateKey is for clientAuthentication: 'private_key_jwt'/],
-    ['a privateKey beside privateKeyJwt', { clientId: 'c', clientAuthentication: privateKeyJwt({ privateKey }), privateKey } as never, /privateKey is for clientAuthentication: 'private_key_jwt'/],
-    ['both a privateKey and a clientSecret', { clientId: 'c', clientSecret: 's', clientAuthentication: 'private_key_jwt', privateKey } as never, /clientSecret was given but clientAuthentication is "private_key_jwt"/],
+    ["'private_key_jwt' without a privateKey", { clientId: 'c', clientAuthentication: 'private_key_jwt' as const, keyId: 'k' }, /"private_key_jwt" needs a privateKey/],
+    ['a privateKey with client_secret_basic', { clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_basic' as const, privateKey }, /privateKey is for clientAuthentication: 'private_key_jwt'/],
+    ['a privateKey with client_secret_post', { clientId: 'c', clientSecret: 's', clientAuthentication: 'client_secret_post' as const, privateKey }, /privateKey is for clientAuthentication: 'private_key_jwt'/],
+    ['a privateKey beside privateKeyJwt', { clientId: 'c', clientAuthentication: privateKeyJwt({ privateKey }), privateKey }, /privateKey is for clientAuthentication: 'private_key_jwt'/],
+    ['a keyId beside privateKeyJwt (no kid would be sent)', { clientId: 'c', clientAuthentication: privateKeyJwt({ privateKey }), keyId: 'k' }, /keyId is for clientAuthentication: 'private_key_jwt'/],
+    ['a keyId with a clientSecret', { clientId: 'c', clientSecret: 's', keyId: 'k' }, /keyId is for clientAuthentication: 'private_key_jwt'/],
+    ['an algorithm without a key', { clientId: 'c', algorithm: 'ES256' as const }, /"private_key_jwt" needs a privateKey/],
+    ['both a privateKey and a clientSecret', { clientId: 'c', clientSecret: 's', clientAuthentication: 'private_key_jwt' as const, privateKey }, /clientSecret was given but clientAuthentication is "private_key_jwt"/],
+    ['both a privateKey and a clientSecret, no method named', { clientId: 'c', clientSecret: 's', privateKey }, /privateKey is for clientAuthentication: 'private_key_jwt'/],
     ['a value that is neither a name nor an object', { clientId: 'c', clientAuthentication: 7 as never }, /unknown clientAuthentication "7"/],
   ])('refuses %s with CONFIGURATION_ERROR when it is made', (_name, options, message) => {
     expect(() => clientAuthenticator(options, 'test')).toThrow(message);

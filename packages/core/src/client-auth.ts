@@ -1,12 +1,14 @@
 /*
  * Client authentication at the token endpoint (RFC 6749 §2.3): one piece for every grant and for
  * revocation, so each method is built, checked and redacted the same way everywhere. The secret
- * methods live here; `private_key_jwt` (RFC 7523 §2.2) needs a signer that an app which does not use
- * it should not ship: it is the object `privateKeyJwt` makes, which `'private_key_jwt'` with a
- * `privateKey` builds too (private-key-jwt-option.ts, refused in browser builds).
+ * methods live here; `private_key_jwt` (RFC 7523 §2.2) is the object `privateKeyJwt` makes, which
+ * `'private_key_jwt'` with a `privateKey` builds too (private-key-jwt-option.ts). So every build that
+ * bundles a grant ships the JWT signer (Node, workerd, edge, Deno, Bun), except browser builds: the
+ * `browser` export condition swaps in private-key-jwt-option.browser.ts, which refuses the string
+ * (a browser app is a public client) and leaves the signer out.
  */
 import { configurationError } from './errors.js';
-import type { AssertionSigningOptions } from './jwt.js';
+import type { PrivateKeyInput, SigningAlgorithm } from './jwt.js';
 import { privateKeyJwtOption } from './private-key-jwt-option.js';
 import type { Clock } from './types.js';
 
@@ -40,50 +42,39 @@ export interface ClientAuthenticationMethod {
   authenticate(request: ClientAuthenticationRequest): Promise<readonly string[]>;
 }
 
-/** Client authentication with a secret, with `client_id` alone, or with the object `privateKeyJwt` makes. */
-export interface SecretClientAuthenticationOptions {
-  /** The OAuth client id. */
+/** The client authentication options every grant (and `revokeToken`) takes. */
+export interface ClientAuthenticationOptions {
+  /** The OAuth client id (a client assertion's `iss` and `sub`). */
   clientId: string;
   /** The client secret of a confidential client (`client_secret_basic`, `client_secret_post`). */
   clientSecret?: string;
   /**
    * How the client authenticates: HTTP Basic (`client_secret_basic`, id and secret form-urlencoded
    * before base64 as RFC 6749 §2.3.1 requires), in the form body (`client_secret_post`), `client_id`
-   * alone (`none`, public clients), or a JWT signed with the client's private key: `'private_key_jwt'`
-   * with `privateKey` (see {@link PrivateKeyJwtClientAuthenticationOptions}), or the same as an
-   * object, `privateKeyJwt({ privateKey })`.
-   * @default 'client_secret_basic' when a clientSecret is given, otherwise 'none'
+   * alone (`none`, public clients), or a JWT signed with the client's private key (`private_key_jwt`,
+   * RFC 7523 §2.2): each request carries a fresh assertion signed with `privateKey` (`aud` = the
+   * endpoint URL, a unique `jti`). `'private_key_jwt'` with `privateKey`, `algorithm?` and `keyId?`
+   * is the same as `privateKeyJwt({ privateKey, algorithm, keyId })`; browser builds refuse the string
+   * (`CONFIGURATION_ERROR`: a browser app is a public client, a private key in it is no secret).
+   * Wrong combinations (a secret and a key, a key or `keyId` with a secret method) are a
+   * `CONFIGURATION_ERROR` when the grant is made.
+   * @default 'client_secret_basic' when a clientSecret is given, 'private_key_jwt' when a privateKey is, otherwise 'none'
+   * @example
+   * ```ts
+   * clientCredentialsGrant({ tokenEndpoint, clientId: 'worker', clientAuthentication: 'private_key_jwt', privateKey: pem, keyId: 'key-1' })
+   * ```
    */
-  clientAuthentication?: Exclude<ClientAuthentication, 'private_key_jwt'> | ClientAuthenticationMethod;
-  /** Only with `clientAuthentication: 'private_key_jwt'`. */
-  privateKey?: never;
-  /** Only with `clientAuthentication: 'private_key_jwt'`. */
-  algorithm?: never;
-  /** Only with `clientAuthentication: 'private_key_jwt'`. */
-  keyId?: never;
+  clientAuthentication?: ClientAuthentication | ClientAuthenticationMethod;
+  /** The client's private key, for `private_key_jwt` (see {@link PrivateKeyInput}). */
+  privateKey?: PrivateKeyInput;
+  /**
+   * The assertion's JWS algorithm, for `private_key_jwt` (RS256, ES256 or PS256).
+   * @default the JWK's `alg` or the CryptoKey's own algorithm when they tell, otherwise 'RS256'
+   */
+  algorithm?: SigningAlgorithm;
+  /** The key id, sent as `kid` in the assertion's header, for `private_key_jwt`. */
+  keyId?: string;
 }
-
-/**
- * `private_key_jwt` client authentication (RFC 7523 §2.2) named as a string: each request carries a
- * fresh assertion signed with `privateKey` (`iss` = `sub` = clientId, `aud` = the endpoint URL, a
- * unique `jti`), exactly as `privateKeyJwt({ privateKey, algorithm, keyId })`. Not in browser builds
- * (`CONFIGURATION_ERROR`): a browser app is a public client, and a private key shipped to it is no secret.
- * @example
- * ```ts
- * clientCredentialsGrant({ tokenEndpoint, clientId: 'worker', clientAuthentication: 'private_key_jwt', privateKey: pem, keyId: 'key-1' })
- * ```
- */
-export interface PrivateKeyJwtClientAuthenticationOptions extends AssertionSigningOptions {
-  /** The OAuth client id: the assertion's `iss` and `sub`. */
-  clientId: string;
-  /** A JWT signed with `privateKey`. */
-  clientAuthentication: 'private_key_jwt';
-  /** No secret with `private_key_jwt`. */
-  clientSecret?: never;
-}
-
-/** The client authentication options every grant (and `revokeToken`) takes. */
-export type ClientAuthenticationOptions = SecretClientAuthenticationOptions | PrivateKeyJwtClientAuthenticationOptions;
 
 /** What a {@link ClientAuthenticator} is given: the request, whose client id it knows. */
 type AuthenticatorRequest = Omit<ClientAuthenticationRequest, 'clientId'>;
@@ -105,14 +96,13 @@ export const clientAuthenticationParams = ['client_id', 'client_secret', 'client
  * authenticator.
  */
 export function clientAuthenticator(options: ClientAuthenticationOptions, who: string): MethodAuthenticator {
-  const { clientId, clientSecret } = options;
+  const { clientId, clientSecret, privateKey } = options;
   const configError = (message: string) => configurationError(`${who}: ${message}`);
   if (typeof clientId !== 'string' || clientId === '') throw configError('clientId is required');
-  // 'private_key_jwt' and a privateKey become the object privateKeyJwt makes (or are refused, in a browser build).
-  const chosen =
-    options.clientAuthentication === 'private_key_jwt' || options.privateKey !== undefined
-      ? privateKeyJwtOption(options, who)
-      : (options.clientAuthentication ?? (clientSecret ? 'client_secret_basic' : 'none'));
+  const named = options.clientAuthentication ?? (clientSecret ? 'client_secret_basic' : 'none');
+  // 'private_key_jwt' and the key's options become the object privateKeyJwt makes (private-key-jwt-option.ts:
+  // the default without a clientSecret; refused beside another method, and in a browser build).
+  const chosen = named === 'private_key_jwt' || (privateKey ?? options.algorithm ?? options.keyId) !== undefined ? privateKeyJwtOption(options, who) : named;
   // Decided once: an object is made by privateKeyJwt, which sends no secret; a string names a method built here.
   if (typeof chosen === 'object') {
     if (clientSecret) throw configError(`clientSecret was given but clientAuthentication is "${chosen.method}"`);

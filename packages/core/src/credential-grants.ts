@@ -41,8 +41,8 @@ function credentialGrantHandler(
   );
 }
 
-/** Options of {@link clientCredentialsGrant}: the endpoint's, and how the client authenticates. */
-export type ClientCredentialsGrantOptions = GrantEndpointOptions & TokenRequestOptions & ClientAuthenticationOptions;
+/** Options of {@link clientCredentialsGrant}. */
+export interface ClientCredentialsGrantOptions extends GrantEndpointOptions, ClientAuthenticationOptions, TokenRequestOptions {}
 
 /** Options of {@link jwtBearerGrant}. */
 export interface JwtBearerGrantOptions extends GrantEndpointOptions, AssertionSigningOptions, TokenRequestOptions {
@@ -61,8 +61,8 @@ export interface JwtBearerGrantOptions extends GrantEndpointOptions, AssertionSi
 /**
  * A {@link RefreshHandler} for the client credentials grant (RFC 6749 §4.4): a job or a server
  * gets tokens for itself with its own credentials (`client_secret_basic`, `client_secret_post`, or
- * `private_key_jwt`: `'private_key_jwt'` with `privateKey`, or `privateKeyJwt({ privateKey })`), so
- * there is no refresh token: each "refresh" asks again.
+ * `private_key_jwt` with a `privateKey` or `privateKeyJwt({ privateKey })`), so there is no refresh
+ * token: each "refresh" asks again.
  * A manager with no tokens acquires them on the first request (`needsRefreshToken: false`).
  *
  * Errors: `CREDENTIALS_REJECTED` for `invalid_client`, `unauthorized_client` and `invalid_grant`
@@ -81,7 +81,7 @@ export function clientCredentialsGrant(options: ClientCredentialsGrantOptions): 
   const endpoint = parseEndpoint(options.tokenEndpoint, who);
   const authenticator = clientAuthenticator(options, who);
   if (authenticator.method === 'none') {
-    throw configurationError(`${who}: the client must authenticate: give a clientSecret, or clientAuthentication: 'private_key_jwt' with a privateKey`);
+    throw configurationError(`${who}: the client must authenticate: give a clientSecret or a privateKey`);
   }
   const client = tokenEndpointClient(endpoint, authenticator, { ...options, who });
   const form = formBuilder(who, [], options);

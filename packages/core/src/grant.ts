@@ -26,17 +26,14 @@ export interface GrantEndpointOptions {
   extraParams?: Readonly<Record<string, string>>;
 }
 
-/** What {@link refreshTokenGrant} takes besides the client authentication. */
-export interface RefreshTokenGrantEndpointOptions extends GrantEndpointOptions, TokenRequestOptions {
+/** Options of {@link refreshTokenGrant}. */
+export interface RefreshTokenGrantOptions extends GrantEndpointOptions, ClientAuthenticationOptions, TokenRequestOptions {
   /**
    * Scope to ask for; must not exceed the original grant. Left out, the server keeps the original scope.
    * @example ['openid', 'profile']
    */
   scope?: string | readonly string[];
 }
-
-/** Options of {@link refreshTokenGrant}: the endpoint's, and how the client authenticates. */
-export type RefreshTokenGrantOptions = RefreshTokenGrantEndpointOptions & ClientAuthenticationOptions;
 
 const refreshTokenErrors: OAuthErrorMeaning = {
   invalid_grant: { code: ErrorCode.SESSION_EXPIRED, advice: 'refresh token refused; sign in again' },

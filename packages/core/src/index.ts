@@ -1,10 +1,5 @@
 export { createTokenManager } from './manager.js';
-export {
-  refreshTokenGrant,
-  type GrantEndpointOptions,
-  type RefreshTokenGrantEndpointOptions,
-  type RefreshTokenGrantOptions,
-} from './grant.js';
+export { refreshTokenGrant, type GrantEndpointOptions, type RefreshTokenGrantOptions } from './grant.js';
 // Also on `@tokenrelay/core/grants`. The package has no side effects, so a bundle that does not use
 // them leaves them out (bench/size-limit.config.js checks it).
 export {
@@ -15,14 +10,12 @@ export {
 } from './credential-grants.js';
 export { privateKeyJwt } from './private-key-jwt.js';
 export type { AssertionSigningOptions, PrivateKeyInput, SigningAlgorithm } from './jwt.js';
-export { revokeToken, type RevocationOptions, type RevokeTokenOptions } from './revoke.js';
+export { revokeToken, type RevokeTokenOptions } from './revoke.js';
 export type {
   ClientAuthentication,
   ClientAuthenticationMethod,
   ClientAuthenticationOptions,
   ClientAuthenticationRequest,
-  PrivateKeyJwtClientAuthenticationOptions,
-  SecretClientAuthenticationOptions,
 } from './client-auth.js';
 export type { TokenRequestOptions } from './token-request.js';
 export { tokenSetFromResponse, type TokenSetFromResponseOptions } from './token-response.js';

@@ -1,6 +1,7 @@
 /*
- * `private_key_jwt` client authentication (RFC 7523 §2.2): the signer it needs is bundled only by the
- * apps that import `privateKeyJwt` or name `'private_key_jwt'` outside a browser.
+ * `private_key_jwt` client authentication (RFC 7523 §2.2). Outside a browser build every grant brings
+ * its signer along (for the grants' own `'private_key_jwt'` option); a browser build bundles it only
+ * for an app that imports `privateKeyJwt`.
  */
 import type { ClientAuthenticationMethod } from './client-auth.js';
 import { assertionSigner, type AssertionSigningOptions } from './jwt.js';

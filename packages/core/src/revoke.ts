@@ -6,11 +6,8 @@ import { clientAuthenticator, type ClientAuthenticationOptions } from './client-
 import { configurationError } from './errors.js';
 import { parseEndpoint, tokenEndpointClient, type TokenRequestOptions } from './token-request.js';
 
-/** Options of {@link revokeToken}: where, what, and how the client authenticates. */
-export type RevokeTokenOptions = RevocationOptions & ClientAuthenticationOptions;
-
-/** What {@link revokeToken} takes besides the client authentication. */
-export interface RevocationOptions extends Omit<TokenRequestOptions, 'maxResponseBytes'> {
+/** Options of {@link revokeToken}. */
+export interface RevokeTokenOptions extends ClientAuthenticationOptions, Omit<TokenRequestOptions, 'maxResponseBytes'> {
   /**
    * The revocation endpoint. Must be `https:`; `http:` is accepted for loopback hosts only.
    * @example 'https://auth.example.com/oauth/revoke'
