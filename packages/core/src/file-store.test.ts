@@ -336,6 +336,24 @@ describe('fileStore: a token file holding an OAuth token response', () => {
     expect((await fileStore(tokenPath, { watch: false }).get())?.tokens).toEqual({ ...signedIn, tokenType: 'Bearer' });
   });
 
+  it("takes a plain set(value), without expectedRevision, for a new session: a login script's write keeps no field of the old user's file", async () => {
+    await writeJson({ ...salesforceSample, saved_by: 'nightly-export.py' });
+    const store = fileStore(tokenPath, { watch: false });
+    cleanups.push(() => store.close());
+    const before = await store.get();
+    const tokens: TokenSet = { accessToken: 'script-access', refreshToken: 'script-refresh', raw: { instance_url: 'https://script.my.salesforce.com' } };
+
+    await store.set({ tokens, revision: (before?.revision ?? 0) + 1 });
+
+    expect(await readJson()).toEqual({
+      access_token: 'script-access',
+      refresh_token: 'script-refresh',
+      token_type: 'Bearer',
+      instance_url: 'https://script.my.salesforce.com',
+      tokenrelay_revision: expect.any(Number),
+    });
+  });
+
   it("writes a sign-in whose own write failed as that session alone when the next refresh writes it first: no field of the old user's file stays", async () => {
     await writeJson({ ...salesforceSample, saved_by: 'nightly-export.py' });
     const inner = fileStore(tokenPath, { watch: false });

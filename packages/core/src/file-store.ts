@@ -77,7 +77,7 @@ export interface FileTokenStore extends TokenStore {
    * re-read under the lock and written only if it holds that revision. Without it, writes (and
    * `clear()`) of this store land in the order they were called: one that a later one overtook
    * while both waited for the lock resolves `true` without writing. A token-response file keeps the
-   * fields of its session the new tokens lack, unless `newSession` (a sign-in) says they begin another.
+   * fields of its session the new tokens lack, unless they begin another: a write without `expectedRevision`, or one with `newSession`.
    * @throws TokenRelayError `STORE_ERROR` when the lock was lost (nothing is written) or the file cannot be written.
    */
   set(value: StoredTokens, options?: TokenStoreSetOptions): Promise<boolean>;
@@ -273,9 +273,9 @@ export function fileStore(path: string, options: FileStoreOptions = {}): FileTok
             if (writeOrder.overtaken(ticket)) return true;
           } else if (((await file.read())?.revision ?? 0) !== expectedRevision) return false;
           operations++;
-          // A refresh continues the session the file holds; a new session (a sign-in) keeps nothing of the
-          // one it replaces (its id, signature, issued_at).
-          await file.write(stored, () => lock.assertHeld(), !newSession);
+          // A refresh continues the session the file holds; a new session (a sign-in: an unconditional
+          // write, unless told otherwise) keeps nothing of the one it replaces (its id, signature, issued_at).
+          await file.write(stored, () => lock.assertHeld(), !(newSession ?? unconditional));
           if (unconditional) writeOrder.landed(ticket);
           lastKey = stateKey(stored);
           return true;

@@ -126,7 +126,7 @@ export interface TokenStoreSetOptions {
    * atomically with respect to every other user of the store; otherwise write nothing and resolve
    * `false`. The manager fences every refresh's write with the revision it refreshed from, so a
    * sign-out or sign-in that happened meanwhile, here or in another process, always wins.
-   * Left out, the write is unconditional (a sign-in).
+   * Left out, the write is unconditional (a sign-in; see `newSession`).
    */
   readonly expectedRevision?: number;
   /**
@@ -134,6 +134,7 @@ export interface TokenStoreSetOptions {
    * that keeps fields of the stored session the new tokens lack (fileStore's token-response layout)
    * keeps none of them then. The manager sets it for `setTokens()`, and for a sign-in the store missed
    * that the next refresh writes first (under `expectedRevision`). Other stores may ignore it.
+   * @default true without `expectedRevision` (a sign-in), false with it
    */
   readonly newSession?: boolean;
 }
