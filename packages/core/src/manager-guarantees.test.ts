@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ErrorCode, TokenRelayError } from './errors.js';
 import { createTokenManager } from './manager.js';
-import type { RefreshContext, RefreshHandler, StoredTokens, TokenSet, TokenStore, TokenStoreLock } from './types.js';
+import type { RefreshContext, RefreshHandler, StoredTokens, TokenManager, TokenSet, TokenStore, TokenStoreLock } from './types.js';
 
 afterEach(() => {
   vi.useRealTimers();
@@ -361,13 +361,18 @@ describe('sign-out and a new sign-in win over a refresh in flight', () => {
     expect(shared.value?.tokens).toEqual(session(7));
     expect(await manager.getAccessToken()).toBe('at.7');
   });
-  it('never hands a waiting request the expired token of a session signed in elsewhere during its refresh: it refreshes that session first', async () => {
-    vi.useFakeTimers({ now: 10_000 });
+  it.each([
     // Session 0 has expired: a request waits for its refresh.
-    const shared = sharedStore({ tokens: session(0, 9_000), revision: 1 });
+    ['a waiting request', 9_000, (manager: TokenManager) => manager.getAccessToken()],
+    // A request's 401 refreshes session 0.
+    ['refresh()', undefined, (manager: TokenManager) => manager.refresh({ staleAccessToken: 'at.0' }).then((tokens) => tokens.accessToken)],
+  ])('never hands %s the expired token of a session signed in elsewhere during its refresh: it refreshes that session first', async (_, expiresAt, ask) => {
+    vi.useFakeTimers({ now: 10_000 });
+    const shared = sharedStore({ tokens: session(0, expiresAt), revision: 1 });
     const endpoint = scriptedEndpoint();
     const manager = createTokenManager({ store: shared.store(), refresh: endpoint.handler });
-    const token = manager.getAccessToken();
+    await manager.getTokens();
+    const token = ask(manager);
     await vi.advanceTimersByTimeAsync(0);
     expect(endpoint.presented).toEqual(['rt.0']);
 
@@ -380,27 +385,6 @@ describe('sign-out and a new sign-in win over a refresh in flight', () => {
     expect(endpoint.presented).toEqual(['rt.0', 'rt.1']);
     endpoint.calls[1]?.resolve(session(2, 71_000));
     expect(await token).toBe('at.2');
-  });
-  it('never answers refresh() with the expired token of a session signed in elsewhere during the refresh: it refreshes that session first', async () => {
-    vi.useFakeTimers({ now: 10_000 });
-    const shared = sharedStore({ tokens: session(0), revision: 1 });
-    const endpoint = scriptedEndpoint();
-    const manager = createTokenManager({ store: shared.store(), refresh: endpoint.handler });
-    await manager.getAccessToken();
-    // A request's 401 refreshes session 0.
-    const refreshed = manager.refresh({ staleAccessToken: 'at.0' });
-    await vi.advanceTimersByTimeAsync(0);
-    expect(endpoint.presented).toEqual(['rt.0']);
-
-    // Another process signs in meanwhile with a 1 s token, which expires before session 0's refresh token is refused.
-    shared.signInElsewhere(session(1, 11_000));
-    await vi.advanceTimersByTimeAsync(1_000);
-    endpoint.calls[0]?.reject(new TokenRelayError(ErrorCode.SESSION_EXPIRED, 'invalid_grant'));
-    await vi.advanceTimersByTimeAsync(0);
-
-    expect(endpoint.presented).toEqual(['rt.0', 'rt.1']);
-    endpoint.calls[1]?.resolve(session(2, 71_000));
-    expect((await refreshed).accessToken).toBe('at.2');
   });
 });
 
