@@ -700,6 +700,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           // Still ours, kept for a write that may land: go on under it, and keep it as long as that write may.
           lock = kept.lock;
           keepLockFor(kept.settled);
+          // Nothing is read or presented before that write settles (within a store call's limit): a store whose
+          // compare-and-set is "re-read, then write" under the lock would let it land after ours and roll back to it.
+          await abortable(storeCall('write', () => kept.settled), refresh.controller.signal);
         } else {
           // A kept lock that was lost guards nothing more: given back at once (it may hold a file or a connection).
           if (kept) void releaseLock(kept.lock);
