@@ -1,6 +1,6 @@
 import type { StoredTokens, TokenStoreLock } from '@tokenrelay/core';
 import { ErrorCode, TokenRelayError } from '@tokenrelay/core';
-import { MAX_TIMER_MS, configurationError, createWriteOrder, delay, notifyListeners, parseStoredTokens, storeError } from '@tokenrelay/core/kit';
+import { assertTimerDelay, configurationError, createWriteOrder, delay, notifyListeners, parseStoredTokens, storeError } from '@tokenrelay/core/kit';
 import { browserLeaseRecords } from './lease-backend-choice.js';
 import { acquireLeaseLock, acquireWebLock, type HeldLock, type WebLockManager } from './locks.js';
 import { decodeRecord, encodeRecord, type StoredRecord } from './stored-tokens.js';
@@ -10,13 +10,6 @@ const lockModes: readonly BrowserLockMode[] = ['auto', 'web-locks', 'lease'];
 /** How long a tab holding the refresh lock waits for another tab's newer write to reach it. */
 const REVISION_CATCH_UP_MS = 2_000;
 const REVISION_POLL_MS = 10;
-
-function assertPositive(name: string, value: number | undefined): void {
-  // A timer fires at once for a longer delay: the wait would give up, the lease be renewed, every millisecond.
-  if (value !== undefined && !(Number.isFinite(value) && value > 0 && value <= MAX_TIMER_MS)) {
-    throw configurationError(`browserStore: ${name} must be a number > 0 and ≤ ${MAX_TIMER_MS}`);
-  }
-}
 
 function defaultStorage(): BrowserStorage {
   let storage: BrowserStorage | undefined;
@@ -64,9 +57,9 @@ export function browserStore(options: BrowserStoreOptions): BrowserTokenStore {
   }
   const mode = options.lock ?? 'auto';
   if (!lockModes.includes(mode)) throw configurationError(`browserStore: options.lock must be one of ${lockModes.join(', ')}`);
-  assertPositive('lockWaitMs', options.lockWaitMs);
-  assertPositive('lockLeaseMs', options.lockLeaseMs);
-  assertPositive('lockPollMs', options.lockPollMs);
+  assertTimerDelay('browserStore', 'lockWaitMs', options.lockWaitMs, 0, true);
+  assertTimerDelay('browserStore', 'lockLeaseMs', options.lockLeaseMs, 0, true);
+  assertTimerDelay('browserStore', 'lockPollMs', options.lockPollMs, 0, true);
 
   const { key } = options;
   const storage = options.storage ?? defaultStorage();

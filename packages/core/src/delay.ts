@@ -1,8 +1,23 @@
+import { configurationError } from './errors.js';
+
 /**
  * The longest wait a timer keeps, in milliseconds (2^31 − 1, about 24.8 days): `setTimeout` and
  * `setInterval` fire after 1 ms for a longer delay, so an option that sets a timer is refused above it.
  */
 export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * Refuses, with a `CONFIGURATION_ERROR` naming `who` and `name`, a delay option a timer cannot keep:
+ * not a finite number, below `minimum` (or equal to it, when `minimumExcluded`), or above
+ * {@link MAX_TIMER_MS}. `undefined` (the default applies) passes.
+ */
+export function assertTimerDelay(who: string, name: string, value: number | undefined, minimum: number, minimumExcluded = false): void {
+  if (value === undefined) return;
+  const aboveMinimum = minimumExcluded ? value > minimum : value >= minimum;
+  if (!(Number.isFinite(value) && aboveMinimum && value <= MAX_TIMER_MS)) {
+    throw configurationError(`${who}: ${name} must be a number ${minimumExcluded ? '>' : '≥'} ${minimum} and ≤ ${MAX_TIMER_MS}`);
+  }
+}
 
 /**
  * Resolves after `ms` milliseconds, or rejects with `signal.reason` as soon as `signal` aborts.

@@ -5,7 +5,7 @@
  * watching (file-watch.ts); this file holds them together and keeps the store contract.
  */
 import { resolve } from 'node:path';
-import { MAX_TIMER_MS } from './delay.js';
+import { assertTimerDelay } from './delay.js';
 import { configurationError, storeError, TokenRelayError } from './errors.js';
 import { generationLock, type GenerationLockHold } from './file-lock.js';
 import { watchTokenFile, type FileWatchMode } from './file-watch.js';
@@ -96,13 +96,6 @@ export interface FileTokenStore extends TokenStore {
   close(): Promise<void>;
 }
 
-function assertPositive(name: string, value: number | undefined): void {
-  // A timer fires at once for a longer delay: the heartbeat would beat every millisecond.
-  if (value !== undefined && !(Number.isFinite(value) && value > 0 && value <= MAX_TIMER_MS)) {
-    throw configurationError(`fileStore: ${name} must be a number > 0 and ≤ ${MAX_TIMER_MS}`);
-  }
-}
-
 /** Identifies a stored state for change detection. */
 const stateKey = (value: StoredTokens | undefined) =>
   value ? `${value.revision}\n${value.sessionExpired ? 1 : 0}\n${value.tokens.accessToken}` : '';
@@ -144,10 +137,10 @@ const stateKey = (value: StoredTokens | undefined) =>
  */
 export function fileStore(path: string, options: FileStoreOptions = {}): FileTokenStore {
   if (typeof path !== 'string' || path === '') throw configurationError('fileStore: path must be a non-empty string');
-  assertPositive('lockLeaseMs', options.lockLeaseMs);
-  assertPositive('lockWaitMs', options.lockWaitMs);
-  assertPositive('lockPollMs', options.lockPollMs);
-  assertPositive('watchPollMs', options.watchPollMs);
+  assertTimerDelay('fileStore', 'lockLeaseMs', options.lockLeaseMs, 0, true);
+  assertTimerDelay('fileStore', 'lockWaitMs', options.lockWaitMs, 0, true);
+  assertTimerDelay('fileStore', 'lockPollMs', options.lockPollMs, 0, true);
+  assertTimerDelay('fileStore', 'watchPollMs', options.watchPollMs, 0, true);
   if (options.watch !== undefined && options.watch !== 'auto' && options.watch !== 'poll' && options.watch !== false) {
     throw configurationError("fileStore: watch must be 'auto', 'poll' or false");
   }

@@ -46,7 +46,7 @@ export {
 } from './adapter-kit.js';
 export { isRecord, parseStoredTokens, parseTokenSet, tokenSetProblem } from './token-set.js';
 export { configurationError, storeError } from './errors.js';
-export { MAX_TIMER_MS, abortable, delay } from './delay.js';
+export { MAX_TIMER_MS, abortable, assertTimerDelay, delay } from './delay.js';
 export { readBody } from './read-body.js';
 export { notifyListeners } from './notify.js';
 export { createWriteOrder, type WriteOrder } from './write-order.js';

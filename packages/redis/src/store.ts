@@ -6,7 +6,7 @@ import type {
   TokenStoreLock,
   TokenStoreSetOptions,
 } from '@tokenrelay/core';
-import { MAX_TIMER_MS, configurationError, delay, notifyListeners, storeError } from '@tokenrelay/core/kit';
+import { assertTimerDelay, configurationError, delay, notifyListeners, storeError } from '@tokenrelay/core/kit';
 import type { Cluster, Redis } from 'ioredis';
 import { createTokenCodec, type RedisStoreEncryption } from './codec.js';
 import { defineStoreCommands } from './scripts.js';
@@ -140,13 +140,6 @@ function redisError(what: string, error: unknown): TokenRelayError {
   return storeError(`${what}: ${reason}`);
 }
 
-function checkDuration(name: string, value: number | undefined, minimum: number): void {
-  // A timer fires at once for a longer delay: the lease would be renewed every millisecond.
-  if (value !== undefined && !(Number.isFinite(value) && value >= minimum && value <= MAX_TIMER_MS)) {
-    throw configurationError(`redisStore: ${name} must be a number ≥ ${minimum} and ≤ ${MAX_TIMER_MS}`);
-  }
-}
-
 /** The lock {@link RedisTokenStore.lock} hands out. */
 interface HeldRedisLock extends TokenStoreLock {
   readonly signal: AbortSignal;
@@ -198,9 +191,9 @@ export function redisStore(options: RedisStoreOptions): RedisTokenStore {
       `redisStore: on a Redis Cluster the key must carry a hash tag, e.g. "{${key}}", so that the tokens and their lock share one hash slot`,
     );
   }
-  checkDuration('lockLeaseMs', options.lockLeaseMs, 3);
-  checkDuration('lockWaitMs', options.lockWaitMs, 0);
-  checkDuration('lockPollMs', options.lockPollMs, 1);
+  assertTimerDelay('redisStore', 'lockLeaseMs', options.lockLeaseMs, 3);
+  assertTimerDelay('redisStore', 'lockWaitMs', options.lockWaitMs, 0);
+  assertTimerDelay('redisStore', 'lockPollMs', options.lockPollMs, 1);
   const channel = options.channel ?? `${key}:events`;
   if (typeof channel !== 'string' || channel === '') throw configurationError('redisStore: options.channel must be a non-empty string');
 
