@@ -52,6 +52,16 @@ function failingStoreOfSession0(overrides: Partial<TokenStore> = {}) {
   return { stored, faults };
 }
 
+/** {@link storeOfSession0} whose reads, while `hangs.reads`, and writes, while `hangs.writes`, never answer. */
+function hangingStoreOfSession0(overrides: Partial<TokenStore> = {}) {
+  const stored = storeOfSession0(overrides);
+  const { get, set } = stored.store;
+  const hangs = { reads: false, writes: false };
+  stored.store.get = () => (hangs.reads ? hang() : get());
+  stored.store.set = (value, options) => (hangs.writes ? hang() : set(value, options));
+  return { stored, hangs };
+}
+
 /** A shared {@link storeOfSession0} whose reads, while `reads.hold`, wait until the test calls `reads.waiting`. */
 function heldReadsStoreOfSession0() {
   const stored = storeOfSession0({ subscribe: () => () => undefined });
@@ -157,10 +167,8 @@ describe('a hung store never hangs a request', () => {
 
   it('keeps the rotated tokens of a refresh whose store write hangs, and presents only the new refresh token next', async () => {
     vi.useFakeTimers({ now: 1_000_000 });
-    const writes: { hang: boolean } = { hang: true };
-    const stored = storeOfSession0();
-    const set = stored.store.set;
-    stored.store.set = (value, options) => (writes.hang ? hang() : set(value, options));
+    const { stored, hangs } = hangingStoreOfSession0();
+    hangs.writes = true;
     const endpoint = rotatingEndpoint();
     const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler, refreshTimeoutMs: 5_000 });
     await manager.getTokens();
@@ -172,7 +180,7 @@ describe('a hung store never hangs a request', () => {
     expect((await manager.getTokens())?.refreshToken).toBe('rt.1');
 
     // The write given up on never lands: after lateAnswerWaitMs it can land no more, and the next refresh goes on.
-    writes.hang = false;
+    hangs.writes = false;
     await vi.advanceTimersByTimeAsync(60_000);
     const second = follow(manager.refresh({ staleAccessToken: 'at.1' }));
     expect(await second.outcome()).toEqual({ value: expect.objectContaining({ accessToken: 'at.2' }) });
@@ -251,22 +259,19 @@ describe('this manager never asks the store for a lock it holds', () => {
 
   it("a refresh of a new session waits until the replaced session's refresh gives the lock back", async () => {
     vi.useFakeTimers({ now: 1_000_000 });
-    const reads: { hang: boolean } = { hang: false };
     const { lock, take } = exclusiveLock();
-    const stored = storeOfSession0({ lock: take });
-    const get = stored.store.get;
-    stored.store.get = () => (reads.hang ? hang() : get());
+    const { stored, hangs } = hangingStoreOfSession0({ lock: take });
     const endpoint = rotatingEndpoint();
     const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler, refreshTimeoutMs: 5_000 });
     await manager.getTokens();
     await vi.advanceTimersByTimeAsync(2_000);
 
     // The refresh of session 0 holds the lock while its read of the store hangs; a sign-in replaces the session.
-    reads.hang = true;
+    hangs.reads = true;
     const replacedRefresh = follow(manager.refresh({ staleAccessToken: 'at.0' }));
     await vi.advanceTimersByTimeAsync(0);
     expect(lock.held).toBe(true);
-    reads.hang = false;
+    hangs.reads = false;
     await manager.setTokens(session(5, Date.now() + 60_000));
     const newSessionRefresh = follow(manager.refresh({ staleAccessToken: 'at.5' }));
     await vi.advanceTimersByTimeAsync(5_000);
@@ -279,11 +284,8 @@ describe('this manager never asks the store for a lock it holds', () => {
 
   it('a refresh after two sign-ins in a row waits until the refresh of the first session gives the lock back', async () => {
     vi.useFakeTimers({ now: 1_000_000 });
-    const reads: { hang: boolean } = { hang: false };
     const { lock, take } = exclusiveLock();
-    const stored = storeOfSession0({ lock: take });
-    const get = stored.store.get;
-    stored.store.get = () => (reads.hang ? hang() : get());
+    const { stored, hangs } = hangingStoreOfSession0({ lock: take });
     const endpoint = rotatingEndpoint();
     const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler, refreshTimeoutMs: 5_000 });
     await manager.getTokens();
@@ -291,10 +293,10 @@ describe('this manager never asks the store for a lock it holds', () => {
 
     // The refresh of session 0 holds the lock while its read hangs; the refresh of session 5 waits for it
     // and is replaced in turn by session 6, whose refresh must wait for the first one still.
-    reads.hang = true;
+    hangs.reads = true;
     const first = follow(manager.refresh({ staleAccessToken: 'at.0' }));
     await vi.advanceTimersByTimeAsync(0);
-    reads.hang = false;
+    hangs.reads = false;
     await manager.setTokens(session(5, Date.now() + 60_000));
     const second = follow(manager.refresh({ staleAccessToken: 'at.5' }));
     await vi.advanceTimersByTimeAsync(0);
@@ -344,11 +346,9 @@ describe('this manager never asks the store for a lock it holds', () => {
 describe('the lock a refresh kept for a write it gave up on', () => {
   it('is released when lost, and the next refresh takes a lock of its own', async () => {
     vi.useFakeTimers({ now: 1_000_000 });
-    const writes: { hang: boolean } = { hang: true };
     const { lock, take, lose } = exclusiveLock();
-    const stored = storeOfSession0({ lock: take });
-    const set = stored.store.set;
-    stored.store.set = (value, options) => (writes.hang ? hang() : set(value, options));
+    const { stored, hangs } = hangingStoreOfSession0({ lock: take });
+    hangs.writes = true;
     const endpoint = rotatingEndpoint();
     const manager = createTokenManager({ store: stored.store, refresh: endpoint.handler, refreshTimeoutMs: 5_000 });
     await manager.getTokens();
@@ -368,7 +368,7 @@ describe('the lock a refresh kept for a write it gave up on', () => {
     // its caller is released at refreshTimeoutMs.
     expect(await second.outcome()).toEqual({ code: ErrorCode.REFRESH_TIMEOUT });
     expect(endpoint.presented).toEqual(['rt.0']);
-    writes.hang = false;
+    hangs.writes = false;
     await vi.advanceTimersByTimeAsync(120_000);
 
     // Each lock the store gave is released once (a lost one too: it may hold a file handle or a connection).
